@@ -1,0 +1,341 @@
+//! Configuration types. Every field has a default, so Posthorn runs with no
+//! file at all; a file (TOML) may set any subset. Unknown fields are errors.
+//! Loading (file, environment, flags, reporting every error at once) lives in
+//! the server crate; these are only the shapes and their defaults.
+
+use crate::clock::{DAY, HOUR, MINUTE, Millis};
+use crate::contact::ContactLimits;
+use crate::retry::RetrySchedule;
+use crate::suppression::SuppressionExpiry;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Listeners, data directory and public URL.
+    pub server: ServerConfig,
+    /// Size and count limits on submissions.
+    pub limits: LimitsConfig,
+    /// The status model's windows and soft-bounce limits.
+    pub status: StatusConfig,
+    /// The retry schedule of deferred deliveries.
+    pub retry: RetryConfig,
+    /// How long automatic suppressions last.
+    pub suppression: SuppressionConfig,
+    /// Defaults of the pre-send policy chain.
+    pub policy: PolicyConfig,
+    /// Per-stream settings, keyed by stream name (`[streams.newsletter]`).
+    pub streams: BTreeMap<String, StreamConfig>,
+    /// Storage tuning.
+    pub store: StoreConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Where the database and generated files live (default `./posthorn-data`).
+    pub data_dir: PathBuf,
+    /// HTTP listener address (default `127.0.0.1:8025`).
+    pub http: String,
+    /// Base of links put into mail; default `http://` + the HTTP address.
+    pub public_url: Option<String>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("posthorn-data"),
+            http: "127.0.0.1:8025".into(),
+            public_url: None,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// The public URL, or the one derived from the HTTP address.
+    pub fn public_url(&self) -> String {
+        self.public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.http))
+            .trim_end_matches('/')
+            .to_owned()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest accepted submission (request body), e.g. `"10MB"`; larger ones
+    /// are refused with 413.
+    pub max_message_size: ByteSize,
+    /// Most recipients (to + cc + bcc) in one message.
+    pub max_recipients: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_message_size: ByteSize(10 * 1024 * 1024),
+            max_recipients: 1000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StatusConfig {
+    /// Events more than this long after a delivery was queued are recorded but
+    /// change neither its status nor statistics (default `30d`).
+    pub window: HumanDuration,
+    /// Deliveries in a row ending soft-bounced or expired before the contact
+    /// counts as bounced (default 3).
+    pub soft_bounce_limit: u32,
+    /// Failed attempts in a row, across deliveries, before the contact counts
+    /// as bounced (default 10).
+    pub soft_attempt_limit: u32,
+}
+
+impl Default for StatusConfig {
+    fn default() -> Self {
+        Self {
+            window: HumanDuration(30 * DAY),
+            soft_bounce_limit: 3,
+            soft_attempt_limit: 10,
+        }
+    }
+}
+
+impl StatusConfig {
+    pub fn contact_limits(&self) -> ContactLimits {
+        ContactLimits {
+            soft_bounce_limit: self.soft_bounce_limit,
+            soft_attempt_limit: self.soft_attempt_limit,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryConfig {
+    /// Delay before the first retry (default `1m`), doubling after each.
+    pub first_retry: HumanDuration,
+    /// Longest wait between attempts (default `1h`).
+    pub max_interval: HumanDuration,
+    /// Message lifetime: how long we keep trying (default `48h`).
+    pub lifetime: HumanDuration,
+    /// Random spread of each delay, as a fraction (default 0.2 = ±20 %).
+    pub jitter: f64,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            first_retry: HumanDuration(MINUTE),
+            max_interval: HumanDuration(HOUR),
+            lifetime: HumanDuration(48 * HOUR),
+            jitter: 0.2,
+        }
+    }
+}
+
+impl RetryConfig {
+    pub fn schedule(&self) -> RetrySchedule {
+        RetrySchedule {
+            first_retry: self.first_retry.0,
+            max_interval: self.max_interval.0,
+            lifetime: self.lifetime.0,
+            jitter: self.jitter,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SuppressionConfig {
+    /// How long a hard-bounce suppression lasts; unset = until removed.
+    pub hard_bounce_expiry: Option<HumanDuration>,
+    /// How long a soft-bounce-limit suppression lasts; unset = until removed.
+    pub soft_bounce_limit_expiry: Option<HumanDuration>,
+}
+
+impl SuppressionConfig {
+    pub fn expiry(&self) -> SuppressionExpiry {
+        SuppressionExpiry {
+            hard_bounce: self.hard_bounce_expiry.map(|d| d.0),
+            soft_bounce_limit: self.soft_bounce_limit_expiry.map(|d| d.0),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyConfig {
+    /// Drop a second delivery to the same recipient in the same campaign
+    /// (default on; each tenant can switch it off).
+    pub campaign_dedupe: bool,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        Self { campaign_dedupe: true }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StreamConfig {
+    /// Only mail contacts that confirmed their subscription (double opt-in).
+    pub require_confirmation: bool,
+    /// Message lifetime for this stream, overriding `retry.lifetime`.
+    pub lifetime: Option<HumanDuration>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// Most writes committed together in one transaction (group commit).
+    pub max_batch: usize,
+    /// Read connections kept open beside the one writer.
+    pub read_connections: usize,
+    /// `full` (default): a commit survives power loss. `normal`: survives a
+    /// crash of Posthorn but not of the machine; faster on slow disks.
+    pub synchronous: Synchronous,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            max_batch: 1024,
+            read_connections: 4,
+            synchronous: Synchronous::Full,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Synchronous {
+    Full,
+    Normal,
+}
+
+/// A duration written the human way in config (`"90s"`, `"48h"`, `"30d"`),
+/// held as milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct HumanDuration(pub Millis);
+
+impl HumanDuration {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let d = humantime::parse_duration(text.trim())
+            .map_err(|e| format!("`{text}` is not a duration like \"90s\", \"15m\", \"48h\" or \"30d\": {e}"))?;
+        Millis::try_from(d.as_millis())
+            .map(HumanDuration)
+            .map_err(|_| format!("`{text}` is too long"))
+    }
+}
+
+impl fmt::Display for HumanDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let d = std::time::Duration::from_millis(self.0.max(0) as u64);
+        write!(f, "{}", humantime::format_duration(d))
+    }
+}
+
+impl Serialize for HumanDuration {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        HumanDuration::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A size in bytes written the human way (`"10MB"`, `"512KB"`, `1048576`).
+/// Units are binary (1 MB = 1024 KB), as mail servers count them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ByteSize(pub u64);
+
+impl ByteSize {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let t = text.trim();
+        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+        let (digits, unit) = t.split_at(split);
+        let n: u64 = digits
+            .parse()
+            .map_err(|_| format!("`{text}` is not a size like \"10MB\""))?;
+        let factor = match unit.trim().to_ascii_uppercase().as_str() {
+            "" | "B" => 1,
+            "K" | "KB" | "KIB" => 1024,
+            "M" | "MB" | "MIB" => 1024 * 1024,
+            "G" | "GB" | "GIB" => 1024 * 1024 * 1024,
+            _ => return Err(format!("`{text}` has an unknown unit (use B, KB, MB or GB)")),
+        };
+        n.checked_mul(factor)
+            .map(ByteSize)
+            .ok_or_else(|| format!("`{text}` is too large"))
+    }
+}
+
+impl Serialize for ByteSize {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Number(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Number(n) => Ok(ByteSize(n)),
+            Raw::Text(t) => ByteSize::parse(&t).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn human_durations_and_sizes() {
+        assert_eq!(HumanDuration::parse("48h").unwrap().0, 48 * HOUR);
+        assert_eq!(HumanDuration::parse("30d").unwrap().0, 30 * DAY);
+        assert_eq!(HumanDuration::parse("1h 30m").unwrap().0, 90 * MINUTE);
+        assert!(HumanDuration::parse("soon").is_err());
+        assert_eq!(ByteSize::parse("10MB").unwrap().0, 10 * 1024 * 1024);
+        assert_eq!(ByteSize::parse("512 KB").unwrap().0, 512 * 1024);
+        assert_eq!(ByteSize::parse("100").unwrap().0, 100);
+        assert!(ByteSize::parse("10 parsecs").is_err());
+    }
+
+    #[test]
+    fn defaults_match_the_status_model() {
+        let c = Config::default();
+        assert_eq!(c.status.window.0, 30 * DAY);
+        assert_eq!(c.status.contact_limits(), ContactLimits::default());
+        assert_eq!(c.retry.schedule(), RetrySchedule::default());
+        assert_eq!(c.limits.max_message_size.0, 10 * 1024 * 1024);
+        assert_eq!(c.server.public_url(), "http://127.0.0.1:8025");
+    }
+
+    #[test]
+    fn a_partial_file_keeps_defaults_and_unknown_fields_are_errors() {
+        let c: Config = toml::from_str("[status]\nwindow = \"7d\"\n").unwrap();
+        assert_eq!(c.status.window.0, 7 * DAY);
+        assert_eq!(c.status.soft_bounce_limit, 3);
+        assert!(toml::from_str::<Config>("[status]\nwindwo = \"7d\"\n").is_err());
+    }
+}

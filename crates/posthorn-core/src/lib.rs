@@ -1,0 +1,23 @@
+//! Posthorn's rules, pure: ids, event kinds and their details, the status fold
+//! of a delivery, contact and suppression rules, the retry schedule, address
+//! validation, the pre-send policy chain and configuration types.
+//!
+//! Nothing here does I/O, spawns tasks or reads the clock: time is passed in
+//! (see [`clock`]), so every rule can be table- and property-tested. Storage,
+//! HTTP and SMTP crates call these rules; never the other way round.
+
+pub mod address;
+pub mod clock;
+pub mod config;
+pub mod contact;
+pub mod event;
+pub mod id;
+pub mod policy;
+pub mod retry;
+pub mod status;
+pub mod suppression;
+
+pub use clock::{Clock, Millis, SystemClock};
+pub use event::{Event, EventKind, EventSource};
+pub use id::{DeliveryId, EventId, MessageId, TenantId};
+pub use status::{BounceType, DeliveryState, DeliveryStatus, EngagementStatus};

@@ -1,0 +1,176 @@
+//! The retry schedule of a deferred delivery: exponential backoff with
+//! jitter, capped, honouring a retry time in the remote reply, until the
+//! message lifetime ends.
+
+use crate::clock::{HOUR, MINUTE, Millis, SECOND};
+
+/// Retry settings (see `STATUS_MODEL.md`, "Retries").
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RetrySchedule {
+    /// Delay before the first retry (default 1 minute).
+    pub first_retry: Millis,
+    /// Longest wait between attempts (default 1 hour).
+    pub max_interval: Millis,
+    /// How long after acceptance we keep trying (default 48 hours).
+    pub lifetime: Millis,
+    /// Jitter as a fraction of the delay, 0..=1 (default 0.2: ±20 %), so that
+    /// deliveries deferred together do not retry together.
+    pub jitter: f64,
+}
+
+impl Default for RetrySchedule {
+    fn default() -> Self {
+        Self {
+            first_retry: MINUTE,
+            max_interval: HOUR,
+            lifetime: 48 * HOUR,
+            jitter: 0.2,
+        }
+    }
+}
+
+/// What to do after a failed attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryDecision {
+    RetryAt(Millis),
+    /// The lifetime is over: record `expired`.
+    Expire,
+}
+
+impl RetrySchedule {
+    /// The delay after `attempts` failed attempts (1 = the first one failed),
+    /// before jitter: `first_retry * 2^(attempts-1)`, capped.
+    pub fn backoff(&self, attempts: u32) -> Millis {
+        let doublings = attempts.saturating_sub(1).min(40);
+        self.first_retry
+            .saturating_mul(1_i64 << doublings)
+            .min(self.max_interval)
+    }
+
+    /// Decides the next attempt. `jitter_sample` is a uniform random number in
+    /// `0.0..1.0` supplied by the caller (so this stays pure); `hint` is a delay
+    /// the remote server asked for ("try again in 5 minutes").
+    pub fn next(
+        &self,
+        attempts: u32,
+        accepted_at: Millis,
+        now: Millis,
+        hint: Option<Millis>,
+        jitter_sample: f64,
+    ) -> RetryDecision {
+        self.next_with_lifetime(attempts, accepted_at, now, hint, jitter_sample, self.lifetime)
+    }
+
+    /// As [`RetrySchedule::next`] with a lifetime set per stream or message.
+    pub fn next_with_lifetime(
+        &self,
+        attempts: u32,
+        accepted_at: Millis,
+        now: Millis,
+        hint: Option<Millis>,
+        jitter_sample: f64,
+        lifetime: Millis,
+    ) -> RetryDecision {
+        let deadline = accepted_at.saturating_add(lifetime);
+        if now >= deadline {
+            return RetryDecision::Expire;
+        }
+        let delay = match hint {
+            // The server knows best when it will take the message again; we
+            // never retry sooner than a second.
+            Some(hint) => hint.max(SECOND),
+            None => {
+                let base = self.backoff(attempts) as f64;
+                let spread = self.jitter.clamp(0.0, 1.0) * (2.0 * jitter_sample.clamp(0.0, 1.0) - 1.0);
+                ((base * (1.0 + spread)) as Millis).max(SECOND)
+            }
+        };
+        // One last attempt at the deadline rather than giving up early.
+        RetryDecision::RetryAt(now.saturating_add(delay).min(deadline))
+    }
+}
+
+/// Finds a retry delay in a remote reply such as "try again in 5 minutes" or
+/// "retry after 300 seconds". Only phrases about retrying count, so that
+/// "mailbox over quota 5 MB" is not read as a delay. Capped at 24 hours.
+pub fn retry_hint(reply: &str) -> Option<Millis> {
+    let text = reply.to_ascii_lowercase();
+    let anchors = ["try again in", "try again after", "retry in", "retry after", "try later in", "again in"];
+    let start = anchors.iter().filter_map(|a| text.find(a).map(|i| i + a.len())).min()?;
+    let mut words = text[start..]
+        .split(|c: char| c.is_whitespace() || c == ',' || c == '.' || c == ';' || c == ')')
+        .filter(|w| !w.is_empty());
+    let first = words.next()?;
+    // "300s" or "300 seconds"
+    let digits_end = first.find(|c: char| !c.is_ascii_digit()).unwrap_or(first.len());
+    let amount: i64 = first[..digits_end].parse().ok()?;
+    let unit = if digits_end < first.len() {
+        &first[digits_end..]
+    } else {
+        words.next().unwrap_or("seconds")
+    };
+    let unit_ms = match unit.trim_end_matches('s') {
+        "" | "sec" | "second" => SECOND,
+        "m" | "min" | "minute" => MINUTE,
+        "h" | "hr" | "hour" => HOUR,
+        _ => return None,
+    };
+    Some(amount.saturating_mul(unit_ms).min(24 * HOUR))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_one_minute_and_caps_at_an_hour() {
+        let s = RetrySchedule::default();
+        let minutes: Vec<i64> = (1..=9).map(|a| s.backoff(a) / MINUTE).collect();
+        assert_eq!(minutes, vec![1, 2, 4, 8, 16, 32, 60, 60, 60]);
+        assert_eq!(s.backoff(1000), HOUR);
+    }
+
+    #[test]
+    fn jitter_stays_within_its_fraction() {
+        let s = RetrySchedule::default();
+        let at = |sample| match s.next(3, 0, 0, None, sample) {
+            RetryDecision::RetryAt(t) => t,
+            RetryDecision::Expire => panic!("should retry"),
+        };
+        assert_eq!(at(0.5), 4 * MINUTE);
+        assert_eq!(at(0.0), (4.0 * MINUTE as f64 * 0.8) as i64);
+        assert_eq!(at(1.0), (4.0 * MINUTE as f64 * 1.2) as i64);
+    }
+
+    #[test]
+    fn hint_wins_over_backoff_and_lifetime_ends_in_expire() {
+        let s = RetrySchedule::default();
+        assert_eq!(
+            s.next(1, 0, 1000, Some(5 * MINUTE), 0.5),
+            RetryDecision::RetryAt(1000 + 5 * MINUTE)
+        );
+        // The last retry is pulled in to the deadline, then we expire.
+        let near_end = 48 * HOUR - 10 * SECOND;
+        assert_eq!(s.next(30, 0, near_end, None, 0.5), RetryDecision::RetryAt(48 * HOUR));
+        assert_eq!(s.next(31, 0, 48 * HOUR, None, 0.5), RetryDecision::Expire);
+        assert_eq!(
+            s.next_with_lifetime(1, 0, 2 * HOUR, None, 0.5, HOUR),
+            RetryDecision::Expire
+        );
+    }
+
+    #[test]
+    fn retry_hints_in_replies() {
+        let cases = [
+            ("451 4.7.1 Greylisted, please try again in 300 seconds", Some(300 * SECOND)),
+            ("421 4.7.0 Try again in 5 minutes", Some(5 * MINUTE)),
+            ("450 Rate limited; retry after 2h", Some(2 * HOUR)),
+            ("452 4.2.2 Mailbox over quota 5 MB", None),
+            ("451 Temporary failure, try later", None),
+            ("451 retry in 100 hours", Some(24 * HOUR)),
+        ];
+        for (text, want) in cases {
+            assert_eq!(retry_hint(text), want, "{text}");
+        }
+    }
+}
