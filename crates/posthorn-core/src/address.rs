@@ -99,9 +99,7 @@ impl EmailAddress {
     /// never receive mail.
     pub fn can_receive_mail(&self) -> bool {
         let d = self.domain.trim_end_matches('.');
-        d.contains('.')
-            && !d.ends_with(".invalid")
-            && !d.ends_with(".localhost")
+        d.contains('.') && !d.ends_with(".invalid") && !d.ends_with(".localhost")
     }
 
     /// Whether the local part needs SMTPUTF8 (RFC 6531).
@@ -205,7 +203,10 @@ fn validate_local_part(local: &str) -> Result<(), AddressError> {
         return Ok(());
     }
     // dot-atom: atoms separated by single dots, no leading or trailing dot.
-    if local.split('.').all(|atom| !atom.is_empty() && atom.chars().all(is_atext)) {
+    if local
+        .split('.')
+        .all(|atom| !atom.is_empty() && atom.chars().all(is_atext))
+    {
         Ok(())
     } else {
         Err(AddressError::InvalidLocalPart)
@@ -228,7 +229,9 @@ fn normalize_domain(domain: &str) -> Result<String, AddressError> {
             && label.len() <= 63
             && !label.starts_with('-')
             && !label.ends_with('-')
-            && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
     });
     if !labels_ok {
         return Err(AddressError::InvalidDomain);
@@ -249,7 +252,10 @@ mod tests {
             ("o'brien@example.ie", "o'brien@example.ie"),
             ("user@bücher.example", "user@xn--bcher-kva.example"),
             ("josé@example.es", "josé@example.es"),
-            ("x@sub.domain-with-dash.example", "x@sub.domain-with-dash.example"),
+            (
+                "x@sub.domain-with-dash.example",
+                "x@sub.domain-with-dash.example",
+            ),
         ] {
             let a = EmailAddress::parse(input).unwrap_or_else(|e| panic!("{input}: {e}"));
             assert_eq!(a.normalized(), normalized, "{input}");
@@ -260,7 +266,11 @@ mod tests {
     fn refuses_invalid_addresses_with_the_right_error() {
         let long_local = format!("{}@example.com", "a".repeat(65));
         let long_domain = format!("a@{}.com", vec!["b".repeat(60); 5].join("."));
-        let long_total = format!("{}@{}.com", "a".repeat(64), vec!["b".repeat(60); 4].join("."));
+        let long_total = format!(
+            "{}@{}.com",
+            "a".repeat(64),
+            vec!["b".repeat(60); 4].join(".")
+        );
         for (input, want) in [
             ("", AddressError::Empty),
             ("userexample.com", AddressError::MissingAt),
@@ -273,7 +283,10 @@ mod tests {
             ("user@-example.com", AddressError::InvalidDomain),
             ("user@example..com", AddressError::InvalidDomain),
             ("user@[127.0.0.1]", AddressError::InvalidDomain),
-            ("user@example.com\r\nBcc: victim@example.org", AddressError::ControlCharacter),
+            (
+                "user@example.com\r\nBcc: victim@example.org",
+                AddressError::ControlCharacter,
+            ),
             ("user\n@example.com", AddressError::ControlCharacter),
             (long_local.as_str(), AddressError::LocalPartTooLong),
             (long_domain.as_str(), AddressError::DomainTooLong),

@@ -181,7 +181,9 @@ pub struct PolicyConfig {
 
 impl Default for PolicyConfig {
     fn default() -> Self {
-        Self { campaign_dedupe: true }
+        Self {
+            campaign_dedupe: true,
+        }
     }
 }
 
@@ -230,8 +232,9 @@ pub struct HumanDuration(pub Millis);
 
 impl HumanDuration {
     pub fn parse(text: &str) -> Result<Self, String> {
-        let d = humantime::parse_duration(text.trim())
-            .map_err(|e| format!("`{text}` is not a duration like \"90s\", \"15m\", \"48h\" or \"30d\": {e}"))?;
+        let d = humantime::parse_duration(text.trim()).map_err(|e| {
+            format!("`{text}` is not a duration like \"90s\", \"15m\", \"48h\" or \"30d\": {e}")
+        })?;
         Millis::try_from(d.as_millis())
             .map(HumanDuration)
             .map_err(|_| format!("`{text}` is too long"))
@@ -276,7 +279,11 @@ impl ByteSize {
             "K" | "KB" | "KIB" => 1024,
             "M" | "MB" | "MIB" => 1024 * 1024,
             "G" | "GB" | "GIB" => 1024 * 1024 * 1024,
-            _ => return Err(format!("`{text}` has an unknown unit (use B, KB, MB or GB)")),
+            _ => {
+                return Err(format!(
+                    "`{text}` has an unknown unit (use B, KB, MB or GB)"
+                ));
+            }
         };
         n.checked_mul(factor)
             .map(ByteSize)

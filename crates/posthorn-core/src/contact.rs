@@ -131,18 +131,26 @@ pub enum ContactSignal {
     FailedAttempt,
     Delivered,
     Complaint,
-    Unsubscribe { stream: Option<String> },
+    Unsubscribe {
+        stream: Option<String>,
+    },
 }
 
 /// The signals one recorded event sends to its contact, given what the event
 /// did to the delivery's status. Delivery outcomes count once per delivery
 /// (when the status moves); complaints and unsubscribes always count, even
 /// outside the update window, because a person asked to stop.
-pub fn signals_for(details: &EventDetails, fold: &FoldOutcome, delivery_stream: &str) -> Vec<ContactSignal> {
+pub fn signals_for(
+    details: &EventDetails,
+    fold: &FoldOutcome,
+    delivery_stream: &str,
+) -> Vec<ContactSignal> {
     let mut signals = Vec::new();
     let moved_to = fold.delivery_changed.map(|(_, to)| to);
     match details {
-        EventDetails::Deferred(_) if fold.anomaly.is_none() => signals.push(ContactSignal::FailedAttempt),
+        EventDetails::Deferred(_) if fold.anomaly.is_none() => {
+            signals.push(ContactSignal::FailedAttempt)
+        }
         EventDetails::Bounced(b) if fold.anomaly.is_none() => {
             if b.bounce_type == BounceType::Hard {
                 // Applying a hard bounce twice changes nothing, so it needs no
@@ -184,25 +192,45 @@ pub struct ContactEffects {
 }
 
 /// Applies one signal to a contact.
-pub fn apply_signal(contact: &mut ContactState, signal: &ContactSignal, limits: ContactLimits) -> ContactEffects {
+pub fn apply_signal(
+    contact: &mut ContactState,
+    signal: &ContactSignal,
+    limits: ContactLimits,
+) -> ContactEffects {
     let mut effects = ContactEffects::default();
     match signal {
         ContactSignal::HardBounce => {
-            effects.status_change = set_status(contact, ContactStatus::Bounced, ContactChangeReason::HardBounce);
+            effects.status_change = set_status(
+                contact,
+                ContactStatus::Bounced,
+                ContactChangeReason::HardBounce,
+            );
             effects.suppress = Some((SuppressionScope::All, SuppressionReason::HardBounce));
         }
         ContactSignal::Complaint => {
-            effects.status_change = set_status(contact, ContactStatus::Complained, ContactChangeReason::Complaint);
+            effects.status_change = set_status(
+                contact,
+                ContactStatus::Complained,
+                ContactChangeReason::Complaint,
+            );
             effects.suppress = Some((SuppressionScope::All, SuppressionReason::Complaint));
         }
         ContactSignal::Unsubscribe { stream: None } => {
-            effects.status_change =
-                set_status(contact, ContactStatus::Unsubscribed, ContactChangeReason::Unsubscribe);
+            effects.status_change = set_status(
+                contact,
+                ContactStatus::Unsubscribed,
+                ContactChangeReason::Unsubscribe,
+            );
             effects.suppress = Some((SuppressionScope::All, SuppressionReason::Unsubscribe));
         }
-        ContactSignal::Unsubscribe { stream: Some(stream) } => {
+        ContactSignal::Unsubscribe {
+            stream: Some(stream),
+        } => {
             contact.unsubscribed_streams.insert(stream.clone());
-            effects.suppress = Some((SuppressionScope::Stream(stream.clone()), SuppressionReason::Unsubscribe));
+            effects.suppress = Some((
+                SuppressionScope::Stream(stream.clone()),
+                SuppressionReason::Unsubscribe,
+            ));
         }
         ContactSignal::Delivered => {
             contact.consecutive_failed_deliveries = 0;
@@ -210,16 +238,22 @@ pub fn apply_signal(contact: &mut ContactState, signal: &ContactSignal, limits: 
         }
         ContactSignal::FailedDelivery | ContactSignal::FailedAttempt => {
             if *signal == ContactSignal::FailedDelivery {
-                contact.consecutive_failed_deliveries = contact.consecutive_failed_deliveries.saturating_add(1);
+                contact.consecutive_failed_deliveries =
+                    contact.consecutive_failed_deliveries.saturating_add(1);
             } else {
-                contact.consecutive_failed_attempts = contact.consecutive_failed_attempts.saturating_add(1);
+                contact.consecutive_failed_attempts =
+                    contact.consecutive_failed_attempts.saturating_add(1);
             }
             let over = contact.consecutive_failed_deliveries >= limits.soft_bounce_limit
                 || contact.consecutive_failed_attempts >= limits.soft_attempt_limit;
             if over && contact.status.severity() < ContactStatus::Bounced.severity() {
-                effects.status_change =
-                    set_status(contact, ContactStatus::Bounced, ContactChangeReason::SoftBounceLimit);
-                effects.suppress = Some((SuppressionScope::All, SuppressionReason::SoftBounceLimit));
+                effects.status_change = set_status(
+                    contact,
+                    ContactStatus::Bounced,
+                    ContactChangeReason::SoftBounceLimit,
+                );
+                effects.suppress =
+                    Some((SuppressionScope::All, SuppressionReason::SoftBounceLimit));
             }
         }
     }

@@ -71,7 +71,10 @@ impl EventKind {
     pub fn is_engagement(self) -> bool {
         matches!(
             self,
-            EventKind::Opened | EventKind::Clicked | EventKind::Unsubscribed | EventKind::Complained
+            EventKind::Opened
+                | EventKind::Clicked
+                | EventKind::Unsubscribed
+                | EventKind::Complained
         )
     }
 }
@@ -485,8 +488,9 @@ mod tests {
         let err = EventDetails::from_json(EventKind::Delivered, serde_json::json!({"mx": "x"}))
             .unwrap_err();
         assert!(err.contains("unknown field"), "{err}");
-        let err = EventDetails::from_json(EventKind::Bounced, serde_json::json!({"origin": "sync"}))
-            .unwrap_err();
+        let err =
+            EventDetails::from_json(EventKind::Bounced, serde_json::json!({"origin": "sync"}))
+                .unwrap_err();
         assert!(err.contains("bounce_type"), "{err}");
         // Kinds whose details are all optional accept no details at all.
         assert!(EventDetails::from_json(EventKind::Opened, serde_json::Value::Null).is_ok());

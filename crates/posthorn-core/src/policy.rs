@@ -38,7 +38,9 @@ pub enum Admission {
         /// The entry that caused a `suppressed`/`unsubscribed_stream` drop.
         suppression: Option<SuppressionEntry>,
     },
-    Scheduled { send_at: Millis },
+    Scheduled {
+        send_at: Millis,
+    },
     Queued,
 }
 
@@ -63,11 +65,16 @@ pub fn admit(facts: &RecipientFacts<'_>) -> Admission {
     if facts.duplicate_in_message || facts.duplicate_in_campaign {
         return drop(DropReason::DuplicateRecipient, None);
     }
-    if facts.contact.is_some_and(|c| c.is_unsubscribed_from(facts.stream)) {
+    if facts
+        .contact
+        .is_some_and(|c| c.is_unsubscribed_from(facts.stream))
+    {
         return drop(DropReason::UnsubscribedStream, None);
     }
     if facts.stream_requires_confirmation
-        && !facts.contact.is_some_and(|c| c.status == ContactStatus::Active)
+        && !facts
+            .contact
+            .is_some_and(|c| c.status == ContactStatus::Active)
     {
         return drop(DropReason::UnconfirmedContact, None);
     }
@@ -120,30 +127,55 @@ mod tests {
     fn each_step_of_the_chain() {
         assert_eq!(admit(&facts()), Admission::Queued);
 
-        let f = RecipientFacts { deliverable_domain: false, ..facts() };
+        let f = RecipientFacts {
+            deliverable_domain: false,
+            ..facts()
+        };
         assert!(dropped(DropReason::InvalidAddress)(&admit(&f)));
 
         let all = entry(SuppressionScope::All);
-        let f = RecipientFacts { suppression: Some(&all), ..facts() };
+        let f = RecipientFacts {
+            suppression: Some(&all),
+            ..facts()
+        };
         assert_eq!(
             admit(&f),
-            Admission::Dropped { reason: DropReason::Suppressed, suppression: Some(all.clone()) }
+            Admission::Dropped {
+                reason: DropReason::Suppressed,
+                suppression: Some(all.clone())
+            }
         );
 
         let stream = entry(SuppressionScope::Stream("transactional".into()));
-        let f = RecipientFacts { suppression: Some(&stream), ..facts() };
+        let f = RecipientFacts {
+            suppression: Some(&stream),
+            ..facts()
+        };
         assert!(dropped(DropReason::UnsubscribedStream)(&admit(&f)));
 
-        let f = RecipientFacts { duplicate_in_message: true, ..facts() };
+        let f = RecipientFacts {
+            duplicate_in_message: true,
+            ..facts()
+        };
         assert!(dropped(DropReason::DuplicateRecipient)(&admit(&f)));
-        let f = RecipientFacts { duplicate_in_campaign: true, ..facts() };
+        let f = RecipientFacts {
+            duplicate_in_campaign: true,
+            ..facts()
+        };
         assert!(dropped(DropReason::DuplicateRecipient)(&admit(&f)));
 
         let mut unsub = ContactState::new(ContactStatus::Active);
         unsub.unsubscribed_streams.insert("transactional".into());
-        let f = RecipientFacts { contact: Some(&unsub), ..facts() };
+        let f = RecipientFacts {
+            contact: Some(&unsub),
+            ..facts()
+        };
         assert!(dropped(DropReason::UnsubscribedStream)(&admit(&f)));
-        let f = RecipientFacts { contact: Some(&unsub), stream: "other", ..facts() };
+        let f = RecipientFacts {
+            contact: Some(&unsub),
+            stream: "other",
+            ..facts()
+        };
         assert_eq!(admit(&f), Admission::Queued);
 
         let unconfirmed = ContactState::new(ContactStatus::Unconfirmed);
@@ -154,23 +186,45 @@ mod tests {
         };
         assert!(dropped(DropReason::UnconfirmedContact)(&admit(&f)));
         // Unknown contacts are not confirmed either.
-        let f = RecipientFacts { stream_requires_confirmation: true, ..facts() };
+        let f = RecipientFacts {
+            stream_requires_confirmation: true,
+            ..facts()
+        };
         assert!(dropped(DropReason::UnconfirmedContact)(&admit(&f)));
         let active = ContactState::new(ContactStatus::Active);
-        let f = RecipientFacts { contact: Some(&active), stream_requires_confirmation: true, ..facts() };
+        let f = RecipientFacts {
+            contact: Some(&active),
+            stream_requires_confirmation: true,
+            ..facts()
+        };
         assert_eq!(admit(&f), Admission::Queued);
         // Confirmation only matters on streams that ask for it.
-        let f = RecipientFacts { contact: Some(&unconfirmed), ..facts() };
+        let f = RecipientFacts {
+            contact: Some(&unconfirmed),
+            ..facts()
+        };
         assert_eq!(admit(&f), Admission::Queued);
 
-        let f = RecipientFacts { expires_at: Some(1_000), ..facts() };
+        let f = RecipientFacts {
+            expires_at: Some(1_000),
+            ..facts()
+        };
         assert!(dropped(DropReason::ExpiredBeforeSend)(&admit(&f)));
-        let f = RecipientFacts { expires_at: Some(1_001), ..facts() };
+        let f = RecipientFacts {
+            expires_at: Some(1_001),
+            ..facts()
+        };
         assert_eq!(admit(&f), Admission::Queued);
 
-        let f = RecipientFacts { send_at: Some(5_000), ..facts() };
+        let f = RecipientFacts {
+            send_at: Some(5_000),
+            ..facts()
+        };
         assert_eq!(admit(&f), Admission::Scheduled { send_at: 5_000 });
-        let f = RecipientFacts { send_at: Some(500), ..facts() };
+        let f = RecipientFacts {
+            send_at: Some(500),
+            ..facts()
+        };
         assert_eq!(admit(&f), Admission::Queued);
     }
 
@@ -184,9 +238,17 @@ mod tests {
             ..facts()
         };
         assert!(dropped(DropReason::InvalidAddress)(&admit(&f)));
-        let f = RecipientFacts { suppression: Some(&all), duplicate_in_message: true, ..facts() };
+        let f = RecipientFacts {
+            suppression: Some(&all),
+            duplicate_in_message: true,
+            ..facts()
+        };
         assert!(dropped(DropReason::Suppressed)(&admit(&f)));
-        let f = RecipientFacts { expires_at: Some(0), send_at: Some(9_000), ..facts() };
+        let f = RecipientFacts {
+            expires_at: Some(0),
+            send_at: Some(9_000),
+            ..facts()
+        };
         assert!(dropped(DropReason::ExpiredBeforeSend)(&admit(&f)));
     }
 }

@@ -58,7 +58,14 @@ impl RetrySchedule {
         hint: Option<Millis>,
         jitter_sample: f64,
     ) -> RetryDecision {
-        self.next_with_lifetime(attempts, accepted_at, now, hint, jitter_sample, self.lifetime)
+        self.next_with_lifetime(
+            attempts,
+            accepted_at,
+            now,
+            hint,
+            jitter_sample,
+            self.lifetime,
+        )
     }
 
     /// As [`RetrySchedule::next`] with a lifetime set per stream or message.
@@ -81,7 +88,8 @@ impl RetrySchedule {
             Some(hint) => hint.max(SECOND),
             None => {
                 let base = self.backoff(attempts) as f64;
-                let spread = self.jitter.clamp(0.0, 1.0) * (2.0 * jitter_sample.clamp(0.0, 1.0) - 1.0);
+                let spread =
+                    self.jitter.clamp(0.0, 1.0) * (2.0 * jitter_sample.clamp(0.0, 1.0) - 1.0);
                 ((base * (1.0 + spread)) as Millis).max(SECOND)
             }
         };
@@ -95,14 +103,26 @@ impl RetrySchedule {
 /// "mailbox over quota 5 MB" is not read as a delay. Capped at 24 hours.
 pub fn retry_hint(reply: &str) -> Option<Millis> {
     let text = reply.to_ascii_lowercase();
-    let anchors = ["try again in", "try again after", "retry in", "retry after", "try later in", "again in"];
-    let start = anchors.iter().filter_map(|a| text.find(a).map(|i| i + a.len())).min()?;
+    let anchors = [
+        "try again in",
+        "try again after",
+        "retry in",
+        "retry after",
+        "try later in",
+        "again in",
+    ];
+    let start = anchors
+        .iter()
+        .filter_map(|a| text.find(a).map(|i| i + a.len()))
+        .min()?;
     let mut words = text[start..]
         .split(|c: char| c.is_whitespace() || c == ',' || c == '.' || c == ';' || c == ')')
         .filter(|w| !w.is_empty());
     let first = words.next()?;
     // "300s" or "300 seconds"
-    let digits_end = first.find(|c: char| !c.is_ascii_digit()).unwrap_or(first.len());
+    let digits_end = first
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(first.len());
     let amount: i64 = first[..digits_end].parse().ok()?;
     let unit = if digits_end < first.len() {
         &first[digits_end..]
@@ -151,7 +171,10 @@ mod tests {
         );
         // The last retry is pulled in to the deadline, then we expire.
         let near_end = 48 * HOUR - 10 * SECOND;
-        assert_eq!(s.next(30, 0, near_end, None, 0.5), RetryDecision::RetryAt(48 * HOUR));
+        assert_eq!(
+            s.next(30, 0, near_end, None, 0.5),
+            RetryDecision::RetryAt(48 * HOUR)
+        );
         assert_eq!(s.next(31, 0, 48 * HOUR, None, 0.5), RetryDecision::Expire);
         assert_eq!(
             s.next_with_lifetime(1, 0, 2 * HOUR, None, 0.5, HOUR),
@@ -162,7 +185,10 @@ mod tests {
     #[test]
     fn retry_hints_in_replies() {
         let cases = [
-            ("451 4.7.1 Greylisted, please try again in 300 seconds", Some(300 * SECOND)),
+            (
+                "451 4.7.1 Greylisted, please try again in 300 seconds",
+                Some(300 * SECOND),
+            ),
             ("421 4.7.0 Try again in 5 minutes", Some(5 * MINUTE)),
             ("450 Rate limited; retry after 2h", Some(2 * HOUR)),
             ("452 4.2.2 Mailbox over quota 5 MB", None),

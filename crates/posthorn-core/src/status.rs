@@ -110,7 +110,9 @@ impl DeliveryStatus {
             "deferred" => DeliveryStatus::Deferred,
             "delivered" => DeliveryStatus::Delivered,
             "bounced" => DeliveryStatus::Bounced(
-                bounce_type.and_then(BounceType::parse).unwrap_or(BounceType::Undetermined),
+                bounce_type
+                    .and_then(BounceType::parse)
+                    .unwrap_or(BounceType::Undetermined),
             ),
             "expired" => DeliveryStatus::Expired,
             "failed" => DeliveryStatus::Failed,
@@ -253,7 +255,10 @@ impl DeliveryState {
     }
 
     /// Folds a set of events, in the order given.
-    pub fn fold<'a>(window_ends_at: Millis, events: impl IntoIterator<Item = FoldInput<'a>>) -> Self {
+    pub fn fold<'a>(
+        window_ends_at: Millis,
+        events: impl IntoIterator<Item = FoldInput<'a>>,
+    ) -> Self {
         let mut state = Self::new(window_ends_at);
         for event in events {
             state.apply(&event);
@@ -281,12 +286,24 @@ impl DeliveryState {
         }
         if let Some(status) = DeliveryStatus::of_event(event.details) {
             let before = self.delivery.as_ref().map(|v| v.status);
-            if raise(&mut self.delivery, status, status.rank(), |s| s.rank(), event) {
+            if raise(
+                &mut self.delivery,
+                status,
+                status.rank(),
+                |s| s.rank(),
+                event,
+            ) {
                 outcome.delivery_changed = Some((before, status));
             }
         } else if let Some(status) = EngagementStatus::of_event(kind) {
             let before = self.engagement_status();
-            if raise(&mut self.engagement, status, status.rank(), |s| s.rank(), event) {
+            if raise(
+                &mut self.engagement,
+                status,
+                status.rank(),
+                |s| s.rank(),
+                event,
+            ) {
                 outcome.engagement_changed = Some((before, status));
             }
         }
@@ -322,7 +339,9 @@ pub fn shown_delivery_status(
     engagement: EngagementStatus,
 ) -> (Option<DeliveryStatus>, bool) {
     match delivery {
-        Some(DeliveryStatus::Sent | DeliveryStatus::Deferred) if engagement != EngagementStatus::None => {
+        Some(DeliveryStatus::Sent | DeliveryStatus::Deferred)
+            if engagement != EngagementStatus::None =>
+        {
             (Some(DeliveryStatus::Delivered), true)
         }
         other => (other, false),
@@ -331,9 +350,14 @@ pub fn shown_delivery_status(
 
 /// The status users see: the engagement status when the (shown) delivery
 /// status is `delivered` and there is engagement; otherwise the delivery status.
-pub fn shown_status(delivery: Option<DeliveryStatus>, engagement: EngagementStatus) -> &'static str {
+pub fn shown_status(
+    delivery: Option<DeliveryStatus>,
+    engagement: EngagementStatus,
+) -> &'static str {
     match shown_delivery_status(delivery, engagement).0 {
-        Some(DeliveryStatus::Delivered) if engagement != EngagementStatus::None => engagement.as_str(),
+        Some(DeliveryStatus::Delivered) if engagement != EngagementStatus::None => {
+            engagement.as_str()
+        }
         Some(status) => status.as_str(),
         None => "queued",
     }

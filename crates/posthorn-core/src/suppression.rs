@@ -125,7 +125,9 @@ impl SuppressionExpiry {
         let ttl = match reason {
             SuppressionReason::HardBounce => self.hard_bounce,
             SuppressionReason::SoftBounceLimit => self.soft_bounce_limit,
-            SuppressionReason::Complaint | SuppressionReason::Unsubscribe | SuppressionReason::Manual => None,
+            SuppressionReason::Complaint
+            | SuppressionReason::Unsubscribe
+            | SuppressionReason::Manual => None,
         };
         ttl.map(|t| created_at.saturating_add(t))
     }
@@ -135,7 +137,11 @@ impl SuppressionExpiry {
 mod tests {
     use super::*;
 
-    fn entry(target: &str, scope: SuppressionScope, expires_at: Option<Millis>) -> SuppressionEntry {
+    fn entry(
+        target: &str,
+        scope: SuppressionScope,
+        expires_at: Option<Millis>,
+    ) -> SuppressionEntry {
         SuppressionEntry {
             id: "s1".into(),
             target: target.into(),
@@ -154,7 +160,11 @@ mod tests {
         assert!(all.blocks("a@example.com", "newsletter", 5));
         assert!(!all.blocks("b@example.com", "newsletter", 5));
 
-        let stream = entry("a@example.com", SuppressionScope::Stream("newsletter".into()), None);
+        let stream = entry(
+            "a@example.com",
+            SuppressionScope::Stream("newsletter".into()),
+            None,
+        );
         assert!(stream.blocks("a@example.com", "newsletter", 5));
         assert!(!stream.blocks("a@example.com", "transactional", 5));
 
@@ -174,9 +184,15 @@ mod tests {
             soft_bounce_limit: Some(10),
         };
         assert_eq!(cfg.expires_at(SuppressionReason::HardBounce, 5), Some(1005));
-        assert_eq!(cfg.expires_at(SuppressionReason::SoftBounceLimit, 5), Some(15));
+        assert_eq!(
+            cfg.expires_at(SuppressionReason::SoftBounceLimit, 5),
+            Some(15)
+        );
         assert_eq!(cfg.expires_at(SuppressionReason::Complaint, 5), None);
         assert_eq!(cfg.expires_at(SuppressionReason::Unsubscribe, 5), None);
-        assert_eq!(SuppressionExpiry::default().expires_at(SuppressionReason::HardBounce, 5), None);
+        assert_eq!(
+            SuppressionExpiry::default().expires_at(SuppressionReason::HardBounce, 5),
+            None
+        );
     }
 }

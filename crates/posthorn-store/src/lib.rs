@@ -1,1 +1,163 @@
+//! Posthorn's storage: the [`Store`] trait every backend implements, the
+//! records it returns, the SQLite implementation (the embedded default) and a
+//! conformance suite that any backend must pass.
+//!
+//! SQL text lives here and nowhere else. The rules (status fold, contact and
+//! suppression rules, the policy chain) come from `posthorn-core`: the store
+//! gathers the facts inside a transaction, asks the rule, and writes the
+//! result in the same transaction.
 
+pub mod conformance;
+mod records;
+pub mod sqlite;
+
+pub use records::*;
+pub use sqlite::SqliteStore;
+
+use async_trait::async_trait;
+use posthorn_core::id::ApiKeyId;
+use posthorn_core::suppression::SuppressionEntry;
+use posthorn_core::{DeliveryId, MessageId, Millis, TenantId};
+
+/// Errors at the storage boundary.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// A unique value already exists (tenant name, ...).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The database failed; the message is for operators, not API clients.
+    #[error("storage error: {0}")]
+    Backend(String),
+    /// The writer has stopped (shutting down).
+    #[error("the store is closed")]
+    Closed,
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Backend(e.to_string())
+    }
+}
+
+impl From<serde_json::Error> for StoreError {
+    fn from(e: serde_json::Error) -> Self {
+        StoreError::Backend(format!("stored JSON: {e}"))
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Everything Posthorn keeps. Every method that touches tenant data takes the
+/// tenant: an id of another tenant is simply not found.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    // --- tenants and keys ---
+    async fn create_tenant(&self, name: &str, now: Millis) -> StoreResult<Tenant>;
+    async fn tenant_by_name(&self, name: &str) -> StoreResult<Option<Tenant>>;
+    async fn tenant_count(&self) -> StoreResult<u64>;
+    async fn set_tenant_campaign_dedupe(
+        &self,
+        tenant: &TenantId,
+        value: Option<bool>,
+    ) -> StoreResult<Option<Tenant>>;
+    async fn insert_api_key(&self, key: NewApiKey) -> StoreResult<ApiKeyRecord>;
+    /// The key with this public id and its tenant, revoked or not.
+    async fn api_key(&self, id: &ApiKeyId) -> StoreResult<Option<(ApiKeyRecord, Tenant)>>;
+    /// Keys of one tenant, or of all tenants.
+    async fn api_keys(&self, tenant: Option<&TenantId>) -> StoreResult<Vec<ApiKeyRecord>>;
+    /// Marks a key revoked; false when there is no such (unrevoked) key.
+    async fn revoke_api_key(&self, id: &ApiKeyId, now: Millis) -> StoreResult<bool>;
+
+    // --- submission ---
+    /// Accepts a message: runs the policy chain per recipient and writes the
+    /// message, its deliveries, their first events and queue entries (and the
+    /// idempotency record) in one transaction.
+    async fn accept_message(&self, message: NewMessage) -> StoreResult<AcceptOutcome>;
+
+    // --- events ---
+    /// Records one event for a delivery of `tenant`: folds it into the
+    /// delivery's status and applies its effects on the contact and the
+    /// suppression list, all in one transaction.
+    async fn record_event(&self, tenant: &TenantId, event: NewEvent) -> StoreResult<RecordOutcome>;
+    async fn events(
+        &self,
+        tenant: &TenantId,
+        filter: &EventFilter,
+    ) -> StoreResult<Vec<EventRecord>>;
+
+    // --- reads ---
+    async fn message(
+        &self,
+        tenant: &TenantId,
+        id: &MessageId,
+    ) -> StoreResult<Option<MessageRecord>>;
+    async fn deliveries_of_message(
+        &self,
+        tenant: &TenantId,
+        id: &MessageId,
+    ) -> StoreResult<Vec<DeliveryRecord>>;
+    async fn delivery(
+        &self,
+        tenant: &TenantId,
+        id: &DeliveryId,
+    ) -> StoreResult<Option<DeliveryRecord>>;
+    /// Every event of a delivery, oldest first (its timeline).
+    async fn delivery_events(
+        &self,
+        tenant: &TenantId,
+        id: &DeliveryId,
+    ) -> StoreResult<Vec<EventRecord>>;
+    async fn contact(&self, tenant: &TenantId, address: &str)
+    -> StoreResult<Option<ContactRecord>>;
+    /// Creates a contact with a status, or sets the status of an existing one
+    /// to `active`/`unconfirmed` (confirming an opt-in). Statuses set by
+    /// bounces, complaints and unsubscribes are not overwritten.
+    async fn put_contact(
+        &self,
+        tenant: &TenantId,
+        address: &str,
+        status: ContactInput,
+        now: Millis,
+    ) -> StoreResult<ContactRecord>;
+    async fn contact_changes(
+        &self,
+        tenant: &TenantId,
+        address: &str,
+    ) -> StoreResult<Vec<ContactChange>>;
+    /// Active (unexpired, not removed) suppression entries, newest first.
+    async fn suppressions(
+        &self,
+        tenant: &TenantId,
+        now: Millis,
+    ) -> StoreResult<Vec<SuppressionEntry>>;
+    /// Number of entries in the send queue of a tenant.
+    async fn queue_len(&self, tenant: &TenantId) -> StoreResult<u64>;
+
+    /// Counters about the store itself, for `/metrics`.
+    fn stats(&self) -> StoreStats;
+}
+
+/// The rules the store applies when it records events, from configuration.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StoreRules {
+    /// `[status] window`: how long after queueing events still change status.
+    pub status_window: Millis,
+    pub contact_limits: posthorn_core::contact::ContactLimits,
+    pub suppression_expiry: posthorn_core::suppression::SuppressionExpiry,
+}
+
+impl StoreRules {
+    pub fn from_config(config: &posthorn_core::config::Config) -> Self {
+        Self {
+            status_window: config.status.window.0,
+            contact_limits: config.status.contact_limits(),
+            suppression_expiry: config.suppression.expiry(),
+        }
+    }
+}
+
+impl Default for StoreRules {
+    fn default() -> Self {
+        Self::from_config(&posthorn_core::config::Config::default())
+    }
+}

@@ -1,0 +1,854 @@
+//! The conformance suite: behaviour every [`Store`] backend must show,
+//! written against the trait only. A backend runs it with
+//! [`conformance_tests!`](crate::conformance_tests), giving a function that
+//! makes a fresh, empty store.
+//!
+//! Each case panics with a message on failure; none depends on wall-clock
+//! time (times are fixed numbers).
+
+use crate::*;
+use posthorn_core::clock::DAY;
+use posthorn_core::contact::ContactStatus;
+use posthorn_core::event::{
+    BounceOrigin, Bounced, Complained, Deferred, Delivered, Engagement, EventDetails, Expired,
+    UnsubscribeScope, Unsubscribed,
+};
+use posthorn_core::id::ApiKeyId;
+use posthorn_core::status::{BounceType, DeliveryStatus, EngagementStatus};
+use posthorn_core::suppression::SuppressionReason;
+use posthorn_core::{DeliveryId, EventId, EventKind, EventSource, MessageId, Millis, TenantId};
+
+/// A fixed "now" for the suite: 2026-11-24T00:00:00Z.
+pub const T0: Millis = 1_795_478_400_000;
+
+/// Generates one `#[tokio::test]` per conformance case. `$make` is an async
+/// expression (evaluated per test) that yields a fresh `impl Store` plus
+/// anything that must live as long as it (e.g. a temporary directory).
+#[macro_export]
+macro_rules! conformance_tests {
+    ($make:expr) => {
+        $crate::conformance_tests!(@cases $make;
+            tenants_and_keys, accept_queues_and_creates_contact, policy_chain_outcomes,
+            idempotency, status_fold_through_record_event, hard_bounce_suppresses_next_message,
+            complaint_marks_contact_and_records_cause, soft_bounces_turn_hard,
+            unsubscribe_from_one_stream, external_id_deduplicates, tenant_isolation,
+            event_listing_filters_and_pages, confirmation_required_streams, event_after_dropped_is_anomaly,
+            events_outside_window_do_not_change_status, concurrent_writes_all_commit);
+    };
+    (@cases $make:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let (store, _guard) = $make;
+                $crate::conformance::$case(&store).await;
+            }
+        )*
+    };
+}
+
+async fn tenant(store: &dyn Store, name: &str) -> TenantId {
+    store
+        .create_tenant(name, T0)
+        .await
+        .expect("create tenant")
+        .id
+}
+
+/// A one-part message from `news@sender.example` to `to`, accepted at `T0`.
+pub fn message(tenant: &TenantId, to: &[&str]) -> NewMessage {
+    NewMessage {
+        id: MessageId::generate(),
+        tenant_id: tenant.clone(),
+        from_header: "News <news@sender.example>".into(),
+        from_address: "news@sender.example".into(),
+        reply_to: None,
+        subject: "Hello".into(),
+        text: Some("Hello there".into()),
+        html: None,
+        headers: serde_json::json!({}),
+        tags: vec!["welcome".into()],
+        metadata: serde_json::json!({"user": 42}),
+        stream: "transactional".into(),
+        campaign: None,
+        test: false,
+        send_at: None,
+        expires_at: None,
+        tracking_opens: None,
+        tracking_clicks: None,
+        size: 1234,
+        source: EventSource::Api,
+        recipients: to
+            .iter()
+            .map(|a| NewRecipient {
+                delivery_id: DeliveryId::generate(),
+                address: a.to_string(),
+                kind: RecipientKind::To,
+                deliverable_domain: !a.ends_with(".invalid")
+                    && a.rsplit_once('@').is_some_and(|(_, d)| d.contains('.')),
+            })
+            .collect(),
+        idempotency: None,
+        stream_requires_confirmation: false,
+        campaign_dedupe: true,
+        accepted_at: T0,
+    }
+}
+
+async fn accept(store: &dyn Store, m: NewMessage) -> Receipt {
+    match store.accept_message(m).await.expect("accept") {
+        AcceptOutcome::Accepted(r) => r,
+        other => panic!("expected Accepted, got {other:?}"),
+    }
+}
+
+async fn record(
+    store: &dyn Store,
+    tenant: &TenantId,
+    delivery: &DeliveryId,
+    at: Millis,
+    details: EventDetails,
+) -> (EventRecord, DeliveryRecord) {
+    let event = NewEvent {
+        id: EventId::generate(),
+        delivery_id: delivery.clone(),
+        occurred_at: at,
+        recorded_at: at,
+        source: EventSource::Admin,
+        details,
+        external_id: None,
+    };
+    match store.record_event(tenant, event).await.expect("record") {
+        RecordOutcome::Recorded { event, delivery } => (event, delivery),
+        other => panic!("expected Recorded, got {other:?}"),
+    }
+}
+
+fn bounce(bounce_type: BounceType) -> EventDetails {
+    EventDetails::Bounced(Bounced {
+        bounce_type,
+        reason: None,
+        smtp_code: Some(550),
+        enhanced_code: Some("5.1.1".into()),
+        reply_text: Some("550 5.1.1 user unknown".into()),
+        origin: BounceOrigin::Sync,
+        rule: None,
+        mx_host: None,
+    })
+}
+
+fn delivered() -> EventDetails {
+    EventDetails::Delivered(Delivered {
+        reply_text: Some("250 2.0.0 OK".into()),
+        ..Default::default()
+    })
+}
+
+fn statuses(r: &Receipt) -> Vec<&str> {
+    r.deliveries.iter().map(|d| d.status.as_str()).collect()
+}
+
+async fn drop_reason(store: &dyn Store, tenant: &TenantId, delivery: &DeliveryId) -> String {
+    let events = store.delivery_events(tenant, delivery).await.unwrap();
+    let dropped = events
+        .iter()
+        .find(|e| e.kind == EventKind::Dropped)
+        .expect("a dropped event");
+    dropped.details["reason"].as_str().unwrap().to_owned()
+}
+
+pub async fn tenants_and_keys(store: &dyn Store) {
+    let a = store.create_tenant("acme", T0).await.unwrap();
+    assert!(matches!(
+        store.create_tenant("acme", T0).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(store.tenant_by_name("acme").await.unwrap(), Some(a.clone()));
+    assert_eq!(store.tenant_count().await.unwrap(), 1);
+    let b = tenant(store, "other").await;
+
+    let key = store
+        .insert_api_key(NewApiKey {
+            id: ApiKeyId::generate(),
+            tenant_id: a.id.clone(),
+            name: Some("ci".into()),
+            scopes: vec![Scope::Send, Scope::Read],
+            secret_hash: "ab".repeat(32),
+            created_at: T0,
+        })
+        .await
+        .unwrap();
+    let (found, owner) = store.api_key(&key.id).await.unwrap().expect("key found");
+    assert_eq!(owner.id, a.id);
+    assert_eq!(found.scopes, vec![Scope::Send, Scope::Read]);
+    assert!(found.allows(Scope::Send) && !found.allows(Scope::Admin));
+    assert_eq!(store.api_keys(Some(&a.id)).await.unwrap().len(), 1);
+    assert_eq!(store.api_keys(Some(&b)).await.unwrap().len(), 0);
+    assert!(store.revoke_api_key(&key.id, T0 + 1).await.unwrap());
+    assert!(
+        !store.revoke_api_key(&key.id, T0 + 2).await.unwrap(),
+        "second revoke is a no-op"
+    );
+    let (revoked, _) = store.api_key(&key.id).await.unwrap().unwrap();
+    assert_eq!(revoked.revoked_at, Some(T0 + 1));
+    assert!(
+        store
+            .api_key(&ApiKeyId::generate())
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    let t = store
+        .set_tenant_campaign_dedupe(&a.id, Some(false))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(t.campaign_dedupe, Some(false));
+}
+
+pub async fn accept_queues_and_creates_contact(store: &dyn Store) {
+    let t = tenant(store, "acme").await;
+    let m = message(&t, &["bob@example.com"]);
+    let message_id = m.id.clone();
+    let receipt = accept(store, m).await;
+    assert_eq!(receipt.id, message_id);
+    assert_eq!(statuses(&receipt), vec!["queued"]);
+    let d = store
+        .delivery(&t, &receipt.deliveries[0].id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(d.delivery_status, Some(DeliveryStatus::Queued));
+    assert_eq!(d.window_ends_at, T0 + 30 * DAY);
+    let events = store.delivery_events(&t, &d.id).await.unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].kind, EventKind::Queued);
+    assert_eq!(events[0].details["size"], 1234);
+    assert_eq!(d.delivery_event_id.as_ref(), Some(&events[0].id));
+    assert_eq!(store.queue_len(&t).await.unwrap(), 1);
+    let stored = store.message(&t, &message_id).await.unwrap().unwrap();
+    assert_eq!(stored.subject, "Hello");
+    assert_eq!(stored.text.as_deref(), Some("Hello there"));
+    assert_eq!(stored.metadata["user"], 42);
+    let contact = store.contact(&t, "bob@example.com").await.unwrap().unwrap();
+    assert_eq!(contact.state.status, ContactStatus::Active);
+}
+
+pub async fn policy_chain_outcomes(store: &dyn Store) {
+    let t = tenant(store, "acme").await;
+    let r = accept(
+        store,
+        message(
+            &t,
+            &[
+                "a@example.com",
+                "x@nodot",
+                "y@mail.invalid",
+                "a@example.com",
+            ],
+        ),
+    )
+    .await;
+    assert_eq!(
+        statuses(&r),
+        vec!["queued", "dropped", "dropped", "dropped"]
+    );
+    assert_eq!(
+        drop_reason(store, &t, &r.deliveries[1].id).await,
+        "invalid_address"
+    );
+    assert_eq!(
+        drop_reason(store, &t, &r.deliveries[2].id).await,
+        "invalid_address"
+    );
+    assert_eq!(
+        drop_reason(store, &t, &r.deliveries[3].id).await,
+        "duplicate_recipient"
+    );
+    assert_eq!(
+        store.queue_len(&t).await.unwrap(),
+        1,
+        "dropped deliveries are never queued"
+    );
+
+    let mut m = message(&t, &["c@example.com"]);
+    m.campaign = Some("black-friday".into());
+    accept(store, m).await;
+    let mut again = message(&t, &["c@example.com", "d@example.com"]);
+    again.campaign = Some("black-friday".into());
+    let r = accept(store, again).await;
+    assert_eq!(statuses(&r), vec!["dropped", "queued"]);
+    assert_eq!(
+        drop_reason(store, &t, &r.deliveries[0].id).await,
+        "duplicate_recipient"
+    );
+    let mut off = message(&t, &["c@example.com"]);
+    off.campaign = Some("black-friday".into());
+    off.campaign_dedupe = false;
+    assert_eq!(
+        statuses(&accept(store, off).await),
+        vec!["queued"],
+        "campaign rule switched off"
+    );
+
+    let mut later = message(&t, &["e@example.com"]);
+    later.send_at = Some(T0 + 3_600_000);
+    let r = accept(store, later).await;
+    assert_eq!(statuses(&r), vec!["scheduled"]);
+    let d = store
+        .delivery(&t, &r.deliveries[0].id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        d.window_ends_at,
+        T0 + 3_600_000 + 30 * DAY,
+        "window counts from send_at"
+    );
+
+    let mut stale = message(&t, &["f@example.com"]);
+    stale.expires_at = Some(T0 - 1);
+    let r = accept(store, stale).await;
+    assert_eq!(
+        drop_reason(store, &t, &r.deliveries[0].id).await,
+        "expired_before_send"
+    );
+}
+
+pub async fn idempotency(store: &dyn Store) {
+    let t = tenant(store, "acme").await;
+    let idem = |hash: &str, not_before| IdempotencyRequest {
+        key: "order-1".into(),
+        body_hash: hash.into(),
+        not_before,
+    };
+    let mut first = message(&t, &["a@example.com"]);
+    first.idempotency = Some(idem("h1", T0 - DAY));
+    let receipt = accept(store, first).await;
+
+    let mut same = message(&t, &["a@example.com"]);
+    same.idempotency = Some(idem("h1", T0 - DAY));
+    let same_id = same.id.clone();
+    assert_eq!(
+        store.accept_message(same).await.unwrap(),
+        AcceptOutcome::Replayed(receipt.clone())
+    );
+    assert!(
+        store.message(&t, &same_id).await.unwrap().is_none(),
+        "a replay writes nothing"
+    );
+    assert_eq!(store.queue_len(&t).await.unwrap(), 1);
+
+    let mut different = message(&t, &["b@example.com"]);
+    different.idempotency = Some(idem("h2", T0 - DAY));
+    assert_eq!(
+        store.accept_message(different).await.unwrap(),
+        AcceptOutcome::IdempotencyConflict
+    );
+    assert_eq!(store.queue_len(&t).await.unwrap(), 1);
+
+    // Once the record is older than the window, the key is free again.
+    let mut later = message(&t, &["b@example.com"]);
+    later.idempotency = Some(idem("h2", T0 + 1));
+    later.accepted_at = T0 + DAY + 1;
+    assert!(matches!(
+        store.accept_message(later).await.unwrap(),
+        AcceptOutcome::Accepted(_)
+    ));
+
+    // Keys are per tenant.
+    let other = tenant(store, "other").await;
+    let mut theirs = message(&other, &["a@example.com"]);
+    theirs.idempotency = Some(idem("h9", T0 - DAY));
+    assert!(matches!(
+        store.accept_message(theirs).await.unwrap(),
+        AcceptOutcome::Accepted(_)
+    ));
+}
+
+pub async fn status_fold_through_record_event(store: &dyn Store) {
+    let t = tenant(store, "acme").await;
+    let r = accept(store, message(&t, &["a@example.com"])).await;
+    let id = &r.deliveries[0].id;
+    let deferred = EventDetails::Deferred(Deferred {
+        attempt: 1,
+        smtp_code: Some(451),
+        reply_text: Some("451 4.3.0 try later".into()),
+        ..Default::default()
+    });
+    let (_, d) = record(store, &t, id, T0 + 10, deferred).await;
+    assert_eq!(d.status(), "deferred");
+    let (delivered_event, d) = record(store, &t, id, T0 + 20, delivered()).await;
+    assert_eq!(d.status(), "delivered");
+    let (opened, d) = record(
+        store,
+        &t,
+        id,
+        T0 + 30,
+        EventDetails::Opened(Engagement::default()),
+    )
+    .await;
+    assert_eq!(d.status(), "opened");
+    assert_eq!(d.engagement_event_id.as_ref(), Some(&opened.id));
+    // A late deferral changes nothing; the set-by event stays.
+    let (_, d) = record(
+        store,
+        &t,
+        id,
+        T0 + 5,
+        EventDetails::Deferred(Deferred::default()),
+    )
+    .await;
+    assert_eq!(d.delivery_status, Some(DeliveryStatus::Delivered));
+    assert_eq!(d.delivery_event_id.as_ref(), Some(&delivered_event.id));
+    // An asynchronous bounce after delivery wins.
+    let (b, d) = record(store, &t, id, T0 + 40, bounce(BounceType::Soft)).await;
+    assert_eq!(
+        d.delivery_status,
+        Some(DeliveryStatus::Bounced(BounceType::Soft))
+    );
+    assert_eq!(d.status(), "bounced");
+    assert_eq!(d.delivery_event_id.as_ref(), Some(&b.id));
+    // Stored and read back the same way.
+    let read = store.delivery(&t, id).await.unwrap().unwrap();
+    assert_eq!(read, d);
+    assert_eq!(store.delivery_events(&t, id).await.unwrap().len(), 6);
+}
+
+pub async fn hard_bounce_suppresses_next_message(store: &dyn Store) {
+    let t = tenant(store, "acme").await;
+    let r = accept(store, message(&t, &["gone@example.com"])).await;
+    let (event, _) = record(
+        store,
+        &t,
+        &r.deliveries[0].id,
+        T0 + 1,
+        bounce(BounceType::Hard),
+    )
+    .await;
+    let contact = store
+        .contact(&t, "gone@example.com")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(contact.state.status, ContactStatus::Bounced);
+    let list = store.suppressions(&t, T0 + 2).await.unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0].reason, SuppressionReason::HardBounce);
+    assert_eq!(list[0].cause_event_id.as_ref(), Some(&event.id));
+
+    let r = accept(
+        store,
+        message(&t, &["gone@example.com", "fine@example.com"]),
+    )
+    .await;
+    assert_eq!(statuses(&r), vec!["dropped", "queued"]);
+    let events = store
+        .delivery_events(&t, &r.deliveries[0].id)
+        .await
+        .unwrap();
+    assert_eq!(events[0].details["reason"], "suppressed");
+    assert_eq!(events[0].details["suppression"]["reason"], "hard_bounce");
+    // A soft bounce never suppresses.
+    let (_, _) = record(
+        store,
+        &t,
+        &r.deliveries[1].id,
+        T0 + 3,
+        bounce(BounceType::Soft),
+    )
+    .await;
+    assert_eq!(store.suppressions(&t, T0 + 4).await.unwrap().len(), 1);
+}
+
+pub async fn complaint_marks_contact_and_records_cause(store: &dyn Store) {
+    let t = tenant(store, "acme").await;
+    let r = accept(store, message(&t, &["angry@example.com"])).await;
+    let id = &r.deliveries[0].id;
+    record(store, &t, id, T0 + 1, delivered()).await;
+    let complaint = EventDetails::Complained(Complained {
+        feedback_type: Some("abuse".into()),
+        reporting_domain: Some("mailbox.example".into()),
+    });
+    let (event, d) = record(store, &t, id, T0 + 2, complaint).await;
+    assert_eq!(d.status(), "complained");
+    assert_eq!(d.engagement_status, EngagementStatus::Complained);
+    let contact = store
+        .contact(&t, "angry@example.com")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(contact.state.status, ContactStatus::Complained);
+    let changes = store
+        .contact_changes(&t, "angry@example.com")
+        .await
+        .unwrap();
+    assert_eq!(changes.len(), 1);
+    assert_eq!(
+        (changes[0].from, changes[0].to),
+        (ContactStatus::Active, ContactStatus::Complained)
+    );
+    assert_eq!(changes[0].reason, "complaint");
+    assert_eq!(changes[0].cause_event_id.as_ref(), Some(&event.id));
+    let list = store.suppressions(&t, T0 + 3).await.unwrap();
+    assert_eq!(list[0].reason, SuppressionReason::Complaint);
+    assert_eq!(
+        list[0].scope,
+        posthorn_core::suppression::SuppressionScope::All
+    );
+    assert_eq!(list[0].expires_at, None, "complaints never expire");
+}
+
+pub async fn soft_bounces_turn_hard(store: &dyn Store) {
+    let t = tenant(store, "acme").await;
+    for i in 0..3 {
+        let r = accept(store, message(&t, &["flaky@example.com"])).await;
+        assert_eq!(statuses(&r), vec!["queued"], "attempt {i} still mailed");
+        let id = &r.deliveries[0].id;
+        if i == 2 {
+            record(
+                store,
+                &t,
+                id,
+                T0 + 10,
+                EventDetails::Expired(Expired::default()),
+            )
+            .await;
+        } else {
+            // Two soft bounces on one delivery count as one failed delivery.
+            record(store, &t, id, T0 + 10, bounce(BounceType::Soft)).await;
+            record(store, &t, id, T0 + 11, bounce(BounceType::Undetermined)).await;
+        }
+        let contact = store
+            .contact(&t, "flaky@example.com")
+            .await
+            .unwrap()
+            .unwrap();
+        let want = if i == 2 {
+            ContactStatus::Bounced
+        } else {
+            ContactStatus::Active
+        };
+        assert_eq!(
+            contact.state.status,
+            want,
+            "after {} failed deliveries",
+            i + 1
+        );
+    }
+    let changes = store
+        .contact_changes(&t, "flaky@example.com")
+        .await
+        .unwrap();
+    assert_eq!(changes.last().unwrap().reason, "soft_bounce_limit");
+    let r = accept(store, message(&t, &["flaky@example.com"])).await;
+    assert_eq!(statuses(&r), vec!["dropped"]);
+
+    // A delivery in between resets the count.
+    for (i, outcome) in ["soft", "soft", "delivered", "soft", "soft"]
+        .iter()
+        .enumerate()
+    {
+        let r = accept(store, message(&t, &["ok@example.com"])).await;
+        let details = if *outcome == "delivered" {
+            delivered()
+        } else {
+            bounce(BounceType::Soft)
+        };
+        record(store, &t, &r.deliveries[0].id, T0 + i as i64, details).await;
+    }
+    let contact = store.contact(&t, "ok@example.com").await.unwrap().unwrap();
+    assert_eq!(contact.state.status, ContactStatus::Active);
+    assert_eq!(contact.state.consecutive_failed_deliveries, 2);
+}
+
+pub async fn unsubscribe_from_one_stream(store: &dyn Store) {
+    let t = tenant(store, "acme").await;
+    let mut m = message(&t, &["reader@example.com"]);
+    m.stream = "newsletter".into();
+    let r = accept(store, m).await;
+    let unsub = EventDetails::Unsubscribed(Unsubscribed {
+        scope: UnsubscribeScope::Stream,
+        method: Some("link".into()),
+    });
+    record(store, &t, &r.deliveries[0].id, T0 + 1, unsub).await;
+    let mut news = message(&t, &["reader@example.com"]);
+    news.stream = "newsletter".into();
+    let r = accept(store, news).await;
+    assert_eq!(statuses(&r), vec!["dropped"]);
+    assert_eq!(
+        drop_reason(store, &t, &r.deliveries[0].id).await,
+        "unsubscribed_stream"
+    );
+    let receipt = accept(store, message(&t, &["reader@example.com"])).await;
+    assert_eq!(
+        statuses(&receipt),
+        vec!["queued"],
+        "other streams still mailed"
+    );
+    let contact = store
+        .contact(&t, "reader@example.com")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(contact.state.status, ContactStatus::Active);
+    assert!(contact.state.unsubscribed_streams.contains("newsletter"));
+
+    let all = EventDetails::Unsubscribed(Unsubscribed {
+        scope: UnsubscribeScope::All,
+        method: None,
+    });
+    record(store, &t, &receipt.deliveries[0].id, T0 + 2, all).await;
+    let r = accept(store, message(&t, &["reader@example.com"])).await;
+    assert_eq!(
+        drop_reason(store, &t, &r.deliveries[0].id).await,
+        "suppressed"
+    );
+}
+
+pub async fn external_id_deduplicates(store: &dyn Store) {
+    let t = tenant(store, "acme").await;
+    let r = accept(store, message(&t, &["a@example.com"])).await;
+    let event = |id: EventId| NewEvent {
+        id,
+        delivery_id: r.deliveries[0].id.clone(),
+        occurred_at: T0 + 1,
+        recorded_at: T0 + 1,
+        source: EventSource::ProviderWebhook,
+        details: EventDetails::Opened(Engagement::default()),
+        external_id: Some("provider-123".into()),
+    };
+    let first = store
+        .record_event(&t, event(EventId::generate()))
+        .await
+        .unwrap();
+    let RecordOutcome::Recorded {
+        event: recorded, ..
+    } = first
+    else {
+        panic!("{first:?}")
+    };
+    let again = store
+        .record_event(&t, event(EventId::generate()))
+        .await
+        .unwrap();
+    let RecordOutcome::Duplicate { event: dup, .. } = again else {
+        panic!("{again:?}")
+    };
+    assert_eq!(dup.id, recorded.id);
+    assert_eq!(
+        store
+            .delivery_events(&t, &r.deliveries[0].id)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    // The same event id twice is also recorded once.
+    let mut same = event(recorded.id.clone());
+    same.external_id = None;
+    assert!(matches!(
+        store.record_event(&t, same).await.unwrap(),
+        RecordOutcome::Duplicate { .. }
+    ));
+}
+
+pub async fn tenant_isolation(store: &dyn Store) {
+    let a = tenant(store, "a").await;
+    let b = tenant(store, "b").await;
+    let r = accept(store, message(&a, &["x@example.com"])).await;
+    let id = &r.deliveries[0].id;
+    assert!(store.delivery(&b, id).await.unwrap().is_none());
+    assert!(store.message(&b, &r.id).await.unwrap().is_none());
+    assert!(
+        store
+            .deliveries_of_message(&b, &r.id)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(store.delivery_events(&b, id).await.unwrap().is_empty());
+    let filter = EventFilter {
+        delivery_id: Some(id.clone()),
+        limit: 10,
+        ..Default::default()
+    };
+    assert!(store.events(&b, &filter).await.unwrap().is_empty());
+    assert_eq!(store.events(&a, &filter).await.unwrap().len(), 1);
+    let foreign = NewEvent {
+        id: EventId::generate(),
+        delivery_id: id.clone(),
+        occurred_at: T0,
+        recorded_at: T0,
+        source: EventSource::Admin,
+        details: bounce(BounceType::Hard),
+        external_id: None,
+    };
+    assert_eq!(
+        store.record_event(&b, foreign).await.unwrap(),
+        RecordOutcome::UnknownDelivery
+    );
+    assert!(
+        store.suppressions(&a, T0).await.unwrap().is_empty(),
+        "nothing written by the refused event"
+    );
+    assert!(store.contact(&b, "x@example.com").await.unwrap().is_none());
+}
+
+pub async fn event_listing_filters_and_pages(store: &dyn Store) {
+    let t = tenant(store, "acme").await;
+    let r = accept(store, message(&t, &["a@example.com", "b@example.com"])).await;
+    for i in 0..5 {
+        record(
+            store,
+            &t,
+            &r.deliveries[0].id,
+            T0 + i,
+            EventDetails::Opened(Engagement::default()),
+        )
+        .await;
+    }
+    let all = store
+        .events(
+            &t,
+            &EventFilter {
+                limit: 100,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 7);
+    assert!(all.windows(2).all(|w| w[0].id > w[1].id), "newest first");
+
+    let by_recipient = EventFilter {
+        recipient: Some("b@example.com".into()),
+        limit: 100,
+        ..Default::default()
+    };
+    assert_eq!(store.events(&t, &by_recipient).await.unwrap().len(), 1);
+    let by_kind = EventFilter {
+        kind: Some(EventKind::Opened),
+        limit: 100,
+        ..Default::default()
+    };
+    assert_eq!(store.events(&t, &by_kind).await.unwrap().len(), 5);
+    let by_sender = EventFilter {
+        sender: Some("news@sender.example".into()),
+        limit: 100,
+        ..Default::default()
+    };
+    assert_eq!(store.events(&t, &by_sender).await.unwrap().len(), 7);
+
+    let mut pages = Vec::new();
+    let mut before = None;
+    loop {
+        let page = store
+            .events(
+                &t,
+                &EventFilter {
+                    kind: Some(EventKind::Opened),
+                    before: before.clone(),
+                    limit: 2,
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        if page.is_empty() {
+            break;
+        }
+        before = page.last().map(|e| e.id.clone());
+        pages.push(page.len());
+    }
+    assert_eq!(pages, vec![2, 2, 1]);
+}
+
+pub async fn confirmation_required_streams(store: &dyn Store) {
+    let t = tenant(store, "acme").await;
+    store
+        .put_contact(&t, "new@example.com", ContactInput::Unconfirmed, T0)
+        .await
+        .unwrap();
+    let mut m = message(&t, &["new@example.com", "stranger@example.com"]);
+    m.stream_requires_confirmation = true;
+    let r = accept(store, m).await;
+    assert_eq!(statuses(&r), vec!["dropped", "dropped"]);
+    assert_eq!(
+        drop_reason(store, &t, &r.deliveries[0].id).await,
+        "unconfirmed_contact"
+    );
+    let c = store
+        .put_contact(&t, "new@example.com", ContactInput::Active, T0)
+        .await
+        .unwrap();
+    assert_eq!(c.state.status, ContactStatus::Active);
+    let mut m = message(&t, &["new@example.com"]);
+    m.stream_requires_confirmation = true;
+    assert_eq!(statuses(&accept(store, m).await), vec!["queued"]);
+}
+
+pub async fn event_after_dropped_is_anomaly(store: &dyn Store) {
+    let t = tenant(store, "acme").await;
+    let r = accept(store, message(&t, &["x@nodot"])).await;
+    let (event, d) = record(store, &t, &r.deliveries[0].id, T0 + 1, delivered()).await;
+    assert_eq!(event.anomaly.as_deref(), Some("event_after_dropped"));
+    assert_eq!(d.delivery_status, Some(DeliveryStatus::Dropped));
+}
+
+pub async fn events_outside_window_do_not_change_status(store: &dyn Store) {
+    let t = tenant(store, "acme").await;
+    let r = accept(store, message(&t, &["a@example.com"])).await;
+    let id = &r.deliveries[0].id;
+    record(store, &t, id, T0 + 1, delivered()).await;
+    let late = T0 + 31 * DAY;
+    let (event, d) = record(
+        store,
+        &t,
+        id,
+        late,
+        EventDetails::Opened(Engagement::default()),
+    )
+    .await;
+    assert!(event.outside_window);
+    assert_eq!(d.status(), "delivered");
+    // A complaint outside the window still protects the sender.
+    let complaint = EventDetails::Complained(Complained::default());
+    let (_, d) = record(store, &t, id, late, complaint).await;
+    assert_eq!(d.status(), "delivered");
+    let contact = store.contact(&t, "a@example.com").await.unwrap().unwrap();
+    assert_eq!(contact.state.status, ContactStatus::Complained);
+}
+
+pub async fn concurrent_writes_all_commit(store: &dyn Store) {
+    let t = tenant(store, "acme").await;
+    let r = accept(store, message(&t, &["a@example.com"])).await;
+    let id = r.deliveries[0].id.clone();
+    let before = store.stats();
+    let writes = (0..200).map(|i| {
+        let (t, id) = (t.clone(), id.clone());
+        async move {
+            let event = NewEvent {
+                id: EventId::generate(),
+                delivery_id: id,
+                occurred_at: T0 + i,
+                recorded_at: T0 + i,
+                source: EventSource::Tracker,
+                details: EventDetails::Opened(Engagement::default()),
+                external_id: None,
+            };
+            store.record_event(&t, event).await
+        }
+    });
+    // Polled together in one task, so all 200 wait on the writer at once.
+    let results = futures_util::future::join_all(writes).await;
+    assert!(
+        results
+            .iter()
+            .all(|r| matches!(r, Ok(RecordOutcome::Recorded { .. })))
+    );
+    assert_eq!(store.delivery_events(&t, &id).await.unwrap().len(), 201);
+    let after = store.stats();
+    assert_eq!(after.events - before.events, 200);
+    assert!(after.batches - before.batches <= 200);
+}

@@ -1,0 +1,347 @@
+//! The values that go into and come out of a [`crate::Store`].
+
+use posthorn_core::contact::{ContactState, ContactStatus};
+use posthorn_core::event::EventDetails;
+use posthorn_core::id::ApiKeyId;
+use posthorn_core::status::{DeliveryStatus, EngagementStatus};
+use posthorn_core::{DeliveryId, EventId, EventKind, EventSource, MessageId, Millis, TenantId};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tenant {
+    pub id: TenantId,
+    pub name: String,
+    pub created_at: Millis,
+    /// `None`: the server default applies.
+    pub campaign_dedupe: Option<bool>,
+}
+
+/// What an API key may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    Send,
+    Read,
+    Admin,
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Send => "send",
+            Scope::Read => "read",
+            Scope::Admin => "admin",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.trim() {
+            "send" => Some(Scope::Send),
+            "read" => Some(Scope::Read),
+            "admin" => Some(Scope::Admin),
+            _ => None,
+        }
+    }
+}
+
+pub struct NewApiKey {
+    pub id: ApiKeyId,
+    pub tenant_id: TenantId,
+    pub name: Option<String>,
+    pub scopes: Vec<Scope>,
+    /// SHA-256 of the secret, hex. The secret itself is never stored.
+    pub secret_hash: String,
+    pub created_at: Millis,
+}
+
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiKeyRecord {
+    pub id: ApiKeyId,
+    pub tenant_id: TenantId,
+    pub name: Option<String>,
+    pub scopes: Vec<Scope>,
+    pub secret_hash: String,
+    pub created_at: Millis,
+    pub revoked_at: Option<Millis>,
+}
+
+impl ApiKeyRecord {
+    /// An admin key may do everything.
+    pub fn allows(&self, scope: Scope) -> bool {
+        self.scopes.contains(&scope) || self.scopes.contains(&Scope::Admin)
+    }
+}
+
+// The hash is not a secret in the way the key is, but there is no reason for
+// it to reach a log either.
+impl std::fmt::Debug for ApiKeyRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiKeyRecord")
+            .field("id", &self.id)
+            .field("tenant_id", &self.tenant_id)
+            .field("name", &self.name)
+            .field("scopes", &self.scopes)
+            .field("secret_hash", &"<redacted>")
+            .field("created_at", &self.created_at)
+            .field("revoked_at", &self.revoked_at)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecipientKind {
+    To,
+    Cc,
+    Bcc,
+}
+
+impl RecipientKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecipientKind::To => "to",
+            RecipientKind::Cc => "cc",
+            RecipientKind::Bcc => "bcc",
+        }
+    }
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "cc" => RecipientKind::Cc,
+            "bcc" => RecipientKind::Bcc,
+            _ => RecipientKind::To,
+        }
+    }
+}
+
+/// One recipient of a message being accepted.
+#[derive(Debug, Clone)]
+pub struct NewRecipient {
+    pub delivery_id: DeliveryId,
+    /// Normalised address (see `EmailAddress::normalized`).
+    pub address: String,
+    pub kind: RecipientKind,
+    /// Whether the domain can receive mail at all.
+    pub deliverable_domain: bool,
+}
+
+/// Idempotency of a submission: the client's key and a hash of the body.
+#[derive(Debug, Clone)]
+pub struct IdempotencyRequest {
+    pub key: String,
+    pub body_hash: String,
+    /// Records older than this are ignored (and replaced).
+    pub not_before: Millis,
+}
+
+/// A message as validated by the API, ready for the policy chain.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub id: MessageId,
+    pub tenant_id: TenantId,
+    pub from_header: String,
+    pub from_address: String,
+    pub reply_to: Option<String>,
+    pub subject: String,
+    pub text: Option<String>,
+    pub html: Option<String>,
+    pub headers: serde_json::Value,
+    pub tags: Vec<String>,
+    pub metadata: serde_json::Value,
+    pub stream: String,
+    pub campaign: Option<String>,
+    pub test: bool,
+    pub send_at: Option<Millis>,
+    pub expires_at: Option<Millis>,
+    pub tracking_opens: Option<bool>,
+    pub tracking_clicks: Option<bool>,
+    pub size: u64,
+    pub source: EventSource,
+    pub recipients: Vec<NewRecipient>,
+    pub idempotency: Option<IdempotencyRequest>,
+    /// Settings resolved by the caller from config and tenant.
+    pub stream_requires_confirmation: bool,
+    pub campaign_dedupe: bool,
+    pub accepted_at: Millis,
+}
+
+/// The answer to a submission, as returned (and replayed) to the client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receipt {
+    pub id: MessageId,
+    pub deliveries: Vec<ReceiptDelivery>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReceiptDelivery {
+    pub id: DeliveryId,
+    pub recipient: String,
+    pub status: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AcceptOutcome {
+    Accepted(Receipt),
+    /// The same idempotency key and body were seen within 24 h: the first
+    /// answer, nothing new written.
+    Replayed(Receipt),
+    /// The same idempotency key with a different body.
+    IdempotencyConflict,
+}
+
+/// An event to record.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub id: EventId,
+    pub delivery_id: DeliveryId,
+    pub occurred_at: Millis,
+    pub recorded_at: Millis,
+    pub source: EventSource,
+    pub details: EventDetails,
+    pub external_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum RecordOutcome {
+    Recorded {
+        event: EventRecord,
+        delivery: DeliveryRecord,
+    },
+    /// An event with this external id was already recorded.
+    Duplicate {
+        event: EventRecord,
+        delivery: DeliveryRecord,
+    },
+    /// No such delivery for this tenant.
+    UnknownDelivery,
+}
+
+/// A stored event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventRecord {
+    pub id: EventId,
+    pub delivery_id: DeliveryId,
+    pub message_id: MessageId,
+    pub recipient: String,
+    pub sender: String,
+    pub kind: EventKind,
+    pub occurred_at: Millis,
+    pub recorded_at: Millis,
+    pub source: EventSource,
+    pub details: serde_json::Value,
+    pub external_id: Option<String>,
+    /// Set when the event contradicts the status (e.g. after `dropped`).
+    pub anomaly: Option<String>,
+    /// Recorded after the update window: did not change the status.
+    pub outside_window: bool,
+}
+
+/// Filters of `GET /v1/events`. Results are newest first.
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
+    pub delivery_id: Option<DeliveryId>,
+    pub recipient: Option<String>,
+    pub sender: Option<String>,
+    pub kind: Option<EventKind>,
+    /// Only events with an id lower than this (the previous page's last id).
+    pub before: Option<EventId>,
+    pub limit: u32,
+}
+
+/// A stored delivery with its folded status.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeliveryRecord {
+    pub id: DeliveryId,
+    pub tenant_id: TenantId,
+    pub message_id: MessageId,
+    pub recipient: String,
+    pub recipient_kind: RecipientKind,
+    pub sender: String,
+    pub stream: String,
+    pub campaign: Option<String>,
+    pub test: bool,
+    pub created_at: Millis,
+    pub window_ends_at: Millis,
+    pub delivery_status: Option<DeliveryStatus>,
+    pub delivery_event_id: Option<EventId>,
+    pub delivery_occurred_at: Option<Millis>,
+    pub engagement_status: EngagementStatus,
+    pub engagement_event_id: Option<EventId>,
+    pub engagement_occurred_at: Option<Millis>,
+    pub updated_at: Millis,
+}
+
+impl DeliveryRecord {
+    /// The status string users see.
+    pub fn status(&self) -> &'static str {
+        posthorn_core::status::shown_status(self.delivery_status, self.engagement_status)
+    }
+}
+
+/// A stored message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MessageRecord {
+    pub id: MessageId,
+    pub tenant_id: TenantId,
+    pub from_header: String,
+    pub from_address: String,
+    pub reply_to: Option<String>,
+    pub subject: String,
+    pub text: Option<String>,
+    pub html: Option<String>,
+    pub headers: serde_json::Value,
+    pub tags: Vec<String>,
+    pub metadata: serde_json::Value,
+    pub stream: String,
+    pub campaign: Option<String>,
+    pub test: bool,
+    pub send_at: Option<Millis>,
+    pub expires_at: Option<Millis>,
+    pub tracking_opens: Option<bool>,
+    pub tracking_clicks: Option<bool>,
+    pub size: u64,
+    pub source: EventSource,
+    pub created_at: Millis,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContactRecord {
+    pub address: String,
+    pub state: ContactState,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+}
+
+/// Statuses a contact may be given directly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContactInput {
+    Active,
+    Unconfirmed,
+}
+
+impl ContactInput {
+    pub fn status(self) -> ContactStatus {
+        match self {
+            ContactInput::Active => ContactStatus::Active,
+            ContactInput::Unconfirmed => ContactStatus::Unconfirmed,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContactChange {
+    pub from: ContactStatus,
+    pub to: ContactStatus,
+    pub reason: String,
+    pub cause_event_id: Option<EventId>,
+    pub at: Millis,
+}
+
+/// Counters about the store, for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Transactions committed by the writer.
+    pub batches: u64,
+    /// Writes (jobs) committed in them.
+    pub writes: u64,
+    /// Events recorded.
+    pub events: u64,
+}

@@ -1,0 +1,370 @@
+//! The SQLite implementation of [`Store`]: one database file in WAL mode, one
+//! writer thread with group commit ([`writer`]), a small pool of read
+//! connections, and migrations under `migrations/sqlite/`.
+
+mod ops;
+mod rows;
+mod writer;
+
+use crate::records::*;
+use crate::{Store, StoreError, StoreResult, StoreRules};
+use async_trait::async_trait;
+use posthorn_core::config::{StoreConfig, Synchronous};
+use posthorn_core::id::ApiKeyId;
+use posthorn_core::suppression::SuppressionEntry;
+use posthorn_core::{DeliveryId, MessageId, Millis, TenantId};
+use rusqlite::{Connection, OpenFlags};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use writer::Writer;
+
+/// Migrations in order; the version is the position (1-based).
+const MIGRATIONS: &[&str] = &[include_str!("../../migrations/sqlite/0001_init.sql")];
+
+/// The file name of the database inside the data directory.
+pub const DATABASE_FILE: &str = "posthorn.db";
+
+pub struct SqliteStore {
+    writer: Writer,
+    reads: ReadPool,
+    rules: StoreRules,
+    events_recorded: Arc<AtomicU64>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database in `data_dir`, runs pending
+    /// migrations and starts the writer.
+    pub fn open(data_dir: &Path, config: &StoreConfig, rules: StoreRules) -> StoreResult<Self> {
+        std::fs::create_dir_all(data_dir)
+            .map_err(|e| StoreError::Backend(format!("creating {}: {e}", data_dir.display())))?;
+        let path = data_dir.join(DATABASE_FILE);
+        let conn = open_connection(&path, config.synchronous, false)?;
+        migrate(&conn)?;
+        Ok(Self {
+            writer: Writer::start(conn, config.max_batch),
+            reads: ReadPool {
+                path,
+                synchronous: config.synchronous,
+                idle: Mutex::new(Vec::new()),
+                keep: config.read_connections.max(1),
+            },
+            rules,
+            events_recorded: Arc::new(AtomicU64::new(0)),
+        })
+    }
+
+    async fn read<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    {
+        self.reads.run(f).await
+    }
+}
+
+/// Opens a connection with the settings every Posthorn connection uses.
+fn open_connection(
+    path: &Path,
+    synchronous: Synchronous,
+    read_only: bool,
+) -> StoreResult<Connection> {
+    let flags = if read_only {
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    } else {
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    };
+    let conn = Connection::open_with_flags(path, flags)?;
+    // Other processes (the CLI's `keys` commands) may write too: wait for
+    // them instead of failing at once.
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    if !read_only {
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+    }
+    let sync = match synchronous {
+        Synchronous::Full => "FULL",
+        Synchronous::Normal => "NORMAL",
+    };
+    conn.pragma_update(None, "synchronous", sync)?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
+fn migrate(conn: &Connection) -> StoreResult<()> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
+    )?;
+    let current: i64 = conn.query_row(
+        "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+        [],
+        |r| r.get(0),
+    )?;
+    for (index, sql) in MIGRATIONS.iter().enumerate() {
+        let version = index as i64 + 1;
+        if version <= current {
+            continue;
+        }
+        let tx = conn.unchecked_transaction()?;
+        tx.execute_batch(sql)?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, applied_at) VALUES ($1, strftime('%s','now') * 1000)",
+            [version],
+        )?;
+        tx.commit()?;
+        tracing::info!(version, "applied database migration");
+    }
+    Ok(())
+}
+
+/// Read connections, reused; reads run on the blocking thread pool so they
+/// never stall the async runtime. WAL lets them run beside the writer.
+struct ReadPool {
+    path: PathBuf,
+    synchronous: Synchronous,
+    idle: Mutex<Vec<Connection>>,
+    keep: usize,
+}
+
+impl ReadPool {
+    async fn run<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let conn = self.idle.lock().map_err(|_| StoreError::Closed)?.pop();
+        let conn = match conn {
+            Some(c) => c,
+            None => open_connection(&self.path, self.synchronous, true)?,
+        };
+        let (conn, result) = tokio::task::spawn_blocking(move || {
+            let result = f(&conn);
+            (conn, result)
+        })
+        .await
+        .map_err(|e| StoreError::Backend(format!("read task: {e}")))?;
+        let mut idle = self.idle.lock().map_err(|_| StoreError::Closed)?;
+        if idle.len() < self.keep {
+            idle.push(conn);
+        }
+        result
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn create_tenant(&self, name: &str, now: Millis) -> StoreResult<Tenant> {
+        let name = name.to_owned();
+        self.writer
+            .write(move |c| ops::create_tenant(c, &name, now))
+            .await
+    }
+
+    async fn tenant_by_name(&self, name: &str) -> StoreResult<Option<Tenant>> {
+        let name = name.to_owned();
+        self.read(move |c| rows::tenant_by_name(c, &name)).await
+    }
+
+    async fn tenant_count(&self) -> StoreResult<u64> {
+        self.read(|c| {
+            Ok(c.query_row("SELECT COUNT(*) FROM tenants", [], |r| r.get::<_, i64>(0))? as u64)
+        })
+        .await
+    }
+
+    async fn set_tenant_campaign_dedupe(
+        &self,
+        tenant: &TenantId,
+        value: Option<bool>,
+    ) -> StoreResult<Option<Tenant>> {
+        let tenant = tenant.clone();
+        self.writer
+            .write(move |c| {
+                c.execute(
+                    "UPDATE tenants SET campaign_dedupe = $1 WHERE id = $2",
+                    rusqlite::params![value, tenant.as_str()],
+                )?;
+                rows::tenant_by_id(c, &tenant)
+            })
+            .await
+    }
+
+    async fn insert_api_key(&self, key: NewApiKey) -> StoreResult<ApiKeyRecord> {
+        self.writer
+            .write(move |c| ops::insert_api_key(c, key))
+            .await
+    }
+
+    async fn api_key(&self, id: &ApiKeyId) -> StoreResult<Option<(ApiKeyRecord, Tenant)>> {
+        let id = id.clone();
+        self.read(move |c| rows::api_key_with_tenant(c, &id)).await
+    }
+
+    async fn api_keys(&self, tenant: Option<&TenantId>) -> StoreResult<Vec<ApiKeyRecord>> {
+        let tenant = tenant.cloned();
+        self.read(move |c| rows::api_keys(c, tenant.as_ref())).await
+    }
+
+    async fn revoke_api_key(&self, id: &ApiKeyId, now: Millis) -> StoreResult<bool> {
+        let id = id.clone();
+        self.writer
+            .write(move |c| {
+                let n = c.execute(
+                    "UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
+                    rusqlite::params![now, id.as_str()],
+                )?;
+                Ok(n > 0)
+            })
+            .await
+    }
+
+    async fn accept_message(&self, message: NewMessage) -> StoreResult<AcceptOutcome> {
+        let rules = self.rules.clone();
+        let counter = self.events_recorded.clone();
+        self.writer
+            .write(move |c| {
+                let outcome = ops::accept_message(c, &rules, &message)?;
+                if let AcceptOutcome::Accepted(r) = &outcome {
+                    counter.fetch_add(r.deliveries.len() as u64, Ordering::Relaxed);
+                }
+                Ok(outcome)
+            })
+            .await
+    }
+
+    async fn record_event(&self, tenant: &TenantId, event: NewEvent) -> StoreResult<RecordOutcome> {
+        let rules = self.rules.clone();
+        let tenant = tenant.clone();
+        let counter = self.events_recorded.clone();
+        self.writer
+            .write(move |c| {
+                let outcome = ops::record_event(c, &rules, &tenant, &event)?;
+                if let RecordOutcome::Recorded { .. } = &outcome {
+                    counter.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(outcome)
+            })
+            .await
+    }
+
+    async fn events(
+        &self,
+        tenant: &TenantId,
+        filter: &EventFilter,
+    ) -> StoreResult<Vec<EventRecord>> {
+        let tenant = tenant.clone();
+        let filter = filter.clone();
+        self.read(move |c| rows::events(c, &tenant, &filter)).await
+    }
+
+    async fn message(
+        &self,
+        tenant: &TenantId,
+        id: &MessageId,
+    ) -> StoreResult<Option<MessageRecord>> {
+        let (tenant, id) = (tenant.clone(), id.clone());
+        self.read(move |c| rows::message(c, &tenant, &id)).await
+    }
+
+    async fn deliveries_of_message(
+        &self,
+        tenant: &TenantId,
+        id: &MessageId,
+    ) -> StoreResult<Vec<DeliveryRecord>> {
+        let (tenant, id) = (tenant.clone(), id.clone());
+        self.read(move |c| rows::deliveries_of_message(c, &tenant, &id))
+            .await
+    }
+
+    async fn delivery(
+        &self,
+        tenant: &TenantId,
+        id: &DeliveryId,
+    ) -> StoreResult<Option<DeliveryRecord>> {
+        let (tenant, id) = (tenant.clone(), id.clone());
+        self.read(move |c| rows::delivery(c, &tenant, &id)).await
+    }
+
+    async fn delivery_events(
+        &self,
+        tenant: &TenantId,
+        id: &DeliveryId,
+    ) -> StoreResult<Vec<EventRecord>> {
+        let (tenant, id) = (tenant.clone(), id.clone());
+        self.read(move |c| rows::delivery_events(c, &tenant, &id))
+            .await
+    }
+
+    async fn contact(
+        &self,
+        tenant: &TenantId,
+        address: &str,
+    ) -> StoreResult<Option<ContactRecord>> {
+        let (tenant, address) = (tenant.clone(), address.to_owned());
+        self.read(move |c| rows::contact(c, &tenant, &address))
+            .await
+    }
+
+    async fn put_contact(
+        &self,
+        tenant: &TenantId,
+        address: &str,
+        status: ContactInput,
+        now: Millis,
+    ) -> StoreResult<ContactRecord> {
+        let (tenant, address) = (tenant.clone(), address.to_owned());
+        self.writer
+            .write(move |c| ops::put_contact(c, &tenant, &address, status, now))
+            .await
+    }
+
+    async fn contact_changes(
+        &self,
+        tenant: &TenantId,
+        address: &str,
+    ) -> StoreResult<Vec<ContactChange>> {
+        let (tenant, address) = (tenant.clone(), address.to_owned());
+        self.read(move |c| rows::contact_changes(c, &tenant, &address))
+            .await
+    }
+
+    async fn suppressions(
+        &self,
+        tenant: &TenantId,
+        now: Millis,
+    ) -> StoreResult<Vec<SuppressionEntry>> {
+        let tenant = tenant.clone();
+        self.read(move |c| rows::suppressions(c, &tenant, now))
+            .await
+    }
+
+    async fn queue_len(&self, tenant: &TenantId) -> StoreResult<u64> {
+        let tenant = tenant.clone();
+        self.read(move |c| {
+            Ok(c.query_row(
+                "SELECT COUNT(*) FROM send_queue WHERE tenant_id = $1",
+                [tenant.as_str()],
+                |r| r.get::<_, i64>(0),
+            )? as u64)
+        })
+        .await
+    }
+
+    fn stats(&self) -> StoreStats {
+        StoreStats {
+            batches: self.writer.counters.batches.load(Ordering::Relaxed),
+            writes: self.writer.counters.writes.load(Ordering::Relaxed),
+            events: self.events_recorded.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Opens a raw connection to the database in `data_dir` with the store's
+/// settings; for benchmarks that measure the plain-SQLite ceiling.
+pub fn raw_connection(data_dir: &Path, synchronous: Synchronous) -> StoreResult<Connection> {
+    let conn = open_connection(&data_dir.join(DATABASE_FILE), synchronous, false)?;
+    migrate(&conn)?;
+    Ok(conn)
+}

@@ -1,0 +1,610 @@
+//! Writing: the operations the writer thread runs inside its transaction.
+//! Each one reads the facts it needs, asks the rule in `posthorn-core`, and
+//! writes the outcome, so a decision and its effects are one atomic step.
+
+use super::rows::{self, prepare};
+use crate::records::*;
+use crate::{StoreError, StoreResult, StoreRules};
+use posthorn_core::contact::{self, ContactState, ContactStatus};
+use posthorn_core::event::{Dropped, EventDetails, Queued, Scheduled, SuppressionRef};
+use posthorn_core::id::EventId;
+use posthorn_core::policy::{self, Admission, RecipientFacts};
+use posthorn_core::status::{AxisValue, DeliveryState, FoldInput};
+use posthorn_core::suppression::{SuppressionReason, SuppressionScope};
+use posthorn_core::{Millis, TenantId};
+use rusqlite::{Connection, params};
+
+pub(crate) fn create_tenant(c: &Connection, name: &str, now: Millis) -> StoreResult<Tenant> {
+    if rows::tenant_by_name(c, name)?.is_some() {
+        return Err(StoreError::Conflict(format!("tenant `{name}` exists")));
+    }
+    let tenant = Tenant {
+        id: TenantId::generate(),
+        name: name.to_owned(),
+        created_at: now,
+        campaign_dedupe: None,
+    };
+    prepare(
+        c,
+        "INSERT INTO tenants (id, name, created_at) VALUES ($1, $2, $3)",
+    )?
+    .execute(params![tenant.id.as_str(), name, now])?;
+    Ok(tenant)
+}
+
+pub(crate) fn insert_api_key(c: &Connection, key: NewApiKey) -> StoreResult<ApiKeyRecord> {
+    let scopes: Vec<&str> = key.scopes.iter().map(|s| s.as_str()).collect();
+    prepare(
+        c,
+        "INSERT INTO api_keys (id, tenant_id, name, scopes, secret_hash, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+    )?
+    .execute(params![
+        key.id.as_str(),
+        key.tenant_id.as_str(),
+        key.name,
+        scopes.join(","),
+        key.secret_hash,
+        key.created_at
+    ])?;
+    Ok(ApiKeyRecord {
+        id: key.id,
+        tenant_id: key.tenant_id,
+        name: key.name,
+        scopes: key.scopes,
+        secret_hash: key.secret_hash,
+        created_at: key.created_at,
+        revoked_at: None,
+    })
+}
+
+/// Accepts a message: idempotency, the message row, then per recipient the
+/// policy chain, the delivery row, its first event and its queue entry.
+pub(crate) fn accept_message(
+    c: &Connection,
+    rules: &StoreRules,
+    m: &NewMessage,
+) -> StoreResult<AcceptOutcome> {
+    let now = m.accepted_at;
+    if let Some(idem) = &m.idempotency {
+        let previous = prepare(
+            c,
+            "SELECT body_hash, receipt FROM idempotency_keys WHERE tenant_id = $1 AND key = $2 AND created_at >= $3",
+        )?
+        .query_row(params![m.tenant_id.as_str(), idem.key, idem.not_before], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        });
+        match previous {
+            Ok((hash, _)) if hash != idem.body_hash => {
+                return Ok(AcceptOutcome::IdempotencyConflict);
+            }
+            Ok((_, receipt)) => {
+                return Ok(AcceptOutcome::Replayed(serde_json::from_str(&receipt)?));
+            }
+            Err(rusqlite::Error::QueryReturnedNoRows) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+
+    insert_message(c, m)?;
+    let mut receipt = Receipt {
+        id: m.id.clone(),
+        deliveries: Vec::with_capacity(m.recipients.len()),
+    };
+    let mut seen = std::collections::HashSet::new();
+    for recipient in &m.recipients {
+        let delivery = admit_recipient(c, rules, m, recipient, &mut seen)?;
+        receipt.deliveries.push(ReceiptDelivery {
+            id: delivery.id.clone(),
+            recipient: delivery.recipient.clone(),
+            status: delivery.status().to_owned(),
+        });
+    }
+
+    if let Some(idem) = &m.idempotency {
+        prepare(
+            c,
+            "INSERT INTO idempotency_keys (tenant_id, key, body_hash, receipt, created_at) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (tenant_id, key) DO UPDATE SET body_hash = excluded.body_hash, \
+             receipt = excluded.receipt, created_at = excluded.created_at",
+        )?
+        .execute(params![
+            m.tenant_id.as_str(),
+            idem.key,
+            idem.body_hash,
+            serde_json::to_string(&receipt)?,
+            now
+        ])?;
+    }
+    Ok(AcceptOutcome::Accepted(receipt))
+}
+
+fn insert_message(c: &Connection, m: &NewMessage) -> StoreResult<()> {
+    prepare(
+        c,
+        "INSERT INTO messages (id, tenant_id, from_header, from_address, reply_to, subject, text_body, html_body, \
+         headers, tags, metadata, stream, campaign, test, send_at, expires_at, tracking_opens, tracking_clicks, \
+         size, source, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)",
+    )?
+    .execute(params![
+        m.id.as_str(),
+        m.tenant_id.as_str(),
+        m.from_header,
+        m.from_address,
+        m.reply_to,
+        m.subject,
+        m.text,
+        m.html,
+        m.headers.to_string(),
+        serde_json::to_string(&m.tags)?,
+        m.metadata.to_string(),
+        m.stream,
+        m.campaign,
+        m.test,
+        m.send_at,
+        m.expires_at,
+        m.tracking_opens,
+        m.tracking_clicks,
+        m.size as i64,
+        m.source.as_str(),
+        m.accepted_at
+    ])?;
+    Ok(())
+}
+
+fn admit_recipient(
+    c: &Connection,
+    rules: &StoreRules,
+    m: &NewMessage,
+    r: &NewRecipient,
+    seen: &mut std::collections::HashSet<String>,
+) -> StoreResult<DeliveryRecord> {
+    let now = m.accepted_at;
+    let duplicate_in_message = !seen.insert(r.address.clone());
+    let suppressions = if r.deliverable_domain {
+        rows::suppressions_for(c, &m.tenant_id, &r.address, now)?
+    } else {
+        Vec::new()
+    };
+    let suppression = suppressions
+        .iter()
+        .find(|s| s.blocks(&r.address, &m.stream, now));
+    let duplicate_in_campaign = match (&m.campaign, m.campaign_dedupe && !duplicate_in_message) {
+        (Some(campaign), true) => prepare(
+            c,
+            "SELECT EXISTS (SELECT 1 FROM deliveries WHERE tenant_id = $1 AND campaign = $2 AND recipient = $3 \
+             AND delivery_status <> 'dropped')",
+        )?
+        .query_row(params![m.tenant_id.as_str(), campaign, r.address], |row| row.get::<_, bool>(0))?,
+        _ => false,
+    };
+    let contact = rows::contact(c, &m.tenant_id, &r.address)?;
+    let admission = policy::admit(&RecipientFacts {
+        deliverable_domain: r.deliverable_domain,
+        suppression,
+        duplicate_in_message,
+        duplicate_in_campaign,
+        contact: contact.as_ref().map(|c| &c.state),
+        stream: &m.stream,
+        stream_requires_confirmation: m.stream_requires_confirmation,
+        expires_at: m.expires_at,
+        send_at: m.send_at,
+        now,
+    });
+
+    let window_base = m.send_at.map_or(now, |t| t.max(now));
+    let mut delivery = DeliveryRecord {
+        id: r.delivery_id.clone(),
+        tenant_id: m.tenant_id.clone(),
+        message_id: m.id.clone(),
+        recipient: r.address.clone(),
+        recipient_kind: r.kind,
+        sender: m.from_address.clone(),
+        stream: m.stream.clone(),
+        campaign: m.campaign.clone(),
+        test: m.test,
+        created_at: now,
+        window_ends_at: window_base.saturating_add(rules.status_window),
+        delivery_status: None,
+        delivery_event_id: None,
+        delivery_occurred_at: None,
+        engagement_status: posthorn_core::EngagementStatus::None,
+        engagement_event_id: None,
+        engagement_occurred_at: None,
+        updated_at: now,
+    };
+    insert_delivery(c, &delivery)?;
+
+    let details = match &admission {
+        Admission::Dropped {
+            reason,
+            suppression,
+        } => EventDetails::Dropped(Dropped {
+            reason: *reason,
+            suppression: suppression.as_ref().map(|s| SuppressionRef {
+                id: s.id.clone(),
+                reason: s.reason.as_str().to_owned(),
+                stream: s.scope.stream().map(str::to_owned),
+                created_at: Some(s.created_at),
+            }),
+        }),
+        Admission::Scheduled { send_at } => {
+            EventDetails::Scheduled(Scheduled { send_at: *send_at })
+        }
+        Admission::Queued => EventDetails::Queued(Queued { size: m.size }),
+    };
+    let event = NewEvent {
+        id: EventId::generate(),
+        delivery_id: delivery.id.clone(),
+        occurred_at: now,
+        recorded_at: now,
+        source: m.source,
+        details,
+        external_id: None,
+    };
+    apply_event(c, rules, &mut delivery, &event)?;
+
+    let due_at = match admission {
+        Admission::Dropped { .. } => None,
+        Admission::Scheduled { send_at } => Some(send_at),
+        Admission::Queued => Some(now),
+    };
+    if let Some(due_at) = due_at {
+        prepare(
+            c,
+            "INSERT INTO send_queue (delivery_id, tenant_id, due_at, attempts, created_at) VALUES ($1, $2, $3, 0, $4)",
+        )?
+        .execute(params![delivery.id.as_str(), m.tenant_id.as_str(), due_at, now])?;
+        // A test send is tracked like any other but never joins the audience.
+        if contact.is_none() && !m.test {
+            save_contact(
+                c,
+                &m.tenant_id,
+                &r.address,
+                &ContactState::new(ContactStatus::Active),
+                now,
+                true,
+            )?;
+        }
+    }
+    Ok(delivery)
+}
+
+fn insert_delivery(c: &Connection, d: &DeliveryRecord) -> StoreResult<()> {
+    prepare(
+        c,
+        "INSERT INTO deliveries (id, tenant_id, message_id, recipient, recipient_kind, sender, stream, campaign, test, \
+         created_at, window_ends_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+    )?
+    .execute(params![
+        d.id.as_str(),
+        d.tenant_id.as_str(),
+        d.message_id.as_str(),
+        d.recipient,
+        d.recipient_kind.as_str(),
+        d.sender,
+        d.stream,
+        d.campaign,
+        d.test,
+        d.created_at,
+        d.window_ends_at,
+        d.updated_at
+    ])?;
+    Ok(())
+}
+
+/// Records an event reported for a delivery of `tenant`.
+pub(crate) fn record_event(
+    c: &Connection,
+    rules: &StoreRules,
+    tenant: &TenantId,
+    e: &NewEvent,
+) -> StoreResult<RecordOutcome> {
+    let Some(mut delivery) = rows::delivery(c, tenant, &e.delivery_id)? else {
+        return Ok(RecordOutcome::UnknownDelivery);
+    };
+    let existing = match &e.external_id {
+        Some(external) => rows::event_by_external_id(c, tenant, external)?,
+        None => rows::event_by_id(c, tenant, &e.id)?,
+    };
+    if let Some(event) = existing {
+        let delivery = rows::delivery(c, tenant, &event.delivery_id)?.unwrap_or(delivery);
+        return Ok(RecordOutcome::Duplicate { event, delivery });
+    }
+    let event = apply_event(c, rules, &mut delivery, e)?;
+    Ok(RecordOutcome::Recorded { event, delivery })
+}
+
+/// The heart of the store: inserts the event, folds it into the delivery's
+/// status columns, and applies its effects on the contact and suppressions.
+fn apply_event(
+    c: &Connection,
+    rules: &StoreRules,
+    delivery: &mut DeliveryRecord,
+    e: &NewEvent,
+) -> StoreResult<EventRecord> {
+    let mut state = state_of(delivery);
+    let fold = state.apply(&FoldInput {
+        id: &e.id,
+        occurred_at: e.occurred_at,
+        details: &e.details,
+    });
+    let record = EventRecord {
+        id: e.id.clone(),
+        delivery_id: delivery.id.clone(),
+        message_id: delivery.message_id.clone(),
+        recipient: delivery.recipient.clone(),
+        sender: delivery.sender.clone(),
+        kind: e.details.kind(),
+        occurred_at: e.occurred_at,
+        recorded_at: e.recorded_at,
+        source: e.source,
+        details: e.details.to_json(),
+        external_id: e.external_id.clone(),
+        anomaly: fold.anomaly.map(|a| match a {
+            posthorn_core::status::Anomaly::EventAfterDropped => "event_after_dropped".to_owned(),
+        }),
+        outside_window: fold.outside_window,
+    };
+    prepare(
+        c,
+        "INSERT INTO events (id, tenant_id, delivery_id, message_id, recipient, sender, kind, occurred_at, \
+         recorded_at, source, details, external_id, anomaly, outside_window) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+    )?
+    .execute(params![
+        record.id.as_str(),
+        delivery.tenant_id.as_str(),
+        record.delivery_id.as_str(),
+        record.message_id.as_str(),
+        record.recipient,
+        record.sender,
+        record.kind.as_str(),
+        record.occurred_at,
+        record.recorded_at,
+        record.source.as_str(),
+        record.details.to_string(),
+        record.external_id,
+        record.anomaly,
+        record.outside_window
+    ])?;
+
+    if state != state_of(delivery) {
+        set_state(delivery, &state);
+        delivery.updated_at = e.recorded_at;
+        save_status(c, delivery)?;
+    }
+
+    let signals = contact::signals_for(&e.details, &fold, &delivery.stream);
+    if !signals.is_empty() {
+        apply_contact_signals(c, rules, delivery, &record, &signals)?;
+    }
+    Ok(record)
+}
+
+fn apply_contact_signals(
+    c: &Connection,
+    rules: &StoreRules,
+    delivery: &DeliveryRecord,
+    event: &EventRecord,
+    signals: &[contact::ContactSignal],
+) -> StoreResult<()> {
+    let tenant = &delivery.tenant_id;
+    let now = event.recorded_at;
+    let existing = rows::contact(c, tenant, &delivery.recipient)?;
+    let mut state = existing.as_ref().map_or_else(
+        || ContactState::new(ContactStatus::Active),
+        |r| r.state.clone(),
+    );
+    for signal in signals {
+        let effects = contact::apply_signal(&mut state, signal, rules.contact_limits);
+        if let Some((from, to, reason)) = effects.status_change {
+            prepare(
+                c,
+                "INSERT INTO contact_changes (id, tenant_id, address, from_status, to_status, reason, cause_event_id, at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            )?
+            .execute(params![
+                EventId::generate().as_str(),
+                tenant.as_str(),
+                delivery.recipient,
+                from.as_str(),
+                to.as_str(),
+                reason.as_str(),
+                event.id.as_str(),
+                now
+            ])?;
+        }
+        if let Some((scope, reason)) = effects.suppress {
+            suppress(
+                c,
+                rules,
+                tenant,
+                &delivery.recipient,
+                &scope,
+                reason,
+                Some(&event.id),
+                now,
+            )?;
+        }
+    }
+    if existing.as_ref().is_none_or(|r| r.state != state) {
+        save_contact(
+            c,
+            tenant,
+            &delivery.recipient,
+            &state,
+            now,
+            existing.is_none(),
+        )?;
+    }
+    Ok(())
+}
+
+/// Adds a suppression entry unless an active one for the same target and
+/// scope exists already.
+#[allow(clippy::too_many_arguments)]
+fn suppress(
+    c: &Connection,
+    rules: &StoreRules,
+    tenant: &TenantId,
+    target: &str,
+    scope: &SuppressionScope,
+    reason: SuppressionReason,
+    cause: Option<&EventId>,
+    now: Millis,
+) -> StoreResult<()> {
+    let stream = scope.stream();
+    let exists: bool = prepare(
+        c,
+        "SELECT EXISTS (SELECT 1 FROM suppressions WHERE tenant_id = $1 AND target = $2 \
+         AND COALESCE(stream, '') = COALESCE($3, '') AND removed_at IS NULL \
+         AND (expires_at IS NULL OR expires_at > $4))",
+    )?
+    .query_row(params![tenant.as_str(), target, stream, now], |r| r.get(0))?;
+    if exists {
+        return Ok(());
+    }
+    prepare(
+        c,
+        "INSERT INTO suppressions (id, tenant_id, target, stream, reason, cause_event_id, created_at, expires_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )?
+    .execute(params![
+        rows::new_suppression_id(),
+        tenant.as_str(),
+        target,
+        stream,
+        reason.as_str(),
+        cause.map(|e| e.as_str()),
+        now,
+        rules.suppression_expiry.expires_at(reason, now)
+    ])?;
+    Ok(())
+}
+
+fn save_contact(
+    c: &Connection,
+    tenant: &TenantId,
+    address: &str,
+    s: &ContactState,
+    now: Millis,
+    new: bool,
+) -> StoreResult<()> {
+    let streams = serde_json::to_string(&s.unsubscribed_streams)?;
+    if new {
+        prepare(
+            c,
+            "INSERT INTO contacts (tenant_id, address, status, unsubscribed_streams, consecutive_failed_deliveries, \
+             consecutive_failed_attempts, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $7) \
+             ON CONFLICT (tenant_id, address) DO NOTHING",
+        )?
+        .execute(params![
+            tenant.as_str(),
+            address,
+            s.status.as_str(),
+            streams,
+            s.consecutive_failed_deliveries,
+            s.consecutive_failed_attempts,
+            now
+        ])?;
+    } else {
+        prepare(
+            c,
+            "UPDATE contacts SET status = $1, unsubscribed_streams = $2, consecutive_failed_deliveries = $3, \
+             consecutive_failed_attempts = $4, updated_at = $5 WHERE tenant_id = $6 AND address = $7",
+        )?
+        .execute(params![
+            s.status.as_str(),
+            streams,
+            s.consecutive_failed_deliveries,
+            s.consecutive_failed_attempts,
+            now,
+            tenant.as_str(),
+            address
+        ])?;
+    }
+    Ok(())
+}
+
+pub(crate) fn put_contact(
+    c: &Connection,
+    tenant: &TenantId,
+    address: &str,
+    input: ContactInput,
+    now: Millis,
+) -> StoreResult<ContactRecord> {
+    match rows::contact(c, tenant, address)? {
+        None => save_contact(
+            c,
+            tenant,
+            address,
+            &ContactState::new(input.status()),
+            now,
+            true,
+        )?,
+        Some(existing) => {
+            // Only opt-in states may be set directly; a bounced, complained or
+            // unsubscribed contact changes through its own events.
+            if matches!(
+                existing.state.status,
+                ContactStatus::Active | ContactStatus::Unconfirmed
+            ) {
+                let mut state = existing.state;
+                state.status = input.status();
+                save_contact(c, tenant, address, &state, now, false)?;
+            }
+        }
+    }
+    rows::contact(c, tenant, address)?.ok_or_else(|| StoreError::Backend("contact vanished".into()))
+}
+
+/// The fold state of a delivery, from its status columns.
+fn state_of(d: &DeliveryRecord) -> DeliveryState {
+    DeliveryState {
+        delivery: d
+            .delivery_status
+            .zip(d.delivery_event_id.clone())
+            .map(|(status, event_id)| AxisValue {
+                status,
+                event_id,
+                occurred_at: d.delivery_occurred_at.unwrap_or(d.created_at),
+            }),
+        engagement: d.engagement_event_id.clone().map(|event_id| AxisValue {
+            status: d.engagement_status,
+            event_id,
+            occurred_at: d.engagement_occurred_at.unwrap_or(d.created_at),
+        }),
+        window_ends_at: d.window_ends_at,
+    }
+}
+
+fn set_state(d: &mut DeliveryRecord, s: &DeliveryState) {
+    d.delivery_status = s.delivery.as_ref().map(|v| v.status);
+    d.delivery_event_id = s.delivery.as_ref().map(|v| v.event_id.clone());
+    d.delivery_occurred_at = s.delivery.as_ref().map(|v| v.occurred_at);
+    d.engagement_status = s.engagement_status();
+    d.engagement_event_id = s.engagement.as_ref().map(|v| v.event_id.clone());
+    d.engagement_occurred_at = s.engagement.as_ref().map(|v| v.occurred_at);
+}
+
+fn save_status(c: &Connection, d: &DeliveryRecord) -> StoreResult<()> {
+    prepare(
+        c,
+        "UPDATE deliveries SET delivery_status = $1, bounce_type = $2, delivery_event_id = $3, \
+         delivery_occurred_at = $4, engagement_status = $5, engagement_event_id = $6, engagement_occurred_at = $7, \
+         updated_at = $8 WHERE id = $9",
+    )?
+    .execute(params![
+        d.delivery_status.map(|s| s.as_str()),
+        d.delivery_status.and_then(|s| s.bounce_type()).map(|b| b.as_str()),
+        d.delivery_event_id.as_ref().map(|e| e.as_str()),
+        d.delivery_occurred_at,
+        (d.engagement_event_id.is_some()).then(|| d.engagement_status.as_str()),
+        d.engagement_event_id.as_ref().map(|e| e.as_str()),
+        d.engagement_occurred_at,
+        d.updated_at,
+        d.id.as_str()
+    ])?;
+    Ok(())
+}

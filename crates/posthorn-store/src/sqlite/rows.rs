@@ -1,0 +1,406 @@
+//! Reading rows: SELECT statements and the mapping of rows to records. Used
+//! by the read pool and, inside transactions, by the writer.
+
+use crate::StoreResult;
+use crate::records::*;
+use posthorn_core::contact::{ContactState, ContactStatus};
+use posthorn_core::id::{ApiKeyId, SuppressionId};
+use posthorn_core::status::{DeliveryStatus, EngagementStatus};
+use posthorn_core::suppression::{SuppressionEntry, SuppressionReason, SuppressionScope};
+use posthorn_core::{DeliveryId, EventId, EventSource, MessageId, Millis, TenantId};
+use rusqlite::{CachedStatement, Connection, OptionalExtension, Row, ToSql};
+
+/// Prepares (or reuses) a statement. Placeholders are written `$1`, `$2`, ...
+/// so the same SQL text serves PostgreSQL; SQLite numbers named parameters by
+/// first appearance, so debug builds check that they first appear in order.
+pub(crate) fn prepare<'c>(
+    conn: &'c Connection,
+    sql: &str,
+) -> rusqlite::Result<CachedStatement<'c>> {
+    let stmt = conn.prepare_cached(sql)?;
+    #[cfg(debug_assertions)]
+    for i in 1..=stmt.parameter_count() {
+        let want = format!("${i}");
+        assert_eq!(
+            stmt.parameter_name(i),
+            Some(want.as_str()),
+            "placeholder order in: {sql}"
+        );
+    }
+    Ok(stmt)
+}
+
+fn json(text: String) -> serde_json::Value {
+    serde_json::from_str(&text).unwrap_or(serde_json::Value::Null)
+}
+
+pub(crate) const TENANT_COLUMNS: &str = "id, name, created_at, campaign_dedupe";
+
+pub(crate) fn tenant_row(r: &Row<'_>, at: usize) -> rusqlite::Result<Tenant> {
+    Ok(Tenant {
+        id: TenantId::from_stored(r.get(at)?),
+        name: r.get(at + 1)?,
+        created_at: r.get(at + 2)?,
+        campaign_dedupe: r.get(at + 3)?,
+    })
+}
+
+pub(crate) fn tenant_by_name(c: &Connection, name: &str) -> StoreResult<Option<Tenant>> {
+    let sql = format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE name = $1");
+    Ok(prepare(c, &sql)?
+        .query_row([name], |r| tenant_row(r, 0))
+        .optional()?)
+}
+
+pub(crate) fn tenant_by_id(c: &Connection, id: &TenantId) -> StoreResult<Option<Tenant>> {
+    let sql = format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE id = $1");
+    Ok(prepare(c, &sql)?
+        .query_row([id.as_str()], |r| tenant_row(r, 0))
+        .optional()?)
+}
+
+const KEY_COLUMNS: &str =
+    "k.id, k.tenant_id, k.name, k.scopes, k.secret_hash, k.created_at, k.revoked_at";
+
+fn api_key_row(r: &Row<'_>) -> rusqlite::Result<ApiKeyRecord> {
+    let scopes: String = r.get(3)?;
+    Ok(ApiKeyRecord {
+        id: ApiKeyId::from_stored(r.get(0)?),
+        tenant_id: TenantId::from_stored(r.get(1)?),
+        name: r.get(2)?,
+        scopes: scopes.split(',').filter_map(Scope::parse).collect(),
+        secret_hash: r.get(4)?,
+        created_at: r.get(5)?,
+        revoked_at: r.get(6)?,
+    })
+}
+
+pub(crate) fn api_key_with_tenant(
+    c: &Connection,
+    id: &ApiKeyId,
+) -> StoreResult<Option<(ApiKeyRecord, Tenant)>> {
+    let sql = format!(
+        "SELECT {KEY_COLUMNS}, t.id, t.name, t.created_at, t.campaign_dedupe
+         FROM api_keys k JOIN tenants t ON t.id = k.tenant_id WHERE k.id = $1"
+    );
+    Ok(prepare(c, &sql)?
+        .query_row([id.as_str()], |r| Ok((api_key_row(r)?, tenant_row(r, 7)?)))
+        .optional()?)
+}
+
+pub(crate) fn api_keys(
+    c: &Connection,
+    tenant: Option<&TenantId>,
+) -> StoreResult<Vec<ApiKeyRecord>> {
+    let sql = format!(
+        "SELECT {KEY_COLUMNS} FROM api_keys k WHERE ($1 IS NULL OR k.tenant_id = $1) ORDER BY k.created_at, k.id"
+    );
+    let mut stmt = prepare(c, &sql)?;
+    let rows = stmt.query_map([tenant.map(|t| t.as_str())], api_key_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub(crate) const DELIVERY_COLUMNS: &str = "id, tenant_id, message_id, recipient, recipient_kind, sender, stream, campaign, test, \
+     created_at, window_ends_at, delivery_status, bounce_type, delivery_event_id, delivery_occurred_at, \
+     engagement_status, engagement_event_id, engagement_occurred_at, updated_at";
+
+pub(crate) fn delivery_row(r: &Row<'_>) -> rusqlite::Result<DeliveryRecord> {
+    let status: Option<String> = r.get(11)?;
+    let bounce_type: Option<String> = r.get(12)?;
+    let engagement: Option<String> = r.get(15)?;
+    Ok(DeliveryRecord {
+        id: DeliveryId::from_stored(r.get(0)?),
+        tenant_id: TenantId::from_stored(r.get(1)?),
+        message_id: MessageId::from_stored(r.get(2)?),
+        recipient: r.get(3)?,
+        recipient_kind: RecipientKind::parse(&r.get::<_, String>(4)?),
+        sender: r.get(5)?,
+        stream: r.get(6)?,
+        campaign: r.get(7)?,
+        test: r.get(8)?,
+        created_at: r.get(9)?,
+        window_ends_at: r.get(10)?,
+        delivery_status: status
+            .and_then(|s| DeliveryStatus::from_parts(&s, bounce_type.as_deref())),
+        delivery_event_id: r.get::<_, Option<String>>(13)?.map(EventId::from_stored),
+        delivery_occurred_at: r.get(14)?,
+        engagement_status: engagement
+            .as_deref()
+            .and_then(EngagementStatus::parse)
+            .unwrap_or(EngagementStatus::None),
+        engagement_event_id: r.get::<_, Option<String>>(16)?.map(EventId::from_stored),
+        engagement_occurred_at: r.get(17)?,
+        updated_at: r.get(18)?,
+    })
+}
+
+pub(crate) fn delivery(
+    c: &Connection,
+    tenant: &TenantId,
+    id: &DeliveryId,
+) -> StoreResult<Option<DeliveryRecord>> {
+    let sql = format!("SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id = $1 AND tenant_id = $2");
+    Ok(prepare(c, &sql)?
+        .query_row([id.as_str(), tenant.as_str()], delivery_row)
+        .optional()?)
+}
+
+pub(crate) fn deliveries_of_message(
+    c: &Connection,
+    tenant: &TenantId,
+    id: &MessageId,
+) -> StoreResult<Vec<DeliveryRecord>> {
+    let sql = format!(
+        "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE message_id = $1 AND tenant_id = $2 ORDER BY id"
+    );
+    let mut stmt = prepare(c, &sql)?;
+    let rows = stmt.query_map([id.as_str(), tenant.as_str()], delivery_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub(crate) fn message(
+    c: &Connection,
+    tenant: &TenantId,
+    id: &MessageId,
+) -> StoreResult<Option<MessageRecord>> {
+    let sql = "SELECT id, tenant_id, from_header, from_address, reply_to, subject, text_body, html_body, headers, \
+               tags, metadata, stream, campaign, test, send_at, expires_at, tracking_opens, tracking_clicks, size, \
+               source, created_at FROM messages WHERE id = $1 AND tenant_id = $2";
+    let row = prepare(c, sql)?
+        .query_row([id.as_str(), tenant.as_str()], |r| {
+            Ok(MessageRecord {
+                id: MessageId::from_stored(r.get(0)?),
+                tenant_id: TenantId::from_stored(r.get(1)?),
+                from_header: r.get(2)?,
+                from_address: r.get(3)?,
+                reply_to: r.get(4)?,
+                subject: r.get(5)?,
+                text: r.get(6)?,
+                html: r.get(7)?,
+                headers: json(r.get(8)?),
+                tags: serde_json::from_str(&r.get::<_, String>(9)?).unwrap_or_default(),
+                metadata: json(r.get(10)?),
+                stream: r.get(11)?,
+                campaign: r.get(12)?,
+                test: r.get(13)?,
+                send_at: r.get(14)?,
+                expires_at: r.get(15)?,
+                tracking_opens: r.get(16)?,
+                tracking_clicks: r.get(17)?,
+                size: r.get::<_, i64>(18)? as u64,
+                source: r.get::<_, String>(19)?.parse().unwrap_or(EventSource::Api),
+                created_at: r.get(20)?,
+            })
+        })
+        .optional()?;
+    Ok(row)
+}
+
+pub(crate) const EVENT_COLUMNS: &str = "id, delivery_id, message_id, recipient, sender, kind, occurred_at, recorded_at, \
+     source, details, external_id, anomaly, outside_window";
+
+pub(crate) fn event_row(r: &Row<'_>) -> rusqlite::Result<EventRecord> {
+    let kind: String = r.get(5)?;
+    let source: String = r.get(8)?;
+    Ok(EventRecord {
+        id: EventId::from_stored(r.get(0)?),
+        delivery_id: DeliveryId::from_stored(r.get(1)?),
+        message_id: MessageId::from_stored(r.get(2)?),
+        recipient: r.get(3)?,
+        sender: r.get(4)?,
+        kind: kind
+            .parse()
+            .map_err(|e: posthorn_core::event::UnknownName| {
+                rusqlite::Error::FromSqlConversionFailure(
+                    5,
+                    rusqlite::types::Type::Text,
+                    Box::new(e),
+                )
+            })?,
+        occurred_at: r.get(6)?,
+        recorded_at: r.get(7)?,
+        source: source.parse().unwrap_or(EventSource::Admin),
+        details: json(r.get(9)?),
+        external_id: r.get(10)?,
+        anomaly: r.get(11)?,
+        outside_window: r.get(12)?,
+    })
+}
+
+pub(crate) fn event_by_id(
+    c: &Connection,
+    tenant: &TenantId,
+    id: &EventId,
+) -> StoreResult<Option<EventRecord>> {
+    let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = $1 AND tenant_id = $2");
+    Ok(prepare(c, &sql)?
+        .query_row([id.as_str(), tenant.as_str()], event_row)
+        .optional()?)
+}
+
+pub(crate) fn event_by_external_id(
+    c: &Connection,
+    tenant: &TenantId,
+    external_id: &str,
+) -> StoreResult<Option<EventRecord>> {
+    let sql =
+        format!("SELECT {EVENT_COLUMNS} FROM events WHERE tenant_id = $1 AND external_id = $2");
+    Ok(prepare(c, &sql)?
+        .query_row([tenant.as_str(), external_id], event_row)
+        .optional()?)
+}
+
+/// Events newest first, filtered; every condition uses an index that starts
+/// with tenant_id (or delivery_id).
+pub(crate) fn events(
+    c: &Connection,
+    tenant: &TenantId,
+    filter: &EventFilter,
+) -> StoreResult<Vec<EventRecord>> {
+    let mut conditions = vec!["tenant_id = $1".to_owned()];
+    let mut values: Vec<Box<dyn ToSql>> = vec![Box::new(tenant.as_str().to_owned())];
+    let mut add = |column: &str, value: Box<dyn ToSql>| {
+        values.push(value);
+        conditions.push(format!("{column} ${}", values.len()));
+    };
+    if let Some(d) = &filter.delivery_id {
+        add("delivery_id =", Box::new(d.as_str().to_owned()));
+    }
+    if let Some(r) = &filter.recipient {
+        add("recipient =", Box::new(r.clone()));
+    }
+    if let Some(s) = &filter.sender {
+        add("sender =", Box::new(s.clone()));
+    }
+    if let Some(k) = filter.kind {
+        add("kind =", Box::new(k.as_str()));
+    }
+    if let Some(before) = &filter.before {
+        add("id <", Box::new(before.as_str().to_owned()));
+    }
+    values.push(Box::new(i64::from(filter.limit)));
+    let sql = format!(
+        "SELECT {EVENT_COLUMNS} FROM events WHERE {} ORDER BY id DESC LIMIT ${}",
+        conditions.join(" AND "),
+        values.len()
+    );
+    let mut stmt = prepare(c, &sql)?;
+    let params: Vec<&dyn ToSql> = values.iter().map(|v| v.as_ref()).collect();
+    let rows = stmt.query_map(params.as_slice(), event_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Events of one delivery, oldest first.
+pub(crate) fn delivery_events(
+    c: &Connection,
+    tenant: &TenantId,
+    delivery: &DeliveryId,
+) -> StoreResult<Vec<EventRecord>> {
+    let sql = format!(
+        "SELECT {EVENT_COLUMNS} FROM events WHERE delivery_id = $1 AND tenant_id = $2 ORDER BY id"
+    );
+    let mut stmt = prepare(c, &sql)?;
+    let rows = stmt.query_map([delivery.as_str(), tenant.as_str()], event_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub(crate) fn contact(
+    c: &Connection,
+    tenant: &TenantId,
+    address: &str,
+) -> StoreResult<Option<ContactRecord>> {
+    let sql = "SELECT address, status, unsubscribed_streams, consecutive_failed_deliveries, \
+               consecutive_failed_attempts, created_at, updated_at FROM contacts WHERE tenant_id = $1 AND address = $2";
+    Ok(prepare(c, sql)?
+        .query_row([tenant.as_str(), address], |r| {
+            let status: String = r.get(1)?;
+            let streams: String = r.get(2)?;
+            Ok(ContactRecord {
+                address: r.get(0)?,
+                state: ContactState {
+                    status: ContactStatus::parse(&status).unwrap_or(ContactStatus::Active),
+                    unsubscribed_streams: serde_json::from_str(&streams).unwrap_or_default(),
+                    consecutive_failed_deliveries: r.get(3)?,
+                    consecutive_failed_attempts: r.get(4)?,
+                },
+                created_at: r.get(5)?,
+                updated_at: r.get(6)?,
+            })
+        })
+        .optional()?)
+}
+
+pub(crate) fn contact_changes(
+    c: &Connection,
+    tenant: &TenantId,
+    address: &str,
+) -> StoreResult<Vec<ContactChange>> {
+    let sql = "SELECT from_status, to_status, reason, cause_event_id, at FROM contact_changes \
+               WHERE tenant_id = $1 AND address = $2 ORDER BY id";
+    let mut stmt = prepare(c, sql)?;
+    let rows = stmt.query_map([tenant.as_str(), address], |r| {
+        Ok(ContactChange {
+            from: ContactStatus::parse(&r.get::<_, String>(0)?).unwrap_or(ContactStatus::Active),
+            to: ContactStatus::parse(&r.get::<_, String>(1)?).unwrap_or(ContactStatus::Active),
+            reason: r.get(2)?,
+            cause_event_id: r.get::<_, Option<String>>(3)?.map(EventId::from_stored),
+            at: r.get(4)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+const SUPPRESSION_COLUMNS: &str =
+    "id, target, stream, reason, cause_event_id, created_at, expires_at";
+
+fn suppression_row(r: &Row<'_>) -> rusqlite::Result<SuppressionEntry> {
+    Ok(SuppressionEntry {
+        id: r.get(0)?,
+        target: r.get(1)?,
+        scope: SuppressionScope::from_stream(r.get(2)?),
+        reason: SuppressionReason::parse(&r.get::<_, String>(3)?)
+            .unwrap_or(SuppressionReason::Manual),
+        cause_event_id: r.get::<_, Option<String>>(4)?.map(EventId::from_stored),
+        created_at: r.get(5)?,
+        expires_at: r.get(6)?,
+    })
+}
+
+/// Active entries whose target is the address or its domain (any scope).
+pub(crate) fn suppressions_for(
+    c: &Connection,
+    tenant: &TenantId,
+    address: &str,
+    now: Millis,
+) -> StoreResult<Vec<SuppressionEntry>> {
+    let [addr, domain] = posthorn_core::suppression::lookup_targets(address);
+    let sql = format!(
+        "SELECT {SUPPRESSION_COLUMNS} FROM suppressions WHERE tenant_id = $1 AND target IN ($2, $3) \
+         AND removed_at IS NULL AND (expires_at IS NULL OR expires_at > $4) ORDER BY id"
+    );
+    let mut stmt = prepare(c, &sql)?;
+    let rows = stmt.query_map(
+        rusqlite::params![tenant.as_str(), addr, domain, now],
+        suppression_row,
+    )?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub(crate) fn suppressions(
+    c: &Connection,
+    tenant: &TenantId,
+    now: Millis,
+) -> StoreResult<Vec<SuppressionEntry>> {
+    let sql = format!(
+        "SELECT {SUPPRESSION_COLUMNS} FROM suppressions WHERE tenant_id = $1 AND removed_at IS NULL \
+         AND (expires_at IS NULL OR expires_at > $2) ORDER BY id DESC"
+    );
+    let mut stmt = prepare(c, &sql)?;
+    let rows = stmt.query_map(rusqlite::params![tenant.as_str(), now], suppression_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// A new suppression id (UUIDv7 text).
+pub(crate) fn new_suppression_id() -> String {
+    SuppressionId::generate().to_string()
+}
