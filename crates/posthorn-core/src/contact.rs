@@ -141,6 +141,13 @@ pub enum ContactSignal {
 pub fn signals_for(details: &EventDetails, fold: &FoldOutcome, delivery_stream: &str) -> Vec<ContactSignal> {
     let mut signals = Vec::new();
     let moved_to = fold.delivery_changed.map(|(_, to)| to);
+    // The delivery has just ended failed. A move from `bounced(soft)` up to
+    // `expired` is the same failed delivery, not a second one.
+    let ends_failed =
+        |s: Option<DeliveryStatus>| matches!(s, Some(DeliveryStatus::Bounced(_) | DeliveryStatus::Expired));
+    let newly_failed = fold
+        .delivery_changed
+        .is_some_and(|(before, to)| ends_failed(Some(to)) && !ends_failed(before));
     match details {
         EventDetails::Deferred(_) if fold.anomaly.is_none() => signals.push(ContactSignal::FailedAttempt),
         EventDetails::Bounced(b) if fold.anomaly.is_none() => {
@@ -150,12 +157,12 @@ pub fn signals_for(details: &EventDetails, fold: &FoldOutcome, delivery_stream: 
                 signals.push(ContactSignal::HardBounce);
             } else {
                 signals.push(ContactSignal::FailedAttempt);
-                if matches!(moved_to, Some(DeliveryStatus::Bounced(_))) {
+                if newly_failed {
                     signals.push(ContactSignal::FailedDelivery);
                 }
             }
         }
-        EventDetails::Expired(_) if moved_to == Some(DeliveryStatus::Expired) => {
+        EventDetails::Expired(_) if newly_failed => {
             signals.push(ContactSignal::FailedDelivery)
         }
         EventDetails::Delivered(_) if moved_to == Some(DeliveryStatus::Delivered) => {
