@@ -147,6 +147,13 @@ pub fn signals_for(
 ) -> Vec<ContactSignal> {
     let mut signals = Vec::new();
     let moved_to = fold.delivery_changed.map(|(_, to)| to);
+    // The delivery has just ended failed. A move from `bounced(soft)` up to
+    // `expired` is the same failed delivery, not a second one.
+    let ends_failed =
+        |s: Option<DeliveryStatus>| matches!(s, Some(DeliveryStatus::Bounced(_) | DeliveryStatus::Expired));
+    let newly_failed = fold
+        .delivery_changed
+        .is_some_and(|(before, to)| ends_failed(Some(to)) && !ends_failed(before));
     match details {
         EventDetails::Deferred(_) if fold.anomaly.is_none() => {
             signals.push(ContactSignal::FailedAttempt)
@@ -158,12 +165,12 @@ pub fn signals_for(
                 signals.push(ContactSignal::HardBounce);
             } else {
                 signals.push(ContactSignal::FailedAttempt);
-                if matches!(moved_to, Some(DeliveryStatus::Bounced(_))) {
+                if newly_failed {
                     signals.push(ContactSignal::FailedDelivery);
                 }
             }
         }
-        EventDetails::Expired(_) if moved_to == Some(DeliveryStatus::Expired) => {
+        EventDetails::Expired(_) if newly_failed => {
             signals.push(ContactSignal::FailedDelivery)
         }
         EventDetails::Delivered(_) if moved_to == Some(DeliveryStatus::Delivered) => {

@@ -277,8 +277,11 @@ impl DeliveryState {
             .as_ref()
             .is_some_and(|v| v.status == DeliveryStatus::Dropped);
         if dropped && kind != EventKind::Dropped {
+            // Flagged, then folded like any other event: skipping it would make
+            // the engagement axis depend on whether it arrived before or after
+            // the `dropped`. Nothing ranks above `dropped`, so the delivery axis
+            // (and the shown status) cannot move.
             outcome.anomaly = Some(Anomaly::EventAfterDropped);
-            return outcome;
         }
         if event.occurred_at > self.window_ends_at {
             outcome.outside_window = true;
