@@ -149,8 +149,12 @@ pub fn signals_for(
     let moved_to = fold.delivery_changed.map(|(_, to)| to);
     // The delivery has just ended failed. A move from `bounced(soft)` up to
     // `expired` is the same failed delivery, not a second one.
-    let ends_failed =
-        |s: Option<DeliveryStatus>| matches!(s, Some(DeliveryStatus::Bounced(_) | DeliveryStatus::Expired));
+    let ends_failed = |s: Option<DeliveryStatus>| {
+        matches!(
+            s,
+            Some(DeliveryStatus::Bounced(_) | DeliveryStatus::Expired)
+        )
+    };
     let newly_failed = fold
         .delivery_changed
         .is_some_and(|(before, to)| ends_failed(Some(to)) && !ends_failed(before));
@@ -170,9 +174,7 @@ pub fn signals_for(
                 }
             }
         }
-        EventDetails::Expired(_) if newly_failed => {
-            signals.push(ContactSignal::FailedDelivery)
-        }
+        EventDetails::Expired(_) if newly_failed => signals.push(ContactSignal::FailedDelivery),
         EventDetails::Delivered(_) if moved_to == Some(DeliveryStatus::Delivered) => {
             signals.push(ContactSignal::Delivered)
         }

@@ -221,7 +221,7 @@ impl Store for SqliteStore {
     }
 
     async fn accept_message(&self, message: NewMessage) -> StoreResult<AcceptOutcome> {
-        let rules = self.rules.clone();
+        let rules = self.rules;
         let counter = self.events_recorded.clone();
         self.writer
             .write(move |c| {
@@ -235,7 +235,7 @@ impl Store for SqliteStore {
     }
 
     async fn record_event(&self, tenant: &TenantId, event: NewEvent) -> StoreResult<RecordOutcome> {
-        let rules = self.rules.clone();
+        let rules = self.rules;
         let tenant = tenant.clone();
         let counter = self.events_recorded.clone();
         self.writer

@@ -1,0 +1,366 @@
+//! `POST /v1/messages`: validate a submission, then hand it to the store,
+//! which runs the policy chain per recipient in the accepting transaction.
+
+use super::{Auth, TimeInput, parse_json, read_body};
+use crate::app::AppState;
+use crate::error::{ApiError, ApiResult};
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use posthorn_core::address::{AddressError, EmailAddress, Mailbox};
+use posthorn_core::clock::DAY;
+use posthorn_core::{DeliveryId, EventSource, MessageId};
+use posthorn_store::{
+    AcceptOutcome, IdempotencyRequest, NewMessage, NewRecipient, RecipientKind, Scope,
+};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+
+/// The default stream when a submission names none.
+pub const DEFAULT_STREAM: &str = "transactional";
+/// How long an idempotency key is remembered.
+const IDEMPOTENCY_WINDOW: i64 = DAY;
+const MAX_TAGS: usize = 20;
+const MAX_TAG_LEN: usize = 128;
+const MAX_METADATA_BYTES: usize = 10 * 1024;
+const MAX_SUBJECT_LEN: usize = 998;
+
+/// Headers Posthorn writes itself; a submission may not set them.
+const RESERVED_HEADERS: &[&str] = &[
+    "from",
+    "to",
+    "cc",
+    "bcc",
+    "subject",
+    "date",
+    "message-id",
+    "reply-to",
+    "sender",
+    "return-path",
+    "mime-version",
+    "content-type",
+    "content-transfer-encoding",
+    "dkim-signature",
+    "received",
+];
+
+/// One address or a list of them.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Default for OneOrMany {
+    fn default() -> Self {
+        OneOrMany::Many(Vec::new())
+    }
+}
+
+impl OneOrMany {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(a) => vec![a],
+            OneOrMany::Many(v) => v,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Tracking {
+    opens: Option<bool>,
+    clicks: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Submission {
+    from: String,
+    #[serde(default)]
+    to: OneOrMany,
+    #[serde(default)]
+    cc: OneOrMany,
+    #[serde(default)]
+    bcc: OneOrMany,
+    reply_to: Option<String>,
+    subject: String,
+    text: Option<String>,
+    html: Option<String>,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+    #[serde(default)]
+    tags: Vec<String>,
+    #[serde(default)]
+    metadata: serde_json::Map<String, serde_json::Value>,
+    stream: Option<String>,
+    campaign: Option<String>,
+    #[serde(default)]
+    test: bool,
+    send_at: Option<TimeInput>,
+    expires_at: Option<TimeInput>,
+    tracking: Option<Tracking>,
+}
+
+pub async fn submit(
+    State(state): State<AppState>,
+    auth: Auth,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    auth.require(Scope::Send)?;
+    let idempotency_key = idempotency_key(&headers)?;
+    let bytes = read_body(&headers, body, state.config.limits.max_message_size.0).await?;
+    let submission: Submission = parse_json(&bytes)?;
+    let now = state.now();
+    let mut message = validate(&state, &auth, submission, bytes.len() as u64, now)?;
+    message.idempotency = idempotency_key.map(|key| IdempotencyRequest {
+        key,
+        body_hash: hex::encode(Sha256::digest(&bytes)),
+        not_before: now - IDEMPOTENCY_WINDOW,
+    });
+
+    let (receipt, replayed) = match state.store.accept_message(message).await? {
+        AcceptOutcome::Accepted(r) => (r, false),
+        AcceptOutcome::Replayed(r) => (r, true),
+        AcceptOutcome::IdempotencyConflict => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "idempotency_conflict",
+                "this Idempotency-Key was used in the last 24 hours with a different request body",
+            ));
+        }
+    };
+    if !replayed {
+        state
+            .metrics
+            .count_accepted(receipt.deliveries.iter().map(|d| d.status.clone()));
+    }
+    let mut response = (StatusCode::ACCEPTED, axum::Json(&receipt)).into_response();
+    if replayed {
+        response
+            .headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    Ok(response)
+}
+
+fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = value
+        .to_str()
+        .ok()
+        .map(str::trim)
+        .filter(|k| !k.is_empty() && k.len() <= 255 && k.chars().all(|c| c.is_ascii_graphic()))
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_idempotency_key",
+                "Idempotency-Key must be 1 to 255 printable ASCII characters",
+            )
+        })?;
+    Ok(Some(key.to_owned()))
+}
+
+fn address_error(field: String, e: AddressError) -> ApiError {
+    ApiError::unprocessable(e.code(), e.to_string()).with_field(field)
+}
+
+fn no_line_breaks(field: &str, value: &str) -> ApiResult<()> {
+    if value.contains(['\r', '\n', '\0']) {
+        return Err(ApiError::unprocessable(
+            "header_injection",
+            "line breaks are not allowed in header values",
+        )
+        .with_field(field));
+    }
+    Ok(())
+}
+
+/// Checks everything about a submission that does not need the store.
+fn validate(
+    state: &AppState,
+    auth: &Auth,
+    s: Submission,
+    size: u64,
+    now: i64,
+) -> ApiResult<NewMessage> {
+    let from = Mailbox::parse(&s.from).map_err(|e| address_error("from".into(), e))?;
+    let reply_to = s
+        .reply_to
+        .as_deref()
+        .map(|r| Mailbox::parse(r).map_err(|e| address_error("reply_to".into(), e)))
+        .transpose()?;
+
+    let mut recipients = Vec::new();
+    for (kind, list) in [
+        (RecipientKind::To, s.to),
+        (RecipientKind::Cc, s.cc),
+        (RecipientKind::Bcc, s.bcc),
+    ] {
+        for (i, raw) in list.into_vec().iter().enumerate() {
+            let field = format!("{}[{i}]", kind.as_str());
+            let mailbox = Mailbox::parse(raw).map_err(|e| address_error(field, e))?;
+            recipients.push(recipient(kind, &mailbox.address));
+        }
+    }
+    if recipients.is_empty() {
+        return Err(ApiError::unprocessable(
+            "missing_recipients",
+            "give at least one recipient in to, cc or bcc",
+        )
+        .with_field("to"));
+    }
+    let max = state.config.limits.max_recipients;
+    if recipients.len() > max {
+        return Err(ApiError::unprocessable(
+            "too_many_recipients",
+            format!("at most {max} recipients per message"),
+        )
+        .with_field("to"));
+    }
+
+    no_line_breaks("subject", &s.subject)?;
+    if s.subject.len() > MAX_SUBJECT_LEN {
+        return Err(ApiError::unprocessable(
+            "invalid_subject",
+            "the subject is longer than 998 bytes",
+        )
+        .with_field("subject"));
+    }
+    if s.text.is_none() && s.html.is_none() {
+        return Err(
+            ApiError::unprocessable("missing_body", "give `text`, `html` or both")
+                .with_field("text"),
+        );
+    }
+    for (name, value) in &s.headers {
+        let field = format!("headers.{name}");
+        let valid_name = !name.is_empty()
+            && name.len() <= 76
+            && name.bytes().all(|b| b.is_ascii_graphic() && b != b':');
+        if !valid_name {
+            return Err(ApiError::unprocessable(
+                "invalid_header",
+                "header names are printable ASCII without `:`",
+            )
+            .with_field(field));
+        }
+        if RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
+            return Err(ApiError::unprocessable(
+                "reserved_header",
+                format!("`{name}` is set by Posthorn; use the matching field instead"),
+            )
+            .with_field(field));
+        }
+        no_line_breaks(&field, value)?;
+    }
+    if s.tags.len() > MAX_TAGS {
+        return Err(
+            ApiError::unprocessable("invalid_tag", format!("at most {MAX_TAGS} tags"))
+                .with_field("tags"),
+        );
+    }
+    for (i, tag) in s.tags.iter().enumerate() {
+        if tag.is_empty() || tag.len() > MAX_TAG_LEN || tag.chars().any(char::is_control) {
+            return Err(ApiError::unprocessable(
+                "invalid_tag",
+                "tags are 1 to 128 characters without control characters",
+            )
+            .with_field(format!("tags[{i}]")));
+        }
+    }
+    let metadata = serde_json::Value::Object(s.metadata);
+    if metadata.to_string().len() > MAX_METADATA_BYTES {
+        return Err(ApiError::unprocessable(
+            "invalid_metadata",
+            "metadata is limited to 10 KB of JSON",
+        )
+        .with_field("metadata"));
+    }
+    let stream = s.stream.unwrap_or_else(|| DEFAULT_STREAM.to_owned());
+    if !valid_name(&stream) {
+        return Err(ApiError::unprocessable(
+            "invalid_stream",
+            "stream names are 1 to 64 of a-z, 0-9, `-` and `_`",
+        )
+        .with_field("stream"));
+    }
+    if let Some(campaign) = &s.campaign
+        && (campaign.is_empty() || campaign.len() > 128 || campaign.chars().any(char::is_control))
+    {
+        return Err(ApiError::unprocessable(
+            "invalid_campaign",
+            "campaign ids are 1 to 128 characters",
+        )
+        .with_field("campaign"));
+    }
+    let send_at = s.send_at.map(|t| t.to_millis("send_at")).transpose()?;
+    let expires_at = s
+        .expires_at
+        .map(|t| t.to_millis("expires_at"))
+        .transpose()?;
+    if let (Some(send), Some(expires)) = (send_at, expires_at)
+        && expires <= send
+    {
+        return Err(
+            ApiError::unprocessable("invalid_time", "expires_at must be after send_at")
+                .with_field("expires_at"),
+        );
+    }
+
+    let stream_config = state.config.streams.get(&stream);
+    Ok(NewMessage {
+        id: MessageId::generate(),
+        tenant_id: auth.tenant.id.clone(),
+        from_header: s.from.trim().to_owned(),
+        from_address: from.address.normalized(),
+        reply_to: reply_to.map(|_| s.reply_to.unwrap_or_default().trim().to_owned()),
+        subject: s.subject,
+        text: s.text,
+        html: s.html,
+        headers: serde_json::to_value(&s.headers).unwrap_or_default(),
+        tags: s.tags,
+        metadata,
+        campaign: s.campaign,
+        test: s.test,
+        send_at,
+        expires_at,
+        tracking_opens: s.tracking.as_ref().and_then(|t| t.opens),
+        tracking_clicks: s.tracking.as_ref().and_then(|t| t.clicks),
+        size,
+        source: EventSource::Api,
+        recipients,
+        idempotency: None,
+        stream_requires_confirmation: stream_config.is_some_and(|c| c.require_confirmation),
+        campaign_dedupe: auth
+            .tenant
+            .campaign_dedupe
+            .unwrap_or(state.config.policy.campaign_dedupe),
+        stream,
+        accepted_at: now,
+    })
+}
+
+fn recipient(kind: RecipientKind, address: &EmailAddress) -> NewRecipient {
+    NewRecipient {
+        delivery_id: DeliveryId::generate(),
+        address: address.normalized(),
+        kind,
+        deliverable_domain: address.can_receive_mail(),
+    }
+}
+
+/// Stream names: 1 to 64 of `a-z 0-9 - _`, starting with a letter or digit.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+}

@@ -1,0 +1,220 @@
+//! The HTTP API: routes, authentication, and the request/response plumbing
+//! shared by the handlers.
+
+mod contacts;
+mod events;
+mod messages;
+mod read;
+
+use crate::app::AppState;
+use crate::error::{ApiError, ApiResult};
+use crate::keys;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use futures_util::StreamExt;
+use posthorn_store::{ApiKeyRecord, Scope, Tenant};
+use serde::de::DeserializeOwned;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/v1/messages", post(messages::submit))
+        .route("/v1/messages/{id}", get(read::message))
+        .route("/v1/deliveries/{id}", get(read::delivery))
+        .route("/v1/events", get(read::events).post(events::record))
+        .route(
+            "/v1/contacts/{address}",
+            get(contacts::get).put(contacts::put),
+        )
+        .route("/v1/suppressions", get(contacts::suppressions))
+        .route(
+            "/v1/settings",
+            get(contacts::get_settings).patch(contacts::patch_settings),
+        )
+        .fallback(not_found)
+}
+
+async fn healthz() -> impl IntoResponse {
+    axum::Json(serde_json::json!({ "status": "ok" }))
+}
+
+async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(state.store.stats()),
+    )
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+}
+
+/// The authenticated caller: a live API key and its tenant.
+pub struct Auth {
+    pub tenant: Tenant,
+    pub key: ApiKeyRecord,
+}
+
+impl Auth {
+    /// Refuses with 403 unless the key has `scope` (admin has every scope).
+    pub fn require(&self, scope: Scope) -> ApiResult<()> {
+        if self.key.allows(scope) {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "insufficient_scope",
+                format!("this API key lacks the `{}` scope", scope.as_str()),
+            ))
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for Auth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let unauthorized =
+            |code, message: &str| ApiError::new(StatusCode::UNAUTHORIZED, code, message);
+        let header = parts.headers.get(header::AUTHORIZATION).ok_or_else(|| {
+            unauthorized(
+                "missing_api_key",
+                "send your API key as `Authorization: Bearer KEY`",
+            )
+        })?;
+        let token = header
+            .to_str()
+            .ok()
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .map(str::trim)
+            .ok_or_else(|| {
+                unauthorized(
+                    "invalid_api_key",
+                    "the Authorization header must be `Bearer KEY`",
+                )
+            })?;
+        let invalid = || unauthorized("invalid_api_key", "the API key is not valid");
+        let presented = keys::parse(token).ok_or_else(invalid)?;
+        let (key, tenant) = state
+            .store
+            .api_key(&presented.id)
+            .await?
+            .ok_or_else(invalid)?;
+        if !presented.matches(&key.secret_hash) {
+            return Err(invalid());
+        }
+        if key.revoked_at.is_some() {
+            return Err(unauthorized(
+                "revoked_api_key",
+                "the API key has been revoked",
+            ));
+        }
+        Ok(Auth { tenant, key })
+    }
+}
+
+/// Reads a request body up to `limit` bytes; a larger body is a 413 and is
+/// not read further.
+pub async fn read_body(
+    headers: &axum::http::HeaderMap,
+    body: Body,
+    limit: u64,
+) -> ApiResult<Vec<u8>> {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "message_too_large",
+            format!("the request is larger than the limit of {limit} bytes"),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    let mut stream = body.into_data_stream();
+    let mut buf = Vec::with_capacity(declared.unwrap_or(0).min(limit) as usize);
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|_| {
+            ApiError::bad_request("invalid_body", "the request body could not be read")
+        })?;
+        if (buf.len() + chunk.len()) as u64 > limit {
+            return Err(too_large());
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf)
+}
+
+/// Parses JSON into `T`, naming the field at fault on error: 400 for
+/// malformed JSON, unknown fields and wrong types; 422 for a missing field.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> ApiResult<T> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize::<_, T>(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let message = inner.to_string();
+        let field = (path != ".").then_some(path);
+        let error = if inner.is_syntax() || inner.is_eof() {
+            ApiError::bad_request(
+                "invalid_json",
+                format!("the body is not valid JSON: {message}"),
+            )
+        } else if message.starts_with("unknown field") {
+            ApiError::bad_request("unknown_field", message)
+        } else if message.starts_with("missing field") {
+            ApiError::unprocessable("missing_field", message)
+        } else {
+            ApiError::bad_request("invalid_field", message)
+        };
+        match field {
+            Some(f) => error.with_field(f),
+            None => error,
+        }
+    })?;
+    de.end().map_err(|e| {
+        ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {e}"))
+    })?;
+    Ok(value)
+}
+
+/// Epoch milliseconds as RFC 3339, the way every time appears in answers.
+pub fn time(ms: posthorn_core::Millis) -> String {
+    posthorn_core::clock::format_rfc3339(ms)
+}
+
+/// A time given by a client: an RFC 3339 string or epoch milliseconds.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(untagged)]
+pub enum TimeInput {
+    Millis(i64),
+    Text(String),
+}
+
+impl TimeInput {
+    pub fn to_millis(&self, field: &str) -> ApiResult<posthorn_core::Millis> {
+        let ms = match self {
+            TimeInput::Millis(ms) if *ms >= 0 => Some(*ms),
+            TimeInput::Text(t) => posthorn_core::clock::parse_rfc3339(t),
+            TimeInput::Millis(_) => None,
+        };
+        ms.ok_or_else(|| {
+            ApiError::unprocessable(
+                "invalid_time",
+                "expected an RFC 3339 time such as 2026-11-24T10:00:00Z, or epoch milliseconds",
+            )
+            .with_field(field)
+        })
+    }
+}

@@ -1,0 +1,190 @@
+//! Read endpoints: a delivery with its timeline, a message with its
+//! deliveries, and the event list. Every lookup is scoped to the caller's
+//! tenant; an id of another tenant (or a malformed id) is a plain 404.
+
+use super::{Auth, time};
+use crate::app::AppState;
+use crate::error::{ApiError, ApiResult};
+use axum::Json;
+use axum::extract::{Path, Query, State, rejection::QueryRejection};
+use posthorn_core::status::shown_delivery_status;
+use posthorn_core::{DeliveryId, EventId, EventKind, MessageId};
+use posthorn_store::{DeliveryRecord, EventFilter, EventRecord, Scope};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+const DEFAULT_PAGE: u32 = 50;
+const MAX_PAGE: u32 = 500;
+
+/// A delivery's status fields, as every answer shows them.
+pub fn delivery_status_json(d: &DeliveryRecord) -> Value {
+    let (shown, inferred) = shown_delivery_status(d.delivery_status, d.engagement_status);
+    json!({
+        "id": d.id,
+        "message_id": d.message_id,
+        "recipient": d.recipient,
+        "recipient_kind": d.recipient_kind.as_str(),
+        "status": d.status(),
+        "delivery_status": shown.map(|s| s.as_str()),
+        "delivery_status_inferred": inferred,
+        "engagement_status": d.engagement_status.as_str(),
+        "bounce_type": d.delivery_status.and_then(|s| s.bounce_type()).map(|b| b.as_str()),
+        "set_by": {
+            "delivery": d.delivery_event_id,
+            "engagement": d.engagement_event_id,
+        },
+        "stream": d.stream,
+        "campaign": d.campaign,
+        "test": d.test,
+        "created_at": time(d.created_at),
+        "updated_at": time(d.updated_at),
+    })
+}
+
+/// An event as it appears in a delivery's timeline.
+pub fn event_json(e: &EventRecord) -> Value {
+    let mut v = json!({
+        "id": e.id,
+        "kind": e.kind.as_str(),
+        "occurred_at": time(e.occurred_at),
+        "recorded_at": time(e.recorded_at),
+        "source": e.source.as_str(),
+        "details": e.details,
+    });
+    if let Some(external) = &e.external_id {
+        v["external_id"] = json!(external);
+    }
+    if let Some(anomaly) = &e.anomaly {
+        v["anomaly"] = json!(anomaly);
+    }
+    if e.outside_window {
+        v["outside_window"] = json!(true);
+    }
+    v
+}
+
+/// An event in the feed: with the delivery it belongs to.
+fn feed_event_json(e: &EventRecord) -> Value {
+    let mut v = event_json(e);
+    v["delivery_id"] = json!(e.delivery_id);
+    v["message_id"] = json!(e.message_id);
+    v["recipient"] = json!(e.recipient);
+    v["sender"] = json!(e.sender);
+    v
+}
+
+pub async fn delivery(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    auth.require(Scope::Read)?;
+    let id = DeliveryId::parse(&id).ok_or_else(|| ApiError::not_found("delivery"))?;
+    let tenant = &auth.tenant.id;
+    let d = state
+        .store
+        .delivery(tenant, &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("delivery"))?;
+    let events = state.store.delivery_events(tenant, &id).await?;
+    let mut body = delivery_status_json(&d);
+    body["events"] = events.iter().map(event_json).collect();
+    Ok(Json(body))
+}
+
+pub async fn message(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    auth.require(Scope::Read)?;
+    let id = MessageId::parse(&id).ok_or_else(|| ApiError::not_found("message"))?;
+    let tenant = &auth.tenant.id;
+    let m = state
+        .store
+        .message(tenant, &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("message"))?;
+    let deliveries = state.store.deliveries_of_message(tenant, &id).await?;
+    Ok(Json(json!({
+        "id": m.id,
+        "from": m.from_header,
+        "reply_to": m.reply_to,
+        "subject": m.subject,
+        "text": m.text,
+        "html": m.html,
+        "headers": m.headers,
+        "tags": m.tags,
+        "metadata": m.metadata,
+        "stream": m.stream,
+        "campaign": m.campaign,
+        "test": m.test,
+        "send_at": m.send_at.map(time),
+        "expires_at": m.expires_at.map(time),
+        "tracking": { "opens": m.tracking_opens, "clicks": m.tracking_clicks },
+        "size": m.size,
+        "source": m.source.as_str(),
+        "created_at": time(m.created_at),
+        "deliveries": deliveries.iter().map(delivery_status_json).collect::<Vec<_>>(),
+    })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventQuery {
+    delivery_id: Option<String>,
+    recipient: Option<String>,
+    sender: Option<String>,
+    kind: Option<String>,
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+pub async fn events(
+    State(state): State<AppState>,
+    auth: Auth,
+    query: Result<Query<EventQuery>, QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    auth.require(Scope::Read)?;
+    let Query(q) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let invalid = |field: &str, message: &str| {
+        ApiError::bad_request("invalid_query", message).with_field(field)
+    };
+    let limit = q.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(invalid("limit", "limit is 1 to 500"));
+    }
+    let mut filter = EventFilter {
+        limit,
+        recipient: q.recipient.map(|r| r.trim().to_lowercase()),
+        sender: q.sender.map(|s| s.trim().to_lowercase()),
+        ..Default::default()
+    };
+    if let Some(kind) = q.kind {
+        filter.kind = Some(
+            kind.parse::<EventKind>()
+                .map_err(|_| invalid("kind", "unknown event kind"))?,
+        );
+    }
+    if let Some(id) = q.delivery_id {
+        // A malformed id cannot match anything: an empty page, not an error.
+        match DeliveryId::parse(&id) {
+            Some(id) => filter.delivery_id = Some(id),
+            None => return Ok(Json(json!({ "events": [], "next_cursor": null }))),
+        }
+    }
+    if let Some(cursor) = q.cursor {
+        filter.before = Some(
+            EventId::parse(&cursor)
+                .ok_or_else(|| invalid("cursor", "not a cursor from a previous page"))?,
+        );
+    }
+    let events = state.store.events(&auth.tenant.id, &filter).await?;
+    let next_cursor = (events.len() as u32 == limit)
+        .then(|| events.last().map(|e| e.id.to_string()))
+        .flatten();
+    Ok(Json(json!({
+        "events": events.iter().map(feed_event_json).collect::<Vec<_>>(),
+        "next_cursor": next_cursor,
+    })))
+}

@@ -1,0 +1,164 @@
+//! The application: shared state, the router, first-start bootstrap and the
+//! HTTP listener.
+
+use crate::api;
+use crate::keys;
+use crate::metrics::Metrics;
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use posthorn_core::config::Config;
+use posthorn_core::{Clock, SystemClock};
+use posthorn_store::{NewApiKey, Scope, SqliteStore, Store, StoreRules};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub config: Arc<Config>,
+    pub clock: Arc<dyn Clock>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl AppState {
+    pub fn now(&self) -> posthorn_core::Millis {
+        self.clock.now_ms()
+    }
+}
+
+/// The name of the file the first admin key is written to.
+pub const INITIAL_KEY_FILE: &str = "initial-admin-key";
+
+/// What happened on start-up that the operator must see.
+#[derive(Debug)]
+pub enum Bootstrap {
+    /// First start: tenant `default` and an admin key were created.
+    Created {
+        key: String,
+        key_file: PathBuf,
+    },
+    Existing,
+}
+
+/// A ready application: state plus router.
+pub struct App {
+    pub state: AppState,
+}
+
+impl App {
+    /// Opens the SQLite store in the configured data directory.
+    pub fn open(config: Config) -> anyhow_like::Result<Self> {
+        let store = SqliteStore::open(
+            &config.server.data_dir,
+            &config.store,
+            StoreRules::from_config(&config),
+        )?;
+        Ok(Self::with_store(
+            config,
+            Arc::new(store),
+            Arc::new(SystemClock),
+        ))
+    }
+
+    pub fn with_store(config: Config, store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            state: AppState {
+                store,
+                config: Arc::new(config),
+                clock,
+                metrics: Arc::new(Metrics::default()),
+            },
+        }
+    }
+
+    /// On the first start (no tenant yet), creates tenant `default` and an
+    /// admin key, and writes the key to `DATA_DIR/initial-admin-key` (0600).
+    pub async fn bootstrap(&self) -> anyhow_like::Result<Bootstrap> {
+        let store = &self.state.store;
+        if store.tenant_count().await? > 0 {
+            return Ok(Bootstrap::Existing);
+        }
+        let now = self.state.now();
+        let tenant = store.create_tenant("default", now).await?;
+        let key = keys::generate();
+        store
+            .insert_api_key(NewApiKey {
+                id: key.id.clone(),
+                tenant_id: tenant.id,
+                name: Some("initial admin key".into()),
+                scopes: vec![Scope::Admin],
+                secret_hash: key.secret_hash.clone(),
+                created_at: now,
+            })
+            .await?;
+        let key_file = self.state.config.server.data_dir.join(INITIAL_KEY_FILE);
+        write_private_file(&key_file, &format!("{}\n", key.token))?;
+        Ok(Bootstrap::Created {
+            key: key.token,
+            key_file,
+        })
+    }
+
+    pub fn router(&self) -> Router {
+        api::routes()
+            .layer(middleware::from_fn_with_state(
+                self.state.clone(),
+                count_requests,
+            ))
+            .with_state(self.state.clone())
+    }
+
+    /// Serves HTTP on `listener` until `shutdown` resolves.
+    pub async fn serve(
+        &self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        axum::serve(
+            listener,
+            self.router()
+                .into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await
+    }
+}
+
+async fn count_requests(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let response = next.run(request).await;
+    state
+        .metrics
+        .count_request(&route, response.status().as_u16());
+    response
+}
+
+/// Writes a file only its owner can read (the key must not leak to other
+/// local users).
+fn write_private_file(path: &std::path::Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    file.write_all(contents.as_bytes())?;
+    file.sync_all()
+}
+
+/// A minimal boxed error for the app's fallible set-up steps, so the library
+/// does not depend on `anyhow`.
+pub mod anyhow_like {
+    pub type Error = Box<dyn std::error::Error + Send + Sync + 'static>;
+    pub type Result<T> = std::result::Result<T, Error>;
+}

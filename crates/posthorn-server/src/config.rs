@@ -1,0 +1,190 @@
+//! Loading the configuration: defaults, then an optional TOML file, then
+//! `POSTHORN_SECTION__KEY=value` environment overrides, then flags (applied by
+//! the caller). Every error is reported at once, with its path, so a user
+//! fixes a file in one go rather than one typo per restart.
+
+use posthorn_core::config::Config;
+use std::path::Path;
+
+/// All problems found in a configuration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid configuration:\n{}", .0.iter().map(|e| format!("  - {e}")).collect::<Vec<_>>().join("\n"))]
+pub struct ConfigErrors(pub Vec<String>);
+
+/// Environment variables that override settings: `POSTHORN_` followed by the
+/// path with `__` between parts, e.g. `POSTHORN_STATUS__WINDOW=7d` or
+/// `POSTHORN_STREAMS__NEWSLETTER__REQUIRE_CONFIRMATION=true`.
+pub const ENV_PREFIX: &str = "POSTHORN_";
+
+/// Loads the configuration from an optional file and the given environment.
+pub fn load(
+    file: Option<&Path>,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<Config, ConfigErrors> {
+    let text = match file {
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|e| ConfigErrors(vec![format!("{}: {e}", path.display())]))?,
+        None => String::new(),
+    };
+    let source = file.map_or("configuration".to_owned(), |p| p.display().to_string());
+    parse(&text, &source, env)
+}
+
+/// Parses configuration text (TOML) plus environment overrides.
+pub fn parse(
+    text: &str,
+    source: &str,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<Config, ConfigErrors> {
+    let mut table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| ConfigErrors(vec![format!("{source}: {}", e.message())]))?;
+    let mut errors = Vec::new();
+    for (name, value) in env {
+        let Some(path) = name.strip_prefix(ENV_PREFIX).filter(|p| p.contains("__")) else {
+            continue;
+        };
+        let parts: Vec<String> = path.split("__").map(str::to_ascii_lowercase).collect();
+        if let Err(e) = set_path(&mut table, &parts, env_value(&value)) {
+            errors.push(format!("{name}: {e}"));
+        }
+    }
+    // Deserialise; on an error, note it, remove the offending entry and try
+    // again, so that every error is found in one pass.
+    let mut value = toml::Value::Table(table);
+    for _ in 0..64 {
+        match serde_path_to_error::deserialize::<_, Config>(value.clone()) {
+            Ok(config) if errors.is_empty() => return Ok(config),
+            Ok(_) => return Err(ConfigErrors(errors)),
+            Err(e) => {
+                let path: Vec<String> = e
+                    .path()
+                    .iter()
+                    .filter_map(|seg| match seg {
+                        serde_path_to_error::Segment::Map { key } => Some(key.clone()),
+                        _ => None,
+                    })
+                    .collect();
+                let shown = if path.is_empty() {
+                    "(top level)".to_owned()
+                } else {
+                    path.join(".")
+                };
+                errors.push(format!("{shown}: {}", e.inner()));
+                if path.is_empty() || !remove_path(&mut value, &path) {
+                    return Err(ConfigErrors(errors));
+                }
+            }
+        }
+    }
+    Err(ConfigErrors(errors))
+}
+
+/// An environment value as TOML: numbers and booleans as such, anything else
+/// as a string.
+fn env_value(text: &str) -> toml::Value {
+    format!("v = {text}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .filter(|v| !matches!(v, toml::Value::Table(_) | toml::Value::Array(_)))
+        .unwrap_or_else(|| toml::Value::String(text.to_owned()))
+}
+
+fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value) -> Result<(), String> {
+    let (last, parents) = path.split_last().ok_or("empty path")?;
+    let mut current = table;
+    for part in parents {
+        let entry = current
+            .entry(part.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        current = entry
+            .as_table_mut()
+            .ok_or_else(|| format!("`{part}` is not a section"))?;
+    }
+    current.insert(last.clone(), value);
+    Ok(())
+}
+
+fn remove_path(value: &mut toml::Value, path: &[String]) -> bool {
+    let Some((last, parents)) = path.split_last() else {
+        return false;
+    };
+    let mut current = value;
+    for part in parents {
+        match current.get_mut(part.as_str()) {
+            Some(next) => current = next,
+            None => return false,
+        }
+    }
+    current
+        .as_table_mut()
+        .is_some_and(|t| t.remove(last.as_str()).is_some())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use posthorn_core::clock::DAY;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn no_file_gives_defaults() {
+        assert_eq!(parse("", "x", env(&[])).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn file_and_environment_override_defaults() {
+        let text = "[status]\nwindow = \"7d\"\n[streams.newsletter]\nrequire_confirmation = true\n";
+        let config = parse(
+            text,
+            "x",
+            env(&[
+                ("POSTHORN_STATUS__SOFT_BOUNCE_LIMIT", "5"),
+                ("POSTHORN_SERVER__HTTP", "0.0.0.0:80"),
+                ("POSTHORN_DATA_DIR", "/ignored/here"),
+                ("HOME", "/root"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.status.window.0, 7 * DAY);
+        assert_eq!(config.status.soft_bounce_limit, 5);
+        assert_eq!(config.server.http, "0.0.0.0:80");
+        assert!(config.streams["newsletter"].require_confirmation);
+    }
+
+    #[test]
+    fn every_error_is_reported_at_once() {
+        let text = "[status]\nwindwo = \"7d\"\nsoft_bounce_limit = \"many\"\n[retry]\nlifetime = \"forever\"\n[nonsense]\n";
+        let errors = parse(
+            text,
+            "x",
+            env(&[("POSTHORN_LIMITS__MAX_MESSAGE_SIZE", "huge")]),
+        )
+        .unwrap_err()
+        .0;
+        let joined = errors.join("\n");
+        assert_eq!(errors.len(), 5, "{joined}");
+        for needle in [
+            "windwo",
+            "soft_bounce_limit",
+            "retry.lifetime",
+            "nonsense",
+            "max_message_size",
+        ] {
+            assert!(joined.contains(needle), "missing {needle} in:\n{joined}");
+        }
+    }
+
+    #[test]
+    fn syntax_errors_name_the_file() {
+        let err = parse("[status\n", "posthorn.toml", env(&[])).unwrap_err();
+        assert!(err.0[0].starts_with("posthorn.toml:"), "{err}");
+    }
+}

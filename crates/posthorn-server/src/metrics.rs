@@ -1,0 +1,106 @@
+//! Prometheus metrics at `/metrics`, in the text exposition format. A small
+//! hand-written registry: a few counters do not need a metrics framework.
+
+use posthorn_store::StoreStats;
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Requests by (route, status code).
+    http: Mutex<BTreeMap<(String, u16), u64>>,
+    /// Deliveries accepted, by their first status (queued, scheduled, dropped).
+    accepted: Mutex<BTreeMap<String, u64>>,
+    pub messages_accepted: AtomicU64,
+}
+
+impl Metrics {
+    pub fn count_request(&self, route: &str, status: u16) {
+        if let Ok(mut map) = self.http.lock() {
+            *map.entry((route.to_owned(), status)).or_default() += 1;
+        }
+    }
+
+    pub fn count_accepted(&self, statuses: impl IntoIterator<Item = String>) {
+        self.messages_accepted.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut map) = self.accepted.lock() {
+            for status in statuses {
+                *map.entry(status).or_default() += 1;
+            }
+        }
+    }
+
+    /// Renders every metric, including the store's counters.
+    pub fn render(&self, store: StoreStats) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "# HELP posthorn_http_requests_total HTTP requests by route and status."
+        );
+        let _ = writeln!(out, "# TYPE posthorn_http_requests_total counter");
+        if let Ok(map) = self.http.lock() {
+            for ((route, status), n) in map.iter() {
+                let _ = writeln!(
+                    out,
+                    "posthorn_http_requests_total{{route=\"{}\",status=\"{status}\"}} {n}",
+                    escape(route)
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP posthorn_messages_accepted_total Messages accepted for processing."
+        );
+        let _ = writeln!(out, "# TYPE posthorn_messages_accepted_total counter");
+        let _ = writeln!(
+            out,
+            "posthorn_messages_accepted_total {}",
+            self.messages_accepted.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP posthorn_deliveries_accepted_total Deliveries by their first status."
+        );
+        let _ = writeln!(out, "# TYPE posthorn_deliveries_accepted_total counter");
+        if let Ok(map) = self.accepted.lock() {
+            for (status, n) in map.iter() {
+                let _ = writeln!(
+                    out,
+                    "posthorn_deliveries_accepted_total{{status=\"{}\"}} {n}",
+                    escape(status)
+                );
+            }
+        }
+        for (name, help, value) in [
+            (
+                "posthorn_events_recorded_total",
+                "Events recorded by this process.",
+                store.events,
+            ),
+            (
+                "posthorn_store_batches_total",
+                "Write transactions committed (group commits).",
+                store.batches,
+            ),
+            (
+                "posthorn_store_writes_total",
+                "Writes committed inside those transactions.",
+                store.writes,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} counter");
+            let _ = writeln!(out, "{name} {value}");
+        }
+        out
+    }
+}
+
+fn escape(label: &str) -> String {
+    label
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
