@@ -1,1 +1,150 @@
-fn main() {}
+//! `posthorn`: self-hosted email sending and delivery tracking.
+//!
+//! The command line: `serve` runs the service; `send` and `status` talk to a
+//! running one over its HTTP API; `keys` manages API keys in the data
+//! directory; `bench` measures ingest speed.
+
+mod bench;
+mod client;
+mod keys;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use posthorn_server::{App, Bootstrap};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "posthorn", version, about = "Self-hosted email sending and delivery tracking", long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the service (HTTP API) on the embedded SQLite store.
+    Serve(ServeArgs),
+    /// Submit a message through a running service's API.
+    Send(client::SendArgs),
+    /// Show the timeline of one delivery, readable by a person.
+    Status(client::StatusArgs),
+    /// Create, list and revoke API keys (works on the data directory).
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
+    /// Measure ingest speed; results go to docs/benchmarks.md by hand.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// A TOML configuration file (optional; every setting has a default).
+    #[arg(long, env = "POSTHORN_CONFIG")]
+    config: Option<PathBuf>,
+    /// Where the database and generated files live [default: ./posthorn-data].
+    #[arg(long, env = "POSTHORN_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// HTTP listen address [default: 127.0.0.1:8025].
+    #[arg(long, env = "POSTHORN_HTTP")]
+    http: Option<String>,
+    /// Base URL of links put into mail [default: http:// + the HTTP address].
+    #[arg(long, env = "POSTHORN_PUBLIC_URL")]
+    public_url: Option<String>,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("POSTHORN_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => serve(args).await,
+            Command::Send(args) => client::send(args).await,
+            Command::Status(args) => client::status(args).await,
+            Command::Keys(command) => keys::run(command).await,
+            Command::Bench(command) => bench::run(command).await,
+        }
+    })
+}
+
+/// Loads the configuration: defaults, the file, `POSTHORN_*__*` variables,
+/// then the flags.
+fn load_config(args: &ServeArgs) -> Result<posthorn_core::config::Config> {
+    let mut config = posthorn_server::config::load(args.config.as_deref(), std::env::vars())?;
+    if let Some(dir) = &args.data_dir {
+        config.server.data_dir = dir.clone();
+    }
+    if let Some(http) = &args.http {
+        config.server.http = http.clone();
+    }
+    if let Some(url) = &args.public_url {
+        config.server.public_url = Some(url.clone());
+    }
+    Ok(config)
+}
+
+async fn serve(args: ServeArgs) -> Result<()> {
+    let config = load_config(&args)?;
+    let http: std::net::SocketAddr = config.server.http.parse().with_context(|| {
+        format!(
+            "--http `{}` is not an address like 127.0.0.1:8025",
+            config.server.http
+        )
+    })?;
+    let data_dir = config.server.data_dir.clone();
+    let public_url = config.server.public_url();
+    let app =
+        App::open(config).map_err(|e| anyhow::anyhow!("opening {}: {e}", data_dir.display()))?;
+    if let Bootstrap::Created { key, key_file } =
+        app.bootstrap().await.map_err(|e| anyhow::anyhow!("{e}"))?
+    {
+        println!("First start: created tenant `default` and an admin API key (shown once):");
+        println!();
+        println!("    {key}");
+        println!();
+        println!(
+            "It is also in {} (readable only by you).",
+            key_file.display()
+        );
+    }
+    let listener = tokio::net::TcpListener::bind(http)
+        .await
+        .with_context(|| format!("listening on {http}"))?;
+    tracing::info!(%http, %public_url, data_dir = %data_dir.display(), "posthorn is ready");
+    println!("Posthorn is listening on http://{}", listener.local_addr()?);
+    app.serve(listener, shutdown_signal()).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM, so in-flight requests finish and every
+/// accepted write is committed before exit.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
