@@ -1,0 +1,294 @@
+//! The `posthorn` binary as users run it: `serve` in a child process over a
+//! real socket, `keys`, `send` and `status`, restarts and `kill -9`.
+
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+const BIN: &str = env!("CARGO_BIN_EXE_posthorn");
+
+/// A running `posthorn serve`, killed when dropped.
+struct Server {
+    child: Child,
+    base: String,
+    /// Everything `serve` printed before "listening".
+    banner: String,
+}
+
+impl Server {
+    fn start(data_dir: &Path, extra: &[&str]) -> Server {
+        let mut child = Command::new(BIN)
+            .args(["serve", "--http", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .args(extra)
+            .env("POSTHORN_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn posthorn serve");
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let mut banner = String::new();
+        let base = loop {
+            let line = lines.next().expect("serve exited before listening").unwrap();
+            if let Some(url) = line.strip_prefix("Posthorn is listening on ") {
+                break url.trim().to_owned();
+            }
+            banner.push_str(&line);
+            banner.push('\n');
+        };
+        // Keep draining stdout so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Server { child, base, banner }
+    }
+
+    fn kill9(mut self) {
+        let _ = self.child.kill(); // SIGKILL: no shutdown handler runs
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn posthorn(args: &[&str], data_dir: &Path) -> (bool, String, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env("POSTHORN_LOG", "warn")
+        .output()
+        .expect("run posthorn");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn admin_key(data_dir: &Path) -> String {
+    std::fs::read_to_string(data_dir.join("initial-admin-key")).unwrap().trim().to_owned()
+}
+
+async fn submit(client: &reqwest::Client, base: &str, key: &str, to: &str) -> reqwest::Response {
+    client
+        .post(format!("{base}/v1/messages"))
+        .bearer_auth(key)
+        .json(&json!({"from": "news@sender.example", "to": [to], "subject": "Hi", "text": "Hello"}))
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_start_creates_one_admin_key_in_a_private_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data, &[]);
+    let key = admin_key(&data);
+    assert!(server.banner.contains(&key), "the key is printed once:\n{}", server.banner);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(data.join("initial-admin-key")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let client = reqwest::Client::new();
+    let health = client.get(format!("{}/healthz", server.base)).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    let r = submit(&client, &server.base, &key, "bob@example.com").await;
+    assert_eq!(r.status(), 202);
+    drop(server);
+
+    // A second start finds the tenant and makes no new key.
+    let again = Server::start(&data, &[]);
+    assert!(!again.banner.contains("ph_"), "no key printed on restart:\n{}", again.banner);
+    assert_eq!(admin_key(&data), key);
+    let r = submit(&client, &again.base, &key, "carol@example.com").await;
+    assert_eq!(r.status(), 202, "the first key still works");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accepted_messages_survive_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let key = admin_key(dir.path());
+    let client = reqwest::Client::new();
+    let mut sends = Vec::new();
+    for i in 0..64 {
+        let (client, base, key) = (client.clone(), server.base.clone(), key.clone());
+        sends.push(tokio::spawn(async move {
+            let r = submit(&client, &base, &key, &format!("user{i}@example.com")).await;
+            assert_eq!(r.status(), 202);
+            r.json::<Value>().await.unwrap()["deliveries"][0]["id"].as_str().unwrap().to_owned()
+        }));
+    }
+    let mut accepted = Vec::new();
+    for s in sends {
+        accepted.push(s.await.unwrap());
+    }
+    server.kill9();
+
+    let server = Server::start(dir.path(), &[]);
+    for id in &accepted {
+        let d: Value = client
+            .get(format!("{}/v1/deliveries/{id}", server.base))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(d["status"], "queued", "delivery {id} after kill -9: {d}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_create_list_revoke_against_a_running_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let client = reqwest::Client::new();
+
+    let (ok, key, err) = posthorn(&["keys", "create", "--tenant", "acme", "--scope", "send,read", "--name", "shop"], dir.path());
+    assert!(ok, "{err}");
+    let key = key.trim().to_owned();
+    assert!(err.contains("created tenant `acme`"), "{err}");
+    let r = submit(&client, &server.base, &key, "bob@example.com").await;
+    assert_eq!(r.status(), 202);
+    let events = client
+        .post(format!("{}/v1/events", server.base))
+        .bearer_auth(&key)
+        .json(&json!({"delivery_id": "x", "kind": "opened"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(events.status(), 403, "send,read is not admin");
+
+    let (ok, list, _) = posthorn(&["keys", "list", "--tenant", "acme"], dir.path());
+    assert!(ok);
+    let line = list.lines().find(|l| l.contains("shop")).expect("key listed");
+    assert!(line.contains("send,read") && line.contains("active"), "{list}");
+    assert!(!list.contains(&key), "list never shows secrets");
+    let id = line.split_whitespace().next().unwrap();
+
+    let (ok, _, err) = posthorn(&["keys", "revoke", id], dir.path());
+    assert!(ok, "{err}");
+    let r = submit(&client, &server.base, &key, "bob@example.com").await;
+    assert_eq!(r.status(), 401);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "revoked_api_key");
+    let (ok, _, err) = posthorn(&["keys", "revoke", id], dir.path());
+    assert!(!ok && err.contains("no active key"), "{err}");
+
+    let (ok, _, err) = posthorn(&["keys", "create", "--tenant", "acme", "--scope", "send,root"], dir.path());
+    assert!(!ok && err.contains("unknown scope `root`"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_then_status_through_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let api = ["--api", server.base.as_str()];
+    let mut args = vec!["send", "--from", "Shop <shop@sender.example>", "--to", "bob@example.com", "--to", "x@nowhere.invalid"];
+    args.extend(["--subject", "Your receipt", "--text", "Thanks!"]);
+    args.extend(api);
+    let (ok, out, err) = posthorn(&args, dir.path());
+    assert!(ok, "{err}");
+    assert!(out.contains("queued") && out.contains("dropped"), "{out}");
+    let dropped_id = out
+        .lines()
+        .find(|l| l.contains("dropped"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap();
+    let (ok, timeline, err) = posthorn(&["status", dropped_id, "--api", &server.base], dir.path());
+    assert!(ok, "{err}");
+    assert!(timeline.contains("Status: dropped"), "{timeline}");
+    assert!(timeline.contains("reason=invalid_address"), "{timeline}");
+
+    let (ok, _, err) = posthorn(&["status", "01a20ba7-0000-7000-8000-000000000000", "--api", &server.base], dir.path());
+    assert!(!ok && err.contains("not_found"), "{err}");
+}
+
+#[test]
+fn serve_reports_every_config_error_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("posthorn.toml");
+    std::fs::write(&config, "[status]\nwindwo = \"7d\"\n[retry]\nlifetime = \"forever\"\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("windwo") && err.contains("retry.lifetime"), "{err}");
+    assert!(!dir.path().join("data").exists(), "a bad config changes nothing on disk");
+}
+
+/// Whether an independent program is available. Missing peers skip loudly,
+/// except where `POSTHORN_REQUIRE_PEERS=1` (CI), where they fail.
+fn peer(program: &str) -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join(program))
+            .find(|p| p.is_file())
+    });
+    if found.is_none() {
+        assert!(
+            std::env::var("POSTHORN_REQUIRE_PEERS").as_deref() != Ok("1"),
+            "{program} is required (POSTHORN_REQUIRE_PEERS=1) but not installed"
+        );
+        eprintln!("SKIPPED: {program} is not installed; install it to run this test");
+    }
+    found
+}
+
+/// The README's curl walkthrough, run with the real curl.
+#[test]
+fn readme_walkthrough_with_curl() {
+    let Some(curl) = peer("curl") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let key = admin_key(dir.path());
+    let curl_json = |args: &[&str]| -> (u16, Value) {
+        let out = Command::new(&curl)
+            .args(["-sS", "-w", "\n%{http_code}", "-H", &format!("Authorization: Bearer {key}")])
+            .args(args)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap();
+        (code.parse().unwrap(), serde_json::from_str(body).unwrap_or(Value::Null))
+    };
+    let message = r#"{"from":"Shop <shop@sender.example>","to":["ann@example.com"],"subject":"Welcome","text":"Hello Ann"}"#;
+    let url = format!("{}/v1/messages", server.base);
+    let (code, receipt) = curl_json(&["-H", "Content-Type: application/json", "-d", message, &url]);
+    assert_eq!(code, 202, "{receipt}");
+    let delivery = receipt["deliveries"][0]["id"].as_str().unwrap().to_owned();
+
+    let event = json!({"delivery_id": delivery, "kind": "bounced",
+        "details": {"bounce_type": "hard", "origin": "async", "smtp_code": 550, "enhanced_code": "5.1.1",
+                    "reply_text": "550 5.1.1 <ann@example.com>: Recipient address rejected"}})
+    .to_string();
+    let (code, recorded) = curl_json(&["-d", &event, &format!("{}/v1/events", server.base)]);
+    assert_eq!(code, 201, "{recorded}");
+    let (code, d) = curl_json(&[&format!("{}/v1/deliveries/{delivery}", server.base)]);
+    assert_eq!(code, 200);
+    assert_eq!(d["status"], "bounced");
+    assert_eq!(d["bounce_type"], "hard");
+    assert_eq!(d["set_by"]["delivery"], recorded["event"]["id"]);
+
+    let (code, again) = curl_json(&["-d", message, &url]);
+    assert_eq!(code, 202);
+    assert_eq!(again["deliveries"][0]["status"], "dropped", "suppressed after the hard bounce");
+    let (_, list) = curl_json(&[&format!("{}/v1/events?recipient=ann@example.com&kind=dropped", server.base)]);
+    assert_eq!(list["events"][0]["details"]["reason"], "suppressed", "{list}");
+}
