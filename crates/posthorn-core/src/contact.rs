@@ -159,7 +159,8 @@ pub fn signals_for(
         .delivery_changed
         .is_some_and(|(before, to)| ends_failed(Some(to)) && !ends_failed(before));
     match details {
-        EventDetails::Deferred(_) if fold.anomaly.is_none() => {
+        // A deferral that arrives after the outcome is known is not a new failure.
+        EventDetails::Deferred(_) if fold.anomaly.is_none() && !fold.stale => {
             signals.push(ContactSignal::FailedAttempt)
         }
         EventDetails::Bounced(b) if fold.anomaly.is_none() => {
@@ -280,4 +281,54 @@ fn set_status(
     }
     contact.status = to;
     Some((from, to, reason))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Deferred, Delivered};
+    use crate::id::EventId;
+    use crate::status::{DeliveryState, FoldInput};
+
+    #[test]
+    fn a_late_deferral_after_delivery_is_not_a_failed_attempt() {
+        let mut state = DeliveryState::new(i64::MAX);
+        let delivered = EventDetails::Delivered(Delivered::default());
+        let deferred = EventDetails::Deferred(Deferred::default());
+        let (d_id, f_id) = (EventId::generate(), EventId::generate());
+        state.apply(&FoldInput {
+            id: &d_id,
+            occurred_at: 20,
+            details: &delivered,
+        });
+        let late = state.apply(&FoldInput {
+            id: &f_id,
+            occurred_at: 10,
+            details: &deferred,
+        });
+        assert!(late.stale);
+        assert!(signals_for(&deferred, &late, "transactional").is_empty());
+
+        // A deferral of a delivery still in flight counts.
+        let mut fresh = DeliveryState::new(i64::MAX);
+        let first = fresh.apply(&FoldInput {
+            id: &f_id,
+            occurred_at: 10,
+            details: &deferred,
+        });
+        let again_id = EventId::generate();
+        let again = fresh.apply(&FoldInput {
+            id: &again_id,
+            occurred_at: 11,
+            details: &deferred,
+        });
+        assert_eq!(
+            signals_for(&deferred, &first, "t"),
+            vec![ContactSignal::FailedAttempt]
+        );
+        assert_eq!(
+            signals_for(&deferred, &again, "t"),
+            vec![ContactSignal::FailedAttempt]
+        );
+    }
 }

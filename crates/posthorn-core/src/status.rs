@@ -231,6 +231,9 @@ pub struct FoldOutcome {
     /// The event happened after the update window closed: recorded only.
     pub outside_window: bool,
     pub anomaly: Option<Anomaly>,
+    /// A delivery-axis event ranked below the value already held (a late
+    /// `deferred` after `delivered`): it tells nothing new about the outcome.
+    pub stale: bool,
 }
 
 /// The folded status of one delivery.
@@ -289,6 +292,7 @@ impl DeliveryState {
         }
         if let Some(status) = DeliveryStatus::of_event(event.details) {
             let before = self.delivery.as_ref().map(|v| v.status);
+            outcome.stale = before.is_some_and(|b| b.rank() > status.rank());
             if raise(
                 &mut self.delivery,
                 status,

@@ -79,11 +79,19 @@ impl IntoResponse for ApiError {
         if let Some(field) = self.field {
             error["field"] = serde_json::Value::String(field);
         }
-        (
+        let mut response = (
             self.status,
             axum::Json(serde_json::json!({ "error": error })),
         )
-            .into_response()
+            .into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            // RFC 9110 §11.6.1: a 401 names the scheme to use.
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer realm=\"posthorn\""),
+            );
+        }
+        response
     }
 }
 

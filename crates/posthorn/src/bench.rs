@@ -56,8 +56,8 @@ pub async fn run(command: BenchCommand) -> Result<()> {
 
 async fn ingest(args: &IngestArgs) -> Result<()> {
     println!("## Store writer (record_event, group commit, synchronous=FULL)\n");
-    println!("| writers | events | seconds | events/s |");
-    println!("|---:|---:|---:|---:|");
+    println!("| writers | events | seconds | events/s | writes per commit |");
+    println!("|---:|---:|---:|---:|---:|");
     let mut rate_256 = 0.0;
     for writers in [1usize, 16, 256] {
         let events = if writers == 1 {
@@ -66,8 +66,8 @@ async fn ingest(args: &IngestArgs) -> Result<()> {
             args.events
         };
         let dir = args.dir.join(format!("writers-{writers}"));
-        let (secs, rate) = store_writers(&dir, writers, events).await?;
-        println!("| {writers} | {events} | {secs:.2} | {rate:.0} |");
+        let (secs, rate, per_commit) = store_writers(&dir, writers, events).await?;
+        println!("| {writers} | {events} | {secs:.2} | {rate:.0} | {per_commit:.1} |");
         rate_256 = rate;
     }
     let (secs, ceiling) = plain_sqlite(&args.dir.join("ceiling"), args.events).await?;
@@ -102,9 +102,12 @@ async fn seeded_store(dir: &Path) -> Result<(SqliteStore, TenantId, Vec<Delivery
     Ok((store, tenant, deliveries))
 }
 
-async fn store_writers(dir: &Path, writers: usize, events: u64) -> Result<(f64, f64)> {
+/// Returns seconds, events per second and the mean number of writes that
+/// shared one commit.
+async fn store_writers(dir: &Path, writers: usize, events: u64) -> Result<(f64, f64, f64)> {
     let (store, tenant, deliveries) = seeded_store(dir).await?;
     let store: Arc<dyn Store> = Arc::new(store);
+    let before = store.stats();
     let next = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let mut tasks = Vec::new();
@@ -132,7 +135,10 @@ async fn store_writers(dir: &Path, writers: usize, events: u64) -> Result<(f64, 
         task.await??;
     }
     let secs = start.elapsed().as_secs_f64();
-    Ok((secs, events as f64 / secs))
+    let after = store.stats();
+    let per_commit =
+        (after.writes - before.writes) as f64 / (after.batches - before.batches).max(1) as f64;
+    Ok((secs, events as f64 / secs, per_commit))
 }
 
 async fn plain_sqlite(dir: &Path, rows: u64) -> Result<(f64, f64)> {

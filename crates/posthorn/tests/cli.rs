@@ -31,7 +31,10 @@ impl Server {
         let mut lines = BufReader::new(stdout).lines();
         let mut banner = String::new();
         let base = loop {
-            let line = lines.next().expect("serve exited before listening").unwrap();
+            let line = lines
+                .next()
+                .expect("serve exited before listening")
+                .unwrap();
             if let Some(url) = line.strip_prefix("Posthorn is listening on ") {
                 break url.trim().to_owned();
             }
@@ -40,7 +43,11 @@ impl Server {
         };
         // Keep draining stdout so the child never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        Server { child, base, banner }
+        Server {
+            child,
+            base,
+            banner,
+        }
     }
 
     fn kill9(mut self) {
@@ -72,7 +79,10 @@ fn posthorn(args: &[&str], data_dir: &Path) -> (bool, String, String) {
 }
 
 fn admin_key(data_dir: &Path) -> String {
-    std::fs::read_to_string(data_dir.join("initial-admin-key")).unwrap().trim().to_owned()
+    std::fs::read_to_string(data_dir.join("initial-admin-key"))
+        .unwrap()
+        .trim()
+        .to_owned()
 }
 
 async fn submit(client: &reqwest::Client, base: &str, key: &str, to: &str) -> reqwest::Response {
@@ -91,15 +101,26 @@ async fn first_start_creates_one_admin_key_in_a_private_file() {
     let data = dir.path().join("data");
     let server = Server::start(&data, &[]);
     let key = admin_key(&data);
-    assert!(server.banner.contains(&key), "the key is printed once:\n{}", server.banner);
+    assert!(
+        server.banner.contains(&key),
+        "the key is printed once:\n{}",
+        server.banner
+    );
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(data.join("initial-admin-key")).unwrap().permissions().mode();
+        let mode = std::fs::metadata(data.join("initial-admin-key"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
     }
     let client = reqwest::Client::new();
-    let health = client.get(format!("{}/healthz", server.base)).send().await.unwrap();
+    let health = client
+        .get(format!("{}/healthz", server.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(health.status(), 200);
     let r = submit(&client, &server.base, &key, "bob@example.com").await;
     assert_eq!(r.status(), 202);
@@ -107,7 +128,11 @@ async fn first_start_creates_one_admin_key_in_a_private_file() {
 
     // A second start finds the tenant and makes no new key.
     let again = Server::start(&data, &[]);
-    assert!(!again.banner.contains("ph_"), "no key printed on restart:\n{}", again.banner);
+    assert!(
+        !again.banner.contains("ph_"),
+        "no key printed on restart:\n{}",
+        again.banner
+    );
     assert_eq!(admin_key(&data), key);
     let r = submit(&client, &again.base, &key, "carol@example.com").await;
     assert_eq!(r.status(), 202, "the first key still works");
@@ -125,7 +150,10 @@ async fn accepted_messages_survive_kill_9() {
         sends.push(tokio::spawn(async move {
             let r = submit(&client, &base, &key, &format!("user{i}@example.com")).await;
             assert_eq!(r.status(), 202);
-            r.json::<Value>().await.unwrap()["deliveries"][0]["id"].as_str().unwrap().to_owned()
+            r.json::<Value>().await.unwrap()["deliveries"][0]["id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
         }));
     }
     let mut accepted = Vec::new();
@@ -155,7 +183,19 @@ async fn keys_create_list_revoke_against_a_running_server() {
     let server = Server::start(dir.path(), &[]);
     let client = reqwest::Client::new();
 
-    let (ok, key, err) = posthorn(&["keys", "create", "--tenant", "acme", "--scope", "send,read", "--name", "shop"], dir.path());
+    let (ok, key, err) = posthorn(
+        &[
+            "keys",
+            "create",
+            "--tenant",
+            "acme",
+            "--scope",
+            "send,read",
+            "--name",
+            "shop",
+        ],
+        dir.path(),
+    );
     assert!(ok, "{err}");
     let key = key.trim().to_owned();
     assert!(err.contains("created tenant `acme`"), "{err}");
@@ -172,8 +212,14 @@ async fn keys_create_list_revoke_against_a_running_server() {
 
     let (ok, list, _) = posthorn(&["keys", "list", "--tenant", "acme"], dir.path());
     assert!(ok);
-    let line = list.lines().find(|l| l.contains("shop")).expect("key listed");
-    assert!(line.contains("send,read") && line.contains("active"), "{list}");
+    let line = list
+        .lines()
+        .find(|l| l.contains("shop"))
+        .expect("key listed");
+    assert!(
+        line.contains("send,read") && line.contains("active"),
+        "{list}"
+    );
     assert!(!list.contains(&key), "list never shows secrets");
     let id = line.split_whitespace().next().unwrap();
 
@@ -186,7 +232,10 @@ async fn keys_create_list_revoke_against_a_running_server() {
     let (ok, _, err) = posthorn(&["keys", "revoke", id], dir.path());
     assert!(!ok && err.contains("no active key"), "{err}");
 
-    let (ok, _, err) = posthorn(&["keys", "create", "--tenant", "acme", "--scope", "send,root"], dir.path());
+    let (ok, _, err) = posthorn(
+        &["keys", "create", "--tenant", "acme", "--scope", "send,root"],
+        dir.path(),
+    );
     assert!(!ok && err.contains("unknown scope `root`"), "{err}");
 }
 
@@ -195,7 +244,15 @@ async fn send_then_status_through_the_cli() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &[]);
     let api = ["--api", server.base.as_str()];
-    let mut args = vec!["send", "--from", "Shop <shop@sender.example>", "--to", "bob@example.com", "--to", "x@nowhere.invalid"];
+    let mut args = vec![
+        "send",
+        "--from",
+        "Shop <shop@sender.example>",
+        "--to",
+        "bob@example.com",
+        "--to",
+        "x@nowhere.invalid",
+    ];
     args.extend(["--subject", "Your receipt", "--text", "Thanks!"]);
     args.extend(api);
     let (ok, out, err) = posthorn(&args, dir.path());
@@ -211,7 +268,15 @@ async fn send_then_status_through_the_cli() {
     assert!(timeline.contains("Status: dropped"), "{timeline}");
     assert!(timeline.contains("reason=invalid_address"), "{timeline}");
 
-    let (ok, _, err) = posthorn(&["status", "01a20ba7-0000-7000-8000-000000000000", "--api", &server.base], dir.path());
+    let (ok, _, err) = posthorn(
+        &[
+            "status",
+            "01a20ba7-0000-7000-8000-000000000000",
+            "--api",
+            &server.base,
+        ],
+        dir.path(),
+    );
     assert!(!ok && err.contains("not_found"), "{err}");
 }
 
@@ -219,7 +284,11 @@ async fn send_then_status_through_the_cli() {
 fn serve_reports_every_config_error_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("posthorn.toml");
-    std::fs::write(&config, "[status]\nwindwo = \"7d\"\n[retry]\nlifetime = \"forever\"\n").unwrap();
+    std::fs::write(
+        &config,
+        "[status]\nwindwo = \"7d\"\n[retry]\nlifetime = \"forever\"\n",
+    )
+    .unwrap();
     let out = Command::new(BIN)
         .args(["serve", "--data-dir"])
         .arg(dir.path().join("data"))
@@ -229,8 +298,14 @@ fn serve_reports_every_config_error_at_once() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("windwo") && err.contains("retry.lifetime"), "{err}");
-    assert!(!dir.path().join("data").exists(), "a bad config changes nothing on disk");
+    assert!(
+        err.contains("windwo") && err.contains("retry.lifetime"),
+        "{err}"
+    );
+    assert!(
+        !dir.path().join("data").exists(),
+        "a bad config changes nothing on disk"
+    );
 }
 
 /// Whether an independent program is available. Missing peers skip loudly,
@@ -260,13 +335,22 @@ fn readme_walkthrough_with_curl() {
     let key = admin_key(dir.path());
     let curl_json = |args: &[&str]| -> (u16, Value) {
         let out = Command::new(&curl)
-            .args(["-sS", "-w", "\n%{http_code}", "-H", &format!("Authorization: Bearer {key}")])
+            .args([
+                "-sS",
+                "-w",
+                "\n%{http_code}",
+                "-H",
+                &format!("Authorization: Bearer {key}"),
+            ])
             .args(args)
             .output()
             .unwrap();
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         let (body, code) = text.rsplit_once('\n').unwrap();
-        (code.parse().unwrap(), serde_json::from_str(body).unwrap_or(Value::Null))
+        (
+            code.parse().unwrap(),
+            serde_json::from_str(body).unwrap_or(Value::Null),
+        )
     };
     let message = r#"{"from":"Shop <shop@sender.example>","to":["ann@example.com"],"subject":"Welcome","text":"Hello Ann"}"#;
     let url = format!("{}/v1/messages", server.base);
@@ -288,7 +372,16 @@ fn readme_walkthrough_with_curl() {
 
     let (code, again) = curl_json(&["-d", message, &url]);
     assert_eq!(code, 202);
-    assert_eq!(again["deliveries"][0]["status"], "dropped", "suppressed after the hard bounce");
-    let (_, list) = curl_json(&[&format!("{}/v1/events?recipient=ann@example.com&kind=dropped", server.base)]);
-    assert_eq!(list["events"][0]["details"]["reason"], "suppressed", "{list}");
+    assert_eq!(
+        again["deliveries"][0]["status"], "dropped",
+        "suppressed after the hard bounce"
+    );
+    let (_, list) = curl_json(&[&format!(
+        "{}/v1/events?recipient=ann@example.com&kind=dropped",
+        server.base
+    )]);
+    assert_eq!(
+        list["events"][0]["details"]["reason"], "suppressed",
+        "{list}"
+    );
 }

@@ -2,12 +2,12 @@
 //! audience management the status model needs now (full management comes in
 //! a later issue).
 
-use super::{Auth, parse_json, read_body, time};
+use super::{Auth, Segment, parse_json, read_body, time};
 use crate::app::AppState;
 use crate::error::{ApiError, ApiResult};
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use posthorn_core::address::EmailAddress;
 use posthorn_store::{ContactInput, ContactRecord, Scope};
@@ -35,7 +35,7 @@ fn contact_json(c: &ContactRecord) -> Value {
 pub async fn get(
     State(state): State<AppState>,
     auth: Auth,
-    Path(address): Path<String>,
+    Segment(address): Segment,
 ) -> ApiResult<Json<Value>> {
     auth.require(Scope::Read)?;
     let address = normalized(&address)?;
@@ -69,7 +69,7 @@ struct ContactPut {
 pub async fn put(
     State(state): State<AppState>,
     auth: Auth,
-    Path(address): Path<String>,
+    Segment(address): Segment,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Json<Value>> {

@@ -38,6 +38,15 @@ pub fn routes() -> Router<AppState> {
             get(contacts::get_settings).patch(contacts::patch_settings),
         )
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this endpoint does not take that method",
+    )
 }
 
 async fn healthz() -> impl IntoResponse {
@@ -53,6 +62,21 @@ async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) ->
 
 async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+}
+
+/// One path segment (an id or an address). A segment that does not decode
+/// (not UTF-8) cannot name anything we have: a JSON 404, like any unknown id.
+pub struct Segment(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for Segment {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Path::<String>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(s)| Segment(s))
+            .map_err(|_| ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such resource"))
+    }
 }
 
 /// The authenticated caller: a live API key and its tenant.
@@ -91,11 +115,13 @@ impl FromRequestParts<AppState> for Auth {
                 "send your API key as `Authorization: Bearer KEY`",
             )
         })?;
+        // The scheme is case-insensitive (RFC 9110 §11.1).
         let token = header
             .to_str()
             .ok()
-            .and_then(|h| h.strip_prefix("Bearer "))
-            .map(str::trim)
+            .and_then(|h| h.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim())
             .ok_or_else(|| {
                 unauthorized(
                     "invalid_api_key",
@@ -165,7 +191,8 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> ApiResult<T> {
         let path = e.path().to_string();
         let inner = e.into_inner();
         let message = inner.to_string();
-        let field = (path != ".").then_some(path);
+        // `.` is the whole body and `?` an unknown position: no field to name.
+        let mut field = (path != "." && path != "?").then_some(path);
         let error = if inner.is_syntax() || inner.is_eof() {
             ApiError::bad_request(
                 "invalid_json",
@@ -173,7 +200,12 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> ApiResult<T> {
             )
         } else if message.starts_with("unknown field") {
             ApiError::bad_request("unknown_field", message)
-        } else if message.starts_with("missing field") {
+        } else if let Some(name) = missing_field_name(&message) {
+            // serde reports a missing field at the object that lacks it.
+            field = Some(match field {
+                Some(parent) => format!("{parent}.{name}"),
+                None => name.to_owned(),
+            });
             ApiError::unprocessable("missing_field", message)
         } else {
             ApiError::bad_request("invalid_field", message)
@@ -187,6 +219,12 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> ApiResult<T> {
         ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {e}"))
     })?;
     Ok(value)
+}
+
+/// The name in serde's "missing field `name` at line 1 column 2".
+fn missing_field_name(message: &str) -> Option<&str> {
+    let rest = message.strip_prefix("missing field `")?;
+    rest.split_once('`').map(|(name, _)| name)
 }
 
 /// Epoch milliseconds as RFC 3339, the way every time appears in answers.

@@ -2,11 +2,11 @@
 //! deliveries, and the event list. Every lookup is scoped to the caller's
 //! tenant; an id of another tenant (or a malformed id) is a plain 404.
 
-use super::{Auth, time};
+use super::{Auth, Segment, time};
 use crate::app::AppState;
 use crate::error::{ApiError, ApiResult};
 use axum::Json;
-use axum::extract::{Path, Query, State, rejection::QueryRejection};
+use axum::extract::{Query, State, rejection::QueryRejection};
 use posthorn_core::status::shown_delivery_status;
 use posthorn_core::{DeliveryId, EventId, EventKind, MessageId};
 use posthorn_store::{DeliveryRecord, EventFilter, EventRecord, Scope};
@@ -76,7 +76,7 @@ fn feed_event_json(e: &EventRecord) -> Value {
 pub async fn delivery(
     State(state): State<AppState>,
     auth: Auth,
-    Path(id): Path<String>,
+    Segment(id): Segment,
 ) -> ApiResult<Json<Value>> {
     auth.require(Scope::Read)?;
     let id = DeliveryId::parse(&id).ok_or_else(|| ApiError::not_found("delivery"))?;
@@ -95,7 +95,7 @@ pub async fn delivery(
 pub async fn message(
     State(state): State<AppState>,
     auth: Auth,
-    Path(id): Path<String>,
+    Segment(id): Segment,
 ) -> ApiResult<Json<Value>> {
     auth.require(Scope::Read)?;
     let id = MessageId::parse(&id).ok_or_else(|| ApiError::not_found("message"))?;
@@ -156,8 +156,8 @@ pub async fn events(
     }
     let mut filter = EventFilter {
         limit,
-        recipient: q.recipient.map(|r| r.trim().to_lowercase()),
-        sender: q.sender.map(|s| s.trim().to_lowercase()),
+        recipient: q.recipient.as_deref().map(normalized_address),
+        sender: q.sender.as_deref().map(normalized_address),
         ..Default::default()
     };
     if let Some(kind) = q.kind {
@@ -187,4 +187,12 @@ pub async fn events(
         "events": events.iter().map(feed_event_json).collect::<Vec<_>>(),
         "next_cursor": next_cursor,
     })))
+}
+
+/// An address as stored (lower-case, IDN domain in punycode); text that is
+/// not an address is only lower-cased and simply matches nothing.
+fn normalized_address(text: &str) -> String {
+    posthorn_core::address::EmailAddress::parse(text.trim())
+        .map(|a| a.normalized())
+        .unwrap_or_else(|_| text.trim().to_lowercase())
 }

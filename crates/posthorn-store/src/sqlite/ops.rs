@@ -303,26 +303,33 @@ pub(crate) fn record_event(
     let Some(mut delivery) = rows::delivery(c, tenant, &e.delivery_id)? else {
         return Ok(RecordOutcome::UnknownDelivery);
     };
-    let existing = match &e.external_id {
-        Some(external) => rows::event_by_external_id(c, tenant, external)?,
-        None => rows::event_by_id(c, tenant, &e.id)?,
-    };
-    if let Some(event) = existing {
-        let delivery = rows::delivery(c, tenant, &event.delivery_id)?.unwrap_or(delivery);
-        return Ok(RecordOutcome::Duplicate { event, delivery });
+    match apply_event(c, rules, &mut delivery, e)? {
+        Some(event) => Ok(RecordOutcome::Recorded { event, delivery }),
+        None => {
+            // Same event id or same external id: the first one stands.
+            let existing = match &e.external_id {
+                Some(external) => rows::event_by_external_id(c, tenant, external)?,
+                None => rows::event_by_id(c, tenant, &e.id)?,
+            };
+            let event =
+                existing.ok_or_else(|| StoreError::Backend("duplicate event vanished".into()))?;
+            let delivery = rows::delivery(c, tenant, &event.delivery_id)?.unwrap_or(delivery);
+            Ok(RecordOutcome::Duplicate { event, delivery })
+        }
     }
-    let event = apply_event(c, rules, &mut delivery, e)?;
-    Ok(RecordOutcome::Recorded { event, delivery })
 }
 
 /// The heart of the store: inserts the event, folds it into the delivery's
 /// status columns, and applies its effects on the contact and suppressions.
+/// Returns `None`, changing nothing, when an event with the same id or
+/// external id exists (the unique indexes decide, so the common case costs
+/// no extra lookup).
 fn apply_event(
     c: &Connection,
     rules: &StoreRules,
     delivery: &mut DeliveryRecord,
     e: &NewEvent,
-) -> StoreResult<EventRecord> {
+) -> StoreResult<Option<EventRecord>> {
     let mut state = state_of(delivery);
     let fold = state.apply(&FoldInput {
         id: &e.id,
@@ -346,11 +353,11 @@ fn apply_event(
         }),
         outside_window: fold.outside_window,
     };
-    prepare(
+    let inserted = prepare(
         c,
         "INSERT INTO events (id, tenant_id, delivery_id, message_id, recipient, sender, kind, occurred_at, \
          recorded_at, source, details, external_id, anomaly, outside_window) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) ON CONFLICT DO NOTHING",
     )?
     .execute(params![
         record.id.as_str(),
@@ -368,6 +375,9 @@ fn apply_event(
         record.anomaly,
         record.outside_window
     ])?;
+    if inserted == 0 {
+        return Ok(None);
+    }
 
     if state != state_of(delivery) {
         set_state(delivery, &state);
@@ -379,7 +389,7 @@ fn apply_event(
     if !signals.is_empty() {
         apply_contact_signals(c, rules, delivery, &record, &signals)?;
     }
-    Ok(record)
+    Ok(Some(record))
 }
 
 fn apply_contact_signals(

@@ -100,13 +100,19 @@ fn commit_batch(
         tracing::error!(error = %e, "could not begin a write transaction");
         return (Err(StoreError::from(e)), completions);
     }
+    // Cached statements: these run twice per write, parsing them each time
+    // would be measurable.
+    let run = |sql: &str| {
+        conn.prepare_cached(sql)
+            .and_then(|mut s| s.execute([]).map(|_| ()))
+    };
     for job in jobs {
-        let savepoint = conn.execute_batch("SAVEPOINT job");
+        let savepoint = run("SAVEPOINT job");
         let (ok, complete) = job(conn);
         let end = if ok && savepoint.is_ok() {
-            conn.execute_batch("RELEASE job")
+            run("RELEASE job")
         } else {
-            conn.execute_batch("ROLLBACK TO job; RELEASE job")
+            run("ROLLBACK TO job").and_then(|()| run("RELEASE job"))
         };
         if let Err(e) = end {
             tracing::error!(error = %e, "closing a savepoint failed");
