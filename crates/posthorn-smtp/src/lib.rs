@@ -1,0 +1,18 @@
+//! Posthorn's SMTP: the delivery client, generic over its stream, with
+//! replies parsed by smtp-proto. Later issues add the submission server and
+//! the inbound MX here.
+//!
+//! This crate speaks the protocol and reports exactly what the remote server
+//! said (code, enhanced code, whole text), per recipient. It does not decide
+//! what a reply means for a delivery (that is `posthorn-bounce` and
+//! `posthorn-core`), and it does no DNS of its own.
+
+pub mod client;
+pub mod reply;
+pub mod tls;
+
+pub use client::{
+    ClientError, Envelope, Extensions, Phase, RecipientResult, SmtpClient, Timeouts,
+    TransactionResult,
+};
+pub use reply::Reply;

@@ -1,0 +1,153 @@
+//! An SMTP reply as the remote server sent it, and reading one from a stream.
+
+use smtp_proto::response::parser::ResponseReceiver;
+use std::fmt;
+
+/// One reply: the code, the enhanced status code if the server gave one
+/// (RFC 3463), and the whole text (all lines, joined by `\n`, without codes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub code: u16,
+    pub enhanced: Option<String>,
+    pub text: String,
+}
+
+impl Reply {
+    pub fn is_positive(&self) -> bool {
+        (200..400).contains(&self.code)
+    }
+    /// 4xx: try again later.
+    pub fn is_transient(&self) -> bool {
+        (400..500).contains(&self.code)
+    }
+    /// 5xx: do not try again with the same input.
+    pub fn is_permanent(&self) -> bool {
+        self.code >= 500
+    }
+
+    /// The reply as one line, the way people quote it:
+    /// `550 5.1.1 <bob@example.com>: user unknown`.
+    pub fn line(&self) -> String {
+        let text = self.text.replace('\n', " ");
+        match &self.enhanced {
+            Some(e) => format!("{} {e} {text}", self.code),
+            None => format!("{} {text}", self.code),
+        }
+    }
+
+    /// A reply we make up for a failure that has no remote reply (a timeout,
+    /// a dropped connection), so that events always carry a readable line.
+    pub fn local(code: u16, enhanced: &str, text: impl Into<String>) -> Self {
+        Self {
+            code,
+            enhanced: Some(enhanced.to_owned()),
+            text: text.into(),
+        }
+    }
+}
+
+impl fmt::Display for Reply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.line())
+    }
+}
+
+/// Bytes read from the peer and not yet consumed, and the reply parser.
+#[derive(Default)]
+pub(crate) struct ReplyReader {
+    buf: Vec<u8>,
+}
+
+/// What became of an attempt to take one reply from the buffer.
+pub(crate) enum Parsed {
+    Reply(Reply),
+    NeedMore,
+    /// The peer sent something that is not an SMTP reply.
+    Garbage(String),
+}
+
+impl ReplyReader {
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// Takes one complete reply from the buffer, if there is one.
+    pub fn take(&mut self) -> Parsed {
+        if !self.buf.contains(&b'\n') {
+            return if self.buf.len() > smtp_proto::response::parser::MAX_RESPONSE_LENGTH {
+                Parsed::Garbage("a reply line longer than 4096 bytes".into())
+            } else {
+                Parsed::NeedMore
+            };
+        }
+        let mut receiver = ResponseReceiver::default();
+        let mut iter = self.buf.iter();
+        match receiver.parse(&mut iter) {
+            Ok(response) => {
+                let consumed = self.buf.len() - iter.as_slice().len();
+                self.buf.drain(..consumed);
+                let enhanced = (response.esc[0] > 0).then(|| {
+                    format!(
+                        "{}.{}.{}",
+                        response.esc[0], response.esc[1], response.esc[2]
+                    )
+                });
+                Parsed::Reply(Reply {
+                    code: response.code,
+                    enhanced,
+                    text: response.message.trim_end().to_owned(),
+                })
+            }
+            Err(smtp_proto::Error::NeedsMoreData { .. }) => Parsed::NeedMore,
+            Err(e) => {
+                let line =
+                    String::from_utf8_lossy(&self.buf[..self.buf.len().min(200)]).into_owned();
+                Parsed::Garbage(format!("{e:?} in {line:?}"))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_all(input: &[u8]) -> Vec<Reply> {
+        let mut r = ReplyReader::default();
+        r.push(input);
+        let mut out = Vec::new();
+        while let Parsed::Reply(reply) = r.take() {
+            out.push(reply);
+        }
+        out
+    }
+
+    #[test]
+    fn single_multi_line_and_pipelined_replies() {
+        let replies = parse_all(b"250 2.1.0 Ok\r\n550-5.1.1 The email account does not exist.\r\n550 5.1.1 Please try again.\r\n451 Try later\r\n");
+        assert_eq!(replies.len(), 3);
+        assert_eq!(replies[0].code, 250);
+        assert_eq!(replies[0].enhanced.as_deref(), Some("2.1.0"));
+        assert_eq!(replies[1].code, 550);
+        assert_eq!(replies[1].enhanced.as_deref(), Some("5.1.1"));
+        assert!(
+            replies[1].text.contains("does not exist") && replies[1].text.contains("try again")
+        );
+        assert_eq!(replies[2].enhanced, None);
+        assert_eq!(replies[2].text, "Try later");
+        assert!(replies[1].is_permanent() && replies[2].is_transient() && replies[0].is_positive());
+        assert_eq!(replies[2].line(), "451 Try later");
+    }
+
+    #[test]
+    fn partial_replies_wait_for_more_and_garbage_is_reported() {
+        let mut r = ReplyReader::default();
+        r.push(b"250-first\r\n250 sec");
+        assert!(matches!(r.take(), Parsed::NeedMore));
+        r.push(b"ond\r\n");
+        assert!(matches!(r.take(), Parsed::Reply(reply) if reply.text == "first\nsecond"));
+        let mut g = ReplyReader::default();
+        g.push(b"HTTP/1.1 400 Bad Request\r\n");
+        assert!(matches!(g.take(), Parsed::Garbage(_)));
+    }
+}

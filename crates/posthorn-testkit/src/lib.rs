@@ -1,0 +1,104 @@
+//! Test support: finding the real programs tests talk to (Postfix's
+//! `smtp-sink`, `swaks`, Python with aiosmtpd, curl, ...), free loopback
+//! ports, and waiting for a peer on a deadline instead of a fixed sleep.
+//!
+//! A test whose peer is missing is skipped with a loud message, except when
+//! `POSTHORN_REQUIRE_PEERS=1` (as `.ci/run` sets it): then it fails.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+/// Whether missing peers must fail the test run instead of skipping.
+pub fn peers_required() -> bool {
+    std::env::var("POSTHORN_REQUIRE_PEERS").as_deref() == Ok("1")
+}
+
+/// The path of `program` on `PATH` (or in the usual sbin directories, where
+/// Debian puts Postfix's tools). `None`, after saying so loudly, when it is
+/// not installed and peers are not required; a panic when they are.
+pub fn peer(program: &str) -> Option<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    dirs.extend(["/usr/sbin", "/usr/local/sbin", "/sbin"].map(PathBuf::from));
+    let found = dirs
+        .into_iter()
+        .map(|d| d.join(program))
+        .find(|p| p.is_file());
+    if found.is_none() {
+        missing(program);
+    }
+    found
+}
+
+/// Whether Python 3 can import `module` (e.g. `aiosmtpd`); same rules as
+/// [`peer`].
+pub fn python_module(module: &str) -> Option<PathBuf> {
+    let python = peer("python3")?;
+    let ok = Command::new(&python)
+        .args(["-c", &format!("import {module}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if ok {
+        Some(python)
+    } else {
+        missing(&format!("python3 module {module}"));
+        None
+    }
+}
+
+fn missing(what: &str) {
+    assert!(
+        !peers_required(),
+        "{what} is required (POSTHORN_REQUIRE_PEERS=1) but not installed; ./scripts/test installs it"
+    );
+    eprintln!("SKIPPED: {what} is not installed; run ./scripts/test (as root) to install it");
+}
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// Waits until something accepts connections on `addr`, up to `limit`.
+pub fn wait_for_port(addr: SocketAddr, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "nothing listens on {addr} after {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Polls `check` until it returns `Some`, up to `limit`.
+pub fn eventually<T>(limit: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "condition not met within {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A child process killed (and reaped) when dropped, so a failing test never
+/// leaves a peer running.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
