@@ -32,6 +32,48 @@ pub struct Config {
     pub streams: BTreeMap<String, StreamConfig>,
     /// Storage tuning.
     pub store: StoreConfig,
+    /// Outgoing delivery over SMTP.
+    pub delivery: DeliveryConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeliveryConfig {
+    /// Run the delivery workers (default on).
+    pub enabled: bool,
+    /// The name we greet servers with (EHLO); default: this machine's name.
+    pub helo_name: Option<String>,
+    /// Domain of the VERP return path `bounces+TOKEN@DOMAIN`; default: the
+    /// sender's own domain.
+    pub return_path_domain: Option<String>,
+    /// Connections open at once to one destination domain (default 10, a
+    /// level large mailbox providers accept from a new sender).
+    pub max_connections_per_domain: usize,
+    /// Messages sent over one connection before it is closed (default 100).
+    pub max_messages_per_connection: usize,
+    /// Deliveries taken from the queue at a time (default 256).
+    pub claim_batch: u32,
+    /// How long an attempt may hold its queue entry before another worker may
+    /// take it (default `15m`, above the longest SMTP timeout).
+    pub lease: HumanDuration,
+    /// Mail for these domains goes to the given `host:port` instead of the
+    /// domain's MX (`--route DOMAIN=HOST:PORT` adds to it).
+    pub routes: BTreeMap<String, String>,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            helo_name: None,
+            return_path_domain: None,
+            max_connections_per_domain: 10,
+            max_messages_per_connection: 100,
+            claim_batch: 256,
+            lease: HumanDuration(15 * MINUTE),
+            routes: BTreeMap::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -2,6 +2,9 @@
 //! HTTP listener.
 
 use crate::api;
+use crate::delivery::DeliveryService;
+use crate::delivery::dns::Resolver;
+use crate::delivery::verp::VerpSigner;
 use crate::keys;
 use crate::metrics::Metrics;
 use axum::Router;
@@ -22,6 +25,9 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub clock: Arc<dyn Clock>,
     pub metrics: Arc<Metrics>,
+    /// Poked after each accepted submission so the delivery workers look at
+    /// the queue at once instead of at their next poll.
+    pub delivery_wake: Arc<tokio::sync::Notify>,
 }
 
 impl AppState {
@@ -32,6 +38,8 @@ impl AppState {
 
 /// The name of the file the first admin key is written to.
 pub const INITIAL_KEY_FILE: &str = "initial-admin-key";
+/// The server secret (signs VERP tokens and, later, tracking links).
+pub const SECRET_FILE: &str = "secret.key";
 
 /// What happened on start-up that the operator must see.
 #[derive(Debug)]
@@ -47,6 +55,20 @@ pub enum Bootstrap {
 /// A ready application: state plus router.
 pub struct App {
     pub state: AppState,
+    pub verp: VerpSigner,
+}
+
+/// Running delivery workers; [`DeliveryHandle::stop`] ends them.
+pub struct DeliveryHandle {
+    stop: Arc<tokio::sync::Notify>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl DeliveryHandle {
+    pub async fn stop(self) {
+        self.stop.notify_one();
+        let _ = self.task.await;
+    }
 }
 
 impl App {
@@ -57,22 +79,46 @@ impl App {
             &config.store,
             StoreRules::from_config(&config),
         )?;
-        Ok(Self::with_store(
-            config,
-            Arc::new(store),
-            Arc::new(SystemClock),
-        ))
+        Self::with_store(config, Arc::new(store), Arc::new(SystemClock))
     }
 
-    pub fn with_store(config: Config, store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Self {
-        Self {
+    /// An application on a given store; the server secret is read from (or
+    /// created in) the configured data directory.
+    pub fn with_store(
+        config: Config,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow_like::Result<Self> {
+        let secret = load_or_create_secret(&config.server.data_dir)?;
+        Ok(Self {
             state: AppState {
                 store,
                 config: Arc::new(config),
                 clock,
                 metrics: Arc::new(Metrics::default()),
+                delivery_wake: Arc::new(tokio::sync::Notify::new()),
             },
-        }
+            verp: VerpSigner::new(&secret),
+        })
+    }
+
+    /// Starts the delivery workers with `resolver` for MX lookups.
+    pub fn start_delivery(
+        &self,
+        resolver: Arc<dyn Resolver>,
+        timeouts: posthorn_smtp::Timeouts,
+    ) -> Result<DeliveryHandle, String> {
+        let service = DeliveryService::new(
+            self.state.clone(),
+            self.verp.clone(),
+            resolver,
+            crate::delivery::classify_reply,
+            self.state.delivery_wake.clone(),
+        )?
+        .with_timeouts(timeouts);
+        let stop = Arc::new(tokio::sync::Notify::new());
+        let task = tokio::spawn(Arc::new(service).run(stop.clone()));
+        Ok(DeliveryHandle { stop, task })
     }
 
     /// On the first start (no tenant yet), creates tenant `default` and an
@@ -138,6 +184,24 @@ async fn count_requests(State(state): State<AppState>, request: Request, next: N
         .metrics
         .count_request(&route, response.status().as_u16());
     response
+}
+
+/// The 32-byte server secret, created (readable only by its owner) on the
+/// first start.
+fn load_or_create_secret(data_dir: &std::path::Path) -> std::io::Result<Vec<u8>> {
+    let path = data_dir.join(SECRET_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => hex::decode(text.trim())
+            .map_err(|e| std::io::Error::other(format!("{}: {e}", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(data_dir)?;
+            let mut secret = vec![0u8; 32];
+            rand::RngCore::fill_bytes(&mut rand::rng(), &mut secret);
+            write_private_file(&path, &format!("{}\n", hex::encode(&secret)))?;
+            Ok(secret)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Writes a file only its owner can read (the key must not leak to other

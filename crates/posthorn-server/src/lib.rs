@@ -10,6 +10,7 @@
 pub mod api;
 pub mod app;
 pub mod config;
+pub mod delivery;
 pub mod error;
 pub mod keys;
 pub mod metrics;

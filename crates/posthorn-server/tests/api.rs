@@ -79,7 +79,7 @@ async fn start_with(configure: impl FnOnce(&mut Config)) -> Server {
         )
         .expect("open store"),
     );
-    let app = App::with_store(config, store.clone(), Arc::new(SystemClock));
+    let app = App::with_store(config, store.clone(), Arc::new(SystemClock)).expect("app");
     let admin = match app.bootstrap().await.expect("bootstrap") {
         Bootstrap::Created { key, key_file } => {
             assert_eq!(

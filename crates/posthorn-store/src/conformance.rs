@@ -33,7 +33,8 @@ macro_rules! conformance_tests {
             complaint_marks_contact_and_records_cause, soft_bounces_turn_hard,
             unsubscribe_from_one_stream, external_id_deduplicates, tenant_isolation,
             event_listing_filters_and_pages, confirmation_required_streams, event_after_dropped_is_anomaly,
-            events_outside_window_do_not_change_status, concurrent_writes_all_commit);
+            events_outside_window_do_not_change_status, concurrent_writes_all_commit,
+            queue_claims_leases_and_finishes);
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
         $(
@@ -61,6 +62,8 @@ pub fn message(tenant: &TenantId, to: &[&str]) -> NewMessage {
         tenant_id: tenant.clone(),
         from_header: "News <news@sender.example>".into(),
         from_address: "news@sender.example".into(),
+        to_header: Some(to.join(", ")),
+        cc_header: None,
         reply_to: None,
         subject: "Hello".into(),
         text: Some("Hello there".into()),
@@ -851,4 +854,94 @@ pub async fn concurrent_writes_all_commit(store: &dyn Store) {
     let after = store.stats();
     assert_eq!(after.events - before.events, 200);
     assert!(after.batches - before.batches <= 200);
+}
+
+pub async fn queue_claims_leases_and_finishes(store: &dyn Store) {
+    let t = tenant(store, "acme").await;
+    let r = accept(
+        store,
+        message(&t, &["a@example.com", "b@example.com", "c@example.com"]),
+    )
+    .await;
+    let mut later = message(&t, &["d@example.com"]);
+    later.send_at = Some(T0 + 60_000);
+    accept(store, later).await;
+
+    let claimed = store.claim_due(T0, 10, T0 + 600_000).await.unwrap();
+    assert_eq!(claimed.len(), 3, "the scheduled one is not due yet");
+    assert!(claimed.iter().all(|c| c.attempt == 1));
+    assert_eq!(
+        claimed[0].message.to_header.as_deref(),
+        Some("a@example.com, b@example.com, c@example.com")
+    );
+    assert!(
+        one_message_row(&claimed),
+        "one message row shared by its deliveries"
+    );
+    assert!(
+        store
+            .claim_due(T0 + 1, 10, T0 + 600_000)
+            .await
+            .unwrap()
+            .is_empty(),
+        "leased entries are not claimed twice"
+    );
+
+    // a: delivered, leaves the queue; b: deferred, due again later.
+    let delivered_event = |id: &DeliveryId| NewEvent {
+        id: EventId::generate(),
+        delivery_id: id.clone(),
+        occurred_at: T0 + 2,
+        recorded_at: T0 + 2,
+        source: EventSource::Delivery,
+        details: delivered(),
+        external_id: None,
+    };
+    let (a, b) = (&r.deliveries[0].id, &r.deliveries[1].id);
+    store
+        .finish_attempt(&t, vec![delivered_event(a)], a, QueueNext::Remove)
+        .await
+        .unwrap();
+    let deferred = NewEvent {
+        details: EventDetails::Deferred(Deferred {
+            attempt: 1,
+            next_retry_at: Some(T0 + 60_000),
+            ..Default::default()
+        }),
+        ..delivered_event(b)
+    };
+    store
+        .finish_attempt(&t, vec![deferred], b, QueueNext::RetryAt(T0 + 60_000))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.delivery(&t, a).await.unwrap().unwrap().status(),
+        "delivered"
+    );
+    assert_eq!(
+        store.delivery(&t, b).await.unwrap().unwrap().status(),
+        "deferred"
+    );
+    assert_eq!(store.queue_len(&t).await.unwrap(), 3);
+
+    // c's worker died: after the leases are released it is due at once.
+    assert_eq!(store.release_leases().await.unwrap(), 1);
+    let again = store.claim_due(T0 + 3, 10, T0 + 600_000).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].delivery.id, r.deliveries[2].id);
+    assert_eq!(again[0].attempt, 2, "the interrupted attempt counts");
+    // At b's retry time, b and the scheduled message are due.
+    let due = store
+        .claim_due(T0 + 60_000, 10, T0 + 900_000)
+        .await
+        .unwrap();
+    let mut recipients: Vec<&str> = due.iter().map(|c| c.delivery.recipient.as_str()).collect();
+    recipients.sort();
+    assert_eq!(recipients, vec!["b@example.com", "d@example.com"]);
+}
+
+fn one_message_row(claimed: &[ClaimedDelivery]) -> bool {
+    claimed
+        .windows(2)
+        .all(|w| std::sync::Arc::ptr_eq(&w[0].message, &w[1].message))
 }

@@ -133,6 +133,29 @@ pub trait Store: Send + Sync + 'static {
     /// Number of entries in the send queue of a tenant.
     async fn queue_len(&self, tenant: &TenantId) -> StoreResult<u64>;
 
+    // --- the send queue (all tenants: the delivery workers' view) ---
+    /// Forgets every lease (at start-up: a previous run that died holds none
+    /// any more), so its deliveries are attempted again at once.
+    async fn release_leases(&self) -> StoreResult<u64>;
+    /// Takes up to `limit` entries due at `now` whose lease is free, leases
+    /// them until `lease_until` and counts the attempt.
+    async fn claim_due(
+        &self,
+        now: Millis,
+        limit: u32,
+        lease_until: Millis,
+    ) -> StoreResult<Vec<ClaimedDelivery>>;
+    /// Records an attempt's outcome events and moves its queue entry, in one
+    /// transaction: a delivery with a verdict leaves the queue together with
+    /// the event that says so, so it is never sent again.
+    async fn finish_attempt(
+        &self,
+        tenant: &TenantId,
+        events: Vec<NewEvent>,
+        delivery: &DeliveryId,
+        next: QueueNext,
+    ) -> StoreResult<()>;
+
     /// Counters about the store itself, for `/metrics`.
     fn stats(&self) -> StoreStats;
 }

@@ -139,6 +139,9 @@ pub struct NewMessage {
     pub tenant_id: TenantId,
     pub from_header: String,
     pub from_address: String,
+    /// The To and Cc headers as submitted (never Bcc).
+    pub to_header: Option<String>,
+    pub cc_header: Option<String>,
     pub reply_to: Option<String>,
     pub subject: String,
     pub text: Option<String>,
@@ -283,6 +286,8 @@ pub struct MessageRecord {
     pub tenant_id: TenantId,
     pub from_header: String,
     pub from_address: String,
+    pub to_header: Option<String>,
+    pub cc_header: Option<String>,
     pub reply_to: Option<String>,
     pub subject: String,
     pub text: Option<String>,
@@ -344,4 +349,22 @@ pub struct StoreStats {
     pub writes: u64,
     /// Events recorded.
     pub events: u64,
+}
+
+/// A delivery taken from the send queue for an attempt, with its message.
+#[derive(Debug, Clone)]
+pub struct ClaimedDelivery {
+    pub delivery: DeliveryRecord,
+    pub message: std::sync::Arc<MessageRecord>,
+    /// This attempt's number (1 for the first).
+    pub attempt: u32,
+}
+
+/// What happens to a queue entry after an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueNext {
+    /// A verdict was reached (or the lifetime ended): leave the queue.
+    Remove,
+    /// Try again at this time.
+    RetryAt(Millis),
 }

@@ -50,6 +50,13 @@ struct ServeArgs {
     /// Base URL of links put into mail [default: http:// + the HTTP address].
     #[arg(long, env = "POSTHORN_PUBLIC_URL")]
     public_url: Option<String>,
+    /// Send mail for DOMAIN to HOST:PORT instead of its MX (repeatable).
+    #[arg(long = "route", value_name = "DOMAIN=HOST:PORT")]
+    routes: Vec<String>,
+    /// Answer DNS from this zone file instead of the system resolver (for
+    /// tests and demos; lines like `example.com. MX 10 mx.example.com.`).
+    #[arg(long, value_name = "FILE")]
+    dns_zone: Option<PathBuf>,
 }
 
 fn main() -> Result<()> {
@@ -89,6 +96,15 @@ fn load_config(args: &ServeArgs) -> Result<posthorn_core::config::Config> {
     if let Some(url) = &args.public_url {
         config.server.public_url = Some(url.clone());
     }
+    for route in &args.routes {
+        let (domain, target) = route
+            .split_once('=')
+            .with_context(|| format!("--route `{route}` is not DOMAIN=HOST:PORT"))?;
+        config
+            .delivery
+            .routes
+            .insert(domain.to_ascii_lowercase(), target.to_owned());
+    }
     Ok(config)
 }
 
@@ -116,12 +132,38 @@ async fn serve(args: ServeArgs) -> Result<()> {
             key_file.display()
         );
     }
+    let delivery = if app.state.config.delivery.enabled {
+        let resolver: std::sync::Arc<dyn posthorn_server::delivery::dns::Resolver> =
+            match &args.dns_zone {
+                Some(path) => {
+                    let text = std::fs::read_to_string(path)
+                        .with_context(|| format!("reading {}", path.display()))?;
+                    std::sync::Arc::new(
+                        posthorn_server::delivery::dns::ZoneResolver::from_zone(&text)
+                            .map_err(anyhow::Error::msg)?,
+                    )
+                }
+                None => std::sync::Arc::new(
+                    posthorn_server::delivery::dns::SystemResolver::new()
+                        .map_err(anyhow::Error::msg)?,
+                ),
+            };
+        Some(
+            app.start_delivery(resolver, posthorn_smtp::Timeouts::default())
+                .map_err(anyhow::Error::msg)?,
+        )
+    } else {
+        None
+    };
     let listener = tokio::net::TcpListener::bind(http)
         .await
         .with_context(|| format!("listening on {http}"))?;
     tracing::info!(%http, %public_url, data_dir = %data_dir.display(), "posthorn is ready");
     println!("Posthorn is listening on http://{}", listener.local_addr()?);
     app.serve(listener, shutdown_signal()).await?;
+    if let Some(delivery) = delivery {
+        delivery.stop().await;
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -23,6 +23,9 @@ impl Server {
             .arg(data_dir)
             .args(extra)
             .env("POSTHORN_LOG", "warn")
+            // These tests are about the API and keys: no delivery attempts
+            // (and so no DNS) behind their backs.
+            .env("POSTHORN_DELIVERY__ENABLED", "false")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

@@ -135,6 +135,7 @@ pub async fn submit(
         }
     };
     if !replayed {
+        state.delivery_wake.notify_one();
         state
             .metrics
             .count_accepted(receipt.deliveries.iter().map(|d| d.status.clone()));
@@ -197,6 +198,8 @@ fn validate(
         .transpose()?;
 
     let mut recipients = Vec::new();
+    // The visible headers of every copy: To and Cc as given (Bcc never shows).
+    let (mut to_header, mut cc_header) = (Vec::new(), Vec::new());
     for (kind, list) in [
         (RecipientKind::To, s.to),
         (RecipientKind::Cc, s.cc),
@@ -206,8 +209,18 @@ fn validate(
             let field = format!("{}[{i}]", kind.as_str());
             let mailbox = Mailbox::parse(raw).map_err(|e| address_error(field, e))?;
             recipients.push(recipient(kind, &mailbox.address));
+            let shown =
+                serde_json::json!({"name": mailbox.name, "address": mailbox.address.to_string()});
+            match kind {
+                RecipientKind::To => to_header.push(shown),
+                RecipientKind::Cc => cc_header.push(shown),
+                RecipientKind::Bcc => {}
+            }
         }
     }
+    let header_list = |list: Vec<serde_json::Value>| {
+        (!list.is_empty()).then(|| serde_json::Value::Array(list).to_string())
+    };
     if recipients.is_empty() {
         return Err(ApiError::unprocessable(
             "missing_recipients",
@@ -319,6 +332,8 @@ fn validate(
         tenant_id: auth.tenant.id.clone(),
         from_header: s.from.trim().to_owned(),
         from_address: from.address.normalized(),
+        to_header: header_list(to_header),
+        cc_header: header_list(cc_header),
         reply_to: reply_to.map(|_| s.reply_to.unwrap_or_default().trim().to_owned()),
         subject: s.subject,
         text: s.text,

@@ -21,7 +21,10 @@ use std::sync::{Arc, Mutex};
 use writer::Writer;
 
 /// Migrations in order; the version is the position (1-based).
-const MIGRATIONS: &[&str] = &[include_str!("../../migrations/sqlite/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/sqlite/0001_init.sql"),
+    include_str!("../../migrations/sqlite/0002_delivery.sql"),
+];
 
 /// The file name of the database inside the data directory.
 pub const DATABASE_FILE: &str = "posthorn.db";
@@ -362,6 +365,47 @@ impl Store for SqliteStore {
             )? as u64)
         })
         .await
+    }
+
+    async fn release_leases(&self) -> StoreResult<u64> {
+        self.writer
+            .write(|c| {
+                Ok(c.execute(
+                    "UPDATE send_queue SET lease_until = NULL WHERE lease_until IS NOT NULL",
+                    [],
+                )? as u64)
+            })
+            .await
+    }
+
+    async fn claim_due(
+        &self,
+        now: Millis,
+        limit: u32,
+        lease_until: Millis,
+    ) -> StoreResult<Vec<ClaimedDelivery>> {
+        self.writer
+            .write(move |c| ops::claim_due(c, now, limit, lease_until))
+            .await
+    }
+
+    async fn finish_attempt(
+        &self,
+        tenant: &TenantId,
+        events: Vec<NewEvent>,
+        delivery: &DeliveryId,
+        next: QueueNext,
+    ) -> StoreResult<()> {
+        let rules = self.rules;
+        let (tenant, delivery) = (tenant.clone(), delivery.clone());
+        let counter = self.events_recorded.clone();
+        self.writer
+            .write(move |c| {
+                ops::finish_attempt(c, &rules, &tenant, &events, &delivery, next)?;
+                counter.fetch_add(events.len() as u64, Ordering::Relaxed);
+                Ok(())
+            })
+            .await
     }
 
     fn stats(&self) -> StoreStats {

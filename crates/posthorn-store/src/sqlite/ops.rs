@@ -123,8 +123,8 @@ fn insert_message(c: &Connection, m: &NewMessage) -> StoreResult<()> {
         c,
         "INSERT INTO messages (id, tenant_id, from_header, from_address, reply_to, subject, text_body, html_body, \
          headers, tags, metadata, stream, campaign, test, send_at, expires_at, tracking_opens, tracking_clicks, \
-         size, source, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)",
+         size, source, created_at, to_header, cc_header) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23)",
     )?
     .execute(params![
         m.id.as_str(),
@@ -147,7 +147,9 @@ fn insert_message(c: &Connection, m: &NewMessage) -> StoreResult<()> {
         m.tracking_clicks,
         m.size as i64,
         m.source.as_str(),
-        m.accepted_at
+        m.accepted_at,
+        m.to_header,
+        m.cc_header
     ])?;
     Ok(())
 }
@@ -616,5 +618,90 @@ fn save_status(c: &Connection, d: &DeliveryRecord) -> StoreResult<()> {
         d.updated_at,
         d.id.as_str()
     ])?;
+    Ok(())
+}
+
+/// Takes due, unleased queue entries, leases them and counts the attempt.
+pub(crate) fn claim_due(
+    c: &Connection,
+    now: Millis,
+    limit: u32,
+    lease_until: Millis,
+) -> StoreResult<Vec<ClaimedDelivery>> {
+    let mut stmt = prepare(
+        c,
+        "SELECT delivery_id, tenant_id, attempts FROM send_queue \
+         WHERE due_at <= $1 AND (lease_until IS NULL OR lease_until < $1) ORDER BY due_at LIMIT $2",
+    )?;
+    let due: Vec<(String, String, u32)> = stmt
+        .query_map(params![now, limit], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?
+        .collect::<Result<_, _>>()?;
+    drop(stmt);
+    let mut messages: std::collections::HashMap<String, std::sync::Arc<MessageRecord>> =
+        Default::default();
+    let mut claimed = Vec::with_capacity(due.len());
+    for (delivery_id, tenant_id, attempts) in due {
+        prepare(
+            c,
+            "UPDATE send_queue SET lease_until = $1, attempts = attempts + 1 WHERE delivery_id = $2",
+        )?
+        .execute(params![lease_until, delivery_id])?;
+        let tenant = TenantId::from_stored(tenant_id);
+        let id = posthorn_core::DeliveryId::from_stored(delivery_id);
+        let Some(delivery) = rows::delivery(c, &tenant, &id)? else {
+            continue;
+        };
+        let message = match messages.get(delivery.message_id.as_str()) {
+            Some(m) => m.clone(),
+            None => {
+                let Some(m) = rows::message(c, &tenant, &delivery.message_id)? else {
+                    continue;
+                };
+                let m = std::sync::Arc::new(m);
+                messages.insert(delivery.message_id.to_string(), m.clone());
+                m
+            }
+        };
+        claimed.push(ClaimedDelivery {
+            delivery,
+            message,
+            attempt: attempts + 1,
+        });
+    }
+    Ok(claimed)
+}
+
+/// Records an attempt's events and moves the queue entry, atomically.
+pub(crate) fn finish_attempt(
+    c: &Connection,
+    rules: &StoreRules,
+    tenant: &TenantId,
+    events: &[NewEvent],
+    delivery_id: &posthorn_core::DeliveryId,
+    next: QueueNext,
+) -> StoreResult<()> {
+    let Some(mut delivery) = rows::delivery(c, tenant, delivery_id)? else {
+        return Err(StoreError::Backend(format!(
+            "no delivery {delivery_id} to finish"
+        )));
+    };
+    for event in events {
+        apply_event(c, rules, &mut delivery, event)?;
+    }
+    match next {
+        QueueNext::Remove => {
+            prepare(c, "DELETE FROM send_queue WHERE delivery_id = $1")?
+                .execute([delivery_id.as_str()])?;
+        }
+        QueueNext::RetryAt(at) => {
+            prepare(
+                c,
+                "UPDATE send_queue SET due_at = $1, lease_until = NULL WHERE delivery_id = $2",
+            )?
+            .execute(params![at, delivery_id.as_str()])?;
+        }
+    }
     Ok(())
 }

@@ -158,42 +158,47 @@ pub(crate) fn deliveries_of_message(
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+const MESSAGE_COLUMNS: &str = "id, tenant_id, from_header, from_address, reply_to, subject, text_body, html_body, \
+     headers, tags, metadata, stream, campaign, test, send_at, expires_at, tracking_opens, tracking_clicks, size, \
+     source, created_at, to_header, cc_header";
+
+fn message_row(r: &Row<'_>) -> rusqlite::Result<MessageRecord> {
+    Ok(MessageRecord {
+        id: MessageId::from_stored(r.get(0)?),
+        tenant_id: TenantId::from_stored(r.get(1)?),
+        from_header: r.get(2)?,
+        from_address: r.get(3)?,
+        reply_to: r.get(4)?,
+        subject: r.get(5)?,
+        text: r.get(6)?,
+        html: r.get(7)?,
+        headers: json(r.get(8)?),
+        tags: serde_json::from_str(&r.get::<_, String>(9)?).unwrap_or_default(),
+        metadata: json(r.get(10)?),
+        stream: r.get(11)?,
+        campaign: r.get(12)?,
+        test: r.get(13)?,
+        send_at: r.get(14)?,
+        expires_at: r.get(15)?,
+        tracking_opens: r.get(16)?,
+        tracking_clicks: r.get(17)?,
+        size: r.get::<_, i64>(18)? as u64,
+        source: r.get::<_, String>(19)?.parse().unwrap_or(EventSource::Api),
+        created_at: r.get(20)?,
+        to_header: r.get(21)?,
+        cc_header: r.get(22)?,
+    })
+}
+
 pub(crate) fn message(
     c: &Connection,
     tenant: &TenantId,
     id: &MessageId,
 ) -> StoreResult<Option<MessageRecord>> {
-    let sql = "SELECT id, tenant_id, from_header, from_address, reply_to, subject, text_body, html_body, headers, \
-               tags, metadata, stream, campaign, test, send_at, expires_at, tracking_opens, tracking_clicks, size, \
-               source, created_at FROM messages WHERE id = $1 AND tenant_id = $2";
-    let row = prepare(c, sql)?
-        .query_row([id.as_str(), tenant.as_str()], |r| {
-            Ok(MessageRecord {
-                id: MessageId::from_stored(r.get(0)?),
-                tenant_id: TenantId::from_stored(r.get(1)?),
-                from_header: r.get(2)?,
-                from_address: r.get(3)?,
-                reply_to: r.get(4)?,
-                subject: r.get(5)?,
-                text: r.get(6)?,
-                html: r.get(7)?,
-                headers: json(r.get(8)?),
-                tags: serde_json::from_str(&r.get::<_, String>(9)?).unwrap_or_default(),
-                metadata: json(r.get(10)?),
-                stream: r.get(11)?,
-                campaign: r.get(12)?,
-                test: r.get(13)?,
-                send_at: r.get(14)?,
-                expires_at: r.get(15)?,
-                tracking_opens: r.get(16)?,
-                tracking_clicks: r.get(17)?,
-                size: r.get::<_, i64>(18)? as u64,
-                source: r.get::<_, String>(19)?.parse().unwrap_or(EventSource::Api),
-                created_at: r.get(20)?,
-            })
-        })
-        .optional()?;
-    Ok(row)
+    let sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = $1 AND tenant_id = $2");
+    Ok(prepare(c, &sql)?
+        .query_row([id.as_str(), tenant.as_str()], message_row)
+        .optional()?)
 }
 
 pub(crate) const EVENT_COLUMNS: &str = "id, delivery_id, message_id, recipient, sender, kind, occurred_at, recorded_at, \

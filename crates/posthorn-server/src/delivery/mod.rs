@@ -1,0 +1,578 @@
+//! The delivery workers: take due deliveries from the send queue, group them
+//! by destination domain, and deliver each over SMTP, recording `sent` when
+//! an attempt starts and its outcome (with the remote server's words) when
+//! it ends. Retries are durable: they live in the queue, never in memory.
+
+pub mod build;
+pub mod dns;
+pub mod outcome;
+pub mod verp;
+
+use crate::app::AppState;
+use dns::{HostAnswer, MxAnswer, Resolver};
+use outcome::{Attempt, Classification, Classifier};
+use posthorn_core::event::{BounceOrigin, Bounced, EventDetails, Sent};
+use posthorn_core::status::BounceType;
+use posthorn_core::{EventId, EventSource};
+use posthorn_smtp::tls::MaybeTls;
+use posthorn_smtp::{ClientError, Envelope, SmtpClient, Timeouts};
+use posthorn_store::{ClaimedDelivery, NewEvent, QueueNext};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use verp::VerpSigner;
+
+/// How long the workers sleep when the queue has nothing due (a new
+/// submission wakes them at once).
+const IDLE_POLL: Duration = Duration::from_millis(500);
+
+/// One server to try for a domain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub host: String,
+    pub addr: SocketAddr,
+}
+
+/// Where mail for a domain goes, or why it goes nowhere.
+enum Destination {
+    Targets(Vec<Target>),
+    /// The domain cannot receive mail: bounce every delivery.
+    Bounce {
+        reason: &'static str,
+        rule: &'static str,
+        text: String,
+    },
+    /// DNS failed for now: try again later.
+    Defer(String),
+}
+
+pub struct DeliveryService {
+    state: AppState,
+    verp: VerpSigner,
+    resolver: Arc<dyn Resolver>,
+    classify: Classifier,
+    routes: HashMap<String, SocketAddr>,
+    helo_name: String,
+    timeouts: Timeouts,
+    /// Connections per destination domain.
+    per_domain: Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// Deliveries claimed and not finished, bounded so that a slow
+    /// destination cannot make us lease the whole queue.
+    in_flight: Arc<Semaphore>,
+    wake: Arc<Notify>,
+}
+
+impl DeliveryService {
+    pub fn new(
+        state: AppState,
+        verp: VerpSigner,
+        resolver: Arc<dyn Resolver>,
+        classify: Classifier,
+        wake: Arc<Notify>,
+    ) -> Result<Self, String> {
+        let config = &state.config.delivery;
+        let routes = parse_routes(&config.routes)?;
+        let helo_name = config.helo_name.clone().unwrap_or_else(machine_name);
+        let in_flight = Arc::new(Semaphore::new(config.claim_batch as usize * 4));
+        Ok(Self {
+            state,
+            verp,
+            resolver,
+            classify,
+            routes,
+            helo_name,
+            timeouts: Timeouts::default(),
+            per_domain: Mutex::new(HashMap::new()),
+            in_flight,
+            wake,
+        })
+    }
+
+    /// Shorter SMTP timeouts (tests, demos).
+    pub fn with_timeouts(mut self, timeouts: Timeouts) -> Self {
+        self.timeouts = timeouts;
+        self
+    }
+
+    /// Runs until `stop` is notified. Leases left by a previous run are
+    /// released first, so nothing it held waits for them to expire.
+    pub async fn run(self: Arc<Self>, stop: Arc<Notify>) {
+        let store = &self.state.store;
+        match store.release_leases().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                released = n,
+                "resuming deliveries interrupted by the last stop"
+            ),
+            Err(e) => tracing::error!(error = %e, "could not release queue leases"),
+        }
+        let lease = self.state.config.delivery.lease.0;
+        let batch = self.state.config.delivery.claim_batch;
+        loop {
+            let room = (self.in_flight.available_permits() as u32).min(batch);
+            let claimed = if room == 0 {
+                Vec::new()
+            } else {
+                let now = self.state.now();
+                match store.claim_due(now, room, now + lease).await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::error!(error = %e, "claiming due deliveries failed");
+                        Vec::new()
+                    }
+                }
+            };
+            if claimed.is_empty() {
+                tokio::select! {
+                    _ = stop.notified() => return,
+                    _ = self.wake.notified() => {}
+                    _ = tokio::time::sleep(IDLE_POLL) => {}
+                }
+                continue;
+            }
+            let mut groups: HashMap<String, Vec<(ClaimedDelivery, OwnedSemaphorePermit)>> =
+                HashMap::new();
+            for item in claimed {
+                let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
+                    break;
+                };
+                let domain = item
+                    .delivery
+                    .recipient
+                    .rsplit_once('@')
+                    .map_or("", |(_, d)| d)
+                    .to_owned();
+                groups.entry(domain).or_default().push((item, permit));
+            }
+            for (domain, items) in groups {
+                tokio::spawn(self.clone().deliver_domain(domain, items));
+            }
+        }
+    }
+
+    fn domain_limit(&self, domain: &str) -> Arc<Semaphore> {
+        let per_domain = self.state.config.delivery.max_connections_per_domain.max(1);
+        let mut map = self.per_domain.lock().expect("domain limits");
+        map.entry(domain.to_owned())
+            .or_insert_with(|| Arc::new(Semaphore::new(per_domain)))
+            .clone()
+    }
+
+    async fn deliver_domain(
+        self: Arc<Self>,
+        domain: String,
+        items: Vec<(ClaimedDelivery, OwnedSemaphorePermit)>,
+    ) {
+        let destination = self.destination(&domain).await;
+        let targets = match destination {
+            Destination::Targets(t) => t,
+            Destination::Bounce { reason, rule, text } => {
+                for (item, _permit) in items {
+                    let details = EventDetails::Bounced(Bounced {
+                        bounce_type: BounceType::Hard,
+                        reason: Some(reason.into()),
+                        smtp_code: None,
+                        enhanced_code: None,
+                        reply_text: Some(text.clone()),
+                        origin: BounceOrigin::Sync,
+                        rule: Some(rule.into()),
+                        mx_host: None,
+                    });
+                    self.finish(&item, details, QueueNext::Remove).await;
+                }
+                return;
+            }
+            Destination::Defer(why) => {
+                let error = ClientError::Protocol {
+                    phase: posthorn_smtp::Phase::Connect,
+                    message: why,
+                    permanent: false,
+                };
+                for (item, _permit) in items {
+                    let attempt = self.attempt(&item, None, None);
+                    let (details, next) = outcome::for_session_error(
+                        &attempt,
+                        &error,
+                        &self.schedule(),
+                        jitter(),
+                        self.classify,
+                    );
+                    self.finish(&item, details, next).await;
+                }
+                return;
+            }
+        };
+        let limit = self.domain_limit(&domain);
+        let max_per_connection = self
+            .state
+            .config
+            .delivery
+            .max_messages_per_connection
+            .max(1);
+        let mut items = items.into_iter().peekable();
+        while items.peek().is_some() {
+            let chunk: Vec<_> = items.by_ref().take(max_per_connection).collect();
+            let Ok(_connection) = limit.clone().acquire_owned().await else {
+                return;
+            };
+            self.deliver_over_one_connection(&targets, chunk).await;
+        }
+    }
+
+    /// Opens one session (trying each target in turn) and sends `items` over
+    /// it, one transaction per delivery.
+    async fn deliver_over_one_connection(
+        &self,
+        targets: &[Target],
+        items: Vec<(ClaimedDelivery, OwnedSemaphorePermit)>,
+    ) {
+        let (mut client, target) = match self.open_session(targets).await {
+            Ok(session) => session,
+            Err((error, target)) => {
+                for (item, _permit) in items {
+                    let attempt = self.attempt(&item, target.as_ref(), None);
+                    let (details, next) = outcome::for_session_error(
+                        &attempt,
+                        &error,
+                        &self.schedule(),
+                        jitter(),
+                        self.classify,
+                    );
+                    self.finish(&item, details, next).await;
+                }
+                return;
+            }
+        };
+        let tls = client.tls_info();
+        let mut failed: Option<ClientError> = None;
+        for (item, _permit) in items {
+            let attempt_start = self.state.now();
+            if let Some(error) = &failed {
+                // The session died under an earlier delivery: this one was
+                // not attempted, and is deferred with the same cause.
+                let attempt = self.attempt(&item, Some(&target), tls.clone());
+                let (details, next) = outcome::for_session_error(
+                    &attempt,
+                    error,
+                    &self.schedule(),
+                    jitter(),
+                    self.classify,
+                );
+                self.finish(&item, details, next).await;
+                continue;
+            }
+            self.record_sent(&item, &target).await;
+            let message = match self.build(&item) {
+                Ok(m) => m,
+                Err(e) => {
+                    let (details, next) =
+                        outcome::for_local_failure(format!("building the message failed: {e}"));
+                    self.finish(&item, details, next).await;
+                    continue;
+                }
+            };
+            let envelope = Envelope {
+                mail_from: self
+                    .verp
+                    .return_path(&item.delivery.id, &self.return_path_domain(&item)),
+                recipients: vec![item.delivery.recipient.clone()],
+                envid: Some(item.delivery.id.to_string()),
+                notify: Some("FAILURE,DELAY".into()),
+            };
+            let result = client.send(&envelope, &message).await;
+            let mut attempt = self.attempt(&item, Some(&target), tls.clone());
+            attempt.started_at = attempt_start;
+            let (details, next) = match &result {
+                Ok(transaction) => outcome::for_recipient(
+                    &attempt,
+                    &transaction.recipients[0],
+                    &self.schedule(),
+                    jitter(),
+                    self.classify,
+                ),
+                Err(error) => outcome::for_session_error(
+                    &attempt,
+                    error,
+                    &self.schedule(),
+                    jitter(),
+                    self.classify,
+                ),
+            };
+            self.finish(&item, details, next).await;
+            if let Err(error) = result {
+                failed = Some(error);
+            }
+        }
+        if failed.is_none() {
+            client.quit().await;
+        }
+    }
+
+    async fn open_session(
+        &self,
+        targets: &[Target],
+    ) -> Result<(SmtpClient<MaybeTls>, Target), (ClientError, Option<Target>)> {
+        let mut last = (
+            ClientError::Io {
+                phase: posthorn_smtp::Phase::Connect,
+                message: "no server to connect to".into(),
+            },
+            None,
+        );
+        for target in targets {
+            match self.connect(target).await {
+                Ok(client) => return Ok((client, target.clone())),
+                Err(e) => {
+                    tracing::debug!(host = %target.host, addr = %target.addr, error = %e, "trying the next server");
+                    last = (e, Some(target.clone()));
+                }
+            }
+        }
+        Err(last)
+    }
+
+    /// Connect, EHLO, and STARTTLS when offered (opportunistic: if the
+    /// handshake fails, the message goes in plain text on a new connection,
+    /// as MTAs do).
+    async fn connect(&self, target: &Target) -> Result<SmtpClient<MaybeTls>, ClientError> {
+        let (mut client, _greeting) = SmtpClient::connect(target.addr, self.timeouts).await?;
+        client.hello(&self.helo_name).await?;
+        if !client.extensions.starttls {
+            return Ok(client);
+        }
+        match client.starttls(&target.host, &self.helo_name).await {
+            Ok(tls) => Ok(tls),
+            Err(e) => {
+                tracing::info!(host = %target.host, error = %e, "STARTTLS failed; sending without TLS");
+                let (mut plain, _) = SmtpClient::connect(target.addr, self.timeouts).await?;
+                plain.hello(&self.helo_name).await?;
+                Ok(plain)
+            }
+        }
+    }
+
+    async fn destination(&self, domain: &str) -> Destination {
+        if let Some(addr) = self.routes.get(domain) {
+            return Destination::Targets(vec![Target {
+                host: domain.to_owned(),
+                addr: *addr,
+            }]);
+        }
+        let hosts = match self.resolver.mx(domain).await {
+            MxAnswer::Hosts(hosts) => hosts,
+            MxAnswer::NullMx => {
+                return Destination::Bounce {
+                    reason: "hostunknown",
+                    rule: "dns.null-mx",
+                    text: format!("556 5.1.10 {domain} accepts no mail (null MX, RFC 7505)"),
+                };
+            }
+            MxAnswer::NoSuchDomain => {
+                return Destination::Bounce {
+                    reason: "hostunknown",
+                    rule: "dns.nxdomain",
+                    text: format!("550 5.1.2 the domain {domain} does not exist"),
+                };
+            }
+            MxAnswer::TemporaryFailure(why) => {
+                return Destination::Defer(format!("DNS lookup failed: {why}"));
+            }
+        };
+        let mut targets = Vec::new();
+        let mut temporary = None;
+        for host in hosts {
+            match self.resolver.host(&host).await {
+                HostAnswer::Addresses(ips) => targets.extend(ips.into_iter().map(|ip| Target {
+                    host: host.clone(),
+                    addr: SocketAddr::new(ip, 25),
+                })),
+                HostAnswer::NoSuchHost => {}
+                HostAnswer::TemporaryFailure(why) => temporary = Some(why),
+            }
+        }
+        match (targets.is_empty(), temporary) {
+            (false, _) => Destination::Targets(targets),
+            (true, Some(why)) => Destination::Defer(format!("DNS lookup failed: {why}")),
+            (true, None) => Destination::Bounce {
+                reason: "hostunknown",
+                rule: "dns.no-address",
+                text: format!("550 5.1.2 no mail server of {domain} has an address"),
+            },
+        }
+    }
+
+    fn schedule(&self) -> posthorn_core::retry::RetrySchedule {
+        self.state.config.retry.schedule()
+    }
+
+    fn return_path_domain(&self, item: &ClaimedDelivery) -> String {
+        self.state
+            .config
+            .delivery
+            .return_path_domain
+            .clone()
+            .unwrap_or_else(|| {
+                item.message
+                    .from_address
+                    .rsplit_once('@')
+                    .map_or("localhost", |(_, d)| d)
+                    .to_owned()
+            })
+    }
+
+    fn build(&self, item: &ClaimedDelivery) -> std::io::Result<Vec<u8>> {
+        build::build(
+            &item.message,
+            &item.delivery,
+            &self.return_path_domain(item),
+        )
+    }
+
+    /// The attempt's context: its number, and the lifetime it has (per
+    /// stream, capped by the message's own `expires_at`).
+    fn attempt(
+        &self,
+        item: &ClaimedDelivery,
+        target: Option<&Target>,
+        tls: Option<posthorn_smtp::tls::TlsInfo>,
+    ) -> Attempt {
+        let config = &self.state.config;
+        let accepted_at = item.message.send_at.map_or(item.delivery.created_at, |s| {
+            s.max(item.delivery.created_at)
+        });
+        let lifetime = config
+            .streams
+            .get(&item.delivery.stream)
+            .and_then(|s| s.lifetime)
+            .unwrap_or(config.retry.lifetime)
+            .0;
+        let mut deadline = accepted_at.saturating_add(lifetime);
+        if let Some(expires_at) = item.message.expires_at {
+            deadline = deadline.min(expires_at);
+        }
+        let now = self.state.now();
+        Attempt {
+            number: item.attempt,
+            accepted_at,
+            deadline,
+            started_at: now,
+            now,
+            mx_host: target.map(|t| t.host.clone()),
+            ip: target.map(|t| t.addr.ip().to_string()),
+            tls,
+        }
+    }
+
+    async fn record_sent(&self, item: &ClaimedDelivery, target: &Target) {
+        let now = self.state.now();
+        let event = NewEvent {
+            id: EventId::generate(),
+            delivery_id: item.delivery.id.clone(),
+            occurred_at: now,
+            recorded_at: now,
+            source: EventSource::Delivery,
+            details: EventDetails::Sent(Sent {
+                attempt: item.attempt,
+                mx_host: Some(target.host.clone()),
+                ip: Some(target.addr.ip().to_string()),
+            }),
+            external_id: None,
+        };
+        if let Err(e) = self
+            .state
+            .store
+            .record_event(&item.delivery.tenant_id, event)
+            .await
+        {
+            tracing::error!(delivery_id = %item.delivery.id, error = %e, "recording `sent` failed");
+        }
+    }
+
+    async fn finish(&self, item: &ClaimedDelivery, details: EventDetails, next: QueueNext) {
+        let now = self.state.now();
+        let kind = details.kind();
+        let event = NewEvent {
+            id: EventId::generate(),
+            delivery_id: item.delivery.id.clone(),
+            occurred_at: now,
+            recorded_at: now,
+            source: EventSource::Delivery,
+            details,
+            external_id: None,
+        };
+        match self
+            .state
+            .store
+            .finish_attempt(
+                &item.delivery.tenant_id,
+                vec![event],
+                &item.delivery.id,
+                next,
+            )
+            .await
+        {
+            Ok(()) => {
+                tracing::info!(delivery_id = %item.delivery.id, attempt = item.attempt, %kind, "attempt finished")
+            }
+            // The lease runs out and the delivery is attempted again: it is
+            // never lost, at worst sent twice.
+            Err(e) => {
+                tracing::error!(delivery_id = %item.delivery.id, error = %e, "recording an outcome failed")
+            }
+        }
+    }
+}
+
+fn jitter() -> f64 {
+    rand::random::<f64>()
+}
+
+/// Parses `[delivery.routes]` / `--route` values (`host:port`).
+pub fn parse_routes(
+    routes: &std::collections::BTreeMap<String, String>,
+) -> Result<HashMap<String, SocketAddr>, String> {
+    let mut parsed = HashMap::new();
+    for (domain, target) in routes {
+        let addr = std::net::ToSocketAddrs::to_socket_addrs(target.as_str())
+            .ok()
+            .and_then(|mut a| a.next())
+            .ok_or_else(|| {
+                format!("route for {domain}: `{target}` is not a reachable host:port")
+            })?;
+        parsed.insert(domain.trim_end_matches('.').to_ascii_lowercase(), addr);
+    }
+    Ok(parsed)
+}
+
+/// This machine's host name, for EHLO.
+fn machine_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// The reply classifier used for synchronous bounces.
+pub fn classify_reply(code: u16, enhanced: Option<&str>, text: &str) -> Classification {
+    basic_classification(code, enhanced, text)
+}
+
+/// RFC 3463 basics only; replaced by `posthorn-bounce` once merged.
+fn basic_classification(code: u16, enhanced: Option<&str>, _text: &str) -> Classification {
+    let hard = matches!(
+        enhanced,
+        Some("5.1.1" | "5.1.2" | "5.1.3" | "5.1.6" | "5.1.10")
+    );
+    Classification {
+        bounce_type: if hard || (code == 550 && enhanced.is_none()) {
+            BounceType::Hard
+        } else {
+            BounceType::Soft
+        },
+        reason: if hard { "userunknown" } else { "undefined" }.into(),
+        rule: "basic".into(),
+    }
+}

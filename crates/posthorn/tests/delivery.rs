@@ -1,0 +1,339 @@
+//! Mail really leaves: `posthorn serve` delivers to Postfix's `smtp-sink`
+//! over loopback (routes and zone-text DNS, never the internet), records
+//! every attempt, and after `kill -9` loses nothing and sends nothing twice
+//! that already had a verdict.
+
+use posthorn_testkit::{KillOnDrop, eventually, free_port, peer, wait_for_port};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_posthorn");
+const WAIT: Duration = Duration::from_secs(60);
+
+struct Sink {
+    _process: KillOnDrop,
+    addr: SocketAddr,
+    dumps: tempfile::TempDir,
+}
+
+impl Sink {
+    fn start(options: &[&str]) -> Option<Sink> {
+        let program = peer("smtp-sink")?;
+        let dumps = tempfile::tempdir().unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dumps.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let child = Command::new(program)
+            .args(["-u", "nobody", "-d"])
+            .arg(format!("{}/m.", dumps.path().display()))
+            .args(options)
+            .arg(addr.to_string())
+            .arg("128")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let process = KillOnDrop(child);
+        wait_for_port(addr, Duration::from_secs(10));
+        Some(Sink {
+            _process: process,
+            addr,
+            dumps,
+        })
+    }
+
+    fn messages(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(self.dumps.path()).unwrap() {
+            if let Ok(text) = std::fs::read_to_string(entry.unwrap().path()) {
+                out.push(text);
+            }
+        }
+        out
+    }
+}
+
+struct Server {
+    child: Child,
+    base: String,
+    key: String,
+}
+
+impl Server {
+    fn start(data: &Path, args: &[String], env: &[(&str, &str)]) -> Server {
+        let mut child = Command::new(BIN)
+            .args(["serve", "--http", "127.0.0.1:0", "--data-dir"])
+            .arg(data)
+            .args(args)
+            .envs(env.iter().copied())
+            .env("POSTHORN_LOG", "warn")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let base = loop {
+            let line = lines.next().expect("serve exited").unwrap();
+            if let Some(url) = line.strip_prefix("Posthorn is listening on ") {
+                break url.trim().to_owned();
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        let key = std::fs::read_to_string(data.join("initial-admin-key"))
+            .unwrap()
+            .trim()
+            .to_owned();
+        Server { child, base, key }
+    }
+
+    fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn get(&self, path: &str) -> Value {
+        let out = Command::new("curl")
+            .args(["-sS", "-H", &format!("Authorization: Bearer {}", self.key)])
+            .arg(format!("{}{path}", self.base))
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+    }
+
+    fn submit(&self, body: Value) -> Value {
+        let out = Command::new("curl")
+            .args([
+                "-sS",
+                "-H",
+                &format!("Authorization: Bearer {}", self.key),
+                "-d",
+            ])
+            .arg(body.to_string())
+            .arg(format!("{}/v1/messages", self.base))
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    fn status(&self, delivery: &str) -> Value {
+        self.get(&format!("/v1/deliveries/{delivery}"))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn zone_file(dir: &Path, text: &str) -> PathBuf {
+    let path = dir.join("zone.txt");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn route_args(routes: &[(&str, SocketAddr)], zone: &Path) -> Vec<String> {
+    let mut args = vec!["--dns-zone".to_owned(), zone.display().to_string()];
+    for (domain, addr) in routes {
+        args.push("--route".into());
+        args.push(format!("{domain}={addr}"));
+    }
+    args
+}
+
+fn ids(receipt: &Value) -> Vec<String> {
+    receipt["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn wait_status(server: &Server, delivery: &str, want: &str) -> Value {
+    eventually(WAIT, || {
+        let d = server.status(delivery);
+        (d["status"] == want).then_some(d)
+    })
+}
+
+#[test]
+fn messages_leave_over_smtp_with_verp_one_copy_per_recipient_and_dns_outcomes() {
+    if peer("curl").is_none() {
+        return;
+    }
+    let Some(sink) = Sink::start(&[]) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    // example.com is routed to the sink; the zone answers the rest: a null
+    // MX, and nothing at all for nowhere.example (NXDOMAIN).
+    let zone = zone_file(dir.path(), "null.example. MX 0 .\n");
+    let server = Server::start(
+        &dir.path().join("data"),
+        &route_args(&[("example.com", sink.addr)], &zone),
+        &[],
+    );
+    let receipt = server.submit(json!({
+        "from": "Shop <shop@sender.example>",
+        "to": ["Ann <ann@example.com>"], "cc": ["bob@example.com"], "bcc": ["carl@example.com", "x@nowhere.example", "y@null.example"],
+        "subject": "Your receipt", "text": "Thanks!\n.a line starting with a dot\n",
+        "headers": {"X-Order": "1042"}
+    }));
+    let ids = ids(&receipt);
+    for id in &ids[..3] {
+        let d = wait_status(&server, id, "delivered");
+        let kinds: Vec<&str> = d["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["kind"].as_str().unwrap())
+            .collect();
+        assert_eq!(kinds, vec!["queued", "sent", "delivered"], "{d}");
+        let delivered = &d["events"][2]["details"];
+        assert_eq!(delivered["smtp_code"], 250);
+        assert_eq!(delivered["reply_text"], "250 2.0.0 Ok");
+        assert_eq!(delivered["mx_host"], "example.com");
+        assert_eq!(delivered["ip"], "127.0.0.1");
+        assert_eq!(d["events"][1]["details"]["attempt"], 1);
+    }
+    let nx = wait_status(&server, &ids[3], "bounced");
+    assert_eq!(nx["bounce_type"], "hard");
+    assert_eq!(nx["events"][1]["details"]["rule"], "dns.nxdomain");
+    assert_eq!(nx["events"][1]["details"]["reason"], "hostunknown");
+    let null = wait_status(&server, &ids[4], "bounced");
+    assert_eq!(null["events"][1]["details"]["rule"], "dns.null-mx");
+
+    let dumps = eventually(WAIT, || {
+        let m = sink.messages();
+        (m.len() == 3).then_some(m)
+    });
+    for (i, id) in ids[..3].iter().enumerate() {
+        let copy = dumps
+            .iter()
+            .find(|m| m.contains(&format!("Message-ID: <{id}@sender.example>")))
+            .unwrap_or_else(|| panic!("copy {i} with its own Message-ID: {dumps:?}"));
+        assert!(copy.contains("X-Mail-Args: <bounces+"), "{copy}");
+        assert!(copy.contains("@sender.example>"), "{copy}");
+        assert!(
+            copy.contains("To: \"Ann\" <ann@example.com>")
+                || copy.contains("To: Ann <ann@example.com>"),
+            "{copy}"
+        );
+        assert!(
+            copy.contains("Cc: <bob@example.com>") || copy.contains("Cc: bob@example.com"),
+            "{copy}"
+        );
+        assert!(
+            !copy.to_lowercase().contains("bcc"),
+            "Bcc never shows: {copy}"
+        );
+        assert!(copy.contains("X-Order: 1042"), "{copy}");
+        assert!(copy.contains("\n.a line starting with a dot"), "{copy}");
+    }
+}
+
+#[test]
+fn after_kill_9_nothing_is_lost_and_nothing_with_a_verdict_is_sent_again() {
+    if peer("curl").is_none() {
+        return;
+    }
+    let Some(sink) = Sink::start(&[]) else { return };
+    let Some(refusing) = Sink::start(&["-r", "rcpt"]) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let zone = zone_file(dir.path(), "");
+    let fast_retries = [
+        ("POSTHORN_RETRY__FIRST_RETRY", "1s"),
+        ("POSTHORN_RETRY__MAX_INTERVAL", "1s"),
+    ];
+    let server = Server::start(
+        &data,
+        &route_args(
+            &[("ok.example", sink.addr), ("later.example", refusing.addr)],
+            &zone,
+        ),
+        &fast_retries,
+    );
+    let mut ok = Vec::new();
+    for i in 0..60 {
+        let receipt = server.submit(json!({"from": "s@sender.example", "to": format!("u{i}@ok.example"), "subject": "Hi", "text": format!("message {i}")}));
+        ok.extend(ids(&receipt));
+    }
+    let mut later = Vec::new();
+    for i in 0..5 {
+        let receipt = server.submit(json!({"from": "s@sender.example", "to": format!("u{i}@later.example"), "subject": "Hi", "text": "later"}));
+        later.extend(ids(&receipt));
+    }
+    for id in &later {
+        let d = wait_status(&server, id, "deferred");
+        let deferred = d["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["kind"] == "deferred")
+            .unwrap();
+        assert!(
+            deferred["details"]["reply_text"]
+                .as_str()
+                .unwrap()
+                .starts_with("4"),
+            "{d}"
+        );
+        assert!(deferred["details"]["next_retry_at"].is_number());
+    }
+    // Whatever has a verdict now must never be sent again.
+    let with_verdict: Vec<String> = ok
+        .iter()
+        .filter(|id| server.status(id)["status"] == "delivered")
+        .cloned()
+        .collect();
+    server.kill9();
+
+    // Restart: later.example now reaches the working sink.
+    let server = Server::start(
+        &data,
+        &route_args(
+            &[("ok.example", sink.addr), ("later.example", sink.addr)],
+            &zone,
+        ),
+        &fast_retries,
+    );
+    for id in ok.iter().chain(&later) {
+        wait_status(&server, id, "delivered");
+    }
+    let dumps = eventually(WAIT, || {
+        let m = sink.messages();
+        (m.len() >= ok.len() + later.len()).then_some(m)
+    });
+    let mut copies: HashMap<&str, usize> = HashMap::new();
+    for id in ok.iter().chain(&later) {
+        let n = dumps
+            .iter()
+            .filter(|m| m.contains(&format!("<{id}@sender.example>")))
+            .count();
+        assert!(n >= 1, "delivery {id} was lost");
+        copies.insert(id, n);
+    }
+    for id in &with_verdict {
+        assert_eq!(
+            copies[id.as_str()],
+            1,
+            "delivery {id} had a verdict before the kill and was sent again"
+        );
+    }
+    for id in &later {
+        let d = server.status(id);
+        let attempts: Vec<&Value> = d["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["kind"] == "sent")
+            .collect();
+        assert!(attempts.len() >= 2, "retried after the restart: {d}");
+    }
+}
