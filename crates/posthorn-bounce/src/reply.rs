@@ -6,13 +6,13 @@
 //! something decides:
 //!
 //! 1. a success reply (2xx / 2.x.x) is `delivered`;
-//! 2. [`STRONG_TEXT`]: phrases that name one condition ("user unknown",
+//! 2. `STRONG_TEXT`: phrases that name one condition ("user unknown",
 //!    "over quota", "spamhaus"). Servers put a generic code on almost every
 //!    rejection (550 5.7.1 for spam, policy, relaying and unknown users
 //!    alike), so the words are more specific than the code;
 //! 3. a *precise* enhanced code (5.1.1, 5.2.2, 5.3.4, ...), see
-//!    [`crate::enhanced`]: it beats the vague words below;
-//! 4. [`WEAK_TEXT`]: vague words ("blocked", "does not exist", "policy");
+//!    `enhanced.rs`: it beats the vague words below;
+//! 4. `WEAK_TEXT`: vague words ("blocked", "does not exist", "policy");
 //! 5. a *generic* enhanced code (5.7.1, X.y.0, ...) from the same table;
 //! 6. the basic reply code where RFC 5321/7504 give it one meaning (552,
 //!    5.0x, 556, ...);
@@ -24,6 +24,8 @@
 //! plain substrings that must start at a word boundary ("locked" does not
 //! match inside "blocked"). A phrase `"a ... b"` matches `a` followed by `b`
 //! within a few words, for wordings such as "account has been disabled".
+//! No regular expressions: substring tests are enough for these phrases,
+//! cost nothing to compile and read like the replies they match.
 //! The rules say what a phrase means in any server's reply; none of them is
 //! written for one sample line.
 
@@ -774,6 +776,8 @@ static STRONG_TEXT: &[TextRule] = &[
             "invalid recipient",
             "invalid mailbox",
             "not a valid mailbox",
+            "not a valid recipient",
+            "mailbox name not allowed",
             "not a valid user",
         ],
     ),
@@ -954,6 +958,7 @@ static STRONG_TEXT: &[TextRule] = &[
             "excessive volume",
             "relay limit",
             "sending limit",
+            "receive limit",
             "daily ... limit",
             "maximum number of connections",
             "per connection",
@@ -1003,6 +1008,7 @@ static STRONG_TEXT: &[TextRule] = &[
             "too large",
             "too big",
             "size exceeds",
+            "size exceeded",
             "exceeds size",
             "size limit",
             "exceeds the size",
@@ -1122,7 +1128,9 @@ static STRONG_TEXT: &[TextRule] = &[
     ),
 ];
 
-/// Step 4: vague words, used when no precise code decided.
+/// Step 4: vague words, used when no precise code decided. Spam and policy
+/// words come before the recipient words: in "Recipient address rejected:
+/// <why>" the why decides.
 static WEAK_TEXT: &[TextRule] = &[
     // Postfix notes the SMTP command a refusal answered: a refusal of MAIL
     // FROM is about the sender.
@@ -1131,6 +1139,26 @@ static WEAK_TEXT: &[TextRule] = &[
         Reason::Rejected,
         &["in reply to mail from"],
     ),
+    rule(
+        "text.spamdetected.maybe-spam",
+        Reason::Spamdetected,
+        &[
+            "spam",
+            "score",
+            "suspicious",
+            "junk",
+            "content rejected",
+            "content denied",
+        ],
+    ),
+    rule(
+        "text.policyviolation.maybe-policy",
+        Reason::Policyviolation,
+        &["policy", "prohibited", "not allowed"],
+    ),
+    // A recipient refusal whose real reason is not among the words above
+    // ("Recipient address rejected: Access denied" is how Exchange Online
+    // refuses an address it does not have).
     rule(
         "text.userunknown.rejected-recipient",
         Reason::Userunknown,
@@ -1149,11 +1177,6 @@ static WEAK_TEXT: &[TextRule] = &[
         &["inactive", "disabled", "suspended"],
     ),
     rule(
-        "text.spamdetected.maybe-spam",
-        Reason::Spamdetected,
-        &["spam", "score", "suspicious", "junk", "content rejected"],
-    ),
-    rule(
         "text.blocked.refused",
         Reason::Blocked,
         &[
@@ -1166,11 +1189,6 @@ static WEAK_TEXT: &[TextRule] = &[
             "banned",
             "forbidden",
         ],
-    ),
-    rule(
-        "text.policyviolation.maybe-policy",
-        Reason::Policyviolation,
-        &["policy", "prohibited", "not allowed"],
     ),
     rule(
         "text.rejected.from-domain",

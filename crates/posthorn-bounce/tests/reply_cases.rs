@@ -171,6 +171,10 @@ fn classify_reply_knows_common_replies() {
             "450 4.2.0 <a@b>: Recipient address rejected: Greylisted, see https://postgrey.example/",
             "blocked soft temporary",
         ),
+        (
+            "554 5.7.1 <a@b>: Recipient address rejected: Policy rejection not logged in",
+            "policyviolation soft",
+        ),
         ("554 5.7.1 <a@b>: Relay access denied", "norelaying soft"),
         (
             "550 5.1.0 <a@b>: Sender address rejected: Domain not found",
