@@ -711,8 +711,8 @@ static STRONG_TEXT: &[TextRule] = &[
             "null mx",
             "domain ... does not accept mail",
             "domain ... doesn't accept mail",
-            "does not receive email",
-            "doesn't receive email",
+            "domain ... does not receive email",
+            "domain ... doesn't receive email",
         ],
     ),
     // Greylisting ("Recipient address rejected: Greylisted") is a deliberate
@@ -960,6 +960,7 @@ static STRONG_TEXT: &[TextRule] = &[
             "sending limit",
             "receive limit",
             "daily ... limit",
+            "hourly ... limit",
             "maximum number of connections",
             "per connection",
             "connection limit",
