@@ -337,3 +337,70 @@ fn after_kill_9_nothing_is_lost_and_nothing_with_a_verdict_is_sent_again() {
         assert!(attempts.len() >= 2, "retried after the restart: {d}");
     }
 }
+
+#[test]
+fn synchronous_bounces_are_classified_and_a_hard_one_suppresses_the_address() {
+    if peer("curl").is_none() {
+        return;
+    }
+    let Some(unknown) = Sink::start(&[
+        "-f",
+        "rcpt",
+        "-B",
+        "550 5.1.1 <gone@hard.example>: Recipient address rejected: User unknown",
+    ]) else {
+        return;
+    };
+    let Some(spam) = Sink::start(&["-f", "data", "-B", "554 5.7.1 Message rejected as spam"])
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let zone = zone_file(dir.path(), "");
+    let server = Server::start(
+        &dir.path().join("data"),
+        &route_args(
+            &[("hard.example", unknown.addr), ("soft.example", spam.addr)],
+            &zone,
+        ),
+        &[],
+    );
+    let receipt = server.submit(json!({"from": "s@sender.example", "to": ["gone@hard.example", "reader@soft.example"], "subject": "Hi", "text": "x"}));
+    let ids = ids(&receipt);
+
+    let hard = wait_status(&server, &ids[0], "bounced");
+    assert_eq!(hard["bounce_type"], "hard");
+    let bounce = &hard["events"].as_array().unwrap().last().unwrap()["details"];
+    assert_eq!(bounce["origin"], "sync");
+    assert_eq!(bounce["reason"], "userunknown");
+    assert_eq!(bounce["smtp_code"], 550);
+    assert_eq!(bounce["enhanced_code"], "5.1.1");
+    assert!(
+        bounce["reply_text"]
+            .as_str()
+            .unwrap()
+            .contains("User unknown"),
+        "{bounce}"
+    );
+    assert!(bounce["rule"].as_str().is_some_and(|r| !r.is_empty()));
+
+    // A spam block is about the sender, not the address: soft, no suppression.
+    let soft = wait_status(&server, &ids[1], "bounced");
+    assert_eq!(soft["bounce_type"], "soft");
+    let suppressions = server.get("/v1/suppressions");
+    let listed: Vec<&str> = suppressions["suppressions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["address"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, vec!["gone@hard.example"]);
+    assert_eq!(
+        server.get("/v1/contacts/gone@hard.example")["status"],
+        "bounced"
+    );
+
+    // The next message to the bounced address is never attempted.
+    let again = server.submit(json!({"from": "s@sender.example", "to": "gone@hard.example", "subject": "Hi", "text": "x"}));
+    assert_eq!(again["deliveries"][0]["status"], "dropped");
+}

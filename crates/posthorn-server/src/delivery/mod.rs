@@ -555,24 +555,13 @@ fn machine_name() -> String {
         .unwrap_or_else(|| "localhost".into())
 }
 
-/// The reply classifier used for synchronous bounces.
+/// The reply classifier used for synchronous bounces: `posthorn-bounce`,
+/// whose rule id is kept on the event so every verdict can be explained.
 pub fn classify_reply(code: u16, enhanced: Option<&str>, text: &str) -> Classification {
-    basic_classification(code, enhanced, text)
-}
-
-/// RFC 3463 basics only; replaced by `posthorn-bounce` once merged.
-fn basic_classification(code: u16, enhanced: Option<&str>, _text: &str) -> Classification {
-    let hard = matches!(
-        enhanced,
-        Some("5.1.1" | "5.1.2" | "5.1.3" | "5.1.6" | "5.1.10")
-    );
+    let class = posthorn_bounce::reply::classify_reply(Some(code), enhanced, text);
     Classification {
-        bounce_type: if hard || (code == 550 && enhanced.is_none()) {
-            BounceType::Hard
-        } else {
-            BounceType::Soft
-        },
-        reason: if hard { "userunknown" } else { "undefined" }.into(),
-        rule: "basic".into(),
+        bounce_type: class.bounce_type,
+        reason: class.reason.as_str().to_owned(),
+        rule: class.rule.to_owned(),
     }
 }
