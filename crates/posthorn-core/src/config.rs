@@ -34,6 +34,33 @@ pub struct Config {
     pub store: StoreConfig,
     /// Outgoing delivery over SMTP.
     pub delivery: DeliveryConfig,
+    /// The SMTP submission listener.
+    pub submission: SubmissionConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SubmissionConfig {
+    /// Listen address (default `127.0.0.1:2587`); empty turns it off.
+    pub listen: String,
+    /// PEM certificate chain for STARTTLS; unset: a self-signed one is made
+    /// on the first start and kept in the data directory.
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key for `cert_file`.
+    pub key_file: Option<PathBuf>,
+    /// Allow AUTH before STARTTLS from loopback clients (default on).
+    pub plaintext_auth_on_loopback: bool,
+}
+
+impl Default for SubmissionConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:2587".into(),
+            cert_file: None,
+            key_file: None,
+            plaintext_auth_on_loopback: true,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -59,6 +86,8 @@ pub struct DeliveryConfig {
     /// Mail for these domains goes to the given `host:port` instead of the
     /// domain's MX (`--route DOMAIN=HOST:PORT` adds to it).
     pub routes: BTreeMap<String, String>,
+    /// Run the mailbox simulator for `simulator.posthorn.test` (`--demo`).
+    pub simulator: bool,
 }
 
 impl Default for DeliveryConfig {
@@ -72,6 +101,7 @@ impl Default for DeliveryConfig {
             claim_batch: 256,
             lease: HumanDuration(15 * MINUTE),
             routes: BTreeMap::new(),
+            simulator: false,
         }
     }
 }

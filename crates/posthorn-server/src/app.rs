@@ -7,12 +7,16 @@ use crate::delivery::dns::Resolver;
 use crate::delivery::verp::VerpSigner;
 use crate::keys;
 use crate::metrics::Metrics;
+use crate::simulator::{SIMULATOR_DOMAIN, Simulator};
+use crate::submission::SubmissionHandler;
 use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use posthorn_core::config::Config;
 use posthorn_core::{Clock, SystemClock};
+use posthorn_smtp::server::ServerSettings;
+use posthorn_smtp::tls::ServerTlsConfig;
 use posthorn_store::{NewApiKey, Scope, SqliteStore, Store, StoreRules};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -102,18 +106,28 @@ impl App {
         })
     }
 
-    /// Starts the delivery workers with `resolver` for MX lookups.
-    pub fn start_delivery(
+    /// Starts the delivery workers with `resolver` for MX lookups (and the
+    /// mailbox simulator first, when configured).
+    pub async fn start_delivery(
         &self,
         resolver: Arc<dyn Resolver>,
         timeouts: posthorn_smtp::Timeouts,
     ) -> Result<DeliveryHandle, String> {
+        let mut extra_routes = std::collections::HashMap::new();
+        if self.state.config.delivery.simulator {
+            let addr = Simulator::new(std::time::Duration::from_secs(5))
+                .start()
+                .await
+                .map_err(|e| format!("starting the mailbox simulator: {e}"))?;
+            extra_routes.insert(SIMULATOR_DOMAIN.to_owned(), addr);
+        }
         let service = DeliveryService::new(
             self.state.clone(),
             self.verp.clone(),
             resolver,
             crate::delivery::classify_reply,
             self.state.delivery_wake.clone(),
+            extra_routes,
         )?
         .with_timeouts(timeouts);
         let stop = Arc::new(tokio::sync::Notify::new());
@@ -147,6 +161,38 @@ impl App {
             key: key.token,
             key_file,
         })
+    }
+
+    /// Listens for SMTP submission on `listener` (STARTTLS with the
+    /// configured certificate, or a self-signed one kept in the data
+    /// directory).
+    pub fn start_submission(
+        &self,
+        listener: tokio::net::TcpListener,
+    ) -> anyhow_like::Result<tokio::task::JoinHandle<()>> {
+        let config = &self.state.config;
+        let tls = submission_tls(config)?;
+        let mut settings = ServerSettings::new(
+            config
+                .delivery
+                .helo_name
+                .clone()
+                .unwrap_or_else(|| "posthorn".into()),
+        );
+        settings.max_message_size = config.limits.max_message_size.0 as usize;
+        settings.max_recipients = config.limits.max_recipients;
+        settings.tls = Some(tls);
+        settings.require_auth = true;
+        settings.plaintext_auth_on_loopback = config.submission.plaintext_auth_on_loopback;
+        let handler = Arc::new(SubmissionHandler {
+            state: self.state.clone(),
+        });
+        Ok(tokio::spawn(posthorn_smtp::server::serve(
+            listener,
+            Arc::new(settings),
+            handler,
+            std::future::pending(),
+        )))
     }
 
     pub fn router(&self) -> Router {
@@ -184,6 +230,35 @@ async fn count_requests(State(state): State<AppState>, request: Request, next: N
         .metrics
         .count_request(&route, response.status().as_u16());
     response
+}
+
+/// The submission certificate: from the configured files, or self-signed
+/// (made once, kept in the data directory so clients can pin it).
+fn submission_tls(config: &Config) -> anyhow_like::Result<ServerTlsConfig> {
+    let (cert, key) = match (&config.submission.cert_file, &config.submission.key_file) {
+        (Some(cert), Some(key)) => (
+            std::fs::read_to_string(cert)?,
+            std::fs::read_to_string(key)?,
+        ),
+        (None, None) => {
+            let dir = &config.server.data_dir;
+            let (cert_path, key_path) = (
+                dir.join("submission-cert.pem"),
+                dir.join("submission-key.pem"),
+            );
+            if !cert_path.exists() || !key_path.exists() {
+                let (_, cert, key) = ServerTlsConfig::self_signed(&["localhost".to_owned()])?;
+                std::fs::write(&cert_path, &cert)?;
+                write_private_file(&key_path, &key)?;
+            }
+            (
+                std::fs::read_to_string(cert_path)?,
+                std::fs::read_to_string(key_path)?,
+            )
+        }
+        _ => return Err("set both [submission] cert_file and key_file, or neither".into()),
+    };
+    Ok(ServerTlsConfig::from_pem(&cert, &key)?)
 }
 
 /// The 32-byte server secret, created (readable only by its owner) on the

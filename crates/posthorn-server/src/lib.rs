@@ -14,5 +14,7 @@ pub mod delivery;
 pub mod error;
 pub mod keys;
 pub mod metrics;
+pub mod simulator;
+pub mod submission;
 
 pub use app::{App, AppState, Bootstrap};

@@ -9,6 +9,7 @@
 
 pub mod client;
 pub mod reply;
+pub mod server;
 pub mod tls;
 
 pub use client::{

@@ -168,3 +168,42 @@ impl ServerCertVerifier for AnyCertificate {
         self.0.signature_verification_algorithms.supported_schemes()
     }
 }
+
+/// A server certificate and key, ready to accept STARTTLS.
+#[derive(Clone)]
+pub struct ServerTlsConfig(Arc<rustls::ServerConfig>);
+
+impl ServerTlsConfig {
+    /// From PEM text: a certificate chain and its private key.
+    pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Self, String> {
+        use rustls::pki_types::PrivateKeyDer;
+        use rustls::pki_types::pem::PemObject;
+        let certs = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("reading the certificate: {e}"))?;
+        if certs.is_empty() {
+            return Err("the certificate file holds no certificate".into());
+        }
+        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+            .map_err(|e| format!("reading the key: {e}"))?;
+        let config = rustls::ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .map_err(|e| format!("certificate and key do not fit: {e}"))?;
+        Ok(Self(Arc::new(config)))
+    }
+
+    /// A self-signed certificate for `names`: (config, certificate PEM, key PEM).
+    pub fn self_signed(names: &[String]) -> Result<(Self, String, String), String> {
+        let certified =
+            rcgen::generate_simple_self_signed(names.to_vec()).map_err(|e| e.to_string())?;
+        let (cert, key) = (certified.cert.pem(), certified.signing_key.serialize_pem());
+        Ok((Self::from_pem(&cert, &key)?, cert, key))
+    }
+
+    pub fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
+        tokio_rustls::TlsAcceptor::from(self.0.clone())
+    }
+}

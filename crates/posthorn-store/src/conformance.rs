@@ -64,6 +64,7 @@ pub fn message(tenant: &TenantId, to: &[&str]) -> NewMessage {
         from_address: "news@sender.example".into(),
         to_header: Some(to.join(", ")),
         cc_header: None,
+        raw_mime: None,
         reply_to: None,
         subject: "Hello".into(),
         text: Some("Hello there".into()),

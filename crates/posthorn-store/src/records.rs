@@ -142,6 +142,8 @@ pub struct NewMessage {
     /// The To and Cc headers as submitted (never Bcc).
     pub to_header: Option<String>,
     pub cc_header: Option<String>,
+    /// The MIME message as received over SMTP (sent as it is).
+    pub raw_mime: Option<Vec<u8>>,
     pub reply_to: Option<String>,
     pub subject: String,
     pub text: Option<String>,
@@ -288,6 +290,7 @@ pub struct MessageRecord {
     pub from_address: String,
     pub to_header: Option<String>,
     pub cc_header: Option<String>,
+    pub raw_mime: Option<Vec<u8>>,
     pub reply_to: Option<String>,
     pub subject: String,
     pub text: Option<String>,

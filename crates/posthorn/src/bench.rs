@@ -194,12 +194,16 @@ async fn http_submissions(dir: &Path, messages: u64, clients: usize) -> Result<(
     let mut child = tokio::process::Command::new(std::env::current_exe()?)
         .args([
             "serve",
+            "--submission",
+            "off",
             "--http",
             &format!("127.0.0.1:{port}"),
             "--data-dir",
         ])
         .arg(dir)
         .env("POSTHORN_LOG", "warn")
+        // This measures ingest: no delivery attempts (and no DNS) meanwhile.
+        .env("POSTHORN_DELIVERY__ENABLED", "false")
         .stdout(std::process::Stdio::null())
         .kill_on_drop(true)
         .spawn()

@@ -57,6 +57,14 @@ struct ServeArgs {
     /// tests and demos; lines like `example.com. MX 10 mx.example.com.`).
     #[arg(long, value_name = "FILE")]
     dns_zone: Option<PathBuf>,
+    /// SMTP submission listen address [default: 127.0.0.1:2587]; `off` to
+    /// turn it off.
+    #[arg(long, env = "POSTHORN_SUBMISSION")]
+    submission: Option<String>,
+    /// Demo mode: the mailbox simulator answers for simulator.posthorn.test,
+    /// and retries are fast, so every outcome shows within minutes.
+    #[arg(long)]
+    demo: bool,
 }
 
 fn main() -> Result<()> {
@@ -95,6 +103,28 @@ fn load_config(args: &ServeArgs) -> Result<posthorn_core::config::Config> {
     }
     if let Some(url) = &args.public_url {
         config.server.public_url = Some(url.clone());
+    }
+    if let Some(listen) = &args.submission {
+        config.submission.listen = if listen == "off" {
+            String::new()
+        } else {
+            listen.clone()
+        };
+    }
+    if args.demo {
+        // Fast retries, unless the file or environment chose other values.
+        use posthorn_core::config::{HumanDuration, RetryConfig};
+        let defaults = RetryConfig::default();
+        config.delivery.simulator = true;
+        if config.retry.first_retry == defaults.first_retry {
+            config.retry.first_retry = HumanDuration(5_000);
+        }
+        if config.retry.max_interval == defaults.max_interval {
+            config.retry.max_interval = HumanDuration(20_000);
+        }
+        if config.retry.lifetime == defaults.lifetime {
+            config.retry.lifetime = HumanDuration(2 * 60_000);
+        }
     }
     for route in &args.routes {
         let (domain, target) = route
@@ -150,22 +180,68 @@ async fn serve(args: ServeArgs) -> Result<()> {
             };
         Some(
             app.start_delivery(resolver, posthorn_smtp::Timeouts::default())
+                .await
                 .map_err(anyhow::Error::msg)?,
         )
     } else {
         None
     };
+    let submission = if app.state.config.submission.listen.is_empty() {
+        None
+    } else {
+        let listen = &app.state.config.submission.listen;
+        let listener = tokio::net::TcpListener::bind(listen.as_str())
+            .await
+            .with_context(|| format!("SMTP submission: listening on {listen}"))?;
+        let addr = listener.local_addr()?;
+        app.start_submission(listener)
+            .map_err(|e| anyhow::anyhow!("SMTP submission: {e}"))?;
+        Some(addr)
+    };
     let listener = tokio::net::TcpListener::bind(http)
         .await
         .with_context(|| format!("listening on {http}"))?;
     tracing::info!(%http, %public_url, data_dir = %data_dir.display(), "posthorn is ready");
-    println!("Posthorn is listening on http://{}", listener.local_addr()?);
+    if let Some(addr) = submission {
+        println!("SMTP submission on {addr} (AUTH with an API key as the password; STARTTLS)");
+    }
+    let http_addr = listener.local_addr()?;
+    if args.demo {
+        print_demo_help(http_addr);
+    }
+    println!("Posthorn is listening on http://{http_addr}");
     app.serve(listener, shutdown_signal()).await?;
     if let Some(delivery) = delivery {
         delivery.stop().await;
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+fn print_demo_help(http: std::net::SocketAddr) {
+    let domain = posthorn_server::simulator::SIMULATOR_DOMAIN;
+    println!("Demo mode: the mailbox simulator answers for @{domain}. Try:");
+    println!();
+    println!(
+        "    posthorn send --api http://{http} --from you@example.com --subject Hi --text Hello \\"
+    );
+    for local in [
+        "delivered",
+        "bounce",
+        "mailbox-full",
+        "blocked",
+        "defer",
+        "slow",
+        "expire",
+    ] {
+        println!("        --to {local}@{domain} \\");
+    }
+    println!();
+    println!(
+        "then `posthorn status DELIVERY_ID` for each. `defer` is delivered on its second attempt,"
+    );
+    println!("`expire` never is and shows `expired` after about two minutes.");
+    println!();
 }
 
 /// Resolves on Ctrl-C or SIGTERM, so in-flight requests finish and every

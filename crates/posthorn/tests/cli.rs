@@ -19,7 +19,14 @@ struct Server {
 impl Server {
     fn start(data_dir: &Path, extra: &[&str]) -> Server {
         let mut child = Command::new(BIN)
-            .args(["serve", "--http", "127.0.0.1:0", "--data-dir"])
+            .args([
+                "serve",
+                "--http",
+                "127.0.0.1:0",
+                "--submission",
+                "off",
+                "--data-dir",
+            ])
             .arg(data_dir)
             .args(extra)
             .env("POSTHORN_LOG", "warn")

@@ -3,163 +3,12 @@
 //! every attempt, and after `kill -9` loses nothing and sends nothing twice
 //! that already had a verdict.
 
-use posthorn_testkit::{KillOnDrop, eventually, free_port, peer, wait_for_port};
+mod common;
+
+use common::*;
+use posthorn_testkit::{eventually, peer};
 use serde_json::{Value, json};
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
-
-const BIN: &str = env!("CARGO_BIN_EXE_posthorn");
-const WAIT: Duration = Duration::from_secs(60);
-
-struct Sink {
-    _process: KillOnDrop,
-    addr: SocketAddr,
-    dumps: tempfile::TempDir,
-}
-
-impl Sink {
-    fn start(options: &[&str]) -> Option<Sink> {
-        let program = peer("smtp-sink")?;
-        let dumps = tempfile::tempdir().unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(dumps.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let child = Command::new(program)
-            .args(["-u", "nobody", "-d"])
-            .arg(format!("{}/m.", dumps.path().display()))
-            .args(options)
-            .arg(addr.to_string())
-            .arg("128")
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        let process = KillOnDrop(child);
-        wait_for_port(addr, Duration::from_secs(10));
-        Some(Sink {
-            _process: process,
-            addr,
-            dumps,
-        })
-    }
-
-    fn messages(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        for entry in std::fs::read_dir(self.dumps.path()).unwrap() {
-            if let Ok(text) = std::fs::read_to_string(entry.unwrap().path()) {
-                out.push(text);
-            }
-        }
-        out
-    }
-}
-
-struct Server {
-    child: Child,
-    base: String,
-    key: String,
-}
-
-impl Server {
-    fn start(data: &Path, args: &[String], env: &[(&str, &str)]) -> Server {
-        let mut child = Command::new(BIN)
-            .args(["serve", "--http", "127.0.0.1:0", "--data-dir"])
-            .arg(data)
-            .args(args)
-            .envs(env.iter().copied())
-            .env("POSTHORN_LOG", "warn")
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let base = loop {
-            let line = lines.next().expect("serve exited").unwrap();
-            if let Some(url) = line.strip_prefix("Posthorn is listening on ") {
-                break url.trim().to_owned();
-            }
-        };
-        std::thread::spawn(move || for _ in lines {});
-        let key = std::fs::read_to_string(data.join("initial-admin-key"))
-            .unwrap()
-            .trim()
-            .to_owned();
-        Server { child, base, key }
-    }
-
-    fn kill9(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    fn get(&self, path: &str) -> Value {
-        let out = Command::new("curl")
-            .args(["-sS", "-H", &format!("Authorization: Bearer {}", self.key)])
-            .arg(format!("{}{path}", self.base))
-            .output()
-            .unwrap();
-        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
-    }
-
-    fn submit(&self, body: Value) -> Value {
-        let out = Command::new("curl")
-            .args([
-                "-sS",
-                "-H",
-                &format!("Authorization: Bearer {}", self.key),
-                "-d",
-            ])
-            .arg(body.to_string())
-            .arg(format!("{}/v1/messages", self.base))
-            .output()
-            .unwrap();
-        serde_json::from_slice(&out.stdout).unwrap()
-    }
-
-    fn status(&self, delivery: &str) -> Value {
-        self.get(&format!("/v1/deliveries/{delivery}"))
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn zone_file(dir: &Path, text: &str) -> PathBuf {
-    let path = dir.join("zone.txt");
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
-fn route_args(routes: &[(&str, SocketAddr)], zone: &Path) -> Vec<String> {
-    let mut args = vec!["--dns-zone".to_owned(), zone.display().to_string()];
-    for (domain, addr) in routes {
-        args.push("--route".into());
-        args.push(format!("{domain}={addr}"));
-    }
-    args
-}
-
-fn ids(receipt: &Value) -> Vec<String> {
-    receipt["deliveries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d["id"].as_str().unwrap().to_owned())
-        .collect()
-}
-
-fn wait_status(server: &Server, delivery: &str, want: &str) -> Value {
-    eventually(WAIT, || {
-        let d = server.status(delivery);
-        (d["status"] == want).then_some(d)
-    })
-}
 
 #[test]
 fn messages_leave_over_smtp_with_verp_one_copy_per_recipient_and_dns_outcomes() {
@@ -403,4 +252,76 @@ fn synchronous_bounces_are_classified_and_a_hard_one_suppresses_the_address() {
     // The next message to the bounced address is never attempted.
     let again = server.submit(json!({"from": "s@sender.example", "to": "gone@hard.example", "subject": "Hi", "text": "x"}));
     assert_eq!(again["deliveries"][0]["status"], "dropped");
+}
+
+#[test]
+fn demo_mode_shows_every_outcome_through_the_simulator() {
+    if peer("curl").is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // Shorter than the demo's own two-minute lifetime, so `expire@` ends soon.
+    let env = [
+        ("POSTHORN_RETRY__FIRST_RETRY", "1s"),
+        ("POSTHORN_RETRY__LIFETIME", "6s"),
+    ];
+    let server = Server::start(&dir.path().join("data"), &["--demo".to_owned()], &env);
+    let locals = [
+        "delivered",
+        "bounce",
+        "mailbox-full",
+        "blocked",
+        "defer",
+        "slow",
+        "expire",
+    ];
+    let to: Vec<String> = locals
+        .iter()
+        .map(|l| format!("{l}@simulator.posthorn.test"))
+        .collect();
+    let receipt = server
+        .submit(json!({"from": "you@example.com", "to": to, "subject": "Demo", "text": "Hello"}));
+    let ids = ids(&receipt);
+    let outcome = |i: usize, status: &str| wait_status(&server, &ids[i], status);
+
+    assert_eq!(outcome(0, "delivered")["delivery_status"], "delivered");
+    let bounce = outcome(1, "bounced");
+    assert_eq!(bounce["bounce_type"], "hard");
+    assert_eq!(
+        outcome(2, "bounced")["bounce_type"],
+        "soft",
+        "a full mailbox is not a dead address"
+    );
+    let blocked = outcome(3, "bounced");
+    assert_eq!(
+        blocked["bounce_type"], "soft",
+        "a spam block is about the sender"
+    );
+    let defer = outcome(4, "delivered");
+    let kinds: Vec<&str> = defer["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        vec!["queued", "sent", "deferred", "sent", "delivered"]
+    );
+    outcome(5, "delivered");
+    let expired = outcome(6, "expired");
+    let last = expired["events"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert!(
+        last["details"]["last_reply"]
+            .as_str()
+            .unwrap()
+            .starts_with("451"),
+        "{last}"
+    );
+    assert!(last["details"]["attempts"].as_u64().unwrap() >= 2, "{last}");
 }

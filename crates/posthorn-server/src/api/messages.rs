@@ -334,6 +334,7 @@ fn validate(
         from_address: from.address.normalized(),
         to_header: header_list(to_header),
         cc_header: header_list(cc_header),
+        raw_mime: None,
         reply_to: reply_to.map(|_| s.reply_to.unwrap_or_default().trim().to_owned()),
         subject: s.subject,
         text: s.text,

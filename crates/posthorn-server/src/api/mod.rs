@@ -4,6 +4,8 @@
 mod contacts;
 mod events;
 mod messages;
+
+pub use messages::{DEFAULT_STREAM, valid_name as valid_stream_name};
 mod read;
 
 use crate::app::AppState;

@@ -15,6 +15,10 @@ pub fn build(
     delivery: &DeliveryRecord,
     id_domain: &str,
 ) -> std::io::Result<Vec<u8>> {
+    // A message that arrived over SMTP goes out as the client built it.
+    if let Some(raw) = &message.raw_mime {
+        return Ok(raw.clone());
+    }
     let mut builder = MessageBuilder::new()
         .from(mailbox(&message.from_header))
         .subject(message.subject.as_str())

@@ -71,9 +71,11 @@ impl DeliveryService {
         resolver: Arc<dyn Resolver>,
         classify: Classifier,
         wake: Arc<Notify>,
+        extra_routes: HashMap<String, SocketAddr>,
     ) -> Result<Self, String> {
         let config = &state.config.delivery;
-        let routes = parse_routes(&config.routes)?;
+        let mut routes = parse_routes(&config.routes)?;
+        routes.extend(extra_routes);
         let helo_name = config.helo_name.clone().unwrap_or_else(machine_name);
         let in_flight = Arc::new(Semaphore::new(config.claim_batch as usize * 4));
         Ok(Self {

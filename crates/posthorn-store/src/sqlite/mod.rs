@@ -24,6 +24,7 @@ use writer::Writer;
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0001_init.sql"),
     include_str!("../../migrations/sqlite/0002_delivery.sql"),
+    include_str!("../../migrations/sqlite/0003_raw_messages.sql"),
 ];
 
 /// The file name of the database inside the data directory.

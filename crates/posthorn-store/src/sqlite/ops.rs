@@ -123,8 +123,8 @@ fn insert_message(c: &Connection, m: &NewMessage) -> StoreResult<()> {
         c,
         "INSERT INTO messages (id, tenant_id, from_header, from_address, reply_to, subject, text_body, html_body, \
          headers, tags, metadata, stream, campaign, test, send_at, expires_at, tracking_opens, tracking_clicks, \
-         size, source, created_at, to_header, cc_header) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23)",
+         size, source, created_at, to_header, cc_header, raw_mime) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24)",
     )?
     .execute(params![
         m.id.as_str(),
@@ -149,7 +149,8 @@ fn insert_message(c: &Connection, m: &NewMessage) -> StoreResult<()> {
         m.source.as_str(),
         m.accepted_at,
         m.to_header,
-        m.cc_header
+        m.cc_header,
+        m.raw_mime
     ])?;
     Ok(())
 }

@@ -160,7 +160,7 @@ pub(crate) fn deliveries_of_message(
 
 const MESSAGE_COLUMNS: &str = "id, tenant_id, from_header, from_address, reply_to, subject, text_body, html_body, \
      headers, tags, metadata, stream, campaign, test, send_at, expires_at, tracking_opens, tracking_clicks, size, \
-     source, created_at, to_header, cc_header";
+     source, created_at, to_header, cc_header, raw_mime";
 
 fn message_row(r: &Row<'_>) -> rusqlite::Result<MessageRecord> {
     Ok(MessageRecord {
@@ -187,6 +187,7 @@ fn message_row(r: &Row<'_>) -> rusqlite::Result<MessageRecord> {
         created_at: r.get(20)?,
         to_header: r.get(21)?,
         cc_header: r.get(22)?,
+        raw_mime: r.get(23)?,
     })
 }
 

@@ -1,0 +1,567 @@
+//! The SMTP server side: one session per connection, for the submission
+//! port (clients authenticate with an API key), the built-in mailbox
+//! simulator and, later, the inbound MX. Commands are parsed by smtp-proto;
+//! what to accept is decided by a [`Handler`].
+//!
+//! Safe by construction: the message ends only at `CRLF.CRLF` (no SMTP
+//! smuggling with bare LF dots), lines and messages have limits, a session
+//! that errs too often is closed, and nothing is handed on until the whole
+//! message has arrived.
+
+use crate::tls::ServerTlsConfig;
+use smtp_proto::request::receiver::DataReceiver;
+use smtp_proto::{Error as ProtoError, Request};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// A reply the server sends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerReply {
+    pub code: u16,
+    /// `x.y.z`
+    pub enhanced: &'static str,
+    pub text: String,
+}
+
+impl ServerReply {
+    pub fn new(code: u16, enhanced: &'static str, text: impl Into<String>) -> Self {
+        Self {
+            code,
+            enhanced,
+            text: text.into(),
+        }
+    }
+    fn line(&self) -> String {
+        format!("{} {} {}\r\n", self.code, self.enhanced, self.text)
+    }
+}
+
+/// Who is talking, as the handler sees it.
+#[derive(Debug, Clone, Default)]
+pub struct Session {
+    pub peer: Option<SocketAddr>,
+    pub helo: Option<String>,
+    pub tls: bool,
+    /// Set by a successful AUTH: what [`Handler::auth`] returned.
+    pub identity: Option<String>,
+}
+
+/// One transaction as received.
+#[derive(Debug, Clone, Default)]
+pub struct ReceivedEnvelope {
+    pub mail_from: String,
+    pub recipients: Vec<String>,
+}
+
+/// What the server decides on. Every method may refuse with a reply.
+#[async_trait::async_trait]
+pub trait Handler: Send + Sync + 'static {
+    /// Checks AUTH credentials; the identity it returns is kept on the session.
+    async fn auth(&self, _username: &str, _password: &str) -> Result<String, ServerReply> {
+        Err(ServerReply::new(
+            535,
+            "5.7.8",
+            "authentication is not offered here",
+        ))
+    }
+    async fn mail_from(&self, session: &Session, address: &str) -> Result<(), ServerReply>;
+    async fn rcpt_to(
+        &self,
+        session: &Session,
+        envelope: &ReceivedEnvelope,
+        address: &str,
+    ) -> Result<(), ServerReply>;
+    /// The whole message, after the final dot. The reply is the transaction's.
+    async fn data(
+        &self,
+        session: &Session,
+        envelope: &ReceivedEnvelope,
+        message: Vec<u8>,
+    ) -> ServerReply;
+}
+
+/// Settings of one listener.
+#[derive(Clone)]
+pub struct ServerSettings {
+    pub hostname: String,
+    pub max_message_size: usize,
+    pub max_recipients: usize,
+    /// STARTTLS is offered when set.
+    pub tls: Option<ServerTlsConfig>,
+    /// Offer AUTH (PLAIN, LOGIN) and require it before MAIL.
+    pub require_auth: bool,
+    /// Allow AUTH before STARTTLS when the client is on loopback.
+    pub plaintext_auth_on_loopback: bool,
+    /// How long to wait for a command, and for the message data.
+    pub command_timeout: Duration,
+    pub data_timeout: Duration,
+}
+
+impl ServerSettings {
+    pub fn new(hostname: impl Into<String>) -> Self {
+        Self {
+            hostname: hostname.into(),
+            max_message_size: 10 * 1024 * 1024,
+            max_recipients: 1000,
+            tls: None,
+            require_auth: false,
+            plaintext_auth_on_loopback: true,
+            command_timeout: Duration::from_secs(300),
+            data_timeout: Duration::from_secs(600),
+        }
+    }
+}
+
+/// Errors before the session gives up on a client.
+const MAX_ERRORS: u32 = 10;
+/// Longest command line (RFC 5321 says 512; extensions need more).
+const MAX_LINE: usize = 4096;
+
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+    Upgrading,
+}
+
+impl Stream {
+    async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf).await,
+            Stream::Tls(s) => s.read(buf).await,
+            Stream::Upgrading => Ok(0),
+        }
+    }
+    async fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        match self {
+            Stream::Plain(s) => write_flush(s, bytes).await,
+            Stream::Tls(s) => write_flush(s.as_mut(), bytes).await,
+            Stream::Upgrading => Ok(()),
+        }
+    }
+}
+
+async fn write_flush<S: AsyncWrite + Unpin>(s: &mut S, bytes: &[u8]) -> std::io::Result<()> {
+    s.write_all(bytes).await?;
+    s.flush().await
+}
+
+/// Serves one connection to its end.
+pub async fn serve_connection<H: Handler + ?Sized>(
+    tcp: TcpStream,
+    settings: Arc<ServerSettings>,
+    handler: Arc<H>,
+) {
+    let peer = tcp.peer_addr().ok();
+    let mut conn = Connection {
+        stream: Stream::Plain(tcp),
+        buf: Vec::new(),
+        settings,
+        session: Session {
+            peer,
+            ..Default::default()
+        },
+        errors: 0,
+    };
+    if let Err(e) = conn.run(handler.as_ref()).await {
+        tracing::debug!(?peer, error = %e, "SMTP session ended");
+    }
+}
+
+struct Connection {
+    stream: Stream,
+    /// Bytes read and not yet consumed.
+    buf: Vec<u8>,
+    settings: Arc<ServerSettings>,
+    session: Session,
+    errors: u32,
+}
+
+/// Why a session ended early.
+#[derive(Debug, thiserror::Error)]
+enum End {
+    #[error("client went away")]
+    Gone,
+    #[error("timeout")]
+    Timeout,
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("too many errors")]
+    TooManyErrors,
+}
+
+impl Connection {
+    async fn reply(&mut self, reply: &ServerReply) -> Result<(), End> {
+        self.stream.write_all(reply.line().as_bytes()).await?;
+        if reply.code >= 500 {
+            self.errors += 1;
+            if self.errors >= MAX_ERRORS {
+                let bye = ServerReply::new(421, "4.7.0", "too many errors, closing");
+                self.stream.write_all(bye.line().as_bytes()).await?;
+                return Err(End::TooManyErrors);
+            }
+        }
+        Ok(())
+    }
+
+    async fn fill(&mut self, timeout: Duration) -> Result<(), End> {
+        let mut chunk = [0u8; 8192];
+        let n = tokio::time::timeout(timeout, self.stream.read(&mut chunk))
+            .await
+            .map_err(|_| End::Timeout)??;
+        if n == 0 {
+            return Err(End::Gone);
+        }
+        self.buf.extend_from_slice(&chunk[..n]);
+        Ok(())
+    }
+
+    /// One command line (without CRLF); `None` when it was too long.
+    async fn line(&mut self) -> Result<Option<Vec<u8>>, End> {
+        loop {
+            if let Some(pos) = self.buf.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.buf.drain(..=pos).collect();
+                return Ok((line.len() <= MAX_LINE).then_some(line));
+            }
+            if self.buf.len() > MAX_LINE {
+                // Swallow the rest of the over-long line.
+                self.buf.clear();
+                loop {
+                    self.fill(self.settings.command_timeout).await?;
+                    if let Some(pos) = self.buf.iter().position(|&b| b == b'\n') {
+                        self.buf.drain(..=pos);
+                        return Ok(None);
+                    }
+                    self.buf.clear();
+                }
+            }
+            self.fill(self.settings.command_timeout).await?;
+        }
+    }
+
+    fn auth_allowed(&self) -> bool {
+        self.session.tls
+            || (self.settings.plaintext_auth_on_loopback
+                && self.session.peer.is_some_and(|p| p.ip().is_loopback()))
+    }
+
+    fn ehlo_reply(&self) -> String {
+        let mut lines = vec![
+            format!("{} at your service", self.settings.hostname),
+            "PIPELINING".into(),
+            format!("SIZE {}", self.settings.max_message_size),
+            "8BITMIME".into(),
+            "SMTPUTF8".into(),
+            "ENHANCEDSTATUSCODES".into(),
+        ];
+        if self.settings.tls.is_some() && !self.session.tls {
+            lines.push("STARTTLS".into());
+        }
+        if self.settings.require_auth && self.auth_allowed() {
+            lines.push("AUTH PLAIN LOGIN".into());
+        }
+        let last = lines.len() - 1;
+        lines
+            .iter()
+            .enumerate()
+            .map(|(i, l)| format!("250{}{l}\r\n", if i == last { ' ' } else { '-' }))
+            .collect()
+    }
+
+    async fn run<H: Handler + ?Sized>(&mut self, handler: &H) -> Result<(), End> {
+        let greeting = format!("220 {} ESMTP Posthorn\r\n", self.settings.hostname);
+        self.stream.write_all(greeting.as_bytes()).await?;
+        let mut envelope: Option<ReceivedEnvelope> = None;
+        loop {
+            let Some(line) = self.line().await? else {
+                self.reply(&ServerReply::new(500, "5.5.2", "line too long"))
+                    .await?;
+                continue;
+            };
+            let request = match Request::parse(&mut line.iter()) {
+                Ok(r) => r.into_owned(),
+                Err(ProtoError::UnknownCommand) => {
+                    self.reply(&ServerReply::new(500, "5.5.1", "command not recognised"))
+                        .await?;
+                    continue;
+                }
+                Err(_) => {
+                    self.reply(&ServerReply::new(501, "5.5.4", "syntax error"))
+                        .await?;
+                    continue;
+                }
+            };
+            match request {
+                Request::Ehlo { host } | Request::Lhlo { host } => {
+                    self.session.helo = Some(host);
+                    envelope = None;
+                    let reply = self.ehlo_reply();
+                    self.stream.write_all(reply.as_bytes()).await?;
+                }
+                Request::Helo { host } => {
+                    self.session.helo = Some(host);
+                    envelope = None;
+                    let reply = format!("250 {}\r\n", self.settings.hostname);
+                    self.stream.write_all(reply.as_bytes()).await?;
+                }
+                Request::StartTls => {
+                    let Some(tls) = self.settings.tls.clone().filter(|_| !self.session.tls) else {
+                        self.reply(&ServerReply::new(502, "5.5.1", "STARTTLS not available"))
+                            .await?;
+                        continue;
+                    };
+                    self.reply(&ServerReply::new(220, "2.0.0", "ready to start TLS"))
+                        .await?;
+                    let Stream::Plain(tcp) = std::mem::replace(&mut self.stream, Stream::Upgrading)
+                    else {
+                        return Err(End::Gone);
+                    };
+                    // RFC 3207: anything pipelined after STARTTLS is discarded.
+                    self.buf.clear();
+                    let tls_stream = tokio::time::timeout(
+                        self.settings.command_timeout,
+                        tls.acceptor().accept(tcp),
+                    )
+                    .await
+                    .map_err(|_| End::Timeout)??;
+                    self.stream = Stream::Tls(Box::new(tls_stream));
+                    self.session.tls = true;
+                    self.session.helo = None;
+                    self.session.identity = None;
+                    envelope = None;
+                }
+                Request::Auth {
+                    mechanism,
+                    initial_response,
+                } => {
+                    self.auth(handler, mechanism, initial_response).await?;
+                }
+                Request::Mail { from } => {
+                    if self.session.helo.is_none() {
+                        self.reply(&ServerReply::new(503, "5.5.1", "say EHLO first"))
+                            .await?;
+                    } else if self.settings.require_auth && self.session.identity.is_none() {
+                        self.reply(&ServerReply::new(530, "5.7.0", "authentication required"))
+                            .await?;
+                    } else if envelope.is_some() {
+                        self.reply(&ServerReply::new(503, "5.5.1", "nested MAIL command"))
+                            .await?;
+                    } else if from.size > self.settings.max_message_size {
+                        let text = format!(
+                            "message size exceeds the limit of {} bytes",
+                            self.settings.max_message_size
+                        );
+                        self.reply(&ServerReply::new(552, "5.3.4", text)).await?;
+                    } else {
+                        match handler.mail_from(&self.session, &from.address).await {
+                            Ok(()) => {
+                                envelope = Some(ReceivedEnvelope {
+                                    mail_from: from.address,
+                                    recipients: Vec::new(),
+                                });
+                                self.reply(&ServerReply::new(250, "2.1.0", "sender ok"))
+                                    .await?;
+                            }
+                            Err(reply) => self.reply(&reply).await?,
+                        }
+                    }
+                }
+                Request::Rcpt { to } => {
+                    let Some(env) = envelope.as_mut() else {
+                        self.reply(&ServerReply::new(503, "5.5.1", "need MAIL before RCPT"))
+                            .await?;
+                        continue;
+                    };
+                    if env.recipients.len() >= self.settings.max_recipients {
+                        self.reply(&ServerReply::new(452, "4.5.3", "too many recipients"))
+                            .await?;
+                        continue;
+                    }
+                    let snapshot = env.clone();
+                    match handler.rcpt_to(&self.session, &snapshot, &to.address).await {
+                        Ok(()) => {
+                            env.recipients.push(to.address);
+                            self.reply(&ServerReply::new(250, "2.1.5", "recipient ok"))
+                                .await?;
+                        }
+                        Err(reply) => self.reply(&reply).await?,
+                    }
+                }
+                Request::Data => {
+                    let Some(env) = envelope.take().filter(|e| !e.recipients.is_empty()) else {
+                        self.reply(&ServerReply::new(554, "5.5.1", "no valid recipients"))
+                            .await?;
+                        continue;
+                    };
+                    self.stream
+                        .write_all(b"354 end data with <CR><LF>.<CR><LF>\r\n")
+                        .await?;
+                    let reply = match self.read_data().await? {
+                        Some(message) => handler.data(&self.session, &env, message).await,
+                        None => ServerReply::new(
+                            552,
+                            "5.3.4",
+                            format!(
+                                "message size exceeds the limit of {} bytes",
+                                self.settings.max_message_size
+                            ),
+                        ),
+                    };
+                    self.reply(&reply).await?;
+                }
+                Request::Rset => {
+                    envelope = None;
+                    self.reply(&ServerReply::new(250, "2.0.0", "reset")).await?;
+                }
+                Request::Noop { .. } => self.reply(&ServerReply::new(250, "2.0.0", "ok")).await?,
+                Request::Vrfy { .. } => {
+                    self.reply(&ServerReply::new(
+                        252,
+                        "2.5.0",
+                        "cannot verify, but will try",
+                    ))
+                    .await?
+                }
+                Request::Quit => {
+                    self.reply(&ServerReply::new(221, "2.0.0", "bye")).await?;
+                    return Ok(());
+                }
+                _ => {
+                    self.reply(&ServerReply::new(502, "5.5.1", "command not implemented"))
+                        .await?
+                }
+            }
+        }
+    }
+
+    /// The message after 354: `None` when it outgrew the limit (the rest is
+    /// read and dropped so the session stays in step).
+    async fn read_data(&mut self) -> Result<Option<Vec<u8>>, End> {
+        let mut receiver = DataReceiver::new();
+        let mut message = Vec::new();
+        let mut too_large = false;
+        loop {
+            let pending = std::mem::take(&mut self.buf);
+            let mut iter = pending.iter();
+            let done = receiver.ingest(&mut iter, &mut message);
+            self.buf = iter.as_slice().to_vec();
+            if message.len() > self.settings.max_message_size {
+                too_large = true;
+                message.clear();
+            }
+            if done {
+                return Ok((!too_large).then_some(message));
+            }
+            self.fill(self.settings.data_timeout).await?;
+        }
+    }
+
+    async fn auth<H: Handler + ?Sized>(
+        &mut self,
+        handler: &H,
+        mechanism: u64,
+        initial: String,
+    ) -> Result<(), End> {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        if !self.settings.require_auth {
+            return self
+                .reply(&ServerReply::new(502, "5.5.1", "AUTH not offered"))
+                .await;
+        }
+        if !self.auth_allowed() {
+            return self
+                .reply(&ServerReply::new(
+                    538,
+                    "5.7.11",
+                    "encryption required: use STARTTLS first",
+                ))
+                .await;
+        }
+        if self.session.identity.is_some() {
+            return self
+                .reply(&ServerReply::new(503, "5.5.1", "already authenticated"))
+                .await;
+        }
+        let credentials = if mechanism == smtp_proto::AUTH_PLAIN {
+            let response = if initial.is_empty() {
+                self.stream.write_all(b"334 \r\n").await?;
+                self.auth_line().await?
+            } else {
+                initial
+            };
+            b64.decode(response.trim()).ok().and_then(|raw| {
+                let mut parts = raw.split(|&b| b == 0);
+                let _authzid = parts.next()?;
+                let user = String::from_utf8(parts.next()?.to_vec()).ok()?;
+                let pass = String::from_utf8(parts.next()?.to_vec()).ok()?;
+                Some((user, pass))
+            })
+        } else if mechanism == smtp_proto::AUTH_LOGIN {
+            let user = if initial.is_empty() {
+                self.stream.write_all(b"334 VXNlcm5hbWU6\r\n").await?;
+                self.auth_line().await?
+            } else {
+                initial
+            };
+            self.stream.write_all(b"334 UGFzc3dvcmQ6\r\n").await?;
+            let pass = self.auth_line().await?;
+            let decode = |s: &str| {
+                b64.decode(s.trim())
+                    .ok()
+                    .and_then(|b| String::from_utf8(b).ok())
+            };
+            decode(&user).zip(decode(&pass))
+        } else {
+            return self
+                .reply(&ServerReply::new(504, "5.5.4", "mechanism not supported"))
+                .await;
+        };
+        let Some((user, pass)) = credentials else {
+            return self
+                .reply(&ServerReply::new(
+                    501,
+                    "5.5.2",
+                    "cannot decode the credentials",
+                ))
+                .await;
+        };
+        match handler.auth(&user, &pass).await {
+            Ok(identity) => {
+                self.session.identity = Some(identity);
+                self.reply(&ServerReply::new(235, "2.7.0", "authentication succeeded"))
+                    .await
+            }
+            Err(reply) => self.reply(&reply).await,
+        }
+    }
+
+    async fn auth_line(&mut self) -> Result<String, End> {
+        let line = self.line().await?.unwrap_or_default();
+        Ok(String::from_utf8_lossy(&line).trim().to_owned())
+    }
+}
+
+/// Accepts connections on `listener` until `stop` resolves, one task each.
+pub async fn serve<H: Handler + ?Sized>(
+    listener: tokio::net::TcpListener,
+    settings: Arc<ServerSettings>,
+    handler: Arc<H>,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => return,
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, _)) => {
+                    let (settings, handler) = (settings.clone(), handler.clone());
+                    tokio::spawn(async move { serve_connection(tcp, settings, handler).await });
+                }
+                Err(e) => tracing::warn!(error = %e, "accepting an SMTP connection failed"),
+            }
+        }
+    }
+}

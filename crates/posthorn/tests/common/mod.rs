@@ -1,0 +1,178 @@
+//! Helpers shared by the tests that run `posthorn serve` with real SMTP
+//! peers: Postfix's `smtp-sink`, and the server under test.
+#![allow(dead_code)]
+
+use posthorn_testkit::{KillOnDrop, eventually, free_port, peer, wait_for_port};
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_posthorn");
+pub const WAIT: Duration = Duration::from_secs(60);
+
+pub struct Sink {
+    _process: KillOnDrop,
+    pub addr: SocketAddr,
+    pub dumps: tempfile::TempDir,
+}
+
+impl Sink {
+    pub fn start(options: &[&str]) -> Option<Sink> {
+        let program = peer("smtp-sink")?;
+        let dumps = tempfile::tempdir().unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dumps.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let child = Command::new(program)
+            .args(["-u", "nobody", "-d"])
+            .arg(format!("{}/m.", dumps.path().display()))
+            .args(options)
+            .arg(addr.to_string())
+            .arg("128")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let process = KillOnDrop(child);
+        wait_for_port(addr, Duration::from_secs(10));
+        Some(Sink {
+            _process: process,
+            addr,
+            dumps,
+        })
+    }
+
+    pub fn messages(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(self.dumps.path()).unwrap() {
+            if let Ok(text) = std::fs::read_to_string(entry.unwrap().path()) {
+                out.push(text);
+            }
+        }
+        out
+    }
+}
+
+pub struct Server {
+    child: Child,
+    pub base: String,
+    pub key: String,
+    /// The SMTP submission address, when it listens.
+    pub submission: Option<SocketAddr>,
+}
+
+impl Server {
+    /// `posthorn serve` on free ports; `args` may set `--submission`.
+    pub fn start(data: &Path, args: &[String], env: &[(&str, &str)]) -> Server {
+        let submission_given = args.iter().any(|a| a == "--submission");
+        let mut child = Command::new(BIN)
+            .args(["serve", "--http", "127.0.0.1:0", "--data-dir"])
+            .arg(data)
+            .args(if submission_given {
+                &[][..]
+            } else {
+                &["--submission", "off"][..]
+            })
+            .args(args)
+            .envs(env.iter().copied())
+            .env("POSTHORN_LOG", "warn")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut submission = None;
+        let base = loop {
+            let line = lines.next().expect("serve exited").unwrap();
+            if let Some(rest) = line.strip_prefix("SMTP submission on ") {
+                submission = rest.split_whitespace().next().and_then(|a| a.parse().ok());
+            }
+            if let Some(url) = line.strip_prefix("Posthorn is listening on ") {
+                break url.trim().to_owned();
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        let key = std::fs::read_to_string(data.join("initial-admin-key"))
+            .unwrap()
+            .trim()
+            .to_owned();
+        Server {
+            child,
+            base,
+            key,
+            submission,
+        }
+    }
+
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn get(&self, path: &str) -> Value {
+        let out = Command::new("curl")
+            .args(["-sS", "-H", &format!("Authorization: Bearer {}", self.key)])
+            .arg(format!("{}{path}", self.base))
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+    }
+
+    pub fn submit(&self, body: Value) -> Value {
+        let out = Command::new("curl")
+            .args([
+                "-sS",
+                "-H",
+                &format!("Authorization: Bearer {}", self.key),
+                "-d",
+            ])
+            .arg(body.to_string())
+            .arg(format!("{}/v1/messages", self.base))
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    pub fn status(&self, delivery: &str) -> Value {
+        self.get(&format!("/v1/deliveries/{delivery}"))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn zone_file(dir: &Path, text: &str) -> PathBuf {
+    let path = dir.join("zone.txt");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+pub fn route_args(routes: &[(&str, SocketAddr)], zone: &Path) -> Vec<String> {
+    let mut args = vec!["--dns-zone".to_owned(), zone.display().to_string()];
+    for (domain, addr) in routes {
+        args.push("--route".into());
+        args.push(format!("{domain}={addr}"));
+    }
+    args
+}
+
+pub fn ids(receipt: &Value) -> Vec<String> {
+    receipt["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+pub fn wait_status(server: &Server, delivery: &str, want: &str) -> Value {
+    eventually(WAIT, || {
+        let d = server.status(delivery);
+        (d["status"] == want).then_some(d)
+    })
+}
