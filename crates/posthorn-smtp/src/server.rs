@@ -339,7 +339,10 @@ impl Connection {
                     self.auth(handler, mechanism, initial_response).await?;
                 }
                 Request::Mail { from } => {
-                    if self.session.helo.is_none() {
+                    if from.address.chars().any(char::is_control) {
+                        self.reply(&ServerReply::new(501, "5.1.7", "bad sender address syntax"))
+                            .await?;
+                    } else if self.session.helo.is_none() {
                         self.reply(&ServerReply::new(503, "5.5.1", "say EHLO first"))
                             .await?;
                     } else if self.settings.require_auth && self.session.identity.is_none() {
@@ -374,6 +377,15 @@ impl Connection {
                             .await?;
                         continue;
                     };
+                    if to.address.chars().any(char::is_control) {
+                        self.reply(&ServerReply::new(
+                            501,
+                            "5.1.3",
+                            "bad recipient address syntax",
+                        ))
+                        .await?;
+                        continue;
+                    }
                     if env.recipients.len() >= self.settings.max_recipients {
                         self.reply(&ServerReply::new(452, "4.5.3", "too many recipients"))
                             .await?;
