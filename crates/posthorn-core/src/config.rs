@@ -88,6 +88,55 @@ pub struct DeliveryConfig {
     pub routes: BTreeMap<String, String>,
     /// Run the mailbox simulator for `simulator.posthorn.test` (`--demo`).
     pub simulator: bool,
+    /// Per-destination settings, keyed by recipient domain
+    /// (`[delivery.domains."gmail.com"]`).
+    pub domains: BTreeMap<String, DomainPolicy>,
+    /// Relay everything through one upstream server instead of MX delivery.
+    pub smarthost: Option<SmarthostConfig>,
+}
+
+/// Settings for one destination domain.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DomainPolicy {
+    /// Connections at once (overrides `max_connections_per_domain`).
+    pub max_connections: Option<usize>,
+    /// Messages per second to this domain, across all its connections.
+    pub messages_per_second: Option<f64>,
+    /// Never send to this domain without TLS: defer instead.
+    pub require_tls: bool,
+}
+
+/// An upstream relay ("smarthost").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmarthostConfig {
+    /// `host:port`, e.g. `smtp.example.com:587`.
+    pub address: String,
+    /// AUTH PLAIN user name; with `password`.
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<Secret>,
+    /// Refuse to relay without TLS (default on: credentials never travel
+    /// in plain text).
+    #[serde(default = "yes")]
+    pub require_tls: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A secret from configuration: kept out of `Debug` output and logs.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
 }
 
 impl Default for DeliveryConfig {
@@ -102,6 +151,8 @@ impl Default for DeliveryConfig {
             lease: HumanDuration(15 * MINUTE),
             routes: BTreeMap::new(),
             simulator: false,
+            domains: BTreeMap::new(),
+            smarthost: None,
         }
     }
 }
@@ -398,6 +449,18 @@ mod tests {
         assert_eq!(ByteSize::parse("512 KB").unwrap().0, 512 * 1024);
         assert_eq!(ByteSize::parse("100").unwrap().0, 100);
         assert!(ByteSize::parse("10 parsecs").is_err());
+    }
+
+    #[test]
+    fn smarthost_passwords_never_show_in_debug() {
+        let c: Config = toml::from_str(
+            "[delivery.smarthost]\naddress = \"relay.example:587\"\nusername = \"u\"\npassword = \"hunter2\"\n",
+        )
+        .unwrap();
+        let smarthost = c.delivery.smarthost.as_ref().unwrap();
+        assert!(smarthost.require_tls, "TLS is required by default");
+        assert_eq!(smarthost.password.as_ref().unwrap().0, "hunter2");
+        assert!(!format!("{c:?}").contains("hunter2"));
     }
 
     #[test]

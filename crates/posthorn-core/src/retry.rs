@@ -200,3 +200,61 @@ mod tests {
         }
     }
 }
+
+/// A token bucket: at most `rate` events per second on average, with bursts
+/// of up to `burst`. Pure: the caller passes the time and sleeps.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RateLimit {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    last: Millis,
+}
+
+impl RateLimit {
+    pub fn new(per_second: f64, now: Millis) -> Self {
+        let rate = per_second.max(0.001);
+        let burst = rate.max(1.0);
+        Self {
+            rate,
+            burst,
+            tokens: burst,
+            last: now,
+        }
+    }
+
+    /// Takes one token at `now`; returns how long to wait first (0 when a
+    /// token was there). The token is taken either way.
+    pub fn take(&mut self, now: Millis) -> Millis {
+        let elapsed = (now - self.last).max(0) as f64 / 1000.0;
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        self.last = now;
+        self.tokens -= 1.0;
+        if self.tokens >= 0.0 {
+            0
+        } else {
+            ((-self.tokens / self.rate) * 1000.0).ceil() as Millis
+        }
+    }
+}
+
+#[cfg(test)]
+mod rate_tests {
+    use super::*;
+
+    #[test]
+    fn bursts_then_spaces_events_at_the_rate() {
+        let mut limit = RateLimit::new(2.0, 0);
+        assert_eq!(limit.take(0), 0);
+        assert_eq!(limit.take(0), 0, "a burst of two");
+        assert_eq!(limit.take(0), 500, "then one every half second");
+        assert_eq!(limit.take(0), 1000);
+        // After a quiet second the bucket refills (but not beyond the burst).
+        let mut limit = RateLimit::new(2.0, 0);
+        limit.take(0);
+        limit.take(0);
+        assert_eq!(limit.take(10_000), 0);
+        assert_eq!(limit.take(10_000), 0);
+        assert_eq!(limit.take(10_000), 500);
+    }
+}

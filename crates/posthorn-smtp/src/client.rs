@@ -19,6 +19,7 @@ pub enum Phase {
     Greeting,
     Ehlo,
     StartTls,
+    Auth,
     MailFrom,
     RcptTo,
     Data,
@@ -35,6 +36,7 @@ impl fmt::Display for Phase {
             Phase::Greeting => "greeting",
             Phase::Ehlo => "EHLO",
             Phase::StartTls => "STARTTLS",
+            Phase::Auth => "AUTH",
             Phase::MailFrom => "MAIL FROM",
             Phase::RcptTo => "RCPT TO",
             Phase::Data => "DATA",
@@ -424,6 +426,28 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SmtpClient<S> {
         Ok(TransactionResult {
             recipients: results,
         })
+    }
+
+    /// AUTH PLAIN (RFC 4616), for relaying through a smarthost. Refused
+    /// credentials are permanent: trying again will not fix them.
+    pub async fn auth_plain(&mut self, username: &str, password: &str) -> Result<(), ClientError> {
+        use base64::Engine;
+        let token =
+            base64::engine::general_purpose::STANDARD.encode(format!("\0{username}\0{password}"));
+        let reply = self
+            .command(
+                Phase::Auth,
+                &format!("AUTH PLAIN {token}\r\n"),
+                self.timeouts.command,
+            )
+            .await?;
+        if reply.code != 235 {
+            return Err(ClientError::Reply {
+                phase: Phase::Auth,
+                reply,
+            });
+        }
+        Ok(())
     }
 
     /// Ends the current transaction (before the next one on this session).

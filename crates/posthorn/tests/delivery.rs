@@ -325,3 +325,98 @@ fn demo_mode_shows_every_outcome_through_the_simulator() {
     );
     assert!(last["details"]["attempts"].as_u64().unwrap() >= 2, "{last}");
 }
+
+#[test]
+fn a_smarthost_relays_everything_with_starttls_and_auth() {
+    if peer("curl").is_none() {
+        return;
+    }
+    let Some(sink) = Sink::start(&[]) else { return };
+    // B: an upstream relay (another Posthorn, through its submission port).
+    let dir_b = tempfile::tempdir().unwrap();
+    let mut args_b = route_args(&[("example.com", sink.addr)], &zone_file(dir_b.path(), ""));
+    args_b.extend(["--submission".to_owned(), "127.0.0.1:0".to_owned()]);
+    let relay = Server::start(&dir_b.path().join("data"), &args_b, &[]);
+    let relay_addr = relay.submission.unwrap();
+
+    // A: sends everything through B.
+    let dir_a = tempfile::tempdir().unwrap();
+    let config = dir_a.path().join("posthorn.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[delivery.smarthost]\naddress = \"{relay_addr}\"\nusername = \"relay\"\npassword = \"{}\"\nrequire_tls = true\n",
+            relay.key
+        ),
+    )
+    .unwrap();
+    let mut args_a = vec!["--config".to_owned(), config.display().to_string()];
+    args_a.extend([
+        "--dns-zone".to_owned(),
+        zone_file(dir_a.path(), "").display().to_string(),
+    ]);
+    let sender = Server::start(&dir_a.path().join("data"), &args_a, &[]);
+    let receipt = sender.submit(json!({"from": "shop@sender.example", "to": "ann@example.com", "subject": "Relayed", "text": "via B"}));
+    let d = wait_status(&sender, &ids(&receipt)[0], "delivered");
+    let delivered = &d["events"].as_array().unwrap().last().unwrap()["details"];
+    assert!(
+        delivered["tls_version"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("TLS")),
+        "{delivered}"
+    );
+    assert!(
+        delivered["reply_text"]
+            .as_str()
+            .unwrap()
+            .contains("queued as"),
+        "{delivered}"
+    );
+
+    let dumps = eventually(WAIT, || {
+        let m = sink.messages();
+        (!m.is_empty()).then_some(m)
+    });
+    assert!(
+        dumps[0].contains("Subject: Relayed") && dumps[0].contains("via B"),
+        "{}",
+        dumps[0]
+    );
+}
+
+#[test]
+fn a_domain_that_requires_tls_is_deferred_by_a_server_without_it() {
+    if peer("curl").is_none() {
+        return;
+    }
+    let Some(sink) = Sink::start(&[]) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("posthorn.toml");
+    std::fs::write(
+        &config,
+        "[delivery.domains.\"example.com\"]\nrequire_tls = true\n",
+    )
+    .unwrap();
+    let mut args = route_args(&[("example.com", sink.addr)], &zone_file(dir.path(), ""));
+    args.extend(["--config".to_owned(), config.display().to_string()]);
+    let server = Server::start(&dir.path().join("data"), &args, &[]);
+    let receipt = server.submit(
+        json!({"from": "s@sender.example", "to": "ann@example.com", "subject": "x", "text": "x"}),
+    );
+    let d = wait_status(&server, &ids(&receipt)[0], "deferred");
+    let deferred = d["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "deferred")
+        .unwrap()
+        .clone();
+    assert!(
+        deferred["details"]["reply_text"]
+            .as_str()
+            .unwrap()
+            .contains("TLS is required"),
+        "{deferred}"
+    );
+    assert!(sink.messages().is_empty(), "nothing was sent in plain text");
+}

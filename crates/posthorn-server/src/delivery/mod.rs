@@ -29,10 +29,28 @@ use verp::VerpSigner;
 const IDLE_POLL: Duration = Duration::from_millis(500);
 
 /// One server to try for a domain.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Target {
     pub host: String,
     pub addr: SocketAddr,
+    /// Never send without TLS (domain policy, or a smarthost).
+    pub require_tls: bool,
+    /// AUTH PLAIN credentials (a smarthost).
+    pub auth: Option<(String, String)>,
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Target")
+            .field("host", &self.host)
+            .field("addr", &self.addr)
+            .field("require_tls", &self.require_tls)
+            .field(
+                "auth",
+                &self.auth.as_ref().map(|(user, _)| (user, "<redacted>")),
+            )
+            .finish()
+    }
 }
 
 /// Where mail for a domain goes, or why it goes nowhere.
@@ -58,6 +76,9 @@ pub struct DeliveryService {
     timeouts: Timeouts,
     /// Connections per destination domain.
     per_domain: Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// Message rates per destination domain, where a policy sets one.
+    rates: Mutex<HashMap<String, posthorn_core::retry::RateLimit>>,
+    smarthost: Option<Target>,
     /// Deliveries claimed and not finished, bounded so that a slow
     /// destination cannot make us lease the whole queue.
     in_flight: Arc<Semaphore>,
@@ -77,6 +98,11 @@ impl DeliveryService {
         let mut routes = parse_routes(&config.routes)?;
         routes.extend(extra_routes);
         let helo_name = config.helo_name.clone().unwrap_or_else(machine_name);
+        let smarthost = config
+            .smarthost
+            .as_ref()
+            .map(smarthost_target)
+            .transpose()?;
         let in_flight = Arc::new(Semaphore::new(config.claim_batch as usize * 4));
         Ok(Self {
             state,
@@ -87,6 +113,8 @@ impl DeliveryService {
             helo_name,
             timeouts: Timeouts::default(),
             per_domain: Mutex::new(HashMap::new()),
+            rates: Mutex::new(HashMap::new()),
+            smarthost,
             in_flight,
             wake,
         })
@@ -154,8 +182,34 @@ impl DeliveryService {
         }
     }
 
+    fn policy(&self, domain: &str) -> Option<&posthorn_core::config::DomainPolicy> {
+        self.state.config.delivery.domains.get(domain)
+    }
+
+    /// Waits for the domain's message rate, where its policy sets one.
+    async fn pace(&self, domain: &str) {
+        let Some(rate) = self.policy(domain).and_then(|p| p.messages_per_second) else {
+            return;
+        };
+        let now = self.state.now();
+        let wait = {
+            let mut rates = self.rates.lock().expect("rate limits");
+            rates
+                .entry(domain.to_owned())
+                .or_insert_with(|| posthorn_core::retry::RateLimit::new(rate, now))
+                .take(now)
+        };
+        if wait > 0 {
+            tokio::time::sleep(Duration::from_millis(wait as u64)).await;
+        }
+    }
+
     fn domain_limit(&self, domain: &str) -> Arc<Semaphore> {
-        let per_domain = self.state.config.delivery.max_connections_per_domain.max(1);
+        let per_domain = self
+            .policy(domain)
+            .and_then(|p| p.max_connections)
+            .unwrap_or(self.state.config.delivery.max_connections_per_domain)
+            .max(1);
         let mut map = self.per_domain.lock().expect("domain limits");
         map.entry(domain.to_owned())
             .or_insert_with(|| Arc::new(Semaphore::new(per_domain)))
@@ -219,7 +273,8 @@ impl DeliveryService {
             let Ok(_connection) = limit.clone().acquire_owned().await else {
                 return;
             };
-            self.deliver_over_one_connection(&targets, chunk).await;
+            self.deliver_over_one_connection(&domain, &targets, chunk)
+                .await;
         }
     }
 
@@ -227,6 +282,7 @@ impl DeliveryService {
     /// it, one transaction per delivery.
     async fn deliver_over_one_connection(
         &self,
+        domain: &str,
         targets: &[Target],
         items: Vec<(ClaimedDelivery, OwnedSemaphorePermit)>,
     ) {
@@ -265,6 +321,7 @@ impl DeliveryService {
                 self.finish(&item, details, next).await;
                 continue;
             }
+            self.pace(domain).await;
             self.record_sent(&item, &target).await;
             let message = match self.build(&item) {
                 Ok(m) => m,
@@ -335,32 +392,53 @@ impl DeliveryService {
         Err(last)
     }
 
-    /// Connect, EHLO, and STARTTLS when offered (opportunistic: if the
-    /// handshake fails, the message goes in plain text on a new connection,
-    /// as MTAs do).
+    /// Connect, EHLO, STARTTLS when offered, AUTH for a smarthost. TLS is
+    /// opportunistic (if the handshake fails the message goes in plain text
+    /// on a new connection, as MTAs do) unless the target requires it.
     async fn connect(&self, target: &Target) -> Result<SmtpClient<MaybeTls>, ClientError> {
+        let tls_required = || ClientError::Protocol {
+            phase: posthorn_smtp::Phase::StartTls,
+            message: format!("TLS is required for {} but could not be used", target.host),
+            permanent: false,
+        };
         let (mut client, _greeting) = SmtpClient::connect(target.addr, self.timeouts).await?;
         client.hello(&self.helo_name).await?;
-        if !client.extensions.starttls {
-            return Ok(client);
-        }
-        match client.starttls(&target.host, &self.helo_name).await {
-            Ok(tls) => Ok(tls),
-            Err(e) => {
-                tracing::info!(host = %target.host, error = %e, "STARTTLS failed; sending without TLS");
-                let (mut plain, _) = SmtpClient::connect(target.addr, self.timeouts).await?;
-                plain.hello(&self.helo_name).await?;
-                Ok(plain)
+        let mut client = if client.extensions.starttls {
+            match client.starttls(&target.host, &self.helo_name).await {
+                Ok(tls) => tls,
+                Err(_) if target.require_tls => return Err(tls_required()),
+                Err(e) => {
+                    tracing::info!(host = %target.host, error = %e, "STARTTLS failed; sending without TLS");
+                    let (mut plain, _) = SmtpClient::connect(target.addr, self.timeouts).await?;
+                    plain.hello(&self.helo_name).await?;
+                    plain
+                }
             }
+        } else if target.require_tls {
+            return Err(tls_required());
+        } else {
+            client
+        };
+        if let Some((user, password)) = &target.auth {
+            client.auth_plain(user, password).await?;
         }
+        Ok(client)
     }
 
     async fn destination(&self, domain: &str) -> Destination {
+        let require_tls = self.policy(domain).is_some_and(|p| p.require_tls);
         if let Some(addr) = self.routes.get(domain) {
             return Destination::Targets(vec![Target {
                 host: domain.to_owned(),
                 addr: *addr,
+                require_tls,
+                auth: None,
             }]);
+        }
+        if let Some(relay) = &self.smarthost {
+            let mut relay = relay.clone();
+            relay.require_tls |= require_tls;
+            return Destination::Targets(vec![relay]);
         }
         let hosts = match self.resolver.mx(domain).await {
             MxAnswer::Hosts(hosts) => hosts,
@@ -389,6 +467,8 @@ impl DeliveryService {
                 HostAnswer::Addresses(ips) => targets.extend(ips.into_iter().map(|ip| Target {
                     host: host.clone(),
                     addr: SocketAddr::new(ip, 25),
+                    require_tls,
+                    auth: None,
                 })),
                 HostAnswer::NoSuchHost => {}
                 HostAnswer::TemporaryFailure(why) => temporary = Some(why),
@@ -529,6 +609,27 @@ impl DeliveryService {
 
 fn jitter() -> f64 {
     rand::random::<f64>()
+}
+
+/// The smarthost as a target (resolved once, at start).
+fn smarthost_target(relay: &posthorn_core::config::SmarthostConfig) -> Result<Target, String> {
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(relay.address.as_str())
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| format!("smarthost `{}` is not a reachable host:port", relay.address))?;
+    let host = relay
+        .address
+        .rsplit_once(':')
+        .map_or(relay.address.as_str(), |(h, _)| h);
+    Ok(Target {
+        host: host.to_owned(),
+        addr,
+        require_tls: relay.require_tls,
+        auth: relay
+            .username
+            .clone()
+            .zip(relay.password.as_ref().map(|p| p.0.clone())),
+    })
 }
 
 /// Parses `[delivery.routes]` / `--route` values (`host:port`).
