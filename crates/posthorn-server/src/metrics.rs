@@ -14,6 +14,9 @@ pub struct Metrics {
     /// Deliveries accepted, by their first status (queued, scheduled, dropped).
     accepted: Mutex<BTreeMap<String, u64>>,
     pub messages_accepted: AtomicU64,
+    /// Delivery attempts finished, by the event recorded (delivered,
+    /// deferred, bounced, expired, failed), counted once durable.
+    outcomes: Mutex<BTreeMap<String, u64>>,
 }
 
 impl Metrics {
@@ -29,6 +32,12 @@ impl Metrics {
             for status in statuses {
                 *map.entry(status).or_default() += 1;
             }
+        }
+    }
+
+    pub fn count_outcome(&self, kind: &str) {
+        if let Ok(mut map) = self.outcomes.lock() {
+            *map.entry(kind.to_owned()).or_default() += 1;
         }
     }
 
@@ -70,6 +79,20 @@ impl Metrics {
                     out,
                     "posthorn_deliveries_accepted_total{{status=\"{}\"}} {n}",
                     escape(status)
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP posthorn_delivery_outcomes_total Delivery attempts finished, by outcome."
+        );
+        let _ = writeln!(out, "# TYPE posthorn_delivery_outcomes_total counter");
+        if let Ok(map) = self.outcomes.lock() {
+            for (kind, n) in map.iter() {
+                let _ = writeln!(
+                    out,
+                    "posthorn_delivery_outcomes_total{{outcome=\"{}\"}} {n}",
+                    escape(kind)
                 );
             }
         }

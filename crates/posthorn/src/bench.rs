@@ -27,6 +27,24 @@ use std::time::{Duration, Instant};
 pub enum BenchCommand {
     /// Store writer vs. plain SQLite, and HTTP submissions.
     Ingest(IngestArgs),
+    /// SMTP delivery end to end, against Postfix's smtp-source/smtp-sink.
+    Delivery(DeliveryArgs),
+}
+
+#[derive(clap::Args)]
+pub struct DeliveryArgs {
+    /// Messages in the end-to-end run (one recipient, ~2 KB).
+    #[arg(long, default_value_t = 20_000)]
+    messages: u64,
+    /// Messages of the multi-recipient run (each to 10 recipients).
+    #[arg(long, default_value_t = 1_000)]
+    fanout_messages: u64,
+    /// Deliveries queued for the memory measurement.
+    #[arg(long, default_value_t = 100_000)]
+    queued: u64,
+    /// Scratch directory (created, then removed).
+    #[arg(long, default_value = "posthorn-bench")]
+    dir: PathBuf,
 }
 
 #[derive(clap::Args)]
@@ -46,13 +64,19 @@ pub struct IngestArgs {
 }
 
 pub async fn run(command: BenchCommand) -> Result<()> {
-    let BenchCommand::Ingest(args) = command;
-    if args.dir.exists() {
-        bail!("{} exists; give an unused --dir", args.dir.display());
+    let dir = match &command {
+        BenchCommand::Ingest(a) => a.dir.clone(),
+        BenchCommand::Delivery(a) => a.dir.clone(),
+    };
+    if dir.exists() {
+        bail!("{} exists; give an unused --dir", dir.display());
     }
-    std::fs::create_dir_all(&args.dir)?;
-    let result = ingest(&args).await;
-    let _ = std::fs::remove_dir_all(&args.dir);
+    std::fs::create_dir_all(&dir)?;
+    let result = match command {
+        BenchCommand::Ingest(args) => ingest(&args).await,
+        BenchCommand::Delivery(args) => delivery(&args).await,
+    };
+    let _ = std::fs::remove_dir_all(&dir);
     result
 }
 
@@ -308,4 +332,315 @@ fn peak_rss_kib(pid: u32) -> Option<u64> {
         .lines()
         .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// A running `posthorn serve` child for benchmarks.
+struct Child {
+    process: tokio::process::Child,
+    pid: u32,
+    base: String,
+    key: String,
+    client: reqwest::Client,
+}
+
+impl Child {
+    async fn start(
+        dir: &Path,
+        args: &[String],
+        env: &[(&str, &str)],
+        clients: usize,
+    ) -> Result<Child> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let process = tokio::process::Command::new(std::env::current_exe()?)
+            .args([
+                "serve",
+                "--submission",
+                "off",
+                "--http",
+                &format!("127.0.0.1:{port}"),
+                "--data-dir",
+            ])
+            .arg(dir)
+            .args(args)
+            .envs(env.iter().copied())
+            .env("POSTHORN_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting posthorn serve")?;
+        let pid = process.id().context("child pid")?;
+        let base = format!("http://127.0.0.1:{port}");
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(clients)
+            .build()?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while client.get(format!("{base}/healthz")).send().await.is_err() {
+            if Instant::now() > deadline {
+                bail!("posthorn serve did not become ready");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let key = std::fs::read_to_string(dir.join(posthorn_server::app::INITIAL_KEY_FILE))?
+            .trim()
+            .to_owned();
+        Ok(Child {
+            process,
+            pid,
+            base,
+            key,
+            client,
+        })
+    }
+
+    /// `posthorn_delivery_outcomes_total` by outcome, from one scrape.
+    async fn outcomes(&self) -> Result<std::collections::HashMap<String, u64>> {
+        let text = self
+            .client
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await?
+            .text()
+            .await?;
+        Ok(text
+            .lines()
+            .filter_map(|l| l.strip_prefix("posthorn_delivery_outcomes_total{outcome=\""))
+            .filter_map(|rest| {
+                let (kind, value) = rest.split_once("\"} ")?;
+                Some((kind.to_owned(), value.trim().parse().ok()?))
+            })
+            .collect())
+    }
+
+    /// CPU seconds used so far (user + system).
+    fn cpu_seconds(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).unwrap_or_default();
+        let fields: Vec<&str> = stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .collect();
+        let ticks: f64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+            + fields
+                .get(12)
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0);
+        ticks / 100.0
+    }
+
+    async fn stop(mut self) {
+        let _ = self.process.start_kill();
+        let _ = self.process.wait().await;
+    }
+}
+
+fn find_program(name: &str) -> Result<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    dirs.extend(["/usr/sbin", "/usr/local/sbin"].map(PathBuf::from));
+    dirs.into_iter()
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .with_context(|| {
+            format!("{name} is needed (Debian package postfix); ./scripts/test installs it")
+        })
+}
+
+/// A Postfix smtp-sink on a free loopback port, not dumping anything.
+fn start_sink(options: &[&str]) -> Result<(tokio::process::Child, std::net::SocketAddr)> {
+    let addr: std::net::SocketAddr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    let child = tokio::process::Command::new(find_program("smtp-sink")?)
+        .args(["-u", "nobody"])
+        .args(options)
+        .arg(addr.to_string())
+        .arg("1024")
+        .kill_on_drop(true)
+        .spawn()?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(addr).is_err() {
+        if Instant::now() > deadline {
+            bail!("smtp-sink did not start");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok((child, addr))
+}
+
+async fn delivery(args: &DeliveryArgs) -> Result<()> {
+    let (_sink, sink_addr) = start_sink(&[])?;
+
+    // (a) The SMTP ceiling: Postfix talking to itself.
+    let start = Instant::now();
+    let status = tokio::process::Command::new(find_program("smtp-source")?)
+        .args(["-s", "32", "-m", &args.messages.to_string(), "-l", "2048"])
+        .args(["-f", "bench@sender.example", "-t", "user@example.com"])
+        .arg(sink_addr.to_string())
+        .status()
+        .await?;
+    if !status.success() {
+        bail!("smtp-source failed");
+    }
+    let ceiling_secs = start.elapsed().as_secs_f64();
+    let ceiling = args.messages as f64 / ceiling_secs;
+
+    // (b) The same messages through Posthorn: API in, SMTP out.
+    let route = vec!["--route".to_owned(), format!("example.com={sink_addr}")];
+    let text = "Hello! ".repeat(2048 / 7);
+    let (secs_b, cpu_b) =
+        end_to_end(&args.dir.join("e2e"), &route, args.messages, 1, &text).await?;
+    // (c) Fan-out: 10 recipients per message.
+    let (secs_c, cpu_c) = end_to_end(
+        &args.dir.join("fanout"),
+        &route,
+        args.fanout_messages,
+        10,
+        &text,
+    )
+    .await?;
+
+    println!("## SMTP delivery end to end (API in, SMTP out to smtp-sink, every event durable)\n");
+    println!("| run | messages | deliveries | seconds | deliveries/s | CPU ms per delivery |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    println!(
+        "| smtp-source → smtp-sink (ceiling, 32 sessions) | {} | {} | {ceiling_secs:.2} | {ceiling:.0} | - |",
+        args.messages, args.messages
+    );
+    let row = |name: &str, messages: u64, per: u64, secs: f64, cpu: f64| {
+        let deliveries = messages * per;
+        println!(
+            "| {name} | {messages} | {deliveries} | {secs:.2} | {:.0} | {:.3} |",
+            deliveries as f64 / secs,
+            1000.0 * cpu / deliveries as f64
+        );
+    };
+    row("Posthorn, 1 recipient", args.messages, 1, secs_b, cpu_b);
+    row(
+        "Posthorn, 10 recipients",
+        args.fanout_messages,
+        10,
+        secs_c,
+        cpu_c,
+    );
+    println!(
+        "\nRatio (b)/(a): {:.0} %\n",
+        100.0 * (args.messages as f64 / secs_b) / ceiling
+    );
+
+    // (d) Memory with a large queue: the sink answers DATA after an hour.
+    let (_slow, slow_addr) = start_sink(&["-w", "3600"])?;
+    let dir = args.dir.join("queued");
+    let child = Child::start(
+        &dir,
+        &["--route".to_owned(), format!("example.com={slow_addr}")],
+        &[],
+        64,
+    )
+    .await?;
+    let url = format!("{}/v1/messages", child.base);
+    submit_all(&child.client, &url, &child.key, args.queued, 64, 1, &text).await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let rss = peak_rss_kib(child.pid).unwrap_or(0);
+    println!(
+        "Peak RSS of serve with {} deliveries queued: {:.1} MiB",
+        args.queued,
+        rss as f64 / 1024.0
+    );
+    child.stop().await;
+    Ok(())
+}
+
+/// Submits `messages` (each to `per_message` recipients) and waits until all
+/// their deliveries are `delivered`; returns seconds and server CPU seconds.
+async fn end_to_end(
+    dir: &Path,
+    args: &[String],
+    messages: u64,
+    per_message: u64,
+    text: &str,
+) -> Result<(f64, f64)> {
+    let child = Child::start(dir, args, &[], 64).await?;
+    let url = format!("{}/v1/messages", child.base);
+    let expected = messages * per_message;
+    let cpu_before = child.cpu_seconds();
+    let start = Instant::now();
+    submit_all(
+        &child.client,
+        &url,
+        &child.key,
+        messages,
+        64,
+        per_message,
+        text,
+    )
+    .await?;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        // One scrape for both numbers, so they describe the same moment.
+        let outcomes = child.outcomes().await?;
+        let delivered = outcomes.get("delivered").copied().unwrap_or(0);
+        let other: Vec<_> = outcomes
+            .iter()
+            .filter(|(k, _)| k.as_str() != "delivered")
+            .collect();
+        if !other.is_empty() {
+            bail!("deliveries that did not end delivered: {other:?}");
+        }
+        if delivered >= expected {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("only {delivered} of {expected} delivered after 10 minutes");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let cpu = child.cpu_seconds() - cpu_before;
+    child.stop().await;
+    Ok((secs, cpu))
+}
+
+async fn submit_all(
+    client: &reqwest::Client,
+    url: &str,
+    key: &str,
+    total: u64,
+    clients: usize,
+    per_message: u64,
+    text: &str,
+) -> Result<()> {
+    let next = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let (client, next, url, key, text) = (
+            client.clone(),
+            next.clone(),
+            url.to_owned(),
+            key.to_owned(),
+            text.to_owned(),
+        );
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= total {
+                    break;
+                }
+                let to: Vec<String> = (0..per_message).map(|r| format!("user{i}.{r}@example.com")).collect();
+                let body = serde_json::json!({"from": "bench@sender.example", "to": to, "subject": format!("Benchmark {i}"), "text": text});
+                let response = client.post(&url).bearer_auth(&key).json(&body).send().await?;
+                let status = response.status();
+                response.bytes().await?;
+                if status != reqwest::StatusCode::ACCEPTED {
+                    bail!("submission answered {status}");
+                }
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    Ok(())
 }

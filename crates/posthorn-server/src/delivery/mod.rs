@@ -596,7 +596,8 @@ impl DeliveryService {
             .await
         {
             Ok(()) => {
-                tracing::info!(delivery_id = %item.delivery.id, attempt = item.attempt, %kind, "attempt finished")
+                self.state.metrics.count_outcome(kind.as_str());
+                tracing::debug!(delivery_id = %item.delivery.id, attempt = item.attempt, %kind, "attempt finished");
             }
             // The lease runs out and the delivery is attempted again: it is
             // never lost, at worst sent twice.
