@@ -200,3 +200,44 @@ fn smtplib_auth_login_and_the_refusals_that_write_nothing() {
     );
     let _: Value = server.get("/healthz");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lettre_sends_through_submission_and_a_read_only_key_is_refused() {
+    use lettre::transport::smtp::authentication::Credentials;
+    use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+    if peer("curl").is_none() {
+        return;
+    }
+    let Some(sink) = Sink::start(&[]) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(&sink, dir.path());
+    let port = server.submission.unwrap().port();
+    let mailer = |key: &str| {
+        AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous("127.0.0.1")
+            .port(port)
+            .credentials(Credentials::new("me".into(), key.to_owned()))
+            .build()
+    };
+    let email = || {
+        Message::builder()
+            .from("Shop <shop@sender.example>".parse().unwrap())
+            .to("ann@example.com".parse().unwrap())
+            .subject("From lettre")
+            .body(String::from("Hello from lettre"))
+            .unwrap()
+    };
+    let response = mailer(&server.key).send(email()).await.expect("accepted");
+    let text = response.message().collect::<Vec<_>>().join(" ");
+    let message_id = text.rsplit("queued as ").next().unwrap().trim().to_owned();
+    let message: Value = server.get(&format!("/v1/messages/{message_id}"));
+    assert_eq!(message["subject"], "From lettre");
+    let delivery = message["deliveries"][0]["id"].as_str().unwrap().to_owned();
+    wait_status(&server, &delivery, "delivered");
+
+    let read_only = create_key(&dir.path().join("data"), "read");
+    let refused = mailer(&read_only).send(email()).await.expect_err("refused");
+    assert!(
+        refused.to_string().contains("535") || refused.to_string().to_lowercase().contains("auth"),
+        "{refused}"
+    );
+}
