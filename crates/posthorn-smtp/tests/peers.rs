@@ -4,67 +4,18 @@
 
 use posthorn_smtp::tls::MaybeTls;
 use posthorn_smtp::{ClientError, Envelope, Phase, SmtpClient, Timeouts};
-use posthorn_testkit::{KillOnDrop, free_port, peer, python_module, wait_for_port};
+use posthorn_testkit::{
+    KillOnDrop, SmtpSink as Sink, free_port, peer, python_module, wait_for_port,
+};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 const MESSAGE: &[u8] = b"From: shop@sender.example\r\nTo: a@example.com\r\nSubject: Receipt\r\n\r\nThanks!\r\n.hidden dot line\r\n";
 
-struct Sink {
-    _process: KillOnDrop,
-    addr: SocketAddr,
-    dumps: tempfile::TempDir,
-}
-
-impl Sink {
-    /// `smtp-sink` with extra options (faults), dumping every message.
-    fn start(options: &[&str]) -> Option<Sink> {
-        let program = peer("smtp-sink")?;
-        let dumps = tempfile::tempdir().unwrap();
-        make_world_writable(dumps.path());
-        let port = free_port();
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let child = Command::new(program)
-            .args(["-u", "nobody", "-d"])
-            .arg(format!("{}/m.", dumps.path().display()))
-            .args(options)
-            .arg(addr.to_string())
-            .arg("64")
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start smtp-sink");
-        let process = KillOnDrop(child);
-        wait_for_port(addr, Duration::from_secs(10));
-        Some(Sink {
-            _process: process,
-            addr,
-            dumps,
-        })
-    }
-
-    fn messages(&self) -> Vec<String> {
-        read_dumps(self.dumps.path())
-    }
-}
-
-fn make_world_writable(path: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o777)).unwrap();
-}
-
 fn read_dumps(dir: &Path) -> Vec<String> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_none_or(|e| e != "tmp"))
-        .collect();
-    files.sort();
-    files
-        .iter()
-        .map(|f| std::fs::read_to_string(f).unwrap())
-        .collect()
+    posthorn_testkit::read_dir_texts(dir)
 }
 
 fn envelope(recipients: &[&str]) -> Envelope {

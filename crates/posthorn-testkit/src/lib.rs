@@ -102,3 +102,62 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+/// Postfix's `smtp-sink` on a free loopback port, writing every message it
+/// receives (with its envelope, as `X-Mail-Args`/`X-Rcpt-Args` lines) to a
+/// file of its own. `options` are smtp-sink's fault options (`-f rcpt`,
+/// `-r rcpt`, `-Q mail`, `-q .`, `-w 5`, `-B "550 ..."`).
+pub struct SmtpSink {
+    _process: KillOnDrop,
+    pub addr: SocketAddr,
+    dumps: tempfile::TempDir,
+}
+
+impl SmtpSink {
+    /// `None` (after saying so) when smtp-sink is not installed.
+    pub fn start(options: &[&str]) -> Option<SmtpSink> {
+        use std::os::unix::fs::PermissionsExt;
+        let program = peer("smtp-sink")?;
+        let dumps = tempfile::tempdir().expect("temp dir");
+        // smtp-sink drops root privileges to `nobody`, who must write here.
+        std::fs::set_permissions(dumps.path(), std::fs::Permissions::from_mode(0o777))
+            .expect("chmod");
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port())
+            .parse()
+            .expect("address");
+        let child = Command::new(program)
+            .args(["-u", "nobody", "-d"])
+            .arg(format!("{}/m.", dumps.path().display()))
+            .args(options)
+            .arg(addr.to_string())
+            .arg("128")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("start smtp-sink");
+        let process = KillOnDrop(child);
+        wait_for_port(addr, Duration::from_secs(10));
+        Some(SmtpSink {
+            _process: process,
+            addr,
+            dumps,
+        })
+    }
+
+    /// Every message received so far, in file-name order.
+    pub fn messages(&self) -> Vec<String> {
+        read_dir_texts(self.dumps.path())
+    }
+}
+
+/// The text of every file in `dir`, sorted by name.
+pub fn read_dir_texts(dir: &std::path::Path) -> Vec<String> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|entries| entries.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    files.retain(|p| p.extension().is_none_or(|e| e != "tmp"));
+    files.sort();
+    files
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(f).ok())
+        .collect()
+}

@@ -212,52 +212,27 @@ fn rusqlite_params<'a>(
 }
 
 async fn http_submissions(dir: &Path, messages: u64, clients: usize) -> Result<()> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let mut child = tokio::process::Command::new(std::env::current_exe()?)
-        .args([
-            "serve",
-            "--submission",
-            "off",
-            "--http",
-            &format!("127.0.0.1:{port}"),
-            "--data-dir",
-        ])
-        .arg(dir)
-        .env("POSTHORN_LOG", "warn")
-        // This measures ingest: no delivery attempts (and no DNS) meanwhile.
-        .env("POSTHORN_DELIVERY__ENABLED", "false")
-        .stdout(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .context("starting posthorn serve")?;
-    let pid = child.id().context("child pid")?;
-    let base = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(clients)
-        .build()?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while client.get(format!("{base}/healthz")).send().await.is_err() {
-        if Instant::now() > deadline {
-            bail!("posthorn serve did not become ready");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let key = std::fs::read_to_string(dir.join(posthorn_server::app::INITIAL_KEY_FILE))?
-        .trim()
-        .to_owned();
+    // This measures ingest: no delivery attempts (and no DNS) meanwhile.
+    let child = Child::start(
+        dir,
+        &[],
+        &[("POSTHORN_DELIVERY__ENABLED", "false")],
+        clients,
+    )
+    .await?;
+    let url = format!("{}/v1/messages", child.base);
     let text = "Hello! ".repeat(2048 / 7);
     let warmup = (messages / 20).max(100);
-    run_clients(&client, &base, &key, &text, warmup, clients).await?;
+    submit_all(&child.client, &url, &child.key, warmup, clients, 1, &text).await?;
     let start = Instant::now();
-    let mut latencies = run_clients(&client, &base, &key, &text, messages, clients).await?;
+    let mut latencies =
+        submit_all(&child.client, &url, &child.key, messages, clients, 1, &text).await?;
     let secs = start.elapsed().as_secs_f64();
     latencies.sort_unstable();
     let pct = |p: f64| {
         latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)] as f64 / 1000.0
     };
-    let rss_kib = peak_rss_kib(pid).unwrap_or(0);
+    let rss_kib = peak_rss_kib(child.pid).unwrap_or(0);
     println!("| clients | messages | seconds | messages/s | p50 ms | p99 ms | server peak RSS |");
     println!("|---:|---:|---:|---:|---:|---:|---:|");
     println!(
@@ -267,62 +242,8 @@ async fn http_submissions(dir: &Path, messages: u64, clients: usize) -> Result<(
         pct(0.99),
         rss_kib as f64 / 1024.0
     );
-    let _ = child.start_kill();
-    let _ = child.wait().await;
+    child.stop().await;
     Ok(())
-}
-
-/// Sends `total` submissions from `clients` concurrent tasks; returns each
-/// request's latency in microseconds.
-async fn run_clients(
-    client: &reqwest::Client,
-    base: &str,
-    key: &str,
-    text: &str,
-    total: u64,
-    clients: usize,
-) -> Result<Vec<u64>> {
-    let next = Arc::new(AtomicU64::new(0));
-    let mut tasks = Vec::new();
-    for _ in 0..clients {
-        let (client, next) = (client.clone(), next.clone());
-        let url = format!("{base}/v1/messages");
-        let (key, text) = (key.to_owned(), text.to_owned());
-        tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= total {
-                    break;
-                }
-                let body = serde_json::json!({
-                    "from": "bench@sender.example",
-                    "to": [format!("user{i}@example.com")],
-                    "subject": format!("Benchmark message {i}"),
-                    "text": text,
-                });
-                let start = Instant::now();
-                let response = client
-                    .post(&url)
-                    .bearer_auth(&key)
-                    .json(&body)
-                    .send()
-                    .await?;
-                let status = response.status();
-                response.bytes().await?;
-                if status != reqwest::StatusCode::ACCEPTED {
-                    bail!("submission answered {status}");
-                }
-                latencies.push(start.elapsed().as_micros() as u64);
-            }
-            anyhow::Ok(latencies)
-        }));
-    }
-    let mut all = Vec::new();
-    for task in tasks {
-        all.extend(task.await??);
-    }
-    Ok(all)
 }
 
 /// Peak resident set size of a process (VmHWM), in KiB.
@@ -602,6 +523,8 @@ async fn end_to_end(
     Ok((secs, cpu))
 }
 
+/// Sends `total` submissions (each to `per_message` recipients) from
+/// `clients` concurrent tasks; returns each request's latency in microseconds.
 async fn submit_all(
     client: &reqwest::Client,
     url: &str,
@@ -610,7 +533,7 @@ async fn submit_all(
     clients: usize,
     per_message: u64,
     text: &str,
-) -> Result<()> {
+) -> Result<Vec<u64>> {
     let next = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     for _ in 0..clients {
@@ -622,6 +545,7 @@ async fn submit_all(
             text.to_owned(),
         );
         tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= total {
@@ -629,18 +553,21 @@ async fn submit_all(
                 }
                 let to: Vec<String> = (0..per_message).map(|r| format!("user{i}.{r}@example.com")).collect();
                 let body = serde_json::json!({"from": "bench@sender.example", "to": to, "subject": format!("Benchmark {i}"), "text": text});
+                let started = Instant::now();
                 let response = client.post(&url).bearer_auth(&key).json(&body).send().await?;
                 let status = response.status();
                 response.bytes().await?;
                 if status != reqwest::StatusCode::ACCEPTED {
                     bail!("submission answered {status}");
                 }
+                latencies.push(started.elapsed().as_micros() as u64);
             }
-            anyhow::Ok(())
+            anyhow::Ok(latencies)
         }));
     }
+    let mut all = Vec::new();
     for task in tasks {
-        task.await??;
+        all.extend(task.await??);
     }
-    Ok(())
+    Ok(all)
 }

@@ -247,15 +247,8 @@ impl DeliveryService {
                     permanent: false,
                 };
                 for (item, _permit) in items {
-                    let attempt = self.attempt(&item, None, None);
-                    let (details, next) = outcome::for_session_error(
-                        &attempt,
-                        &error,
-                        &self.schedule(),
-                        jitter(),
-                        self.classify,
-                    );
-                    self.finish(&item, details, next).await;
+                    self.finish_after_session_error(&item, &error, None, None)
+                        .await;
                 }
                 return;
             }
@@ -290,15 +283,8 @@ impl DeliveryService {
             Ok(session) => session,
             Err((error, target)) => {
                 for (item, _permit) in items {
-                    let attempt = self.attempt(&item, target.as_ref(), None);
-                    let (details, next) = outcome::for_session_error(
-                        &attempt,
-                        &error,
-                        &self.schedule(),
-                        jitter(),
-                        self.classify,
-                    );
-                    self.finish(&item, details, next).await;
+                    self.finish_after_session_error(&item, &error, target.as_ref(), None)
+                        .await;
                 }
                 return;
             }
@@ -310,15 +296,8 @@ impl DeliveryService {
             if let Some(error) = &failed {
                 // The session died under an earlier delivery: this one was
                 // not attempted, and is deferred with the same cause.
-                let attempt = self.attempt(&item, Some(&target), tls.clone());
-                let (details, next) = outcome::for_session_error(
-                    &attempt,
-                    error,
-                    &self.schedule(),
-                    jitter(),
-                    self.classify,
-                );
-                self.finish(&item, details, next).await;
+                self.finish_after_session_error(&item, error, Some(&target), tls.clone())
+                    .await;
                 continue;
             }
             self.pace(domain).await;
@@ -570,6 +549,21 @@ impl DeliveryService {
         {
             tracing::error!(delivery_id = %item.delivery.id, error = %e, "recording `sent` failed");
         }
+    }
+
+    /// Defers (or, past its lifetime, expires) a delivery whose session
+    /// failed before or during its attempt.
+    async fn finish_after_session_error(
+        &self,
+        item: &ClaimedDelivery,
+        error: &ClientError,
+        target: Option<&Target>,
+        tls: Option<posthorn_smtp::tls::TlsInfo>,
+    ) {
+        let attempt = self.attempt(item, target, tls);
+        let (details, next) =
+            outcome::for_session_error(&attempt, error, &self.schedule(), jitter(), self.classify);
+        self.finish(item, details, next).await;
     }
 
     async fn finish(&self, item: &ClaimedDelivery, details: EventDetails, next: QueueNext) {

@@ -2,7 +2,7 @@
 //! peers: Postfix's `smtp-sink`, and the server under test.
 #![allow(dead_code)]
 
-use posthorn_testkit::{KillOnDrop, eventually, free_port, peer, wait_for_port};
+use posthorn_testkit::eventually;
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -13,47 +13,7 @@ use std::time::Duration;
 pub const BIN: &str = env!("CARGO_BIN_EXE_posthorn");
 pub const WAIT: Duration = Duration::from_secs(60);
 
-pub struct Sink {
-    _process: KillOnDrop,
-    pub addr: SocketAddr,
-    pub dumps: tempfile::TempDir,
-}
-
-impl Sink {
-    pub fn start(options: &[&str]) -> Option<Sink> {
-        let program = peer("smtp-sink")?;
-        let dumps = tempfile::tempdir().unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(dumps.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let child = Command::new(program)
-            .args(["-u", "nobody", "-d"])
-            .arg(format!("{}/m.", dumps.path().display()))
-            .args(options)
-            .arg(addr.to_string())
-            .arg("128")
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        let process = KillOnDrop(child);
-        wait_for_port(addr, Duration::from_secs(10));
-        Some(Sink {
-            _process: process,
-            addr,
-            dumps,
-        })
-    }
-
-    pub fn messages(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        for entry in std::fs::read_dir(self.dumps.path()).unwrap() {
-            if let Ok(text) = std::fs::read_to_string(entry.unwrap().path()) {
-                out.push(text);
-            }
-        }
-        out
-    }
-}
+pub use posthorn_testkit::SmtpSink as Sink;
 
 pub struct Server {
     child: Child,
