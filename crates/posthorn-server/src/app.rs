@@ -5,6 +5,7 @@ use crate::api;
 use crate::delivery::DeliveryService;
 use crate::delivery::dns::Resolver;
 use crate::delivery::verp::VerpSigner;
+use crate::dkim::DkimKeys;
 use crate::keys;
 use crate::metrics::Metrics;
 use crate::simulator::{SIMULATOR_DOMAIN, Simulator};
@@ -113,6 +114,8 @@ impl App {
         resolver: Arc<dyn Resolver>,
         timeouts: posthorn_smtp::Timeouts,
     ) -> Result<DeliveryHandle, String> {
+        // Loaded once: a key added later signs after a restart.
+        let dkim = Arc::new(DkimKeys::load(&self.state.config.server.data_dir)?);
         let mut extra_routes = std::collections::HashMap::new();
         if self.state.config.delivery.simulator {
             let addr = Simulator::new(std::time::Duration::from_secs(5))
@@ -129,7 +132,8 @@ impl App {
             self.state.delivery_wake.clone(),
             extra_routes,
         )?
-        .with_timeouts(timeouts);
+        .with_timeouts(timeouts)
+        .with_dkim(dkim);
         let stop = Arc::new(tokio::sync::Notify::new());
         let task = tokio::spawn(Arc::new(service).run(stop.clone()));
         Ok(DeliveryHandle { stop, task })

@@ -11,6 +11,7 @@ pub mod api;
 pub mod app;
 pub mod config;
 pub mod delivery;
+pub mod dkim;
 pub mod error;
 pub mod keys;
 pub mod metrics;

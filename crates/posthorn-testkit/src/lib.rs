@@ -19,34 +19,42 @@ pub fn peers_required() -> bool {
 /// Debian puts Postfix's tools). `None`, after saying so loudly, when it is
 /// not installed and peers are not required; a panic when they are.
 pub fn peer(program: &str) -> Option<PathBuf> {
-    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect())
-        .unwrap_or_default();
-    dirs.extend(["/usr/sbin", "/usr/local/sbin", "/sbin"].map(PathBuf::from));
-    let found = dirs
-        .into_iter()
-        .map(|d| d.join(program))
-        .find(|p| p.is_file());
+    let found = find(program);
     if found.is_none() {
         missing(program);
     }
     found
 }
 
-/// Whether Python 3 can import `module` (e.g. `aiosmtpd`); same rules as
-/// [`peer`].
+fn find(program: &str) -> Option<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    dirs.extend(["/usr/sbin", "/usr/local/sbin", "/sbin"].map(PathBuf::from));
+    dirs.into_iter()
+        .map(|d| d.join(program))
+        .find(|p| p.is_file())
+}
+
+/// A Python 3 that can import `module` (e.g. `aiosmtpd`); same rules as
+/// [`peer`]. The `python3` on `PATH` is asked first, then Debian's own
+/// `/usr/bin/python3`: `apt-get install python3-…` puts modules there, out
+/// of sight of a pyenv or virtualenv Python that `PATH` may lead to.
 pub fn python_module(module: &str) -> Option<PathBuf> {
-    let python = peer("python3")?;
-    let ok = Command::new(&python)
-        .args(["-c", &format!("import {module}")])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if ok {
-        Some(python)
-    } else {
-        missing(&format!("python3 module {module}"));
-        None
+    let candidates = find("python3")
+        .into_iter()
+        .chain([PathBuf::from("/usr/bin/python3")]);
+    for python in candidates {
+        let ok = Command::new(&python)
+            .args(["-c", &format!("import {module}")])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if ok {
+            return Some(python);
+        }
     }
+    missing(&format!("python3 module {module}"));
+    None
 }
 
 fn missing(what: &str) {

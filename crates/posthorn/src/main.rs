@@ -1,11 +1,12 @@
 //! `posthorn`: self-hosted email sending and delivery tracking.
 //!
 //! The command line: `serve` runs the service; `send` and `status` talk to a
-//! running one over its HTTP API; `keys` manages API keys in the data
-//! directory; `bench` measures ingest speed.
+//! running one over its HTTP API; `keys` manages API keys and `domains` DKIM
+//! keys in the data directory; `bench` measures ingest speed.
 
 mod bench;
 mod client;
+mod domains;
 mod keys;
 
 use anyhow::{Context, Result};
@@ -31,6 +32,10 @@ enum Command {
     /// Create, list and revoke API keys (works on the data directory).
     #[command(subcommand)]
     Keys(keys::KeysCommand),
+    /// Add, list and remove DKIM keys of sending domains (works on the data
+    /// directory; `serve` loads them at start).
+    #[command(subcommand)]
+    Domains(domains::DomainsCommand),
     /// Measure ingest speed; results go to docs/benchmarks.md by hand.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -86,6 +91,7 @@ fn main() -> Result<()> {
             Command::Send(args) => client::send(args).await,
             Command::Status(args) => client::status(args).await,
             Command::Keys(command) => keys::run(command).await,
+            Command::Domains(command) => domains::run(command),
             Command::Bench(command) => bench::run(command).await,
         }
     })

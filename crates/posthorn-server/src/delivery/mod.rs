@@ -9,6 +9,7 @@ pub mod outcome;
 pub mod verp;
 
 use crate::app::AppState;
+use crate::dkim::DkimKeys;
 use dns::{HostAnswer, MxAnswer, Resolver};
 use outcome::{Attempt, Classification, Classifier};
 use posthorn_core::event::{BounceOrigin, Bounced, EventDetails, Sent};
@@ -83,6 +84,8 @@ pub struct DeliveryService {
     /// destination cannot make us lease the whole queue.
     in_flight: Arc<Semaphore>,
     wake: Arc<Notify>,
+    /// Signs each copy whose sender's domain has a key.
+    dkim: Arc<DkimKeys>,
 }
 
 impl DeliveryService {
@@ -117,12 +120,19 @@ impl DeliveryService {
             smarthost,
             in_flight,
             wake,
+            dkim: Arc::new(DkimKeys::default()),
         })
     }
 
     /// Shorter SMTP timeouts (tests, demos).
     pub fn with_timeouts(mut self, timeouts: Timeouts) -> Self {
         self.timeouts = timeouts;
+        self
+    }
+
+    /// DKIM keys to sign with (none by default: mail goes unsigned).
+    pub fn with_dkim(mut self, keys: Arc<DkimKeys>) -> Self {
+        self.dkim = keys;
         self
     }
 
@@ -311,6 +321,8 @@ impl DeliveryService {
                     continue;
                 }
             };
+            let from_domain = crate::dkim::author_domain(&item.message);
+            let message = self.dkim.sign(&from_domain, &message).unwrap_or(message);
             let envelope = Envelope {
                 mail_from: self
                     .verp
