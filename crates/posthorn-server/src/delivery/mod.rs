@@ -175,8 +175,10 @@ impl DeliveryService {
             let mut groups: HashMap<String, Vec<(ClaimedDelivery, OwnedSemaphorePermit)>> =
                 HashMap::new();
             for item in claimed {
-                let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
-                    break;
+                // Only this loop takes permits, and it claimed no more than
+                // were free, so this never waits; the semaphore is never closed.
+                let Ok(permit) = self.in_flight.clone().acquire_owned().await else {
+                    return;
                 };
                 let domain = item
                     .delivery
