@@ -3,7 +3,7 @@
 //! Loading (file, environment, flags, reporting every error at once) lives in
 //! the server crate; these are only the shapes and their defaults.
 
-use crate::clock::{DAY, HOUR, MINUTE, Millis};
+use crate::clock::{DAY, HOUR, MINUTE, Millis, SECOND};
 use crate::contact::ContactLimits;
 use crate::retry::RetrySchedule;
 use crate::suppression::SuppressionExpiry;
@@ -93,6 +93,45 @@ pub struct DeliveryConfig {
     pub domains: BTreeMap<String, DomainPolicy>,
     /// Relay everything through one upstream server instead of MX delivery.
     pub smarthost: Option<SmarthostConfig>,
+    /// How long to wait in each phase of an SMTP session.
+    pub timeouts: SmtpTimeouts,
+}
+
+/// SMTP client timeouts; defaults are RFC 5321 §4.5.3.2's.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SmtpTimeouts {
+    /// Opening the TCP connection (default `30s`).
+    pub connect: HumanDuration,
+    /// The server's greeting (default `5m`).
+    pub greeting: HumanDuration,
+    /// EHLO, STARTTLS, AUTH, RSET, QUIT (default `5m`).
+    pub command: HumanDuration,
+    /// MAIL FROM (default `5m`).
+    pub mail_from: HumanDuration,
+    /// Each RCPT TO (default `5m`).
+    pub rcpt_to: HumanDuration,
+    /// The reply to DATA (default `2m`).
+    pub data_init: HumanDuration,
+    /// Each block of the message written (default `3m`).
+    pub data_block: HumanDuration,
+    /// The reply after the message (default `10m`).
+    pub data_end: HumanDuration,
+}
+
+impl Default for SmtpTimeouts {
+    fn default() -> Self {
+        Self {
+            connect: HumanDuration(30 * SECOND),
+            greeting: HumanDuration(5 * MINUTE),
+            command: HumanDuration(5 * MINUTE),
+            mail_from: HumanDuration(5 * MINUTE),
+            rcpt_to: HumanDuration(5 * MINUTE),
+            data_init: HumanDuration(2 * MINUTE),
+            data_block: HumanDuration(3 * MINUTE),
+            data_end: HumanDuration(10 * MINUTE),
+        }
+    }
 }
 
 /// Settings for one destination domain.
@@ -153,6 +192,7 @@ impl Default for DeliveryConfig {
             simulator: false,
             domains: BTreeMap::new(),
             smarthost: None,
+            timeouts: SmtpTimeouts::default(),
         }
     }
 }

@@ -112,8 +112,8 @@ impl App {
     pub async fn start_delivery(
         &self,
         resolver: Arc<dyn Resolver>,
-        timeouts: posthorn_smtp::Timeouts,
     ) -> Result<DeliveryHandle, String> {
+        let timeouts = smtp_timeouts(&self.state.config.delivery.timeouts);
         // Loaded once: a key added later signs after a restart.
         let dkim = Arc::new(DkimKeys::load(&self.state.config.server.data_dir)?);
         let mut extra_routes = std::collections::HashMap::new();
@@ -263,6 +263,23 @@ fn submission_tls(config: &Config) -> anyhow_like::Result<ServerTlsConfig> {
         _ => return Err("set both [submission] cert_file and key_file, or neither".into()),
     };
     Ok(ServerTlsConfig::from_pem(&cert, &key)?)
+}
+
+/// The configured SMTP client timeouts, as the client takes them.
+fn smtp_timeouts(t: &posthorn_core::config::SmtpTimeouts) -> posthorn_smtp::Timeouts {
+    let d = |h: posthorn_core::config::HumanDuration| {
+        std::time::Duration::from_millis(h.0.max(0) as u64)
+    };
+    posthorn_smtp::Timeouts {
+        connect: d(t.connect),
+        greeting: d(t.greeting),
+        command: d(t.command),
+        mail_from: d(t.mail_from),
+        rcpt_to: d(t.rcpt_to),
+        data_init: d(t.data_init),
+        data_block: d(t.data_block),
+        data_end: d(t.data_end),
+    }
 }
 
 /// The 32-byte server secret, created (readable only by its owner) on the

@@ -335,3 +335,35 @@ async fn a_peer_that_answers_garbage_is_a_transient_protocol_error() {
     );
     assert!(err.is_transient());
 }
+
+#[tokio::test]
+async fn smtp_sink_without_esmtp_gets_helo_and_plain_smtp() {
+    // `-e`: smtp-sink answers EHLO with 500, as pre-ESMTP servers do.
+    let Some(sink) = Sink::start(&["-e"]) else {
+        return;
+    };
+    let (mut client, _) = SmtpClient::connect(sink.addr, Timeouts::default())
+        .await
+        .unwrap();
+    client
+        .hello("posthorn.test")
+        .await
+        .expect("HELO after a refused EHLO");
+    assert!(!client.extensions.esmtp && !client.extensions.pipelining && !client.extensions.dsn);
+    let result = client
+        .send(&envelope(&["a@example.com"]), MESSAGE)
+        .await
+        .unwrap();
+    assert!(result.recipients[0].delivered(), "{result:?}");
+    client.quit().await;
+    let dumps = posthorn_testkit::eventually(Duration::from_secs(5), || {
+        let m = sink.messages();
+        (m.len() == 1).then_some(m)
+    });
+    assert!(dumps[0].contains("X-Client-Proto: SMTP"), "{}", dumps[0]);
+    assert!(
+        !dumps[0].contains("ENVID="),
+        "no DSN parameters without DSN: {}",
+        dumps[0]
+    );
+}

@@ -185,7 +185,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
                 ),
             };
         Some(
-            app.start_delivery(resolver, posthorn_smtp::Timeouts::default())
+            app.start_delivery(resolver)
                 .await
                 .map_err(anyhow::Error::msg)?,
         )

@@ -19,7 +19,10 @@ fn messages_leave_over_smtp_with_verp_one_copy_per_recipient_and_dns_outcomes() 
     let dir = tempfile::tempdir().unwrap();
     // example.com is routed to the sink; the zone answers the rest: a null
     // MX, and nothing at all for nowhere.example (NXDOMAIN).
-    let zone = zone_file(dir.path(), "null.example. MX 0 .\n");
+    let zone = zone_file(
+        dir.path(),
+        "null.example. MX 0 .\nbroken.example. SERVFAIL\n",
+    );
     let server = Server::start(
         &dir.path().join("data"),
         &route_args(&[("example.com", sink.addr)], &zone),
@@ -27,7 +30,7 @@ fn messages_leave_over_smtp_with_verp_one_copy_per_recipient_and_dns_outcomes() 
     );
     let receipt = server.submit(json!({
         "from": "Shop <shop@sender.example>",
-        "to": ["Ann <ann@example.com>"], "cc": ["bob@example.com"], "bcc": ["carl@example.com", "x@nowhere.example", "y@null.example"],
+        "to": ["Ann <ann@example.com>"], "cc": ["bob@example.com"], "bcc": ["carl@example.com", "x@nowhere.example", "y@null.example", "z@broken.example"],
         "subject": "Your receipt", "text": "Thanks!\n.a line starting with a dot\n",
         "headers": {"X-Order": "1042"}
     }));
@@ -54,6 +57,14 @@ fn messages_leave_over_smtp_with_verp_one_copy_per_recipient_and_dns_outcomes() 
     assert_eq!(nx["events"][1]["details"]["reason"], "hostunknown");
     let null = wait_status(&server, &ids[4], "bounced");
     assert_eq!(null["events"][1]["details"]["rule"], "dns.null-mx");
+    // A DNS failure is not a verdict: try again later.
+    let servfail = wait_status(&server, &ids[5], "deferred");
+    let deferred = &servfail["events"][1]["details"];
+    assert!(
+        deferred["reply_text"].as_str().unwrap().contains("DNS"),
+        "{deferred}"
+    );
+    assert!(deferred["next_retry_at"].is_number());
 
     let dumps = eventually(WAIT, || {
         let m = sink.messages();

@@ -1,5 +1,5 @@
 //! SMTP submission with real clients: `swaks` (STARTTLS + AUTH PLAIN) and
-//! Python's `smtplib` (AUTH LOGIN), delivered onwards to `smtp-sink`.
+//! Python's `smtplib` and lettre, delivered onwards to `smtp-sink`.
 
 mod common;
 
@@ -108,6 +108,34 @@ fn swaks_submits_over_starttls_with_auth_plain_and_the_mail_is_delivered() {
             "Bcc is removed: {dump}"
         );
     }
+
+    // AUTH LOGIN, in plain text from loopback (allowed by default).
+    let out = Command::new(peer("swaks").unwrap())
+        .args([
+            "--server",
+            &submission.to_string(),
+            "--auth",
+            "LOGIN",
+            "--auth-user",
+            "me",
+        ])
+        .args(["--auth-password", &server.key])
+        .args([
+            "--from",
+            "shop@sender.example",
+            "--to",
+            "carl@example.com",
+            "--body",
+            "login",
+        ])
+        .output()
+        .unwrap();
+    let transcript = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && transcript.contains("235 2.7.0"),
+        "{transcript}"
+    );
+    assert!(transcript.contains("AUTH LOGIN"), "{transcript}");
 }
 
 const SMTPLIB: &str = r#"
@@ -165,7 +193,7 @@ fn message_count(server: &Server) -> usize {
 }
 
 #[test]
-fn smtplib_auth_login_and_the_refusals_that_write_nothing() {
+fn smtplib_login_and_the_refusals_that_write_nothing() {
     let (Some(python), Some(_curl)) = (peer("python3"), peer("curl")) else {
         return;
     };
