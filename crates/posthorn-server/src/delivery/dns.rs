@@ -127,13 +127,16 @@ impl Resolver for ZoneResolver {
     }
 }
 
+use hickory_resolver::proto::rr::RData;
+
 /// The machine's DNS (from `/etc/resolv.conf`), through hickory.
 pub struct SystemResolver(hickory_resolver::TokioResolver);
 
 impl SystemResolver {
     pub fn new() -> Result<Self, String> {
         hickory_resolver::TokioResolver::builder_tokio()
-            .map(|b| SystemResolver(b.build()))
+            .and_then(|b| b.build())
+            .map(SystemResolver)
             .map_err(|e| format!("reading the system DNS configuration: {e}"))
     }
 }
@@ -153,8 +156,12 @@ impl Resolver for SystemResolver {
             match self.0.mx_lookup(fqdn(domain)).await {
                 Ok(lookup) => {
                     let mut list: Vec<(u16, String)> = lookup
+                        .answers()
                         .iter()
-                        .map(|mx| (mx.preference(), name(&mx.exchange().to_ascii())))
+                        .filter_map(|record| match &record.data {
+                            RData::MX(mx) => Some((mx.preference, name(&mx.exchange.to_ascii()))),
+                            _ => None,
+                        })
                         .collect();
                     if list.len() == 1 && list[0].1.is_empty() {
                         return MxAnswer::NullMx;
