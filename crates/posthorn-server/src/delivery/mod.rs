@@ -265,21 +265,34 @@ impl DeliveryService {
                 return;
             }
         };
+        // Spread the batch over as many connections as the domain allows,
+        // each carrying at most `max_messages_per_connection`; the domain's
+        // semaphore keeps the number open at once within its limit.
         let limit = self.domain_limit(&domain);
+        let connections = limit.available_permits().max(1);
         let max_per_connection = self
             .state
             .config
             .delivery
             .max_messages_per_connection
             .max(1);
+        let per_connection = items
+            .len()
+            .div_ceil(connections)
+            .clamp(1, max_per_connection);
+        let targets = Arc::new(targets);
         let mut items = items.into_iter().peekable();
         while items.peek().is_some() {
-            let chunk: Vec<_> = items.by_ref().take(max_per_connection).collect();
-            let Ok(_connection) = limit.clone().acquire_owned().await else {
-                return;
-            };
-            self.deliver_over_one_connection(&domain, &targets, chunk)
-                .await;
+            let chunk: Vec<_> = items.by_ref().take(per_connection).collect();
+            let (this, limit, targets, domain) =
+                (self.clone(), limit.clone(), targets.clone(), domain.clone());
+            tokio::spawn(async move {
+                let Ok(_connection) = limit.acquire_owned().await else {
+                    return;
+                };
+                this.deliver_over_one_connection(&domain, &targets, chunk)
+                    .await;
+            });
         }
     }
 
