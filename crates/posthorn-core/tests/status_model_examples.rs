@@ -3,6 +3,9 @@
 //! suppression expiry. Events are folded for real; contact signals come from
 //! `signals_for` on the outcomes of those folds.
 
+mod common;
+
+use common::Ev;
 use posthorn_core::clock::{DAY, HOUR, MINUTE, SECOND};
 use posthorn_core::config::Config;
 use posthorn_core::contact::{
@@ -16,7 +19,7 @@ use posthorn_core::event::{
 use posthorn_core::policy::{Admission, RecipientFacts, admit};
 use posthorn_core::retry::{RetryDecision, RetrySchedule, retry_hint};
 use posthorn_core::status::{
-    Anomaly, BounceType, DeliveryState, DeliveryStatus, EngagementStatus, FoldInput, FoldOutcome,
+    Anomaly, BounceType, DeliveryState, DeliveryStatus, EngagementStatus, FoldOutcome,
 };
 use posthorn_core::suppression::{
     SuppressionEntry, SuppressionExpiry, SuppressionReason, SuppressionScope,
@@ -27,23 +30,6 @@ use posthorn_core::{EventId, Millis};
 const T0: Millis = 1_764_000_000_000;
 
 // ---------------------------------------------------------------- helpers
-
-#[derive(Debug, Clone)]
-struct Ev {
-    id: EventId,
-    occurred_at: Millis,
-    details: EventDetails,
-}
-
-impl Ev {
-    fn input(&self) -> FoldInput<'_> {
-        FoldInput {
-            id: &self.id,
-            occurred_at: self.occurred_at,
-            details: &self.details,
-        }
-    }
-}
 
 /// A fixed, readable event id: `...-00000000000n`.
 fn id(n: u64) -> EventId {

@@ -2,6 +2,9 @@
 //! contact rules): the delivery fold is a maximum over ranks, so it must not
 //! depend on arrival order, duplicates or events outside the update window.
 
+mod common;
+
+use common::Ev;
 use posthorn_core::contact::{
     ContactLimits, ContactSignal, ContactState, ContactStatus, apply_signal,
 };
@@ -11,28 +14,10 @@ use posthorn_core::event::{
     Unsubscribed,
 };
 use posthorn_core::status::{
-    BounceType, DeliveryState, DeliveryStatus, EngagementStatus, FoldInput, FoldOutcome,
+    BounceType, DeliveryState, DeliveryStatus, EngagementStatus, FoldOutcome,
 };
 use posthorn_core::{EventId, Millis};
 use proptest::prelude::*;
-
-/// An owned event; [`FoldInput`] borrows from it.
-#[derive(Debug, Clone)]
-struct Ev {
-    id: EventId,
-    occurred_at: Millis,
-    details: EventDetails,
-}
-
-impl Ev {
-    fn input(&self) -> FoldInput<'_> {
-        FoldInput {
-            id: &self.id,
-            occurred_at: self.occurred_at,
-            details: &self.details,
-        }
-    }
-}
 
 fn fold(window_ends_at: Millis, events: &[Ev]) -> DeliveryState {
     DeliveryState::fold(window_ends_at, events.iter().map(Ev::input))

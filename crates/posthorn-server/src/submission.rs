@@ -250,7 +250,8 @@ fn prepare_raw(message: &[u8], headers: &HeaderBlock, now: i64) -> Vec<u8> {
         ));
     }
     if headers.get("date").is_none() {
-        let date = httpdate(now);
+        // mail-builder already writes RFC 5322 dates.
+        let date = mail_builder::headers::date::Date::new(now / 1000).to_rfc822();
         extra.push_str(&format!("Date: {date}\r\n"));
     }
     if !extra.is_empty() {
@@ -258,28 +259,6 @@ fn prepare_raw(message: &[u8], headers: &HeaderBlock, now: i64) -> Vec<u8> {
     }
     out.extend_from_slice(&message[headers.body_start..]);
     out
-}
-
-/// An RFC 5322 date for `now` (UTC).
-fn httpdate(now: i64) -> String {
-    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(now.max(0) as u64);
-    // humantime gives RFC 3339; RFC 5322 wants "Tue, 24 Nov 2026 10:00:00 +0000".
-    let rfc3339 = humantime::format_rfc3339_seconds(t).to_string();
-    let (date, time) = rfc3339
-        .trim_end_matches('Z')
-        .split_once('T')
-        .unwrap_or(("1970-01-01", "00:00:00"));
-    let mut parts = date.split('-');
-    let (y, m, d) = (
-        parts.next().unwrap_or("1970"),
-        parts.next().unwrap_or("01"),
-        parts.next().unwrap_or("01"),
-    );
-    let months = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let month = months[m.parse::<usize>().unwrap_or(1).clamp(1, 12) - 1];
-    format!("{} {month} {y} {time} +0000", d.trim_start_matches('0'))
 }
 
 #[cfg(test)]
@@ -296,7 +275,7 @@ mod tests {
         assert!(!raw.contains("secret@") && !raw.contains("other@"), "{raw}");
         assert!(!raw.contains("X-Posthorn-Stream"), "{raw}");
         assert!(
-            raw.contains("Message-ID: <") && raw.contains("Date: 24 Nov 2026 00:00:00 +0000"),
+            raw.contains("Message-ID: <") && raw.contains("Date: Tue, 24 Nov 2026 00:00:00 +0000"),
             "{raw}"
         );
         assert!(

@@ -266,12 +266,7 @@ impl SmtpClient<MaybeTls> {
         let reply = this
             .command(Phase::StartTls, "STARTTLS\r\n", this.timeouts.command)
             .await?;
-        if reply.code != 220 {
-            return Err(ClientError::Reply {
-                phase: Phase::StartTls,
-                reply,
-            });
-        }
+        expect(Phase::StartTls, reply, 220)?;
         let timeouts = this.timeouts;
         let stream = tokio::time::timeout(timeouts.command, this.stream.upgrade(server_name))
             .await
@@ -310,13 +305,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SmtpClient<S> {
         let reply = self
             .read_reply(Phase::Greeting, self.timeouts.greeting)
             .await?;
-        if reply.code != 220 {
-            return Err(ClientError::Reply {
-                phase: Phase::Greeting,
-                reply,
-            });
-        }
-        Ok(reply)
+        expect(Phase::Greeting, reply, 220)
     }
 
     /// EHLO, falling back to HELO for servers that refuse it.
@@ -338,12 +327,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SmtpClient<S> {
         let reply = self
             .command(Phase::Ehlo, &format!("HELO {name}\r\n"), timeout)
             .await?;
-        if reply.code != 250 {
-            return Err(ClientError::Reply {
-                phase: Phase::Ehlo,
-                reply,
-            });
-        }
+        expect(Phase::Ehlo, reply, 250)?;
         self.extensions = Extensions::default();
         Ok(())
     }
@@ -441,12 +425,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SmtpClient<S> {
                 self.timeouts.command,
             )
             .await?;
-        if reply.code != 235 {
-            return Err(ClientError::Reply {
-                phase: Phase::Auth,
-                reply,
-            });
-        }
+        expect(Phase::Auth, reply, 235)?;
         Ok(())
     }
 
@@ -455,12 +434,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SmtpClient<S> {
         let reply = self
             .command(Phase::Rset, "RSET\r\n", self.timeouts.command)
             .await?;
-        if reply.code != 250 {
-            return Err(ClientError::Reply {
-                phase: Phase::Rset,
-                reply,
-            });
-        }
+        expect(Phase::Rset, reply, 250)?;
         Ok(())
     }
 
@@ -698,6 +672,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SmtpClient<S> {
             }
             self.reader.push(&buf[..n]);
         }
+    }
+}
+
+/// The reply if it has the code this step needs, else the session's error.
+fn expect(phase: Phase, reply: Reply, code: u16) -> Result<Reply, ClientError> {
+    if reply.code == code {
+        Ok(reply)
+    } else {
+        Err(ClientError::Reply { phase, reply })
     }
 }
 

@@ -1,76 +1,18 @@
 //! The `posthorn` binary as users run it: `serve` in a child process over a
 //! real socket, `keys`, `send` and `status`, restarts and `kill -9`.
 
+mod common;
+
+use common::{BIN, Server};
+use posthorn_testkit::peer;
 use serde_json::{Value, json};
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 
-const BIN: &str = env!("CARGO_BIN_EXE_posthorn");
-
-/// A running `posthorn serve`, killed when dropped.
-struct Server {
-    child: Child,
-    base: String,
-    /// Everything `serve` printed before "listening".
-    banner: String,
-}
-
-impl Server {
-    fn start(data_dir: &Path, extra: &[&str]) -> Server {
-        let mut child = Command::new(BIN)
-            .args([
-                "serve",
-                "--http",
-                "127.0.0.1:0",
-                "--submission",
-                "off",
-                "--data-dir",
-            ])
-            .arg(data_dir)
-            .args(extra)
-            .env("POSTHORN_LOG", "warn")
-            // These tests are about the API and keys: no delivery attempts
-            // (and so no DNS) behind their backs.
-            .env("POSTHORN_DELIVERY__ENABLED", "false")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn posthorn serve");
-        let stdout = child.stdout.take().unwrap();
-        let mut lines = BufReader::new(stdout).lines();
-        let mut banner = String::new();
-        let base = loop {
-            let line = lines
-                .next()
-                .expect("serve exited before listening")
-                .unwrap();
-            if let Some(url) = line.strip_prefix("Posthorn is listening on ") {
-                break url.trim().to_owned();
-            }
-            banner.push_str(&line);
-            banner.push('\n');
-        };
-        // Keep draining stdout so the child never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        Server {
-            child,
-            base,
-            banner,
-        }
-    }
-
-    fn kill9(mut self) {
-        let _ = self.child.kill(); // SIGKILL: no shutdown handler runs
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// `posthorn serve` for these tests, which are about the API and keys: no
+/// delivery attempts (and so no DNS) behind their backs.
+fn serve(data_dir: &Path) -> Server {
+    Server::start(data_dir, &[], &[("POSTHORN_DELIVERY__ENABLED", "false")])
 }
 
 fn posthorn(args: &[&str], data_dir: &Path) -> (bool, String, String) {
@@ -109,7 +51,7 @@ async fn submit(client: &reqwest::Client, base: &str, key: &str, to: &str) -> re
 async fn first_start_creates_one_admin_key_in_a_private_file() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let server = Server::start(&data, &[]);
+    let server = serve(&data);
     let key = admin_key(&data);
     assert!(
         server.banner.contains(&key),
@@ -137,7 +79,7 @@ async fn first_start_creates_one_admin_key_in_a_private_file() {
     drop(server);
 
     // A second start finds the tenant and makes no new key.
-    let again = Server::start(&data, &[]);
+    let again = serve(&data);
     assert!(
         !again.banner.contains("ph_"),
         "no key printed on restart:\n{}",
@@ -151,7 +93,7 @@ async fn first_start_creates_one_admin_key_in_a_private_file() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn accepted_messages_survive_kill_9() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &[]);
+    let server = serve(dir.path());
     let key = admin_key(dir.path());
     let client = reqwest::Client::new();
     let mut sends = Vec::new();
@@ -172,7 +114,7 @@ async fn accepted_messages_survive_kill_9() {
     }
     server.kill9();
 
-    let server = Server::start(dir.path(), &[]);
+    let server = serve(dir.path());
     for id in &accepted {
         let d: Value = client
             .get(format!("{}/v1/deliveries/{id}", server.base))
@@ -190,7 +132,7 @@ async fn accepted_messages_survive_kill_9() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_create_list_revoke_against_a_running_server() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &[]);
+    let server = serve(dir.path());
     let client = reqwest::Client::new();
 
     let (ok, key, err) = posthorn(
@@ -252,7 +194,7 @@ async fn keys_create_list_revoke_against_a_running_server() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn send_then_status_through_the_cli() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &[]);
+    let server = serve(dir.path());
     let api = ["--api", server.base.as_str()];
     let mut args = vec![
         "send",
@@ -318,30 +260,12 @@ fn serve_reports_every_config_error_at_once() {
     );
 }
 
-/// Whether an independent program is available. Missing peers skip loudly,
-/// except where `POSTHORN_REQUIRE_PEERS=1` (CI), where they fail.
-fn peer(program: &str) -> Option<PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|p| p.join(program))
-            .find(|p| p.is_file())
-    });
-    if found.is_none() {
-        assert!(
-            std::env::var("POSTHORN_REQUIRE_PEERS").as_deref() != Ok("1"),
-            "{program} is required (POSTHORN_REQUIRE_PEERS=1) but not installed"
-        );
-        eprintln!("SKIPPED: {program} is not installed; install it to run this test");
-    }
-    found
-}
-
 /// The README's curl walkthrough, run with the real curl.
 #[test]
 fn readme_walkthrough_with_curl() {
     let Some(curl) = peer("curl") else { return };
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &[]);
+    let server = serve(dir.path());
     let key = admin_key(dir.path());
     let curl_json = |args: &[&str]| -> (u16, Value) {
         let out = Command::new(&curl)

@@ -37,12 +37,7 @@ fn messages_leave_over_smtp_with_verp_one_copy_per_recipient_and_dns_outcomes() 
     let ids = ids(&receipt);
     for id in &ids[..3] {
         let d = wait_status(&server, id, "delivered");
-        let kinds: Vec<&str> = d["events"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| e["kind"].as_str().unwrap())
-            .collect();
+        let kinds = event_kinds(&d);
         assert_eq!(kinds, vec!["queued", "sent", "delivered"], "{d}");
         let delivered = &d["events"][2]["details"];
         assert_eq!(delivered["smtp_code"], 250);
@@ -309,12 +304,7 @@ fn demo_mode_shows_every_outcome_through_the_simulator() {
         "a spam block is about the sender"
     );
     let defer = outcome(4, "delivered");
-    let kinds: Vec<&str> = defer["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["kind"].as_str().unwrap())
-        .collect();
+    let kinds = event_kinds(&defer);
     assert_eq!(
         kinds,
         vec!["queued", "sent", "deferred", "sent", "delivered"]

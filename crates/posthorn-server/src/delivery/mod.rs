@@ -554,20 +554,14 @@ impl DeliveryService {
     }
 
     async fn record_sent(&self, item: &ClaimedDelivery, target: &Target) {
-        let now = self.state.now();
-        let event = NewEvent {
-            id: EventId::generate(),
-            delivery_id: item.delivery.id.clone(),
-            occurred_at: now,
-            recorded_at: now,
-            source: EventSource::Delivery,
-            details: EventDetails::Sent(Sent {
+        let event = self.event(
+            item,
+            EventDetails::Sent(Sent {
                 attempt: item.attempt,
                 mx_host: Some(target.host.clone()),
                 ip: Some(target.addr.ip().to_string()),
             }),
-            external_id: None,
-        };
+        );
         if let Err(e) = self
             .state
             .store
@@ -593,10 +587,10 @@ impl DeliveryService {
         self.finish(item, details, next).await;
     }
 
-    async fn finish(&self, item: &ClaimedDelivery, details: EventDetails, next: QueueNext) {
+    /// An event the delivery workers observe now.
+    fn event(&self, item: &ClaimedDelivery, details: EventDetails) -> NewEvent {
         let now = self.state.now();
-        let kind = details.kind();
-        let event = NewEvent {
+        NewEvent {
             id: EventId::generate(),
             delivery_id: item.delivery.id.clone(),
             occurred_at: now,
@@ -604,7 +598,12 @@ impl DeliveryService {
             source: EventSource::Delivery,
             details,
             external_id: None,
-        };
+        }
+    }
+
+    async fn finish(&self, item: &ClaimedDelivery, details: EventDetails, next: QueueNext) {
+        let kind = details.kind();
+        let event = self.event(item, details);
         match self
             .state
             .store

@@ -79,12 +79,13 @@ fn run(conn: Connection, mut rx: mpsc::Receiver<Job>, max_batch: usize, counters
         }
         let size = batch.len() as u64;
         let (commit, completions) = commit_batch(&conn, batch.drain(..));
-        for complete in completions {
-            complete(commit.clone());
-        }
+        // Count before answering, so a caller never sees stats without its write.
         if commit.is_ok() {
             counters.batches.fetch_add(1, Ordering::Relaxed);
             counters.writes.fetch_add(size, Ordering::Relaxed);
+        }
+        for complete in completions {
+            complete(commit.clone());
         }
     }
 }

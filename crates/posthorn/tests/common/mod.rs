@@ -13,6 +13,7 @@ use std::time::Duration;
 pub const BIN: &str = env!("CARGO_BIN_EXE_posthorn");
 pub const WAIT: Duration = Duration::from_secs(60);
 
+#[allow(unused_imports)]
 pub use posthorn_testkit::SmtpSink as Sink;
 
 pub struct Server {
@@ -21,6 +22,8 @@ pub struct Server {
     pub key: String,
     /// The SMTP submission address, when it listens.
     pub submission: Option<SocketAddr>,
+    /// Everything `serve` printed before "listening" (the first-start key).
+    pub banner: String,
 }
 
 impl Server {
@@ -43,14 +46,20 @@ impl Server {
             .unwrap();
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let mut submission = None;
+        let mut banner = String::new();
         let base = loop {
-            let line = lines.next().expect("serve exited").unwrap();
+            let line = lines
+                .next()
+                .expect("serve exited before listening")
+                .unwrap();
             if let Some(rest) = line.strip_prefix("SMTP submission on ") {
                 submission = rest.split_whitespace().next().and_then(|a| a.parse().ok());
             }
             if let Some(url) = line.strip_prefix("Posthorn is listening on ") {
                 break url.trim().to_owned();
             }
+            banner.push_str(&line);
+            banner.push('\n');
         };
         std::thread::spawn(move || for _ in lines {});
         let key = std::fs::read_to_string(data.join("initial-admin-key"))
@@ -62,6 +71,7 @@ impl Server {
             base,
             key,
             submission,
+            banner,
         }
     }
 
@@ -135,4 +145,17 @@ pub fn wait_status(server: &Server, delivery: &str, want: &str) -> Value {
         let d = server.status(delivery);
         (d["status"] == want).then_some(d)
     })
+}
+
+/// The kinds of a delivery's events, oldest first.
+pub fn event_kinds(delivery: &Value) -> Vec<String> {
+    delivery["events"]
+        .as_array()
+        .map(|events| {
+            events
+                .iter()
+                .filter_map(|e| e["kind"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
 }
