@@ -10,7 +10,9 @@
 //! and every rule can be table-, golden- and property-tested without a socket.
 
 mod enhanced;
+pub mod parse;
 pub mod reply;
 
 pub use posthorn_core::status::BounceType;
+pub use parse::{Record, RecordKind, parse};
 pub use reply::{Reason, ReplyClass, UnknownReason, classify_reply, parse_reply_line};
