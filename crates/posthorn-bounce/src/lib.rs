@@ -13,6 +13,6 @@ mod enhanced;
 pub mod parse;
 pub mod reply;
 
-pub use posthorn_core::status::BounceType;
 pub use parse::{Record, RecordKind, parse};
+pub use posthorn_core::status::BounceType;
 pub use reply::{Reason, ReplyClass, UnknownReason, classify_reply, parse_reply_line};

@@ -69,6 +69,11 @@ id_type!(
     /// A suppression list entry.
     SuppressionId
 );
+id_type!(
+    /// A message received by the inbound MX (a bounce, complaint, auto-reply
+    /// or something unattributable).
+    InboundId
+);
 
 #[cfg(test)]
 mod tests {

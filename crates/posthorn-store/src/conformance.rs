@@ -13,7 +13,7 @@ use posthorn_core::event::{
     BounceOrigin, Bounced, Complained, Deferred, Delivered, Engagement, EventDetails, Expired,
     UnsubscribeScope, Unsubscribed,
 };
-use posthorn_core::id::ApiKeyId;
+use posthorn_core::id::{ApiKeyId, InboundId};
 use posthorn_core::status::{BounceType, DeliveryStatus, EngagementStatus};
 use posthorn_core::suppression::SuppressionReason;
 use posthorn_core::{DeliveryId, EventId, EventKind, EventSource, MessageId, Millis, TenantId};
@@ -34,7 +34,8 @@ macro_rules! conformance_tests {
             unsubscribe_from_one_stream, external_id_deduplicates, tenant_isolation,
             event_listing_filters_and_pages, confirmation_required_streams, event_after_dropped_is_anomaly,
             events_outside_window_do_not_change_status, concurrent_writes_all_commit,
-            queue_claims_leases_and_finishes);
+            queue_claims_leases_and_finishes, inbound_reports_record_events_with_their_source,
+            inbound_orphans_are_kept_apart);
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
         $(
@@ -946,4 +947,202 @@ fn one_message_row(claimed: &[ClaimedDelivery]) -> bool {
     claimed
         .windows(2)
         .all(|w| std::sync::Arc::ptr_eq(&w[0].message, &w[1].message))
+}
+
+fn inbound(
+    tenant: Option<&TenantId>,
+    delivery: Option<&DeliveryId>,
+    outcome: InboundOutcome,
+    at: Millis,
+) -> InboundRecord {
+    InboundRecord {
+        id: InboundId::generate(),
+        received_at: at,
+        tenant_id: tenant.cloned(),
+        delivery_id: delivery.cloned(),
+        mail_from: String::new(),
+        rcpt_to: vec!["bounces+token@sender.example".into()],
+        kind: "bounce".into(),
+        outcome,
+        orphan_reason: (outcome == InboundOutcome::Orphan).then(|| "no_token".into()),
+        attribution: delivery.map(|_| "verp".into()),
+        records: serde_json::json!([{"kind": "bounce", "reason": "userunknown"}]),
+        size: 0,
+        event_ids: Vec::new(),
+    }
+}
+
+fn async_bounce(delivery: &DeliveryId, external: &str, at: Millis) -> NewEvent {
+    let mut details = bounce(BounceType::Hard);
+    if let EventDetails::Bounced(b) = &mut details {
+        b.origin = BounceOrigin::Async;
+    }
+    NewEvent {
+        id: EventId::generate(),
+        delivery_id: delivery.clone(),
+        occurred_at: at,
+        recorded_at: at,
+        source: EventSource::InboundMx,
+        details,
+        external_id: Some(external.into()),
+    }
+}
+
+pub async fn inbound_reports_record_events_with_their_source(store: &dyn Store) {
+    let t = tenant(store, "acme").await;
+    let other = tenant(store, "other").await;
+    assert_eq!(store.operator_tenant().await.unwrap(), Some(t.clone()));
+    let r = accept(store, message(&t, &["gone@example.com"])).await;
+    let d = &r.deliveries[0].id;
+    assert_eq!(
+        store.delivery_owner(d).await.unwrap(),
+        Some((t.clone(), "gone@example.com".to_owned()))
+    );
+    assert_eq!(
+        store.delivery_owner(&DeliveryId::generate()).await.unwrap(),
+        None
+    );
+
+    let raw = b"From: MAILER-DAEMON\r\n\r\nreport".to_vec();
+    let new = NewInbound {
+        record: inbound(Some(&t), Some(d), InboundOutcome::Recorded, T0 + 5),
+        raw: raw.clone(),
+        events: vec![async_bounce(d, "dsn:1", T0 + 5)],
+    };
+    let kept = store.record_inbound(new).await.unwrap();
+    assert_eq!(kept.outcome, InboundOutcome::Recorded);
+    assert_eq!(kept.event_ids.len(), 1);
+    let event = &kept.event_ids[0];
+    // The event went through the fold and its effects, like any other.
+    let delivery = store.delivery(&t, d).await.unwrap().unwrap();
+    assert_eq!(
+        delivery.delivery_status,
+        Some(DeliveryStatus::Bounced(BounceType::Hard))
+    );
+    assert_eq!(store.suppressions(&t, T0 + 6).await.unwrap().len(), 1);
+    // The event names its source, and only to its own tenant.
+    assert_eq!(
+        store.event_inbound(&t, event).await.unwrap(),
+        Some(kept.id.clone())
+    );
+    assert_eq!(store.event_inbound(&other, event).await.unwrap(), None);
+    assert_eq!(
+        store.inbound_raw(Some(&t), &kept.id).await.unwrap(),
+        Some(raw.clone())
+    );
+    assert_eq!(
+        store.inbound_raw(Some(&other), &kept.id).await.unwrap(),
+        None
+    );
+    assert_eq!(store.inbound_raw(None, &kept.id).await.unwrap(), None);
+
+    // The same report again: kept, but recorded nothing new.
+    let again = store
+        .record_inbound(NewInbound {
+            record: inbound(Some(&t), Some(d), InboundOutcome::Recorded, T0 + 7),
+            raw: raw.clone(),
+            events: vec![async_bounce(d, "dsn:1", T0 + 7)],
+        })
+        .await
+        .unwrap();
+    assert_eq!(again.outcome, InboundOutcome::Duplicate);
+    assert_eq!(&again.event_ids, &kept.event_ids);
+    assert_eq!(
+        store.event_inbound(&t, event).await.unwrap(),
+        Some(kept.id.clone()),
+        "an event keeps pointing at the first copy"
+    );
+    let events = store.delivery_events(&t, d).await.unwrap();
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e.kind == EventKind::Bounced)
+            .count(),
+        1
+    );
+
+    let listed = store
+        .inbound_messages(
+            Some(&t),
+            &InboundFilter {
+                delivery_id: Some(d.clone()),
+                limit: 10,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        listed.iter().map(|m| m.id.clone()).collect::<Vec<_>>(),
+        vec![again.id.clone(), kept.id.clone()]
+    );
+    assert_eq!(listed[1].event_ids, kept.event_ids);
+    assert_eq!(listed[1].records[0]["reason"], "userunknown");
+    assert!(
+        store
+            .inbound_messages(
+                Some(&other),
+                &InboundFilter {
+                    limit: 10,
+                    ..Default::default()
+                }
+            )
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+pub async fn inbound_orphans_are_kept_apart(store: &dyn Store) {
+    let t = tenant(store, "acme").await;
+    let orphan = store
+        .record_inbound(NewInbound {
+            record: inbound(None, None, InboundOutcome::Orphan, T0),
+            raw: b"junk".to_vec(),
+            events: Vec::new(),
+        })
+        .await
+        .unwrap();
+    let filter = InboundFilter {
+        outcome: Some(InboundOutcome::Orphan),
+        limit: 10,
+        ..Default::default()
+    };
+    let orphans = store.inbound_messages(None, &filter).await.unwrap();
+    assert_eq!(orphans.len(), 1);
+    assert_eq!(orphans[0].orphan_reason.as_deref(), Some("no_token"));
+    assert_eq!(
+        store.inbound_raw(None, &orphan.id).await.unwrap(),
+        Some(b"junk".to_vec())
+    );
+    // No tenant sees an orphan as its own.
+    assert!(
+        store
+            .inbound_messages(Some(&t), &filter)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(store.inbound_raw(Some(&t), &orphan.id).await.unwrap(), None);
+
+    // A message with events but no tenant is refused, and nothing is kept.
+    let r = accept(store, message(&t, &["a@example.com"])).await;
+    let refused = store
+        .record_inbound(NewInbound {
+            record: inbound(None, None, InboundOutcome::Recorded, T0),
+            raw: b"x".to_vec(),
+            events: vec![async_bounce(&r.deliveries[0].id, "dsn:2", T0)],
+        })
+        .await;
+    assert!(refused.is_err());
+    assert_eq!(
+        store.inbound_messages(None, &filter).await.unwrap().len(),
+        1
+    );
+    let delivery = store
+        .delivery(&t, &r.deliveries[0].id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(delivery.delivery_status, Some(DeliveryStatus::Queued));
 }

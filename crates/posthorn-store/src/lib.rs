@@ -15,9 +15,9 @@ pub use records::*;
 pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;
-use posthorn_core::id::ApiKeyId;
+use posthorn_core::id::{ApiKeyId, InboundId};
 use posthorn_core::suppression::SuppressionEntry;
-use posthorn_core::{DeliveryId, MessageId, Millis, TenantId};
+use posthorn_core::{DeliveryId, EventId, MessageId, Millis, TenantId};
 
 /// Errors at the storage boundary.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -155,6 +155,39 @@ pub trait Store: Send + Sync + 'static {
         delivery: &DeliveryId,
         next: QueueNext,
     ) -> StoreResult<()>;
+
+    // --- inbound mail (the inbound MX's view: all tenants) ---
+    /// The tenant and recipient of a delivery, whichever tenant it belongs
+    /// to: the inbound MX learns the delivery from a VERP token or a
+    /// Message-ID, before it knows the tenant.
+    async fn delivery_owner(&self, id: &DeliveryId) -> StoreResult<Option<(TenantId, String)>>;
+    /// Keeps a received message and records its events (for the record's
+    /// tenant) in one transaction, so a report is never half applied. Events
+    /// already recorded (same external id) are not recorded again; when all
+    /// were, the outcome becomes [`InboundOutcome::Duplicate`].
+    async fn record_inbound(&self, inbound: NewInbound) -> StoreResult<InboundRecord>;
+    /// Received messages of `tenant`, or with `None` the orphans (attributed
+    /// to no tenant), newest first.
+    async fn inbound_messages(
+        &self,
+        tenant: Option<&TenantId>,
+        filter: &InboundFilter,
+    ) -> StoreResult<Vec<InboundRecord>>;
+    /// The raw bytes of a received message of `tenant` (`None`: of an orphan).
+    async fn inbound_raw(
+        &self,
+        tenant: Option<&TenantId>,
+        id: &InboundId,
+    ) -> StoreResult<Option<Vec<u8>>>;
+    /// The received message an event of `tenant` was read from.
+    async fn event_inbound(
+        &self,
+        tenant: &TenantId,
+        event: &EventId,
+    ) -> StoreResult<Option<InboundId>>;
+    /// The tenant created first (by `serve`'s first start): the operator's,
+    /// whose administrators look after orphans.
+    async fn operator_tenant(&self) -> StoreResult<Option<TenantId>>;
 
     /// Counters about the store itself, for `/metrics`.
     fn stats(&self) -> StoreStats;

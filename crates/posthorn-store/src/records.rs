@@ -2,7 +2,7 @@
 
 use posthorn_core::contact::{ContactState, ContactStatus};
 use posthorn_core::event::EventDetails;
-use posthorn_core::id::ApiKeyId;
+use posthorn_core::id::{ApiKeyId, InboundId};
 use posthorn_core::status::{DeliveryStatus, EngagementStatus};
 use posthorn_core::{DeliveryId, EventId, EventKind, EventSource, MessageId, Millis, TenantId};
 use serde::{Deserialize, Serialize};
@@ -370,4 +370,85 @@ pub enum QueueNext {
     Remove,
     /// Try again at this time.
     RetryAt(Millis),
+}
+
+/// What became of a message the inbound MX received.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum InboundOutcome {
+    /// Attributed to a delivery; its events were recorded.
+    Recorded,
+    /// Attributed, but its events had been recorded before (the same report
+    /// received again).
+    Duplicate,
+    /// Attributed, kept as a note on the delivery without an event (an
+    /// auto-reply, a success report).
+    Note,
+    /// Not attributed to any delivery: kept for an administrator to look at.
+    Orphan,
+}
+
+impl InboundOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InboundOutcome::Recorded => "recorded",
+            InboundOutcome::Duplicate => "duplicate",
+            InboundOutcome::Note => "note",
+            InboundOutcome::Orphan => "orphan",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            InboundOutcome::Recorded,
+            InboundOutcome::Duplicate,
+            InboundOutcome::Note,
+            InboundOutcome::Orphan,
+        ]
+        .into_iter()
+        .find(|o| o.as_str() == s)
+    }
+}
+
+/// A message received by the inbound MX, with what was read from it and what
+/// became of it. `tenant_id` and `delivery_id` are set when it was attributed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InboundRecord {
+    pub id: InboundId,
+    pub received_at: Millis,
+    pub tenant_id: Option<TenantId>,
+    pub delivery_id: Option<DeliveryId>,
+    pub mail_from: String,
+    pub rcpt_to: Vec<String>,
+    /// `bounce`, `delay`, `delivered`, `complaint`, `vacation` or `not_bounce`.
+    pub kind: String,
+    pub outcome: InboundOutcome,
+    /// Why an orphan could not be attributed (`no_token`, `tampered_token`,
+    /// `unknown_delivery`, `not_a_report`, ...).
+    pub orphan_reason: Option<String>,
+    /// How it was attributed: `verp` or `message_id`.
+    pub attribution: Option<String>,
+    /// The parser's records, as JSON.
+    pub records: serde_json::Value,
+    pub size: u64,
+    /// The events recorded from it.
+    pub event_ids: Vec<EventId>,
+}
+
+/// A message received by the inbound MX, to keep, with the events to record
+/// from it (for `tenant_id`) in the same transaction.
+#[derive(Debug, Clone)]
+pub struct NewInbound {
+    pub record: InboundRecord,
+    pub raw: Vec<u8>,
+    pub events: Vec<NewEvent>,
+}
+
+/// Which inbound messages to list, newest first.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct InboundFilter {
+    pub delivery_id: Option<DeliveryId>,
+    pub outcome: Option<InboundOutcome>,
+    /// Only messages with an id lower than this (the previous page's last).
+    pub before: Option<InboundId>,
+    pub limit: u32,
 }

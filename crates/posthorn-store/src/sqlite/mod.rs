@@ -3,6 +3,7 @@
 //! connections, and migrations under `migrations/sqlite/`.
 
 mod checkpoint;
+mod inbound;
 mod ops;
 mod rows;
 mod writer;
@@ -11,9 +12,9 @@ use crate::records::*;
 use crate::{Store, StoreError, StoreResult, StoreRules};
 use async_trait::async_trait;
 use posthorn_core::config::{StoreConfig, Synchronous};
-use posthorn_core::id::ApiKeyId;
+use posthorn_core::id::{ApiKeyId, InboundId};
 use posthorn_core::suppression::SuppressionEntry;
-use posthorn_core::{DeliveryId, MessageId, Millis, TenantId};
+use posthorn_core::{DeliveryId, EventId, MessageId, Millis, TenantId};
 use rusqlite::{Connection, OpenFlags};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,6 +26,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0001_init.sql"),
     include_str!("../../migrations/sqlite/0002_delivery.sql"),
     include_str!("../../migrations/sqlite/0003_raw_messages.sql"),
+    include_str!("../../migrations/sqlite/0004_inbound.sql"),
 ];
 
 /// The file name of the database inside the data directory.
@@ -407,6 +409,57 @@ impl Store for SqliteStore {
                 Ok(())
             })
             .await
+    }
+
+    async fn delivery_owner(&self, id: &DeliveryId) -> StoreResult<Option<(TenantId, String)>> {
+        let id = id.clone();
+        self.read(move |c| inbound::delivery_owner(c, &id)).await
+    }
+
+    async fn record_inbound(&self, new: NewInbound) -> StoreResult<InboundRecord> {
+        let rules = self.rules;
+        let counter = self.events_recorded.clone();
+        self.writer
+            .write(move |c| {
+                let (record, new_events) = inbound::record_inbound(c, &rules, &new)?;
+                counter.fetch_add(new_events, Ordering::Relaxed);
+                Ok(record)
+            })
+            .await
+    }
+
+    async fn inbound_messages(
+        &self,
+        tenant: Option<&TenantId>,
+        filter: &InboundFilter,
+    ) -> StoreResult<Vec<InboundRecord>> {
+        let (tenant, filter) = (tenant.cloned(), filter.clone());
+        self.read(move |c| inbound::inbound_messages(c, tenant.as_ref(), &filter))
+            .await
+    }
+
+    async fn inbound_raw(
+        &self,
+        tenant: Option<&TenantId>,
+        id: &InboundId,
+    ) -> StoreResult<Option<Vec<u8>>> {
+        let (tenant, id) = (tenant.cloned(), id.clone());
+        self.read(move |c| inbound::inbound_raw(c, tenant.as_ref(), &id))
+            .await
+    }
+
+    async fn event_inbound(
+        &self,
+        tenant: &TenantId,
+        event: &EventId,
+    ) -> StoreResult<Option<InboundId>> {
+        let (tenant, event) = (tenant.clone(), event.clone());
+        self.read(move |c| inbound::event_inbound(c, &tenant, &event))
+            .await
+    }
+
+    async fn operator_tenant(&self) -> StoreResult<Option<TenantId>> {
+        self.read(inbound::operator_tenant).await
     }
 
     fn stats(&self) -> StoreStats {

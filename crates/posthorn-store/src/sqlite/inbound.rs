@@ -1,0 +1,223 @@
+//! Mail received by the inbound MX: kept whole, with what was read from it,
+//! the events recorded from it, and orphans for an administrator.
+
+use super::ops;
+use super::rows::prepare;
+use crate::records::*;
+use crate::{StoreError, StoreResult, StoreRules};
+use posthorn_core::id::InboundId;
+use posthorn_core::{DeliveryId, EventId, TenantId};
+use rusqlite::{Connection, OptionalExtension, Row, ToSql};
+
+const INBOUND_COLUMNS: &str = "id, received_at, tenant_id, delivery_id, mail_from, rcpt_to, kind, \
+     outcome, orphan_reason, attribution, records, size";
+
+pub(crate) fn delivery_owner(
+    c: &Connection,
+    id: &DeliveryId,
+) -> StoreResult<Option<(TenantId, String)>> {
+    Ok(prepare(
+        c,
+        "SELECT tenant_id, recipient FROM deliveries WHERE id = $1",
+    )?
+    .query_row([id.as_str()], |r| {
+        Ok((TenantId::from_stored(r.get::<_, String>(0)?), r.get(1)?))
+    })
+    .optional()?)
+}
+
+/// Records the events of a received message, then keeps the message and links
+/// each event to it; one transaction (the writer's job). Returns the stored
+/// record (its outcome adjusted when every event had been recorded before)
+/// and how many events were new.
+pub(crate) fn record_inbound(
+    c: &Connection,
+    rules: &StoreRules,
+    inbound: &NewInbound,
+) -> StoreResult<(InboundRecord, u64)> {
+    let mut record = inbound.record.clone();
+    let mut new_events = 0u64;
+    if !inbound.events.is_empty() {
+        let tenant = record.tenant_id.clone().ok_or_else(|| {
+            StoreError::Backend("an inbound message with events needs its tenant".into())
+        })?;
+        for event in &inbound.events {
+            match ops::record_event(c, rules, &tenant, event)? {
+                RecordOutcome::Recorded { event, .. } => {
+                    new_events += 1;
+                    record.event_ids.push(event.id);
+                }
+                RecordOutcome::Duplicate { event, .. } => record.event_ids.push(event.id),
+                RecordOutcome::UnknownDelivery => {
+                    return Err(StoreError::Backend(format!(
+                        "delivery {} of tenant {tenant} does not exist",
+                        event.delivery_id
+                    )));
+                }
+            }
+        }
+        if new_events == 0 {
+            record.outcome = InboundOutcome::Duplicate;
+        }
+    }
+    let rcpt_to = serde_json::to_string(&record.rcpt_to)?;
+    let records = serde_json::to_string(&record.records)?;
+    prepare(
+        c,
+        "INSERT INTO inbound_messages (id, received_at, tenant_id, delivery_id, mail_from, rcpt_to, \
+         kind, outcome, orphan_reason, attribution, records, size, raw) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+    )?
+    .execute(rusqlite::params![
+        record.id.as_str(),
+        record.received_at,
+        record.tenant_id.as_ref().map(|t| t.as_str()),
+        record.delivery_id.as_ref().map(|d| d.as_str()),
+        record.mail_from,
+        rcpt_to,
+        record.kind,
+        record.outcome.as_str(),
+        record.orphan_reason,
+        record.attribution,
+        records,
+        record.size as i64,
+        inbound.raw,
+    ])?;
+    // A report received again links to the events the first copy recorded;
+    // those keep pointing at the first copy.
+    let mut link = prepare(
+        c,
+        "INSERT INTO inbound_events (event_id, inbound_id) VALUES ($1, $2) ON CONFLICT (event_id) DO NOTHING",
+    )?;
+    for event in &record.event_ids {
+        link.execute([event.as_str(), record.id.as_str()])?;
+    }
+    Ok((record, new_events))
+}
+
+pub(crate) fn inbound_messages(
+    c: &Connection,
+    tenant: Option<&TenantId>,
+    filter: &InboundFilter,
+) -> StoreResult<Vec<InboundRecord>> {
+    let mut conditions = Vec::new();
+    let mut values: Vec<Box<dyn ToSql>> = Vec::new();
+    match tenant {
+        Some(t) => {
+            values.push(Box::new(t.as_str().to_owned()));
+            conditions.push(format!("tenant_id = ${}", values.len()));
+        }
+        None => conditions.push("tenant_id IS NULL".to_owned()),
+    }
+    if let Some(d) = &filter.delivery_id {
+        values.push(Box::new(d.as_str().to_owned()));
+        conditions.push(format!("delivery_id = ${}", values.len()));
+    }
+    if let Some(o) = filter.outcome {
+        values.push(Box::new(o.as_str()));
+        conditions.push(format!("outcome = ${}", values.len()));
+    }
+    if let Some(before) = &filter.before {
+        values.push(Box::new(before.as_str().to_owned()));
+        conditions.push(format!("id < ${}", values.len()));
+    }
+    values.push(Box::new(i64::from(filter.limit)));
+    let sql = format!(
+        "SELECT {INBOUND_COLUMNS} FROM inbound_messages WHERE {} ORDER BY id DESC LIMIT ${}",
+        conditions.join(" AND "),
+        values.len()
+    );
+    let params: Vec<&dyn ToSql> = values.iter().map(|v| v.as_ref()).collect();
+    let mut found: Vec<InboundRecord> = prepare(c, &sql)?
+        .query_map(params.as_slice(), inbound_row)?
+        .collect::<Result<_, _>>()?;
+    let mut events = prepare(
+        c,
+        "SELECT event_id FROM inbound_events WHERE inbound_id = $1 ORDER BY event_id",
+    )?;
+    for record in &mut found {
+        record.event_ids = events
+            .query_map([record.id.as_str()], |r| {
+                Ok(EventId::from_stored(r.get::<_, String>(0)?))
+            })?
+            .collect::<Result<_, _>>()?;
+    }
+    Ok(found)
+}
+
+pub(crate) fn inbound_raw(
+    c: &Connection,
+    tenant: Option<&TenantId>,
+    id: &InboundId,
+) -> StoreResult<Option<Vec<u8>>> {
+    let raw = match tenant {
+        Some(t) => prepare(
+            c,
+            "SELECT raw FROM inbound_messages WHERE id = $1 AND tenant_id = $2",
+        )?
+        .query_row([id.as_str(), t.as_str()], |r| r.get(0))
+        .optional()?,
+        None => prepare(
+            c,
+            "SELECT raw FROM inbound_messages WHERE id = $1 AND tenant_id IS NULL",
+        )?
+        .query_row([id.as_str()], |r| r.get(0))
+        .optional()?,
+    };
+    Ok(raw)
+}
+
+pub(crate) fn event_inbound(
+    c: &Connection,
+    tenant: &TenantId,
+    event: &EventId,
+) -> StoreResult<Option<InboundId>> {
+    Ok(prepare(
+        c,
+        "SELECT l.inbound_id FROM inbound_events l JOIN inbound_messages m ON m.id = l.inbound_id \
+         WHERE l.event_id = $1 AND m.tenant_id = $2",
+    )?
+    .query_row([event.as_str(), tenant.as_str()], |r| {
+        Ok(InboundId::from_stored(r.get::<_, String>(0)?))
+    })
+    .optional()?)
+}
+
+pub(crate) fn operator_tenant(c: &Connection) -> StoreResult<Option<TenantId>> {
+    Ok(prepare(
+        c,
+        "SELECT id FROM tenants ORDER BY created_at, rowid LIMIT 1",
+    )?
+    .query_row([], |r| Ok(TenantId::from_stored(r.get::<_, String>(0)?)))
+    .optional()?)
+}
+
+fn inbound_row(r: &Row<'_>) -> rusqlite::Result<InboundRecord> {
+    fn json<T: serde::de::DeserializeOwned>(i: usize, text: String) -> rusqlite::Result<T> {
+        serde_json::from_str(&text).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))
+        })
+    }
+    let outcome: String = r.get(7)?;
+    Ok(InboundRecord {
+        id: InboundId::from_stored(r.get::<_, String>(0)?),
+        received_at: r.get(1)?,
+        tenant_id: r.get::<_, Option<String>>(2)?.map(TenantId::from_stored),
+        delivery_id: r.get::<_, Option<String>>(3)?.map(DeliveryId::from_stored),
+        mail_from: r.get(4)?,
+        rcpt_to: json(5, r.get(5)?)?,
+        kind: r.get(6)?,
+        outcome: InboundOutcome::parse(&outcome).ok_or_else(|| {
+            rusqlite::Error::FromSqlConversionFailure(
+                7,
+                rusqlite::types::Type::Text,
+                format!("unknown inbound outcome `{outcome}`").into(),
+            )
+        })?,
+        orphan_reason: r.get(8)?,
+        attribution: r.get(9)?,
+        records: json(10, r.get(10)?)?,
+        size: r.get::<_, i64>(11)? as u64,
+        event_ids: Vec::new(),
+    })
+}
