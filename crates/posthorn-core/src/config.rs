@@ -36,6 +36,35 @@ pub struct Config {
     pub delivery: DeliveryConfig,
     /// The SMTP submission listener.
     pub submission: SubmissionConfig,
+    /// The inbound MX: bounces, complaints and auto-replies come back here.
+    pub inbound: InboundConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InboundConfig {
+    /// Listen address (default `127.0.0.1:2525`; port 25 in production);
+    /// empty turns it off.
+    pub listen: String,
+    /// Domains it accepts mail for, beside `[delivery] return_path_domain`.
+    /// When both are unset, any domain: the return path is then the
+    /// sender's own domain, and only Posthorn's own local parts are accepted
+    /// anyway (`bounces+TOKEN` and the complaint address), so nothing is
+    /// ever relayed.
+    pub domains: Vec<String>,
+    /// Local part of the complaint (feedback loop) address, `fbl@DOMAIN`
+    /// (default `fbl`): register it with mailbox providers' feedback loops.
+    pub complaint_local_part: String,
+}
+
+impl Default for InboundConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:2525".into(),
+            domains: Vec::new(),
+            complaint_local_part: "fbl".into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

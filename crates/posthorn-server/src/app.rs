@@ -6,6 +6,7 @@ use crate::delivery::DeliveryService;
 use crate::delivery::dns::Resolver;
 use crate::delivery::verp::VerpSigner;
 use crate::dkim::DkimKeys;
+use crate::inbound::{AcceptRules, InboundHandler};
 use crate::keys;
 use crate::metrics::Metrics;
 use crate::simulator::{SIMULATOR_DOMAIN, Simulator};
@@ -108,10 +109,12 @@ impl App {
     }
 
     /// Starts the delivery workers with `resolver` for MX lookups (and the
-    /// mailbox simulator first, when configured).
+    /// mailbox simulator first, when configured; it sends its asynchronous
+    /// bounces, complaints and auto-replies to `inbound`, the inbound MX).
     pub async fn start_delivery(
         &self,
         resolver: Arc<dyn Resolver>,
+        inbound: Option<SocketAddr>,
     ) -> Result<DeliveryHandle, String> {
         let timeouts = smtp_timeouts(&self.state.config.delivery.timeouts);
         // Loaded once: a key added later signs after a restart.
@@ -119,6 +122,10 @@ impl App {
         let mut extra_routes = std::collections::HashMap::new();
         if self.state.config.delivery.simulator {
             let addr = Simulator::new(std::time::Duration::from_secs(5))
+                .with_inbound(
+                    inbound,
+                    self.state.config.inbound.complaint_local_part.clone(),
+                )
                 .start()
                 .await
                 .map_err(|e| format!("starting the mailbox simulator: {e}"))?;
@@ -190,6 +197,38 @@ impl App {
         settings.plaintext_auth_on_loopback = config.submission.plaintext_auth_on_loopback;
         let handler = Arc::new(SubmissionHandler {
             state: self.state.clone(),
+        });
+        Ok(tokio::spawn(posthorn_smtp::server::serve(
+            listener,
+            Arc::new(settings),
+            handler,
+            std::future::pending(),
+        )))
+    }
+
+    /// Runs the inbound MX on `listener`: returned mail for our addresses
+    /// only, no AUTH, no relaying; STARTTLS with the submission certificate.
+    pub fn start_inbound(
+        &self,
+        listener: tokio::net::TcpListener,
+    ) -> anyhow_like::Result<tokio::task::JoinHandle<()>> {
+        let config = &self.state.config;
+        let mut settings = ServerSettings::new(
+            config
+                .delivery
+                .helo_name
+                .clone()
+                .unwrap_or_else(|| "posthorn".into()),
+        );
+        settings.max_message_size = config.limits.max_message_size.0 as usize;
+        // Returned mail names one return path; a few more allow for an MTA
+        // that batches reports to several of them.
+        settings.max_recipients = 16;
+        settings.tls = Some(submission_tls(config)?);
+        let handler = Arc::new(InboundHandler {
+            state: self.state.clone(),
+            verp: self.verp.clone(),
+            rules: AcceptRules::from_config(config),
         });
         Ok(tokio::spawn(posthorn_smtp::server::serve(
             listener,

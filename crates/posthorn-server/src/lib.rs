@@ -1,6 +1,6 @@
 //! The running Posthorn service: configuration loading, API keys, the HTTP
-//! API (axum), metrics, and the wiring of store and rules. Later issues add
-//! the delivery workers, the inbound MX, tracking endpoints and webhooks here.
+//! API (axum), metrics, the delivery workers, the inbound MX, and the wiring
+//! of store and rules.
 //!
 //! Handlers validate input and translate between HTTP and the [`Store`];
 //! they hold no rules of their own (those are in `posthorn-core`).
@@ -13,6 +13,7 @@ pub mod config;
 pub mod delivery;
 pub mod dkim;
 pub mod error;
+pub mod inbound;
 pub mod keys;
 pub mod metrics;
 pub mod simulator;

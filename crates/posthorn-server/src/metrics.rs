@@ -17,6 +17,8 @@ pub struct Metrics {
     /// Delivery attempts finished, by the event recorded (delivered,
     /// deferred, bounced, expired, failed), counted once durable.
     outcomes: Mutex<BTreeMap<String, u64>>,
+    /// Messages received by the inbound MX, by (kind, outcome).
+    inbound: Mutex<BTreeMap<(String, String), u64>>,
 }
 
 impl Metrics {
@@ -38,6 +40,13 @@ impl Metrics {
     pub fn count_outcome(&self, kind: &str) {
         if let Ok(mut map) = self.outcomes.lock() {
             *map.entry(kind.to_owned()).or_default() += 1;
+        }
+    }
+
+    pub fn count_inbound(&self, kind: &str, outcome: &str) {
+        if let Ok(mut map) = self.inbound.lock() {
+            *map.entry((kind.to_owned(), outcome.to_owned()))
+                .or_default() += 1;
         }
     }
 
@@ -93,6 +102,21 @@ impl Metrics {
                     out,
                     "posthorn_delivery_outcomes_total{{outcome=\"{}\"}} {n}",
                     escape(kind)
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP posthorn_inbound_messages_total Messages received by the inbound MX, by kind and outcome."
+        );
+        let _ = writeln!(out, "# TYPE posthorn_inbound_messages_total counter");
+        if let Ok(map) = self.inbound.lock() {
+            for ((kind, outcome), n) in map.iter() {
+                let _ = writeln!(
+                    out,
+                    "posthorn_inbound_messages_total{{kind=\"{}\",outcome=\"{}\"}} {n}",
+                    escape(kind),
+                    escape(outcome)
                 );
             }
         }

@@ -86,6 +86,7 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Vec<EventRecord>>;
 
     // --- reads ---
+    async fn event(&self, tenant: &TenantId, id: &EventId) -> StoreResult<Option<EventRecord>>;
     async fn message(
         &self,
         tenant: &TenantId,

@@ -2,9 +2,11 @@
 //!
 //! The command line: `serve` runs the service; `send` and `status` talk to a
 //! running one over its HTTP API; `keys` manages API keys and `domains` DKIM
-//! keys in the data directory; `bench` measures ingest speed.
+//! keys in the data directory; `classify` shows how returned mail and SMTP
+//! replies are read; `bench` measures ingest speed.
 
 mod bench;
+mod classify;
 mod client;
 mod domains;
 mod keys;
@@ -36,6 +38,9 @@ enum Command {
     /// directory; `serve` loads them at start).
     #[command(subcommand)]
     Domains(domains::DomainsCommand),
+    /// Read bounces, complaints and auto-replies (or one SMTP reply) and
+    /// print what Posthorn makes of them, as JSON lines.
+    Classify(classify::ClassifyArgs),
     /// Measure ingest speed; results go to docs/benchmarks.md by hand.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -66,6 +71,11 @@ struct ServeArgs {
     /// turn it off.
     #[arg(long, env = "POSTHORN_SUBMISSION")]
     submission: Option<String>,
+    /// Inbound MX listen address, where bounces, complaints and auto-replies
+    /// come back [default: 127.0.0.1:2525; port 25 in production]; `off` to
+    /// turn it off.
+    #[arg(long, env = "POSTHORN_MX")]
+    mx: Option<String>,
     /// Demo mode: the mailbox simulator answers for simulator.posthorn.test,
     /// and retries are fast, so every outcome shows within minutes.
     #[arg(long)]
@@ -93,6 +103,7 @@ fn main() -> Result<()> {
             Command::Keys(command) => keys::run(command).await,
             Command::Domains(command) => domains::run(command),
             Command::Bench(command) => bench::run(command).await,
+            Command::Classify(args) => classify::run(args),
         }
     })
 }
@@ -112,6 +123,13 @@ fn load_config(args: &ServeArgs) -> Result<posthorn_core::config::Config> {
     }
     if let Some(listen) = &args.submission {
         config.submission.listen = if listen == "off" {
+            String::new()
+        } else {
+            listen.clone()
+        };
+    }
+    if let Some(listen) = &args.mx {
+        config.inbound.listen = if listen == "off" {
             String::new()
         } else {
             listen.clone()
@@ -168,6 +186,20 @@ async fn serve(args: ServeArgs) -> Result<()> {
             key_file.display()
         );
     }
+    // The inbound MX listens before delivery starts: the mailbox simulator
+    // sends its reports there.
+    let inbound = if app.state.config.inbound.listen.is_empty() {
+        None
+    } else {
+        let listen = &app.state.config.inbound.listen;
+        let listener = tokio::net::TcpListener::bind(listen.as_str())
+            .await
+            .with_context(|| format!("inbound MX: listening on {listen}"))?;
+        let addr = listener.local_addr()?;
+        app.start_inbound(listener)
+            .map_err(|e| anyhow::anyhow!("inbound MX: {e}"))?;
+        Some(addr)
+    };
     let delivery = if app.state.config.delivery.enabled {
         let resolver: std::sync::Arc<dyn posthorn_server::delivery::dns::Resolver> =
             match &args.dns_zone {
@@ -185,7 +217,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
                 ),
             };
         Some(
-            app.start_delivery(resolver)
+            app.start_delivery(resolver, inbound)
                 .await
                 .map_err(anyhow::Error::msg)?,
         )
@@ -208,6 +240,9 @@ async fn serve(args: ServeArgs) -> Result<()> {
         .await
         .with_context(|| format!("listening on {http}"))?;
     tracing::info!(%http, %public_url, data_dir = %data_dir.display(), "posthorn is ready");
+    if let Some(addr) = inbound {
+        println!("Inbound MX on {addr} (bounces, complaints and auto-replies come back here)");
+    }
     if let Some(addr) = submission {
         println!("SMTP submission on {addr} (AUTH with an API key as the password; STARTTLS)");
     }

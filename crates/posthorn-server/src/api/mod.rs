@@ -3,6 +3,7 @@
 
 mod contacts;
 mod events;
+mod inbound;
 mod messages;
 
 pub use messages::{DEFAULT_STREAM, valid_name as valid_stream_name};
@@ -34,6 +35,10 @@ pub fn routes() -> Router<AppState> {
             "/v1/contacts/{address}",
             get(contacts::get).put(contacts::put),
         )
+        .route("/v1/events/{id}/raw", get(inbound::event_raw))
+        .route("/v1/inbound", get(inbound::list))
+        .route("/v1/inbound/orphans", get(inbound::orphans))
+        .route("/v1/inbound/{id}/raw", get(inbound::raw))
         .route("/v1/suppressions", get(contacts::suppressions))
         .route(
             "/v1/settings",

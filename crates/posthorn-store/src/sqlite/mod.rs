@@ -277,6 +277,11 @@ impl Store for SqliteStore {
         self.read(move |c| rows::events(c, &tenant, &filter)).await
     }
 
+    async fn event(&self, tenant: &TenantId, id: &EventId) -> StoreResult<Option<EventRecord>> {
+        let (tenant, id) = (tenant.clone(), id.clone());
+        self.read(move |c| rows::event_by_id(c, &tenant, &id)).await
+    }
+
     async fn message(
         &self,
         tenant: &TenantId,
