@@ -4,7 +4,11 @@
 //!
 //! Bytes in, records out; never panics, whatever the bytes.
 
-use crate::reply::Reason;
+use crate::enhanced::EnhancedStatus;
+use crate::formats::{self, Finding};
+use crate::reply::{Reason, classify_reply};
+use crate::report::Report;
+use crate::{arf, autoreply, dsn, mime};
 use posthorn_core::status::BounceType;
 use serde::Serialize;
 
@@ -92,7 +96,271 @@ impl Record {
 
 /// The records of one returned message; empty for a message that is neither
 /// a bounce, a delay or delivery report, a complaint nor an auto-reply.
+///
+/// The readers are asked in order, the most explicit first: a feedback
+/// report (ARF), delivery-status fields (RFC 3464, completed from the text
+/// when they leave the reason out), the text formats of the MTAs (only for
+/// a message that reads like a failure notice), and last the auto-reply
+/// marks (bounces carry `Auto-Submitted` too).
 pub fn parse(raw: &[u8]) -> Vec<Record> {
-    let _ = raw;
+    let message = mime::parse_message(raw);
+    let report = Report::new(&message);
+    let mut common = Common::of(&report);
+
+    if let Some(feedback) = arf::parse(&message) {
+        return vec![complaint(feedback, &report, &common)];
+    }
+
+    let mut findings = Vec::new();
+    if let Some(dsn_text) = &report.dsn_text {
+        let dsn = dsn::parse(dsn_text);
+        common.envelope_id = dsn.envelope_id.clone();
+        findings = dsn_findings(&dsn, &report);
+    }
+    if findings.is_empty() && formats::looks_like_bounce(&report) {
+        findings = formats::read(&report);
+    }
+    if !findings.is_empty() {
+        return findings.into_iter().map(|f| finish(f, &common)).collect();
+    }
+
+    if let Some(rule) = autoreply::detect(&message.headers) {
+        return vec![vacation(rule, &report, &common)];
+    }
     Vec::new()
+}
+
+/// What every record of one message shares.
+struct Common {
+    original_message_id: Option<String>,
+    envelope_id: Option<String>,
+    delivery_token: Option<String>,
+}
+
+impl Common {
+    fn of(report: &Report) -> Self {
+        let original_message_id = report
+            .original
+            .as_ref()
+            .and_then(|h| h.get("Message-ID"))
+            .and_then(message_id);
+        let mut delivery_token = ["To", "Delivered-To", "X-Original-To", "Envelope-To"]
+            .iter()
+            .flat_map(|name| report.message.headers.get_all(name))
+            .find_map(crate::address::verp_token);
+        if delivery_token.is_none()
+            && let Some(original) = &report.original
+        {
+            let return_path = original.get("Return-Path").and_then(crate::address::verp_token);
+            delivery_token = return_path
+                .or_else(|| original.0.iter().find_map(|(_, v)| crate::address::verp_token(v)));
+        }
+        Common {
+            original_message_id,
+            envelope_id: None,
+            delivery_token,
+        }
+    }
+}
+
+/// `<id@host>` -> `id@host`.
+fn message_id(value: &str) -> Option<String> {
+    let value = value.trim();
+    let inner = match (value.find('<'), value.find('>')) {
+        (Some(open), Some(close)) if open < close => &value[open + 1..close],
+        _ => value.split_whitespace().next().unwrap_or(""),
+    };
+    let inner = inner.trim();
+    (!inner.is_empty()).then(|| inner.to_string())
+}
+
+/// The per-recipient fields as findings. A recipient whose fields give no
+/// reason (no Diagnostic-Code, or one that only repeats the code) takes
+/// the words the MTA wrote about that address in its text.
+fn dsn_findings(dsn: &dsn::Dsn, report: &Report) -> Vec<Finding> {
+    let mut text_findings: Option<Vec<Finding>> = None;
+    let mut out = Vec::new();
+    for r in &dsn.recipients {
+        let kind = match r.action.as_deref().map(|a| a.split_whitespace().next().unwrap_or("")) {
+            Some("delayed") => RecordKind::Delay,
+            Some("delivered" | "relayed" | "expanded") => RecordKind::Delivered,
+            _ => RecordKind::Bounce,
+        };
+        let mut diagnostic = r.diagnostic.clone().unwrap_or_default();
+        if diagnostic_is_vague(&diagnostic) {
+            let text = text_findings.get_or_insert_with(|| formats::read(report));
+            let same = text.iter().find(|f| {
+                f.recipient.is_some() && f.recipient.as_deref() == r.address()
+            });
+            let only = (text.len() == 1 && dsn.recipients.len() == 1).then(|| &text[0]);
+            if let Some(found) = same.or(only) {
+                if !diagnostic.is_empty() {
+                    diagnostic.push('\n');
+                }
+                diagnostic.push_str(&found.diagnostic);
+            }
+        }
+        let mut finding = Finding::new("dsn", r.address().map(str::to_string), diagnostic);
+        finding.kind = kind;
+        finding.status = r
+            .status
+            .as_deref()
+            .and_then(EnhancedStatus::parse)
+            .map(|s| s.to_string());
+        finding.remote_mta = r.remote_mta.clone();
+        if r.diagnostic_type.as_deref() == Some("x-unix") {
+            finding.hint = Some((Reason::Mailererror, "dsn.x-unix"));
+        }
+        out.push(finding);
+    }
+    out
+}
+
+/// A diagnostic that says nothing beyond a code.
+fn diagnostic_is_vague(diagnostic: &str) -> bool {
+    let (_, _, text) = crate::reply::parse_reply_line(diagnostic);
+    text.chars().filter(|c| c.is_alphabetic()).count() < 8
+}
+
+/// Classifies a finding and makes it a record.
+fn finish(f: Finding, common: &Common) -> Record {
+    let diagnostic = mime::collapse_whitespace(&f.diagnostic);
+    let reply_code = f.reply_code.or_else(|| reply_code_in(&f.diagnostic));
+    let diag_status = EnhancedStatus::find_in(&diagnostic).map(|(s, _)| s);
+    let given = f.status.as_deref().and_then(EnhancedStatus::parse);
+    // A report's Status is often the generic X.0.0 while the server's own
+    // reply carries the precise code: classify on the finer one.
+    let for_class = match (given, diag_status) {
+        (Some(g), Some(d)) if g.subject == 0 && g.detail == 0 && d.class == g.class => Some(d),
+        (Some(g), _) => Some(g),
+        (None, d) => d,
+    };
+    let class = classify_reply(
+        reply_code,
+        for_class.map(|s| s.to_string()).as_deref(),
+        &diagnostic,
+    );
+    let status = given.map(|s| s.to_string()).or(class.status.clone());
+    let (reason, bounce_type, rule) = match f.kind {
+        RecordKind::Delivered => (Reason::Delivered, BounceType::Undetermined, "dsn.action.delivered"),
+        RecordKind::Delay => (Reason::Expired, BounceType::Soft, "dsn.action.delayed"),
+        _ => match f.hint {
+            Some((reason, rule)) if matches!(class.reason, Reason::Undefined) || rule == "dsn.x-unix" => {
+                let bounce_type = match reason {
+                    Reason::Userunknown | Reason::Hostunknown | Reason::Hasmoved => BounceType::Hard,
+                    _ => BounceType::Soft,
+                };
+                (reason, bounce_type, rule)
+            }
+            _ => {
+                let bounce_type = match class.bounce_type {
+                    BounceType::Undetermined => BounceType::Soft,
+                    other => other,
+                };
+                // Nothing in the words decided: the format that found the
+                // failure is the only explanation there is.
+                let rule = if class.rule == "none" { f.format } else { class.rule };
+                (class.reason, bounce_type, rule)
+            }
+        },
+    };
+    Record {
+        kind: f.kind,
+        recipient: f.recipient,
+        status,
+        reply_code,
+        diagnostic: Some(diagnostic).filter(|d| !d.is_empty()),
+        remote_mta: f.remote_mta,
+        reason,
+        bounce_type,
+        rule,
+        original_message_id: common.original_message_id.clone(),
+        envelope_id: common.envelope_id.clone(),
+        delivery_token: common.delivery_token.clone(),
+        feedback_type: None,
+        source_ip: None,
+        user_agent: None,
+    }
+}
+
+/// A basic reply code in a diagnostic: at its start, or a `[45]xx` that
+/// stands alone and is followed by an enhanced code or a word (`said: 550
+/// 5.1.1 ...`, `host x [ip]: 554 ...`).
+fn reply_code_in(text: &str) -> Option<u16> {
+    let (code, _, _) = crate::reply::parse_reply_line(text.lines().next().unwrap_or(""));
+    if code.is_some() {
+        return code;
+    }
+    let bytes = text.as_bytes();
+    (0..bytes.len().saturating_sub(3)).find_map(|at| {
+        let digits = &bytes[at..at + 3];
+        if !matches!(digits[0], b'4' | b'5') || !digits.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        let before_ok = at == 0 || matches!(bytes[at - 1], b' ' | b':' | b'\n' | b'(' | b'<' | b'"' | b'=' | b'>' );
+        let after_ok = matches!(bytes.get(at + 3), Some(b' ' | b'-'))
+            && bytes.get(at + 4).is_some_and(|b| b.is_ascii_alphanumeric() || *b == b'<');
+        (before_ok && after_ok).then(|| {
+            digits.iter().fold(0u16, |acc, b| acc * 10 + u16::from(b - b'0'))
+        })
+    })
+}
+
+fn complaint(feedback: arf::Feedback, report: &Report, common: &Common) -> Record {
+    let recipient = feedback.recipient.or_else(|| {
+        report
+            .original
+            .as_ref()
+            .and_then(|h| h.get("To"))
+            .and_then(crate::address::clean)
+    });
+    Record {
+        kind: RecordKind::Complaint,
+        recipient,
+        status: None,
+        reply_code: None,
+        diagnostic: None,
+        remote_mta: None,
+        reason: Reason::Feedback,
+        bounce_type: BounceType::Undetermined,
+        rule: feedback.rule,
+        original_message_id: common.original_message_id.clone(),
+        envelope_id: None,
+        delivery_token: common.delivery_token.clone(),
+        feedback_type: feedback.feedback_type,
+        source_ip: feedback.source_ip,
+        user_agent: feedback.user_agent,
+    }
+}
+
+/// An auto-reply: the recipient is the person who answered (its `From`);
+/// the message it answers is named by `In-Reply-To` when nothing is
+/// attached.
+fn vacation(rule: &'static str, report: &Report, common: &Common) -> Record {
+    let headers = &report.message.headers;
+    let recipient = headers
+        .get("From")
+        .or_else(|| headers.get("Reply-To"))
+        .and_then(crate::address::clean);
+    let original_message_id = common
+        .original_message_id
+        .clone()
+        .or_else(|| headers.get("In-Reply-To").and_then(message_id));
+    Record {
+        kind: RecordKind::Vacation,
+        recipient,
+        status: None,
+        reply_code: None,
+        diagnostic: Some(mime::collapse_whitespace(&report.subject)).filter(|s| !s.is_empty()),
+        remote_mta: None,
+        reason: Reason::Vacation,
+        bounce_type: BounceType::Undetermined,
+        rule,
+        original_message_id,
+        envelope_id: None,
+        delivery_token: common.delivery_token.clone(),
+        feedback_type: None,
+        source_ip: None,
+        user_agent: None,
+    }
 }
