@@ -70,7 +70,7 @@ fn field_name(line: &str) -> Option<String> {
 pub fn parse(text: &str) -> Dsn {
     let mut dsn = Dsn::default();
     let mut current: Option<DsnRecipient> = None;
-    for (name, value) in fields(text) {
+    for (name, value, after_blank) in fields(text) {
         let one_line = crate::mime::collapse_whitespace(&value);
         match name.as_str() {
             "original-envelope-id" => {
@@ -82,13 +82,15 @@ pub fn parse(text: &str) -> Dsn {
             "final-recipient" | "original-recipient" | "x-actual-recipient" => {
                 let address = crate::address::clean(strip_type(&one_line));
                 let r = current.get_or_insert_with(DsnRecipient::default);
+                // The same field again, or a recipient field in a new
+                // block after one that named its recipient, starts the next
+                // recipient; Action before Final-Recipient stays with it.
+                let has_recipient = r.final_recipient.is_some() || r.original_recipient.is_some();
                 let starts_new = match name.as_str() {
-                    "final-recipient" => r.final_recipient.is_some() || r.action.is_some() && r.status.is_some(),
-                    "original-recipient" => {
-                        r.original_recipient.is_some() || r.final_recipient.is_some()
-                    }
+                    "final-recipient" => r.final_recipient.is_some(),
+                    "original-recipient" => r.original_recipient.is_some(),
                     _ => false,
-                };
+                } || after_blank && has_recipient;
                 if starts_new {
                     dsn.recipients.extend(current.take());
                 }
@@ -161,19 +163,22 @@ fn strip_type(value: &str) -> &str {
     }
 }
 
-/// `name: value` fields with their continuation lines (kept with `\n`).
+/// `name: value` fields with their continuation lines (kept with `\n`),
+/// each marked when it is the first of a block (after an empty line).
 /// Lines that are neither are skipped, so text around the fields does no
 /// harm.
-fn fields(text: &str) -> Vec<(String, String)> {
-    let mut out: Vec<(String, String)> = Vec::new();
+fn fields(text: &str) -> Vec<(String, String, bool)> {
+    let mut out: Vec<(String, String, bool)> = Vec::new();
     let mut open = false;
+    let mut blank = false;
     for line in text.lines() {
         if line.trim().is_empty() {
             open = false;
+            blank = true;
             continue;
         }
         if line.starts_with([' ', '\t']) {
-            if open && let Some((_, value)) = out.last_mut() {
+            if open && let Some((_, value, _)) = out.last_mut() {
                 value.push('\n');
                 value.push_str(line.trim());
             }
@@ -182,8 +187,9 @@ fn fields(text: &str) -> Vec<(String, String)> {
         match field_name(line) {
             Some(name) => {
                 let value = line.split_once(':').map_or("", |(_, v)| v).trim().to_string();
-                out.push((name, value));
+                out.push((name, value, blank));
                 open = true;
+                blank = false;
             }
             None => open = false,
         }

@@ -119,6 +119,11 @@ pub fn parse(raw: &[u8]) -> Vec<Record> {
     }
     if findings.is_empty() && formats::looks_like_bounce(&report) {
         findings = formats::read(&report);
+        if formats::says_delayed(&report) {
+            for f in &mut findings {
+                f.kind = RecordKind::Delay;
+            }
+        }
     }
     if !findings.is_empty() {
         return findings.into_iter().map(|f| finish(f, &common)).collect();
@@ -201,6 +206,12 @@ fn dsn_findings(dsn: &dsn::Dsn, report: &Report) -> Vec<Finding> {
             }
         }
         let mut finding = Finding::new("dsn", r.address().map(str::to_string), diagnostic);
+        finding.command = r.diagnostic.as_deref().and_then(smtp_command).or_else(|| {
+            let text = text_findings.get_or_insert_with(|| formats::read(report));
+            text.iter()
+                .find(|f| f.recipient.is_some() && f.recipient.as_deref() == r.address())
+                .and_then(|f| smtp_command(&f.diagnostic))
+        });
         finding.kind = kind;
         finding.status = r
             .status
@@ -241,28 +252,35 @@ fn finish(f: Finding, common: &Common) -> Record {
         &diagnostic,
     );
     let status = given.map(|s| s.to_string()).or(class.status.clone());
+    let (mut reason, mut rule) = match f.hint {
+        Some(hint) if f.force || class.reason == Reason::Undefined || hint.1 == "dsn.x-unix" => hint,
+        _ => {
+            // Nothing in the words decided: the format that found the
+            // failure is the only explanation there is.
+            let rule = if class.rule == "none" { f.format } else { class.rule };
+            (class.reason, rule)
+        }
+    };
+    if f.kind == RecordKind::Bounce && !f.force {
+        let command = f.command.or_else(|| smtp_command(&diagnostic));
+        if let Some((r, id)) = context_reason(reason, rule, command) {
+            (reason, rule) = (r, id);
+        }
+    }
     let (reason, bounce_type, rule) = match f.kind {
         RecordKind::Delivered => (Reason::Delivered, BounceType::Undetermined, "dsn.action.delivered"),
-        RecordKind::Delay => (Reason::Expired, BounceType::Soft, "dsn.action.delayed"),
-        _ => match f.hint {
-            Some((reason, rule)) if matches!(class.reason, Reason::Undefined) || rule == "dsn.x-unix" => {
-                let bounce_type = match reason {
-                    Reason::Userunknown | Reason::Hostunknown | Reason::Hasmoved => BounceType::Hard,
-                    _ => BounceType::Soft,
-                };
-                (reason, bounce_type, rule)
-            }
-            _ => {
-                let bounce_type = match class.bounce_type {
-                    BounceType::Undetermined => BounceType::Soft,
-                    other => other,
-                };
-                // Nothing in the words decided: the format that found the
-                // failure is the only explanation there is.
-                let rule = if class.rule == "none" { f.format } else { class.rule };
-                (class.reason, bounce_type, rule)
-            }
-        },
+        RecordKind::Delay if reason == Reason::Undefined || reason == Reason::Expired || !reason.is_failure() => {
+            (Reason::Expired, BounceType::Soft, "dsn.action.delayed")
+        }
+        _ => {
+            let temporary = status.as_deref().is_some_and(|s| s.starts_with('4'));
+            let bounce_type = match reason {
+                Reason::Userunknown | Reason::Hostunknown | Reason::Hasmoved => BounceType::Hard,
+                Reason::Notaccept if !temporary => BounceType::Hard,
+                _ => BounceType::Soft,
+            };
+            (reason, bounce_type, rule)
+        }
     };
     Record {
         kind: f.kind,
@@ -280,6 +298,81 @@ fn finish(f: Finding, common: &Common) -> Record {
         feedback_type: None,
         source_ip: None,
         user_agent: None,
+    }
+}
+
+/// The SMTP command a failure answered, as the text names it last
+/// ("after end of data", "in reply to RCPT TO command", ">>> DATA").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpCommand {
+    Connect,
+    Mail,
+    Rcpt,
+    Data,
+}
+
+pub fn smtp_command(text: &str) -> Option<SmtpCommand> {
+    const PHRASES: &[(&str, SmtpCommand)] = &[
+        ("initial connection", SmtpCommand::Connect),
+        ("after connect", SmtpCommand::Connect),
+        ("in reply to helo", SmtpCommand::Connect),
+        ("in reply to ehlo", SmtpCommand::Connect),
+        ("after helo", SmtpCommand::Connect),
+        ("after ehlo", SmtpCommand::Connect),
+        ("smtp greeting", SmtpCommand::Connect),
+        ("mail from", SmtpCommand::Mail),
+        ("mail command", SmtpCommand::Mail),
+        ("rcpt to", SmtpCommand::Rcpt),
+        ("rcpt command", SmtpCommand::Rcpt),
+        ("end of data", SmtpCommand::Data),
+        ("after data", SmtpCommand::Data),
+        ("data command", SmtpCommand::Data),
+        (">>> data", SmtpCommand::Data),
+    ];
+    let lower = text.to_ascii_lowercase();
+    PHRASES
+        .iter()
+        .filter_map(|(phrase, command)| lower.rfind(phrase).map(|at| (at, *command)))
+        .max_by_key(|(at, _)| *at)
+        .map(|(_, command)| command)
+}
+
+/// What the stage of the SMTP dialogue says about a reason read from the
+/// words: a refusal of the message's content after the recipient was
+/// accepted is the recipient's filter, not an unknown mailbox; a refusal
+/// of MAIL FROM is about the sender; one before any envelope, about the
+/// sending host. Codes that state the recipient precisely (X.1.1) stand.
+fn context_reason(
+    reason: Reason,
+    rule: &'static str,
+    command: Option<SmtpCommand>,
+) -> Option<(Reason, &'static str)> {
+    let from_words = rule.starts_with("text.") || rule.starts_with("code.") || rule.starts_with("format.");
+    match command? {
+        SmtpCommand::Data if reason == Reason::Userunknown && from_words => {
+            Some((Reason::Filtered, "context.filtered.after-data"))
+        }
+        SmtpCommand::Mail
+            if matches!(
+                reason,
+                Reason::Userunknown
+                    | Reason::Hostunknown
+                    | Reason::Filtered
+                    | Reason::Suspend
+                    | Reason::Undefined
+            ) =>
+        {
+            Some((Reason::Rejected, "context.rejected.mail-from"))
+        }
+        SmtpCommand::Connect
+            if matches!(
+                reason,
+                Reason::Userunknown | Reason::Filtered | Reason::Rejected | Reason::Undefined
+            ) =>
+        {
+            Some((Reason::Blocked, "context.blocked.connection"))
+        }
+        _ => None,
     }
 }
 

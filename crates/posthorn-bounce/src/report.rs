@@ -143,6 +143,10 @@ const ORIGINAL_MARKERS: &[&str] = &[
     "your message reads",
     "----- the following is a copy of your message",
     "content-type: message/rfc822",
+    "message headers follow",
+    "headers follow:",
+    "------- returned message",
+    "--- returned message",
 ];
 
 /// The header block of a pasted original: the first run of field lines

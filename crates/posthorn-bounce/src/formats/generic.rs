@@ -27,6 +27,9 @@ pub fn read_as(report: &Report, format: &'static str) -> Vec<Finding> {
             starts.push((i, addr, rest));
         }
     }
+    if starts.is_empty() {
+        starts = bracketed_addresses(&lines, &excluded);
+    }
     let mut findings: Vec<Finding> = Vec::new();
     for (k, (i, addr, rest)) in starts.iter().enumerate() {
         let end = starts
@@ -72,6 +75,33 @@ pub fn read_as(report: &Report, format: &'static str) -> Vec<Finding> {
         .into_iter()
         .map(|r| Finding::new(format, Some(r), whole.clone()))
         .collect()
+}
+
+/// Addresses in angle brackets inside sentences ("There was an error
+/// delivering your mail to <a@b>."), for texts that put none at a line
+/// start; the rest of the line after the address goes with it.
+fn bracketed_addresses(lines: &[&str], excluded: &[String]) -> Vec<(usize, String, String)> {
+    let mut out = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let mut search = 0;
+        while let Some(open) = line.get(search..).and_then(|l| l.find('<')) {
+            let start = search + open + 1;
+            let Some(close) = line[start..].find('>') else { break };
+            let inner = &line[start..start + close];
+            search = start + close + 1;
+            if !inner.contains('@') || inner.contains(char::is_whitespace) {
+                continue;
+            }
+            if let Some(addr) = address::clean(inner)
+                && !excluded.iter().any(|e| e.eq_ignore_ascii_case(&addr))
+                && !is_role(&addr)
+                && !out.iter().any(|(_, a, _): &(usize, String, String)| *a == addr)
+            {
+                out.push((i, addr, line[search..].trim().to_string()));
+            }
+        }
+    }
+    out
 }
 
 /// Lines of a block up to the first empty line that follows some text, so

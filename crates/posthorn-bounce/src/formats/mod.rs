@@ -8,6 +8,7 @@
 //! server's answer).
 
 pub mod generic;
+pub mod googlegroups;
 
 use crate::parse::RecordKind;
 use crate::report::Report;
@@ -27,6 +28,10 @@ pub struct Finding {
     /// A reason the format itself states (e.g. a fixed phrase of the MTA),
     /// used when the diagnostic's words decide nothing.
     pub hint: Option<(Reason, &'static str)>,
+    /// The hint is the format's fixed meaning and beats the words.
+    pub force: bool,
+    /// The SMTP command the failure answered, when the format knows it.
+    pub command: Option<crate::parse::SmtpCommand>,
     /// The id of the format reader.
     pub format: &'static str,
 }
@@ -41,6 +46,8 @@ impl Finding {
             diagnostic,
             remote_mta: None,
             hint: None,
+            force: false,
+            command: None,
             format,
         }
     }
@@ -48,7 +55,7 @@ impl Finding {
 
 /// The findings of the first reader that recognises the report.
 pub fn read(report: &Report) -> Vec<Finding> {
-    let readers: &[fn(&Report) -> Vec<Finding>] = &[generic::read];
+    let readers: &[fn(&Report) -> Vec<Finding>] = &[googlegroups::read, generic::read];
     for reader in readers {
         let found = reader(report);
         if !found.is_empty() {
@@ -162,4 +169,35 @@ const BOUNCE_SENTENCES: &[&str] = &[
     "delivery is delayed",
     "message delivery failed",
     "message could not be sent",
+];
+
+/// Whether a report's text says the MTA keeps trying (a delay notice, not
+/// a final failure).
+pub fn says_delayed(report: &Report) -> bool {
+    let subject = report.subject.to_lowercase();
+    if ["delayed", "delay)", "(delay", "warning: could not send", "still not delivered", "not yet delivered"]
+        .iter()
+        .any(|s| subject.contains(s))
+    {
+        return true;
+    }
+    let text = report.text.to_lowercase();
+    DELAY_SENTENCES.iter().any(|s| text.contains(s))
+}
+
+const DELAY_SENTENCES: &[&str] = &[
+    "will be retried",
+    "will retry",
+    "will continue to try",
+    "will keep trying",
+    "will try again",
+    "still trying",
+    "delivery attempts will continue",
+    "only a temporary failure",
+    "this is a warning message only",
+    "you do not need to resend",
+    "not yet been delivered",
+    "has not yet been delivered",
+    "has been delayed",
+    "delivery is delayed",
 ];
