@@ -9,7 +9,9 @@ use crate::mime::{Headers, Part, split_headers, unfold};
 #[derive(Debug, Default)]
 pub struct Feedback {
     pub feedback_type: Option<String>,
-    pub recipient: Option<String>,
+    /// Every recipient the report names (one record each); empty when it
+    /// names none.
+    pub recipients: Vec<String>,
     pub source_ip: Option<String>,
     pub user_agent: Option<String>,
     pub rule: &'static str,
@@ -30,6 +32,22 @@ pub fn parse(message: &Part) -> Option<Feedback> {
         let (fields, _) = split_headers(part.text.trim_start().as_bytes());
         return Some(from_fields(&fields, "arf"));
     }
+    // Microsoft's Junk Mail Reporting Program: no report part, the
+    // complained-about message attached with the recipient in
+    // X-HmXmrOriginalRecipient.
+    for part in message.walk() {
+        if let Some(child) = part.children.first().filter(|_| part.mime_type.starts_with("message/"))
+            && let Some(recipient) = child.headers.get("X-HmXmrOriginalRecipient")
+        {
+            return Some(Feedback {
+                feedback_type: Some("abuse".into()),
+                recipients: crate::address::clean(recipient).into_iter().collect(),
+                source_ip: None,
+                user_agent: None,
+                rule: "arf.microsoft-jmrp",
+            });
+        }
+    }
     // Some senders put the feedback fields in the body of a plain message.
     let top_text = message.walk().into_iter().find(|p| p.mime_type == "text/plain")?;
     if top_text.text.contains("Feedback-Type:") && top_text.text.contains("User-Agent:") {
@@ -47,12 +65,15 @@ fn from_fields(fields: &Headers, rule: &'static str) -> Feedback {
             .map(unfold)
             .filter(|value| !value.is_empty())
     };
-    let recipient = get("Original-Rcpt-To")
-        .or_else(|| get("Removal-Recipient"))
-        .and_then(|v| crate::address::clean(&v));
+    let mut recipients: Vec<String> = fields
+        .get_all("Original-Rcpt-To")
+        .chain(fields.get_all("Removal-Recipient"))
+        .filter_map(crate::address::clean)
+        .collect();
+    recipients.dedup();
     Feedback {
         feedback_type: get("Feedback-Type").map(|t| t.to_ascii_lowercase()),
-        recipient,
+        recipients,
         source_ip: get("Source-IP"),
         user_agent: get("User-Agent"),
         rule,

@@ -108,7 +108,30 @@ pub fn parse(raw: &[u8]) -> Vec<Record> {
     let mut common = Common::of(&report);
 
     if let Some(feedback) = arf::parse(&message) {
-        return vec![complaint(feedback, &report, &common)];
+        return complaints(feedback, &report, &common);
+    }
+    let ses = formats::amazonses::read(&report.text);
+    if !ses.is_empty() {
+        return ses
+            .into_iter()
+            .map(|event| match event {
+                formats::amazonses::Event::Finding(f) => finish(f, &common),
+                formats::amazonses::Event::Complaint {
+                    recipient,
+                    feedback_type,
+                    user_agent,
+                } => {
+                    let feedback = arf::Feedback {
+                        feedback_type,
+                        recipients: recipient.into_iter().collect(),
+                        source_ip: None,
+                        user_agent,
+                        rule: "format.amazonses.complaint",
+                    };
+                    complaints(feedback, &report, &common).remove(0)
+                }
+            })
+            .collect();
     }
 
     let mut findings = Vec::new();
@@ -236,24 +259,24 @@ fn diagnostic_is_vague(diagnostic: &str) -> bool {
 /// Classifies a finding and makes it a record.
 fn finish(f: Finding, common: &Common) -> Record {
     let diagnostic = mime::collapse_whitespace(&f.diagnostic);
+    // The words without the codes of continuation lines ("552-5.7.0 ...
+    // potential\n552-5.7.0 security issue" reads "potential security issue").
+    let (_, _, words) = crate::reply::parse_reply_line(&f.diagnostic);
     let reply_code = f.reply_code.or_else(|| reply_code_in(&f.diagnostic));
     let diag_status = EnhancedStatus::find_in(&diagnostic).map(|(s, _)| s);
     let given = f.status.as_deref().and_then(EnhancedStatus::parse);
-    // A report's Status is often the generic X.0.0 while the server's own
-    // reply carries the precise code: classify on the finer one.
-    let for_class = match (given, diag_status) {
-        (Some(g), Some(d)) if g.subject == 0 && g.detail == 0 && d.class == g.class => Some(d),
+    // The server's own reply is the finer statement: a report's Status is
+    // often the generic X.0.0, or the MTA's own verdict (4.4.7, "gave up")
+    // over a server's 4.7.1. Its code wins when it is of the same class.
+    let status_code = match (given, diag_status) {
+        (Some(g), Some(d)) if d.class == g.class => Some(d),
         (Some(g), _) => Some(g),
         (None, d) => d,
     };
-    let class = classify_reply(
-        reply_code,
-        for_class.map(|s| s.to_string()).as_deref(),
-        &diagnostic,
-    );
-    let status = given.map(|s| s.to_string()).or(class.status.clone());
+    let class = classify_reply(reply_code, status_code.map(|s| s.to_string()).as_deref(), &words);
+    let status = status_code.map(|s| s.to_string()).or(class.status.clone());
     let (mut reason, mut rule) = match f.hint {
-        Some(hint) if f.force || class.reason == Reason::Undefined || hint.1 == "dsn.x-unix" => hint,
+        Some(hint) if f.force || class.reason == Reason::Undefined => hint,
         _ => {
             // Nothing in the words decided: the format that found the
             // failure is the only explanation there is.
@@ -399,31 +422,38 @@ fn reply_code_in(text: &str) -> Option<u16> {
     })
 }
 
-fn complaint(feedback: arf::Feedback, report: &Report, common: &Common) -> Record {
-    let recipient = feedback.recipient.or_else(|| {
-        report
+/// One complaint record per recipient the report names (one without a
+/// recipient when it names none and the attached original has no `To`).
+fn complaints(feedback: arf::Feedback, report: &Report, common: &Common) -> Vec<Record> {
+    let mut recipients: Vec<Option<String>> = feedback.recipients.iter().cloned().map(Some).collect();
+    if recipients.is_empty() {
+        let to = report
             .original
             .as_ref()
             .and_then(|h| h.get("To"))
-            .and_then(crate::address::clean)
-    });
-    Record {
-        kind: RecordKind::Complaint,
-        recipient,
-        status: None,
-        reply_code: None,
-        diagnostic: None,
-        remote_mta: None,
-        reason: Reason::Feedback,
-        bounce_type: BounceType::Undetermined,
-        rule: feedback.rule,
-        original_message_id: common.original_message_id.clone(),
-        envelope_id: None,
-        delivery_token: common.delivery_token.clone(),
-        feedback_type: feedback.feedback_type,
-        source_ip: feedback.source_ip,
-        user_agent: feedback.user_agent,
+            .and_then(crate::address::clean);
+        recipients.push(to);
     }
+    recipients
+        .into_iter()
+        .map(|recipient| Record {
+            kind: RecordKind::Complaint,
+            recipient,
+            status: None,
+            reply_code: None,
+            diagnostic: None,
+            remote_mta: None,
+            reason: Reason::Feedback,
+            bounce_type: BounceType::Undetermined,
+            rule: feedback.rule,
+            original_message_id: common.original_message_id.clone(),
+            envelope_id: None,
+            delivery_token: common.delivery_token.clone(),
+            feedback_type: feedback.feedback_type.clone(),
+            source_ip: feedback.source_ip.clone(),
+            user_agent: feedback.user_agent.clone(),
+        })
+        .collect()
 }
 
 /// An auto-reply: the recipient is the person who answered (its `From`);

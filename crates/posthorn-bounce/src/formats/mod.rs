@@ -7,6 +7,7 @@
 //! ("<address>: reason", an address on its own line followed by the
 //! server's answer).
 
+pub mod amazonses;
 pub mod generic;
 pub mod googlegroups;
 
