@@ -188,8 +188,20 @@ fn parse_entity(data: &[u8], depth: usize, budget: &mut usize, default_type: &st
         ..Part::default()
     };
     let nest = depth < MAX_DEPTH && *budget > 0;
+    let implied = if part.headers.get("Content-Type").is_none() && depth == 0 {
+        implied_boundary(body)
+    } else {
+        None
+    };
+    if implied.is_some() {
+        part.mime_type = "multipart/mixed".into();
+    }
     if part.mime_type.starts_with("multipart/") && nest {
-        if let Some(boundary) = param(&params, "boundary").filter(|b| !b.is_empty()) {
+        if let Some(boundary) = implied
+            .as_deref()
+            .or_else(|| param(&params, "boundary"))
+            .filter(|b| !b.is_empty())
+        {
             let child_default = if part.mime_type == "multipart/digest" {
                 "message/rfc822"
             } else {
@@ -201,7 +213,7 @@ fn parse_entity(data: &[u8], depth: usize, budget: &mut usize, default_type: &st
                 part.text = decode_text(body, &encoding, charset);
                 return part;
             }
-            if preamble.iter().any(|b| !b.is_ascii_whitespace()) {
+            if !is_boilerplate_preamble(preamble) {
                 part.children.push(Part {
                     mime_type: "text/plain".into(),
                     text: decode_text(preamble, "", None),
@@ -238,6 +250,29 @@ fn parse_entity(data: &[u8], depth: usize, budget: &mut usize, default_type: &st
         part.text = decode_text(body, &encoding, charset);
     }
     part
+}
+
+/// "This is a multi-part message in MIME format." and the like say
+/// nothing; a preamble with more is kept as text (some MTAs write their
+/// report there).
+fn is_boilerplate_preamble(preamble: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(preamble).to_ascii_lowercase();
+    let text = text.trim();
+    text.is_empty() || text.len() < 300 && text.contains("mime")
+}
+
+/// A body that has MIME boundaries without a multipart header (mbox
+/// extracts often lose the message's header): the boundary of its first
+/// `--X` line, when a closing `--X--` line follows.
+fn implied_boundary(body: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(&body[..body.len().min(MAX_TEXT)]);
+    let first = text
+        .lines()
+        .take(20)
+        .find(|l| l.starts_with("--") && l.len() > 8 && !l.contains(' '))?;
+    let boundary = first[2..].trim_end_matches('-');
+    let closing = format!("--{boundary}--");
+    (!boundary.is_empty() && text.lines().any(|l| l.trim_end() == closing)).then(|| boundary.to_string())
 }
 
 /// Some MTAs leave an empty line between the part's headers and the

@@ -286,7 +286,7 @@ fn finish(f: Finding, common: &Common) -> Record {
     };
     if f.kind == RecordKind::Bounce && !f.force {
         let command = f.command.or_else(|| smtp_command(&diagnostic));
-        if let Some((r, id)) = context_reason(reason, rule, command) {
+        if let Some((r, id)) = context_reason(reason, rule, status_code, command) {
             (reason, rule) = (r, id);
         }
     }
@@ -343,20 +343,25 @@ pub fn smtp_command(text: &str) -> Option<SmtpCommand> {
         ("after helo", SmtpCommand::Connect),
         ("after ehlo", SmtpCommand::Connect),
         ("smtp greeting", SmtpCommand::Connect),
-        ("mail from", SmtpCommand::Mail),
-        ("mail command", SmtpCommand::Mail),
-        ("rcpt to", SmtpCommand::Rcpt),
+        ("mail from:", SmtpCommand::Mail),
+        ("mail from command", SmtpCommand::Mail),
+        ("in reply to mail", SmtpCommand::Mail),
+        ("rcpt to:", SmtpCommand::Rcpt),
+        ("rcpt to command", SmtpCommand::Rcpt),
         ("rcpt command", SmtpCommand::Rcpt),
         ("end of data", SmtpCommand::Data),
         ("after data", SmtpCommand::Data),
         ("data command", SmtpCommand::Data),
         (">>> data", SmtpCommand::Data),
     ];
+    // The first command named: transcripts begin at the command that
+    // failed (Sendmail ">>> RCPT To:" then ">>> DATA" for the others),
+    // Exim and Postfix name only one.
     let lower = text.to_ascii_lowercase();
     PHRASES
         .iter()
-        .filter_map(|(phrase, command)| lower.rfind(phrase).map(|at| (at, *command)))
-        .max_by_key(|(at, _)| *at)
+        .filter_map(|(phrase, command)| lower.find(phrase).map(|at| (at, *command)))
+        .min_by_key(|(at, _)| *at)
         .map(|(_, command)| command)
 }
 
@@ -368,11 +373,23 @@ pub fn smtp_command(text: &str) -> Option<SmtpCommand> {
 fn context_reason(
     reason: Reason,
     rule: &'static str,
+    status: Option<EnhancedStatus>,
     command: Option<SmtpCommand>,
 ) -> Option<(Reason, &'static str)> {
     let from_words = rule.starts_with("text.") || rule.starts_with("code.") || rule.starts_with("format.");
+    // X.1.1 says "bad destination mailbox" whatever the stage.
+    let mailbox_code = status.is_some_and(|s| s.subject == 1 && s.detail == 1);
+    if reason == Reason::Userunknown
+        && from_words
+        && !mailbox_code
+        && status.is_some_and(|s| s.subject == 2 && s.detail == 1)
+    {
+        // X.2.1, "mailbox disabled, not accepting messages": the words say
+        // unknown, the code says the mailbox refuses.
+        return Some((Reason::Filtered, "context.filtered.mailbox-disabled-code"));
+    }
     match command? {
-        SmtpCommand::Data if reason == Reason::Userunknown && from_words => {
+        SmtpCommand::Data if reason == Reason::Userunknown && from_words && !mailbox_code => {
             Some((Reason::Filtered, "context.filtered.after-data"))
         }
         SmtpCommand::Mail

@@ -140,6 +140,9 @@ pub fn leading_address(line: &str) -> Option<(String, String)> {
         }
     }
     let body = body.trim_start_matches(['*', '-', '>', '#', '(', '[', '\t', ' ', ':']);
+    // Sendmail's transcript: "554 <a@b>... 550 Host unknown".
+    let after_label = body;
+    let body = strip_reply_code(body).trim_start_matches(['(', '[', ' ']);
     let token_end = body
         .find(|c: char| c.is_whitespace() || c == ',' || c == ';')
         .unwrap_or(body.len());
@@ -152,8 +155,30 @@ pub fn leading_address(line: &str) -> Option<(String, String)> {
         return None;
     }
     let addr = address::clean(token)?;
-    let rest = body[token_end..].trim();
-    Some((addr, rest.to_string()))
+    // The reply code before the address stays with the words after it.
+    let code = &after_label[..after_label.len() - body.len()];
+    let rest = format!("{} {}", code.trim(), body[token_end..].trim());
+    Some((addr, rest.trim().to_string()))
+}
+
+/// `550 ` or `550-5.1.1 ` at the start of a line, removed.
+fn strip_reply_code(line: &str) -> &str {
+    let bytes = line.as_bytes();
+    let is_code = bytes.len() > 4
+        && matches!(bytes[0], b'2' | b'4' | b'5')
+        && bytes[1..3].iter().all(u8::is_ascii_digit)
+        && matches!(bytes[3], b' ' | b'-');
+    if !is_code {
+        return line;
+    }
+    let rest = line[4..].trim_start();
+    let token_end = rest.find(' ').unwrap_or(rest.len());
+    let token = &rest[..token_end];
+    if token.split('.').count() == 3 && token.split('.').all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())) {
+        rest[token_end..].trim_start()
+    } else {
+        rest
+    }
 }
 
 /// Labels that introduce a recipient at the start of a line.
