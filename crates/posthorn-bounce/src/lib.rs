@@ -9,8 +9,15 @@
 //! client and the inbound MX call these functions, never the other way round,
 //! and every rule can be table-, golden- and property-tested without a socket.
 
+mod address;
+mod arf;
+mod autoreply;
+mod dsn;
 mod enhanced;
+mod formats;
+mod mime;
 pub mod parse;
+mod report;
 pub mod reply;
 
 pub use parse::{Record, RecordKind, parse};

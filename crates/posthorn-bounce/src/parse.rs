@@ -4,7 +4,11 @@
 //!
 //! Bytes in, records out; never panics, whatever the bytes.
 
-use crate::reply::Reason;
+use crate::enhanced::EnhancedStatus;
+use crate::formats::{self, Finding};
+use crate::reply::{Reason, classify_reply};
+use crate::report::Report;
+use crate::{arf, autoreply, dsn, mime};
 use posthorn_core::status::BounceType;
 use serde::Serialize;
 
@@ -92,7 +96,411 @@ impl Record {
 
 /// The records of one returned message; empty for a message that is neither
 /// a bounce, a delay or delivery report, a complaint nor an auto-reply.
+///
+/// The readers are asked in order, the most explicit first: a feedback
+/// report (ARF), delivery-status fields (RFC 3464, completed from the text
+/// when they leave the reason out), the text formats of the MTAs (only for
+/// a message that reads like a failure notice), and last the auto-reply
+/// marks (bounces carry `Auto-Submitted` too).
 pub fn parse(raw: &[u8]) -> Vec<Record> {
-    let _ = raw;
+    let message = mime::parse_message(raw);
+    let report = Report::new(&message);
+    let mut common = Common::of(&report);
+
+    if let Some(feedback) = arf::parse(&message) {
+        return complaints(feedback, &report, &common);
+    }
+    let ses = formats::amazonses::read(&report.text);
+    if !ses.is_empty() {
+        return ses
+            .into_iter()
+            .map(|event| match event {
+                formats::amazonses::Event::Finding(f) => finish(f, &common),
+                formats::amazonses::Event::Complaint {
+                    recipient,
+                    feedback_type,
+                    user_agent,
+                } => {
+                    let feedback = arf::Feedback {
+                        feedback_type,
+                        recipients: recipient.into_iter().collect(),
+                        source_ip: None,
+                        user_agent,
+                        rule: "format.amazonses.complaint",
+                    };
+                    complaints(feedback, &report, &common).remove(0)
+                }
+            })
+            .collect();
+    }
+
+    let mut findings = Vec::new();
+    if let Some(dsn_text) = &report.dsn_text {
+        let dsn = dsn::parse(dsn_text);
+        common.envelope_id = dsn.envelope_id.clone();
+        findings = dsn_findings(&dsn, &report);
+    }
+    if findings.is_empty() && formats::looks_like_bounce(&report) {
+        findings = formats::read(&report);
+        if formats::says_delayed(&report) {
+            for f in &mut findings {
+                f.kind = RecordKind::Delay;
+            }
+        }
+    }
+    if !findings.is_empty() {
+        return findings.into_iter().map(|f| finish(f, &common)).collect();
+    }
+
+    if let Some(rule) = autoreply::detect(&message.headers) {
+        return vec![vacation(rule, &report, &common)];
+    }
     Vec::new()
+}
+
+/// What every record of one message shares.
+struct Common {
+    original_message_id: Option<String>,
+    envelope_id: Option<String>,
+    delivery_token: Option<String>,
+}
+
+impl Common {
+    fn of(report: &Report) -> Self {
+        let original_message_id = report
+            .original
+            .as_ref()
+            .and_then(|h| h.get("Message-ID"))
+            .and_then(message_id);
+        let mut delivery_token = ["To", "Delivered-To", "X-Original-To", "Envelope-To"]
+            .iter()
+            .flat_map(|name| report.message.headers.get_all(name))
+            .find_map(crate::address::verp_token);
+        if delivery_token.is_none()
+            && let Some(original) = &report.original
+        {
+            let return_path = original.get("Return-Path").and_then(crate::address::verp_token);
+            delivery_token = return_path
+                .or_else(|| original.0.iter().find_map(|(_, v)| crate::address::verp_token(v)));
+        }
+        Common {
+            original_message_id,
+            envelope_id: None,
+            delivery_token,
+        }
+    }
+}
+
+/// `<id@host>` -> `id@host`.
+fn message_id(value: &str) -> Option<String> {
+    let value = value.trim();
+    let inner = match (value.find('<'), value.find('>')) {
+        (Some(open), Some(close)) if open < close => &value[open + 1..close],
+        _ => value.split_whitespace().next().unwrap_or(""),
+    };
+    let inner = inner.trim();
+    (!inner.is_empty()).then(|| inner.to_string())
+}
+
+/// The per-recipient fields as findings. A recipient whose fields give no
+/// reason (no Diagnostic-Code, or one that only repeats the code) takes
+/// the words the MTA wrote about that address in its text.
+fn dsn_findings(dsn: &dsn::Dsn, report: &Report) -> Vec<Finding> {
+    let mut text_findings: Option<Vec<Finding>> = None;
+    let mut out = Vec::new();
+    for r in &dsn.recipients {
+        let kind = match r.action.as_deref().map(|a| a.split_whitespace().next().unwrap_or("")) {
+            Some("delayed") => RecordKind::Delay,
+            Some("delivered" | "relayed" | "expanded") => RecordKind::Delivered,
+            _ => RecordKind::Bounce,
+        };
+        let mut diagnostic = r.diagnostic.clone().unwrap_or_default();
+        if diagnostic_is_vague(&diagnostic) {
+            let text = text_findings.get_or_insert_with(|| formats::read(report));
+            let same = text.iter().find(|f| {
+                f.recipient.is_some() && f.recipient.as_deref() == r.address()
+            });
+            let only = (text.len() == 1 && dsn.recipients.len() == 1).then(|| &text[0]);
+            if let Some(found) = same.or(only) {
+                if !diagnostic.is_empty() {
+                    diagnostic.push('\n');
+                }
+                diagnostic.push_str(&found.diagnostic);
+            }
+        }
+        let mut finding = Finding::new("dsn", r.address().map(str::to_string), diagnostic);
+        finding.command = r.diagnostic.as_deref().and_then(smtp_command).or_else(|| {
+            let text = text_findings.get_or_insert_with(|| formats::read(report));
+            text.iter()
+                .find(|f| f.recipient.is_some() && f.recipient.as_deref() == r.address())
+                .and_then(|f| smtp_command(&f.diagnostic))
+        });
+        finding.kind = kind;
+        finding.status = r
+            .status
+            .as_deref()
+            .and_then(EnhancedStatus::parse)
+            .map(|s| s.to_string());
+        finding.remote_mta = r.remote_mta.clone();
+        if r.diagnostic_type.as_deref() == Some("x-unix") {
+            finding.hint = Some((Reason::Mailererror, "dsn.x-unix"));
+        }
+        out.push(finding);
+    }
+    out
+}
+
+/// A diagnostic that says nothing beyond a code.
+fn diagnostic_is_vague(diagnostic: &str) -> bool {
+    let (_, _, text) = crate::reply::parse_reply_line(diagnostic);
+    text.chars().filter(|c| c.is_alphabetic()).count() < 8
+}
+
+/// Classifies a finding and makes it a record.
+fn finish(f: Finding, common: &Common) -> Record {
+    let diagnostic = mime::collapse_whitespace(&f.diagnostic);
+    // The words without the codes of continuation lines ("552-5.7.0 ...
+    // potential\n552-5.7.0 security issue" reads "potential security issue").
+    let (_, _, words) = crate::reply::parse_reply_line(&f.diagnostic);
+    let reply_code = f.reply_code.or_else(|| reply_code_in(&f.diagnostic));
+    let diag_status = EnhancedStatus::find_in(&diagnostic).map(|(s, _)| s);
+    let given = f.status.as_deref().and_then(EnhancedStatus::parse);
+    // The server's own reply is the finer statement: a report's Status is
+    // often the generic X.0.0, or the MTA's own verdict (4.4.7, "gave up")
+    // over a server's 4.7.1. Its code wins when it is of the same class.
+    let status_code = match (given, diag_status) {
+        (Some(g), Some(d)) if d.class == g.class => Some(d),
+        (Some(g), _) => Some(g),
+        (None, d) => d,
+    };
+    let class = classify_reply(reply_code, status_code.map(|s| s.to_string()).as_deref(), &words);
+    let status = status_code.map(|s| s.to_string()).or(class.status.clone());
+    let (mut reason, mut rule) = match f.hint {
+        Some(hint) if f.force || class.reason == Reason::Undefined => hint,
+        _ => {
+            // Nothing in the words decided: the format that found the
+            // failure is the only explanation there is.
+            let rule = if class.rule == "none" { f.format } else { class.rule };
+            (class.reason, rule)
+        }
+    };
+    if f.kind == RecordKind::Bounce && !f.force {
+        let command = f.command.or_else(|| smtp_command(&diagnostic));
+        if let Some((r, id)) = context_reason(reason, rule, status_code, command) {
+            (reason, rule) = (r, id);
+        }
+    }
+    let (reason, bounce_type, rule) = match f.kind {
+        RecordKind::Delivered => (Reason::Delivered, BounceType::Undetermined, "dsn.action.delivered"),
+        RecordKind::Delay if reason == Reason::Undefined || reason == Reason::Expired || !reason.is_failure() => {
+            (Reason::Expired, BounceType::Soft, "dsn.action.delayed")
+        }
+        _ => {
+            let temporary = status.as_deref().is_some_and(|s| s.starts_with('4'));
+            let bounce_type = match reason {
+                Reason::Userunknown | Reason::Hostunknown | Reason::Hasmoved => BounceType::Hard,
+                Reason::Notaccept if !temporary => BounceType::Hard,
+                _ => BounceType::Soft,
+            };
+            (reason, bounce_type, rule)
+        }
+    };
+    Record {
+        kind: f.kind,
+        recipient: f.recipient,
+        status,
+        reply_code,
+        diagnostic: Some(diagnostic).filter(|d| !d.is_empty()),
+        remote_mta: f.remote_mta,
+        reason,
+        bounce_type,
+        rule,
+        original_message_id: common.original_message_id.clone(),
+        envelope_id: common.envelope_id.clone(),
+        delivery_token: common.delivery_token.clone(),
+        feedback_type: None,
+        source_ip: None,
+        user_agent: None,
+    }
+}
+
+/// The SMTP command a failure answered, as the text names it last
+/// ("after end of data", "in reply to RCPT TO command", ">>> DATA").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpCommand {
+    Connect,
+    Mail,
+    Rcpt,
+    Data,
+}
+
+pub fn smtp_command(text: &str) -> Option<SmtpCommand> {
+    const PHRASES: &[(&str, SmtpCommand)] = &[
+        ("initial connection", SmtpCommand::Connect),
+        ("after connect", SmtpCommand::Connect),
+        ("in reply to helo", SmtpCommand::Connect),
+        ("in reply to ehlo", SmtpCommand::Connect),
+        ("after helo", SmtpCommand::Connect),
+        ("after ehlo", SmtpCommand::Connect),
+        ("smtp greeting", SmtpCommand::Connect),
+        ("mail from:", SmtpCommand::Mail),
+        ("mail from command", SmtpCommand::Mail),
+        ("in reply to mail", SmtpCommand::Mail),
+        ("rcpt to:", SmtpCommand::Rcpt),
+        ("rcpt to command", SmtpCommand::Rcpt),
+        ("rcpt command", SmtpCommand::Rcpt),
+        ("end of data", SmtpCommand::Data),
+        ("after data", SmtpCommand::Data),
+        ("data command", SmtpCommand::Data),
+        (">>> data", SmtpCommand::Data),
+    ];
+    // The first command named: transcripts begin at the command that
+    // failed (Sendmail ">>> RCPT To:" then ">>> DATA" for the others),
+    // Exim and Postfix name only one.
+    let lower = text.to_ascii_lowercase();
+    PHRASES
+        .iter()
+        .filter_map(|(phrase, command)| lower.find(phrase).map(|at| (at, *command)))
+        .min_by_key(|(at, _)| *at)
+        .map(|(_, command)| command)
+}
+
+/// What the stage of the SMTP dialogue says about a reason read from the
+/// words: a refusal of the message's content after the recipient was
+/// accepted is the recipient's filter, not an unknown mailbox; a refusal
+/// of MAIL FROM is about the sender; one before any envelope, about the
+/// sending host. Codes that state the recipient precisely (X.1.1) stand.
+fn context_reason(
+    reason: Reason,
+    rule: &'static str,
+    status: Option<EnhancedStatus>,
+    command: Option<SmtpCommand>,
+) -> Option<(Reason, &'static str)> {
+    let from_words = rule.starts_with("text.") || rule.starts_with("code.") || rule.starts_with("format.");
+    // X.1.1 says "bad destination mailbox" whatever the stage.
+    let mailbox_code = status.is_some_and(|s| s.subject == 1 && s.detail == 1);
+    if reason == Reason::Userunknown
+        && from_words
+        && !mailbox_code
+        && status.is_some_and(|s| s.subject == 2 && s.detail == 1)
+    {
+        // X.2.1, "mailbox disabled, not accepting messages": the words say
+        // unknown, the code says the mailbox refuses.
+        return Some((Reason::Filtered, "context.filtered.mailbox-disabled-code"));
+    }
+    match command? {
+        SmtpCommand::Data if reason == Reason::Userunknown && from_words && !mailbox_code => {
+            Some((Reason::Filtered, "context.filtered.after-data"))
+        }
+        SmtpCommand::Mail
+            if matches!(
+                reason,
+                Reason::Userunknown
+                    | Reason::Hostunknown
+                    | Reason::Filtered
+                    | Reason::Suspend
+                    | Reason::Undefined
+            ) =>
+        {
+            Some((Reason::Rejected, "context.rejected.mail-from"))
+        }
+        SmtpCommand::Connect
+            if matches!(
+                reason,
+                Reason::Userunknown | Reason::Filtered | Reason::Rejected | Reason::Undefined
+            ) =>
+        {
+            Some((Reason::Blocked, "context.blocked.connection"))
+        }
+        _ => None,
+    }
+}
+
+/// A basic reply code in a diagnostic: at its start, or a `[45]xx` that
+/// stands alone and is followed by an enhanced code or a word (`said: 550
+/// 5.1.1 ...`, `host x [ip]: 554 ...`).
+fn reply_code_in(text: &str) -> Option<u16> {
+    let (code, _, _) = crate::reply::parse_reply_line(text.lines().next().unwrap_or(""));
+    if code.is_some() {
+        return code;
+    }
+    let bytes = text.as_bytes();
+    (0..bytes.len().saturating_sub(3)).find_map(|at| {
+        let digits = &bytes[at..at + 3];
+        if !matches!(digits[0], b'4' | b'5') || !digits.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        let before_ok = at == 0 || matches!(bytes[at - 1], b' ' | b':' | b'\n' | b'(' | b'<' | b'"' | b'=' | b'>' );
+        let after_ok = matches!(bytes.get(at + 3), Some(b' ' | b'-'))
+            && bytes.get(at + 4).is_some_and(|b| b.is_ascii_alphanumeric() || *b == b'<');
+        (before_ok && after_ok).then(|| {
+            digits.iter().fold(0u16, |acc, b| acc * 10 + u16::from(b - b'0'))
+        })
+    })
+}
+
+/// One complaint record per recipient the report names (one without a
+/// recipient when it names none and the attached original has no `To`).
+fn complaints(feedback: arf::Feedback, report: &Report, common: &Common) -> Vec<Record> {
+    let mut recipients: Vec<Option<String>> = feedback.recipients.iter().cloned().map(Some).collect();
+    if recipients.is_empty() {
+        let to = report
+            .original
+            .as_ref()
+            .and_then(|h| h.get("To"))
+            .and_then(crate::address::clean);
+        recipients.push(to);
+    }
+    recipients
+        .into_iter()
+        .map(|recipient| Record {
+            kind: RecordKind::Complaint,
+            recipient,
+            status: None,
+            reply_code: None,
+            diagnostic: None,
+            remote_mta: None,
+            reason: Reason::Feedback,
+            bounce_type: BounceType::Undetermined,
+            rule: feedback.rule,
+            original_message_id: common.original_message_id.clone(),
+            envelope_id: None,
+            delivery_token: common.delivery_token.clone(),
+            feedback_type: feedback.feedback_type.clone(),
+            source_ip: feedback.source_ip.clone(),
+            user_agent: feedback.user_agent.clone(),
+        })
+        .collect()
+}
+
+/// An auto-reply: the recipient is the person who answered (its `From`);
+/// the message it answers is named by `In-Reply-To` when nothing is
+/// attached.
+fn vacation(rule: &'static str, report: &Report, common: &Common) -> Record {
+    let headers = &report.message.headers;
+    let recipient = headers
+        .get("From")
+        .or_else(|| headers.get("Reply-To"))
+        .and_then(crate::address::clean);
+    let original_message_id = common
+        .original_message_id
+        .clone()
+        .or_else(|| headers.get("In-Reply-To").and_then(message_id));
+    Record {
+        kind: RecordKind::Vacation,
+        recipient,
+        status: None,
+        reply_code: None,
+        diagnostic: Some(mime::collapse_whitespace(&report.subject)).filter(|s| !s.is_empty()),
+        remote_mta: None,
+        reason: Reason::Vacation,
+        bounce_type: BounceType::Undetermined,
+        rule,
+        original_message_id,
+        envelope_id: None,
+        delivery_token: common.delivery_token.clone(),
+        feedback_type: None,
+        source_ip: None,
+        user_agent: None,
+    }
 }

@@ -561,6 +561,7 @@ static STRONG_TEXT: &[TextRule] = &[
             "mailbox full",
             "mailbox is full",
             "mailbox ... exceeded",
+            "mailbox exceeds",
             "mailbox size",
             "mailbox quota",
             "inbox is full",
