@@ -17,8 +17,8 @@ mod enhanced;
 mod formats;
 mod mime;
 pub mod parse;
-mod report;
 pub mod reply;
+mod report;
 
 pub use parse::{Record, RecordKind, parse};
 pub use posthorn_core::status::BounceType;

@@ -130,7 +130,9 @@ pub fn split_headers(data: &[u8]) -> (Headers, &[u8]) {
                 continue;
             }
         } else if let Some(colon) = field_name_end(line) {
-            let name = String::from_utf8_lossy(&line[..colon]).trim_end().to_string();
+            let name = String::from_utf8_lossy(&line[..colon])
+                .trim_end()
+                .to_string();
             let value = String::from_utf8_lossy(&line[colon + 1..]).to_string();
             fields.push((name, value));
             pos = next;
@@ -232,8 +234,12 @@ fn parse_entity(data: &[u8], depth: usize, budget: &mut usize, default_type: &st
     }
     let attached_message = matches!(
         part.mime_type.as_str(),
-        "message/rfc822" | "message/global" | "message/partial" | "text/rfc822-headers"
-            | "message/rfc822-headers" | "text/rfc822-header"
+        "message/rfc822"
+            | "message/global"
+            | "message/partial"
+            | "text/rfc822-headers"
+            | "message/rfc822-headers"
+            | "text/rfc822-header"
     );
     if attached_message && nest {
         let decoded = decode_transfer(body, &encoding);
@@ -272,7 +278,8 @@ fn implied_boundary(body: &[u8]) -> Option<String> {
         .find(|l| l.starts_with("--") && l.len() > 8 && !l.contains(' '))?;
     let boundary = first[2..].trim_end_matches('-');
     let closing = format!("--{boundary}--");
-    (!boundary.is_empty() && text.lines().any(|l| l.trim_end() == closing)).then(|| boundary.to_string())
+    (!boundary.is_empty() && text.lines().any(|l| l.trim_end() == closing))
+        .then(|| boundary.to_string())
 }
 
 /// Some MTAs leave an empty line between the part's headers and the
@@ -473,7 +480,10 @@ pub fn decode_quoted_printable(input: &[u8]) -> Vec<u8> {
             }
             // A soft break followed by trailing spaces before the newline.
             let rest = &input[i + 1..];
-            let blank = rest.iter().take_while(|&&c| c == b' ' || c == b'\t').count();
+            let blank = rest
+                .iter()
+                .take_while(|&&c| c == b' ' || c == b'\t')
+                .count();
             if rest.get(blank) == Some(&b'\n') {
                 i += blank + 2;
                 continue;
@@ -560,7 +570,10 @@ mod tests {
     #[test]
     fn encoded_words() {
         assert_eq!(decode_header("=?utf-8?B?eHB0bw?= <a@b>"), "xpto <a@b>");
-        assert_eq!(decode_header("=?iso-8859-1?Q?Caf=E9_au?= =?utf-8?Q?lait?="), "Café aulait");
+        assert_eq!(
+            decode_header("=?iso-8859-1?Q?Caf=E9_au?= =?utf-8?Q?lait?="),
+            "Café aulait"
+        );
         assert_eq!(
             decode_header("=?ISO-2022-JP?B?GyRCJU8lbSE8GyhC?="),
             "ハロー"

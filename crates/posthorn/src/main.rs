@@ -274,6 +274,10 @@ fn print_demo_help(http: std::net::SocketAddr) {
         "defer",
         "slow",
         "expire",
+        "bounce-async",
+        "soft-async",
+        "complaint",
+        "ooto",
     ] {
         println!("        --to {local}@{domain} \\");
     }
@@ -281,7 +285,8 @@ fn print_demo_help(http: std::net::SocketAddr) {
     println!(
         "then `posthorn status DELIVERY_ID` for each. `defer` is delivered on its second attempt,"
     );
-    println!("`expire` never is and shows `expired` after about two minutes.");
+    println!("`expire` never is and shows `expired` after about two minutes. The last four are");
+    println!("accepted, then a bounce, a complaint or an auto-reply comes back to the inbound MX.");
     println!();
 }
 

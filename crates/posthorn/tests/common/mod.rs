@@ -22,14 +22,18 @@ pub struct Server {
     pub key: String,
     /// The SMTP submission address, when it listens.
     pub submission: Option<SocketAddr>,
+    /// The inbound MX address, when it listens.
+    pub mx: Option<SocketAddr>,
     /// Everything `serve` printed before "listening" (the first-start key).
     pub banner: String,
 }
 
 impl Server {
-    /// `posthorn serve` on free ports; `args` may set `--submission`.
+    /// `posthorn serve` on free ports (the inbound MX on one too); `args`
+    /// may set `--submission` and `--mx`.
     pub fn start(data: &Path, args: &[String], env: &[(&str, &str)]) -> Server {
         let submission_given = args.iter().any(|a| a == "--submission");
+        let mx_given = args.iter().any(|a| a == "--mx");
         let mut child = Command::new(BIN)
             .args(["serve", "--http", "127.0.0.1:0", "--data-dir"])
             .arg(data)
@@ -37,6 +41,11 @@ impl Server {
                 &[][..]
             } else {
                 &["--submission", "off"][..]
+            })
+            .args(if mx_given {
+                &[][..]
+            } else {
+                &["--mx", "127.0.0.1:0"][..]
             })
             .args(args)
             .envs(env.iter().copied())
@@ -46,6 +55,7 @@ impl Server {
             .unwrap();
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let mut submission = None;
+        let mut mx = None;
         let mut banner = String::new();
         let base = loop {
             let line = lines
@@ -54,6 +64,9 @@ impl Server {
                 .unwrap();
             if let Some(rest) = line.strip_prefix("SMTP submission on ") {
                 submission = rest.split_whitespace().next().and_then(|a| a.parse().ok());
+            }
+            if let Some(rest) = line.strip_prefix("Inbound MX on ") {
+                mx = rest.split_whitespace().next().and_then(|a| a.parse().ok());
             }
             if let Some(url) = line.strip_prefix("Posthorn is listening on ") {
                 break url.trim().to_owned();
@@ -71,6 +84,7 @@ impl Server {
             base,
             key,
             submission,
+            mx,
             banner,
         }
     }
