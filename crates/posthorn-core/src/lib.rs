@@ -12,6 +12,7 @@ pub mod config;
 pub mod contact;
 pub mod event;
 pub mod id;
+pub mod net;
 pub mod policy;
 pub mod retry;
 pub mod status;
