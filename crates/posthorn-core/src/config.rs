@@ -38,6 +38,45 @@ pub struct Config {
     pub submission: SubmissionConfig,
     /// The inbound MX: bounces, complaints and auto-replies come back here.
     pub inbound: InboundConfig,
+    /// Open, click and unsubscribe tracking.
+    pub tracking: TrackingConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrackingConfig {
+    /// Track opens unless the tenant, the stream or the message says
+    /// otherwise (default on).
+    pub opens: bool,
+    /// Track clicks on links in the HTML part unless the tenant, the stream
+    /// or the message says otherwise (default on).
+    pub clicks: bool,
+    /// Also track the links of the text part (default off: a rewritten link
+    /// in plain text is in plain sight).
+    pub text_links: bool,
+    /// How much of a client's IP address is kept on opens and clicks:
+    /// `full` (default), `truncated` (IPv4 /24, IPv6 /48) or `none`.
+    pub ip: crate::net::IpRetention,
+    /// Networks of reverse proxies or a CDN in front of the tracker, whose
+    /// `Forwarded`/`X-Forwarded-For` headers are believed
+    /// (`--trust-proxy CIDR` adds to it).
+    pub trust_proxy: Vec<crate::net::Cidr>,
+    /// Earlier server secrets (hex, as `secret.key` held them): links in
+    /// mail signed with them keep working after the secret is replaced.
+    pub previous_secrets: Vec<Secret>,
+}
+
+impl Default for TrackingConfig {
+    fn default() -> Self {
+        Self {
+            opens: true,
+            clicks: true,
+            text_links: false,
+            ip: crate::net::IpRetention::Full,
+            trust_proxy: Vec::new(),
+            previous_secrets: Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -386,6 +425,10 @@ pub struct StreamConfig {
     pub require_confirmation: bool,
     /// Message lifetime for this stream, overriding `retry.lifetime`.
     pub lifetime: Option<HumanDuration>,
+    /// Track opens on this stream (unset: the tenant's or server's default).
+    pub track_opens: Option<bool>,
+    /// Track clicks on this stream (unset: the tenant's or server's default).
+    pub track_clicks: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -204,11 +204,32 @@ pub async fn tenants_and_keys(store: &dyn Store) {
     );
 
     let t = store
-        .set_tenant_campaign_dedupe(&a.id, Some(false))
+        .update_tenant_settings(
+            &a.id,
+            TenantSettingsPatch {
+                campaign_dedupe: Some(Some(false)),
+                track_clicks: Some(Some(false)),
+                ..Default::default()
+            },
+        )
         .await
         .unwrap()
         .unwrap();
     assert_eq!(t.campaign_dedupe, Some(false));
+    assert_eq!((t.track_opens, t.track_clicks), (None, Some(false)));
+    // Settings left out stay; `Some(None)` returns one to the default.
+    let t = store
+        .update_tenant_settings(
+            &a.id,
+            TenantSettingsPatch {
+                track_clicks: Some(None),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((t.campaign_dedupe, t.track_clicks), (Some(false), None));
 }
 
 pub async fn accept_queues_and_creates_contact(store: &dyn Store) {

@@ -55,10 +55,11 @@ pub trait Store: Send + Sync + 'static {
     async fn create_tenant(&self, name: &str, now: Millis) -> StoreResult<Tenant>;
     async fn tenant_by_name(&self, name: &str) -> StoreResult<Option<Tenant>>;
     async fn tenant_count(&self) -> StoreResult<u64>;
-    async fn set_tenant_campaign_dedupe(
+    /// Changes a tenant's settings; the tenant as it is now.
+    async fn update_tenant_settings(
         &self,
         tenant: &TenantId,
-        value: Option<bool>,
+        patch: TenantSettingsPatch,
     ) -> StoreResult<Option<Tenant>>;
     async fn insert_api_key(&self, key: NewApiKey) -> StoreResult<ApiKeyRecord>;
     /// The key with this public id and its tenant, revoked or not.
@@ -189,6 +190,14 @@ pub trait Store: Send + Sync + 'static {
     /// The tenant created first (by `serve`'s first start): the operator's,
     /// whose administrators look after orphans.
     async fn operator_tenant(&self) -> StoreResult<Option<TenantId>>;
+
+    // --- tracking ---
+    /// Keeps the original URLs of a message's tracked links (by index);
+    /// links already kept stay as they are.
+    async fn put_message_links(&self, message: &MessageId, links: Vec<String>) -> StoreResult<()>;
+    /// Everything the tracker judges a hit on, whichever tenant the
+    /// delivery belongs to (a signed token named it).
+    async fn tracking_facts(&self, delivery: &DeliveryId) -> StoreResult<Option<TrackingFacts>>;
 
     /// Counters about the store itself, for `/metrics`.
     fn stats(&self) -> StoreStats;

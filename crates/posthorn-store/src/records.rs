@@ -14,6 +14,19 @@ pub struct Tenant {
     pub created_at: Millis,
     /// `None`: the server default applies.
     pub campaign_dedupe: Option<bool>,
+    /// Open tracking by default for this tenant; `None`: the server's.
+    pub track_opens: Option<bool>,
+    /// Click tracking by default for this tenant; `None`: the server's.
+    pub track_clicks: Option<bool>,
+}
+
+/// Changes to a tenant's settings: `None` leaves a setting as it is,
+/// `Some(None)` returns it to the server default.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TenantSettingsPatch {
+    pub campaign_dedupe: Option<Option<bool>>,
+    pub track_opens: Option<Option<bool>>,
+    pub track_clicks: Option<Option<bool>>,
 }
 
 /// What an API key may do.
@@ -451,4 +464,25 @@ pub struct InboundFilter {
     /// Only messages with an id lower than this (the previous page's last).
     pub before: Option<InboundId>,
     pub limit: u32,
+}
+
+/// What the tracker needs to know about a delivery to judge and record a
+/// hit, read in one go.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrackingFacts {
+    pub tenant_id: TenantId,
+    pub delivery_id: DeliveryId,
+    pub message_id: MessageId,
+    pub recipient: String,
+    pub stream: String,
+    /// The message's own choice of open tracking, and its tenant's default
+    /// (the stream's and the server's are configuration).
+    pub tracking_opens: Option<bool>,
+    pub tenant_track_opens: Option<bool>,
+    /// The original URLs of its tracked links, by index.
+    pub links: Vec<String>,
+    /// The first `delivered` event's time, else the first `sent`'s.
+    pub delivered_at: Option<Millis>,
+    /// Earlier `opened` and `clicked` events, oldest first.
+    pub engagement: Vec<EventRecord>,
 }

@@ -118,6 +118,10 @@ fn settings_json(state: &AppState, auth_tenant: &posthorn_store::Tenant) -> Valu
         "tenant": auth_tenant.name,
         "campaign_dedupe": auth_tenant.campaign_dedupe.unwrap_or(state.config.policy.campaign_dedupe),
         "campaign_dedupe_is_default": auth_tenant.campaign_dedupe.is_none(),
+        "track_opens": auth_tenant.track_opens.unwrap_or(state.config.tracking.opens),
+        "track_opens_is_default": auth_tenant.track_opens.is_none(),
+        "track_clicks": auth_tenant.track_clicks.unwrap_or(state.config.tracking.clicks),
+        "track_clicks_is_default": auth_tenant.track_clicks.is_none(),
     })
 }
 
@@ -126,11 +130,22 @@ pub async fn get_settings(State(state): State<AppState>, auth: Auth) -> ApiResul
     Ok(Json(settings_json(&state, &auth.tenant)))
 }
 
+/// Each setting: `true`/`false`, or `null` to follow the server default
+/// again; a setting left out stays as it is.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SettingsPatch {
-    /// `true`/`false`, or `null` to follow the server default again.
-    campaign_dedupe: Option<bool>,
+    #[serde(default, deserialize_with = "present")]
+    campaign_dedupe: Option<Option<bool>>,
+    #[serde(default, deserialize_with = "present")]
+    track_opens: Option<Option<bool>>,
+    #[serde(default, deserialize_with = "present")]
+    track_clicks: Option<Option<bool>>,
+}
+
+/// A field that is present (even as `null`) is `Some`.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<bool>>, D::Error> {
+    Option::<bool>::deserialize(d).map(Some)
 }
 
 pub async fn patch_settings(
@@ -143,7 +158,14 @@ pub async fn patch_settings(
     let patch: SettingsPatch = parse_json(&read_body(&headers, body, 4096).await?)?;
     let tenant = state
         .store
-        .set_tenant_campaign_dedupe(&auth.tenant.id, patch.campaign_dedupe)
+        .update_tenant_settings(
+            &auth.tenant.id,
+            posthorn_store::TenantSettingsPatch {
+                campaign_dedupe: patch.campaign_dedupe,
+                track_opens: patch.track_opens,
+                track_clicks: patch.track_clicks,
+            },
+        )
         .await?
         .ok_or_else(|| ApiError::not_found("tenant"))?;
     Ok(Json(settings_json(&state, &tenant)))

@@ -6,6 +6,7 @@ mod checkpoint;
 mod inbound;
 mod ops;
 mod rows;
+mod tracking;
 mod writer;
 
 use crate::records::*;
@@ -27,6 +28,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0002_delivery.sql"),
     include_str!("../../migrations/sqlite/0003_raw_messages.sql"),
     include_str!("../../migrations/sqlite/0004_inbound.sql"),
+    include_str!("../../migrations/sqlite/0005_tracking.sql"),
 ];
 
 /// The file name of the database inside the data directory.
@@ -192,18 +194,26 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn set_tenant_campaign_dedupe(
+    async fn update_tenant_settings(
         &self,
         tenant: &TenantId,
-        value: Option<bool>,
+        patch: TenantSettingsPatch,
     ) -> StoreResult<Option<Tenant>> {
         let tenant = tenant.clone();
         self.writer
             .write(move |c| {
-                c.execute(
-                    "UPDATE tenants SET campaign_dedupe = $1 WHERE id = $2",
-                    rusqlite::params![value, tenant.as_str()],
-                )?;
+                for (column, value) in [
+                    ("campaign_dedupe", patch.campaign_dedupe),
+                    ("track_opens", patch.track_opens),
+                    ("track_clicks", patch.track_clicks),
+                ] {
+                    if let Some(value) = value {
+                        c.execute(
+                            &format!("UPDATE tenants SET {column} = $1 WHERE id = $2"),
+                            rusqlite::params![value, tenant.as_str()],
+                        )?;
+                    }
+                }
                 rows::tenant_by_id(c, &tenant)
             })
             .await
@@ -465,6 +475,19 @@ impl Store for SqliteStore {
 
     async fn operator_tenant(&self) -> StoreResult<Option<TenantId>> {
         self.read(inbound::operator_tenant).await
+    }
+
+    async fn put_message_links(&self, message: &MessageId, links: Vec<String>) -> StoreResult<()> {
+        let message = message.clone();
+        self.writer
+            .write(move |c| tracking::put_message_links(c, &message, &links))
+            .await
+    }
+
+    async fn tracking_facts(&self, delivery: &DeliveryId) -> StoreResult<Option<TrackingFacts>> {
+        let delivery = delivery.clone();
+        self.read(move |c| tracking::tracking_facts(c, &delivery))
+            .await
     }
 
     fn stats(&self) -> StoreStats {

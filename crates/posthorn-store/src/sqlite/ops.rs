@@ -23,6 +23,8 @@ pub(crate) fn create_tenant(c: &Connection, name: &str, now: Millis) -> StoreRes
         name: name.to_owned(),
         created_at: now,
         campaign_dedupe: None,
+        track_opens: None,
+        track_clicks: None,
     };
     prepare(
         c,

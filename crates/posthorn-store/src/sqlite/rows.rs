@@ -34,7 +34,8 @@ fn json(text: String) -> serde_json::Value {
     serde_json::from_str(&text).unwrap_or(serde_json::Value::Null)
 }
 
-pub(crate) const TENANT_COLUMNS: &str = "id, name, created_at, campaign_dedupe";
+pub(crate) const TENANT_COLUMNS: &str =
+    "id, name, created_at, campaign_dedupe, track_opens, track_clicks";
 
 pub(crate) fn tenant_row(r: &Row<'_>, at: usize) -> rusqlite::Result<Tenant> {
     Ok(Tenant {
@@ -42,6 +43,8 @@ pub(crate) fn tenant_row(r: &Row<'_>, at: usize) -> rusqlite::Result<Tenant> {
         name: r.get(at + 1)?,
         created_at: r.get(at + 2)?,
         campaign_dedupe: r.get(at + 3)?,
+        track_opens: r.get(at + 4)?,
+        track_clicks: r.get(at + 5)?,
     })
 }
 
@@ -80,7 +83,7 @@ pub(crate) fn api_key_with_tenant(
     id: &ApiKeyId,
 ) -> StoreResult<Option<(ApiKeyRecord, Tenant)>> {
     let sql = format!(
-        "SELECT {KEY_COLUMNS}, t.id, t.name, t.created_at, t.campaign_dedupe
+        "SELECT {KEY_COLUMNS}, t.id, t.name, t.created_at, t.campaign_dedupe, t.track_opens, t.track_clicks
          FROM api_keys k JOIN tenants t ON t.id = k.tenant_id WHERE k.id = $1"
     );
     Ok(prepare(c, &sql)?
