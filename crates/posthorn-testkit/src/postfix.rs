@@ -35,7 +35,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::{KillOnDrop, find, free_port, missing, peers_required, wait_for_port};
+use crate::{KillOnDrop, find, free_port, missing, peers_required};
 
 /// What a [`PostfixInstance`] accepts and where it sends mail.
 #[derive(Clone, Debug)]
@@ -102,13 +102,14 @@ impl PostfixOptions {
 
 /// A running Postfix with its own configuration, queue and log.
 pub struct PostfixInstance {
+    /// Dropped (killed) before the directory it would remove goes.
+    watchdog: Option<KillOnDrop>,
     postfix: PathBuf,
     postqueue: PathBuf,
     /// Holds `config/`, `queue/`, `data/` and `maillog`.
     root: tempfile::TempDir,
     smtp_addr: SocketAddr,
     hostname: String,
-    _watchdog: Option<KillOnDrop>,
 }
 
 /// How often a port that turned out taken is given up for another.
@@ -184,7 +185,7 @@ impl PostfixInstance {
             root,
             smtp_addr,
             hostname,
-            _watchdog: None,
+            watchdog: None,
         };
         instance.write_config(options)?;
         // `postfix check` (its `post-install create-missing`) makes the
@@ -198,7 +199,7 @@ impl PostfixInstance {
         std::fs::write(instance.queue_dir().join("quick-start"), "")
             .map_err(|e| format!("quick-start: {e}"))?;
         let mut instance = instance;
-        instance._watchdog = instance.watchdog();
+        instance.watchdog = instance.watchdog();
         instance.postfix_command("start")?;
         // `master -w` has bound the port when `start` returns; this is a
         // second look, bounded.
@@ -212,7 +213,6 @@ impl PostfixInstance {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        wait_for_port(instance.smtp_addr, Duration::from_secs(1));
         Ok(instance)
     }
 
