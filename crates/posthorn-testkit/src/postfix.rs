@@ -44,11 +44,11 @@ pub struct PostfixOptions {
     /// each with the next hop its mail is relayed to. Mail for any other
     /// domain is refused at RCPT (`554 5.7.1 Relay access denied`), so the
     /// instance is not an open relay even to loopback clients.
-    pub relays: Vec<(String, SocketAddr)>,
+    pub relays: Vec<(String, NextHop)>,
     /// Further domains Postfix only sends to, each with its next hop: above
     /// all the envelope sender's domain, where the DSNs it generates go (the
     /// inbound MX under test).
-    pub routes: Vec<(String, SocketAddr)>,
+    pub routes: Vec<(String, NextHop)>,
     /// How long a message may stay deferred before it is returned as
     /// undeliverable (`maximal_queue_lifetime`, `bounce_queue_lifetime`).
     /// Only matters for soft failures (4xx, refused connections): a 5xx
@@ -56,6 +56,29 @@ pub struct PostfixOptions {
     pub queue_lifetime: Duration,
     /// Extra `main.cf` settings, applied last (they override the harness's).
     pub main_cf: Vec<(String, String)>,
+}
+
+/// Where Postfix sends the mail for a domain.
+#[derive(Clone, Debug)]
+pub enum NextHop {
+    /// An SMTP server (IPv4 loopback), as the literal `smtp:[ip]:port`: no
+    /// MX or address lookup.
+    Smtp(SocketAddr),
+    /// Nowhere: every message bounces at once with this reply, e.g.
+    /// `5.1.1 User unknown` (Postfix's `error` transport), without any server.
+    /// Its DSN names `X-Postfix` as the diagnostic type; [`NextHop::Smtp`] to a
+    /// server that answers 550 gives the `smtp; 550 …` one of real MTAs.
+    Fail(String),
+}
+
+impl NextHop {
+    /// Its `transport_maps` value.
+    fn transport(&self) -> String {
+        match self {
+            NextHop::Smtp(addr) => format!("smtp:[{}]:{}", addr.ip(), addr.port()),
+            NextHop::Fail(reply) => format!("error:{reply}"),
+        }
+    }
 }
 
 impl Default for PostfixOptions {
@@ -74,16 +97,28 @@ impl PostfixOptions {
         Self::default()
     }
 
-    /// Accept mail for `domain` from SMTP clients and relay it to `next_hop`.
+    /// Accept mail for `domain` from SMTP clients and relay it to the SMTP
+    /// server at `next_hop`.
     pub fn relay(mut self, domain: &str, next_hop: SocketAddr) -> Self {
-        self.relays.push((domain.to_owned(), next_hop));
+        self.relays
+            .push((domain.to_owned(), NextHop::Smtp(next_hop)));
         self
     }
 
-    /// Send mail for `domain` (not accepted from clients) to `next_hop`: the
-    /// envelope sender's domain, where DSNs go.
+    /// Accept mail for `domain` from SMTP clients, then bounce it with
+    /// `reply` (e.g. `5.1.1 User unknown`) without any server: see
+    /// [`NextHop::Fail`].
+    pub fn relay_and_fail(mut self, domain: &str, reply: &str) -> Self {
+        self.relays
+            .push((domain.to_owned(), NextHop::Fail(reply.to_owned())));
+        self
+    }
+
+    /// Send mail for `domain` (not accepted from clients) to the SMTP server
+    /// at `next_hop`: the envelope sender's domain, where DSNs go.
     pub fn route(mut self, domain: &str, next_hop: SocketAddr) -> Self {
-        self.routes.push((domain.to_owned(), next_hop));
+        self.routes
+            .push((domain.to_owned(), NextHop::Smtp(next_hop)));
         self
     }
 
@@ -179,7 +214,7 @@ impl PostfixInstance {
         let port = free_port();
         let smtp_addr = SocketAddr::from(([127, 0, 0, 1], port));
         let hostname = format!("mta-{}-{port}.posthorn.test", std::process::id());
-        let instance = PostfixInstance {
+        let mut instance = PostfixInstance {
             postfix,
             postqueue,
             root,
@@ -187,6 +222,7 @@ impl PostfixInstance {
             hostname,
             watchdog: None,
         };
+        instance.watchdog = instance.watchdog();
         instance.write_config(options)?;
         // `postfix check` (its `post-install create-missing`) makes the
         // queue's subdirectories and the data directory, not the queue.
@@ -198,8 +234,6 @@ impl PostfixInstance {
         // `postfix start` would repeat the check this file skips.
         std::fs::write(instance.queue_dir().join("quick-start"), "")
             .map_err(|e| format!("quick-start: {e}"))?;
-        let mut instance = instance;
-        instance.watchdog = instance.watchdog();
         instance.postfix_command("start")?;
         // `master -w` has bound the port when `start` returns; this is a
         // second look, bounded.
@@ -363,6 +397,9 @@ impl PostfixInstance {
                 "reject_unauth_destination".to_owned(),
             ),
             ("smtpd_recipient_restrictions", String::new()),
+            // Accept first, fail later, also for NextHop::Fail (an `error`
+            // transport is else refused at RCPT already).
+            ("smtpd_reject_unlisted_recipient", "no".to_owned()),
             ("relayhost", String::new()),
             (
                 "transport_maps",
@@ -409,7 +446,7 @@ impl PostfixInstance {
             .relays
             .iter()
             .chain(&options.routes)
-            .map(|(domain, hop)| format!("{domain} smtp:[{}]:{}\n", hop.ip(), hop.port()))
+            .map(|(domain, hop)| format!("{domain} {}\n", hop.transport()))
             .collect();
         write("transport", &transport)?;
 

@@ -118,6 +118,30 @@ fn a_rejected_recipient_comes_back_as_a_dsn_to_the_sender_domain() {
     eventually(LIMIT, || postfix.queue_is_empty().then_some(()));
 }
 
+/// Without a recipient server: Postfix's error transport fails the
+/// recipient, with the same DSN to the sender's domain.
+#[test]
+fn a_failing_relay_domain_needs_no_server() {
+    let Some(capture) = SmtpSink::start(&[]) else {
+        return;
+    };
+    let Some(postfix) = PostfixInstance::start_or_skip(
+        PostfixOptions::new()
+            .relay_and_fail("example.test", "5.1.1 User unknown")
+            .route("bounces.example.test", capture.addr),
+    ) else {
+        return;
+    };
+    postfix
+        .submit(
+            SENDER,
+            &[RECIPIENT],
+            &message("harness-error@posthorn.test"),
+        )
+        .unwrap_or_else(|e| panic!("{e}\n--- maillog ---\n{}", postfix.log()));
+    assert_dsn(&postfix, &capture, "harness-error@posthorn.test", "5.1.1");
+}
+
 /// Postfix relays only for its relay domains, even to loopback clients.
 #[test]
 fn it_is_not_an_open_relay() {
