@@ -5,6 +5,8 @@
 //! A test whose peer is missing is skipped with a loud message, except when
 //! `POSTHORN_REQUIRE_PEERS=1` (as `.ci/run` sets it): then it fails.
 
+pub mod postfix;
+
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command};
