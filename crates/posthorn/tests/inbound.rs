@@ -274,3 +274,74 @@ fn the_inbound_mx_is_no_open_relay_and_keeps_what_it_cannot_attribute() {
         "{kinds:?}"
     );
 }
+
+/// A real MTA's bounce, end to end: Posthorn hands the message to a real
+/// Postfix (250), Postfix cannot deliver it onward (the next hop refuses the
+/// recipient), writes its own DSN and sends it to the return path's domain,
+/// which routes to Posthorn's inbound MX; the DSN lands on the right
+/// delivery as an asynchronous hard bounce.
+#[test]
+fn a_real_postfix_bounce_comes_back_to_its_delivery() {
+    use posthorn_testkit::SmtpSink;
+    use posthorn_testkit::postfix::{PostfixInstance, PostfixOptions};
+    let Some(_) = peer("curl") else {
+        return;
+    };
+    let Some(refusing) = SmtpSink::start(&[
+        "-f",
+        "rcpt",
+        "-B",
+        "550 5.1.1 <gone@example.test>: Recipient address rejected: User unknown in virtual mailbox table",
+    ]) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let zone = zone_file(dir.path(), "");
+    // Postfix first, on its own port; Posthorn's MX address is known only
+    // once it runs, so the MX listens on a port chosen here.
+    let mx: std::net::SocketAddr = format!("127.0.0.1:{}", posthorn_testkit::free_port())
+        .parse()
+        .unwrap();
+    let Some(postfix) = PostfixInstance::start_or_skip(
+        PostfixOptions::new()
+            .relay("example.test", refusing.addr)
+            .route("sender.example", mx),
+    ) else {
+        return;
+    };
+    let mut args = route_args(&[("example.test", postfix.smtp_addr())], &zone);
+    args.extend(["--mx".to_owned(), mx.to_string()]);
+    let server = Server::start(&dir.path().join("data"), &args, &[]);
+    let receipt = server.submit(json!({"from": "news@sender.example",
+        "to": ["gone@example.test"], "subject": "Hello", "text": "Hi"}));
+    let ids = ids(&receipt);
+
+    let bounced = eventually(WAIT, || {
+        let d = server.status(&ids[0]);
+        (d["status"] == "bounced").then_some(d)
+    });
+    let log = || postfix.log();
+    assert_eq!(bounced["bounce_type"], "hard", "{bounced}\n{}", log());
+    let kinds = event_kinds(&bounced);
+    assert!(
+        kinds.contains(&"delivered".to_owned()),
+        "Postfix accepted it first: {kinds:?}"
+    );
+    let event = event_of_kind(&bounced, "bounced");
+    assert_eq!(event["source"], "inbound-mx");
+    assert_eq!(event["details"]["origin"], "async");
+    assert_eq!(event["details"]["reason"], "userunknown");
+    assert_eq!(event["details"]["enhanced_code"], "5.1.1");
+    let (code, raw) = server.get_with(
+        &server.key,
+        &format!("/v1/events/{}/raw", event["id"].as_str().unwrap()),
+    );
+    assert_eq!(code, 200);
+    assert!(
+        raw.contains(&format!("MAILER-DAEMON@{}", postfix.hostname())),
+        "{raw}"
+    );
+    let page = server.get(&format!("/v1/inbound?delivery_id={}", ids[0]));
+    assert_eq!(page["messages"][0]["attribution"], "verp");
+    assert!(suppression_for(&server, "gone@example.test").is_some());
+}
