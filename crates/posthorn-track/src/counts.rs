@@ -112,24 +112,21 @@ mod tests {
     #[test]
     fn mixed_hits() {
         let hits = [
-            hit(HitKind::Open, 100, None, true),      // MPP prefetch
-            hit(HitKind::Click, 105, Some(0), true),  // scanner
-            hit(HitKind::Click, 105, Some(1), true),  // scanner
-            hit(HitKind::Open, 5000, None, false),    // the reader
+            hit(HitKind::Open, 100, None, true),     // MPP prefetch
+            hit(HitKind::Click, 105, Some(0), true), // scanner
+            hit(HitKind::Click, 105, Some(1), true), // scanner
+            hit(HitKind::Open, 5000, None, false),   // the reader
             hit(HitKind::Click, 6000, Some(1), false),
             hit(HitKind::Click, 7000, Some(1), false),
-            hit(HitKind::Open, 4000, None, false),    // arrived late, happened first
-            hit(HitKind::Click, 8000, None, false),   // index unknown
+            hit(HitKind::Open, 4000, None, false), // arrived late, happened first
+            hit(HitKind::Click, 8000, None, false), // index unknown
         ];
         let c = Counts::from_hits(&hits);
         assert!(c.all.opened && c.all.clicked && c.all.engaged);
         assert!(c.human.opened && c.human.clicked);
         assert_eq!((c.all.opens, c.all.clicks), (3, 5));
         assert_eq!((c.human.opens, c.human.clicks), (2, 3));
-        assert_eq!(
-            c.all.clicks_per_link,
-            BTreeMap::from([(0, 1), (1, 3)])
-        );
+        assert_eq!(c.all.clicks_per_link, BTreeMap::from([(0, 1), (1, 3)]));
         assert_eq!(c.human.clicks_per_link, BTreeMap::from([(1, 2)]));
         assert_eq!(c.first_human_open, Some(4000));
         assert_eq!(c.first_human_click, Some(6000));

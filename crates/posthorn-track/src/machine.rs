@@ -169,9 +169,7 @@ fn machine_reason(
         if is_burst(hit, earlier(), t) {
             return Some("all_links_at_once");
         }
-        if hit.open_tracking
-            && t.click_without_open
-            && !earlier().any(|p| p.kind == HitKind::Open)
+        if hit.open_tracking && t.click_without_open && !earlier().any(|p| p.kind == HitKind::Open)
         {
             return Some("click_without_open");
         }
@@ -181,11 +179,7 @@ fn machine_reason(
 
 /// This click and the earlier clicks within the window cover all links of
 /// the message, or `burst_links` different ones.
-fn is_burst<'h>(
-    hit: &Hit<'_>,
-    earlier: impl Iterator<Item = &'h PastHit>,
-    t: &Thresholds,
-) -> bool {
+fn is_burst<'h>(hit: &Hit<'_>, earlier: impl Iterator<Item = &'h PastHit>, t: &Thresholds) -> bool {
     let Some(this) = hit.link_index else {
         return false;
     };
@@ -388,14 +382,17 @@ mod tests {
         }
     }
 
-    fn verdict(hit: &Hit<'_>, history: &[PastHit]) -> (bool, Option<&'static str>, bool) {
+    /// machine, reason, proxy
+    type Expected = (bool, Option<&'static str>, bool);
+
+    fn verdict(hit: &Hit<'_>, history: &[PastHit]) -> Expected {
         let v = judge(hit, history, &Thresholds::default());
         (v.machine, v.reason, v.proxy)
     }
 
-    const HUMAN: (bool, Option<&str>, bool) = (false, None, false);
+    const HUMAN: Expected = (false, None, false);
 
-    fn machine(reason: &'static str) -> (bool, Option<&'static str>, bool) {
+    fn machine(reason: &'static str) -> Expected {
         (true, Some(reason), false)
     }
 
@@ -431,43 +428,196 @@ mod tests {
         unknown_delivery.at = 0;
         unknown_delivery.delivered_at = None;
 
-        let rows: Vec<(&str, Hit<'_>, Vec<PastHit>, (bool, Option<&str>, bool))> = vec![
+        let rows: Vec<(&str, Hit<'_>, Vec<PastHit>, Expected)> = vec![
             ("HEAD", head, vec![], machine("head_request")),
-            ("headless", open("Mozilla/5.0 HeadlessChrome/120.0"), vec![], machine("headless_user_agent")),
-            ("phantom", open("Mozilla/5.0 (Unknown; Linux x86_64) PhantomJS/2.1.1"), vec![], machine("headless_user_agent")),
-            ("barracuda", open("Barracuda Sentinel (EE)"), vec![], machine("scanner_user_agent")),
-            ("mimecast", open("Mimecast Ltd"), vec![], machine("scanner_user_agent")),
-            ("bingpreview", open("Mozilla/5.0 (Windows NT 10.0) BingPreview/1.0b"), vec![], machine("scanner_user_agent")),
-            ("office check", open("Mozilla/4.0 (compatible; ms-office; MSOffice 16)"), vec![], machine("scanner_user_agent")),
-            ("existence", open("Microsoft Office Existence Discovery"), vec![], machine("scanner_user_agent")),
-            ("requests", open("python-requests/2.31.0"), vec![], machine("scanner_user_agent")),
-            ("curl", open("curl/8.5.0"), vec![], machine("scanner_user_agent")),
-            ("go", open("Go-http-client/1.1"), vec![], machine("scanner_user_agent")),
-            ("wget", open("Wget/1.21"), vec![], machine("scanner_user_agent")),
-            ("okhttp", open("okhttp/4.12.0"), vec![], machine("scanner_user_agent")),
-            ("googlebot", open("Mozilla/5.0 (compatible; Googlebot/2.1)"), vec![], machine("scanner_user_agent")),
-            ("crawler", open("SomeCrawler 1.0"), vec![], machine("scanner_user_agent")),
-            ("scan word", open("LinkScanner/2 (scan)"), vec![], machine("scanner_user_agent")),
-            ("cubot phone", open("Mozilla/5.0 (Linux; Android 10; CUBOT X30) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Mobile Safari/537.36"), vec![], HUMAN),
+            (
+                "headless",
+                open("Mozilla/5.0 HeadlessChrome/120.0"),
+                vec![],
+                machine("headless_user_agent"),
+            ),
+            (
+                "phantom",
+                open("Mozilla/5.0 (Unknown; Linux x86_64) PhantomJS/2.1.1"),
+                vec![],
+                machine("headless_user_agent"),
+            ),
+            (
+                "barracuda",
+                open("Barracuda Sentinel (EE)"),
+                vec![],
+                machine("scanner_user_agent"),
+            ),
+            (
+                "mimecast",
+                open("Mimecast Ltd"),
+                vec![],
+                machine("scanner_user_agent"),
+            ),
+            (
+                "bingpreview",
+                open("Mozilla/5.0 (Windows NT 10.0) BingPreview/1.0b"),
+                vec![],
+                machine("scanner_user_agent"),
+            ),
+            (
+                "office check",
+                open("Mozilla/4.0 (compatible; ms-office; MSOffice 16)"),
+                vec![],
+                machine("scanner_user_agent"),
+            ),
+            (
+                "existence",
+                open("Microsoft Office Existence Discovery"),
+                vec![],
+                machine("scanner_user_agent"),
+            ),
+            (
+                "requests",
+                open("python-requests/2.31.0"),
+                vec![],
+                machine("scanner_user_agent"),
+            ),
+            (
+                "curl",
+                open("curl/8.5.0"),
+                vec![],
+                machine("scanner_user_agent"),
+            ),
+            (
+                "go",
+                open("Go-http-client/1.1"),
+                vec![],
+                machine("scanner_user_agent"),
+            ),
+            (
+                "wget",
+                open("Wget/1.21"),
+                vec![],
+                machine("scanner_user_agent"),
+            ),
+            (
+                "okhttp",
+                open("okhttp/4.12.0"),
+                vec![],
+                machine("scanner_user_agent"),
+            ),
+            (
+                "googlebot",
+                open("Mozilla/5.0 (compatible; Googlebot/2.1)"),
+                vec![],
+                machine("scanner_user_agent"),
+            ),
+            (
+                "crawler",
+                open("SomeCrawler 1.0"),
+                vec![],
+                machine("scanner_user_agent"),
+            ),
+            (
+                "scan word",
+                open("LinkScanner/2 (scan)"),
+                vec![],
+                machine("scanner_user_agent"),
+            ),
+            (
+                "cubot phone",
+                open(
+                    "Mozilla/5.0 (Linux; Android 10; CUBOT X30) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Mobile Safari/537.36",
+                ),
+                vec![],
+                HUMAN,
+            ),
             ("apple ip", apple_ip, vec![], machine("apple_mpp")),
             ("apple ipv6", apple_v6, vec![], machine("apple_mpp")),
             ("mpp webkit ua", open(MPP), vec![], machine("apple_mpp")),
-            ("mpp bare ua", open("Mozilla/5.0"), vec![], machine("apple_mpp")),
+            (
+                "mpp bare ua",
+                open("Mozilla/5.0"),
+                vec![],
+                machine("apple_mpp"),
+            ),
             ("no ua", no_ua, vec![], machine("missing_user_agent")),
             ("blank ua", blank_ua, vec![], machine("missing_user_agent")),
             ("too soon", soon, vec![], machine("too_soon_after_delivery")),
-            ("before delivery", before, vec![], machine("too_soon_after_delivery")),
+            (
+                "before delivery",
+                before,
+                vec![],
+                machine("too_soon_after_delivery"),
+            ),
             ("no delivery time", unknown_delivery, vec![], HUMAN),
-            ("gmail", open(GMAIL), vec![], (false, Some("image_proxy_google"), true)),
-            ("yahoo", open(YAHOO), vec![], (false, Some("image_proxy_yahoo"), true)),
-            ("outlook app", open("Outlook-iOS/709.2226530.prod.iphone (3.24.1)"), vec![], (false, Some("image_proxy_outlook"), true)),
-            ("click no open", click(CHROME, 0, t0), vec![], machine("click_without_open")),
-            ("click after open", click(CHROME, 0, t0), opened.to_vec(), HUMAN),
-            ("click after machine open", click(CHROME, 0, t0), vec![PastHit { machine: true, ..past_open(t0 - MINUTE) }], HUMAN),
-            ("open after the click does not count", click(CHROME, 0, t0), vec![past_open(t0 + SECOND)], machine("click_without_open")),
-            ("burst of 3", click(CHROME, 2, t0), vec![past_open(t0 - MINUTE), past_click(0, t0 - 1500), past_click(1, t0 - 700)], machine("all_links_at_once")),
-            ("slow 3", click(CHROME, 2, t0), vec![past_open(t0 - MINUTE), past_click(0, t0 - 9 * SECOND), past_click(1, t0 - 5 * SECOND)], HUMAN),
-            ("same link twice", click(CHROME, 0, t0), vec![past_open(t0 - MINUTE), past_click(0, t0 - 500)], HUMAN),
+            (
+                "gmail",
+                open(GMAIL),
+                vec![],
+                (false, Some("image_proxy_google"), true),
+            ),
+            (
+                "yahoo",
+                open(YAHOO),
+                vec![],
+                (false, Some("image_proxy_yahoo"), true),
+            ),
+            (
+                "outlook app",
+                open("Outlook-iOS/709.2226530.prod.iphone (3.24.1)"),
+                vec![],
+                (false, Some("image_proxy_outlook"), true),
+            ),
+            (
+                "click no open",
+                click(CHROME, 0, t0),
+                vec![],
+                machine("click_without_open"),
+            ),
+            (
+                "click after open",
+                click(CHROME, 0, t0),
+                opened.to_vec(),
+                HUMAN,
+            ),
+            (
+                "click after machine open",
+                click(CHROME, 0, t0),
+                vec![PastHit {
+                    machine: true,
+                    ..past_open(t0 - MINUTE)
+                }],
+                HUMAN,
+            ),
+            (
+                "open after the click does not count",
+                click(CHROME, 0, t0),
+                vec![past_open(t0 + SECOND)],
+                machine("click_without_open"),
+            ),
+            (
+                "burst of 3",
+                click(CHROME, 2, t0),
+                vec![
+                    past_open(t0 - MINUTE),
+                    past_click(0, t0 - 1500),
+                    past_click(1, t0 - 700),
+                ],
+                machine("all_links_at_once"),
+            ),
+            (
+                "slow 3",
+                click(CHROME, 2, t0),
+                vec![
+                    past_open(t0 - MINUTE),
+                    past_click(0, t0 - 9 * SECOND),
+                    past_click(1, t0 - 5 * SECOND),
+                ],
+                HUMAN,
+            ),
+            (
+                "same link twice",
+                click(CHROME, 0, t0),
+                vec![past_open(t0 - MINUTE), past_click(0, t0 - 500)],
+                HUMAN,
+            ),
         ];
         for (name, hit, history, expected) in rows {
             assert_eq!(verdict(&hit, &history), expected, "{name}");
@@ -534,7 +684,11 @@ mod tests {
         let c = click(CHROME, 0, DELIVERED + 10 * MINUTE);
         assert!(!judge(&c, &[], &t).machine, "click_without_open off");
         let burst = click(CHROME, 1, DELIVERED + 10 * MINUTE);
-        let v = judge(&burst, &[past_click(0, DELIVERED + 10 * MINUTE - 4 * SECOND)], &t);
+        let v = judge(
+            &burst,
+            &[past_click(0, DELIVERED + 10 * MINUTE - 4 * SECOND)],
+            &t,
+        );
         assert_eq!(v.reason, Some("all_links_at_once"));
 
         let mut no_ua = open(CHROME);

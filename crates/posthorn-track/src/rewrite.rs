@@ -280,7 +280,10 @@ fn track_link(
         return;
     };
     let click = urls.click_url(index);
-    if el.set_attribute("href", &escape_attribute(click.as_str())).is_ok() {
+    if el
+        .set_attribute("href", &escape_attribute(click.as_str()))
+        .is_ok()
+    {
         next_index.set(index.checked_add(1));
         links.borrow_mut().push(url);
     }
@@ -656,7 +659,10 @@ mod tests {
             ("https://a.example", &["https://a.example"]),
             ("<https://a.example/p>", &["https://a.example/p"]),
             ("\"http://a.example\"", &["http://a.example"]),
-            ("go to https://a.example/p?q=1.", &["https://a.example/p?q=1"]),
+            (
+                "go to https://a.example/p?q=1.",
+                &["https://a.example/p?q=1"],
+            ),
             ("wow https://a.example!!!", &["https://a.example"]),
             (
                 "https://en.example/wiki/Rust_(language) and more",

@@ -77,7 +77,10 @@ fn golden_files() {
             .collect();
 
         if !options.track_opens && !options.track_clicks && !input.contains("unsubscribe_url") {
-            assert_eq!(out.body, input, "{stem}: tracking off must not change a byte");
+            assert_eq!(
+                out.body, input,
+                "{stem}: tracking off must not change a byte"
+            );
         }
 
         let expected_html = fs::read_to_string(dir.join(format!("{stem}.expected.html")));
