@@ -9,7 +9,7 @@
 //! | `head_request` | both | a `HEAD` request: link checkers and scanners ask whether a URL exists; a person's browser asks for the page |
 //! | `headless_user_agent` | both | `HeadlessChrome`, `PhantomJS`, `Puppeteer`, `Playwright`, `Selenium`, `SlimerJS`: sandboxes that detonate links |
 //! | `scanner_user_agent` | both | a security gateway or link checker names itself (Barracuda, Mimecast, Proofpoint, Safe Links / `BingPreview`, `Microsoft Office Existence Discovery`, Office's bare `ms-office` fetcher, Symantec, Trend Micro, IronPort, Forcepoint, FireEye, Sophos, ...), an HTTP library (`python-requests`, `curl`, `Go-http-client`, `Wget`, `okhttp`, `Java/`, `libwww`, ...) or a crawler (a word ending in `bot`, `crawler`, `spider`, a `scan...` word) |
-//! | `apple_mpp` | both | Apple Mail Privacy Protection: the request comes from Apple's network `17.0.0.0/8` (opens only: an Apple employee may click) or carries MPP's stripped user agent: a bare `Mozilla/5.0`, or a WebKit string that stops at `(KHTML, like Gecko)` with none of the `Version/`, `Safari/`, `Mobile/` tokens a real Safari or Mail render adds. MPP fetches every image when the message arrives, read or not |
+//! | `apple_mpp` | both | Apple Mail Privacy Protection: the request comes from Apple's network `17.0.0.0/8` (opens only: an Apple employee may click) or carries MPP's stripped user agent: a bare `Mozilla/5.0`, or a WebKit string that stops at `(KHTML, like Gecko)` with none of the `Version/`, `Safari/`, `Mobile/` tokens a real Safari or Mail render adds. MPP fetches every image when the message arrives, read or not. Outlook has been seen sending the same stripped agent for a real read; we still judge it machine so that the human figures are a floor |
 //! | `missing_user_agent` | both | no `User-Agent` at all (and not from Apple's network): every mail client and browser sends one |
 //! | `too_soon_after_delivery` | both | within `min_after_delivery` (10 s) of delivery, or before it: gateways fetch everything while the message passes through them; a person has not seen it yet |
 //! | `all_links_at_once` | clicks | this click, with the clicks before it within `burst_window` (2 s), covers every link of the message, or at least `burst_links` (3) different links: nobody reads that fast |
@@ -382,14 +382,17 @@ mod tests {
         }
     }
 
-    fn verdict(hit: &Hit<'_>, history: &[PastHit]) -> (bool, Option<&'static str>, bool) {
+    /// machine, reason, proxy
+    type Expected = (bool, Option<&'static str>, bool);
+
+    fn verdict(hit: &Hit<'_>, history: &[PastHit]) -> Expected {
         let v = judge(hit, history, &Thresholds::default());
         (v.machine, v.reason, v.proxy)
     }
 
-    const HUMAN: (bool, Option<&str>, bool) = (false, None, false);
+    const HUMAN: Expected = (false, None, false);
 
-    fn machine(reason: &'static str) -> (bool, Option<&'static str>, bool) {
+    fn machine(reason: &'static str) -> Expected {
         (true, Some(reason), false)
     }
 
@@ -425,7 +428,7 @@ mod tests {
         unknown_delivery.at = 0;
         unknown_delivery.delivered_at = None;
 
-        let rows: Vec<(&str, Hit<'_>, Vec<PastHit>, (bool, Option<&str>, bool))> = vec![
+        let rows: Vec<(&str, Hit<'_>, Vec<PastHit>, Expected)> = vec![
             ("HEAD", head, vec![], machine("head_request")),
             (
                 "headless",
