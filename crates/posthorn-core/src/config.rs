@@ -64,6 +64,41 @@ pub struct TrackingConfig {
     /// Earlier server secrets (hex, as `secret.key` held them): links in
     /// mail signed with them keep working after the secret is replaced.
     pub previous_secrets: Vec<Secret>,
+    /// When an open or click is judged a machine's (`[tracking.machine]`).
+    pub machine: MachineThresholds,
+}
+
+/// The configurable limits of the timing rules. Every field has a default;
+/// unknown fields are refused so that a typo in the config is an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MachineThresholds {
+    /// Hits sooner than this after delivery are machines (default `10s`):
+    /// security gateways fetch while they scan, before anyone can read.
+    pub min_after_delivery: HumanDuration,
+    /// Clicks on different links closer together than this form a burst
+    /// (default `2s`).
+    pub burst_window: HumanDuration,
+    /// A burst covering this many different links is a machine even when
+    /// the message has more (default 3; at least 2 is used).
+    pub burst_links: u32,
+    /// Judge a click with no open before it a machine when open tracking
+    /// was on (default `true`).
+    pub click_without_open: bool,
+    /// Judge a hit without a `User-Agent` a machine (default `true`).
+    pub missing_user_agent: bool,
+}
+
+impl Default for MachineThresholds {
+    fn default() -> Self {
+        Self {
+            min_after_delivery: HumanDuration(10 * SECOND),
+            burst_window: HumanDuration(2 * SECOND),
+            burst_links: 3,
+            click_without_open: true,
+            missing_user_agent: true,
+        }
+    }
 }
 
 impl Default for TrackingConfig {
@@ -75,6 +110,7 @@ impl Default for TrackingConfig {
             ip: crate::net::IpRetention::Full,
             trust_proxy: Vec::new(),
             previous_secrets: Vec::new(),
+            machine: MachineThresholds::default(),
         }
     }
 }

@@ -31,7 +31,6 @@
 //! replayed in; the third click carries the evidence.
 
 use posthorn_core::Millis;
-use posthorn_core::config::HumanDuration;
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 
@@ -88,38 +87,9 @@ pub struct Verdict {
     pub proxy: bool,
 }
 
-/// The configurable limits of the timing rules. Every field has a default;
-/// unknown fields are refused so that a typo in the config is an error.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Thresholds {
-    /// Hits sooner than this after delivery are machines (default `10s`):
-    /// security gateways fetch while they scan, before anyone can read.
-    pub min_after_delivery: HumanDuration,
-    /// Clicks on different links closer together than this form a burst
-    /// (default `2s`).
-    pub burst_window: HumanDuration,
-    /// A burst covering this many different links is a machine even when
-    /// the message has more (default 3; at least 2 is used).
-    pub burst_links: u32,
-    /// Judge a click with no open before it a machine when open tracking
-    /// was on (default `true`).
-    pub click_without_open: bool,
-    /// Judge a hit without a `User-Agent` a machine (default `true`).
-    pub missing_user_agent: bool,
-}
-
-impl Default for Thresholds {
-    fn default() -> Self {
-        Self {
-            min_after_delivery: HumanDuration(10 * posthorn_core::clock::SECOND),
-            burst_window: HumanDuration(2 * posthorn_core::clock::SECOND),
-            burst_links: 3,
-            click_without_open: true,
-            missing_user_agent: true,
-        }
-    }
-}
+/// The configurable limits of the rules; a configuration type, so it lives
+/// with the others in `posthorn-core` (`[tracking.machine]`).
+pub use posthorn_core::config::MachineThresholds as Thresholds;
 
 /// Judges one hit given the delivery's earlier hits (any order; hits after
 /// `hit.at` are ignored, see the module doc).
