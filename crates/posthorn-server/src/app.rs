@@ -34,6 +34,8 @@ pub struct AppState {
     /// Poked after each accepted submission so the delivery workers look at
     /// the queue at once instead of at their next poll.
     pub delivery_wake: Arc<tokio::sync::Notify>,
+    /// Signs and checks tracking links.
+    pub tracking: Arc<crate::tracking::Tracking>,
 }
 
 impl AppState {
@@ -96,6 +98,7 @@ impl App {
         clock: Arc<dyn Clock>,
     ) -> anyhow_like::Result<Self> {
         let secret = load_or_create_secret(&config.server.data_dir)?;
+        let tracking = Arc::new(crate::tracking::Tracking::new(&secret, &config));
         Ok(Self {
             state: AppState {
                 store,
@@ -103,6 +106,7 @@ impl App {
                 clock,
                 metrics: Arc::new(Metrics::default()),
                 delivery_wake: Arc::new(tokio::sync::Notify::new()),
+                tracking,
             },
             verp: VerpSigner::new(&secret),
         })

@@ -18,5 +18,6 @@ pub mod keys;
 pub mod metrics;
 pub mod simulator;
 pub mod submission;
+pub mod tracking;
 
 pub use app::{App, AppState, Bootstrap};

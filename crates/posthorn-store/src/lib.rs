@@ -55,6 +55,7 @@ pub trait Store: Send + Sync + 'static {
     async fn create_tenant(&self, name: &str, now: Millis) -> StoreResult<Tenant>;
     async fn tenant_by_name(&self, name: &str) -> StoreResult<Option<Tenant>>;
     async fn tenant_count(&self) -> StoreResult<u64>;
+    async fn tenant(&self, id: &TenantId) -> StoreResult<Option<Tenant>>;
     /// Changes a tenant's settings; the tenant as it is now.
     async fn update_tenant_settings(
         &self,

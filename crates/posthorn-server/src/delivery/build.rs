@@ -1,23 +1,27 @@
 //! Building the copy of a message that goes to one recipient: one copy per
-//! delivery, so that each can carry its own Message-ID, return path and (in
-//! a later issue) tracking links.
+//! delivery, so that each can carry its own Message-ID, return path,
+//! tracking links and unsubscribe address.
 
+use crate::tracking::TrackedCopy;
 use mail_builder::MessageBuilder;
 use mail_builder::headers::address::Address;
 use mail_builder::headers::raw::Raw;
 use posthorn_core::address::Mailbox;
 use posthorn_store::{DeliveryRecord, MessageRecord};
 
-/// The RFC 5322 bytes of the copy for `delivery`. `id_domain` names the
-/// Message-ID's right-hand side.
+/// The RFC 5322 bytes of the copy for `delivery`, with the bodies and
+/// `List-Unsubscribe` of `copy`. `id_domain` names the Message-ID's
+/// right-hand side.
 pub fn build(
     message: &MessageRecord,
     delivery: &DeliveryRecord,
     id_domain: &str,
+    copy: &TrackedCopy,
 ) -> std::io::Result<Vec<u8>> {
-    // A message that arrived over SMTP goes out as the client built it.
+    // A message that arrived over SMTP goes out as the client built it,
+    // with only the unsubscribe headers added if it has none.
     if let Some(raw) = &message.raw_mime {
-        return Ok(raw.clone());
+        return Ok(with_unsubscribe_headers(raw, &copy.list_unsubscribe));
     }
     let mut builder = MessageBuilder::new()
         .from(mailbox(&message.from_header))
@@ -43,13 +47,40 @@ pub fn build(
             }
         }
     }
-    if let Some(text) = &message.text {
+    builder = builder
+        .header("List-Unsubscribe", Raw::new(copy.list_unsubscribe.clone()))
+        .header(
+            "List-Unsubscribe-Post",
+            Raw::new("List-Unsubscribe=One-Click"),
+        );
+    if let Some(text) = &copy.text {
         builder = builder.text_body(text.clone());
     }
-    if let Some(html) = &message.html {
+    if let Some(html) = &copy.html {
         builder = builder.html_body(html.clone());
     }
     builder.write_to_vec()
+}
+
+/// `raw` with `List-Unsubscribe` (and the one-click `List-Unsubscribe-Post`)
+/// in front, unless its header block already has one.
+fn with_unsubscribe_headers(raw: &[u8], list_unsubscribe: &str) -> Vec<u8> {
+    let header_end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or(raw.len());
+    let has_one = raw[..header_end]
+        .split(|&b| b == b'\n')
+        .any(|line| line.len() >= 17 && line[..17].eq_ignore_ascii_case(b"list-unsubscribe:"));
+    if has_one {
+        return raw.to_vec();
+    }
+    let mut out = format!(
+        "List-Unsubscribe: {list_unsubscribe}\r\nList-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"
+    )
+    .into_bytes();
+    out.extend_from_slice(raw);
+    out
 }
 
 /// A mailbox header value as validated at submission.

@@ -10,6 +10,7 @@ pub mod verp;
 
 use crate::app::AppState;
 use crate::dkim::DkimKeys;
+use crate::tracking::{self, Say};
 use dns::{HostAnswer, MxAnswer, Resolver};
 use outcome::{Attempt, Classification, Classifier};
 use posthorn_core::event::{BounceOrigin, Bounced, EventDetails, Sent};
@@ -327,7 +328,7 @@ impl DeliveryService {
             }
             self.pace(domain).await;
             self.record_sent(&item, &target).await;
-            let message = match self.build(&item) {
+            let message = match self.prepare_copy(&item).await {
                 Ok(m) => m,
                 Err(e) => {
                     let (details, next) =
@@ -510,12 +511,35 @@ impl DeliveryService {
             })
     }
 
-    fn build(&self, item: &ClaimedDelivery) -> std::io::Result<Vec<u8>> {
-        build::build(
-            &item.message,
-            &item.delivery,
-            &self.return_path_domain(item),
-        )
+    /// The copy for one delivery, tracking applied. Its links are kept
+    /// before it leaves, so no click can arrive before its URL is stored.
+    async fn prepare_copy(&self, item: &ClaimedDelivery) -> Result<Vec<u8>, String> {
+        let domain = self.return_path_domain(item);
+        let tenant = match self.state.store.tenant(&item.delivery.tenant_id).await {
+            Ok(Some(t)) => Say {
+                opens: t.track_opens,
+                clicks: t.track_clicks,
+            },
+            Ok(None) => Say::default(),
+            Err(e) => return Err(format!("reading the tenant's settings: {e}")),
+        };
+        let message = Say {
+            opens: item.message.tracking_opens,
+            clicks: item.message.tracking_clicks,
+        };
+        let choice = tracking::choice(&self.state.config, &item.delivery.stream, message, tenant);
+        let copy =
+            self.state
+                .tracking
+                .prepare(&item.message, &item.delivery, choice, &self.verp, &domain);
+        if !copy.links.is_empty() {
+            self.state
+                .store
+                .put_message_links(&item.message.id, copy.links.clone())
+                .await
+                .map_err(|e| format!("keeping the tracked links: {e}"))?;
+        }
+        build::build(&item.message, &item.delivery, &domain, &copy).map_err(|e| e.to_string())
     }
 
     /// The attempt's context: its number, and the lifetime it has (per

@@ -194,6 +194,11 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn tenant(&self, id: &TenantId) -> StoreResult<Option<Tenant>> {
+        let id = id.clone();
+        self.read(move |c| rows::tenant_by_id(c, &id)).await
+    }
+
     async fn update_tenant_settings(
         &self,
         tenant: &TenantId,

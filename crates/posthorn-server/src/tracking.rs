@@ -1,0 +1,224 @@
+//! Tracking at send time: what a copy tracks (message, stream, tenant,
+//! server default, in that order), its bodies rewritten by `posthorn-track`
+//! (click URLs, the open pixel, `{{unsubscribe_url}}`), and its
+//! `List-Unsubscribe` headers (RFC 2369, one-click per RFC 8058).
+
+use crate::delivery::verp::VerpSigner;
+use posthorn_core::DeliveryId;
+use posthorn_core::config::Config;
+use posthorn_store::{DeliveryRecord, MessageRecord};
+use posthorn_track::{Key, RewriteOptions, SignedUrls, TokenKeys, TrackingUrls};
+
+/// The local part of the unsubscribe mailto address, before the token.
+pub const UNSUBSCRIBE_PREFIX: &str = "unsubscribe+";
+
+/// The tracker's keys and base URL.
+pub struct Tracking {
+    pub keys: TokenKeys,
+    pub public_url: String,
+}
+
+/// What one copy tracks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TrackingChoice {
+    pub opens: bool,
+    pub clicks: bool,
+    pub text_links: bool,
+}
+
+/// A copy's bodies and headers with tracking applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrackedCopy {
+    pub html: Option<String>,
+    pub text: Option<String>,
+    /// The original URLs of the tracked links, by index (the same for every
+    /// copy of a message: the rewriting is deterministic).
+    pub links: Vec<String>,
+    /// `List-Unsubscribe` value: the https URL and the mailto address.
+    pub list_unsubscribe: String,
+}
+
+impl Tracking {
+    /// Keys from the server secret (signing) and the configured earlier
+    /// secrets (still accepted). A key's id is derived from its secret, so
+    /// tokens name the secret that signed them.
+    pub fn new(secret: &[u8], config: &Config) -> Self {
+        let previous = config
+            .tracking
+            .previous_secrets
+            .iter()
+            .filter_map(|s| hex::decode(s.0.trim()).ok())
+            .map(|s| key_for(&s))
+            .collect();
+        Self {
+            keys: TokenKeys {
+                signing: key_for(secret),
+                also_accepted: previous,
+            },
+            public_url: config.server.public_url(),
+        }
+    }
+
+    pub fn urls<'a>(&'a self, delivery: &'a DeliveryId) -> SignedUrls<'a> {
+        SignedUrls::new(&self.public_url, &self.keys, delivery)
+    }
+
+    /// The copy of `message` for `delivery` as it leaves. The unsubscribe
+    /// mailto goes to the inbound MX at `mailto_domain`. A part the HTML
+    /// rewriter cannot handle goes untracked rather than not at all.
+    pub fn prepare(
+        &self,
+        message: &MessageRecord,
+        delivery: &DeliveryRecord,
+        choice: TrackingChoice,
+        verp: &VerpSigner,
+        mailto_domain: &str,
+    ) -> TrackedCopy {
+        let urls = self.urls(&delivery.id);
+        let mut links = Vec::new();
+        let mut next = 0;
+        let html = message.html.as_deref().map(|html| {
+            let options = RewriteOptions {
+                track_opens: choice.opens,
+                track_clicks: choice.clicks,
+                first_link_index: 0,
+            };
+            match posthorn_track::rewrite_html(html, &options, &urls) {
+                Ok(rewritten) => {
+                    next = rewritten.next_link_index();
+                    links.extend(rewritten.links);
+                    rewritten.body
+                }
+                Err(e) => {
+                    tracing::warn!(delivery = %delivery.id, error = %e, "HTML sent untracked");
+                    html.to_owned()
+                }
+            }
+        });
+        let text = message.text.as_deref().map(|text| {
+            let options = RewriteOptions {
+                track_opens: false,
+                track_clicks: choice.clicks && choice.text_links,
+                first_link_index: next,
+            };
+            let rewritten = posthorn_track::rewrite_text(text, &options, &urls);
+            links.extend(rewritten.links);
+            rewritten.body
+        });
+        let mailto = format!(
+            "{UNSUBSCRIBE_PREFIX}{}@{mailto_domain}",
+            verp.token(&delivery.id)
+        );
+        TrackedCopy {
+            html,
+            text,
+            links,
+            list_unsubscribe: format!(
+                "<{}>, <mailto:{mailto}?subject=unsubscribe>",
+                urls.unsubscribe_url()
+            ),
+        }
+    }
+}
+
+/// The signing key for a secret: id and key both derived from it.
+fn key_for(secret: &[u8]) -> Key {
+    use sha2::{Digest, Sha256};
+    let id = Sha256::new()
+        .chain_update(b"posthorn-track-key-id")
+        .chain_update(secret)
+        .finalize()[0];
+    Key::derive(id, secret)
+}
+
+/// One party's say on tracking: `None` leaves it to the next.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Say {
+    pub opens: Option<bool>,
+    pub clicks: Option<bool>,
+}
+
+/// What a copy tracks: the message's say first, then its stream's, its
+/// tenant's, and the server's default.
+pub fn choice(config: &Config, stream: &str, message: Say, tenant: Say) -> TrackingChoice {
+    let stream = config.streams.get(stream);
+    TrackingChoice {
+        opens: message
+            .opens
+            .or(stream.and_then(|s| s.track_opens))
+            .or(tenant.opens)
+            .unwrap_or(config.tracking.opens),
+        clicks: message
+            .clicks
+            .or(stream.and_then(|s| s.track_clicks))
+            .or(tenant.clicks)
+            .unwrap_or(config.tracking.clicks),
+        text_links: config.tracking.text_links,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use posthorn_core::config::StreamConfig;
+
+    #[test]
+    fn the_most_specific_choice_wins() {
+        let opens = |config: &Config, message, tenant, stream| {
+            choice(
+                config,
+                stream,
+                Say {
+                    opens: message,
+                    clicks: None,
+                },
+                Say {
+                    opens: tenant,
+                    clicks: None,
+                },
+            )
+            .opens
+        };
+        let mut config = Config::default();
+        config.streams.insert(
+            "news".into(),
+            StreamConfig {
+                track_clicks: Some(false),
+                ..Default::default()
+            },
+        );
+        assert!(opens(&config, None, None, "transactional"));
+        assert!(!opens(&config, None, Some(false), "transactional"));
+        assert!(opens(&config, Some(true), Some(false), "news"));
+        let clicks = choice(
+            &config,
+            "news",
+            Say::default(),
+            Say {
+                opens: None,
+                clicks: Some(true),
+            },
+        );
+        assert!(!clicks.clicks, "the stream's say comes before the tenant's");
+        config.tracking.opens = false;
+        assert!(!opens(&config, None, None, "news"));
+    }
+
+    #[test]
+    fn keys_rotate_through_previous_secrets() {
+        let old = Tracking::new(b"old secret", &Config::default());
+        let delivery = DeliveryId::generate();
+        let token = old.urls(&delivery).open_url();
+        let token = token.rsplit('/').next().unwrap().to_owned();
+
+        let mut config = Config::default();
+        config
+            .tracking
+            .previous_secrets
+            .push(posthorn_core::config::Secret(hex::encode(b"old secret")));
+        let new = Tracking::new(b"new secret", &config);
+        assert!(posthorn_track::verify(&new.keys, &token).is_some());
+        let forgotten = Tracking::new(b"new secret", &Config::default());
+        assert!(posthorn_track::verify(&forgotten.keys, &token).is_none());
+    }
+}
