@@ -710,6 +710,12 @@ static STRONG_TEXT: &[TextRule] = &[
         Reason::Notaccept,
         &[
             "null mx",
+            // A domain that exists but names no mail exchanger.
+            "no mx record",
+            "no mx found",
+            "mx record ... not found",
+            "find a mail exchanger",
+            "find any mail exchanger",
             "domain ... does not accept mail",
             "domain ... doesn't accept mail",
             "domain ... does not receive email",
@@ -859,8 +865,6 @@ static STRONG_TEXT: &[TextRule] = &[
             "find any host",
             "non-existent host",
             "nxdomain",
-            "no mx record",
-            "mx record ... not found",
         ],
     ),
     rule(
@@ -1089,6 +1093,8 @@ static STRONG_TEXT: &[TextRule] = &[
             "cannot send message for",
             "timed out",
             "timeout",
+            // Gmail's words when it gave up connecting after days.
+            "did not accept our requests to connect",
             "could not be delivered for more than",
             "delivery attempts will continue",
         ],
@@ -1111,6 +1117,7 @@ static STRONG_TEXT: &[TextRule] = &[
             "could not connect",
             "unable to connect",
             "lost connection",
+            "network error",
         ],
     ),
     rule(
