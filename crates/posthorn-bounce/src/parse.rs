@@ -279,7 +279,7 @@ fn finish(f: Finding, common: &Common) -> Record {
     // rejected: <why>". When only those words spoke, a specific status
     // code says the why better than "the recipient was refused".
     if class.rule == "text.userunknown.rejected-recipient"
-        && let Some(code) = status_code.filter(|s| s.subject != 0 && s.subject != 1)
+        && let Some(code) = status_code.filter(|s| !matches!(s.subject, 0 | 1 | 4))
     {
         let by_code = classify_reply(reply_code, status_text.as_deref(), "");
         if by_code.reason != Reason::Undefined {
