@@ -11,7 +11,12 @@ use std::time::{Duration, Instant};
 fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
     let mut messages = Vec::new();
-    for set in ["sisimai", "sisimai-crlf", "sisimai-cr", "sisimai-not-bounce"] {
+    for set in [
+        "sisimai",
+        "sisimai-crlf",
+        "sisimai-cr",
+        "sisimai-not-bounce",
+    ] {
         let dir = root.join("corpus").join(set);
         let mut paths: Vec<_> = std::fs::read_dir(&dir)
             .expect("corpus directory")
@@ -44,7 +49,11 @@ fn main() {
     let (reply_passes, reply_time, _) = time_passes(|| {
         replies
             .iter()
-            .map(|(c, s, t)| posthorn_bounce::classify_reply(*c, s.as_deref(), t).rule.len())
+            .map(|(c, s, t)| {
+                posthorn_bounce::classify_reply(*c, s.as_deref(), t)
+                    .rule
+                    .len()
+            })
             .sum::<usize>()
     });
 

@@ -77,7 +77,8 @@ pub fn verp_token(text: &str) -> Option<String> {
     while let Some(offset) = lower.get(search..).and_then(|t| t.find("bounces+")) {
         let at = search + offset;
         search = at + 1;
-        let before_ok = at == 0 || !is_local_char(lower.as_bytes()[at - 1]) || lower.as_bytes()[at - 1] == b'.';
+        let before_ok =
+            at == 0 || !is_local_char(lower.as_bytes()[at - 1]) || lower.as_bytes()[at - 1] == b'.';
         if !before_ok {
             continue;
         }
@@ -100,8 +101,14 @@ mod tests {
 
     #[test]
     fn cleans_common_wrappings() {
-        assert_eq!(clean("rfc822; <Kijitora@Example.JP>").as_deref(), Some("Kijitora@example.jp"));
-        assert_eq!(clean("\"neko@example.com\"...").as_deref(), Some("neko@example.com"));
+        assert_eq!(
+            clean("rfc822; <Kijitora@Example.JP>").as_deref(),
+            Some("Kijitora@example.jp")
+        );
+        assert_eq!(
+            clean("\"neko@example.com\"...").as_deref(),
+            Some("neko@example.com")
+        );
         assert_eq!(clean("mailto:a@b.example.").as_deref(), Some("a@b.example"));
         assert_eq!(clean("no address here"), None);
     }

@@ -36,7 +36,10 @@ pub fn parse(message: &Part) -> Option<Feedback> {
     // complained-about message attached with the recipient in
     // X-HmXmrOriginalRecipient.
     for part in message.walk() {
-        if let Some(child) = part.children.first().filter(|_| part.mime_type.starts_with("message/"))
+        if let Some(child) = part
+            .children
+            .first()
+            .filter(|_| part.mime_type.starts_with("message/"))
             && let Some(recipient) = child.headers.get("X-HmXmrOriginalRecipient")
         {
             return Some(Feedback {
@@ -49,10 +52,13 @@ pub fn parse(message: &Part) -> Option<Feedback> {
         }
     }
     // Some senders put the feedback fields in the body of a plain message.
-    let top_text = message.walk().into_iter().find(|p| p.mime_type == "text/plain")?;
+    let top_text = message
+        .walk()
+        .into_iter()
+        .find(|p| p.mime_type == "text/plain")?;
     if top_text.text.contains("Feedback-Type:") && top_text.text.contains("User-Agent:") {
         let start = top_text.text.find("Feedback-Type:").unwrap_or(0);
-        let (fields, _) = split_headers(top_text.text[start..].as_bytes());
+        let (fields, _) = split_headers(&top_text.text.as_bytes()[start..]);
         return Some(from_fields(&fields, "arf.inline"));
     }
     None

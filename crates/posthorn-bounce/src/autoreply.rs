@@ -12,9 +12,14 @@ pub fn detect(headers: &Headers) -> Option<&'static str> {
     if lower("Auto-Submitted").is_some_and(|v| v.starts_with("auto-replied")) {
         return Some("rfc3834.auto-submitted");
     }
-    if ["X-Autoreply", "X-Autorespond", "X-Autoresponder", "X-Vacation-Reply"]
-        .iter()
-        .any(|name| headers.get(name).is_some())
+    if [
+        "X-Autoreply",
+        "X-Autorespond",
+        "X-Autoresponder",
+        "X-Vacation-Reply",
+    ]
+    .iter()
+    .any(|name| headers.get(name).is_some())
     {
         return Some("autoreply.x-autoreply");
     }

@@ -81,7 +81,8 @@ pub fn parse(text: &str) -> Dsn {
                 dsn.envelope_id.get_or_insert(one_line);
             }
             "reporting-mta" => {
-                dsn.reporting_mta.get_or_insert(strip_type(&one_line).to_string());
+                dsn.reporting_mta
+                    .get_or_insert(strip_type(&one_line).to_string());
             }
             "final-recipient" | "original-recipient" | "x-actual-recipient" => {
                 let address = crate::address::clean(strip_type(&one_line));
@@ -129,8 +130,8 @@ pub fn parse(text: &str) -> Dsn {
                 let r = current.get_or_insert_with(DsnRecipient::default);
                 if r.remote_mta.is_none() {
                     let host = strip_type(&one_line);
-                    r.remote_mta = Some(host.trim_matches(['[', ']']).to_string())
-                        .filter(|h| !h.is_empty());
+                    r.remote_mta =
+                        Some(host.trim_matches(['[', ']']).to_string()).filter(|h| !h.is_empty());
                 }
             }
             "diagnostic-code" => {
@@ -193,7 +194,11 @@ fn fields(text: &str) -> Vec<(String, String, bool)> {
         }
         match field_name(line) {
             Some(name) => {
-                let value = line.split_once(':').map_or("", |(_, v)| v).trim().to_string();
+                let value = line
+                    .split_once(':')
+                    .map_or("", |(_, v)| v)
+                    .trim()
+                    .to_string();
                 out.push((name, value, blank));
                 open = true;
                 blank = false;
@@ -217,12 +222,18 @@ mod tests {
         let dsn = parse(text);
         assert_eq!(dsn.envelope_id.as_deref(), Some("abc"));
         assert_eq!(dsn.recipients.len(), 2);
-        assert_eq!(dsn.recipients[0].final_recipient.as_deref(), Some("a@example.com"));
+        assert_eq!(
+            dsn.recipients[0].final_recipient.as_deref(),
+            Some("a@example.com")
+        );
         assert_eq!(
             dsn.recipients[0].diagnostic.as_deref(),
             Some("550 5.1.1 <a@example.com>:\nuser unknown")
         );
         assert_eq!(dsn.recipients[1].action.as_deref(), Some("delayed"));
-        assert_eq!(dsn.recipients[1].final_recipient.as_deref(), Some("b@example.com"));
+        assert_eq!(
+            dsn.recipients[1].final_recipient.as_deref(),
+            Some("b@example.com")
+        );
     }
 }

@@ -17,9 +17,9 @@ mod enhanced;
 mod formats;
 mod mime;
 pub mod parse;
-mod report;
 pub mod reply;
+mod report;
 
-pub use posthorn_core::status::BounceType;
 pub use parse::{Record, RecordKind, parse};
+pub use posthorn_core::status::BounceType;
 pub use reply::{Reason, ReplyClass, UnknownReason, classify_reply, parse_reply_line};

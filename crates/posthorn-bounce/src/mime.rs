@@ -130,7 +130,9 @@ pub fn split_headers(data: &[u8]) -> (Headers, &[u8]) {
                 continue;
             }
         } else if let Some(colon) = field_name_end(line) {
-            let name = String::from_utf8_lossy(&line[..colon]).trim_end().to_string();
+            let name = String::from_utf8_lossy(&line[..colon])
+                .trim_end()
+                .to_string();
             let value = String::from_utf8_lossy(&line[colon + 1..]).to_string();
             fields.push((name, value));
             pos = next;
@@ -196,44 +198,48 @@ fn parse_entity(data: &[u8], depth: usize, budget: &mut usize, default_type: &st
     if implied.is_some() {
         part.mime_type = "multipart/mixed".into();
     }
-    if part.mime_type.starts_with("multipart/") && nest {
-        if let Some(boundary) = implied
+    if part.mime_type.starts_with("multipart/")
+        && nest
+        && let Some(boundary) = implied
             .as_deref()
             .or_else(|| param(&params, "boundary"))
             .filter(|b| !b.is_empty())
-        {
-            let child_default = if part.mime_type == "multipart/digest" {
-                "message/rfc822"
-            } else {
-                "text/plain"
-            };
-            let (preamble, bodies) = split_multipart(body, boundary.as_bytes());
-            if bodies.is_empty() {
-                // The boundary never appears: read the body as text.
-                part.text = decode_text(body, &encoding, charset);
-                return part;
-            }
-            if !is_boilerplate_preamble(preamble) {
-                part.children.push(Part {
-                    mime_type: "text/plain".into(),
-                    text: decode_text(preamble, "", None),
-                    ..Part::default()
-                });
-            }
-            for child in bodies {
-                if *budget == 0 {
-                    break;
-                }
-                part.children
-                    .push(parse_entity(child, depth + 1, budget, child_default));
-            }
+    {
+        let child_default = if part.mime_type == "multipart/digest" {
+            "message/rfc822"
+        } else {
+            "text/plain"
+        };
+        let (preamble, bodies) = split_multipart(body, boundary.as_bytes());
+        if bodies.is_empty() {
+            // The boundary never appears: read the body as text.
+            part.text = decode_text(body, &encoding, charset);
             return part;
         }
+        if !is_boilerplate_preamble(preamble) {
+            part.children.push(Part {
+                mime_type: "text/plain".into(),
+                text: decode_text(preamble, "", None),
+                ..Part::default()
+            });
+        }
+        for child in bodies {
+            if *budget == 0 {
+                break;
+            }
+            part.children
+                .push(parse_entity(child, depth + 1, budget, child_default));
+        }
+        return part;
     }
     let attached_message = matches!(
         part.mime_type.as_str(),
-        "message/rfc822" | "message/global" | "message/partial" | "text/rfc822-headers"
-            | "message/rfc822-headers" | "text/rfc822-header"
+        "message/rfc822"
+            | "message/global"
+            | "message/partial"
+            | "text/rfc822-headers"
+            | "message/rfc822-headers"
+            | "text/rfc822-header"
     );
     if attached_message && nest {
         let decoded = decode_transfer(body, &encoding);
@@ -272,7 +278,8 @@ fn implied_boundary(body: &[u8]) -> Option<String> {
         .find(|l| l.starts_with("--") && l.len() > 8 && !l.contains(' '))?;
     let boundary = first[2..].trim_end_matches('-');
     let closing = format!("--{boundary}--");
-    (!boundary.is_empty() && text.lines().any(|l| l.trim_end() == closing)).then(|| boundary.to_string())
+    (!boundary.is_empty() && text.lines().any(|l| l.trim_end() == closing))
+        .then(|| boundary.to_string())
 }
 
 /// Some MTAs leave an empty line between the part's headers and the
@@ -306,7 +313,7 @@ fn split_multipart<'a>(body: &'a [u8], boundary: &[u8]) -> (&'a [u8], Vec<&'a [u
             if rest.is_empty() || closing {
                 let before = pos.saturating_sub(1);
                 match start {
-                    None => preamble = &body[..before.max(0).min(pos)],
+                    None => preamble = &body[..before],
                     Some(s) => parts.push(&body[s..before.max(s)]),
                 }
                 if closing {
@@ -401,11 +408,11 @@ fn decode_text(body: &[u8], encoding: &str, charset: Option<&str>) -> String {
 /// UTF-8 if it is, else ISO-2022-JP when it has its escapes, else lossily.
 pub fn decode_charset(bytes: &[u8], charset: Option<&str>) -> String {
     let label = charset.map(str::trim).filter(|c| !c.is_empty());
-    if let Some(encoding) = label.and_then(|l| Encoding::for_label(l.as_bytes())) {
-        if encoding != encoding_rs::UTF_8 || std::str::from_utf8(bytes).is_err() {
-            let (text, _) = encoding.decode_without_bom_handling(bytes);
-            return text.into_owned();
-        }
+    if let Some(encoding) = label.and_then(|l| Encoding::for_label(l.as_bytes()))
+        && (encoding != encoding_rs::UTF_8 || std::str::from_utf8(bytes).is_err())
+    {
+        let (text, _) = encoding.decode_without_bom_handling(bytes);
+        return text.into_owned();
     }
     match std::str::from_utf8(bytes) {
         Ok(text) => text.to_string(),
@@ -473,7 +480,10 @@ pub fn decode_quoted_printable(input: &[u8]) -> Vec<u8> {
             }
             // A soft break followed by trailing spaces before the newline.
             let rest = &input[i + 1..];
-            let blank = rest.iter().take_while(|&&c| c == b' ' || c == b'\t').count();
+            let blank = rest
+                .iter()
+                .take_while(|&&c| c == b' ' || c == b'\t')
+                .count();
             if rest.get(blank) == Some(&b'\n') {
                 i += blank + 2;
                 continue;
@@ -560,7 +570,10 @@ mod tests {
     #[test]
     fn encoded_words() {
         assert_eq!(decode_header("=?utf-8?B?eHB0bw?= <a@b>"), "xpto <a@b>");
-        assert_eq!(decode_header("=?iso-8859-1?Q?Caf=E9_au?= =?utf-8?Q?lait?="), "Café aulait");
+        assert_eq!(
+            decode_header("=?iso-8859-1?Q?Caf=E9_au?= =?utf-8?Q?lait?="),
+            "Café aulait"
+        );
         assert_eq!(
             decode_header("=?ISO-2022-JP?B?GyRCJU8lbSE8GyhC?="),
             "ハロー"

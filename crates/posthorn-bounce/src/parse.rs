@@ -179,9 +179,15 @@ impl Common {
         if delivery_token.is_none()
             && let Some(original) = &report.original
         {
-            let return_path = original.get("Return-Path").and_then(crate::address::verp_token);
-            delivery_token = return_path
-                .or_else(|| original.0.iter().find_map(|(_, v)| crate::address::verp_token(v)));
+            let return_path = original
+                .get("Return-Path")
+                .and_then(crate::address::verp_token);
+            delivery_token = return_path.or_else(|| {
+                original
+                    .0
+                    .iter()
+                    .find_map(|(_, v)| crate::address::verp_token(v))
+            });
         }
         Common {
             original_message_id,
@@ -209,7 +215,11 @@ fn dsn_findings(dsn: &dsn::Dsn, report: &Report) -> Vec<Finding> {
     let mut text_findings: Option<Vec<Finding>> = None;
     let mut out = Vec::new();
     for r in &dsn.recipients {
-        let kind = match r.action.as_deref().map(|a| a.split_whitespace().next().unwrap_or("")) {
+        let kind = match r
+            .action
+            .as_deref()
+            .map(|a| a.split_whitespace().next().unwrap_or(""))
+        {
             Some("delayed") => RecordKind::Delay,
             Some("delivered" | "relayed" | "expanded") => RecordKind::Delivered,
             _ => RecordKind::Bounce,
@@ -217,9 +227,9 @@ fn dsn_findings(dsn: &dsn::Dsn, report: &Report) -> Vec<Finding> {
         let mut diagnostic = r.diagnostic.clone().unwrap_or_default();
         if diagnostic_is_vague(&diagnostic) {
             let text = text_findings.get_or_insert_with(|| formats::read(report));
-            let same = text.iter().find(|f| {
-                f.recipient.is_some() && f.recipient.as_deref() == r.address()
-            });
+            let same = text
+                .iter()
+                .find(|f| f.recipient.is_some() && f.recipient.as_deref() == r.address());
             let only = (text.len() == 1 && dsn.recipients.len() == 1).then(|| &text[0]);
             if let Some(found) = same.or(only) {
                 if !diagnostic.is_empty() {
@@ -293,7 +303,11 @@ fn finish(f: Finding, common: &Common) -> Record {
         _ => {
             // Nothing in the words decided: the format that found the
             // failure is the only explanation there is.
-            let rule = if class.rule == "none" { f.format } else { class.rule };
+            let rule = if class.rule == "none" {
+                f.format
+            } else {
+                class.rule
+            };
             (class.reason, rule)
         }
     };
@@ -304,8 +318,14 @@ fn finish(f: Finding, common: &Common) -> Record {
         }
     }
     let (reason, bounce_type, rule) = match f.kind {
-        RecordKind::Delivered => (Reason::Delivered, BounceType::Undetermined, "dsn.action.delivered"),
-        RecordKind::Delay if reason == Reason::Undefined || reason == Reason::Expired || !reason.is_failure() => {
+        RecordKind::Delivered => (
+            Reason::Delivered,
+            BounceType::Undetermined,
+            "dsn.action.delivered",
+        ),
+        RecordKind::Delay
+            if reason == Reason::Undefined || reason == Reason::Expired || !reason.is_failure() =>
+        {
             (Reason::Expired, BounceType::Soft, "dsn.action.delayed")
         }
         _ => {
@@ -408,7 +428,8 @@ fn context_reason(
     status: Option<EnhancedStatus>,
     command: Option<SmtpCommand>,
 ) -> Option<(Reason, &'static str)> {
-    let from_words = rule.starts_with("text.") || rule.starts_with("code.") || rule.starts_with("format.");
+    let from_words =
+        rule.starts_with("text.") || rule.starts_with("code.") || rule.starts_with("format.");
     // X.1.1 says "bad destination mailbox" whatever the stage.
     let mailbox_code = status.is_some_and(|s| s.subject == 1 && s.detail == 1);
     match command? {
@@ -453,11 +474,19 @@ fn reply_code_in(text: &str) -> Option<u16> {
         if !matches!(digits[0], b'4' | b'5') || !digits.iter().all(u8::is_ascii_digit) {
             return None;
         }
-        let before_ok = at == 0 || matches!(bytes[at - 1], b' ' | b':' | b'\n' | b'(' | b'<' | b'"' | b'=' | b'>' );
+        let before_ok = at == 0
+            || matches!(
+                bytes[at - 1],
+                b' ' | b':' | b'\n' | b'(' | b'<' | b'"' | b'=' | b'>'
+            );
         let after_ok = matches!(bytes.get(at + 3), Some(b' ' | b'-'))
-            && bytes.get(at + 4).is_some_and(|b| b.is_ascii_alphanumeric() || *b == b'<');
+            && bytes
+                .get(at + 4)
+                .is_some_and(|b| b.is_ascii_alphanumeric() || *b == b'<');
         (before_ok && after_ok).then(|| {
-            digits.iter().fold(0u16, |acc, b| acc * 10 + u16::from(b - b'0'))
+            digits
+                .iter()
+                .fold(0u16, |acc, b| acc * 10 + u16::from(b - b'0'))
         })
     })
 }
@@ -465,7 +494,8 @@ fn reply_code_in(text: &str) -> Option<u16> {
 /// One complaint record per recipient the report names (one without a
 /// recipient when it names none and the attached original has no `To`).
 fn complaints(feedback: arf::Feedback, report: &Report, common: &Common) -> Vec<Record> {
-    let mut recipients: Vec<Option<String>> = feedback.recipients.iter().cloned().map(Some).collect();
+    let mut recipients: Vec<Option<String>> =
+        feedback.recipients.iter().cloned().map(Some).collect();
     if recipients.is_empty() {
         let to = report
             .original

@@ -38,11 +38,21 @@ impl<'a> Report<'a> {
         let mut html = Vec::new();
         let mut dsn = Vec::new();
         let mut original: Option<Headers> = None;
-        collect(message, &mut plain, &mut html, &mut dsn, &mut original, true);
+        collect(
+            message,
+            &mut plain,
+            &mut html,
+            &mut dsn,
+            &mut original,
+            true,
+        );
         let mut text = if plain.iter().any(|t| !t.trim().is_empty()) {
             plain.join("\n")
         } else {
-            html.iter().map(|h| strip_html(h)).collect::<Vec<_>>().join("\n")
+            html.iter()
+                .map(|h| strip_html(h))
+                .collect::<Vec<_>>()
+                .join("\n")
         };
         if let Some(cut) = original_marker(&text) {
             if original.is_none() {
@@ -178,7 +188,10 @@ pub fn strip_html(html: &str) -> String {
                 if matches!(name.as_str(), "style" | "script" | "head") {
                     skip_content = !tag.starts_with('/');
                 }
-                if matches!(name.as_str(), "br" | "p" | "div" | "tr" | "li" | "table" | "h1" | "h2" | "h3") {
+                if matches!(
+                    name.as_str(),
+                    "br" | "p" | "div" | "tr" | "li" | "table" | "h1" | "h2" | "h3"
+                ) {
                     out.push('\n');
                 } else if matches!(name.as_str(), "td" | "th") {
                     out.push(' ');

@@ -109,7 +109,10 @@ fn verify_manifest(dir: &Path) {
         let (path, sha) = (cols[0], cols[3]);
         let bytes = std::fs::read(dir.join(path)).unwrap_or_else(|e| panic!("{path}: {e}"));
         let got = hex(&Sha256::digest(&bytes));
-        assert_eq!(got, sha, "{path} differs from MANIFEST.tsv (line ends rewritten?)");
+        assert_eq!(
+            got, sha,
+            "{path} differs from MANIFEST.tsv (line ends rewritten?)"
+        );
         checked += 1;
     }
     assert!(checked > 500, "only {checked} fixtures in MANIFEST.tsv");
@@ -217,9 +220,9 @@ fn corpus_accuracy() {
                 if let Some(want) = line.get("hard_bounce").and_then(Value::as_bool) {
                     let ok = got.is_some_and(|r| {
                         label_rows(line).iter().any(|row| {
-                            row.get("hard_bounce").and_then(Value::as_bool).is_some_and(|h| {
-                                r.hard_bounce() == Some(h)
-                            })
+                            row.get("hard_bounce")
+                                .and_then(Value::as_bool)
+                                .is_some_and(|h| r.hard_bounce() == Some(h))
                         })
                     });
                     total.hard.add(ok);
@@ -261,7 +264,11 @@ fn corpus_accuracy() {
             nb_files += 1;
             let records = parse(&std::fs::read(&path).unwrap());
             if !records.is_empty() {
-                not_bounce_records.push(format!("{}: {}", path.display(), describe(records.first())));
+                not_bounce_records.push(format!(
+                    "{}: {}",
+                    path.display(),
+                    describe(records.first())
+                ));
             }
         }
     }
@@ -293,11 +300,21 @@ fn corpus_accuracy() {
     println!("  reason     {}", total.reason.show());
     println!("  hard/soft  {}", total.hard.show());
     println!("  status     {}", total.status.show());
-    println!("  not-bounce files with records: {}", not_bounce_records.len());
+    println!(
+        "  not-bounce files with records: {}",
+        not_bounce_records.len()
+    );
 
     assert!(files > 500, "only {files} corpus files read");
-    assert!(not_bounce_records.is_empty(), "records from non-bounces: {not_bounce_records:?}");
-    assert!(total.recipient.pct() >= 98.0, "recipient {}", total.recipient.show());
+    assert!(
+        not_bounce_records.is_empty(),
+        "records from non-bounces: {not_bounce_records:?}"
+    );
+    assert!(
+        total.recipient.pct() >= 98.0,
+        "recipient {}",
+        total.recipient.show()
+    );
     assert!(total.hard.pct() >= 97.0, "hard/soft {}", total.hard.show());
     assert!(total.reason.pct() >= 90.0, "reason {}", total.reason.show());
     assert!(total.status.pct() >= 95.0, "status {}", total.status.show());

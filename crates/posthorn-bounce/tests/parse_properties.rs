@@ -74,18 +74,26 @@ thread_local! {
 fn pathological_shapes_stay_fast() {
     let mut deep = String::new();
     for i in 0..2000 {
-        deep.push_str(&format!("Content-Type: multipart/mixed; boundary=\"b{i}\"\n\n--b{i}\n"));
+        deep.push_str(&format!(
+            "Content-Type: multipart/mixed; boundary=\"b{i}\"\n\n--b{i}\n"
+        ));
     }
     let mut storm = String::from("Content-Type: multipart/report; boundary=\"x\"\n\n");
     for _ in 0..20_000 {
         storm.push_str("--x\nContent-Type: message/rfc822\n\n");
     }
-    let long_line = format!("From: MAILER-DAEMON\nSubject: Undelivered\n\n{}", "a@b.example ".repeat(40_000));
+    let long_line = format!(
+        "From: MAILER-DAEMON\nSubject: Undelivered\n\n{}",
+        "a@b.example ".repeat(40_000)
+    );
     let many_fields = format!(
         "From: MAILER-DAEMON\n\n{}",
         "Final-Recipient: rfc822; a@b.example\nAction: failed\n".repeat(5_000)
     );
-    let brackets = format!("From: MAILER-DAEMON\nSubject: failure notice\n\n{}", "<".repeat(100_000));
+    let brackets = format!(
+        "From: MAILER-DAEMON\nSubject: failure notice\n\n{}",
+        "<".repeat(100_000)
+    );
     for input in [deep, storm, long_line, many_fields, brackets] {
         let start = Instant::now();
         let _ = parse(input.as_bytes());

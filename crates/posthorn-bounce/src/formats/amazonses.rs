@@ -47,9 +47,12 @@ pub fn read(text: &str) -> Vec<Event> {
                         .map(str::trim)
                         .unwrap_or(&diagnostic)
                         .to_string();
-                    let mut f = Finding::new("format.amazonses", str_of(r, "emailAddress"), diagnostic);
+                    let mut f =
+                        Finding::new("format.amazonses", str_of(r, "emailAddress"), diagnostic);
                     f.status = str_of(r, "status");
-                    if str_of(r, "action").as_deref() == Some("delayed") || transient && f.status.as_deref().is_some_and(|s| s.starts_with('4')) {
+                    if str_of(r, "action").as_deref() == Some("delayed")
+                        || transient && f.status.as_deref().is_some_and(|s| s.starts_with('4'))
+                    {
                         f.kind = RecordKind::Delay;
                     }
                     Event::Finding(f)
@@ -58,7 +61,8 @@ pub fn read(text: &str) -> Vec<Event> {
         }
         "Complaint" => {
             let complaint = note.get("complaint").cloned().unwrap_or(Value::Null);
-            let feedback_type = str_of(&complaint, "complaintFeedbackType").or(Some("abuse".into()));
+            let feedback_type =
+                str_of(&complaint, "complaintFeedbackType").or(Some("abuse".into()));
             let user_agent = str_of(&complaint, "userAgent");
             recipients(&complaint, "complainedRecipients")
                 .map(|r| Event::Complaint {
@@ -78,7 +82,8 @@ pub fn read(text: &str) -> Vec<Event> {
                 .flatten()
                 .filter_map(Value::as_str)
                 .map(|r| {
-                    let mut f = Finding::new("format.amazonses", Some(r.to_string()), response.clone());
+                    let mut f =
+                        Finding::new("format.amazonses", Some(r.to_string()), response.clone());
                     f.kind = RecordKind::Delivered;
                     Event::Finding(f)
                 })
@@ -98,7 +103,9 @@ fn recipients<'a>(v: &'a Value, name: &str) -> impl Iterator<Item = &'a Value> {
 fn json_in(text: &str) -> Option<Value> {
     let start = text.find('{')?;
     let end = text.rfind('}')?;
-    if end <= start || !text[start..end].contains("notificationType") && !text[start..end].contains("eventType") {
+    if end <= start
+        || !text[start..end].contains("notificationType") && !text[start..end].contains("eventType")
+    {
         return None;
     }
     let body = text[start..=end].replace("!\n ", "");

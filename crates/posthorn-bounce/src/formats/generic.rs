@@ -47,10 +47,11 @@ pub fn read_as(report: &Report, format: &'static str) -> Vec<Finding> {
         let mut block = vec![rest.as_str()];
         block.extend(lines[i + 1..end].iter().copied());
         let diagnostic = trim_block(&block);
-        if let Some(existing) = findings
-            .iter_mut()
-            .find(|f| f.recipient.as_deref().is_some_and(|r| r.eq_ignore_ascii_case(addr)))
-        {
+        if let Some(existing) = findings.iter_mut().find(|f| {
+            f.recipient
+                .as_deref()
+                .is_some_and(|r| r.eq_ignore_ascii_case(addr))
+        }) {
             if !diagnostic.is_empty() && existing.diagnostic.len() < MAX_DIAGNOSTIC {
                 existing.diagnostic.push('\n');
                 existing.diagnostic.push_str(&diagnostic);
@@ -109,7 +110,9 @@ fn bracketed_addresses(lines: &[&str], excluded: &[String]) -> Vec<(usize, Strin
         let mut search = 0;
         while let Some(open) = line.get(search..).and_then(|l| l.find('<')) {
             let start = search + open + 1;
-            let Some(close) = line[start..].find('>') else { break };
+            let Some(close) = line[start..].find('>') else {
+                break;
+            };
             let inner = &line[start..start + close];
             search = start + close + 1;
             if !inner.contains('@') || inner.contains(char::is_whitespace) {
@@ -118,7 +121,9 @@ fn bracketed_addresses(lines: &[&str], excluded: &[String]) -> Vec<(usize, Strin
             if let Some(addr) = address::clean(inner)
                 && !excluded.iter().any(|e| e.eq_ignore_ascii_case(&addr))
                 && !is_role(&addr)
-                && !out.iter().any(|(_, a, _): &(usize, String, String)| *a == addr)
+                && !out
+                    .iter()
+                    .any(|(_, a, _): &(usize, String, String)| *a == addr)
             {
                 out.push((i, addr, line[search..].trim().to_string()));
             }
@@ -197,7 +202,11 @@ fn strip_reply_code(line: &str) -> &str {
     let rest = line[4..].trim_start();
     let token_end = rest.find(' ').unwrap_or(rest.len());
     let token = &rest[..token_end];
-    if token.split('.').count() == 3 && token.split('.').all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())) {
+    if token.split('.').count() == 3
+        && token
+            .split('.')
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+    {
         rest[token_end..].trim_start()
     } else {
         rest
@@ -227,7 +236,15 @@ const RECIPIENT_LABELS: &[&str] = &[
 /// the postmaster-like role addresses MTAs sign with.
 fn excluded_addresses(report: &Report) -> Vec<String> {
     let mut out = Vec::new();
-    for name in ["From", "To", "Return-Path", "Reply-To", "Sender", "Delivered-To", "X-Original-To"] {
+    for name in [
+        "From",
+        "To",
+        "Return-Path",
+        "Reply-To",
+        "Sender",
+        "Delivered-To",
+        "X-Original-To",
+    ] {
         if let Some(v) = report.header(name) {
             out.extend(address::find_all(v));
         }
@@ -241,7 +258,10 @@ fn excluded_addresses(report: &Report) -> Vec<String> {
     }
     // A message sent to oneself: the recipient is also the sender.
     if let Some(original) = &report.original {
-        let to = original.get("To").map(address::find_all).unwrap_or_default();
+        let to = original
+            .get("To")
+            .map(address::find_all)
+            .unwrap_or_default();
         out.retain(|a| !to.contains(a));
     }
     out
@@ -281,5 +301,8 @@ fn fallback_recipients(report: &Report, excluded: &[String]) -> Vec<String> {
 
 fn is_role(address: &str) -> bool {
     let local = address.split('@').next().unwrap_or("").to_ascii_lowercase();
-    matches!(local.as_str(), "postmaster" | "mailer-daemon" | "abuse" | "root" | "hostmaster")
+    matches!(
+        local.as_str(),
+        "postmaster" | "mailer-daemon" | "abuse" | "root" | "hostmaster"
+    )
 }

@@ -20,7 +20,11 @@ pub fn read(report: &Report) -> Vec<Finding> {
         .get_all("X-Failed-Recipients")
         .flat_map(address::find_all)
         .map(|recipient| {
-            let mut f = Finding::new("format.googlegroups", Some(recipient), report.text.trim().to_string());
+            let mut f = Finding::new(
+                "format.googlegroups",
+                Some(recipient),
+                report.text.trim().to_string(),
+            );
             f.hint = Some((Reason::Rejected, "format.googlegroups"));
             f.force = true;
             f

@@ -12,8 +12,8 @@ pub mod generic;
 pub mod googlegroups;
 
 use crate::parse::RecordKind;
-use crate::report::Report;
 use crate::reply::Reason;
+use crate::report::Report;
 
 /// One recipient's failure as a text tells it.
 #[derive(Debug, Clone)]
@@ -73,7 +73,10 @@ pub fn looks_like_bounce(report: &Report) -> bool {
     if report.header("X-Failed-Recipients").is_some() {
         return true;
     }
-    let ct = report.header("Content-Type").unwrap_or("").to_ascii_lowercase();
+    let ct = report
+        .header("Content-Type")
+        .unwrap_or("")
+        .to_ascii_lowercase();
     if ct.contains("multipart/report") {
         return true;
     }
@@ -176,9 +179,16 @@ const BOUNCE_SENTENCES: &[&str] = &[
 /// a final failure).
 pub fn says_delayed(report: &Report) -> bool {
     let subject = report.subject.to_lowercase();
-    if ["delayed", "delay)", "(delay", "warning: could not send", "still not delivered", "not yet delivered"]
-        .iter()
-        .any(|s| subject.contains(s))
+    if [
+        "delayed",
+        "delay)",
+        "(delay",
+        "warning: could not send",
+        "still not delivered",
+        "not yet delivered",
+    ]
+    .iter()
+    .any(|s| subject.contains(s))
     {
         return true;
     }
