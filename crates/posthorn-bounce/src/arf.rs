@@ -58,7 +58,7 @@ pub fn parse(message: &Part) -> Option<Feedback> {
         .find(|p| p.mime_type == "text/plain")?;
     if top_text.text.contains("Feedback-Type:") && top_text.text.contains("User-Agent:") {
         let start = top_text.text.find("Feedback-Type:").unwrap_or(0);
-        let (fields, _) = split_headers(top_text.text[start..].as_bytes());
+        let (fields, _) = split_headers(&top_text.text.as_bytes()[start..]);
         return Some(from_fields(&fields, "arf.inline"));
     }
     None

@@ -7,6 +7,10 @@
 //! several lines. A new recipient starts whenever a recipient field comes
 //! after the current recipient already has one.
 
+/// More recipients than this in one report are ignored: real reports
+/// name a few, and each costs work later.
+pub const MAX_RECIPIENTS: usize = 500;
+
 /// The per-recipient fields of a delivery status report.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct DsnRecipient {
@@ -94,6 +98,9 @@ pub fn parse(text: &str) -> Dsn {
                 } || after_blank && has_recipient;
                 if starts_new {
                     dsn.recipients.extend(current.take());
+                    if dsn.recipients.len() >= MAX_RECIPIENTS {
+                        break;
+                    }
                 }
                 let r = current.get_or_insert_with(DsnRecipient::default);
                 match name.as_str() {

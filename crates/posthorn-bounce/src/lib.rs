@@ -1,8 +1,16 @@
 //! Posthorn's bounce rules, pure: what a remote server's answer means for a
-//! delivery. Today this is the classification of one SMTP reply (reply code +
-//! enhanced status code + text -> hard/soft/undetermined, a reason and the id
-//! of the rule that decided, see [`reply`]); DSN (RFC 3464), ARF (RFC 5965)
-//! and auto-reply parsing belong here too.
+//! delivery. The classification of one SMTP reply (reply code + enhanced
+//! status code + text -> hard/soft/undetermined, a reason and the id of the
+//! rule that decided, see [`reply`]), and the reading of returned mail into
+//! records ([`parse`]): DSNs (RFC 3464) and the home-made texts of real MTAs
+//! (`formats/`), complaints (ARF, RFC 5965; Amazon SES and Microsoft JMRP
+//! notifications) and auto-replies (RFC 3834).
+//!
+//! Map of `parse`: `mime.rs` (bytes -> part tree, decoded text),
+//! `report.rs` (the report's own text, delivery-status text, the original's
+//! headers), `dsn.rs`, `arf.rs`, `autoreply.rs`, `formats/` (one reader per
+//! format, `generic.rs` last), `parse.rs` (order of readers, classification
+//! of each finding, SMTP-stage context rules).
 //!
 //! Bytes and strings in, values out. Nothing here does I/O, is async, reads
 //! the clock or keeps state, and nothing may panic on any input: the SMTP

@@ -198,39 +198,39 @@ fn parse_entity(data: &[u8], depth: usize, budget: &mut usize, default_type: &st
     if implied.is_some() {
         part.mime_type = "multipart/mixed".into();
     }
-    if part.mime_type.starts_with("multipart/") && nest {
-        if let Some(boundary) = implied
+    if part.mime_type.starts_with("multipart/")
+        && nest
+        && let Some(boundary) = implied
             .as_deref()
             .or_else(|| param(&params, "boundary"))
             .filter(|b| !b.is_empty())
-        {
-            let child_default = if part.mime_type == "multipart/digest" {
-                "message/rfc822"
-            } else {
-                "text/plain"
-            };
-            let (preamble, bodies) = split_multipart(body, boundary.as_bytes());
-            if bodies.is_empty() {
-                // The boundary never appears: read the body as text.
-                part.text = decode_text(body, &encoding, charset);
-                return part;
-            }
-            if !is_boilerplate_preamble(preamble) {
-                part.children.push(Part {
-                    mime_type: "text/plain".into(),
-                    text: decode_text(preamble, "", None),
-                    ..Part::default()
-                });
-            }
-            for child in bodies {
-                if *budget == 0 {
-                    break;
-                }
-                part.children
-                    .push(parse_entity(child, depth + 1, budget, child_default));
-            }
+    {
+        let child_default = if part.mime_type == "multipart/digest" {
+            "message/rfc822"
+        } else {
+            "text/plain"
+        };
+        let (preamble, bodies) = split_multipart(body, boundary.as_bytes());
+        if bodies.is_empty() {
+            // The boundary never appears: read the body as text.
+            part.text = decode_text(body, &encoding, charset);
             return part;
         }
+        if !is_boilerplate_preamble(preamble) {
+            part.children.push(Part {
+                mime_type: "text/plain".into(),
+                text: decode_text(preamble, "", None),
+                ..Part::default()
+            });
+        }
+        for child in bodies {
+            if *budget == 0 {
+                break;
+            }
+            part.children
+                .push(parse_entity(child, depth + 1, budget, child_default));
+        }
+        return part;
     }
     let attached_message = matches!(
         part.mime_type.as_str(),
@@ -313,7 +313,7 @@ fn split_multipart<'a>(body: &'a [u8], boundary: &[u8]) -> (&'a [u8], Vec<&'a [u
             if rest.is_empty() || closing {
                 let before = pos.saturating_sub(1);
                 match start {
-                    None => preamble = &body[..before.max(0).min(pos)],
+                    None => preamble = &body[..before],
                     Some(s) => parts.push(&body[s..before.max(s)]),
                 }
                 if closing {
@@ -408,11 +408,11 @@ fn decode_text(body: &[u8], encoding: &str, charset: Option<&str>) -> String {
 /// UTF-8 if it is, else ISO-2022-JP when it has its escapes, else lossily.
 pub fn decode_charset(bytes: &[u8], charset: Option<&str>) -> String {
     let label = charset.map(str::trim).filter(|c| !c.is_empty());
-    if let Some(encoding) = label.and_then(|l| Encoding::for_label(l.as_bytes())) {
-        if encoding != encoding_rs::UTF_8 || std::str::from_utf8(bytes).is_err() {
-            let (text, _) = encoding.decode_without_bom_handling(bytes);
-            return text.into_owned();
-        }
+    if let Some(encoding) = label.and_then(|l| Encoding::for_label(l.as_bytes()))
+        && (encoding != encoding_rs::UTF_8 || std::str::from_utf8(bytes).is_err())
+    {
+        let (text, _) = encoding.decode_without_bom_handling(bytes);
+        return text.into_owned();
     }
     match std::str::from_utf8(bytes) {
         Ok(text) => text.to_string(),

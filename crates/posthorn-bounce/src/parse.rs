@@ -271,7 +271,7 @@ fn finish(f: Finding, common: &Common) -> Record {
     let diagnostic = mime::collapse_whitespace(&f.diagnostic);
     // The words without the codes of continuation lines ("552-5.7.0 ...
     // potential\n552-5.7.0 security issue" reads "potential security issue").
-    let (_, _, words) = crate::reply::parse_reply_line(&f.diagnostic);
+    let (_, _, words) = crate::reply::parse_reply_line(&split_continuations(&f.diagnostic));
     let reply_code = f.reply_code.or_else(|| reply_code_in(&f.diagnostic));
     let diag_status = EnhancedStatus::find_in(&diagnostic).map(|(s, _)| s);
     let given = f.status.as_deref().and_then(EnhancedStatus::parse);
@@ -283,11 +283,20 @@ fn finish(f: Finding, common: &Common) -> Record {
         (Some(g), _) => Some(g),
         (None, d) => d,
     };
-    let class = classify_reply(
-        reply_code,
-        status_code.map(|s| s.to_string()).as_deref(),
-        &words,
-    );
+    let status_text = status_code.map(|s| s.to_string());
+    let mut class = classify_reply(reply_code, status_text.as_deref(), &words);
+    // Postfix writes every RCPT restriction as "Recipient address
+    // rejected: <why>". When only those words spoke, a specific status
+    // code says the why better than "the recipient was refused".
+    if class.rule == "text.userunknown.rejected-recipient"
+        && let Some(code) = status_code.filter(|s| !matches!(s.subject, 0 | 1 | 4))
+    {
+        let by_code = classify_reply(reply_code, status_text.as_deref(), "");
+        if by_code.reason != Reason::Undefined {
+            class = by_code;
+        }
+        let _ = code;
+    }
     let status = status_code.map(|s| s.to_string()).or(class.status.clone());
     let (mut reason, mut rule) = match f.hint {
         Some(hint) if f.force || class.reason == Reason::Undefined => hint,
@@ -348,6 +357,25 @@ fn finish(f: Finding, common: &Common) -> Record {
     }
 }
 
+/// Puts the continuation lines of a multi-line reply that an MTA wrote on
+/// one line ("552-5.7.0 blocked because ... potential 552-5.7.0 security
+/// issue") back on lines of their own, so their codes can be taken off.
+fn split_continuations(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 8);
+    for (i, word) in text.split(' ').enumerate() {
+        let b = word.as_bytes();
+        let continuation = b.len() >= 4
+            && matches!(b[0], b'2' | b'4' | b'5')
+            && b[1..3].iter().all(u8::is_ascii_digit)
+            && b[3] == b'-';
+        if i > 0 {
+            out.push(if continuation { '\n' } else { ' ' });
+        }
+        out.push_str(word);
+    }
+    out
+}
+
 /// The SMTP command a failure answered, as the text names it last
 /// ("after end of data", "in reply to RCPT TO command", ">>> DATA").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -404,15 +432,6 @@ fn context_reason(
         rule.starts_with("text.") || rule.starts_with("code.") || rule.starts_with("format.");
     // X.1.1 says "bad destination mailbox" whatever the stage.
     let mailbox_code = status.is_some_and(|s| s.subject == 1 && s.detail == 1);
-    if reason == Reason::Userunknown
-        && from_words
-        && !mailbox_code
-        && status.is_some_and(|s| s.subject == 2 && s.detail == 1)
-    {
-        // X.2.1, "mailbox disabled, not accepting messages": the words say
-        // unknown, the code says the mailbox refuses.
-        return Some((Reason::Filtered, "context.filtered.mailbox-disabled-code"));
-    }
     match command? {
         SmtpCommand::Data if reason == Reason::Userunknown && from_words && !mailbox_code => {
             Some((Reason::Filtered, "context.filtered.after-data"))

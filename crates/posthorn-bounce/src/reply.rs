@@ -489,11 +489,40 @@ const fn rule(id: &'static str, reason: Reason, phrases: &'static [&'static str]
 }
 
 fn first_match<'a>(rules: &'a [TextRule], text: &str) -> Option<&'a TextRule> {
+    let bigrams = Bigrams::of(text);
     rules.iter().find(|rule| {
         rule.phrases
             .iter()
-            .any(|phrase| contains_phrase(text, phrase))
+            .any(|phrase| bigrams.may_contain(phrase) && contains_phrase(text, phrase))
     })
+}
+
+/// Which byte pairs occur in a text: a phrase none of whose parts' first
+/// two bytes occur cannot match, and most phrases of the tables are ruled
+/// out this way in constant time instead of a substring search each.
+struct Bigrams(Box<[u64; 1024]>);
+
+impl Bigrams {
+    fn of(text: &str) -> Self {
+        let mut bits = Box::new([0u64; 1024]);
+        for pair in text.as_bytes().windows(2) {
+            let i = (usize::from(pair[0]) << 8) | usize::from(pair[1]);
+            bits[i / 64] |= 1 << (i % 64);
+        }
+        Bigrams(bits)
+    }
+
+    fn has(&self, a: u8, b: u8) -> bool {
+        let i = (usize::from(a) << 8) | usize::from(b);
+        self.0[i / 64] & (1 << (i % 64)) != 0
+    }
+
+    fn may_contain(&self, phrase: &str) -> bool {
+        phrase.split(" ... ").all(|part| match part.as_bytes() {
+            [a, b, ..] => self.has(*a, *b),
+            _ => true,
+        })
+    }
 }
 
 /// How far apart (in bytes) the parts of an `"a ... b"` phrase may be: a few
@@ -502,28 +531,45 @@ fn first_match<'a>(rules: &'a [TextRule], text: &str) -> Option<&'a TextRule> {
 const MAX_GAP: usize = 40;
 
 fn contains_phrase(text: &str, phrase: &str) -> bool {
-    let parts: Vec<&str> = phrase.split(" ... ").collect();
-    parts_match(text, &parts, 0, None)
+    parts_match(text, phrase, 0, None)
 }
 
-/// Whether `parts[0]` occurs in `text` at or after `from` (no further than
-/// `within` bytes from it, when given) at a word start, followed by the
-/// remaining parts in the same way.
-fn parts_match(text: &str, parts: &[&str], from: usize, within: Option<usize>) -> bool {
-    let Some((first, rest)) = parts.split_first() else {
-        return true;
+/// Whether the first part of `phrase` (up to ` ... `) occurs in `text` at
+/// or after `from` (no further than `within` bytes from it, when given) at
+/// a word start, followed by the remaining parts in the same way. Only the
+/// allowed window is searched, so a long text costs linear time.
+fn parts_match(text: &str, phrase: &str, from: usize, within: Option<usize>) -> bool {
+    let (first, rest) = match phrase.split_once(" ... ") {
+        Some((first, rest)) => (first, Some(rest)),
+        None => (phrase, None),
     };
     if first.is_empty() {
         return false;
     }
+    let mut window_end =
+        within.map_or(text.len(), |gap| (from + gap + first.len()).min(text.len()));
+    while !text.is_char_boundary(window_end) {
+        window_end += 1;
+    }
+    // `contains` has a fast path for short needles that `find` lacks, and
+    // most phrases do not occur at all: ask it first.
+    if !text
+        .get(from..window_end)
+        .is_some_and(|t| t.contains(first))
+    {
+        return false;
+    }
     let mut search_from = from;
-    while let Some(offset) = text.get(search_from..).and_then(|t| t.find(first)) {
+    while let Some(offset) = text
+        .get(search_from..window_end)
+        .and_then(|t| t.find(first))
+    {
         let at = search_from + offset;
-        if within.is_some_and(|gap| at > from + gap) {
-            return false;
-        }
-        if starts_word(text, at, first) && parts_match(text, rest, at + first.len(), Some(MAX_GAP))
-        {
+        let rest_ok = match rest {
+            None => true,
+            Some(rest) => parts_match(text, rest, at + first.len(), Some(MAX_GAP)),
+        };
+        if starts_word(text, at, first) && rest_ok {
             return true;
         }
         // Step one character on, so overlapping occurrences are tried too.
@@ -710,6 +756,12 @@ static STRONG_TEXT: &[TextRule] = &[
         Reason::Notaccept,
         &[
             "null mx",
+            // A domain that exists but names no mail exchanger.
+            "no mx record",
+            "no mx found",
+            "mx record ... not found",
+            "find a mail exchanger",
+            "find any mail exchanger",
             "domain ... does not accept mail",
             "domain ... doesn't accept mail",
             "domain ... does not receive email",
@@ -859,8 +911,6 @@ static STRONG_TEXT: &[TextRule] = &[
             "find any host",
             "non-existent host",
             "nxdomain",
-            "no mx record",
-            "mx record ... not found",
         ],
     ),
     rule(
@@ -1089,6 +1139,8 @@ static STRONG_TEXT: &[TextRule] = &[
             "cannot send message for",
             "timed out",
             "timeout",
+            // Gmail's words when it gave up connecting after days.
+            "did not accept our requests to connect",
             "could not be delivered for more than",
             "delivery attempts will continue",
         ],
@@ -1111,6 +1163,7 @@ static STRONG_TEXT: &[TextRule] = &[
             "could not connect",
             "unable to connect",
             "lost connection",
+            "network error",
         ],
     ),
     rule(

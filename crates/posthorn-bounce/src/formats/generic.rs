@@ -8,6 +8,11 @@ use super::Finding;
 use crate::address;
 use crate::report::Report;
 
+/// At most this many recipients, and this many bytes of diagnostic for
+/// one: enough for any real report, and it keeps hostile input linear.
+const MAX_RECIPIENTS: usize = 500;
+const MAX_DIAGNOSTIC: usize = 8 * 1024;
+
 /// How many lines after an address line still belong to it.
 const MAX_BLOCK_LINES: usize = 12;
 
@@ -25,6 +30,9 @@ pub fn read_as(report: &Report, format: &'static str) -> Vec<Finding> {
             && !excluded.iter().any(|e| e.eq_ignore_ascii_case(&addr))
         {
             starts.push((i, addr, rest));
+            if starts.len() >= MAX_RECIPIENTS * 4 {
+                break;
+            }
         }
     }
     if starts.is_empty() {
@@ -44,18 +52,20 @@ pub fn read_as(report: &Report, format: &'static str) -> Vec<Finding> {
                 .as_deref()
                 .is_some_and(|r| r.eq_ignore_ascii_case(addr))
         }) {
-            if !diagnostic.is_empty() {
+            if !diagnostic.is_empty() && existing.diagnostic.len() < MAX_DIAGNOSTIC {
                 existing.diagnostic.push('\n');
                 existing.diagnostic.push_str(&diagnostic);
             }
             continue;
         }
-        findings.push(Finding::new(format, Some(addr.clone()), diagnostic));
+        if findings.len() < MAX_RECIPIENTS {
+            findings.push(Finding::new(format, Some(addr.clone()), diagnostic));
+        }
     }
     if !findings.is_empty() {
         // An address line with nothing after it ("The following address
         // failed:\n  a@b\n\n") leaves the reason to the text around it.
-        let whole = report.text.trim().to_string();
+        let whole = truncate(report.text.trim(), MAX_DIAGNOSTIC).to_string();
         for f in &mut findings {
             if f.diagnostic.trim().is_empty() {
                 f.diagnostic = whole.clone();
@@ -64,7 +74,7 @@ pub fn read_as(report: &Report, format: &'static str) -> Vec<Finding> {
         return findings;
     }
     let recipients = fallback_recipients(report, &excluded);
-    let whole = report.text.trim().to_string();
+    let whole = truncate(report.text.trim(), MAX_DIAGNOSTIC).to_string();
     if recipients.is_empty() {
         return if whole.is_empty() {
             Vec::new()
@@ -74,8 +84,21 @@ pub fn read_as(report: &Report, format: &'static str) -> Vec<Finding> {
     }
     recipients
         .into_iter()
+        .take(MAX_RECIPIENTS)
         .map(|r| Finding::new(format, Some(r), whole.clone()))
         .collect()
+}
+
+/// At most `max` bytes of `text`, cut at a character boundary.
+fn truncate(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
 /// Addresses in angle brackets inside sentences ("There was an error
