@@ -68,17 +68,8 @@ impl Writer {
 }
 
 fn run(conn: Connection, mut rx: mpsc::Receiver<Job>, max_batch: usize, counters: &WriterCounters) {
-    let mut batch: Vec<Job> = Vec::with_capacity(max_batch);
     while let Some(first) = rx.blocking_recv() {
-        batch.push(first);
-        while batch.len() < max_batch {
-            match rx.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
-        }
-        let size = batch.len() as u64;
-        let (commit, completions) = commit_batch(&conn, batch.drain(..));
+        let (size, commit, completions) = commit_batch(&conn, first, &mut rx, max_batch);
         // Count before answering, so a caller never sees stats without its write.
         if commit.is_ok() {
             counters.batches.fetch_add(1, Ordering::Relaxed);
@@ -90,16 +81,25 @@ fn run(conn: Connection, mut rx: mpsc::Receiver<Job>, max_batch: usize, counters
     }
 }
 
+/// Runs `first` and then every job that is waiting, or arrives while the
+/// batch runs, up to `max_batch`, in one transaction. Jobs that arrive while
+/// earlier ones execute join the batch instead of waiting for its commit:
+/// the commit (and its fsync) comes once the channel is empty, so the batch
+/// grows to the number of callers in flight. Returns the batch size, the
+/// commit's result and the callers to answer with it.
 fn commit_batch(
     conn: &Connection,
-    jobs: impl Iterator<Item = Job>,
-) -> (StoreResult<()>, Vec<Completion>) {
-    let mut completions = Vec::new();
+    first: Job,
+    rx: &mut mpsc::Receiver<Job>,
+    max_batch: usize,
+) -> (u64, StoreResult<()>, Vec<Completion>) {
+    let mut completions = Vec::with_capacity(max_batch.min(1024));
     if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
-        // The jobs never ran; dropping them answers their callers with
+        // The job never ran; dropping it answers its caller with
         // `StoreError::Closed`, and nothing was written.
         tracing::error!(error = %e, "could not begin a write transaction");
-        return (Err(StoreError::from(e)), completions);
+        drop(first);
+        return (0, Err(StoreError::from(e)), completions);
     }
     // Cached statements: these run twice per write, parsing them each time
     // would be measurable.
@@ -107,7 +107,8 @@ fn commit_batch(
         conn.prepare_cached(sql)
             .and_then(|mut s| s.execute([]).map(|_| ()))
     };
-    for job in jobs {
+    let mut next = Some(first);
+    while let Some(job) = next.take() {
         let savepoint = run("SAVEPOINT job");
         let (ok, complete) = job(conn);
         let end = if ok && savepoint.is_ok() {
@@ -119,10 +120,13 @@ fn commit_batch(
             tracing::error!(error = %e, "closing a savepoint failed");
         }
         completions.push(complete);
+        if completions.len() < max_batch {
+            next = rx.try_recv().ok();
+        }
     }
     let commit = conn.execute_batch("COMMIT").map_err(StoreError::from);
     if commit.is_err() {
         let _ = conn.execute_batch("ROLLBACK");
     }
-    (commit, completions)
+    (completions.len() as u64, commit, completions)
 }
