@@ -40,3 +40,61 @@ async fn committed_writes_survive_reopening() {
         "migrations ran once"
     );
 }
+
+/// Under writes that never pause, the write-ahead log is started over from
+/// time to time instead of growing for as long as the load lasts (a
+/// passive checkpoint alone never catches up with a busy writer, and SQLite
+/// only restarts a fully checkpointed log).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_stays_bounded_under_sustained_writes() {
+    use posthorn_core::event::{Engagement, EventDetails};
+    use posthorn_core::{EventId, EventSource};
+    use std::sync::Arc;
+    let (store, dir) = fresh();
+    let store = Arc::new(store);
+    let tenant = store.create_tenant("acme", 1).await.unwrap();
+    let to: Vec<String> = (0..64).map(|i| format!("r{i}@example.com")).collect();
+    let to: Vec<&str> = to.iter().map(String::as_str).collect();
+    let posthorn_store::AcceptOutcome::Accepted(receipt) = store
+        .accept_message(posthorn_store::conformance::message(&tenant.id, &to))
+        .await
+        .unwrap()
+    else {
+        panic!("not accepted")
+    };
+    let wal = dir.path().join("posthorn.db-wal");
+    let mut largest = 0u64;
+    let mut written = 0u64;
+    // Rounds of 64 concurrent writers until well past what the restart
+    // threshold (8 MiB) and a checkpoint interval's worth of writes need.
+    while written < 120 * 1024 * 1024 / 4096 {
+        let mut tasks = Vec::new();
+        for d in &receipt.deliveries {
+            let (store, tenant, delivery) = (store.clone(), tenant.id.clone(), d.id.clone());
+            tasks.push(tokio::spawn(async move {
+                for _ in 0..8 {
+                    let event = posthorn_store::NewEvent {
+                        id: EventId::generate(),
+                        delivery_id: delivery.clone(),
+                        occurred_at: 2,
+                        recorded_at: 2,
+                        source: EventSource::Tracker,
+                        details: EventDetails::Opened(Engagement::default()),
+                        external_id: None,
+                    };
+                    store.record_event(&tenant, event).await.unwrap();
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        written += 64 * 8;
+        largest = largest.max(std::fs::metadata(&wal).map_or(0, |m| m.len()));
+    }
+    let growth = written * 4096;
+    assert!(
+        largest < growth / 2,
+        "the log reached {largest} bytes for {written} events (unbounded: ~{growth})"
+    );
+}

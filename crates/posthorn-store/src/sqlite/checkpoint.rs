@@ -2,6 +2,15 @@
 //! write-ahead log back into the database file, so that the writer never
 //! does it (and never waits for the database file's fsync) in the middle of
 //! a group commit.
+//!
+//! Under sustained load a passive checkpoint never catches up with the
+//! writer, and SQLite only starts the log over when a write transaction
+//! begins with every frame checkpointed: the log would grow for as long as
+//! the load lasts (hundreds of MB a minute), and every frame written past
+//! its end costs the kernel new blocks. So when a pass leaves a long log,
+//! the checkpointer asks the writer to checkpoint the few frames written
+//! since, between two batches ([`RestartRequest`]); its next transaction then
+//! writes the log from the start again.
 
 use rusqlite::Connection;
 use std::sync::Arc;
@@ -11,6 +20,25 @@ use std::time::Duration;
 /// How often the checkpointer looks at the log.
 const INTERVAL: Duration = Duration::from_millis(250);
 
+/// A log longer than this (frames; 8 MiB with 2 KiB pages) after a pass is
+/// started over by the writer.
+const RESTART_FRAMES: i64 = 4096;
+
+/// Set by the checkpointer, taken by the writer: "the log is long and
+/// (nearly) all checkpointed; finish it so the next transaction restarts it".
+pub(crate) type RestartRequest = Arc<AtomicBool>;
+
+/// Run by the writer between batches when asked: copies what the
+/// checkpointer has not copied yet, so that the next write transaction
+/// begins with the whole log in the database file and starts it over.
+/// PASSIVE: never waits for readers; if one still needs old frames (or the
+/// checkpointer is mid-pass), the log just keeps growing until next time.
+pub(crate) fn finish_log(conn: &Connection) {
+    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+        tracing::warn!(error = %e, "WAL checkpoint before restarting the log failed");
+    }
+}
+
 /// Runs until dropped; a final full checkpoint on the way out keeps the log
 /// short between restarts.
 pub(crate) struct Checkpointer {
@@ -19,7 +47,7 @@ pub(crate) struct Checkpointer {
 }
 
 impl Checkpointer {
-    pub fn start(conn: Connection) -> Self {
+    pub fn start(conn: Connection, restart: RestartRequest) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::Builder::new()
@@ -29,9 +57,13 @@ impl Checkpointer {
                     std::thread::sleep(INTERVAL);
                     // PASSIVE: copy what no reader still needs; never block
                     // the writer or readers.
-                    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                    // (busy, frames in the log, frames checkpointed)
+                    match conn
+                        .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1))
                     {
-                        tracing::warn!(error = %e, "WAL checkpoint failed");
+                        Ok(log) if log >= RESTART_FRAMES => restart.store(true, Ordering::Relaxed),
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed"),
                     }
                 }
                 let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));

@@ -53,10 +53,13 @@ impl SqliteStore {
         migrate(&conn)?;
         // Checkpoints run on their own thread, never inside a group commit.
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
-        let checkpointer =
-            checkpoint::Checkpointer::start(open_connection(&path, config.synchronous, false)?);
+        let restart = checkpoint::RestartRequest::default();
+        let checkpointer = checkpoint::Checkpointer::start(
+            open_connection(&path, config.synchronous, false)?,
+            restart.clone(),
+        );
         Ok(Self {
-            writer: Writer::start(conn, config.max_batch),
+            writer: Writer::start(conn, config.max_batch, restart),
             _checkpointer: checkpointer,
             reads: ReadPool {
                 path,

@@ -4,6 +4,7 @@
 //! rolled back alone and the others of its batch still commit. A caller is
 //! answered only after the commit, so an answer means "durable".
 
+use super::checkpoint::{RestartRequest, finish_log};
 use crate::{StoreError, StoreResult};
 use rusqlite::Connection;
 use std::panic::AssertUnwindSafe;
@@ -32,14 +33,14 @@ pub(crate) struct Writer {
 impl Writer {
     /// Starts the writer thread on `conn`. It stops when every `Writer` clone
     /// is dropped, after finishing the jobs already sent.
-    pub fn start(conn: Connection, max_batch: usize) -> Self {
+    pub fn start(conn: Connection, max_batch: usize, restart: RestartRequest) -> Self {
         // Bounded, so that a flood of writers waits instead of growing memory.
         let (tx, rx) = mpsc::channel::<Job>(max_batch.max(1) * 4);
         let counters = Arc::new(WriterCounters::default());
         let thread_counters = counters.clone();
         std::thread::Builder::new()
             .name("posthorn-writer".into())
-            .spawn(move || run(conn, rx, max_batch.max(1), &thread_counters))
+            .spawn(move || run(conn, rx, max_batch.max(1), &thread_counters, &restart))
             .expect("spawning the writer thread");
         Self { jobs: tx, counters }
     }
@@ -67,7 +68,13 @@ impl Writer {
     }
 }
 
-fn run(conn: Connection, mut rx: mpsc::Receiver<Job>, max_batch: usize, counters: &WriterCounters) {
+fn run(
+    conn: Connection,
+    mut rx: mpsc::Receiver<Job>,
+    max_batch: usize,
+    counters: &WriterCounters,
+    restart: &RestartRequest,
+) {
     while let Some(first) = rx.blocking_recv() {
         let (size, commit, completions) = commit_batch(&conn, first, &mut rx, max_batch);
         // Count before answering, so a caller never sees stats without its write.
@@ -77,6 +84,10 @@ fn run(conn: Connection, mut rx: mpsc::Receiver<Job>, max_batch: usize, counters
         }
         for complete in completions {
             complete(commit.clone());
+        }
+        // Outside any transaction, while the answered callers send more.
+        if restart.swap(false, Ordering::Relaxed) {
+            finish_log(&conn);
         }
     }
 }
