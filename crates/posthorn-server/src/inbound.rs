@@ -11,7 +11,9 @@ use crate::app::AppState;
 use crate::delivery::verp::VerpSigner;
 use posthorn_bounce::{Record, RecordKind};
 use posthorn_core::config::Config;
-use posthorn_core::event::{BounceOrigin, Bounced, Complained, Deferred, EventDetails};
+use posthorn_core::event::{
+    BounceOrigin, Bounced, Complained, Deferred, EventDetails, UnsubscribeScope, Unsubscribed,
+};
 use posthorn_core::id::InboundId;
 use posthorn_core::{DeliveryId, EventId, EventSource};
 use posthorn_smtp::server::{Handler, ReceivedEnvelope, ServerReply, Session};
@@ -37,6 +39,9 @@ pub enum OurAddress {
     Bounce { token: String },
     /// The feedback-loop address.
     Complaint,
+    /// The mailto of a copy's `List-Unsubscribe`: `unsubscribe+TOKEN@`,
+    /// TOKEN being the delivery's VERP token.
+    Unsubscribe { token: String },
 }
 
 impl AcceptRules {
@@ -74,15 +79,19 @@ impl AcceptRules {
         if local == self.complaint_local_part {
             return Ok(OurAddress::Complaint);
         }
-        if let Some(token) = local.strip_prefix(BOUNCE_PREFIX)
-            && !token.is_empty()
-            && token
-                .bytes()
-                .all(|b| matches!(b, b'a'..=b'z' | b'2'..=b'7'))
-        {
-            return Ok(OurAddress::Bounce {
-                token: token.to_owned(),
-            });
+        let token_after = |prefix: &str| {
+            local
+                .strip_prefix(prefix)
+                .filter(|t| {
+                    !t.is_empty() && t.bytes().all(|b| matches!(b, b'a'..=b'z' | b'2'..=b'7'))
+                })
+                .map(str::to_owned)
+        };
+        if let Some(token) = token_after(BOUNCE_PREFIX) {
+            return Ok(OurAddress::Bounce { token });
+        }
+        if let Some(token) = token_after(crate::tracking::UNSUBSCRIBE_PREFIX) {
+            return Ok(OurAddress::Unsubscribe { token });
         }
         Err(ServerReply::new(
             550,
@@ -225,15 +234,28 @@ impl InboundHandler {
             tokio::task::spawn_blocking(move || (posthorn_bounce::parse(&raw), raw))
                 .await
                 .map_err(|e| posthorn_store::StoreError::Backend(format!("parser task: {e}")))?;
-        let envelope_tokens: Vec<String> = envelope
+        let addresses: Vec<OurAddress> = envelope
             .recipients
             .iter()
-            .filter_map(|r| match self.rules.recipient(r) {
-                Ok(OurAddress::Bounce { token }) => Some(token),
+            .filter_map(|r| self.rules.recipient(r).ok())
+            .collect();
+        let envelope_tokens: Vec<String> = addresses
+            .iter()
+            .filter_map(|a| match a {
+                OurAddress::Bounce { token } => Some(token.clone()),
                 _ => None,
             })
             .collect();
-        let attribution = Attribution::decide(&self.verp, &envelope_tokens, &records);
+        // Mail to a copy's unsubscribe address unsubscribes its recipient,
+        // whatever it says (RFC 2369: the address is the request).
+        let unsubscribe_token = addresses.iter().find_map(|a| match a {
+            OurAddress::Unsubscribe { token } => Some(token.clone()),
+            _ => None,
+        });
+        let attribution = match &unsubscribe_token {
+            Some(token) => Attribution::decide(&self.verp, std::slice::from_ref(token), &[]),
+            None => Attribution::decide(&self.verp, &envelope_tokens, &records),
+        };
         let owner = match attribution.delivery() {
             Some(delivery) => self
                 .state
@@ -282,7 +304,16 @@ impl InboundHandler {
                     .mail_from
                     .rsplit_once('@')
                     .map(|(_, d)| d.to_ascii_lowercase());
-                match chosen.and_then(|r| event_details(r, reporting_domain.as_deref())) {
+                let details = if unsubscribe_token.is_some() {
+                    record.kind = "unsubscribe".to_owned();
+                    Some(EventDetails::Unsubscribed(Unsubscribed {
+                        scope: UnsubscribeScope::Stream,
+                        method: Some("mailto".to_owned()),
+                    }))
+                } else {
+                    chosen.and_then(|r| event_details(r, reporting_domain.as_deref()))
+                };
+                match details {
                     Some(details) => {
                         // The time of arrival: a report's own dates are the
                         // remote clock's, and often missing.
@@ -292,7 +323,14 @@ impl InboundHandler {
                             occurred_at: now,
                             recorded_at: now,
                             source: EventSource::InboundMx,
-                            external_id: Some(external_id(&raw, details.kind().as_str())),
+                            // An unsubscribe counts once however it came
+                            // (link, one-click, mail): the tracker uses the
+                            // same id.
+                            external_id: Some(if unsubscribe_token.is_some() {
+                                format!("unsubscribe:{delivery}:stream")
+                            } else {
+                                external_id(&raw, details.kind().as_str())
+                            }),
                             details,
                         });
                         record.outcome = InboundOutcome::Recorded;

@@ -76,6 +76,10 @@ struct ServeArgs {
     /// turn it off.
     #[arg(long, env = "POSTHORN_MX")]
     mx: Option<String>,
+    /// A reverse proxy or CDN network in front of the tracker, whose
+    /// Forwarded / X-Forwarded-For headers are believed (repeatable).
+    #[arg(long = "trust-proxy", value_name = "CIDR")]
+    trust_proxy: Vec<posthorn_core::net::Cidr>,
     /// Demo mode: the mailbox simulator answers for simulator.posthorn.test,
     /// and retries are fast, so every outcome shows within minutes.
     #[arg(long)]
@@ -135,6 +139,10 @@ fn load_config(args: &ServeArgs) -> Result<posthorn_core::config::Config> {
             listen.clone()
         };
     }
+    config
+        .tracking
+        .trust_proxy
+        .extend(args.trust_proxy.iter().copied());
     if args.demo {
         // Fast retries, unless the file or environment chose other values.
         use posthorn_core::config::{HumanDuration, RetryConfig};
@@ -163,13 +171,19 @@ fn load_config(args: &ServeArgs) -> Result<posthorn_core::config::Config> {
 }
 
 async fn serve(args: ServeArgs) -> Result<()> {
-    let config = load_config(&args)?;
+    let mut config = load_config(&args)?;
     let http: std::net::SocketAddr = config.server.http.parse().with_context(|| {
         format!(
             "--http `{}` is not an address like 127.0.0.1:8025",
             config.server.http
         )
     })?;
+    // Bound first, so that links in mail (the default public URL) name the
+    // port really listened on, also when port 0 let the system choose.
+    let listener = tokio::net::TcpListener::bind(http)
+        .await
+        .with_context(|| format!("listening on {http}"))?;
+    config.server.http = listener.local_addr()?.to_string();
     let data_dir = config.server.data_dir.clone();
     let public_url = config.server.public_url();
     let app =
@@ -236,9 +250,6 @@ async fn serve(args: ServeArgs) -> Result<()> {
             .map_err(|e| anyhow::anyhow!("SMTP submission: {e}"))?;
         Some(addr)
     };
-    let listener = tokio::net::TcpListener::bind(http)
-        .await
-        .with_context(|| format!("listening on {http}"))?;
     tracing::info!(%http, %public_url, data_dir = %data_dir.display(), "posthorn is ready");
     if let Some(addr) = inbound {
         println!("Inbound MX on {addr} (bounces, complaints and auto-replies come back here)");

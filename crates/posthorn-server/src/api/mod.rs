@@ -5,6 +5,7 @@ mod contacts;
 mod events;
 mod inbound;
 mod messages;
+pub(crate) mod tracker;
 
 pub use messages::{DEFAULT_STREAM, valid_name as valid_stream_name};
 mod read;
@@ -34,6 +35,12 @@ pub fn routes() -> Router<AppState> {
         .route(
             "/v1/contacts/{address}",
             get(contacts::get).put(contacts::put),
+        )
+        .route("/o/{token}", get(tracker::open))
+        .route("/c/{token}", get(tracker::click))
+        .route(
+            "/u/{token}",
+            get(tracker::unsubscribe_page).post(tracker::unsubscribe),
         )
         .route("/v1/events/{id}/raw", get(inbound::event_raw))
         .route("/v1/inbound", get(inbound::list))

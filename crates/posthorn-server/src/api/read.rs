@@ -41,6 +41,26 @@ pub fn delivery_status_json(d: &DeliveryRecord) -> Value {
     })
 }
 
+/// Opens and clicks, counted per delivery: `all` hits and `human` ones
+/// (machines apart, see the tracker), with the first human open and click.
+pub fn engagement_json(c: &posthorn_track::Counts) -> Value {
+    let tally = |t: &posthorn_track::Tally| {
+        json!({
+            "opened": t.opened,
+            "clicked": t.clicked,
+            "opens": t.opens,
+            "clicks": t.clicks,
+            "clicks_per_link": t.clicks_per_link.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
+        })
+    };
+    json!({
+        "all": tally(&c.all),
+        "human": tally(&c.human),
+        "first_human_open_at": c.first_human_open.map(time),
+        "first_human_click_at": c.first_human_click.map(time),
+    })
+}
+
 /// An event as it appears in a delivery's timeline.
 pub fn event_json(e: &EventRecord) -> Value {
     let mut v = json!({
@@ -88,6 +108,9 @@ pub async fn delivery(
         .ok_or_else(|| ApiError::not_found("delivery"))?;
     let events = state.store.delivery_events(tenant, &id).await?;
     let mut body = delivery_status_json(&d);
+    body["engagement"] = engagement_json(&posthorn_track::Counts::from_hits(
+        &super::tracker::engagement_hits(&events),
+    ));
     body["events"] = events.iter().map(event_json).collect();
     Ok(Json(body))
 }

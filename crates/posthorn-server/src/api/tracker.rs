@@ -1,0 +1,404 @@
+//! The tracker: `GET /o/TOKEN` (the open pixel), `GET /c/TOKEN` (a tracked
+//! link: a redirect to the stored URL), `GET`/`POST /u/TOKEN` (unsubscribe:
+//! a confirmation page, and the one-click POST of RFC 8058).
+//!
+//! A token is signed (posthorn-track); an unknown or tampered one is a plain
+//! 404, never a redirect, so the tracker is no open redirect: the only URLs
+//! it sends anyone to are the ones stored when the message was sent. Every
+//! hit is recorded, durably, before the answer, with the client's address
+//! (behind trusted proxies only, kept as configured), its user agent and
+//! the verdict person or machine; nothing is dropped for being a machine.
+
+use crate::app::AppState;
+use crate::tracking::{self, Say};
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use posthorn_core::event::{Clicked, Engagement, EventDetails, UnsubscribeScope, Unsubscribed};
+use posthorn_core::{EventId, EventKind, EventSource};
+use posthorn_store::{NewEvent, RecordOutcome, TrackingFacts};
+use posthorn_track::{Hit, HitKind, PastHit, Purpose, Target, verify_as};
+use std::net::SocketAddr;
+
+/// A transparent 1×1 GIF, 43 bytes.
+pub const PIXEL: [u8; 43] = [
+    0x47, 0x49, 0x46, 0x38, 0x39, 0x61, 0x01, 0x00, 0x01, 0x00, 0x80, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0xff, 0xff, 0xff, 0x21, 0xf9, 0x04, 0x01, 0x00, 0x00, 0x00, 0x00, 0x2c, 0x00, 0x00, 0x00, 0x00,
+    0x01, 0x00, 0x01, 0x00, 0x00, 0x02, 0x02, 0x44, 0x01, 0x00, 0x3b,
+];
+
+/// Tracker answers must never be cached: each fetch is a hit.
+const NO_CACHE: &str = "no-store, no-cache, must-revalidate, max-age=0";
+
+fn not_found() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        [(header::CACHE_CONTROL, NO_CACHE)],
+        "not found\n",
+    )
+        .into_response()
+}
+
+fn unavailable() -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [
+            (header::CACHE_CONTROL, NO_CACHE),
+            (header::RETRY_AFTER, "5"),
+        ],
+        "try again shortly\n",
+    )
+        .into_response()
+}
+
+/// `GET`/`HEAD /o/TOKEN`.
+pub async fn open(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    method: Method,
+    headers: HeaderMap,
+    Path(token): Path<String>,
+) -> Response {
+    let Some(target) = verify_as(&state.tracking.keys, &token, Purpose::Open) else {
+        return not_found();
+    };
+    match record_hit(&state, &target, &method, peer, &headers).await {
+        Ok(Some(_)) => (
+            [
+                (header::CONTENT_TYPE, "image/gif"),
+                (header::CACHE_CONTROL, NO_CACHE),
+                (header::PRAGMA, "no-cache"),
+                (header::EXPIRES, "0"),
+            ],
+            PIXEL,
+        )
+            .into_response(),
+        Ok(None) => not_found(),
+        Err(()) => unavailable(),
+    }
+}
+
+/// `GET`/`HEAD /c/TOKEN`.
+pub async fn click(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    method: Method,
+    headers: HeaderMap,
+    Path(token): Path<String>,
+) -> Response {
+    let Some(target) = verify_as(&state.tracking.keys, &token, Purpose::Click) else {
+        return not_found();
+    };
+    match record_hit(&state, &target, &method, peer, &headers).await {
+        Ok(Some(url)) => match HeaderValue::from_str(&url) {
+            Ok(location) => (
+                StatusCode::FOUND,
+                [
+                    (header::LOCATION, location),
+                    (header::CACHE_CONTROL, HeaderValue::from_static(NO_CACHE)),
+                ],
+            )
+                .into_response(),
+            Err(_) => not_found(),
+        },
+        Ok(None) => not_found(),
+        Err(()) => unavailable(),
+    }
+}
+
+/// Judges and records one open or click. `Ok(None)`: the delivery or link
+/// is unknown; `Ok(Some(url))`: recorded (the link's URL for a click, empty
+/// for an open); `Err`: the store failed, nothing is known to be recorded.
+async fn record_hit(
+    state: &AppState,
+    target: &Target,
+    method: &Method,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+) -> Result<Option<String>, ()> {
+    let config = &state.config;
+    let facts = match state.store.tracking_facts(target.delivery()).await {
+        Ok(Some(f)) => f,
+        Ok(None) => return Ok(None),
+        Err(e) => {
+            tracing::error!(error = %e, "tracker: reading a delivery failed");
+            return Err(());
+        }
+    };
+    let url = match target.link_index() {
+        Some(index) => match facts.links.get(index as usize) {
+            Some(url) => Some(url.clone()),
+            None => return Ok(None),
+        },
+        None => None,
+    };
+    let now = state.now();
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let ip = posthorn_core::net::client_ip(
+        peer.ip(),
+        header("forwarded"),
+        header("x-forwarded-for"),
+        &config.tracking.trust_proxy,
+    );
+    let user_agent = header("user-agent").map(|ua| ua.chars().take(512).collect::<String>());
+    let kind = if url.is_some() {
+        HitKind::Click
+    } else {
+        HitKind::Open
+    };
+    let open_tracking = tracking::choice(
+        config,
+        &facts.stream,
+        Say {
+            opens: facts.tracking_opens,
+            clicks: None,
+        },
+        Say {
+            opens: facts.tenant_track_opens,
+            clicks: None,
+        },
+    )
+    .opens;
+    let hit = Hit {
+        kind,
+        method_head: method == Method::HEAD,
+        ip: Some(ip),
+        user_agent: user_agent.as_deref(),
+        at: now,
+        delivered_at: facts.delivered_at,
+        link_index: target.link_index(),
+        links_in_message: u32::try_from(facts.links.len()).unwrap_or(u32::MAX),
+        open_tracking,
+    };
+    let verdict = posthorn_track::judge(&hit, &past_hits(&facts), &config.tracking.machine);
+    let ip = config.tracking.ip.apply(ip).map(|ip| ip.to_string());
+    let machine_reason = verdict.reason.map(str::to_owned);
+    let details = match &url {
+        Some(url) => EventDetails::Clicked(Clicked {
+            url: url.clone(),
+            link_index: target.link_index(),
+            ip,
+            user_agent,
+            machine: Some(verdict.machine),
+            machine_reason,
+        }),
+        None => EventDetails::Opened(Engagement {
+            ip,
+            user_agent,
+            machine: Some(verdict.machine),
+            machine_reason,
+        }),
+    };
+    let event = NewEvent {
+        id: EventId::generate(),
+        delivery_id: facts.delivery_id.clone(),
+        occurred_at: now,
+        recorded_at: now,
+        source: EventSource::Tracker,
+        details,
+        external_id: None,
+    };
+    match state.store.record_event(&facts.tenant_id, event).await {
+        Ok(RecordOutcome::UnknownDelivery) => Ok(None),
+        Ok(_) => Ok(Some(url.unwrap_or_default())),
+        Err(e) => {
+            tracing::error!(error = %e, "tracker: recording a hit failed");
+            Err(())
+        }
+    }
+}
+
+/// The delivery's earlier opens and clicks as the machine rules see them.
+pub fn past_hits(facts: &TrackingFacts) -> Vec<PastHit> {
+    engagement_hits(&facts.engagement)
+}
+
+/// Opens and clicks among `events`, with their verdicts.
+pub fn engagement_hits(events: &[posthorn_store::EventRecord]) -> Vec<PastHit> {
+    events
+        .iter()
+        .filter_map(|e| {
+            let kind = match e.kind {
+                EventKind::Opened => HitKind::Open,
+                EventKind::Clicked => HitKind::Click,
+                _ => return None,
+            };
+            Some(PastHit {
+                kind,
+                at: e.occurred_at,
+                link_index: e.details["link_index"]
+                    .as_u64()
+                    .and_then(|i| u32::try_from(i).ok()),
+                machine: e.details["machine"].as_bool().unwrap_or(false),
+            })
+        })
+        .collect()
+}
+
+/// `GET /u/TOKEN`: asks before doing anything (link scanners fetch every
+/// URL of a message; a GET must never unsubscribe anyone).
+pub async fn unsubscribe_page(
+    State(state): State<AppState>,
+    Path(token): Path<String>,
+) -> Response {
+    let Some(target) = verify_as(&state.tracking.keys, &token, Purpose::Unsubscribe) else {
+        return not_found();
+    };
+    let facts = match state.store.tracking_facts(target.delivery()).await {
+        Ok(Some(f)) => f,
+        Ok(None) => return not_found(),
+        Err(_) => return unavailable(),
+    };
+    page(
+        "Unsubscribe",
+        &format!(
+            "<p>Stop mail to <b>{recipient}</b>?</p>\
+             <form method=\"post\">\
+             <button type=\"submit\" name=\"scope\" value=\"stream\" id=\"stream\">Unsubscribe from {stream} mail</button> \
+             <button type=\"submit\" name=\"scope\" value=\"all\" id=\"all\">Unsubscribe from everything</button>\
+             </form>",
+            recipient = escape(&facts.recipient),
+            stream = escape(&facts.stream),
+        ),
+    )
+}
+
+/// `POST /u/TOKEN`: the one-click unsubscribe of RFC 8058
+/// (`List-Unsubscribe=One-Click`, this stream), or the page's form
+/// (`scope=stream|all`). Unsubscribing twice is unsubscribed once.
+pub async fn unsubscribe(
+    State(state): State<AppState>,
+    Path(token): Path<String>,
+    body: Bytes,
+) -> Response {
+    let Some(target) = verify_as(&state.tracking.keys, &token, Purpose::Unsubscribe) else {
+        return not_found();
+    };
+    let form: Vec<(String, String)> = form_urlencoded::parse(&body).into_owned().collect();
+    let field = |name: &str| {
+        form.iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let (scope, method) = if field("List-Unsubscribe") == Some("One-Click") {
+        (UnsubscribeScope::Stream, "one-click")
+    } else {
+        match field("scope") {
+            Some("stream") => (UnsubscribeScope::Stream, "link"),
+            Some("all") => (UnsubscribeScope::All, "link"),
+            _ => {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    [(header::CACHE_CONTROL, NO_CACHE)],
+                    "say List-Unsubscribe=One-Click, or scope=stream or scope=all\n",
+                )
+                    .into_response();
+            }
+        }
+    };
+    match record_unsubscribe(&state, target.delivery(), scope, method).await {
+        Ok(Some(facts)) => page(
+            "Unsubscribed",
+            &format!(
+                "<p>Done: <b>{}</b> will get no more {} mail from this sender.</p>",
+                escape(&facts.recipient),
+                match scope {
+                    UnsubscribeScope::Stream => escape(&facts.stream),
+                    UnsubscribeScope::All => "".to_owned(),
+                }
+            ),
+        ),
+        Ok(None) => not_found(),
+        Err(()) => unavailable(),
+    }
+}
+
+/// Records an unsubscribe of `delivery`'s recipient. The external id makes
+/// a second request (or the same one by mail, see the inbound MX) count once.
+async fn record_unsubscribe(
+    state: &AppState,
+    delivery: &posthorn_core::DeliveryId,
+    scope: UnsubscribeScope,
+    method: &str,
+) -> Result<Option<TrackingFacts>, ()> {
+    let facts = match state.store.tracking_facts(delivery).await {
+        Ok(Some(f)) => f,
+        Ok(None) => return Ok(None),
+        Err(_) => return Err(()),
+    };
+    let now = state.now();
+    let scope_name = match scope {
+        UnsubscribeScope::Stream => "stream",
+        UnsubscribeScope::All => "all",
+    };
+    let event = NewEvent {
+        id: EventId::generate(),
+        delivery_id: facts.delivery_id.clone(),
+        occurred_at: now,
+        recorded_at: now,
+        source: EventSource::Tracker,
+        details: EventDetails::Unsubscribed(Unsubscribed {
+            scope,
+            method: Some(method.to_owned()),
+        }),
+        external_id: Some(format!("unsubscribe:{}:{scope_name}", facts.delivery_id)),
+    };
+    match state.store.record_event(&facts.tenant_id, event).await {
+        Ok(RecordOutcome::UnknownDelivery) => Ok(None),
+        Ok(_) => Ok(Some(facts)),
+        Err(e) => {
+            tracing::error!(error = %e, "tracker: recording an unsubscribe failed");
+            Err(())
+        }
+    }
+}
+
+fn page(title: &str, body: &str) -> Response {
+    (
+        [(header::CACHE_CONTROL, NO_CACHE)],
+        Html(format!(
+            "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+             <meta name=\"viewport\" content=\"width=device-width\"><meta name=\"robots\" content=\"noindex\">\
+             <title>{title}</title></head><body style=\"font-family:sans-serif;max-width:36em;margin:3em auto\">\
+             <h1>{title}</h1>{body}</body></html>"
+        )),
+    )
+        .into_response()
+}
+
+/// Text for an HTML page.
+fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pixel_is_a_43_byte_gif() {
+        assert_eq!(&PIXEL[..6], b"GIF89a");
+        assert_eq!(PIXEL.len(), 43);
+        assert_eq!(PIXEL[42], 0x3b, "GIF trailer");
+    }
+
+    #[test]
+    fn page_text_is_escaped() {
+        assert_eq!(
+            escape("<a href=\"x\">&'"),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
+        );
+    }
+}
