@@ -25,12 +25,22 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+mod tracker;
+
 #[derive(clap::Subcommand)]
 pub enum BenchCommand {
     /// Store writer vs. plain SQLite, and HTTP submissions.
     Ingest(IngestArgs),
     /// SMTP delivery end to end, against Postfix's smtp-source/smtp-sink.
     Delivery(DeliveryArgs),
+    /// Opens and clicks through the tracker vs. a bare GIF server (wrk).
+    Tracker(tracker::TrackerArgs),
+    /// The tracker benchmark's ceiling: a bare server answering the GIF.
+    #[command(hide = true)]
+    GifServer {
+        #[arg(long)]
+        http: String,
+    },
 }
 
 #[derive(clap::Args)]
@@ -69,6 +79,8 @@ pub async fn run(command: BenchCommand) -> Result<()> {
     let dir = match &command {
         BenchCommand::Ingest(a) => a.dir.clone(),
         BenchCommand::Delivery(a) => a.dir.clone(),
+        BenchCommand::Tracker(_) => PathBuf::from("posthorn-bench"),
+        BenchCommand::GifServer { http } => return tracker::gif_server(http).await,
     };
     if dir.exists() {
         bail!("{} exists; give an unused --dir", dir.display());
@@ -77,6 +89,8 @@ pub async fn run(command: BenchCommand) -> Result<()> {
     let result = match command {
         BenchCommand::Ingest(args) => ingest(&args).await,
         BenchCommand::Delivery(args) => delivery(&args).await,
+        BenchCommand::Tracker(args) => tracker::tracker(&dir, &args).await,
+        BenchCommand::GifServer { .. } => unreachable!("answered above"),
     };
     let _ = std::fs::remove_dir_all(&dir);
     result

@@ -5,7 +5,9 @@ mod contacts;
 mod events;
 mod inbound;
 mod messages;
-pub(crate) mod tracker;
+mod tracker;
+
+pub use tracker::PIXEL;
 
 pub use messages::{DEFAULT_STREAM, valid_name as valid_stream_name};
 mod read;
