@@ -149,6 +149,7 @@ pub fn parse(raw: &[u8]) -> Vec<Record> {
         }
     }
     if !findings.is_empty() {
+        formats::rhost::apply(&mut findings);
         return findings.into_iter().map(|f| finish(f, &common)).collect();
     }
 

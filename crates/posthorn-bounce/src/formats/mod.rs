@@ -10,6 +10,7 @@
 pub mod amazonses;
 pub mod generic;
 pub mod googlegroups;
+pub mod rhost;
 
 use crate::parse::RecordKind;
 use crate::reply::Reason;
