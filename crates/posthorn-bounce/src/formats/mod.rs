@@ -8,6 +8,8 @@
 //! server's answer).
 
 pub mod amazonses;
+pub mod apachejames;
+pub mod fml;
 pub mod generic;
 pub mod googlegroups;
 pub mod rhost;
@@ -57,7 +59,12 @@ impl Finding {
 
 /// The findings of the first reader that recognises the report.
 pub fn read(report: &Report) -> Vec<Finding> {
-    let readers: &[fn(&Report) -> Vec<Finding>] = &[googlegroups::read, generic::read];
+    let readers: &[fn(&Report) -> Vec<Finding>] = &[
+        fml::read,
+        apachejames::read,
+        googlegroups::read,
+        generic::read,
+    ];
     for reader in readers {
         let found = reader(report);
         if !found.is_empty() {
@@ -72,6 +79,10 @@ pub fn read(report: &Report) -> Vec<Finding> {
 /// happens to mention an address is never taken for a bounce.
 pub fn looks_like_bounce(report: &Report) -> bool {
     if report.header("X-Failed-Recipients").is_some() {
+        return true;
+    }
+    // Formats known by their fixed section lines, whoever sends them.
+    if apachejames::recognises(report) || fml::recognises(report) {
         return true;
     }
     let ct = report
