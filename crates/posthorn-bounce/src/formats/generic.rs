@@ -90,7 +90,7 @@ pub fn read_as(report: &Report, format: &'static str) -> Vec<Finding> {
 }
 
 /// At most `max` bytes of `text`, cut at a character boundary.
-fn truncate(text: &str, max: usize) -> &str {
+pub fn truncate(text: &str, max: usize) -> &str {
     if text.len() <= max {
         return text;
     }

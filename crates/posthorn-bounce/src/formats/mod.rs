@@ -12,7 +12,10 @@ pub mod apachejames;
 pub mod fml;
 pub mod generic;
 pub mod googlegroups;
+pub mod googleworkspace;
+pub mod mailmarshal;
 pub mod rhost;
+pub mod x6;
 
 use crate::parse::RecordKind;
 use crate::reply::Reason;
@@ -63,6 +66,9 @@ pub fn read(report: &Report) -> Vec<Finding> {
         fml::read,
         apachejames::read,
         googlegroups::read,
+        googleworkspace::read,
+        mailmarshal::read,
+        x6::read,
         generic::read,
     ];
     for reader in readers {
