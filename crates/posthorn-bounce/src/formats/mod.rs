@@ -9,11 +9,13 @@
 
 pub mod amazonses;
 pub mod apachejames;
+pub mod dragonfly;
 pub mod fml;
 pub mod generic;
 pub mod googlegroups;
 pub mod googleworkspace;
 pub mod mailmarshal;
+pub mod qmail;
 pub mod rhost;
 pub mod x6;
 
@@ -69,6 +71,8 @@ pub fn read(report: &Report) -> Vec<Finding> {
         googleworkspace::read,
         mailmarshal::read,
         x6::read,
+        dragonfly::read,
+        qmail::read,
         generic::read,
     ];
     for reader in readers {
