@@ -30,7 +30,8 @@ pub fn apply(findings: &mut [Finding]) {
 fn reason_of(f: &Finding) -> Option<(Reason, &'static str)> {
     // The diagnostic can be long (a whole text); the provider's code sits
     // in the server's answer, so a bounded prefix is enough.
-    let diagnostic = crate::mime::collapse_whitespace(prefix(&f.diagnostic, 4096)).to_ascii_lowercase();
+    let diagnostic =
+        crate::mime::collapse_whitespace(prefix(&f.diagnostic, 4096)).to_ascii_lowercase();
     let remote = f.remote_mta.as_deref().unwrap_or("").to_ascii_lowercase();
     let domain = f
         .recipient
@@ -166,7 +167,10 @@ fn zoho(diagnostic: &str) -> Option<(Reason, &'static str)> {
         ("reason: email flagged as spam", Reason::Rejected),
         ("mail rejected by destination domain", Reason::Rejected),
         ("email policy violation detected", Reason::Policyviolation),
-        ("mailbox delivery restricted by policy", Reason::Policyviolation),
+        (
+            "mailbox delivery restricted by policy",
+            Reason::Policyviolation,
+        ),
         ("user does not exist", Reason::Userunknown),
         ("temporary system error", Reason::Systemerror),
         (" detected by zoho mail", Reason::Virusdetected),
@@ -209,7 +213,10 @@ mod tests {
 
     #[test]
     fn spectrum_range() {
-        let mut f = [finding("a@charter.net", "550 5.1.0 sender rejected. AUP#In-1310")];
+        let mut f = [finding(
+            "a@charter.net",
+            "550 5.1.0 sender rejected. AUP#In-1310",
+        )];
         apply(&mut f);
         assert_eq!(
             f[0].hint,

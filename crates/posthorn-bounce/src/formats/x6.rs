@@ -28,7 +28,10 @@ pub fn read(report: &Report) -> Vec<Finding> {
             continue;
         };
         let after = &para[rej + REJECTED.len()..];
-        let Some(recipient) = after.find('>').and_then(|end| address::clean(&after[..end])) else {
+        let Some(recipient) = after
+            .find('>')
+            .and_then(|end| address::clean(&after[..end]))
+        else {
             continue;
         };
         let answer = &para[resp + RESPONDED.len()..];
