@@ -18,14 +18,34 @@ pub fn find_all(text: &str) -> Vec<String> {
         let at = search + offset;
         search = at + 1;
         let mut start = at;
-        while start > 0 && is_local_char(bytes[start - 1]) {
-            start -= 1;
+        // A quoted local part (`"a..b"@example.org`, RFC 5321) is kept
+        // whole, quotes included: without them it is another address.
+        let quoted = (at >= 2 && bytes[at - 1] == b'"')
+            .then(|| text[..at - 1].rfind('"'))
+            .flatten()
+            .filter(|&open| {
+                at - 1 - open > 1
+                    && at - 1 - open <= 64
+                    && text[open + 1..at - 1].bytes().all(|b| {
+                        b.is_ascii_graphic() && b != b'"' && b != b'<' && b != b'>' && b != b'@'
+                    })
+            });
+        if let Some(open) = quoted {
+            start = open;
+        } else {
+            while start > 0 && is_local_char(bytes[start - 1]) {
+                start -= 1;
+            }
         }
         let mut end = at + 1;
         while end < bytes.len() && is_domain_char(bytes[end]) {
             end += 1;
         }
-        let local = text[start..at].trim_start_matches(['.', '\'', '`']);
+        let local = if quoted.is_some() {
+            &text[start..at]
+        } else {
+            text[start..at].trim_start_matches(['.', '\'', '`'])
+        };
         let local = strip_ci_prefix(local, "mailto:");
         let local = strip_ci_prefix(local, "rfc822;");
         let domain = text[at + 1..end].trim_end_matches(['.', '-']);
@@ -111,6 +131,11 @@ mod tests {
         );
         assert_eq!(clean("mailto:a@b.example.").as_deref(), Some("a@b.example"));
         assert_eq!(clean("no address here"), None);
+        assert_eq!(
+            clean("<\"a..b\"@Example.org>...").as_deref(),
+            Some("\"a..b\"@example.org")
+        );
+        assert_eq!(clean("\"a@b.example\"").as_deref(), Some("a@b.example"));
     }
 
     #[test]

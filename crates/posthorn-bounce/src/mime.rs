@@ -122,7 +122,15 @@ pub fn split_headers(data: &[u8]) -> (Headers, &[u8]) {
         if line.is_empty() {
             return (Headers(fields), &data[next..]);
         }
-        if matches!(line[0], b' ' | b'\t') {
+        // A parameter line that lost its indentation (`Content-Type:
+        // multipart/alternative;` then `boundary="..."` at the line start,
+        // as some Java mailers write it) continues the field it follows.
+        let lost_indent = fields
+            .last()
+            .is_some_and(|(_, v)| v.trim_end().ends_with(';'))
+            && field_name_end(line).is_none()
+            && line.contains(&b'=');
+        if matches!(line[0], b' ' | b'\t') || lost_indent {
             if let Some((_, value)) = fields.last_mut() {
                 value.push('\n');
                 value.push_str(&String::from_utf8_lossy(line));

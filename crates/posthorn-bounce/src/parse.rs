@@ -149,6 +149,7 @@ pub fn parse(raw: &[u8]) -> Vec<Record> {
         }
     }
     if !findings.is_empty() {
+        formats::rhost::apply(&mut findings);
         return findings.into_iter().map(|f| finish(f, &common)).collect();
     }
 
@@ -238,7 +239,23 @@ fn dsn_findings(dsn: &dsn::Dsn, report: &Report) -> Vec<Finding> {
                 diagnostic.push_str(&found.diagnostic);
             }
         }
-        let mut finding = Finding::new("dsn", r.address().map(str::to_string), diagnostic);
+        // A Final-Recipient that is no address (Exim's "/path/to/mbox",
+        // Sendmail's "@host") leaves the recipient to the text, when the
+        // text names exactly one for the report's one recipient.
+        let mut recipient = r.address().map(str::to_string);
+        if recipient
+            .as_deref()
+            .is_none_or(|a| crate::address::clean(a).as_deref() != Some(a))
+            && dsn.recipients.len() == 1
+        {
+            let text = text_findings.get_or_insert_with(|| formats::read(report));
+            if let [only] = text.as_slice()
+                && only.recipient.is_some()
+            {
+                recipient = only.recipient.clone();
+            }
+        }
+        let mut finding = Finding::new("dsn", recipient, diagnostic);
         finding.command = r.diagnostic.as_deref().and_then(smtp_command).or_else(|| {
             let text = text_findings.get_or_insert_with(|| formats::read(report));
             text.iter()

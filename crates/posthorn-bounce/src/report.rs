@@ -90,6 +90,14 @@ fn collect(
     let attached = !part.children.is_empty()
         && (part.mime_type.starts_with("message/") || part.mime_type.contains("rfc822"));
     if attached {
+        // A report forwarded as an attachment (a relay returning the DSN
+        // it received, with its own empty notice around it): when nothing
+        // so far states a failure, the attached report is the one to read.
+        let inner = &part.children[0];
+        if original.is_none() && dsn.is_empty() && is_report(inner) {
+            collect(inner, plain, html, dsn, original, false);
+            return;
+        }
         if original.is_none() {
             *original = Some(part.children[0].headers.clone());
         }
@@ -115,6 +123,17 @@ fn collect(
         }
         _ => {}
     }
+}
+
+/// A delivery report: `multipart/report` with a delivery-status part.
+fn is_report(part: &Part) -> bool {
+    part.mime_type == "multipart/report"
+        && part.children.iter().any(|c| {
+            matches!(
+                c.mime_type.as_str(),
+                "message/delivery-status" | "message/global-delivery-status"
+            )
+        })
 }
 
 /// Where the copy of the original message starts in a report's text: the

@@ -8,8 +8,16 @@
 //! server's answer).
 
 pub mod amazonses;
+pub mod apachejames;
+pub mod dragonfly;
+pub mod fml;
 pub mod generic;
 pub mod googlegroups;
+pub mod googleworkspace;
+pub mod mailmarshal;
+pub mod qmail;
+pub mod rhost;
+pub mod x6;
 
 use crate::parse::RecordKind;
 use crate::reply::Reason;
@@ -56,7 +64,17 @@ impl Finding {
 
 /// The findings of the first reader that recognises the report.
 pub fn read(report: &Report) -> Vec<Finding> {
-    let readers: &[fn(&Report) -> Vec<Finding>] = &[googlegroups::read, generic::read];
+    let readers: &[fn(&Report) -> Vec<Finding>] = &[
+        fml::read,
+        apachejames::read,
+        googlegroups::read,
+        googleworkspace::read,
+        mailmarshal::read,
+        x6::read,
+        dragonfly::read,
+        qmail::read,
+        generic::read,
+    ];
     for reader in readers {
         let found = reader(report);
         if !found.is_empty() {
@@ -71,6 +89,10 @@ pub fn read(report: &Report) -> Vec<Finding> {
 /// happens to mention an address is never taken for a bounce.
 pub fn looks_like_bounce(report: &Report) -> bool {
     if report.header("X-Failed-Recipients").is_some() {
+        return true;
+    }
+    // Formats known by their fixed section lines, whoever sends them.
+    if apachejames::recognises(report) || fml::recognises(report) {
         return true;
     }
     let ct = report
