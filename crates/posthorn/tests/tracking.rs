@@ -315,10 +315,22 @@ fn hits_as_a_scanner_makes_them_are_judged_machine() {
         clicked.iter().all(|e| e["details"]["machine"] == true),
         "{clicked:?}"
     );
-    let engagement = &s.server.status(&id)["engagement"];
+    let delivery = s.server.status(&id);
+    let engagement = &delivery["engagement"];
     assert_eq!(engagement["all"]["clicked"], true);
     assert_eq!(engagement["human"]["clicked"], false);
     assert!(engagement["first_human_click_at"].is_null());
+    // The message sums its deliveries, machines apart.
+    let message = s.server.get(&format!(
+        "/v1/messages/{}",
+        delivery["message_id"].as_str().unwrap()
+    ));
+    assert_eq!(
+        message["engagement"]["all"]["clicked_deliveries"], 1,
+        "{message}"
+    );
+    assert_eq!(message["engagement"]["all"]["clicks"], 2);
+    assert_eq!(message["engagement"]["human"]["opened_deliveries"], 0);
 }
 
 #[test]

@@ -129,7 +129,17 @@ pub async fn message(
         .await?
         .ok_or_else(|| ApiError::not_found("message"))?;
     let deliveries = state.store.deliveries_of_message(tenant, &id).await?;
+    // Engagement summed over the deliveries: `opened`/`clicked` count
+    // deliveries (the status model counts deliveries, not hits).
+    let mut engagement = MessageEngagement::default();
+    for d in &deliveries {
+        let events = state.store.delivery_events(tenant, &d.id).await?;
+        engagement.add(&posthorn_track::Counts::from_hits(
+            &super::tracker::engagement_hits(&events),
+        ));
+    }
     Ok(Json(json!({
+        "engagement": engagement.json(),
         "id": m.id,
         "from": m.from_header,
         "reply_to": m.reply_to,
@@ -150,6 +160,55 @@ pub async fn message(
         "created_at": time(m.created_at),
         "deliveries": deliveries.iter().map(delivery_status_json).collect::<Vec<_>>(),
     })))
+}
+
+/// A message's engagement: per-delivery counts added up, `all` and `human`.
+#[derive(Default)]
+struct MessageEngagement {
+    all: Sum,
+    human: Sum,
+}
+
+#[derive(Default)]
+struct Sum {
+    opened: u64,
+    clicked: u64,
+    opens: u64,
+    clicks: u64,
+    clicks_per_link: std::collections::BTreeMap<u32, u64>,
+}
+
+impl Sum {
+    fn add(&mut self, t: &posthorn_track::Tally) {
+        self.opened += u64::from(t.opened);
+        self.clicked += u64::from(t.clicked);
+        self.opens += t.opens;
+        self.clicks += t.clicks;
+        for (link, n) in &t.clicks_per_link {
+            *self.clicks_per_link.entry(*link).or_default() += n;
+        }
+    }
+
+    fn json(&self) -> Value {
+        json!({
+            "opened_deliveries": self.opened,
+            "clicked_deliveries": self.clicked,
+            "opens": self.opens,
+            "clicks": self.clicks,
+            "clicks_per_link": self.clicks_per_link.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
+        })
+    }
+}
+
+impl MessageEngagement {
+    fn add(&mut self, c: &posthorn_track::Counts) {
+        self.all.add(&c.all);
+        self.human.add(&c.human);
+    }
+
+    fn json(&self) -> Value {
+        json!({ "all": self.all.json(), "human": self.human.json() })
+    }
 }
 
 #[derive(Debug, Deserialize)]
