@@ -255,9 +255,33 @@ fn dsn_findings(dsn: &dsn::Dsn, report: &Report) -> Vec<Finding> {
         if r.diagnostic_type.as_deref() == Some("x-unix") {
             finding.hint = Some((Reason::Mailererror, "dsn.x-unix"));
         }
+        if let Some(hint) = r.bounce_category.as_deref().and_then(powermta_category) {
+            finding.hint = Some(hint);
+            finding.force = true;
+        }
         out.push(finding);
     }
     out
+}
+
+/// PowerMTA classifies every failure it reports (`X-PowerMTA-BounceCategory`)
+/// from the whole dialogue, which its DSN text does not always show (a
+/// "550 5.2.1 User Unknown" it saw at RCPT is `bad-mailbox`). Only the
+/// categories with one meaning are used; `other`, `routing-errors`,
+/// `bad-connection` and the like leave the decision to the words.
+fn powermta_category(category: &str) -> Option<(Reason, &'static str)> {
+    Some(match category {
+        "bad-mailbox" => (Reason::Userunknown, "dsn.powermta.bad-mailbox"),
+        "bad-domain" => (Reason::Hostunknown, "dsn.powermta.bad-domain"),
+        "inactive-mailbox" => (Reason::Suspend, "dsn.powermta.inactive-mailbox"),
+        "quota-issues" => (Reason::Mailboxfull, "dsn.powermta.quota-issues"),
+        "spam-related" => (Reason::Spamdetected, "dsn.powermta.spam-related"),
+        "virus-related" => (Reason::Virusdetected, "dsn.powermta.virus-related"),
+        "message-expired" => (Reason::Expired, "dsn.powermta.message-expired"),
+        "relaying-issues" => (Reason::Norelaying, "dsn.powermta.relaying-issues"),
+        "invalid-sender" => (Reason::Rejected, "dsn.powermta.invalid-sender"),
+        _ => return None,
+    })
 }
 
 /// A diagnostic that says nothing beyond a code.
@@ -401,6 +425,12 @@ pub fn smtp_command(text: &str) -> Option<SmtpCommand> {
         ("rcpt to:", SmtpCommand::Rcpt),
         ("rcpt to command", SmtpCommand::Rcpt),
         ("rcpt command", SmtpCommand::Rcpt),
+        // qmail: "most progress was RCPT TO response", "does not like
+        // recipient"; Yahoo "[RCPT_TO]"; "SMTP:RCPT host ..." transcripts.
+        ("rcpt to response", SmtpCommand::Rcpt),
+        ("does not like recipient", SmtpCommand::Rcpt),
+        ("rcpt_to", SmtpCommand::Rcpt),
+        ("smtp:rcpt", SmtpCommand::Rcpt),
         ("end of data", SmtpCommand::Data),
         ("after data", SmtpCommand::Data),
         ("data command", SmtpCommand::Data),
@@ -432,6 +462,24 @@ fn context_reason(
         rule.starts_with("text.") || rule.starts_with("code.") || rule.starts_with("format.");
     // X.1.1 says "bad destination mailbox" whatever the stage.
     let mailbox_code = status.is_some_and(|s| s.subject == 1 && s.detail == 1);
+    // Sisimai's reading of a "user unknown" that neither an address code
+    // (X.1.y) nor the RCPT stage backs: the server said it of a message it
+    // had a code for that names another subject ("550 5.2.1 ... User
+    // Unknown", "550 5.0.0 ... user unknown" after the envelope was taken),
+    // which is how per-recipient filters and mobile carriers refuse mail.
+    // Postfix's "Recipient address rejected" wording is itself the RCPT
+    // stage, and Sisimai's own X.0.9NN codes are not a server's word.
+    let address_code = status.is_some_and(|s| s.subject == 1);
+    let servers_code = status.is_some_and(|s| s.detail < 900);
+    if command.is_none()
+        && reason == Reason::Userunknown
+        && rule.starts_with("text.userunknown.")
+        && rule != "text.userunknown.rejected-recipient"
+        && servers_code
+        && !address_code
+    {
+        return Some((Reason::Filtered, "context.filtered.not-at-rcpt"));
+    }
     match command? {
         SmtpCommand::Data if reason == Reason::Userunknown && from_words && !mailbox_code => {
             Some((Reason::Filtered, "context.filtered.after-data"))
