@@ -296,6 +296,7 @@ fn finish(f: Finding, common: &Common) -> Record {
     // The words without the codes of continuation lines ("552-5.7.0 ...
     // potential\n552-5.7.0 security issue" reads "potential security issue").
     let (_, _, words) = crate::reply::parse_reply_line(&split_continuations(&f.diagnostic));
+    let words = remote_reply(&words);
     let reply_code = f.reply_code.or_else(|| reply_code_in(&f.diagnostic));
     let diag_status = EnhancedStatus::find_in(&diagnostic).map(|(s, _)| s);
     let given = f.status.as_deref().and_then(EnhancedStatus::parse);
@@ -341,6 +342,16 @@ fn finish(f: Finding, common: &Common) -> Record {
             (reason, rule) = (r, id);
         }
     }
+    // X.4.7 is the MTA's own verdict "delivery time expired": the trouble
+    // its attempts met (refused or failed connections) is why they failed,
+    // the failure reported is that it gave up.
+    let gave_up = status_code.is_some_and(|s| s.subject == 4 && s.detail == 7);
+    if gave_up && reason == Reason::Networkerror && rule.starts_with("text.") {
+        (reason, rule) = (Reason::Expired, "context.expired.gave-up");
+    }
+    // A delay report says "still trying": a generic code (X.y.0) or a
+    // gave-up code says nothing more than that.
+    let generic_code = rule.starts_with("enhanced.") && status_code.is_some_and(|s| s.detail == 0);
     let (reason, bounce_type, rule) = match f.kind {
         RecordKind::Delivered => (
             Reason::Delivered,
@@ -348,7 +359,11 @@ fn finish(f: Finding, common: &Common) -> Record {
             "dsn.action.delivered",
         ),
         RecordKind::Delay
-            if reason == Reason::Undefined || reason == Reason::Expired || !reason.is_failure() =>
+            if reason == Reason::Undefined
+                || reason == Reason::Expired
+                || !reason.is_failure()
+                || gave_up
+                || generic_code =>
         {
             (Reason::Expired, BounceType::Soft, "dsn.action.delayed")
         }
@@ -379,6 +394,23 @@ fn finish(f: Finding, common: &Common) -> Record {
         source_ip: None,
         user_agent: None,
     }
+}
+
+/// The remote server's own reply when the MTA quotes it after a sentence
+/// of its own that would otherwise be read too ("Google tried to deliver
+/// your message, but it was rejected by the recipient domain. ... The error
+/// that the other server returned was: 500 Remote server does not support
+/// TLS"): the MTA's sentence is the same for every failure.
+fn remote_reply(words: &str) -> &str {
+    const MARKERS: &[&str] = &["the error that the other server returned was:"];
+    let lower = words.to_ascii_lowercase();
+    MARKERS
+        .iter()
+        .find_map(|marker| {
+            let at = lower.find(marker)? + marker.len();
+            words.get(at..).map(str::trim).filter(|rest| !rest.is_empty())
+        })
+        .unwrap_or(words)
 }
 
 /// Puts the continuation lines of a multi-line reply that an MTA wrote on
@@ -415,6 +447,8 @@ pub fn smtp_command(text: &str) -> Option<SmtpCommand> {
         ("initial connection", SmtpCommand::Connect),
         ("after connect", SmtpCommand::Connect),
         ("in reply to helo", SmtpCommand::Connect),
+        // qmail: "Connected to ... but my name was rejected" (HELO).
+        ("my name was rejected", SmtpCommand::Connect),
         ("in reply to ehlo", SmtpCommand::Connect),
         ("after helo", SmtpCommand::Connect),
         ("after ehlo", SmtpCommand::Connect),
@@ -474,7 +508,10 @@ fn context_reason(
     if command.is_none()
         && reason == Reason::Userunknown
         && rule.starts_with("text.userunknown.")
-        && rule != "text.userunknown.rejected-recipient"
+        && !matches!(
+            rule,
+            "text.userunknown.rejected-recipient" | "text.userunknown.access-denied-recipient"
+        )
         && servers_code
         && !address_code
     {
@@ -499,7 +536,11 @@ fn context_reason(
         SmtpCommand::Connect
             if matches!(
                 reason,
-                Reason::Userunknown | Reason::Filtered | Reason::Rejected | Reason::Undefined
+                Reason::Userunknown
+                    | Reason::Hostunknown
+                    | Reason::Filtered
+                    | Reason::Rejected
+                    | Reason::Undefined
             ) =>
         {
             Some((Reason::Blocked, "context.blocked.connection"))

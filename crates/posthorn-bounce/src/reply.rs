@@ -365,7 +365,9 @@ fn decide(code: Option<u16>, status: Option<EnhancedStatus>, text: &str) -> (Rea
     if status.is_some_and(|s| s.class == 2) {
         return (Reason::Delivered, "enhanced.2.x.x");
     }
-    if code.is_some_and(|c| c / 100 == 2) {
+    // A failure status beats a 2xx-looking number: "255 ... 554 5.3.0
+    // unknown mailer error 255" is a program's exit status, not a reply.
+    if code.is_some_and(|c| c / 100 == 2) && status.is_none_or(|s| s.class == 2) {
         return (Reason::Delivered, "code.2xx");
     }
     if let Some(rule) = first_match(STRONG_TEXT, text) {
@@ -622,10 +624,10 @@ static STRONG_TEXT: &[TextRule] = &[
             "exceed quota",
             "disk quota",
             "out of storage",
+            "insufficient disk space",
             "storage space",
             "exceeded storage",
             "exceeds storage",
-            "insufficient disk space",
         ],
     ),
     rule(
@@ -634,6 +636,9 @@ static STRONG_TEXT: &[TextRule] = &[
         &[
             "x-unix;",
             "pipe to |",
+            // Local delivery agents that name themselves in the error.
+            "procmail:",
+            "maildrop:",
             "\"|",
             "mailer error",
             "command died",
@@ -723,6 +728,10 @@ static STRONG_TEXT: &[TextRule] = &[
             "improperly formatted",
             "binary content",
             "duplicate header",
+            // Too many or too large header lines: the form of the message,
+            // before the size rule reads "too large".
+            "headers too large",
+            "header too large",
             "8-bit data",
             "8bit data",
             "invalid mime",
@@ -784,6 +793,7 @@ static STRONG_TEXT: &[TextRule] = &[
         Reason::Rejected,
         &[
             "sender address rejected",
+            "sender was rejected",
             "sender rejected",
             "sender ... denied",
             "sender ... refused",
@@ -800,6 +810,14 @@ static STRONG_TEXT: &[TextRule] = &[
             "purported responsible",
             "permanently deferred",
         ],
+    ),
+    // Exchange Online's refusal of an address it does not host, whatever
+    // enhanced code goes with it (5.4.1, 5.7.1): the "why" of Postfix's
+    // wrapper is "access denied" to that mailbox, not to our host.
+    rule(
+        "text.userunknown.access-denied-recipient",
+        Reason::Userunknown,
+        &["recipient address rejected: access denied"],
     ),
     rule(
         "text.userunknown.no-such-user",
@@ -897,6 +915,7 @@ static STRONG_TEXT: &[TextRule] = &[
             "host unknown",
             "unknown host",
             "host not found",
+            "host ... not found",
             "no such domain",
             "unknown domain",
             "invalid domain",
@@ -955,6 +974,9 @@ static STRONG_TEXT: &[TextRule] = &[
             "system storage",
             "disk full",
             "no space left",
+            // RFC 5321's words for 452: the server's storage, not the
+            // recipient's quota.
+            "insufficient system storage",
         ],
     ),
     rule(
@@ -983,6 +1005,7 @@ static STRONG_TEXT: &[TextRule] = &[
             "requiretls",
             "tls connection",
             "must use tls",
+            "support tls",
             "encryption required for ... domain",
         ],
     ),
@@ -1104,6 +1127,11 @@ static STRONG_TEXT: &[TextRule] = &[
             "policy that prohibit",
             "content policy",
             "illegal attachment",
+            "header error",
+            "content presents a potential",
+            "organizational settings",
+            "organization policy",
+            "mass mailer",
             "prohibited attachment",
             "security issue",
         ],
