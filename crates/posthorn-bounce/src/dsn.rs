@@ -140,8 +140,8 @@ pub fn parse(text: &str) -> Dsn {
             "x-powermta-bouncecategory" => {
                 let r = current.get_or_insert_with(DsnRecipient::default);
                 if r.bounce_category.is_none() {
-                    r.bounce_category = Some(one_line.trim().to_ascii_lowercase())
-                        .filter(|c| !c.is_empty());
+                    r.bounce_category =
+                        Some(one_line.trim().to_ascii_lowercase()).filter(|c| !c.is_empty());
                 }
             }
             "diagnostic-code" => {

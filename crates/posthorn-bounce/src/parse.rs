@@ -408,7 +408,10 @@ fn remote_reply(words: &str) -> &str {
         .iter()
         .find_map(|marker| {
             let at = lower.find(marker)? + marker.len();
-            words.get(at..).map(str::trim).filter(|rest| !rest.is_empty())
+            words
+                .get(at..)
+                .map(str::trim)
+                .filter(|rest| !rest.is_empty())
         })
         .unwrap_or(words)
 }
@@ -492,6 +495,9 @@ fn context_reason(
     status: Option<EnhancedStatus>,
     command: Option<SmtpCommand>,
 ) -> Option<(Reason, &'static str)> {
+    if crate::reply::is_provider_rule(rule) {
+        return None;
+    }
     let from_words =
         rule.starts_with("text.") || rule.starts_with("code.") || rule.starts_with("format.");
     // X.1.1 says "bad destination mailbox" whatever the stage.

@@ -6,7 +6,9 @@
 //! something decides:
 //!
 //! 1. a success reply (2xx / 2.x.x) is `delivered`;
-//! 2. `STRONG_TEXT`: phrases that name one condition ("user unknown",
+//! 2. a provider's own error code that states the reason (Orange and La
+//!    Poste: `OFR_416`, `LPN007_505`), see `provider_code`;
+//!    then `STRONG_TEXT`: phrases that name one condition ("user unknown",
 //!    "over quota", "spamhaus"). Servers put a generic code on almost every
 //!    rejection (550 5.7.1 for spam, policy, relaying and unknown users
 //!    alike), so the words are more specific than the code;
@@ -370,6 +372,9 @@ fn decide(code: Option<u16>, status: Option<EnhancedStatus>, text: &str) -> (Rea
     if code.is_some_and(|c| c / 100 == 2) && status.is_none_or(|s| s.class == 2) {
         return (Reason::Delivered, "code.2xx");
     }
+    if let Some(found) = provider_code(text) {
+        return found;
+    }
     if let Some(rule) = first_match(STRONG_TEXT, text) {
         return (rule.reason, rule.id);
     }
@@ -398,6 +403,52 @@ fn decide(code: Option<u16>, status: Option<EnhancedStatus>, text: &str) -> (Rea
         return (Reason::Undefined, "code.unrecognised");
     }
     (Reason::Undefined, RULE_NOTHING)
+}
+
+/// Whether a rule is a provider's stated reason ([`provider_code`]): the
+/// receiver knows why it refused, so no stage of the dialogue changes it.
+pub fn is_provider_rule(rule: &str) -> bool {
+    rule.contains(".provider-")
+}
+
+/// Orange (`OFR`, `OUK`) and La Poste (`LPN`) end every refusal with a
+/// label and a number (`OFR_416`, `OFR005_505`, `LPN007_416`), documented
+/// by them per number: the number says the reason whatever the text and
+/// the stage (La Poste refuses unknown recipients after DATA). Numbers
+/// documented without one meaning ("please try later") are left out.
+fn provider_code(text: &str) -> Option<(Reason, &'static str)> {
+    if !(text.contains("ofr") || text.contains("lpn") || text.contains("ouk")) {
+        return None;
+    }
+    let number = text
+        .split(|c: char| c.is_whitespace() || c == '(' || c == '[')
+        .find_map(|word| {
+            let rest = ["ofr", "lpn", "ouk"]
+                .iter()
+                .find_map(|label| word.strip_prefix(label))?;
+            let rest = rest.trim_start_matches(|c: char| c.is_ascii_digit());
+            let digits = rest.strip_prefix('_')?;
+            let digits = digits.trim_end_matches(['.', ',', ')', ';']);
+            (digits.len() == 3 && digits.bytes().all(|b| b.is_ascii_digit())).then_some(digits)
+        })?;
+    Some(match number {
+        "101" | "102" | "103" | "510" | "999" => (Reason::Blocked, "text.blocked.provider-orange"),
+        "104" => (Reason::Ratelimited, "text.ratelimited.provider-orange"),
+        "305" | "402" => (Reason::Securityerror, "text.securityerror.provider-orange"),
+        "401" | "517" => (Reason::Authfailure, "text.authfailure.provider-orange"),
+        "403" | "405" | "415" | "421" => (Reason::Rejected, "text.rejected.provider-orange"),
+        "416" => (Reason::Userunknown, "text.userunknown.provider-orange"),
+        "417" => (Reason::Mailboxfull, "text.mailboxfull.provider-orange"),
+        "420" | "426" => (Reason::Suspend, "text.suspend.provider-orange"),
+        "505" => (Reason::Systemerror, "text.systemerror.provider-orange"),
+        "506" => (Reason::Spamdetected, "text.spamdetected.provider-orange"),
+        "514" => (Reason::Emailtoolarge, "text.emailtoolarge.provider-orange"),
+        "630" => (
+            Reason::Policyviolation,
+            "text.policyviolation.provider-orange",
+        ),
+        _ => return None,
+    })
 }
 
 /// Step 6: basic reply codes with one meaning.
@@ -1341,6 +1392,26 @@ mod tests {
             "potential security issue"
         );
         assert_eq!(normalize("Blocked - see"), "blocked - see");
+    }
+
+    #[test]
+    fn orange_and_la_poste_codes_say_the_reason() {
+        let reason = |t: &str| provider_code(&normalize(t)).map(|(r, _)| r);
+        assert_eq!(
+            reason("550 5.5.0 Invalid recipient. LPN007_416"),
+            Some(Reason::Userunknown)
+        );
+        assert_eq!(
+            reason("Service refused, please try later. OFR005_505 [505]"),
+            Some(Reason::Systemerror)
+        );
+        assert_eq!(
+            reason("Mail rejected. OFR_506 [506]"),
+            Some(Reason::Spamdetected)
+        );
+        assert_eq!(reason("please try later. LPN001_108"), None);
+        assert_eq!(reason("user unknown"), None);
+        assert_eq!(reason("lpn007_4160"), None);
     }
 
     #[test]
