@@ -309,7 +309,7 @@ fn finish(f: Finding, common: &Common) -> Record {
         (None, d) => d,
     };
     let status_text = status_code.map(|s| s.to_string());
-    let mut class = classify_reply(reply_code, status_text.as_deref(), &words);
+    let mut class = classify_reply(reply_code, status_text.as_deref(), words);
     // Postfix writes every RCPT restriction as "Recipient address
     // rejected: <why>". When only those words spoke, a specific status
     // code says the why better than "the recipient was refused".

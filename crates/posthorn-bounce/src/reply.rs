@@ -6,8 +6,9 @@
 //! something decides:
 //!
 //! 1. a success reply (2xx / 2.x.x) is `delivered`;
-//! 2. a provider's own error code that states the reason (Orange and La
-//!    Poste: `OFR_416`, `LPN007_505`), see `provider_code`;
+//! 2. a provider's own statement of the reason (Orange and La Poste error
+//!    numbers `OFR_416`, `LPN007_505`; Yahoo's "delivery error: dd"
+//!    wording), see `provider_code`;
 //!    then `STRONG_TEXT`: phrases that name one condition ("user unknown",
 //!    "over quota", "spamhaus"). Servers put a generic code on almost every
 //!    rejection (550 5.7.1 for spam, policy, relaying and unknown users
@@ -416,7 +417,14 @@ pub fn is_provider_rule(rule: &str) -> bool {
 /// by them per number: the number says the reason whatever the text and
 /// the stage (La Poste refuses unknown recipients after DATA). Numbers
 /// documented without one meaning ("please try later") are left out.
+///
+/// Yahoo checks recipients only after DATA and says so in its own words
+/// ("554 delivery error: dd This user doesn't have a yahoo.com account"):
+/// that is an unknown mailbox, not a filter of the message.
 fn provider_code(text: &str) -> Option<(Reason, &'static str)> {
+    if text.contains("delivery error: dd ") && contains_phrase(text, "doesn't have a ... account") {
+        return Some((Reason::Userunknown, "text.userunknown.provider-yahoo"));
+    }
     if !(text.contains("ofr") || text.contains("lpn") || text.contains("ouk")) {
         return None;
     }
