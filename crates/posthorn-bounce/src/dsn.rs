@@ -23,6 +23,9 @@ pub struct DsnRecipient {
     /// folded field kept as `\n` (multi-line SMTP replies stay readable).
     pub diagnostic: Option<String>,
     pub diagnostic_type: Option<String>,
+    /// PowerMTA's own verdict, `X-PowerMTA-BounceCategory` (`bad-mailbox`,
+    /// `quota-issues`, ...), lowercased.
+    pub bounce_category: Option<String>,
 }
 
 impl DsnRecipient {
@@ -132,6 +135,13 @@ pub fn parse(text: &str) -> Dsn {
                     let host = strip_type(&one_line);
                     r.remote_mta =
                         Some(host.trim_matches(['[', ']']).to_string()).filter(|h| !h.is_empty());
+                }
+            }
+            "x-powermta-bouncecategory" => {
+                let r = current.get_or_insert_with(DsnRecipient::default);
+                if r.bounce_category.is_none() {
+                    r.bounce_category =
+                        Some(one_line.trim().to_ascii_lowercase()).filter(|c| !c.is_empty());
                 }
             }
             "diagnostic-code" => {

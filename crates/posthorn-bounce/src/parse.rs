@@ -272,9 +272,33 @@ fn dsn_findings(dsn: &dsn::Dsn, report: &Report) -> Vec<Finding> {
         if r.diagnostic_type.as_deref() == Some("x-unix") {
             finding.hint = Some((Reason::Mailererror, "dsn.x-unix"));
         }
+        if let Some(hint) = r.bounce_category.as_deref().and_then(powermta_category) {
+            finding.hint = Some(hint);
+            finding.force = true;
+        }
         out.push(finding);
     }
     out
+}
+
+/// PowerMTA classifies every failure it reports (`X-PowerMTA-BounceCategory`)
+/// from the whole dialogue, which its DSN text does not always show (a
+/// "550 5.2.1 User Unknown" it saw at RCPT is `bad-mailbox`). Only the
+/// categories with one meaning are used; `other`, `routing-errors`,
+/// `bad-connection` and the like leave the decision to the words.
+fn powermta_category(category: &str) -> Option<(Reason, &'static str)> {
+    Some(match category {
+        "bad-mailbox" => (Reason::Userunknown, "dsn.powermta.bad-mailbox"),
+        "bad-domain" => (Reason::Hostunknown, "dsn.powermta.bad-domain"),
+        "inactive-mailbox" => (Reason::Suspend, "dsn.powermta.inactive-mailbox"),
+        "quota-issues" => (Reason::Mailboxfull, "dsn.powermta.quota-issues"),
+        "spam-related" => (Reason::Spamdetected, "dsn.powermta.spam-related"),
+        "virus-related" => (Reason::Virusdetected, "dsn.powermta.virus-related"),
+        "message-expired" => (Reason::Expired, "dsn.powermta.message-expired"),
+        "relaying-issues" => (Reason::Norelaying, "dsn.powermta.relaying-issues"),
+        "invalid-sender" => (Reason::Rejected, "dsn.powermta.invalid-sender"),
+        _ => return None,
+    })
 }
 
 /// A diagnostic that says nothing beyond a code.
@@ -289,6 +313,7 @@ fn finish(f: Finding, common: &Common) -> Record {
     // The words without the codes of continuation lines ("552-5.7.0 ...
     // potential\n552-5.7.0 security issue" reads "potential security issue").
     let (_, _, words) = crate::reply::parse_reply_line(&split_continuations(&f.diagnostic));
+    let words = remote_reply(&words);
     let reply_code = f.reply_code.or_else(|| reply_code_in(&f.diagnostic));
     let diag_status = EnhancedStatus::find_in(&diagnostic).map(|(s, _)| s);
     let given = f.status.as_deref().and_then(EnhancedStatus::parse);
@@ -301,7 +326,7 @@ fn finish(f: Finding, common: &Common) -> Record {
         (None, d) => d,
     };
     let status_text = status_code.map(|s| s.to_string());
-    let mut class = classify_reply(reply_code, status_text.as_deref(), &words);
+    let mut class = classify_reply(reply_code, status_text.as_deref(), words);
     // Postfix writes every RCPT restriction as "Recipient address
     // rejected: <why>". When only those words spoke, a specific status
     // code says the why better than "the recipient was refused".
@@ -334,6 +359,16 @@ fn finish(f: Finding, common: &Common) -> Record {
             (reason, rule) = (r, id);
         }
     }
+    // X.4.7 is the MTA's own verdict "delivery time expired": the trouble
+    // its attempts met (refused or failed connections) is why they failed,
+    // the failure reported is that it gave up.
+    let gave_up = status_code.is_some_and(|s| s.subject == 4 && s.detail == 7);
+    if gave_up && reason == Reason::Networkerror && rule.starts_with("text.") {
+        (reason, rule) = (Reason::Expired, "context.expired.gave-up");
+    }
+    // A delay report says "still trying": a generic code (X.y.0) or a
+    // gave-up code says nothing more than that.
+    let generic_code = rule.starts_with("enhanced.") && status_code.is_some_and(|s| s.detail == 0);
     let (reason, bounce_type, rule) = match f.kind {
         RecordKind::Delivered => (
             Reason::Delivered,
@@ -341,7 +376,11 @@ fn finish(f: Finding, common: &Common) -> Record {
             "dsn.action.delivered",
         ),
         RecordKind::Delay
-            if reason == Reason::Undefined || reason == Reason::Expired || !reason.is_failure() =>
+            if reason == Reason::Undefined
+                || reason == Reason::Expired
+                || !reason.is_failure()
+                || gave_up
+                || generic_code =>
         {
             (Reason::Expired, BounceType::Soft, "dsn.action.delayed")
         }
@@ -372,6 +411,26 @@ fn finish(f: Finding, common: &Common) -> Record {
         source_ip: None,
         user_agent: None,
     }
+}
+
+/// The remote server's own reply when the MTA quotes it after a sentence
+/// of its own that would otherwise be read too ("Google tried to deliver
+/// your message, but it was rejected by the recipient domain. ... The error
+/// that the other server returned was: 500 Remote server does not support
+/// TLS"): the MTA's sentence is the same for every failure.
+fn remote_reply(words: &str) -> &str {
+    const MARKERS: &[&str] = &["the error that the other server returned was:"];
+    let lower = words.to_ascii_lowercase();
+    MARKERS
+        .iter()
+        .find_map(|marker| {
+            let at = lower.find(marker)? + marker.len();
+            words
+                .get(at..)
+                .map(str::trim)
+                .filter(|rest| !rest.is_empty())
+        })
+        .unwrap_or(words)
 }
 
 /// Puts the continuation lines of a multi-line reply that an MTA wrote on
@@ -408,6 +467,8 @@ pub fn smtp_command(text: &str) -> Option<SmtpCommand> {
         ("initial connection", SmtpCommand::Connect),
         ("after connect", SmtpCommand::Connect),
         ("in reply to helo", SmtpCommand::Connect),
+        // qmail: "Connected to ... but my name was rejected" (HELO).
+        ("my name was rejected", SmtpCommand::Connect),
         ("in reply to ehlo", SmtpCommand::Connect),
         ("after helo", SmtpCommand::Connect),
         ("after ehlo", SmtpCommand::Connect),
@@ -418,6 +479,12 @@ pub fn smtp_command(text: &str) -> Option<SmtpCommand> {
         ("rcpt to:", SmtpCommand::Rcpt),
         ("rcpt to command", SmtpCommand::Rcpt),
         ("rcpt command", SmtpCommand::Rcpt),
+        // qmail: "most progress was RCPT TO response", "does not like
+        // recipient"; Yahoo "[RCPT_TO]"; "SMTP:RCPT host ..." transcripts.
+        ("rcpt to response", SmtpCommand::Rcpt),
+        ("does not like recipient", SmtpCommand::Rcpt),
+        ("rcpt_to", SmtpCommand::Rcpt),
+        ("smtp:rcpt", SmtpCommand::Rcpt),
         ("end of data", SmtpCommand::Data),
         ("after data", SmtpCommand::Data),
         ("data command", SmtpCommand::Data),
@@ -445,10 +512,34 @@ fn context_reason(
     status: Option<EnhancedStatus>,
     command: Option<SmtpCommand>,
 ) -> Option<(Reason, &'static str)> {
+    if crate::reply::is_provider_rule(rule) {
+        return None;
+    }
     let from_words =
         rule.starts_with("text.") || rule.starts_with("code.") || rule.starts_with("format.");
     // X.1.1 says "bad destination mailbox" whatever the stage.
     let mailbox_code = status.is_some_and(|s| s.subject == 1 && s.detail == 1);
+    // Sisimai's reading of a "user unknown" that neither an address code
+    // (X.1.y) nor the RCPT stage backs: the server said it of a message it
+    // had a code for that names another subject ("550 5.2.1 ... User
+    // Unknown", "550 5.0.0 ... user unknown" after the envelope was taken),
+    // which is how per-recipient filters and mobile carriers refuse mail.
+    // Postfix's "Recipient address rejected" wording is itself the RCPT
+    // stage, and Sisimai's own X.0.9NN codes are not a server's word.
+    let address_code = status.is_some_and(|s| s.subject == 1);
+    let servers_code = status.is_some_and(|s| s.detail < 900);
+    if command.is_none()
+        && reason == Reason::Userunknown
+        && rule.starts_with("text.userunknown.")
+        && !matches!(
+            rule,
+            "text.userunknown.rejected-recipient" | "text.userunknown.access-denied-recipient"
+        )
+        && servers_code
+        && !address_code
+    {
+        return Some((Reason::Filtered, "context.filtered.not-at-rcpt"));
+    }
     match command? {
         SmtpCommand::Data if reason == Reason::Userunknown && from_words && !mailbox_code => {
             Some((Reason::Filtered, "context.filtered.after-data"))
@@ -468,7 +559,11 @@ fn context_reason(
         SmtpCommand::Connect
             if matches!(
                 reason,
-                Reason::Userunknown | Reason::Filtered | Reason::Rejected | Reason::Undefined
+                Reason::Userunknown
+                    | Reason::Hostunknown
+                    | Reason::Filtered
+                    | Reason::Rejected
+                    | Reason::Undefined
             ) =>
         {
             Some((Reason::Blocked, "context.blocked.connection"))

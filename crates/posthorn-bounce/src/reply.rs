@@ -6,7 +6,10 @@
 //! something decides:
 //!
 //! 1. a success reply (2xx / 2.x.x) is `delivered`;
-//! 2. `STRONG_TEXT`: phrases that name one condition ("user unknown",
+//! 2. a provider's own statement of the reason (Orange and La Poste error
+//!    numbers `OFR_416`, `LPN007_505`; Yahoo's "delivery error: dd"
+//!    wording), see `provider_code`;
+//!    then `STRONG_TEXT`: phrases that name one condition ("user unknown",
 //!    "over quota", "spamhaus"). Servers put a generic code on almost every
 //!    rejection (550 5.7.1 for spam, policy, relaying and unknown users
 //!    alike), so the words are more specific than the code;
@@ -365,8 +368,13 @@ fn decide(code: Option<u16>, status: Option<EnhancedStatus>, text: &str) -> (Rea
     if status.is_some_and(|s| s.class == 2) {
         return (Reason::Delivered, "enhanced.2.x.x");
     }
-    if code.is_some_and(|c| c / 100 == 2) {
+    // A failure status beats a 2xx-looking number: "255 ... 554 5.3.0
+    // unknown mailer error 255" is a program's exit status, not a reply.
+    if code.is_some_and(|c| c / 100 == 2) && status.is_none_or(|s| s.class == 2) {
         return (Reason::Delivered, "code.2xx");
+    }
+    if let Some(found) = provider_code(text) {
+        return found;
     }
     if let Some(rule) = first_match(STRONG_TEXT, text) {
         return (rule.reason, rule.id);
@@ -396,6 +404,59 @@ fn decide(code: Option<u16>, status: Option<EnhancedStatus>, text: &str) -> (Rea
         return (Reason::Undefined, "code.unrecognised");
     }
     (Reason::Undefined, RULE_NOTHING)
+}
+
+/// Whether a rule is a provider's stated reason ([`provider_code`]): the
+/// receiver knows why it refused, so no stage of the dialogue changes it.
+pub fn is_provider_rule(rule: &str) -> bool {
+    rule.contains(".provider-")
+}
+
+/// Orange (`OFR`, `OUK`) and La Poste (`LPN`) end every refusal with a
+/// label and a number (`OFR_416`, `OFR005_505`, `LPN007_416`), documented
+/// by them per number: the number says the reason whatever the text and
+/// the stage (La Poste refuses unknown recipients after DATA). Numbers
+/// documented without one meaning ("please try later") are left out.
+///
+/// Yahoo checks recipients only after DATA and says so in its own words
+/// ("554 delivery error: dd This user doesn't have a yahoo.com account"):
+/// that is an unknown mailbox, not a filter of the message.
+fn provider_code(text: &str) -> Option<(Reason, &'static str)> {
+    if text.contains("delivery error: dd ") && contains_phrase(text, "doesn't have a ... account") {
+        return Some((Reason::Userunknown, "text.userunknown.provider-yahoo"));
+    }
+    if !(text.contains("ofr") || text.contains("lpn") || text.contains("ouk")) {
+        return None;
+    }
+    let number = text
+        .split(|c: char| c.is_whitespace() || c == '(' || c == '[')
+        .find_map(|word| {
+            let rest = ["ofr", "lpn", "ouk"]
+                .iter()
+                .find_map(|label| word.strip_prefix(label))?;
+            let rest = rest.trim_start_matches(|c: char| c.is_ascii_digit());
+            let digits = rest.strip_prefix('_')?;
+            let digits = digits.trim_end_matches(['.', ',', ')', ';']);
+            (digits.len() == 3 && digits.bytes().all(|b| b.is_ascii_digit())).then_some(digits)
+        })?;
+    Some(match number {
+        "101" | "102" | "103" | "510" | "999" => (Reason::Blocked, "text.blocked.provider-orange"),
+        "104" => (Reason::Ratelimited, "text.ratelimited.provider-orange"),
+        "305" | "402" => (Reason::Securityerror, "text.securityerror.provider-orange"),
+        "401" | "517" => (Reason::Authfailure, "text.authfailure.provider-orange"),
+        "403" | "405" | "415" | "421" => (Reason::Rejected, "text.rejected.provider-orange"),
+        "416" => (Reason::Userunknown, "text.userunknown.provider-orange"),
+        "417" => (Reason::Mailboxfull, "text.mailboxfull.provider-orange"),
+        "420" | "426" => (Reason::Suspend, "text.suspend.provider-orange"),
+        "505" => (Reason::Systemerror, "text.systemerror.provider-orange"),
+        "506" => (Reason::Spamdetected, "text.spamdetected.provider-orange"),
+        "514" => (Reason::Emailtoolarge, "text.emailtoolarge.provider-orange"),
+        "630" => (
+            Reason::Policyviolation,
+            "text.policyviolation.provider-orange",
+        ),
+        _ => return None,
+    })
 }
 
 /// Step 6: basic reply codes with one meaning.
@@ -622,10 +683,10 @@ static STRONG_TEXT: &[TextRule] = &[
             "exceed quota",
             "disk quota",
             "out of storage",
+            "insufficient disk space",
             "storage space",
             "exceeded storage",
             "exceeds storage",
-            "insufficient disk space",
         ],
     ),
     rule(
@@ -634,6 +695,9 @@ static STRONG_TEXT: &[TextRule] = &[
         &[
             "x-unix;",
             "pipe to |",
+            // Local delivery agents that name themselves in the error.
+            "procmail:",
+            "maildrop:",
             "\"|",
             "mailer error",
             "command died",
@@ -723,6 +787,10 @@ static STRONG_TEXT: &[TextRule] = &[
             "improperly formatted",
             "binary content",
             "duplicate header",
+            // Too many or too large header lines: the form of the message,
+            // before the size rule reads "too large".
+            "headers too large",
+            "header too large",
             "8-bit data",
             "8bit data",
             "invalid mime",
@@ -784,6 +852,7 @@ static STRONG_TEXT: &[TextRule] = &[
         Reason::Rejected,
         &[
             "sender address rejected",
+            "sender was rejected",
             "sender rejected",
             "sender ... denied",
             "sender ... refused",
@@ -800,6 +869,14 @@ static STRONG_TEXT: &[TextRule] = &[
             "purported responsible",
             "permanently deferred",
         ],
+    ),
+    // Exchange Online's refusal of an address it does not host, whatever
+    // enhanced code goes with it (5.4.1, 5.7.1): the "why" of Postfix's
+    // wrapper is "access denied" to that mailbox, not to our host.
+    rule(
+        "text.userunknown.access-denied-recipient",
+        Reason::Userunknown,
+        &["recipient address rejected: access denied"],
     ),
     rule(
         "text.userunknown.no-such-user",
@@ -897,6 +974,7 @@ static STRONG_TEXT: &[TextRule] = &[
             "host unknown",
             "unknown host",
             "host not found",
+            "host ... not found",
             "no such domain",
             "unknown domain",
             "invalid domain",
@@ -955,6 +1033,9 @@ static STRONG_TEXT: &[TextRule] = &[
             "system storage",
             "disk full",
             "no space left",
+            // RFC 5321's words for 452: the server's storage, not the
+            // recipient's quota.
+            "insufficient system storage",
         ],
     ),
     rule(
@@ -983,6 +1064,7 @@ static STRONG_TEXT: &[TextRule] = &[
             "requiretls",
             "tls connection",
             "must use tls",
+            "support tls",
             "encryption required for ... domain",
         ],
     ),
@@ -1104,6 +1186,11 @@ static STRONG_TEXT: &[TextRule] = &[
             "policy that prohibit",
             "content policy",
             "illegal attachment",
+            "header error",
+            "content presents a potential",
+            "organizational settings",
+            "organization policy",
+            "mass mailer",
             "prohibited attachment",
             "security issue",
         ],
@@ -1313,6 +1400,26 @@ mod tests {
             "potential security issue"
         );
         assert_eq!(normalize("Blocked - see"), "blocked - see");
+    }
+
+    #[test]
+    fn orange_and_la_poste_codes_say_the_reason() {
+        let reason = |t: &str| provider_code(&normalize(t)).map(|(r, _)| r);
+        assert_eq!(
+            reason("550 5.5.0 Invalid recipient. LPN007_416"),
+            Some(Reason::Userunknown)
+        );
+        assert_eq!(
+            reason("Service refused, please try later. OFR005_505 [505]"),
+            Some(Reason::Systemerror)
+        );
+        assert_eq!(
+            reason("Mail rejected. OFR_506 [506]"),
+            Some(Reason::Spamdetected)
+        );
+        assert_eq!(reason("please try later. LPN001_108"), None);
+        assert_eq!(reason("user unknown"), None);
+        assert_eq!(reason("lpn007_4160"), None);
     }
 
     #[test]
