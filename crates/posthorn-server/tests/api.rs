@@ -2227,7 +2227,7 @@ async fn policy_unconfirmed_contacts_on_a_confirming_stream() {
             "newsletter".into(),
             StreamConfig {
                 require_confirmation: true,
-                lifetime: None,
+                ..Default::default()
             },
         );
     })
