@@ -319,3 +319,75 @@ fn readme_walkthrough_with_curl() {
         "{list}"
     );
 }
+
+/// `posthorn classify` prints one JSON line per record with the documented
+/// fields, `not_bounce` for other mail, and classifies a single reply.
+#[test]
+fn classify_prints_one_json_line_per_record() {
+    let corpus =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../posthorn-bounce/tests/fixtures/corpus");
+    let files = [
+        corpus.join("sisimai/lhost-postfix-01.eml"),
+        corpus.join("sisimai/arf-12.eml"),
+        corpus.join("sisimai-not-bounce/is-not-bounce-02.eml"),
+    ];
+    let out = Command::new(BIN)
+        .arg("classify")
+        .args(&files)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    let bounce = &lines[0];
+    for field in [
+        "file",
+        "kind",
+        "recipient",
+        "status",
+        "reply_code",
+        "reason",
+        "hard_bounce",
+        "feedback_type",
+        "diagnostic",
+        "rule",
+    ] {
+        assert!(bounce.get(field).is_some(), "no {field} in {bounce}");
+    }
+    assert_eq!(bounce["kind"], "bounce");
+    assert_eq!(bounce["recipient"], "r@p351355.pool.example.ne.jp");
+    assert_eq!(bounce["hard_bounce"], false);
+    assert_eq!(lines[1]["kind"], "complaint");
+    assert_eq!(lines[1]["feedback_type"], "opt-out");
+    assert_eq!(lines[2]["kind"], "not_bounce");
+    assert!(
+        lines[2]["file"]
+            .as_str()
+            .unwrap()
+            .ends_with("is-not-bounce-02.eml")
+    );
+
+    let out = Command::new(BIN)
+        .args([
+            "classify",
+            "--reply",
+            "550 5.1.1 <x@example.com>: user unknown",
+        ])
+        .output()
+        .unwrap();
+    let reply: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(reply["reason"], "userunknown");
+    assert_eq!(reply["hard_bounce"], true);
+    assert_eq!(reply["reply_code"], 550);
+    assert!(reply["rule"].as_str().is_some());
+
+    let out = Command::new(BIN)
+        .args(["classify", "/no/such/file.eml"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/no/such/file.eml"));
+}
