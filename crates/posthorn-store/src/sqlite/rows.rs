@@ -266,7 +266,15 @@ pub(crate) fn events(
     tenant: &TenantId,
     filter: &EventFilter,
 ) -> StoreResult<Vec<EventRecord>> {
-    let mut conditions = vec!["tenant_id = $1".to_owned()];
+    // With a delivery, its own index (delivery_id, id) is the one to use:
+    // `+tenant_id` keeps the planner off (tenant_id, id), which would walk
+    // every event of the tenant (see `delivery_events`).
+    let tenant_condition = if filter.delivery_id.is_some() {
+        "+tenant_id = $1"
+    } else {
+        "tenant_id = $1"
+    };
+    let mut conditions = vec![tenant_condition.to_owned()];
     let mut values: Vec<Box<dyn ToSql>> = vec![Box::new(tenant.as_str().to_owned())];
     let mut add = |column: &str, value: Box<dyn ToSql>| {
         values.push(value);
@@ -305,8 +313,12 @@ pub(crate) fn delivery_events(
     tenant: &TenantId,
     delivery: &DeliveryId,
 ) -> StoreResult<Vec<EventRecord>> {
+    // `+tenant_id`: the tenant check must not use an index. Left to
+    // itself (no statistics) SQLite picks (tenant_id, id) for the ORDER BY
+    // and walks every event of the tenant; (delivery_id, id) finds the few
+    // of this delivery, already in order.
     let sql = format!(
-        "SELECT {EVENT_COLUMNS} FROM events WHERE delivery_id = $1 AND tenant_id = $2 ORDER BY id"
+        "SELECT {EVENT_COLUMNS} FROM events WHERE delivery_id = $1 AND +tenant_id = $2 ORDER BY id"
     );
     let mut stmt = prepare(c, &sql)?;
     let rows = stmt.query_map([delivery.as_str(), tenant.as_str()], event_row)?;
