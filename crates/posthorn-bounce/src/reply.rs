@@ -771,6 +771,17 @@ static STRONG_TEXT: &[TextRule] = &[
             // Port 25 blocking of dynamic ranges: "please use the SMTP
             // server of your ISP".
             "smtp server of your isp",
+            // Refusals of the sending host itself (Sisimai's "blocked").
+            "too many unwanted messages",
+            "too many spams from your ip",
+            "sender ip address rejected",
+            "bad sender ip address",
+            "not currently accepting mail from your ip",
+            "hosts with dynamic ip",
+            "mail from dynamic ip",
+            "rejecting open proxy",
+            "extreme bad ip profile",
+            "you are not allowed to connect",
         ],
     ),
     rule(

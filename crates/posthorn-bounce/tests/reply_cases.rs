@@ -293,6 +293,12 @@ fn classify_reply_knows_common_replies() {
             "requireptr soft temporary",
         ),
         (
+            "550 SC-004 Too many unwanted messages have been sent from the \
+             following IP address above.",
+            "blocked soft",
+        ),
+        ("554 Sender IP address rejected", "blocked soft"),
+        (
             "550 'a@b' is not a registered gateway user",
             "rejected soft",
         ),
