@@ -683,7 +683,6 @@ static STRONG_TEXT: &[TextRule] = &[
             "exceed quota",
             "disk quota",
             "out of storage",
-            "insufficient disk space",
             "storage space",
             "exceeded storage",
             "exceeds storage",
@@ -714,6 +713,27 @@ static STRONG_TEXT: &[TextRule] = &[
             "noncompliant",
             "non-compliant",
             "not compliant with rfc",
+        ],
+    ),
+    // cPanel's Exim says "The account or domain may not exist, they may be
+    // blacklisted, or missing the proper dns entries": the first guess is
+    // the address, so before the block-list words it also contains.
+    rule(
+        "text.hostunknown.may-not-exist",
+        Reason::Hostunknown,
+        &["account or domain may not exist"],
+    ),
+    // A listed *address* (ours or the recipient's) is a refusal of the
+    // address, not of our IP: before the block-list rule that reads
+    // "blacklisted".
+    rule(
+        "text.rejected.address-blacklisted",
+        Reason::Rejected,
+        &[
+            "address that has been blacklisted",
+            "email address has been blacklisted",
+            "sender address has been blacklisted",
+            "sender is in my black list",
         ],
     ),
     rule(
@@ -748,6 +768,20 @@ static STRONG_TEXT: &[TextRule] = &[
             "helo command rejected",
             "invalid ip for sending",
             "access forbidden by your ip",
+            // Port 25 blocking of dynamic ranges: "please use the SMTP
+            // server of your ISP".
+            "smtp server of your isp",
+            // Refusals of the sending host itself (Sisimai's "blocked").
+            "too many unwanted messages",
+            "too many spams from your ip",
+            "sender ip address rejected",
+            "bad sender ip address",
+            "not currently accepting mail from your ip",
+            "hosts with dynamic ip",
+            "mail from dynamic ip",
+            "rejecting open proxy",
+            "extreme bad ip profile",
+            "you are not allowed to connect",
         ],
     ),
     rule(
@@ -761,6 +795,12 @@ static STRONG_TEXT: &[TextRule] = &[
             "rdns",
             "cannot find your hostname",
             "ip name lookup",
+            "cannot resolve your address",
+            "unresolvable relay host",
+            // "service permits N unverifyable sending IPs": the sending IP
+            // is not one the sender's domain resolves to.
+            "unverifyable sending ip",
+            "unverifiable sending ip",
         ],
     ),
     // An explicit spam verdict, before the rules for other things the same
@@ -868,6 +908,18 @@ static STRONG_TEXT: &[TextRule] = &[
             "unknown sender",
             "purported responsible",
             "permanently deferred",
+        ],
+    ),
+    // Refusals that Sisimai's table files under "rejected" although they
+    // do not say "sender": a gateway that does not know the address, a
+    // filter that refuses the whole envelope, an invalid From: header.
+    rule(
+        "text.rejected.not-accepted",
+        Reason::Rejected,
+        &[
+            "not a registered gateway user",
+            "recipient addresses rejected : access denied",
+            "provide a valid from",
         ],
     ),
     // Exchange Online's refusal of an address it does not host, whatever
@@ -1152,6 +1204,9 @@ static STRONG_TEXT: &[TextRule] = &[
             "message length exceeds",
             "exceeds ... limit",
             "recipsizelimit",
+            // Exim's refusal of a message whose lines exceed its limit:
+            // the message is too big for the receiver, not a syntax error.
+            "line limit exceeded",
         ],
     ),
     rule(
@@ -1274,6 +1329,13 @@ static STRONG_TEXT: &[TextRule] = &[
 /// words come before the recipient words: in "Recipient address rejected:
 /// <why>" the why decides.
 static WEAK_TEXT: &[TextRule] = &[
+    // Whose disk? "452 4.4.5" / "4.3.1" say the server's, and a precise code
+    // decides before this; bare, Sisimai reads it as the mailbox's.
+    rule(
+        "text.mailboxfull.disk-space",
+        Reason::Mailboxfull,
+        &["insufficient disk space", "not sufficient disk space"],
+    ),
     // Postfix notes the SMTP command a refusal answered: a refusal of MAIL
     // FROM is about the sender.
     rule(

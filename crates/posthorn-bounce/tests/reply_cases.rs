@@ -265,6 +265,43 @@ fn classify_reply_knows_common_replies() {
             "535 5.7.8 Error: authentication failed",
             "securityerror soft",
         ),
+        // Phrases of Sisimai's reason tables.
+        (
+            "550 5.7.0 <a@b>... Please use the SMTP server of your ISP.",
+            "blocked soft",
+        ),
+        (
+            "452 4.4.5 Insufficient disk space; try again later",
+            "systemfull soft temporary",
+        ),
+        (
+            "452 Insufficient disk space; try again later",
+            "mailboxfull soft temporary",
+        ),
+        ("554 5.0.0 Line limit exceeded", "emailtoolarge soft"),
+        (
+            "550 Your email address has been blacklisted",
+            "rejected soft",
+        ),
+        (
+            "550 The account or domain may not exist, they may be blacklisted, \
+             or missing the proper dns entries.",
+            "hostunknown hard",
+        ),
+        (
+            "450 Service permits 2 unverifyable sending IPs",
+            "requireptr soft temporary",
+        ),
+        (
+            "550 SC-004 Too many unwanted messages have been sent from the \
+             following IP address above.",
+            "blocked soft",
+        ),
+        ("554 Sender IP address rejected", "blocked soft"),
+        (
+            "550 'a@b' is not a registered gateway user",
+            "rejected soft",
+        ),
         // Auto-replies: text alone.
         (
             "I am out of the office until Monday.",
