@@ -149,6 +149,14 @@ pub fn parse(raw: &[u8]) -> Vec<Record> {
         }
     }
     if !findings.is_empty() {
+        for f in &mut findings {
+            if f.command.is_none()
+                && let Some(recipient) = f.recipient.as_deref()
+            {
+                f.command = transcript_command(&report.text, recipient);
+            }
+        }
+        formats::lhost::apply(&report, &mut findings);
         formats::rhost::apply(&mut findings);
         return findings.into_iter().map(|f| finish(f, &common)).collect();
     }
@@ -501,6 +509,40 @@ pub fn smtp_command(text: &str) -> Option<SmtpCommand> {
         .map(|(_, command)| command)
 }
 
+/// The command a session transcript shows the recipient refused at:
+/// Sendmail's and InterScan's ">>> RCPT To:<a@b>" / "Sent <<< RCPT
+/// TO:<a@b>" answered, on the next line, by a 4xx or 5xx reply.
+fn transcript_command(text: &str, recipient: &str) -> Option<SmtpCommand> {
+    let recipient = recipient.to_ascii_lowercase();
+    let mut lines = text
+        .lines()
+        .take(2000)
+        .map(str::trim)
+        .filter(|l| !l.is_empty());
+    while let Some(line) = lines.next() {
+        if line.len() > 400 {
+            continue;
+        }
+        let lower = line.to_ascii_lowercase();
+        let Some(at) = lower.find("rcpt to:") else {
+            continue;
+        };
+        let marked =
+            lower[..at].trim_end().ends_with(">>>") || lower[..at].trim_end().ends_with("<<<");
+        if !marked || !lower[at..].contains(&recipient) {
+            continue;
+        }
+        let reply = lines.next().unwrap_or("");
+        let arrow = reply.find("<<<").or_else(|| reply.find(">>>"))?;
+        let code = reply[arrow + 3..].trim_start().as_bytes();
+        let refused = code.len() >= 3
+            && matches!(code[0], b'4' | b'5')
+            && code[1..3].iter().all(u8::is_ascii_digit);
+        return refused.then_some(SmtpCommand::Rcpt);
+    }
+    None
+}
+
 /// What the stage of the SMTP dialogue says about a reason read from the
 /// words: a refusal of the message's content after the recipient was
 /// accepted is the recipient's filter, not an unknown mailbox; a refusal
@@ -520,14 +562,19 @@ fn context_reason(
     // X.1.1 says "bad destination mailbox" whatever the stage.
     let mailbox_code = status.is_some_and(|s| s.subject == 1 && s.detail == 1);
     // Sisimai's reading of a "user unknown" that neither an address code
-    // (X.1.y) nor the RCPT stage backs: the server said it of a message it
-    // had a code for that names another subject ("550 5.2.1 ... User
-    // Unknown", "550 5.0.0 ... user unknown" after the envelope was taken),
-    // which is how per-recipient filters and mobile carriers refuse mail.
-    // Postfix's "Recipient address rejected" wording is itself the RCPT
-    // stage, and Sisimai's own X.0.9NN codes are not a server's word.
+    // (X.1.y) nor the RCPT stage backs: words alone make an unknown user
+    // only when the status names the address or the failing command was
+    // RCPT; said at DATA, or where nothing shows the stage (a code naming
+    // another subject, "550 5.2.1 ... User Unknown", or no code at all,
+    // "[User unknown]"), the same words are a refusal by the recipient's
+    // filter, which is how per-recipient filters and mobile carriers refuse
+    // mail. The MTAs whose reports state the stage or the verdict in their
+    // own terms are read first (transcripts' ">>> RCPT To:", the readers'
+    // command, `formats::lhost`, `formats::rhost`). Postfix's "Recipient
+    // address rejected" wording is itself the RCPT stage, and Sisimai's own
+    // X.0.9NN codes are not a server's word.
     let address_code = status.is_some_and(|s| s.subject == 1);
-    let servers_code = status.is_some_and(|s| s.detail < 900);
+    let servers_code = status.is_none_or(|s| s.detail < 900);
     if command.is_none()
         && reason == Reason::Userunknown
         && rule.starts_with("text.userunknown.")
