@@ -500,8 +500,9 @@ pub fn smtp_command(text: &str) -> Option<SmtpCommand> {
     ];
     // The first command named: transcripts begin at the command that
     // failed (Sendmail ">>> RCPT To:" then ">>> DATA" for the others),
-    // Exim and Postfix name only one.
-    let lower = text.to_ascii_lowercase();
+    // Exim and Postfix name only one. Line breaks inside a phrase ("in
+    // reply to RCPT\n    TO command") count as one space.
+    let lower = mime::collapse_whitespace(text).to_ascii_lowercase();
     PHRASES
         .iter()
         .filter_map(|(phrase, command)| lower.find(phrase).map(|at| (at, *command)))
@@ -578,10 +579,7 @@ fn context_reason(
     if command.is_none()
         && reason == Reason::Userunknown
         && rule.starts_with("text.userunknown.")
-        && !matches!(
-            rule,
-            "text.userunknown.rejected-recipient" | "text.userunknown.access-denied-recipient"
-        )
+        && rule != "text.userunknown.access-denied-recipient"
         && servers_code
         && !address_code
     {
