@@ -714,3 +714,37 @@ fn vacation(rule: &'static str, report: &Report, common: &Common) -> Record {
         user_agent: None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transcript_rcpt_refused() {
+        let text = "While talking to mx.example.org:\n>>> RCPT To:<a@example.org>\n<<< 550 <a@example.org>, User Unknown\n";
+        assert_eq!(
+            transcript_command(text, "a@example.org"),
+            Some(SmtpCommand::Rcpt)
+        );
+        // Accepted at RCPT: the failure came later.
+        let text = ">>> RCPT To:<a@example.org>\n<<< 250 ok\n>>> DATA\n<<< 554 rejected\n";
+        assert_eq!(transcript_command(text, "a@example.org"), None);
+        // Another recipient's line, or no transcript marks.
+        assert_eq!(
+            transcript_command(">>> RCPT To:<b@example.org>\n<<< 550 no\n", "a@example.org"),
+            None
+        );
+        assert_eq!(
+            transcript_command("RCPT TO: a@example.org\n550 no\n", "a@example.org"),
+            None
+        );
+    }
+
+    #[test]
+    fn command_across_line_breaks() {
+        assert_eq!(
+            smtp_command("550 Recipient address rejected. (in reply to RCPT\n    TO command)"),
+            Some(SmtpCommand::Rcpt)
+        );
+    }
+}

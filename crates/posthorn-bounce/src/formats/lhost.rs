@@ -165,3 +165,33 @@ fn prefix(s: &str, max: usize) -> &str {
     }
     &s[..end]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exchange_numbers() {
+        let line = "MSEXCH:IMS:ORG:SITE:SERVER 0 (000C05A6) Unknown Recipient";
+        assert_eq!(exchange_ims(line).map(|h| h.0), Some(Reason::Userunknown));
+        assert_eq!(exchange_ims("MSEXCH:IMC:ORG:SITE:SERVER"), None);
+        assert_eq!(exchange_ims("(000C05A6) without the mark"), None);
+    }
+
+    #[test]
+    fn provider_sentences_need_the_provider() {
+        let google =
+            "Your message wasn't delivered to a@b.example because the address couldn't be found.";
+        assert!(google_hint(
+            "Mail Delivery Subsystem <mailer-daemon@googlemail.com>",
+            google
+        ));
+        assert!(!google_hint("postmaster@example.org", google));
+        assert!(messagelabs("MAILER-DAEMON@messagelabs.com", "550 a@b... No such user").is_some());
+        assert!(messagelabs("MAILER-DAEMON@example.com", "550 a@b... No such user").is_none());
+    }
+
+    fn google_hint(from: &str, diagnostic: &str) -> bool {
+        google(&from.to_ascii_lowercase(), diagnostic).is_some()
+    }
+}
