@@ -149,6 +149,14 @@ pub fn parse(raw: &[u8]) -> Vec<Record> {
         }
     }
     if !findings.is_empty() {
+        for f in &mut findings {
+            if f.command.is_none()
+                && let Some(recipient) = f.recipient.as_deref()
+            {
+                f.command = transcript_command(&report.text, recipient);
+            }
+        }
+        formats::lhost::apply(&report, &mut findings);
         formats::rhost::apply(&mut findings);
         return findings.into_iter().map(|f| finish(f, &common)).collect();
     }
@@ -492,13 +500,48 @@ pub fn smtp_command(text: &str) -> Option<SmtpCommand> {
     ];
     // The first command named: transcripts begin at the command that
     // failed (Sendmail ">>> RCPT To:" then ">>> DATA" for the others),
-    // Exim and Postfix name only one.
-    let lower = text.to_ascii_lowercase();
+    // Exim and Postfix name only one. Line breaks inside a phrase ("in
+    // reply to RCPT\n    TO command") count as one space.
+    let lower = mime::collapse_whitespace(text).to_ascii_lowercase();
     PHRASES
         .iter()
         .filter_map(|(phrase, command)| lower.find(phrase).map(|at| (at, *command)))
         .min_by_key(|(at, _)| *at)
         .map(|(_, command)| command)
+}
+
+/// The command a session transcript shows the recipient refused at:
+/// Sendmail's and InterScan's ">>> RCPT To:<a@b>" / "Sent <<< RCPT
+/// TO:<a@b>" answered, on the next line, by a 4xx or 5xx reply.
+fn transcript_command(text: &str, recipient: &str) -> Option<SmtpCommand> {
+    let recipient = recipient.to_ascii_lowercase();
+    let mut lines = text
+        .lines()
+        .take(2000)
+        .map(str::trim)
+        .filter(|l| !l.is_empty());
+    while let Some(line) = lines.next() {
+        if line.len() > 400 {
+            continue;
+        }
+        let lower = line.to_ascii_lowercase();
+        let Some(at) = lower.find("rcpt to:") else {
+            continue;
+        };
+        let marked =
+            lower[..at].trim_end().ends_with(">>>") || lower[..at].trim_end().ends_with("<<<");
+        if !marked || !lower[at..].contains(&recipient) {
+            continue;
+        }
+        let reply = lines.next().unwrap_or("");
+        let arrow = reply.find("<<<").or_else(|| reply.find(">>>"))?;
+        let code = reply[arrow + 3..].trim_start().as_bytes();
+        let refused = code.len() >= 3
+            && matches!(code[0], b'4' | b'5')
+            && code[1..3].iter().all(u8::is_ascii_digit);
+        return refused.then_some(SmtpCommand::Rcpt);
+    }
+    None
 }
 
 /// What the stage of the SMTP dialogue says about a reason read from the
@@ -520,21 +563,23 @@ fn context_reason(
     // X.1.1 says "bad destination mailbox" whatever the stage.
     let mailbox_code = status.is_some_and(|s| s.subject == 1 && s.detail == 1);
     // Sisimai's reading of a "user unknown" that neither an address code
-    // (X.1.y) nor the RCPT stage backs: the server said it of a message it
-    // had a code for that names another subject ("550 5.2.1 ... User
-    // Unknown", "550 5.0.0 ... user unknown" after the envelope was taken),
-    // which is how per-recipient filters and mobile carriers refuse mail.
-    // Postfix's "Recipient address rejected" wording is itself the RCPT
-    // stage, and Sisimai's own X.0.9NN codes are not a server's word.
+    // (X.1.y) nor the RCPT stage backs: words alone make an unknown user
+    // only when the status names the address or the failing command was
+    // RCPT; said at DATA, or where nothing shows the stage (a code naming
+    // another subject, "550 5.2.1 ... User Unknown", or no code at all,
+    // "[User unknown]"), the same words are a refusal by the recipient's
+    // filter, which is how per-recipient filters and mobile carriers refuse
+    // mail. The MTAs whose reports state the stage or the verdict in their
+    // own terms are read first (transcripts' ">>> RCPT To:", the readers'
+    // command, `formats::lhost`, `formats::rhost`). Postfix's "Recipient
+    // address rejected" wording is itself the RCPT stage, and Sisimai's own
+    // X.0.9NN codes are not a server's word.
     let address_code = status.is_some_and(|s| s.subject == 1);
-    let servers_code = status.is_some_and(|s| s.detail < 900);
+    let servers_code = status.is_none_or(|s| s.detail < 900);
     if command.is_none()
         && reason == Reason::Userunknown
         && rule.starts_with("text.userunknown.")
-        && !matches!(
-            rule,
-            "text.userunknown.rejected-recipient" | "text.userunknown.access-denied-recipient"
-        )
+        && rule != "text.userunknown.access-denied-recipient"
         && servers_code
         && !address_code
     {
@@ -667,5 +712,39 @@ fn vacation(rule: &'static str, report: &Report, common: &Common) -> Record {
         feedback_type: None,
         source_ip: None,
         user_agent: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transcript_rcpt_refused() {
+        let text = "While talking to mx.example.org:\n>>> RCPT To:<a@example.org>\n<<< 550 <a@example.org>, User Unknown\n";
+        assert_eq!(
+            transcript_command(text, "a@example.org"),
+            Some(SmtpCommand::Rcpt)
+        );
+        // Accepted at RCPT: the failure came later.
+        let text = ">>> RCPT To:<a@example.org>\n<<< 250 ok\n>>> DATA\n<<< 554 rejected\n";
+        assert_eq!(transcript_command(text, "a@example.org"), None);
+        // Another recipient's line, or no transcript marks.
+        assert_eq!(
+            transcript_command(">>> RCPT To:<b@example.org>\n<<< 550 no\n", "a@example.org"),
+            None
+        );
+        assert_eq!(
+            transcript_command("RCPT TO: a@example.org\n550 no\n", "a@example.org"),
+            None
+        );
+    }
+
+    #[test]
+    fn command_across_line_breaks() {
+        assert_eq!(
+            smtp_command("550 Recipient address rejected. (in reply to RCPT\n    TO command)"),
+            Some(SmtpCommand::Rcpt)
+        );
     }
 }

@@ -14,6 +14,7 @@ pub mod fml;
 pub mod generic;
 pub mod googlegroups;
 pub mod googleworkspace;
+pub mod lhost;
 pub mod mailmarshal;
 pub mod qmail;
 pub mod rhost;

@@ -58,6 +58,9 @@ fn reason_of(f: &Finding) -> Option<(Reason, &'static str)> {
     if host_is(&[".docomo.ne.jp"]) {
         return docomo(&diagnostic, f);
     }
+    if host_is(&[".ezweb.ne.jp", ".au.com"]) {
+        return kddi(&diagnostic);
+    }
     if host_is(&[".zoho.com", ".zohomail.com"]) {
         return zoho(&diagnostic);
     }
@@ -155,6 +158,21 @@ fn docomo(diagnostic: &str, f: &Finding) -> Option<(Reason, &'static str)> {
         Some(SmtpCommand::Rcpt) => Some((Reason::Userunknown, RULE)),
         _ => None,
     }
+}
+
+/// `format.rhost.kddi`: au (KDDI)'s MX refuses an address it does not
+/// have as "550 <address>: User unknown" and a message the recipient's
+/// reception filter refuses as "550 : User unknown" (no address), its
+/// support pages on returned mail say.
+fn kddi(diagnostic: &str) -> Option<(Reason, &'static str)> {
+    const RULE: &str = "format.rhost.kddi";
+    if diagnostic.contains("550 : user unknown") {
+        return Some((Reason::Filtered, RULE));
+    }
+    if diagnostic.contains(">: user unknown") {
+        return Some((Reason::Userunknown, RULE));
+    }
+    None
 }
 
 /// `format.rhost.zoho`: Zoho Mail's fixed refusals (its SMTP error list):
