@@ -478,14 +478,14 @@ mod tests {
         with_id.original_message_id = Some(format!("{delivery}@sender.example"));
 
         assert_eq!(
-            Attribution::decide(&verp, &[genuine.clone()], &[]),
+            Attribution::decide(&verp, std::slice::from_ref(&genuine), &[]),
             Attribution::Verp(delivery.clone())
         );
         // A forged envelope token, but a genuine one inside the report.
         let mut inside = record(RecordKind::Bounce);
         inside.delivery_token = Some(genuine);
         assert_eq!(
-            Attribution::decide(&verp, &[forged.clone()], &[inside]),
+            Attribution::decide(&verp, std::slice::from_ref(&forged), &[inside]),
             Attribution::Verp(delivery.clone())
         );
         assert_eq!(
