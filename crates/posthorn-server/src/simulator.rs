@@ -13,10 +13,11 @@
 //! | `expire` | always 451 4.3.0, until the lifetime ends |
 //! | `bounce-async` | 250, then a DSN (5.1.1 user unknown) to the inbound MX |
 //! | `soft-async` | 250, then a DSN (5.2.2 mailbox full) to the inbound MX |
+//! | `delay-async` | 250, then a delay notice (4.2.1, still retrying) to the inbound MX |
 //! | `complaint` | 250, then an ARF spam complaint to the complaint address |
 //! | `ooto` | 250, then an out-of-office auto-reply to the return path |
 //!
-//! The reports of the last four are real messages sent over SMTP to the
+//! The reports of the last five are real messages sent over SMTP to the
 //! inbound MX, as a remote server would send them, so they take the same
 //! path as returned mail from the internet.
 
@@ -157,6 +158,7 @@ impl Handler for Simulator {
 enum AsyncReport {
     HardBounce,
     SoftBounce,
+    Delay,
     Complaint,
     AutoReply,
 }
@@ -166,6 +168,7 @@ impl AsyncReport {
         match local {
             "bounce-async" => Some(AsyncReport::HardBounce),
             "soft-async" => Some(AsyncReport::SoftBounce),
+            "delay-async" => Some(AsyncReport::Delay),
             "complaint" => Some(AsyncReport::Complaint),
             "ooto" => Some(AsyncReport::AutoReply),
             _ => None,
@@ -194,27 +197,43 @@ impl AsyncReport {
             "Date: {date}\r\nMessage-ID: <{id}@{SIMULATOR_DOMAIN}>\r\nTo: <{to}>\r\nMIME-Version: 1.0\r\n"
         );
         match self {
-            AsyncReport::HardBounce | AsyncReport::SoftBounce => {
-                let (status, reply) = if self == AsyncReport::HardBounce {
-                    ("5.1.1", format!("550 5.1.1 <{recipient}>: Recipient address rejected: User unknown in virtual mailbox table"))
+            AsyncReport::HardBounce | AsyncReport::SoftBounce | AsyncReport::Delay => {
+                let (action, status, reply) = match self {
+                    AsyncReport::HardBounce => ("failed", "5.1.1", format!("550 5.1.1 <{recipient}>: Recipient address rejected: User unknown in virtual mailbox table")),
+                    AsyncReport::SoftBounce => ("failed", "5.2.2", format!("552 5.2.2 <{recipient}>: Mailbox full: user is over quota")),
+                    _ => ("delayed", "4.2.1", format!("450 4.2.1 <{recipient}>: Mailbox temporarily unavailable, try again later")),
+                };
+                // Postfix's wording: a delay notice warns, a bounce apologises.
+                let (subject, intro) = if action == "delayed" {
+                    (
+                        "Delayed Mail (still being retried)",
+                        "#################################################################\r\n\
+                         # THIS IS A WARNING ONLY.  YOU DO NOT NEED TO RESEND YOUR MESSAGE. #\r\n\
+                         #################################################################\r\n\r\n\
+                         Your message could not be delivered for more than 4 hour(s).\r\n\
+                         It will be retried until it is 5 day(s) old.",
+                    )
                 } else {
-                    ("5.2.2", format!("552 5.2.2 <{recipient}>: Mailbox full: user is over quota"))
+                    (
+                        "Undelivered Mail Returned to Sender",
+                        "I'm sorry to have to inform you that your message could not\r\n\
+                         be delivered to one or more recipients.",
+                    )
                 };
                 format!(
                     "From: MAILER-DAEMON@{SIMULATOR_DOMAIN} (Mail Delivery System)\r\n\
-                     Subject: Undelivered Mail Returned to Sender\r\n\
+                     Subject: {subject}\r\n\
                      Auto-Submitted: auto-replied\r\n{common}\
                      Content-Type: multipart/report; report-type=delivery-status;\r\n\tboundary=\"{boundary}\"\r\n\r\n\
                      This is a MIME-encapsulated message.\r\n\r\n\
                      --{boundary}\r\nContent-Description: Notification\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n\
                      This is the mail system at host {SIMULATOR_DOMAIN}.\r\n\r\n\
-                     I'm sorry to have to inform you that your message could not\r\n\
-                     be delivered to one or more recipients.\r\n\r\n\
+                     {intro}\r\n\r\n\
                      <{recipient}>: host mailbox.{SIMULATOR_DOMAIN}[127.0.0.1] said:\r\n    {reply}\r\n\r\n\
                      --{boundary}\r\nContent-Description: Delivery report\r\nContent-Type: message/delivery-status\r\n\r\n\
                      Reporting-MTA: dns; {SIMULATOR_DOMAIN}\r\nArrival-Date: {date}\r\n\r\n\
                      Final-Recipient: rfc822; {recipient}\r\nOriginal-Recipient: rfc822;{recipient}\r\n\
-                     Action: failed\r\nStatus: {status}\r\nRemote-MTA: dns; mailbox.{SIMULATOR_DOMAIN}\r\n\
+                     Action: {action}\r\nStatus: {status}\r\nRemote-MTA: dns; mailbox.{SIMULATOR_DOMAIN}\r\n\
                      Diagnostic-Code: smtp; {reply}\r\n\r\n\
                      --{boundary}\r\nContent-Description: Undelivered Message Headers\r\nContent-Type: text/rfc822-headers\r\n\r\n\
                      Return-Path: <{return_path}>\r\n{headers}\r\n\

@@ -287,6 +287,7 @@ fn print_demo_help(http: std::net::SocketAddr) {
         "expire",
         "bounce-async",
         "soft-async",
+        "delay-async",
         "complaint",
         "ooto",
     ] {
@@ -296,8 +297,9 @@ fn print_demo_help(http: std::net::SocketAddr) {
     println!(
         "then `posthorn status DELIVERY_ID` for each. `defer` is delivered on its second attempt,"
     );
-    println!("`expire` never is and shows `expired` after about two minutes. The last four are");
-    println!("accepted, then a bounce, a complaint or an auto-reply comes back to the inbound MX.");
+    println!("`expire` never is and shows `expired` after about two minutes. The last five are");
+    println!("accepted, then a bounce, a delay notice, a complaint or an auto-reply comes back");
+    println!("to the inbound MX.");
     println!();
 }
 

@@ -54,7 +54,14 @@ fn simulator_reports_come_back_through_the_inbound_mx_with_their_effects() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&dir.path().join("data"), &["--demo".to_owned()], &[]);
     assert!(server.mx.is_some(), "the inbound MX is on by default");
-    let locals = ["bounce-async", "soft-async", "complaint", "ooto", "bounce"];
+    let locals = [
+        "bounce-async",
+        "soft-async",
+        "complaint",
+        "ooto",
+        "bounce",
+        "delay-async",
+    ];
     let to: Vec<String> = locals.iter().map(|l| format!("{l}@{SIM}")).collect();
     let receipt = server
         .submit(json!({"from": "news@sender.example", "to": to, "subject": "Hello", "text": "Hi"}));
@@ -129,6 +136,21 @@ fn simulator_reports_come_back_through_the_inbound_mx_with_their_effects() {
     );
     assert_eq!(code, 404);
     assert!(body.contains("no_raw_message"), "{body}");
+
+    // A delay notice: deferred, after the delivery it cannot outrank.
+    let delayed = eventually(WAIT, || {
+        let d = server.status(&ids[5]);
+        event_kinds(&d)
+            .contains(&"deferred".to_owned())
+            .then_some(d)
+    });
+    let deferred = event_of_kind(&delayed, "deferred");
+    assert_eq!(deferred["source"], "inbound-mx");
+    assert_eq!(deferred["details"]["enhanced_code"], "4.2.1");
+    assert_eq!(
+        delayed["status"], "delivered",
+        "a delay ranks below delivered"
+    );
 
     // Each report is counted.
     let (_, metrics) = server.get_with(&server.key, "/metrics");
