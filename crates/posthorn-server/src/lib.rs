@@ -13,6 +13,7 @@ pub mod config;
 pub mod delivery;
 pub mod dkim;
 pub mod error;
+pub mod headers;
 pub mod inbound;
 pub mod keys;
 pub mod metrics;

@@ -190,9 +190,10 @@ impl AsyncReport {
         let date = mail_builder::headers::date::Date::new(now as i64).to_rfc822();
         let id = posthorn_core::MessageId::generate();
         let boundary = format!("{id}/{SIMULATOR_DOMAIN}");
-        let original_headers = header_block(original);
-        let original_message_id = header_value(original_headers, "message-id").unwrap_or_default();
-        let original_subject = header_value(original_headers, "subject").unwrap_or_default();
+        let parsed = crate::headers::HeaderBlock::parse(original);
+        let original_headers = &original[..parsed.body_start];
+        let original_message_id = parsed.get("message-id").unwrap_or_default();
+        let original_subject = parsed.get("subject").unwrap_or_default();
         let common = format!(
             "Date: {date}\r\nMessage-ID: <{id}@{SIMULATOR_DOMAIN}>\r\nTo: <{to}>\r\nMIME-Version: 1.0\r\n"
         );
@@ -276,41 +277,6 @@ impl AsyncReport {
             .into_bytes(),
         }
     }
-}
-
-/// The header block of a message (up to the first empty line).
-fn header_block(message: &[u8]) -> &[u8] {
-    let end = message
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|p| p + 2)
-        .or_else(|| message.windows(2).position(|w| w == b"\n\n").map(|p| p + 1))
-        .unwrap_or(message.len());
-    &message[..end]
-}
-
-/// The (unfolded) value of the first header `name` in a header block.
-fn header_value(headers: &[u8], name: &str) -> Option<String> {
-    let text = String::from_utf8_lossy(headers);
-    let mut value: Option<String> = None;
-    for line in text.lines() {
-        if line.starts_with([' ', '\t']) {
-            if let Some(v) = value.as_mut() {
-                v.push(' ');
-                v.push_str(line.trim());
-            }
-            continue;
-        }
-        if value.is_some() {
-            break;
-        }
-        if let Some((field, rest)) = line.split_once(':')
-            && field.trim().eq_ignore_ascii_case(name)
-        {
-            value = Some(rest.trim().to_owned());
-        }
-    }
-    value
 }
 
 fn now_seconds() -> u64 {

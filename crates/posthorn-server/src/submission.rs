@@ -9,6 +9,7 @@
 //! campaign (and are removed before sending).
 
 use crate::app::AppState;
+use crate::headers::HeaderBlock;
 use crate::keys;
 use posthorn_core::address::{EmailAddress, Mailbox};
 use posthorn_core::id::ApiKeyId;
@@ -171,50 +172,6 @@ impl Handler for SubmissionHandler {
             }
         }
     }
-}
-
-/// The header section of a message, unfolded, names lower-cased.
-struct HeaderBlock {
-    fields: Vec<(String, String)>,
-    /// Byte offset where the body starts (after the blank line).
-    body_start: usize,
-}
-
-impl HeaderBlock {
-    fn parse(message: &[u8]) -> Self {
-        let end = find(message, b"\r\n\r\n")
-            .map(|i| i + 4)
-            .or_else(|| find(message, b"\n\n").map(|i| i + 2))
-            .unwrap_or(message.len());
-        let text = String::from_utf8_lossy(&message[..end]);
-        let mut fields: Vec<(String, String)> = Vec::new();
-        for line in text.split('\n') {
-            let line = line.trim_end_matches('\r');
-            if line.starts_with([' ', '\t']) {
-                if let Some(last) = fields.last_mut() {
-                    last.1.push(' ');
-                    last.1.push_str(line.trim());
-                }
-            } else if let Some((name, value)) = line.split_once(':') {
-                fields.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
-            }
-        }
-        Self {
-            fields,
-            body_start: end,
-        }
-    }
-
-    fn get(&self, name: &str) -> Option<&str> {
-        self.fields
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
 }
 
 /// The message as it will be sent: without Bcc and our X-Posthorn headers,

@@ -107,6 +107,12 @@ fn swaks_submits_over_starttls_with_auth_plain_and_the_mail_is_delivered() {
             !dump.contains("hidden@example.com"),
             "Bcc is removed: {dump}"
         );
+        // Sent as the client built it, with the unsubscribe headers added.
+        assert!(
+            dump.contains("List-Unsubscribe: <http://")
+                && dump.contains("List-Unsubscribe-Post: List-Unsubscribe=One-Click"),
+            "{dump}"
+        );
     }
 
     // AUTH LOGIN, in plain text from loopback (allowed by default).

@@ -2,6 +2,7 @@
 //! delivery, so that each can carry its own Message-ID, return path,
 //! tracking links and unsubscribe address.
 
+use crate::headers::HeaderBlock;
 use crate::tracking::TrackedCopy;
 use mail_builder::MessageBuilder;
 use mail_builder::headers::address::Address;
@@ -65,14 +66,7 @@ pub fn build(
 /// `raw` with `List-Unsubscribe` (and the one-click `List-Unsubscribe-Post`)
 /// in front, unless its header block already has one.
 fn with_unsubscribe_headers(raw: &[u8], list_unsubscribe: &str) -> Vec<u8> {
-    let header_end = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .unwrap_or(raw.len());
-    let has_one = raw[..header_end]
-        .split(|&b| b == b'\n')
-        .any(|line| line.len() >= 17 && line[..17].eq_ignore_ascii_case(b"list-unsubscribe:"));
-    if has_one {
+    if HeaderBlock::parse(raw).get("list-unsubscribe").is_some() {
         return raw.to_vec();
     }
     let mut out = format!(
