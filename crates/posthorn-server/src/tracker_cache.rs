@@ -144,3 +144,114 @@ impl TrackerCache {
         self.len() == 0
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use posthorn_core::{MessageId, TenantId};
+    use posthorn_track::{Hit, HitKind, Thresholds, judge};
+
+    const DELIVERED: i64 = 1_000_000;
+
+    fn facts(delivered_known: bool) -> TrackingFacts {
+        TrackingFacts {
+            tenant_id: TenantId::generate(),
+            delivery_id: DeliveryId::generate(),
+            message_id: MessageId::generate(),
+            recipient: "ann@example.org".into(),
+            stream: "transactional".into(),
+            tracking_opens: Some(true),
+            tenant_track_opens: None,
+            links: vec!["https://example.com/a".into()],
+            delivered_at: Some(DELIVERED),
+            delivered_known,
+            engagement: Vec::new(),
+        }
+    }
+
+    fn past(kind: HitKind, at: i64) -> PastHit {
+        PastHit {
+            kind,
+            at,
+            link_index: (kind == HitKind::Click).then_some(0),
+            machine: false,
+        }
+    }
+
+    /// A person's click a minute after delivery, judged on `history`.
+    fn click_reason(history: &[PastHit]) -> Option<&'static str> {
+        let hit = Hit {
+            kind: HitKind::Click,
+            method_head: false,
+            ip: Some("192.0.2.1".parse().unwrap()),
+            user_agent: Some(
+                "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) \
+                 Chrome/120.0 Safari/537.36",
+            ),
+            at: DELIVERED + 60_000,
+            delivered_at: Some(DELIVERED),
+            link_index: Some(0),
+            links_in_message: 1,
+            open_tracking: true,
+        };
+        judge(&hit, history, &Thresholds::default()).reason
+    }
+
+    #[test]
+    fn a_second_hit_sees_the_first_in_its_history_and_is_judged_by_it() {
+        let cache = TrackerCache::new(8);
+        let f = facts(true);
+        let id = f.delivery_id.clone();
+        cache.insert(f, Vec::new());
+        // Without the open, the click is a scanner's.
+        let before = cache.get(&id).unwrap();
+        assert!(before.facts.engagement.is_empty());
+        assert_eq!(click_reason(&before.history), Some("click_without_open"));
+        // The open is recorded (committed), then appended: the click that
+        // follows sees it and is a person's.
+        cache.append(&id, past(HitKind::Open, DELIVERED + 30_000));
+        let after = cache.get(&id).unwrap();
+        assert_eq!(after.history, vec![past(HitKind::Open, DELIVERED + 30_000)]);
+        assert_eq!(click_reason(&after.history), None);
+    }
+
+    #[test]
+    fn only_deliveries_with_a_known_delivery_time_are_kept() {
+        let cache = TrackerCache::new(8);
+        let f = facts(false);
+        let id = f.delivery_id.clone();
+        cache.insert(f, Vec::new());
+        assert!(cache.get(&id).is_none(), "a delivered event may still come");
+        cache.append(&id, past(HitKind::Open, DELIVERED));
+        assert!(cache.is_empty());
+    }
+
+    #[test]
+    fn an_entry_is_not_replaced_by_an_older_read_and_can_be_forgotten() {
+        let cache = TrackerCache::new(8);
+        let f = facts(true);
+        let id = f.delivery_id.clone();
+        cache.insert(f.clone(), Vec::new());
+        cache.append(&id, past(HitKind::Open, DELIVERED + 1));
+        // A concurrent miss read the store before that hit: keep the entry.
+        cache.insert(f, Vec::new());
+        assert_eq!(cache.get(&id).unwrap().history.len(), 1);
+        cache.forget(&id);
+        assert!(cache.get(&id).is_none());
+    }
+
+    #[test]
+    fn the_oldest_entries_are_evicted_at_capacity() {
+        let cache = TrackerCache::new(2);
+        let all: Vec<TrackingFacts> = (0..3).map(|_| facts(true)).collect();
+        for f in &all {
+            cache.insert(f.clone(), Vec::new());
+        }
+        assert_eq!(cache.len(), 2);
+        assert!(cache.get(&all[0].delivery_id).is_none());
+        assert!(cache.get(&all[2].delivery_id).is_some());
+        cache.clear();
+        assert!(cache.is_empty());
+        assert!(TrackerCache::new(0).is_empty());
+    }
+}

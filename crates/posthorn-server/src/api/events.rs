@@ -98,14 +98,13 @@ pub async fn record(
     // Whatever it was (an open, a click, a delivery), the tracker's memory
     // of the delivery may now be short of it: the next hit reads the store.
     state.tracker_cache.forget(&delivery_id);
-    let (status, event, delivery, duplicate) =
-        match recorded? {
-            RecordOutcome::Recorded { event, delivery } => {
-                (StatusCode::CREATED, event, delivery, false)
-            }
-            RecordOutcome::Duplicate { event, delivery } => (StatusCode::OK, event, delivery, true),
-            RecordOutcome::UnknownDelivery => return Err(not_found()),
-        };
+    let (status, event, delivery, duplicate) = match recorded? {
+        RecordOutcome::Recorded { event, delivery } => {
+            (StatusCode::CREATED, event, delivery, false)
+        }
+        RecordOutcome::Duplicate { event, delivery } => (StatusCode::OK, event, delivery, true),
+        RecordOutcome::UnknownDelivery => return Err(not_found()),
+    };
     Ok((
         status,
         Json(json!({
