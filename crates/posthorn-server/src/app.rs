@@ -36,6 +36,9 @@ pub struct AppState {
     pub delivery_wake: Arc<tokio::sync::Notify>,
     /// Signs and checks tracking links.
     pub tracking: Arc<crate::tracking::Tracking>,
+    /// Facts and hit histories of recently hit deliveries, so a hit costs
+    /// its durable write and no read (see `tracker_cache`).
+    pub tracker_cache: Arc<crate::tracker_cache::TrackerCache>,
 }
 
 impl AppState {
@@ -107,6 +110,7 @@ impl App {
                 metrics: Arc::new(Metrics::default()),
                 delivery_wake: Arc::new(tokio::sync::Notify::new()),
                 tracking,
+                tracker_cache: Arc::default(),
             },
             verp: VerpSigner::new(&secret),
         })

@@ -19,6 +19,7 @@ pub mod keys;
 pub mod metrics;
 pub mod simulator;
 pub mod submission;
+pub mod tracker_cache;
 pub mod tracking;
 
 pub use app::{App, AppState, Bootstrap};

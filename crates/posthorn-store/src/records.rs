@@ -483,6 +483,10 @@ pub struct TrackingFacts {
     pub links: Vec<String>,
     /// The first `delivered` event's time, else the first `sent`'s.
     pub delivered_at: Option<Millis>,
+    /// `delivered_at` is a `delivered` event's time (not a `sent`'s, nor
+    /// unknown), so a later event will not change it: the tracker may keep
+    /// these facts in memory.
+    pub delivered_known: bool,
     /// Earlier `opened` and `clicked` events, oldest first.
     pub engagement: Vec<EventRecord>,
 }

@@ -168,5 +168,7 @@ pub async fn patch_settings(
         )
         .await?
         .ok_or_else(|| ApiError::not_found("tenant"))?;
+    // The tracker remembers each delivery's open-tracking default.
+    state.tracker_cache.clear();
     Ok(Json(settings_json(&state, &tenant)))
 }

@@ -87,21 +87,24 @@ pub async fn record(
 
     let event = NewEvent {
         id: EventId::generate(),
-        delivery_id,
+        delivery_id: delivery_id.clone(),
         occurred_at,
         recorded_at: now,
         source,
         details,
         external_id: input.external_id,
     };
-    let (status, event, delivery, duplicate) =
-        match state.store.record_event(&auth.tenant.id, event).await? {
-            RecordOutcome::Recorded { event, delivery } => {
-                (StatusCode::CREATED, event, delivery, false)
-            }
-            RecordOutcome::Duplicate { event, delivery } => (StatusCode::OK, event, delivery, true),
-            RecordOutcome::UnknownDelivery => return Err(not_found()),
-        };
+    let recorded = state.store.record_event(&auth.tenant.id, event).await;
+    // Whatever it was (an open, a click, a delivery), the tracker's memory
+    // of the delivery may now be short of it: the next hit reads the store.
+    state.tracker_cache.forget(&delivery_id);
+    let (status, event, delivery, duplicate) = match recorded? {
+        RecordOutcome::Recorded { event, delivery } => {
+            (StatusCode::CREATED, event, delivery, false)
+        }
+        RecordOutcome::Duplicate { event, delivery } => (StatusCode::OK, event, delivery, true),
+        RecordOutcome::UnknownDelivery => return Err(not_found()),
+    };
     Ok((
         status,
         Json(json!({

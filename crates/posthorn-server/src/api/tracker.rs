@@ -10,6 +10,7 @@
 //! the verdict person or machine; nothing is dropped for being a machine.
 
 use crate::app::AppState;
+use crate::tracker_cache::Cached;
 use crate::tracking::{self, Say};
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Path, State};
@@ -20,6 +21,7 @@ use posthorn_core::{EventId, EventKind, EventSource};
 use posthorn_store::{NewEvent, RecordOutcome, TrackingFacts};
 use posthorn_track::{Hit, HitKind, PastHit, Purpose, Target, verify_as};
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 /// A transparent 1×1 GIF, 43 bytes.
 pub const PIXEL: [u8; 43] = [
@@ -118,13 +120,24 @@ async fn record_hit(
     headers: &HeaderMap,
 ) -> Result<Option<String>, ()> {
     let config = &state.config;
-    let facts = match state.store.tracking_facts(target.delivery()).await {
-        Ok(Some(f)) => f,
-        Ok(None) => return Ok(None),
-        Err(e) => {
-            tracing::error!(error = %e, "tracker: reading a delivery failed");
-            return Err(());
-        }
+    // A delivery hit before needs no read (see `tracker_cache`).
+    let Cached { facts, history } = match state.tracker_cache.get(target.delivery()) {
+        Some(cached) => cached,
+        None => match state.store.tracking_facts(target.delivery()).await {
+            Ok(Some(f)) => {
+                let history = past_hits(&f);
+                state.tracker_cache.insert(f.clone(), history.clone());
+                Cached {
+                    facts: Arc::new(f),
+                    history,
+                }
+            }
+            Ok(None) => return Ok(None),
+            Err(e) => {
+                tracing::error!(error = %e, "tracker: reading a delivery failed");
+                return Err(());
+            }
+        },
     };
     let url = match target.link_index() {
         Some(index) => match facts.links.get(index as usize) {
@@ -171,7 +184,7 @@ async fn record_hit(
         links_in_message: u32::try_from(facts.links.len()).unwrap_or(u32::MAX),
         open_tracking,
     };
-    let verdict = posthorn_track::judge(&hit, &past_hits(&facts), &config.tracking.machine);
+    let verdict = posthorn_track::judge(&hit, &history, &config.tracking.machine);
     let ip = config.tracking.ip.apply(ip).map(|ip| ip.to_string());
     let machine_reason = verdict.reason.map(str::to_owned);
     let details = match &url {
@@ -201,7 +214,22 @@ async fn record_hit(
     };
     match state.store.record_event(&facts.tenant_id, event).await {
         Ok(RecordOutcome::UnknownDelivery) => Ok(None),
-        Ok(_) => Ok(Some(url.unwrap_or_default())),
+        Ok(outcome) => {
+            // Committed: later hits on this delivery must see it. (A fresh
+            // event id is never a duplicate, but only a new event counts.)
+            if let RecordOutcome::Recorded { .. } = outcome {
+                state.tracker_cache.append(
+                    &facts.delivery_id,
+                    PastHit {
+                        kind,
+                        at: now,
+                        link_index: target.link_index(),
+                        machine: verdict.machine,
+                    },
+                );
+            }
+            Ok(Some(url.unwrap_or_default()))
+        }
         Err(e) => {
             tracing::error!(error = %e, "tracker: recording a hit failed");
             Err(())

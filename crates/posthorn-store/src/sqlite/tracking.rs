@@ -56,13 +56,13 @@ pub(crate) fn tracking_facts(
     else {
         return Ok(None);
     };
-    let delivered_at: Option<i64> = prepare(
+    let (delivered, sent): (Option<i64>, Option<i64>) = prepare(
         c,
-        "SELECT COALESCE(MIN(CASE WHEN kind = 'delivered' THEN occurred_at END), \
-                         MIN(CASE WHEN kind = 'sent' THEN occurred_at END)) \
+        "SELECT MIN(CASE WHEN kind = 'delivered' THEN occurred_at END), \
+                MIN(CASE WHEN kind = 'sent' THEN occurred_at END) \
          FROM events WHERE delivery_id = $1 AND kind IN ('delivered', 'sent')",
     )?
-    .query_row([delivery.as_str()], |r| r.get(0))?;
+    .query_row([delivery.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))?;
     let engagement = rows::delivery_events(c, &tenant, delivery)?
         .into_iter()
         .filter(|e| {
@@ -81,7 +81,8 @@ pub(crate) fn tracking_facts(
         stream,
         tracking_opens: opens,
         tenant_track_opens: tenant_opens,
-        delivered_at,
+        delivered_at: delivered.or(sent),
+        delivered_known: delivered.is_some(),
         engagement,
     }))
 }

@@ -9,13 +9,15 @@
 //!
 //! Hits are spread over many deliveries (as real opens are): the seed
 //! writes `deliveries` one-recipient messages with one tracked link each,
-//! straight into the store, and signs their tokens with the data
-//! directory's secret.
+//! straight into the store, each delivered an hour before (a `delivered`
+//! event: opens come from mail that arrived), and signs their tokens with
+//! the data directory's secret.
 
 use anyhow::{Context, Result, bail};
 use posthorn_core::config::Config;
-use posthorn_core::{Clock, SystemClock};
-use posthorn_store::{AcceptOutcome, SqliteStore, Store, StoreRules};
+use posthorn_core::event::{Delivered, EventDetails};
+use posthorn_core::{Clock, EventId, EventSource, SystemClock};
+use posthorn_store::{AcceptOutcome, NewEvent, SqliteStore, Store, StoreRules};
 use posthorn_track::{Target, sign};
 use std::path::Path;
 use std::time::Duration;
@@ -115,7 +117,8 @@ pub async fn tracker(dir: &Path, args: &TrackerArgs) -> Result<()> {
     Ok(())
 }
 
-/// A store with `n` one-recipient messages, each with one tracked link;
+/// A store with `n` one-recipient messages, each with one tracked link and
+/// delivered an hour ago;
 /// returns the open and click paths of their deliveries.
 async fn seed(data: &Path, n: usize) -> Result<(Vec<String>, Vec<String>)> {
     std::fs::create_dir_all(data)?;
@@ -147,10 +150,31 @@ async fn seed(data: &Path, n: usize) -> Result<(Vec<String>, Vec<String>)> {
                 );
                 message.accepted_at = SystemClock.now_ms();
                 let message_id = message.id.clone();
-                match store.accept_message(message).await? {
-                    AcceptOutcome::Accepted(r) => ids.push(r.deliveries[0].id.clone()),
+                let delivery = match store.accept_message(message).await? {
+                    AcceptOutcome::Accepted(r) => r.deliveries[0].id.clone(),
                     other => bail!("seeding: {other:?}"),
-                }
+                };
+                // Delivered an hour ago, as a read message is: pixels and
+                // links are fetched from mail that arrived.
+                let now = SystemClock.now_ms();
+                store
+                    .record_event(
+                        &tenant,
+                        NewEvent {
+                            id: EventId::generate(),
+                            delivery_id: delivery.clone(),
+                            occurred_at: now - 3_600_000,
+                            recorded_at: now,
+                            source: EventSource::Delivery,
+                            details: EventDetails::Delivered(Delivered {
+                                reply_text: Some("250 2.0.0 OK".into()),
+                                ..Default::default()
+                            }),
+                            external_id: None,
+                        },
+                    )
+                    .await?;
+                ids.push(delivery);
                 store
                     .put_message_links(&message_id, vec![format!("https://example.com/p/{i}")])
                     .await?;

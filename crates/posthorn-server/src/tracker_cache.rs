@@ -1,0 +1,257 @@
+//! The tracker's memory of recently hit deliveries (issue #5).
+//!
+//! Judging a hit needs its delivery's facts (tenant, message, stream, links,
+//! the open-tracking choice, the delivery time) and its earlier opens and
+//! clicks. Reading them costs four statements on the blocking pool per hit,
+//! and the hop between threads costs more than the reads; yet almost all of
+//! it never changes once a message is delivered. So the tracker keeps, for
+//! up to `capacity` deliveries, those facts and the list of hits it has
+//! recorded, and a hit on a known delivery costs no read, only its durable
+//! write (which is unchanged: the answer still waits for the commit).
+//!
+//! Why a cached history is complete: every open and click of a delivery is
+//! recorded either by this tracker, which appends each hit *after* its
+//! event is committed ([`TrackerCache::append`]), or by the events API,
+//! which forgets the delivery ([`TrackerCache::forget`]) so the next hit
+//! reads it again. Hits recorded before this process started are in the
+//! store and read on the first (missing) hit. An entry is only kept when
+//! the delivery time is a `delivered` event's ([`TrackingFacts::delivered_known`]):
+//! before that, a `delivered` event (or the `sent` one) may still arrive
+//! and change it, so such deliveries are read each time, as before.
+//!
+//! A tenant's settings (its open-tracking default) can change: the settings
+//! API clears the whole cache ([`TrackerCache::clear`]).
+//!
+//! Tolerance, the same as without the cache: two hits on one delivery that
+//! are in flight at once do not see each other (each is judged on the
+//! history committed or appended before it was judged). One narrow case
+//! lasts longer than the requests: a hit that misses reads the store, and
+//! an event on the same delivery committed between that read and the
+//! insert (by a concurrent hit whose entry was evicted meanwhile, or by the
+//! events API) is missing from the entry until it is evicted; it needs the
+//! two at once on one delivery, and at worst a later hit is judged as the
+//! concurrent one would have been. Eviction is oldest first; an evicted
+//! delivery is read again from the store, which holds every committed hit.
+
+use posthorn_core::DeliveryId;
+use posthorn_store::TrackingFacts;
+use posthorn_track::PastHit;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+/// The default number of deliveries remembered: opens cluster on recent
+/// sends, and an entry is a few hundred bytes plus its links.
+pub const DEFAULT_CAPACITY: usize = 65_536;
+
+/// A delivery's unchanging facts (`engagement` left empty) and the hits
+/// recorded so far, oldest first.
+#[derive(Debug, Clone)]
+pub struct Cached {
+    pub facts: Arc<TrackingFacts>,
+    pub history: Vec<PastHit>,
+}
+
+#[derive(Debug)]
+pub struct TrackerCache {
+    capacity: usize,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    entries: HashMap<DeliveryId, Cached>,
+    /// Insertion order, for eviction. May name deliveries forgotten since;
+    /// at most `capacity` long.
+    order: VecDeque<DeliveryId>,
+}
+
+impl Default for TrackerCache {
+    fn default() -> Self {
+        Self::new(DEFAULT_CAPACITY)
+    }
+}
+
+impl TrackerCache {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            capacity,
+            inner: Mutex::new(Inner::default()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // The map stays consistent under a panic (every change is one call).
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The remembered facts and history of `delivery`, if any.
+    pub fn get(&self, delivery: &DeliveryId) -> Option<Cached> {
+        self.lock().entries.get(delivery).cloned()
+    }
+
+    /// Remembers facts just read from the store (their `engagement` is the
+    /// history), if they can no longer change. An entry already there is
+    /// kept: it may hold hits appended since `facts` was read.
+    pub fn insert(&self, mut facts: TrackingFacts, history: Vec<PastHit>) {
+        if !facts.delivered_known || self.capacity == 0 {
+            return;
+        }
+        facts.engagement = Vec::new();
+        let mut inner = self.lock();
+        if inner.entries.contains_key(&facts.delivery_id) {
+            return;
+        }
+        while inner.order.len() >= self.capacity {
+            if let Some(old) = inner.order.pop_front() {
+                inner.entries.remove(&old);
+            }
+        }
+        inner.order.push_back(facts.delivery_id.clone());
+        inner.entries.insert(
+            facts.delivery_id.clone(),
+            Cached {
+                facts: Arc::new(facts),
+                history,
+            },
+        );
+    }
+
+    /// Adds a hit whose event is committed to the delivery's history.
+    pub fn append(&self, delivery: &DeliveryId, hit: PastHit) {
+        if let Some(entry) = self.lock().entries.get_mut(delivery) {
+            entry.history.push(hit);
+        }
+    }
+
+    /// Drops what is known of `delivery`: an event was recorded for it
+    /// elsewhere (the events API), so the next hit reads the store.
+    pub fn forget(&self, delivery: &DeliveryId) {
+        self.lock().entries.remove(delivery);
+    }
+
+    /// Drops everything (a tenant's settings changed).
+    pub fn clear(&self) {
+        let mut inner = self.lock();
+        inner.entries.clear();
+        inner.order.clear();
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use posthorn_core::{MessageId, TenantId};
+    use posthorn_track::{Hit, HitKind, Thresholds, judge};
+
+    const DELIVERED: i64 = 1_000_000;
+
+    fn facts(delivered_known: bool) -> TrackingFacts {
+        TrackingFacts {
+            tenant_id: TenantId::generate(),
+            delivery_id: DeliveryId::generate(),
+            message_id: MessageId::generate(),
+            recipient: "ann@example.org".into(),
+            stream: "transactional".into(),
+            tracking_opens: Some(true),
+            tenant_track_opens: None,
+            links: vec!["https://example.com/a".into()],
+            delivered_at: Some(DELIVERED),
+            delivered_known,
+            engagement: Vec::new(),
+        }
+    }
+
+    fn past(kind: HitKind, at: i64) -> PastHit {
+        PastHit {
+            kind,
+            at,
+            link_index: (kind == HitKind::Click).then_some(0),
+            machine: false,
+        }
+    }
+
+    /// A person's click a minute after delivery, judged on `history`.
+    fn click_reason(history: &[PastHit]) -> Option<&'static str> {
+        let hit = Hit {
+            kind: HitKind::Click,
+            method_head: false,
+            ip: Some("192.0.2.1".parse().unwrap()),
+            user_agent: Some(
+                "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) \
+                 Chrome/120.0 Safari/537.36",
+            ),
+            at: DELIVERED + 60_000,
+            delivered_at: Some(DELIVERED),
+            link_index: Some(0),
+            links_in_message: 1,
+            open_tracking: true,
+        };
+        judge(&hit, history, &Thresholds::default()).reason
+    }
+
+    #[test]
+    fn a_second_hit_sees_the_first_in_its_history_and_is_judged_by_it() {
+        let cache = TrackerCache::new(8);
+        let f = facts(true);
+        let id = f.delivery_id.clone();
+        cache.insert(f, Vec::new());
+        // Without the open, the click is a scanner's.
+        let before = cache.get(&id).unwrap();
+        assert!(before.facts.engagement.is_empty());
+        assert_eq!(click_reason(&before.history), Some("click_without_open"));
+        // The open is recorded (committed), then appended: the click that
+        // follows sees it and is a person's.
+        cache.append(&id, past(HitKind::Open, DELIVERED + 30_000));
+        let after = cache.get(&id).unwrap();
+        assert_eq!(after.history, vec![past(HitKind::Open, DELIVERED + 30_000)]);
+        assert_eq!(click_reason(&after.history), None);
+    }
+
+    #[test]
+    fn only_deliveries_with_a_known_delivery_time_are_kept() {
+        let cache = TrackerCache::new(8);
+        let f = facts(false);
+        let id = f.delivery_id.clone();
+        cache.insert(f, Vec::new());
+        assert!(cache.get(&id).is_none(), "a delivered event may still come");
+        cache.append(&id, past(HitKind::Open, DELIVERED));
+        assert!(cache.is_empty());
+    }
+
+    #[test]
+    fn an_entry_is_not_replaced_by_an_older_read_and_can_be_forgotten() {
+        let cache = TrackerCache::new(8);
+        let f = facts(true);
+        let id = f.delivery_id.clone();
+        cache.insert(f.clone(), Vec::new());
+        cache.append(&id, past(HitKind::Open, DELIVERED + 1));
+        // A concurrent miss read the store before that hit: keep the entry.
+        cache.insert(f, Vec::new());
+        assert_eq!(cache.get(&id).unwrap().history.len(), 1);
+        cache.forget(&id);
+        assert!(cache.get(&id).is_none());
+    }
+
+    #[test]
+    fn the_oldest_entries_are_evicted_at_capacity() {
+        let cache = TrackerCache::new(2);
+        let all: Vec<TrackingFacts> = (0..3).map(|_| facts(true)).collect();
+        for f in &all {
+            cache.insert(f.clone(), Vec::new());
+        }
+        assert_eq!(cache.len(), 2);
+        assert!(cache.get(&all[0].delivery_id).is_none());
+        assert!(cache.get(&all[2].delivery_id).is_some());
+        cache.clear();
+        assert!(cache.is_empty());
+        assert!(TrackerCache::new(0).is_empty());
+    }
+}
