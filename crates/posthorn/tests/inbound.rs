@@ -320,9 +320,11 @@ fn a_real_postfix_bounce_comes_back_to_its_delivery() {
     let dir = tempfile::tempdir().unwrap();
     let zone = zone_file(dir.path(), "");
     // Postfix first, on its own port; Posthorn's MX address is known only
-    // once it runs, so the MX listens on a port chosen here.
-    let mx: std::net::SocketAddr = format!("127.0.0.1:{}", posthorn_testkit::free_port())
-        .parse()
+    // once it runs, so the MX listens on a port chosen here. On 127.0.0.2:
+    // the other tests bind 127.0.0.1 (port 0), so none of them can take
+    // this port between choosing it and `serve` binding it.
+    let mx = std::net::TcpListener::bind("127.0.0.2:0")
+        .and_then(|l| l.local_addr())
         .unwrap();
     let Some(postfix) = PostfixInstance::start_or_skip(
         PostfixOptions::new()
