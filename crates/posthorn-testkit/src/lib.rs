@@ -113,6 +113,12 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// The loopback address sinks listen on. Not 127.0.0.1: the servers under
+/// test bind 127.0.0.1 port 0, and one of them could take a sink's port
+/// between choosing it and smtp-sink binding it (then the sink would be
+/// that server).
+pub const SINK_IP: std::net::Ipv4Addr = std::net::Ipv4Addr::new(127, 0, 0, 3);
+
 /// Postfix's `smtp-sink` on a free loopback port, writing every message it
 /// receives (with its envelope, as `X-Mail-Args`/`X-Rcpt-Args` lines) to a
 /// file of its own. `options` are smtp-sink's fault options (`-f rcpt`,
@@ -132,9 +138,9 @@ impl SmtpSink {
         // smtp-sink drops root privileges to `nobody`, who must write here.
         std::fs::set_permissions(dumps.path(), std::fs::Permissions::from_mode(0o777))
             .expect("chmod");
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port())
-            .parse()
-            .expect("address");
+        let addr = TcpListener::bind((SINK_IP, 0))
+            .and_then(|l| l.local_addr())
+            .expect("a free loopback port");
         let child = Command::new(program)
             .args(["-u", "nobody", "-d"])
             .arg(format!("{}/m.", dumps.path().display()))

@@ -43,7 +43,7 @@ fn messages_leave_over_smtp_with_verp_one_copy_per_recipient_and_dns_outcomes() 
         assert_eq!(delivered["smtp_code"], 250);
         assert_eq!(delivered["reply_text"], "250 2.0.0 Ok");
         assert_eq!(delivered["mx_host"], "example.com");
-        assert_eq!(delivered["ip"], "127.0.0.1");
+        assert_eq!(delivered["ip"], sink.addr.ip().to_string());
         assert_eq!(d["events"][1]["details"]["attempt"], 1);
     }
     let nx = wait_status(&server, &ids[3], "bounced");
