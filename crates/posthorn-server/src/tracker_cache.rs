@@ -30,8 +30,12 @@
 //! insert (by a concurrent hit whose entry was evicted meanwhile, or by the
 //! events API) is missing from the entry until it is evicted; it needs the
 //! two at once on one delivery, and at worst a later hit is judged as the
-//! concurrent one would have been. Eviction is oldest first; an evicted
-//! delivery is read again from the store, which holds every committed hit.
+//! concurrent one would have been. Eviction is oldest first, at
+//! `capacity` entries or [`MAX_BYTES`]; an evicted delivery is read again
+//! from the store, which holds every committed hit. A delivery's history is
+//! capped at [`MAX_HISTORY`] hits (its first open and the latest ones):
+//! enough for every machine rule, and no pixel hammered by a bot grows
+//! without bound.
 
 use posthorn_core::DeliveryId;
 use posthorn_store::TrackingFacts;
@@ -42,6 +46,46 @@ use std::sync::{Arc, Mutex};
 /// The default number of deliveries remembered: opens cluster on recent
 /// sends, and an entry is a few hundred bytes plus its links.
 pub const DEFAULT_CAPACITY: usize = 65_536;
+
+/// The most memory the entries may take (approximately: their links,
+/// names and hits). A newsletter's links are copied into each of its
+/// deliveries' entries, so the count alone does not bound the memory.
+pub const MAX_BYTES: usize = 64 * 1024 * 1024;
+
+/// Hits kept per delivery: the machine rules look only at whether an open
+/// came before and at the clicks of the last seconds, so a bot fetching one
+/// pixel a million times must not grow an entry (or the time to judge) for
+/// ever. The earliest open is always kept, then the most recent hits.
+pub const MAX_HISTORY: usize = 256;
+
+/// Bytes counted for an entry besides its text, and for each hit.
+const ENTRY_OVERHEAD: usize = 256;
+const HIT_BYTES: usize = std::mem::size_of::<PastHit>();
+
+fn entry_bytes(facts: &TrackingFacts, hits: usize) -> usize {
+    ENTRY_OVERHEAD
+        + facts.links.iter().map(String::len).sum::<usize>()
+        + facts.recipient.len()
+        + facts.stream.len()
+        + hits * HIT_BYTES
+}
+
+/// `history` with `hit` added, no longer than [`MAX_HISTORY`]: the earliest
+/// open stays, the oldest of the others go.
+fn push_bounded(history: &mut Vec<PastHit>, hit: PastHit) {
+    history.push(hit);
+    if history.len() <= MAX_HISTORY {
+        return;
+    }
+    let first_open = history
+        .iter()
+        .position(|h| h.kind == posthorn_track::HitKind::Open);
+    let drop = match first_open {
+        Some(0) => 1,
+        _ => 0,
+    };
+    history.remove(drop);
+}
 
 /// A delivery's unchanging facts (`engagement` left empty) and the hits
 /// recorded so far, oldest first.
@@ -54,6 +98,7 @@ pub struct Cached {
 #[derive(Debug)]
 pub struct TrackerCache {
     capacity: usize,
+    max_bytes: usize,
     inner: Mutex<Inner>,
 }
 
@@ -63,6 +108,8 @@ struct Inner {
     /// Insertion order, for eviction. May name deliveries forgotten since;
     /// at most `capacity` long.
     order: VecDeque<DeliveryId>,
+    /// What the entries take, by [`entry_bytes`].
+    bytes: usize,
 }
 
 impl Default for TrackerCache {
@@ -73,8 +120,13 @@ impl Default for TrackerCache {
 
 impl TrackerCache {
     pub fn new(capacity: usize) -> Self {
+        Self::with_limits(capacity, MAX_BYTES)
+    }
+
+    pub fn with_limits(capacity: usize, max_bytes: usize) -> Self {
         Self {
             capacity,
+            max_bytes,
             inner: Mutex::new(Inner::default()),
         }
     }
@@ -97,15 +149,31 @@ impl TrackerCache {
             return;
         }
         facts.engagement = Vec::new();
+        let mut history = history;
+        if history.len() > MAX_HISTORY {
+            let recent = history.split_off(history.len() - MAX_HISTORY);
+            let first_open = history
+                .into_iter()
+                .find(|h| h.kind == posthorn_track::HitKind::Open);
+            history = first_open.into_iter().chain(recent).collect();
+        }
+        let size = entry_bytes(&facts, history.len());
+        if size > self.max_bytes {
+            return;
+        }
         let mut inner = self.lock();
         if inner.entries.contains_key(&facts.delivery_id) {
             return;
         }
-        while inner.order.len() >= self.capacity {
-            if let Some(old) = inner.order.pop_front() {
-                inner.entries.remove(&old);
+        while inner.order.len() >= self.capacity || inner.bytes + size > self.max_bytes {
+            let Some(old) = inner.order.pop_front() else {
+                break;
+            };
+            if let Some(gone) = inner.entries.remove(&old) {
+                inner.bytes -= entry_bytes(&gone.facts, gone.history.len());
             }
         }
+        inner.bytes += size;
         inner.order.push_back(facts.delivery_id.clone());
         inner.entries.insert(
             facts.delivery_id.clone(),
@@ -118,15 +186,22 @@ impl TrackerCache {
 
     /// Adds a hit whose event is committed to the delivery's history.
     pub fn append(&self, delivery: &DeliveryId, hit: PastHit) {
-        if let Some(entry) = self.lock().entries.get_mut(delivery) {
-            entry.history.push(hit);
+        let mut inner = self.lock();
+        if let Some(entry) = inner.entries.get_mut(delivery) {
+            let before = entry.history.len();
+            push_bounded(&mut entry.history, hit);
+            let grown = entry.history.len() - before;
+            inner.bytes += grown * HIT_BYTES;
         }
     }
 
     /// Drops what is known of `delivery`: an event was recorded for it
     /// elsewhere (the events API), so the next hit reads the store.
     pub fn forget(&self, delivery: &DeliveryId) {
-        self.lock().entries.remove(delivery);
+        let mut inner = self.lock();
+        if let Some(gone) = inner.entries.remove(delivery) {
+            inner.bytes -= entry_bytes(&gone.facts, gone.history.len());
+        }
     }
 
     /// Drops everything (a tenant's settings changed).
@@ -134,6 +209,7 @@ impl TrackerCache {
         let mut inner = self.lock();
         inner.entries.clear();
         inner.order.clear();
+        inner.bytes = 0;
     }
 
     pub fn len(&self) -> usize {
@@ -253,5 +329,63 @@ mod tests {
         cache.clear();
         assert!(cache.is_empty());
         assert!(TrackerCache::new(0).is_empty());
+    }
+
+    #[test]
+    fn a_long_history_keeps_its_first_open_and_its_latest_hits() {
+        let cache = TrackerCache::new(8);
+        let f = facts(true);
+        let id = f.delivery_id.clone();
+        cache.insert(f, vec![past(HitKind::Open, DELIVERED + 1)]);
+        for i in 0..(2 * MAX_HISTORY as i64) {
+            cache.append(&id, past(HitKind::Click, DELIVERED + 10 + i));
+        }
+        let history = cache.get(&id).unwrap().history;
+        assert_eq!(history.len(), MAX_HISTORY);
+        assert_eq!(history[0], past(HitKind::Open, DELIVERED + 1));
+        assert_eq!(
+            history.last(),
+            Some(&past(
+                HitKind::Click,
+                DELIVERED + 9 + 2 * MAX_HISTORY as i64
+            ))
+        );
+        // So a click still counts its open.
+        assert_eq!(click_reason(&history), None);
+        // The same bound when a long history is read from the store.
+        let f = facts(true);
+        let long: Vec<PastHit> = std::iter::once(past(HitKind::Open, DELIVERED + 1))
+            .chain((0..1000).map(|i| past(HitKind::Click, DELIVERED + 10 + i)))
+            .collect();
+        let id = f.delivery_id.clone();
+        cache.insert(f, long);
+        let history = cache.get(&id).unwrap().history;
+        assert_eq!(history.len(), MAX_HISTORY + 1);
+        assert_eq!(history[0].kind, HitKind::Open);
+    }
+
+    #[test]
+    fn the_memory_budget_evicts_too() {
+        let mut big = facts(true);
+        big.links = vec!["x".repeat(10_000)];
+        let per_entry = entry_bytes(&big, 0);
+        let cache = TrackerCache::with_limits(100, 3 * per_entry);
+        let all: Vec<TrackingFacts> = (0..5)
+            .map(|_| {
+                let mut f = big.clone();
+                f.delivery_id = DeliveryId::generate();
+                f
+            })
+            .collect();
+        for f in &all {
+            cache.insert(f.clone(), Vec::new());
+        }
+        assert_eq!(cache.len(), 3, "three entries fit the budget");
+        assert!(cache.get(&all[0].delivery_id).is_none());
+        assert!(cache.get(&all[4].delivery_id).is_some());
+        // An entry larger than the whole budget is not kept at all.
+        let tiny = TrackerCache::with_limits(100, per_entry - 1);
+        tiny.insert(big, Vec::new());
+        assert!(tiny.is_empty());
     }
 }
