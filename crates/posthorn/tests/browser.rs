@@ -98,52 +98,6 @@ impl Pages {
     }
 }
 
-/// The decoded HTML body of the copy, as Python's `email` package reads it.
-fn html_of(python: &Path, raw: &str) -> String {
-    let script = "import email, email.policy, sys\n\
-        m = email.message_from_string(sys.stdin.read(), policy=email.policy.default)\n\
-        sys.stdout.write(m.get_body(('html',)).get_content())\n";
-    let mut child = Command::new(python)
-        .args(["-c", script])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(raw.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "python could not read the copy");
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// Every tracker URL (`BASE/{o,c,u}/TOKEN`) in `text`, in order.
-fn tracker_urls(text: &str, base: &str, route: &str) -> Vec<String> {
-    let prefix = format!("{base}/{route}/");
-    text.match_indices(&prefix)
-        .map(|(at, _)| {
-            let token: String = text[at + prefix.len()..]
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
-                .collect();
-            format!("{prefix}{token}")
-        })
-        .collect()
-}
-
-fn events_of(delivery: &Value, kind: &str) -> Vec<Value> {
-    delivery["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["kind"] == kind)
-        .cloned()
-        .collect()
-}
-
 /// Headless Chromium on a fresh profile, its DevTools on a port it picks;
 /// killed when dropped (before its profile directory goes).
 struct Chromium {
@@ -244,7 +198,7 @@ fn a_browser_opens_clicks_and_unsubscribes_as_a_person() {
             .into_iter()
             .find(|m| m.contains(&format!("Message-ID: <{id}@")))
     });
-    let copy = html_of(&python, &raw);
+    let copy = read_copy(&python, &raw).html;
     let opens = tracker_urls(&copy, base, "o");
     let clicks = tracker_urls(&copy, base, "c");
     let unsubscribes = tracker_urls(&copy, base, "u");

@@ -9,9 +9,8 @@ mod common;
 use common::*;
 use posthorn_testkit::{eventually, peer, python_module};
 use serde_json::json;
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 const VERIFIER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/dkim_verify.py");
 
@@ -73,21 +72,12 @@ fn strip_sink_trace(dump: &str) -> String {
 
 /// Runs the verifier: whether the signature verifies, and what it said.
 fn verify(python: &Path, record: &(String, String), message: &str) -> (bool, String) {
-    let mut child = Command::new(python)
-        .arg(VERIFIER)
-        .args([&record.0, &record.1])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(message.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = run_with_input(
+        Command::new(python)
+            .arg(VERIFIER)
+            .args([&record.0, &record.1]),
+        message.as_bytes(),
+    );
     let said = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),

@@ -27,16 +27,6 @@ impl Server {
     }
 }
 
-fn event_of_kind(delivery: &Value, kind: &str) -> Value {
-    delivery["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["kind"] == kind)
-        .unwrap_or_else(|| panic!("no {kind} event in {delivery}"))
-        .clone()
-}
-
 fn suppression_for(server: &Server, address: &str) -> Option<Value> {
     server.get("/v1/suppressions")["suppressions"]
         .as_array()

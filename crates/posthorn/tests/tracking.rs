@@ -9,60 +9,9 @@ mod common;
 use common::*;
 use posthorn_testkit::{eventually, peer};
 use serde_json::{Value, json};
-use std::path::Path;
 use std::process::Command;
 
 const BROWSER_UA: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0";
-
-/// The parts of the copy a person's mail client shows: its headers and its
-/// decoded HTML and text bodies, read by Python's `email` package.
-struct Copy {
-    headers: String,
-    html: String,
-    text: String,
-}
-
-fn read_copy(python: &Path, raw: &str) -> Copy {
-    let script = "import email, email.policy, json, sys\n\
-        m = email.message_from_string(sys.stdin.read(), policy=email.policy.default)\n\
-        html = m.get_body(('html',)); text = m.get_body(('plain',))\n\
-        print(json.dumps({'headers': ''.join(f'{k}: {v}\\n' for k, v in m.items()),\n\
-          'html': html.get_content() if html else '', 'text': text.get_content() if text else ''}))\n";
-    let mut child = Command::new(python)
-        .args(["-c", script])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(raw.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    Copy {
-        headers: v["headers"].as_str().unwrap().to_owned(),
-        html: v["html"].as_str().unwrap().to_owned(),
-        text: v["text"].as_str().unwrap().to_owned(),
-    }
-}
-
-/// Every tracker URL (`BASE/{o,c,u}/TOKEN`) in `text`, in order.
-fn tracker_urls(text: &str, base: &str, route: &str) -> Vec<String> {
-    let prefix = format!("{base}/{route}/");
-    text.match_indices(&prefix)
-        .map(|(at, _)| {
-            let token: String = text[at + prefix.len()..]
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
-                .collect();
-            format!("{prefix}{token}")
-        })
-        .collect()
-}
 
 /// `curl` with a method and user agent; (status, Location, body).
 fn hit(method: &str, url: &str, ua: &str, extra: &[&str]) -> (u16, String, String) {
@@ -88,14 +37,9 @@ fn hit(method: &str, url: &str, ua: &str, extra: &[&str]) -> (u16, String, Strin
     )
 }
 
-fn events_of(server: &Server, delivery: &str, kind: &str) -> Vec<Value> {
-    server.status(delivery)["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["kind"] == kind)
-        .cloned()
-        .collect()
+/// The events of `kind` of a delivery, as the API shows them now.
+fn events_now(server: &Server, delivery: &str, kind: &str) -> Vec<Value> {
+    events_of(&server.status(delivery), kind)
 }
 
 struct Setup {
@@ -202,7 +146,7 @@ fn opens_clicks_and_unsubscribes_are_recorded_and_judged() {
         let (code, location, _) = hit("GET", &url, BROWSER_UA, &[]);
         assert_eq!((code, location.as_str()), (404, ""), "{url}");
     }
-    assert!(events_of(&s.server, &id, "clicked").is_empty());
+    assert!(events_now(&s.server, &id, "clicked").is_empty());
 
     // A person, past the scanners' window: the pixel, then a link.
     std::thread::sleep(std::time::Duration::from_millis(1500));
@@ -216,11 +160,11 @@ fn opens_clicks_and_unsubscribes_are_recorded_and_judged() {
     let (code, location, _) = hit("GET", &clicks[0], BROWSER_UA, &[]);
     assert_eq!(code, 302);
     assert_eq!(location, "https://shop.example.com/a?x=1&y=2");
-    let opened = events_of(&s.server, &id, "opened");
+    let opened = events_now(&s.server, &id, "opened");
     assert_eq!(opened[0]["details"]["machine"], false, "{opened:?}");
     assert_eq!(opened[0]["details"]["user_agent"], BROWSER_UA);
     assert_eq!(opened[0]["details"]["ip"], "127.0.0.1");
-    let clicked = events_of(&s.server, &id, "clicked");
+    let clicked = events_now(&s.server, &id, "clicked");
     assert_eq!(clicked[0]["details"]["machine"], false, "{clicked:?}");
     assert_eq!(clicked[0]["details"]["link_index"], 0);
     assert_eq!(
@@ -235,7 +179,7 @@ fn opens_clicks_and_unsubscribes_are_recorded_and_judged() {
         (302, "https://shop.example.com/b")
     );
     hit("GET", &clicks[1], "python-requests/2.31", &[]);
-    let clicked = events_of(&s.server, &id, "clicked");
+    let clicked = events_now(&s.server, &id, "clicked");
     let reasons: Vec<&str> = clicked[1..]
         .iter()
         .map(|e| e["details"]["machine_reason"].as_str().unwrap_or(""))
@@ -258,7 +202,7 @@ fn opens_clicks_and_unsubscribes_are_recorded_and_judged() {
     let (code, _, page) = hit("GET", &unsubscribes[0], BROWSER_UA, &[]);
     assert_eq!(code, 200);
     assert!(page.contains("<form method=\"post\">"), "{page}");
-    assert!(events_of(&s.server, &id, "unsubscribed").is_empty());
+    assert!(events_now(&s.server, &id, "unsubscribed").is_empty());
     for _ in 0..2 {
         let (code, _, _) = hit(
             "POST",
@@ -268,12 +212,12 @@ fn opens_clicks_and_unsubscribes_are_recorded_and_judged() {
         );
         assert_eq!(code, 200);
     }
-    let unsubscribed = events_of(&s.server, &id, "unsubscribed");
+    let unsubscribed = events_now(&s.server, &id, "unsubscribed");
     assert_eq!(unsubscribed.len(), 1);
     assert_eq!(unsubscribed[0]["details"]["method"], "one-click");
     assert_eq!(unsubscribed[0]["details"]["scope"], "stream");
     assert!(
-        events_of(&s.server, &id, "clicked").len() == 3,
+        events_now(&s.server, &id, "clicked").len() == 3,
         "an unsubscribe is no click"
     );
     assert_eq!(s.server.status(&id)["status"], "unsubscribed");
@@ -303,13 +247,13 @@ fn hits_as_a_scanner_makes_them_are_judged_machine() {
     for url in &clicks {
         hit("GET", url, BROWSER_UA, &[]);
     }
-    let opened = events_of(&s.server, &id, "opened");
+    let opened = events_now(&s.server, &id, "opened");
     assert_eq!(opened[0]["details"]["machine"], true);
     assert_eq!(
         opened[0]["details"]["machine_reason"],
         "too_soon_after_delivery"
     );
-    let clicked = events_of(&s.server, &id, "clicked");
+    let clicked = events_now(&s.server, &id, "clicked");
     assert_eq!(clicked.len(), 2);
     assert!(
         clicked.iter().all(|e| e["details"]["machine"] == true),
@@ -349,7 +293,7 @@ fn behind_a_trusted_proxy_the_forwarded_address_counts_and_is_truncated() {
         BROWSER_UA,
         &["-H", "X-Forwarded-For: 6.6.6.6, 203.0.113.77"],
     );
-    let opened = events_of(&s.server, &id, "opened");
+    let opened = events_now(&s.server, &id, "opened");
     assert_eq!(opened[0]["details"]["ip"], "203.0.113.0");
 }
 
@@ -377,7 +321,7 @@ fn mail_to_the_unsubscribe_address_unsubscribes() {
         .unwrap();
     assert!(status.success());
     let unsubscribed = eventually(WAIT, || {
-        let e = events_of(&s.server, &id, "unsubscribed");
+        let e = events_now(&s.server, &id, "unsubscribed");
         (!e.is_empty()).then_some(e)
     });
     assert_eq!(unsubscribed[0]["details"]["method"], "mailto");

@@ -173,3 +173,79 @@ pub fn event_kinds(delivery: &Value) -> Vec<String> {
         })
         .unwrap_or_default()
 }
+
+/// The events of `kind` in a delivery answer, oldest first.
+pub fn events_of(delivery: &Value, kind: &str) -> Vec<Value> {
+    delivery["events"]
+        .as_array()
+        .map(|events| {
+            events
+                .iter()
+                .filter(|e| e["kind"] == kind)
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The first event of `kind` in a delivery answer.
+pub fn event_of_kind(delivery: &Value, kind: &str) -> Value {
+    events_of(delivery, kind)
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| panic!("no {kind} event in {delivery}"))
+}
+
+/// Runs `command` with `input` on its standard input; its output.
+pub fn run_with_input(command: &mut Command, input: &[u8]) -> std::process::Output {
+    use std::io::Write;
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// The parts of a copy a person's mail client shows: its headers and its
+/// decoded HTML and text bodies, read by Python's `email` package.
+pub struct Copy {
+    pub headers: String,
+    pub html: String,
+    pub text: String,
+}
+
+pub fn read_copy(python: &Path, raw: &str) -> Copy {
+    let script = "import email, email.policy, json, sys\n\
+        m = email.message_from_string(sys.stdin.read(), policy=email.policy.default)\n\
+        html = m.get_body(('html',)); text = m.get_body(('plain',))\n\
+        print(json.dumps({'headers': ''.join(f'{k}: {v}\\n' for k, v in m.items()),\n\
+          'html': html.get_content() if html else '', 'text': text.get_content() if text else ''}))\n";
+    let out = run_with_input(Command::new(python).args(["-c", script]), raw.as_bytes());
+    assert!(
+        out.status.success(),
+        "python could not read the copy: {out:?}"
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    Copy {
+        headers: v["headers"].as_str().unwrap().to_owned(),
+        html: v["html"].as_str().unwrap().to_owned(),
+        text: v["text"].as_str().unwrap().to_owned(),
+    }
+}
+
+/// Every tracker URL (`BASE/{o,c,u}/TOKEN`) in `text`, in order.
+pub fn tracker_urls(text: &str, base: &str, route: &str) -> Vec<String> {
+    let prefix = format!("{base}/{route}/");
+    text.match_indices(&prefix)
+        .map(|(at, _)| {
+            let token: String = text[at + prefix.len()..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+                .collect();
+            format!("{prefix}{token}")
+        })
+        .collect()
+}
