@@ -190,17 +190,8 @@ impl App {
         listener: tokio::net::TcpListener,
     ) -> anyhow_like::Result<tokio::task::JoinHandle<()>> {
         let config = &self.state.config;
-        let tls = submission_tls(config)?;
-        let mut settings = ServerSettings::new(
-            config
-                .delivery
-                .helo_name
-                .clone()
-                .unwrap_or_else(|| "posthorn".into()),
-        );
-        settings.max_message_size = config.limits.max_message_size.0 as usize;
+        let mut settings = smtp_listener_settings(config)?;
         settings.max_recipients = config.limits.max_recipients;
-        settings.tls = Some(tls);
         settings.require_auth = true;
         settings.plaintext_auth_on_loopback = config.submission.plaintext_auth_on_loopback;
         let handler = Arc::new(SubmissionHandler {
@@ -221,18 +212,10 @@ impl App {
         listener: tokio::net::TcpListener,
     ) -> anyhow_like::Result<tokio::task::JoinHandle<()>> {
         let config = &self.state.config;
-        let mut settings = ServerSettings::new(
-            config
-                .delivery
-                .helo_name
-                .clone()
-                .unwrap_or_else(|| "posthorn".into()),
-        );
-        settings.max_message_size = config.limits.max_message_size.0 as usize;
+        let mut settings = smtp_listener_settings(config)?;
         // Returned mail names one return path; a few more allow for an MTA
         // that batches reports to several of them.
         settings.max_recipients = 16;
-        settings.tls = Some(submission_tls(config)?);
         let handler = Arc::new(InboundHandler {
             state: self.state.clone(),
             verp: self.verp.clone(),
@@ -310,6 +293,21 @@ fn submission_tls(config: &Config) -> anyhow_like::Result<ServerTlsConfig> {
         _ => return Err("set both [submission] cert_file and key_file, or neither".into()),
     };
     Ok(ServerTlsConfig::from_pem(&cert, &key)?)
+}
+
+/// What Posthorn's SMTP listeners (submission, inbound MX) share: the name
+/// they greet with, the message size limit and the STARTTLS certificate.
+fn smtp_listener_settings(config: &Config) -> anyhow_like::Result<ServerSettings> {
+    let mut settings = ServerSettings::new(
+        config
+            .delivery
+            .helo_name
+            .clone()
+            .unwrap_or_else(|| "posthorn".into()),
+    );
+    settings.max_message_size = config.limits.max_message_size.0 as usize;
+    settings.tls = Some(submission_tls(config)?);
+    Ok(settings)
 }
 
 /// The configured SMTP client timeouts, as the client takes them.

@@ -374,11 +374,8 @@ fn external_id(raw: &[u8], kind: &str) -> String {
 
 #[async_trait::async_trait]
 impl Handler for InboundHandler {
-    /// Bounces come from the null sender, complaints and auto-replies from
-    /// anyone: the sender is not checked.
-    async fn mail_from(&self, _session: &Session, _address: &str) -> Result<(), ServerReply> {
-        Ok(())
-    }
+    // MAIL FROM: the trait's default, any sender. Bounces come from the
+    // null sender, complaints and auto-replies from anyone.
 
     async fn rcpt_to(
         &self,

@@ -78,10 +78,6 @@ fn local_part(address: &str) -> String {
 
 #[async_trait::async_trait]
 impl Handler for Simulator {
-    async fn mail_from(&self, _session: &Session, _address: &str) -> Result<(), ServerReply> {
-        Ok(())
-    }
-
     async fn rcpt_to(
         &self,
         _session: &Session,

@@ -67,7 +67,11 @@ pub trait Handler: Send + Sync + 'static {
             "authentication is not offered here",
         ))
     }
-    async fn mail_from(&self, session: &Session, address: &str) -> Result<(), ServerReply>;
+    /// Checks the sender; by default any (bounces come from the null sender,
+    /// and who may send is decided at RCPT or by AUTH).
+    async fn mail_from(&self, _session: &Session, _address: &str) -> Result<(), ServerReply> {
+        Ok(())
+    }
     async fn rcpt_to(
         &self,
         session: &Session,

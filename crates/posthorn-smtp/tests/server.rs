@@ -25,9 +25,6 @@ impl Handler for Recorder {
             Err(ServerReply::new(535, "5.7.8", "authentication failed"))
         }
     }
-    async fn mail_from(&self, _s: &Session, _a: &str) -> Result<(), ServerReply> {
-        Ok(())
-    }
     async fn rcpt_to(
         &self,
         _s: &Session,

@@ -11,13 +11,14 @@
 //! fixed lines or its sender host) as well as the phrase.
 
 use super::Finding;
+use super::generic::truncate;
 use crate::reply::Reason;
 use crate::report::Report;
 
 /// Gives the findings of a report written by one of these MTAs the MTA's
 /// stated reason, as a forced hint.
 pub fn apply(report: &Report, findings: &mut [Finding]) {
-    let text = prefix(&report.text, 16 * 1024);
+    let text = truncate(&report.text, 16 * 1024);
     let from = report.from.to_ascii_lowercase();
     for f in findings.iter_mut() {
         if f.force {
@@ -31,7 +32,7 @@ pub fn apply(report: &Report, findings: &mut [Finding]) {
 }
 
 fn reason_of(text: &str, from: &str, f: &Finding) -> Option<(Reason, &'static str)> {
-    let diagnostic = prefix(&f.diagnostic, 4096);
+    let diagnostic = truncate(&f.diagnostic, 4096);
     exchange_ims(diagnostic)
         .or_else(|| exchange_ims(text))
         .or_else(|| domino(diagnostic))
@@ -89,7 +90,7 @@ fn messagelabs(from: &str, diagnostic: &str) -> Option<(Reason, &'static str)> {
 /// with an error number whose meaning Microsoft fixed.
 fn exchange_ims(text: &str) -> Option<(Reason, &'static str)> {
     let at = text.find("MSEXCH:")?;
-    let rest = prefix(&text[at..], 300);
+    let rest = truncate(&text[at..], 300);
     let open = rest.find('(')?;
     let code = rest.get(open + 1..open + 9)?;
     if rest.as_bytes().get(open + 9) != Some(&b')') {
@@ -153,17 +154,6 @@ fn verizon(from: &str, diagnostic: &str) -> Option<(Reason, &'static str)> {
         .to_ascii_lowercase()
         .contains("requested action not taken: no such user here")
         .then_some((Reason::Userunknown, "format.verizon.no-such-user"))
-}
-
-fn prefix(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }
 
 #[cfg(test)]

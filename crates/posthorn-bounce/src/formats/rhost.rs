@@ -10,6 +10,7 @@
 //! sentence; a host alone decides nothing.
 
 use super::Finding;
+use super::generic::truncate;
 use crate::parse::SmtpCommand;
 use crate::reply::Reason;
 
@@ -31,7 +32,7 @@ fn reason_of(f: &Finding) -> Option<(Reason, &'static str)> {
     // The diagnostic can be long (a whole text); the provider's code sits
     // in the server's answer, so a bounded prefix is enough.
     let diagnostic =
-        crate::mime::collapse_whitespace(prefix(&f.diagnostic, 4096)).to_ascii_lowercase();
+        crate::mime::collapse_whitespace(truncate(&f.diagnostic, 4096)).to_ascii_lowercase();
     let remote = f.remote_mta.as_deref().unwrap_or("").to_ascii_lowercase();
     let domain = f
         .recipient
@@ -65,17 +66,6 @@ fn reason_of(f: &Finding) -> Option<(Reason, &'static str)> {
         return zoho(&diagnostic);
     }
     None
-}
-
-fn prefix(text: &str, max: usize) -> &str {
-    if text.len() <= max {
-        return text;
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
 }
 
 /// `format.rhost.cox`: Cox's `AUP#<code>` error codes (its postmaster

@@ -6,7 +6,7 @@
 //! only administrators of the operator's tenant (the one `serve` creates on
 //! its first start) see them.
 
-use super::{Auth, Segment, time};
+use super::{Auth, Segment, invalid_query, page_cursor, page_limit, time};
 use crate::app::AppState;
 use crate::error::{ApiError, ApiResult};
 use axum::Json;
@@ -18,9 +18,6 @@ use posthorn_core::{DeliveryId, EventId, TenantId};
 use posthorn_store::{InboundFilter, InboundOutcome, InboundRecord, Scope};
 use serde::Deserialize;
 use serde_json::{Value, json};
-
-const DEFAULT_PAGE: u32 = 50;
-const MAX_PAGE: u32 = 500;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -74,20 +71,14 @@ async fn page(
     query: Result<Query<InboundQuery>, QueryRejection>,
 ) -> ApiResult<Json<Value>> {
     let Query(q) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
-    let invalid = |field: &str, message: &str| {
-        ApiError::bad_request("invalid_query", message).with_field(field)
-    };
-    let limit = q.limit.unwrap_or(DEFAULT_PAGE);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(invalid("limit", "limit is 1 to 500"));
-    }
+    let limit = page_limit(q.limit)?;
     let mut filter = InboundFilter {
         limit,
         ..Default::default()
     };
     if let Some(outcome) = q.outcome {
         filter.outcome = Some(InboundOutcome::parse(&outcome).ok_or_else(|| {
-            invalid(
+            invalid_query(
                 "outcome",
                 "outcome is one of recorded, duplicate, note, orphan",
             )
@@ -99,12 +90,7 @@ async fn page(
             None => return Ok(Json(json!({ "messages": [], "next_cursor": null }))),
         }
     }
-    if let Some(cursor) = q.cursor {
-        filter.before = Some(
-            InboundId::parse(&cursor)
-                .ok_or_else(|| invalid("cursor", "not a cursor from a previous page"))?,
-        );
-    }
+    filter.before = page_cursor(q.cursor, InboundId::parse)?;
     let found = state.store.inbound_messages(tenant, &filter).await?;
     let next_cursor = (found.len() as u32 == limit)
         .then(|| found.last().map(|m| m.id.to_string()))
@@ -148,7 +134,7 @@ pub async fn event_raw(
     let Some(source) = state.store.event_inbound(tenant, &id).await? else {
         // Tell "no such event" from "an event without a raw message" (a
         // synchronous bounce's reply is in its details).
-        return Err(if event_exists(&state, tenant, &id).await? {
+        return Err(if state.store.event(tenant, &id).await?.is_some() {
             ApiError::new(
                 StatusCode::NOT_FOUND,
                 "no_raw_message",
@@ -164,10 +150,6 @@ pub async fn event_raw(
         .await?
         .ok_or_else(|| ApiError::not_found("event"))?;
     Ok(rfc822(bytes))
-}
-
-async fn event_exists(state: &AppState, tenant: &TenantId, id: &EventId) -> ApiResult<bool> {
-    Ok(state.store.event(tenant, id).await?.is_some())
 }
 
 fn rfc822(bytes: Vec<u8>) -> Response {

@@ -57,6 +57,33 @@ pub fn routes() -> Router<AppState> {
         .method_not_allowed_fallback(method_not_allowed)
 }
 
+/// A `400 invalid_query` naming the query parameter at fault.
+pub(crate) fn invalid_query(field: &str, message: &str) -> ApiError {
+    ApiError::bad_request("invalid_query", message).with_field(field)
+}
+
+/// The page size of a list: 50 when not given, at most 500.
+pub(crate) fn page_limit(limit: Option<u32>) -> ApiResult<u32> {
+    let limit = limit.unwrap_or(50);
+    if (1..=500).contains(&limit) {
+        Ok(limit)
+    } else {
+        Err(invalid_query("limit", "limit is 1 to 500"))
+    }
+}
+
+/// A `cursor` parameter: the id of the last item of the previous page.
+pub(crate) fn page_cursor<T>(
+    cursor: Option<String>,
+    parse: fn(&str) -> Option<T>,
+) -> ApiResult<Option<T>> {
+    cursor
+        .map(|c| {
+            parse(&c).ok_or_else(|| invalid_query("cursor", "not a cursor from a previous page"))
+        })
+        .transpose()
+}
+
 async fn method_not_allowed() -> ApiError {
     ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,

@@ -125,7 +125,7 @@ async fn record_hit(
         Some(cached) => cached,
         None => match state.store.tracking_facts(target.delivery()).await {
             Ok(Some(f)) => {
-                let history = past_hits(&f);
+                let history = engagement_hits(&f.engagement);
                 state.tracker_cache.insert(f.clone(), history.clone());
                 Cached {
                     facts: Arc::new(f),
@@ -235,11 +235,6 @@ async fn record_hit(
             Err(())
         }
     }
-}
-
-/// The delivery's earlier opens and clicks as the machine rules see them.
-pub fn past_hits(facts: &TrackingFacts) -> Vec<PastHit> {
-    engagement_hits(&facts.engagement)
 }
 
 /// Opens and clicks among `events`, with their verdicts.
