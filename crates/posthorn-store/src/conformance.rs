@@ -35,7 +35,7 @@ macro_rules! conformance_tests {
             event_listing_filters_and_pages, confirmation_required_streams, event_after_dropped_is_anomaly,
             events_outside_window_do_not_change_status, concurrent_writes_all_commit,
             queue_claims_leases_and_finishes, inbound_reports_record_events_with_their_source,
-            inbound_orphans_are_kept_apart);
+            inbound_orphans_are_kept_apart, message_engagement_lists_opens_and_clicks_of_every_delivery);
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
         $(
@@ -1166,4 +1166,58 @@ pub async fn inbound_orphans_are_kept_apart(store: &dyn Store) {
         .unwrap()
         .unwrap();
     assert_eq!(delivery.delivery_status, Some(DeliveryStatus::Queued));
+}
+
+pub async fn message_engagement_lists_opens_and_clicks_of_every_delivery(store: &dyn Store) {
+    let t = tenant(store, "acme").await;
+    let r = accept(store, message(&t, &["a@example.com", "b@example.com"])).await;
+    let other = accept(store, message(&t, &["c@example.com"])).await;
+    let (a, b) = (&r.deliveries[0].id, &r.deliveries[1].id);
+    record(store, &t, a, T0 + 1, delivered()).await;
+    record(
+        store,
+        &t,
+        a,
+        T0 + 2,
+        EventDetails::Opened(Engagement::default()),
+    )
+    .await;
+    record(
+        store,
+        &t,
+        b,
+        T0 + 3,
+        EventDetails::Opened(Engagement::default()),
+    )
+    .await;
+    record(
+        store,
+        &t,
+        &other.deliveries[0].id,
+        T0 + 4,
+        EventDetails::Opened(Engagement::default()),
+    )
+    .await;
+    let mut found: Vec<(DeliveryId, EventKind)> = store
+        .message_engagement_events(&t, &r.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.delivery_id, e.kind))
+        .collect();
+    found.sort();
+    let mut want = vec![
+        (a.clone(), EventKind::Opened),
+        (b.clone(), EventKind::Opened),
+    ];
+    want.sort();
+    assert_eq!(found, want, "only this message's opens and clicks");
+    let stranger = tenant(store, "other").await;
+    assert!(
+        store
+            .message_engagement_events(&stranger, &r.id)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }

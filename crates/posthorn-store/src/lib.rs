@@ -110,6 +110,13 @@ pub trait Store: Send + Sync + 'static {
         tenant: &TenantId,
         id: &DeliveryId,
     ) -> StoreResult<Vec<EventRecord>>;
+    /// The `opened` and `clicked` events of every delivery of a message, in
+    /// one read (a message's engagement), in no particular order.
+    async fn message_engagement_events(
+        &self,
+        tenant: &TenantId,
+        message: &MessageId,
+    ) -> StoreResult<Vec<EventRecord>>;
     async fn contact(&self, tenant: &TenantId, address: &str)
     -> StoreResult<Option<ContactRecord>>;
     /// Creates a contact with a status, or sets the status of an existing one

@@ -2,7 +2,7 @@
 //! deliveries, and the event list. Every lookup is scoped to the caller's
 //! tenant; an id of another tenant (or a malformed id) is a plain 404.
 
-use super::{Auth, Segment, time};
+use super::{Auth, Segment, invalid_query, page_cursor, page_limit, time};
 use crate::app::AppState;
 use crate::error::{ApiError, ApiResult};
 use axum::Json;
@@ -12,9 +12,6 @@ use posthorn_core::{DeliveryId, EventId, EventKind, MessageId};
 use posthorn_store::{DeliveryRecord, EventFilter, EventRecord, Scope};
 use serde::Deserialize;
 use serde_json::{Value, json};
-
-const DEFAULT_PAGE: u32 = 50;
-const MAX_PAGE: u32 = 500;
 
 /// A delivery's status fields, as every answer shows them.
 pub fn delivery_status_json(d: &DeliveryRecord) -> Value {
@@ -131,11 +128,12 @@ pub async fn message(
     let deliveries = state.store.deliveries_of_message(tenant, &id).await?;
     // Engagement summed over the deliveries: `opened`/`clicked` count
     // deliveries (the status model counts deliveries, not hits).
+    let mut events = state.store.message_engagement_events(tenant, &id).await?;
+    events.sort_by(|a, b| a.delivery_id.cmp(&b.delivery_id));
     let mut engagement = MessageEngagement::default();
-    for d in &deliveries {
-        let events = state.store.delivery_events(tenant, &d.id).await?;
+    for events in events.chunk_by(|a, b| a.delivery_id == b.delivery_id) {
         engagement.add(&posthorn_track::Counts::from_hits(
-            &super::tracker::engagement_hits(&events),
+            &super::tracker::engagement_hits(events),
         ));
     }
     Ok(Json(json!({
@@ -229,13 +227,7 @@ pub async fn events(
 ) -> ApiResult<Json<Value>> {
     auth.require(Scope::Read)?;
     let Query(q) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
-    let invalid = |field: &str, message: &str| {
-        ApiError::bad_request("invalid_query", message).with_field(field)
-    };
-    let limit = q.limit.unwrap_or(DEFAULT_PAGE);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(invalid("limit", "limit is 1 to 500"));
-    }
+    let limit = page_limit(q.limit)?;
     let mut filter = EventFilter {
         limit,
         recipient: q.recipient.as_deref().map(normalized_address),
@@ -245,7 +237,7 @@ pub async fn events(
     if let Some(kind) = q.kind {
         filter.kind = Some(
             kind.parse::<EventKind>()
-                .map_err(|_| invalid("kind", "unknown event kind"))?,
+                .map_err(|_| invalid_query("kind", "unknown event kind"))?,
         );
     }
     if let Some(id) = q.delivery_id {
@@ -255,12 +247,7 @@ pub async fn events(
             None => return Ok(Json(json!({ "events": [], "next_cursor": null }))),
         }
     }
-    if let Some(cursor) = q.cursor {
-        filter.before = Some(
-            EventId::parse(&cursor)
-                .ok_or_else(|| invalid("cursor", "not a cursor from a previous page"))?,
-        );
-    }
+    filter.before = page_cursor(q.cursor, EventId::parse)?;
     let events = state.store.events(&auth.tenant.id, &filter).await?;
     let next_cursor = (events.len() as u32 == limit)
         .then(|| events.last().map(|e| e.id.to_string()))

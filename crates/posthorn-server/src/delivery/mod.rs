@@ -87,7 +87,14 @@ pub struct DeliveryService {
     wake: Arc<Notify>,
     /// Signs each copy whose sender's domain has a key.
     dkim: Arc<DkimKeys>,
+    /// Messages whose tracked links are already stored: every copy of a
+    /// message has the same link table, so it is written once, not once per
+    /// recipient. Bounded; forgetting only costs a redundant write.
+    links_kept: Mutex<std::collections::HashSet<posthorn_core::MessageId>>,
 }
+
+/// How many message ids `links_kept` holds before it starts over.
+const LINKS_KEPT_MAX: usize = 10_000;
 
 impl DeliveryService {
     pub fn new(
@@ -122,6 +129,7 @@ impl DeliveryService {
             in_flight,
             wake,
             dkim: Arc::new(DkimKeys::default()),
+            links_kept: Mutex::default(),
         })
     }
 
@@ -511,6 +519,13 @@ impl DeliveryService {
             })
     }
 
+    fn links_already_kept(&self, message: &posthorn_core::MessageId) -> bool {
+        self.links_kept
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(message)
+    }
+
     /// The copy for one delivery, tracking applied. Its links are kept
     /// before it leaves, so no click can arrive before its URL is stored.
     async fn prepare_copy(&self, item: &ClaimedDelivery) -> Result<Vec<u8>, String> {
@@ -532,12 +547,17 @@ impl DeliveryService {
             self.state
                 .tracking
                 .prepare(&item.message, &item.delivery, choice, &self.verp, &domain);
-        if !copy.links.is_empty() {
+        if !copy.links.is_empty() && !self.links_already_kept(&item.message.id) {
             self.state
                 .store
                 .put_message_links(&item.message.id, copy.links.clone())
                 .await
                 .map_err(|e| format!("keeping the tracked links: {e}"))?;
+            let mut kept = self.links_kept.lock().unwrap_or_else(|e| e.into_inner());
+            if kept.len() >= LINKS_KEPT_MAX {
+                kept.clear();
+            }
+            kept.insert(item.message.id.clone());
         }
         build::build(&item.message, &item.delivery, &domain, &copy).map_err(|e| e.to_string())
     }

@@ -328,6 +328,16 @@ impl Store for SqliteStore {
         self.read(move |c| rows::delivery(c, &tenant, &id)).await
     }
 
+    async fn message_engagement_events(
+        &self,
+        tenant: &TenantId,
+        message: &MessageId,
+    ) -> StoreResult<Vec<EventRecord>> {
+        let (tenant, message) = (tenant.clone(), message.clone());
+        self.read(move |c| rows::message_engagement_events(c, &tenant, &message))
+            .await
+    }
+
     async fn delivery_events(
         &self,
         tenant: &TenantId,

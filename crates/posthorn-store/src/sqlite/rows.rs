@@ -317,6 +317,23 @@ fn delivery_events_sql() -> String {
     )
 }
 
+/// Opens and clicks of a message's deliveries, each delivery's found by its
+/// own index.
+pub(crate) fn message_engagement_events(
+    c: &Connection,
+    tenant: &TenantId,
+    message: &MessageId,
+) -> StoreResult<Vec<EventRecord>> {
+    let sql = format!(
+        "SELECT {EVENT_COLUMNS} FROM events WHERE delivery_id IN \
+         (SELECT id FROM deliveries WHERE message_id = $1 AND tenant_id = $2) \
+         AND kind IN ('opened', 'clicked')"
+    );
+    let mut stmt = prepare(c, &sql)?;
+    let rows = stmt.query_map([message.as_str(), tenant.as_str()], event_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 /// Events of one delivery, oldest first.
 pub(crate) fn delivery_events(
     c: &Connection,
