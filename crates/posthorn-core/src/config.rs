@@ -472,7 +472,8 @@ pub struct StreamConfig {
 pub struct StoreConfig {
     /// Most writes committed together in one transaction (group commit).
     pub max_batch: usize,
-    /// Read connections kept open beside the one writer.
+    /// Read connections beside the one writer: at most this many reads run
+    /// at once.
     pub read_connections: usize,
     /// `full` (default): a commit survives power loss. `normal`: survives a
     /// crash of Posthorn but not of the machine; faster on slow disks.

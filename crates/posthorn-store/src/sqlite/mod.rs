@@ -29,6 +29,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0003_raw_messages.sql"),
     include_str!("../../migrations/sqlite/0004_inbound.sql"),
     include_str!("../../migrations/sqlite/0005_tracking.sql"),
+    include_str!("../../migrations/sqlite/0006_events_recipient_via_deliveries.sql"),
 ];
 
 /// The file name of the database inside the data directory.
@@ -56,6 +57,8 @@ impl SqliteStore {
         let restart = checkpoint::RestartRequest::default();
         let checkpointer = checkpoint::Checkpointer::start(
             open_connection(&path, config.synchronous, false)?,
+            std::fs::File::open(&path)
+                .map_err(|e| StoreError::Backend(format!("opening {}: {e}", path.display())))?,
             restart.clone(),
         );
         Ok(Self {
@@ -65,7 +68,7 @@ impl SqliteStore {
                 path,
                 synchronous: config.synchronous,
                 idle: Mutex::new(Vec::new()),
-                keep: config.read_connections.max(1),
+                permits: tokio::sync::Semaphore::new(config.read_connections.max(1)),
             },
             rules,
             events_recorded: Arc::new(AtomicU64::new(0)),
@@ -144,11 +147,15 @@ fn migrate(conn: &Connection) -> StoreResult<()> {
 
 /// Read connections, reused; reads run on the blocking thread pool so they
 /// never stall the async runtime. WAL lets them run beside the writer.
+/// At most `size` reads run at once, each on a connection of its own; the
+/// others wait for one to be free. (Opening a connection for a burst of
+/// reads costs more than the read: the schema is parsed and every
+/// statement prepared again.)
 struct ReadPool {
     path: PathBuf,
     synchronous: Synchronous,
     idle: Mutex<Vec<Connection>>,
-    keep: usize,
+    permits: tokio::sync::Semaphore,
 }
 
 impl ReadPool {
@@ -157,6 +164,13 @@ impl ReadPool {
         T: Send + 'static,
         F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
     {
+        // A permit per connection: holding one means a connection is idle
+        // or may be opened.
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| StoreError::Closed)?;
         let conn = self.idle.lock().map_err(|_| StoreError::Closed)?.pop();
         let conn = match conn {
             Some(c) => c,
@@ -168,10 +182,7 @@ impl ReadPool {
         })
         .await
         .map_err(|e| StoreError::Backend(format!("read task: {e}")))?;
-        let mut idle = self.idle.lock().map_err(|_| StoreError::Closed)?;
-        if idle.len() < self.keep {
-            idle.push(conn);
-        }
+        self.idle.lock().map_err(|_| StoreError::Closed)?.push(conn);
         result
     }
 }

@@ -266,45 +266,72 @@ pub(crate) fn events(
     tenant: &TenantId,
     filter: &EventFilter,
 ) -> StoreResult<Vec<EventRecord>> {
-    // With a delivery, its own index (delivery_id, id) is the one to use:
-    // `+tenant_id` keeps the planner off (tenant_id, id), which would walk
-    // every event of the tenant (see `delivery_events`).
-    let tenant_condition = if filter.delivery_id.is_some() {
-        "+tenant_id = $1"
-    } else {
-        "tenant_id = $1"
-    };
-    let mut conditions = vec![tenant_condition.to_owned()];
+    let sql = events_sql(filter);
     let mut values: Vec<Box<dyn ToSql>> = vec![Box::new(tenant.as_str().to_owned())];
-    let mut add = |column: &str, value: Box<dyn ToSql>| {
-        values.push(value);
-        conditions.push(format!("{column} ${}", values.len()));
-    };
     if let Some(d) = &filter.delivery_id {
-        add("delivery_id =", Box::new(d.as_str().to_owned()));
+        values.push(Box::new(d.as_str().to_owned()));
     }
     if let Some(r) = &filter.recipient {
-        add("recipient =", Box::new(r.clone()));
+        values.push(Box::new(r.clone()));
     }
     if let Some(s) = &filter.sender {
-        add("sender =", Box::new(s.clone()));
+        values.push(Box::new(s.clone()));
     }
     if let Some(k) = filter.kind {
-        add("kind =", Box::new(k.as_str()));
+        values.push(Box::new(k.as_str()));
     }
     if let Some(before) = &filter.before {
-        add("id <", Box::new(before.as_str().to_owned()));
+        values.push(Box::new(before.as_str().to_owned()));
     }
     values.push(Box::new(i64::from(filter.limit)));
-    let sql = format!(
-        "SELECT {EVENT_COLUMNS} FROM events WHERE {} ORDER BY id DESC LIMIT ${}",
-        conditions.join(" AND "),
-        values.len()
-    );
     let mut stmt = prepare(c, &sql)?;
     let params: Vec<&dyn ToSql> = values.iter().map(|v| v.as_ref()).collect();
     let rows = stmt.query_map(params.as_slice(), event_row)?;
     Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// The query of [`events`]; its parameters are the tenant, then each
+/// filter that is set in the order below, then the limit.
+fn events_sql(filter: &EventFilter) -> String {
+    // With a delivery or a recipient, the deliveries' own index
+    // (delivery_id, id) is the one to use: `+tenant_id` keeps the planner
+    // off (tenant_id, id), which would walk every event of the tenant (see
+    // `delivery_events`). A recipient's events are found through its
+    // deliveries (migration 0006).
+    let narrow = filter.delivery_id.is_some() || filter.recipient.is_some();
+    let mut conditions = vec![
+        if narrow {
+            "+tenant_id = $1"
+        } else {
+            "tenant_id = $1"
+        }
+        .to_owned(),
+    ];
+    let mut next = 1;
+    let mut add = |condition: &str| {
+        next += 1;
+        conditions.push(condition.replace('?', &format!("${next}")));
+    };
+    if filter.delivery_id.is_some() {
+        add("delivery_id = ?");
+    }
+    if filter.recipient.is_some() {
+        add("delivery_id IN (SELECT id FROM deliveries WHERE tenant_id = $1 AND recipient = ?)");
+    }
+    if filter.sender.is_some() {
+        add("sender = ?");
+    }
+    if filter.kind.is_some() {
+        add("kind = ?");
+    }
+    if filter.before.is_some() {
+        add("id < ?");
+    }
+    format!(
+        "SELECT {EVENT_COLUMNS} FROM events WHERE {} ORDER BY id DESC LIMIT ${}",
+        conditions.join(" AND "),
+        next + 1
+    )
 }
 
 /// `+tenant_id`: the tenant check must not use an index. Left to itself
@@ -466,6 +493,40 @@ mod tests {
         assert_eq!(
             plan,
             vec!["SEARCH events USING INDEX events_delivery (delivery_id=?)"]
+        );
+    }
+
+    /// Events by recipient: the recipient's deliveries by their index, then
+    /// each one's events by theirs; never a walk over the tenant's events.
+    #[test]
+    fn a_recipient_s_events_are_found_through_its_deliveries() {
+        let c = Connection::open_in_memory().unwrap();
+        super::super::migrate(&c).unwrap();
+        let filter = EventFilter {
+            recipient: Some("r@example.com".into()),
+            limit: 10,
+            ..Default::default()
+        };
+        let plan: Vec<String> = c
+            .prepare(&format!("EXPLAIN QUERY PLAN {}", events_sql(&filter)))
+            .unwrap()
+            .query_map(["t", "r@example.com", "10"], |r| r.get::<_, String>(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(
+            plan.iter().any(|step| step
+                .starts_with("SEARCH events USING INDEX events_delivery (delivery_id=?)")),
+            "{plan:?}"
+        );
+        assert!(
+            plan.iter()
+                .any(|step| step.starts_with("SEARCH deliveries USING INDEX deliveries_recipient")),
+            "{plan:?}"
+        );
+        assert!(
+            !plan.iter().any(|step| step.starts_with("SCAN events")),
+            "{plan:?}"
         );
     }
 }
