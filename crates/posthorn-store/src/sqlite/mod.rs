@@ -7,6 +7,7 @@ mod inbound;
 mod ops;
 mod rows;
 mod tracking;
+mod wal_buffer;
 mod writer;
 
 use crate::records::*;
@@ -97,7 +98,14 @@ fn open_connection(
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX
     };
-    let conn = Connection::open_with_flags(path, flags)?;
+    // With FULL, log writes are gathered per commit (see `wal_buffer`).
+    let conn = match synchronous {
+        Synchronous::Full => {
+            wal_buffer::register().map_err(StoreError::Backend)?;
+            Connection::open_with_flags_and_vfs(path, flags, wal_buffer::VFS_NAME)?
+        }
+        Synchronous::Normal => Connection::open_with_flags(path, flags)?,
+    };
     // Other processes (the CLI's `keys` commands) may write too: wait for
     // them instead of failing at once.
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
