@@ -33,6 +33,27 @@ const INTERVAL: Duration = Duration::from_millis(250);
 /// started over by the writer.
 const RESTART_FRAMES: i64 = 4096;
 
+/// At most this many extra passes to catch up with the writer before
+/// asking it to restart the log.
+const CATCH_UP_PASSES: usize = 3;
+
+/// Caught up: the writer added fewer frames than this during a pass.
+const CAUGHT_UP_FRAMES: i64 = 512;
+
+/// One passive pass, then a sync of the database file. Returns the frames
+/// in the log, `None` if the pass failed.
+fn pass(conn: &Connection, database: &std::fs::File) -> Option<i64> {
+    // PASSIVE: copy what no reader still needs; never block the writer or
+    // readers. (busy, frames in the log, frames checkpointed)
+    let log = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1));
+    // Any descriptor of the file syncs all of its pages.
+    if let Err(e) = database.sync_data() {
+        tracing::warn!(error = %e, "syncing the database file failed");
+    }
+    log.map_err(|e| tracing::warn!(error = %e, "WAL checkpoint failed"))
+        .ok()
+}
+
 /// Set by the checkpointer, taken by the writer: "the log is long and
 /// (nearly) all checkpointed; finish it so the next transaction restarts it".
 pub(crate) type RestartRequest = Arc<AtomicBool>;
@@ -65,20 +86,22 @@ impl Checkpointer {
             .spawn(move || {
                 while !flag.load(Ordering::Relaxed) {
                     std::thread::sleep(INTERVAL);
-                    // PASSIVE: copy what no reader still needs; never block
-                    // the writer or readers.
-                    // (busy, frames in the log, frames checkpointed)
-                    let pass = conn
-                        .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1));
-                    // Any descriptor of the file syncs all of its pages.
-                    if let Err(e) = database.sync_data() {
-                        tracing::warn!(error = %e, "syncing the database file failed");
+                    let Some(mut log) = pass(&conn, &database) else {
+                        continue;
+                    };
+                    if log < RESTART_FRAMES {
+                        continue;
                     }
-                    match pass {
-                        Ok(log) if log >= RESTART_FRAMES => restart.store(true, Ordering::Relaxed),
-                        Ok(_) => {}
-                        Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed"),
+                    // Catch up before asking: each pass copies what the
+                    // writer added during the one before, fewer frames each
+                    // time, so the writer's own pass has little left.
+                    for _ in 0..CATCH_UP_PASSES {
+                        match pass(&conn, &database) {
+                            Some(now) if now - log > CAUGHT_UP_FRAMES => log = now,
+                            _ => break,
+                        }
                     }
+                    restart.store(true, Ordering::Relaxed);
                 }
                 let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
             })
