@@ -155,7 +155,7 @@ fn migrate(conn: &Connection) -> StoreResult<()> {
 
 /// Read connections, reused; reads run on the blocking thread pool so they
 /// never stall the async runtime. WAL lets them run beside the writer.
-/// At most `size` reads run at once, each on a connection of its own; the
+/// At most `read_connections` reads run at once, each on a connection of its own; the
 /// others wait for one to be free. (Opening a connection for a burst of
 /// reads costs more than the read: the schema is parsed and every
 /// statement prepared again.)
