@@ -98,3 +98,30 @@ async fn the_log_stays_bounded_under_sustained_writes() {
         "the log reached {largest} bytes for {written} events (unbounded: ~{growth})"
     );
 }
+
+/// More reads at once than there are read connections all answer: they
+/// wait for one of the pool's connections, and every permit comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_beyond_the_pool_wait_their_turn() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = StoreConfig {
+        read_connections: 2,
+        ..StoreConfig::default()
+    };
+    let store =
+        std::sync::Arc::new(SqliteStore::open(dir.path(), &config, StoreRules::default()).unwrap());
+    store.create_tenant("acme", 1).await.unwrap();
+    let reads = (0..64).map(|_| {
+        let store = store.clone();
+        tokio::spawn(async move { store.tenant_count().await })
+    });
+    let counts = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        futures_util::future::join_all(reads),
+    )
+    .await
+    .expect("every read is answered");
+    for count in counts {
+        assert_eq!(count.unwrap().unwrap(), 1);
+    }
+}
