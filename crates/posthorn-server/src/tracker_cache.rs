@@ -70,21 +70,22 @@ fn entry_bytes(facts: &TrackingFacts, hits: usize) -> usize {
         + hits * HIT_BYTES
 }
 
-/// `history` with `hit` added, no longer than [`MAX_HISTORY`]: the earliest
-/// open stays, the oldest of the others go.
-fn push_bounded(history: &mut Vec<PastHit>, hit: PastHit) {
-    history.push(hit);
-    if history.len() <= MAX_HISTORY {
+/// Cuts `history` to [`MAX_HISTORY`] hits: the oldest go, but the earliest
+/// open stays (first, where it was).
+fn bound(history: &mut Vec<PastHit>) {
+    let excess = history.len().saturating_sub(MAX_HISTORY);
+    if excess == 0 {
         return;
     }
     let first_open = history
         .iter()
-        .position(|h| h.kind == posthorn_track::HitKind::Open);
-    let drop = match first_open {
-        Some(0) => 1,
-        _ => 0,
-    };
-    history.remove(drop);
+        .position(|h| h.kind == posthorn_track::HitKind::Open)
+        .filter(|&i| i < excess)
+        .map(|i| history[i]);
+    history.drain(..excess);
+    if let Some(open) = first_open {
+        history[0] = open;
+    }
 }
 
 /// A delivery's unchanging facts (`engagement` left empty) and the hits
@@ -141,29 +142,24 @@ impl TrackerCache {
         self.lock().entries.get(delivery).cloned()
     }
 
-    /// Remembers facts just read from the store (their `engagement` is the
-    /// history), if they can no longer change. An entry already there is
+    /// Remembers facts just read from the store with their `history` (the
+    /// hits among their `engagement`), if they can no longer change, and
+    /// returns them as an entry, kept or not. An entry already there is
     /// kept: it may hold hits appended since `facts` was read.
-    pub fn insert(&self, mut facts: TrackingFacts, history: Vec<PastHit>) {
-        if !facts.delivered_known || self.capacity == 0 {
-            return;
-        }
+    pub fn insert(&self, mut facts: TrackingFacts, mut history: Vec<PastHit>) -> Cached {
         facts.engagement = Vec::new();
-        let mut history = history;
-        if history.len() > MAX_HISTORY {
-            let recent = history.split_off(history.len() - MAX_HISTORY);
-            let first_open = history
-                .into_iter()
-                .find(|h| h.kind == posthorn_track::HitKind::Open);
-            history = first_open.into_iter().chain(recent).collect();
-        }
-        let size = entry_bytes(&facts, history.len());
-        if size > self.max_bytes {
-            return;
+        bound(&mut history);
+        let entry = Cached {
+            facts: Arc::new(facts),
+            history,
+        };
+        let size = entry_bytes(&entry.facts, entry.history.len());
+        if !entry.facts.delivered_known || self.capacity == 0 || size > self.max_bytes {
+            return entry;
         }
         let mut inner = self.lock();
-        if inner.entries.contains_key(&facts.delivery_id) {
-            return;
+        if inner.entries.contains_key(&entry.facts.delivery_id) {
+            return entry;
         }
         while inner.order.len() >= self.capacity || inner.bytes + size > self.max_bytes {
             let Some(old) = inner.order.pop_front() else {
@@ -174,14 +170,11 @@ impl TrackerCache {
             }
         }
         inner.bytes += size;
-        inner.order.push_back(facts.delivery_id.clone());
-        inner.entries.insert(
-            facts.delivery_id.clone(),
-            Cached {
-                facts: Arc::new(facts),
-                history,
-            },
-        );
+        inner.order.push_back(entry.facts.delivery_id.clone());
+        inner
+            .entries
+            .insert(entry.facts.delivery_id.clone(), entry.clone());
+        entry
     }
 
     /// Adds a hit whose event is committed to the delivery's history.
@@ -189,7 +182,8 @@ impl TrackerCache {
         let mut inner = self.lock();
         if let Some(entry) = inner.entries.get_mut(delivery) {
             let before = entry.history.len();
-            push_bounded(&mut entry.history, hit);
+            entry.history.push(hit);
+            bound(&mut entry.history);
             let grown = entry.history.len() - before;
             inner.bytes += grown * HIT_BYTES;
         }
@@ -360,8 +354,12 @@ mod tests {
         let id = f.delivery_id.clone();
         cache.insert(f, long);
         let history = cache.get(&id).unwrap().history;
-        assert_eq!(history.len(), MAX_HISTORY + 1);
-        assert_eq!(history[0].kind, HitKind::Open);
+        assert_eq!(history.len(), MAX_HISTORY);
+        assert_eq!(history[0], past(HitKind::Open, DELIVERED + 1));
+        assert_eq!(
+            history.last(),
+            Some(&past(HitKind::Click, DELIVERED + 1009))
+        );
     }
 
     #[test]

@@ -48,11 +48,11 @@ impl Tracking {
             .previous_secrets
             .iter()
             .filter_map(|s| hex::decode(s.0.trim()).ok())
-            .map(|s| key_for(&s))
+            .map(|s| Key::from_secret(&s))
             .collect();
         Self {
             keys: TokenKeys {
-                signing: key_for(secret),
+                signing: Key::from_secret(secret),
                 also_accepted: previous,
             },
             public_url: config.server.public_url(),
@@ -119,16 +119,6 @@ impl Tracking {
             ),
         }
     }
-}
-
-/// The signing key for a secret: id and key both derived from it.
-fn key_for(secret: &[u8]) -> Key {
-    use sha2::{Digest, Sha256};
-    let id = Sha256::new()
-        .chain_update(b"posthorn-track-key-id")
-        .chain_update(secret)
-        .finalize()[0];
-    Key::derive(id, secret)
 }
 
 /// One party's say on tracking: `None` leaves it to the next.

@@ -35,7 +35,8 @@ macro_rules! conformance_tests {
             event_listing_filters_and_pages, confirmation_required_streams, event_after_dropped_is_anomaly,
             events_outside_window_do_not_change_status, concurrent_writes_all_commit,
             queue_claims_leases_and_finishes, inbound_reports_record_events_with_their_source,
-            inbound_orphans_are_kept_apart, message_engagement_lists_opens_and_clicks_of_every_delivery);
+            inbound_orphans_are_kept_apart, message_engagement_lists_opens_and_clicks_of_every_delivery,
+            tracking_facts_give_the_delivery_time_and_earlier_hits);
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
         $(
@@ -1219,5 +1220,83 @@ pub async fn message_engagement_lists_opens_and_clicks_of_every_delivery(store: 
             .await
             .unwrap()
             .is_empty()
+    );
+}
+
+/// What a tracker hit is judged on: the delivery time (the first
+/// `delivered`, else the first `sent`; known for good only once delivered),
+/// the message's links and the earlier opens and clicks, nothing else.
+pub async fn tracking_facts_give_the_delivery_time_and_earlier_hits(store: &dyn Store) {
+    let t = tenant(store, "acme").await;
+    let r = accept(store, message(&t, &["a@example.com"])).await;
+    let d = &r.deliveries[0].id;
+    store
+        .put_message_links(&r.id, vec!["https://example.com/x".into()])
+        .await
+        .unwrap();
+    let facts = store.tracking_facts(d).await.unwrap().unwrap();
+    assert_eq!((facts.delivered_at, facts.delivered_known), (None, false));
+    assert_eq!(facts.links, vec!["https://example.com/x".to_owned()]);
+
+    record(
+        store,
+        &t,
+        d,
+        T0 + 10,
+        EventDetails::Sent(Default::default()),
+    )
+    .await;
+    let facts = store.tracking_facts(d).await.unwrap().unwrap();
+    assert_eq!(
+        (facts.delivered_at, facts.delivered_known),
+        (Some(T0 + 10), false)
+    );
+
+    record(store, &t, d, T0 + 20, delivered()).await;
+    record(
+        store,
+        &t,
+        d,
+        T0 + 30,
+        EventDetails::Opened(Engagement::default()),
+    )
+    .await;
+    record(
+        store,
+        &t,
+        d,
+        T0 + 40,
+        EventDetails::Clicked(posthorn_core::event::Clicked {
+            url: "https://example.com/x".into(),
+            link_index: Some(0),
+            ip: None,
+            user_agent: None,
+            machine: None,
+            machine_reason: None,
+        }),
+    )
+    .await;
+    let facts = store.tracking_facts(d).await.unwrap().unwrap();
+    assert_eq!(
+        (facts.delivered_at, facts.delivered_known),
+        (Some(T0 + 20), true)
+    );
+    assert_eq!(facts.tenant_id, t);
+    assert_eq!(facts.recipient, "a@example.com");
+    let kinds: Vec<(EventKind, Millis)> = facts
+        .engagement
+        .iter()
+        .map(|e| (e.kind, e.occurred_at))
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![(EventKind::Opened, T0 + 30), (EventKind::Clicked, T0 + 40)]
+    );
+    assert!(
+        store
+            .tracking_facts(&DeliveryId::generate())
+            .await
+            .unwrap()
+            .is_none()
     );
 }

@@ -140,6 +140,18 @@ impl Key {
         Key { id, secret }
     }
 
+    /// The key for a server secret, its id derived from the secret too, so
+    /// that a token names the secret that signed it and a rotated-out secret
+    /// (still accepted) is found by that id.
+    pub fn from_secret(server_secret: &[u8]) -> Key {
+        use sha2::Digest;
+        let id = Sha256::new()
+            .chain_update(b"posthorn-track-key-id")
+            .chain_update(server_secret)
+            .finalize()[0];
+        Key::derive(id, server_secret)
+    }
+
     pub fn id(&self) -> u8 {
         self.id
     }

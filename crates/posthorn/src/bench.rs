@@ -290,6 +290,25 @@ async fn http_submissions(dir: &Path, messages: u64, clients: usize) -> Result<(
     Ok(())
 }
 
+/// A loopback port nothing listens on (yet).
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// Waits until the server at `base` answers `GET /healthz`.
+async fn wait_ready(base: &str) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while reqwest::get(format!("{base}/healthz")).await.is_err() {
+        if Instant::now() > deadline {
+            bail!("{base} did not become ready");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
 /// Peak resident set size of a process (VmHWM), in KiB.
 fn peak_rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -315,9 +334,7 @@ impl Child {
         env: &[(&str, &str)],
         clients: usize,
     ) -> Result<Child> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
+        let port = free_port()?;
         let process = tokio::process::Command::new(std::env::current_exe()?)
             .args([
                 "serve",
@@ -340,13 +357,7 @@ impl Child {
         let client = reqwest::Client::builder()
             .pool_max_idle_per_host(clients)
             .build()?;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while client.get(format!("{base}/healthz")).send().await.is_err() {
-            if Instant::now() > deadline {
-                bail!("posthorn serve did not become ready");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_ready(&base).await?;
         let key = std::fs::read_to_string(dir.join(posthorn_server::app::INITIAL_KEY_FILE))?
             .trim()
             .to_owned();

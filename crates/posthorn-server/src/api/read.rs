@@ -47,7 +47,7 @@ pub fn engagement_json(c: &posthorn_track::Counts) -> Value {
             "clicked": t.clicked,
             "opens": t.opens,
             "clicks": t.clicks,
-            "clicks_per_link": t.clicks_per_link.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
+            "clicks_per_link": per_link_json(&t.clicks_per_link),
         })
     };
     json!({
@@ -56,6 +56,15 @@ pub fn engagement_json(c: &posthorn_track::Counts) -> Value {
         "first_human_open_at": c.first_human_open.map(time),
         "first_human_click_at": c.first_human_click.map(time),
     })
+}
+
+/// Clicks by link index, as a JSON object keyed by the index.
+fn per_link_json(clicks: &std::collections::BTreeMap<u32, u64>) -> Value {
+    clicks
+        .iter()
+        .map(|(link, n)| (link.to_string(), json!(n)))
+        .collect::<serde_json::Map<_, _>>()
+        .into()
 }
 
 /// An event as it appears in a delivery's timeline.
@@ -193,7 +202,7 @@ impl Sum {
             "clicked_deliveries": self.clicked,
             "opens": self.opens,
             "clicks": self.clicks,
-            "clicks_per_link": self.clicks_per_link.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
+            "clicks_per_link": per_link_json(&self.clicks_per_link),
         })
     }
 }

@@ -21,7 +21,6 @@ use posthorn_core::{EventId, EventKind, EventSource};
 use posthorn_store::{NewEvent, RecordOutcome, TrackingFacts};
 use posthorn_track::{Hit, HitKind, PastHit, Purpose, Target, verify_as};
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 /// A transparent 1×1 GIF, 43 bytes.
 pub const PIXEL: [u8; 43] = [
@@ -62,11 +61,8 @@ pub async fn open(
     headers: HeaderMap,
     Path(token): Path<String>,
 ) -> Response {
-    let Some(target) = verify_as(&state.tracking.keys, &token, Purpose::Open) else {
-        return not_found();
-    };
-    match record_hit(&state, &target, &method, peer, &headers).await {
-        Ok(Some(_)) => (
+    match verified_hit(&state, Purpose::Open, &token, &method, peer, &headers).await {
+        Ok(_) => (
             [
                 (header::CONTENT_TYPE, "image/gif"),
                 (header::CACHE_CONTROL, NO_CACHE),
@@ -76,8 +72,7 @@ pub async fn open(
             PIXEL,
         )
             .into_response(),
-        Ok(None) => not_found(),
-        Err(()) => unavailable(),
+        Err(answer) => answer,
     }
 }
 
@@ -89,11 +84,8 @@ pub async fn click(
     headers: HeaderMap,
     Path(token): Path<String>,
 ) -> Response {
-    let Some(target) = verify_as(&state.tracking.keys, &token, Purpose::Click) else {
-        return not_found();
-    };
-    match record_hit(&state, &target, &method, peer, &headers).await {
-        Ok(Some(url)) => match HeaderValue::from_str(&url) {
+    match verified_hit(&state, Purpose::Click, &token, &method, peer, &headers).await {
+        Ok(url) => match HeaderValue::from_str(&url) {
             Ok(location) => (
                 StatusCode::FOUND,
                 [
@@ -104,8 +96,29 @@ pub async fn click(
                 .into_response(),
             Err(_) => not_found(),
         },
-        Ok(None) => not_found(),
-        Err(()) => unavailable(),
+        Err(answer) => answer,
+    }
+}
+
+/// Verifies `token` as a `purpose` token, then judges and records the hit.
+/// `Ok`: recorded (the link's URL for a click, empty for an open); `Err`:
+/// the answer instead, 404 for an unknown or tampered token or target, 503
+/// when the store failed.
+async fn verified_hit(
+    state: &AppState,
+    purpose: Purpose,
+    token: &str,
+    method: &Method,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+) -> Result<String, Response> {
+    let Some(target) = verify_as(&state.tracking.keys, token, purpose) else {
+        return Err(not_found());
+    };
+    match record_hit(state, &target, method, peer, headers).await {
+        Ok(Some(url)) => Ok(url),
+        Ok(None) => Err(not_found()),
+        Err(()) => Err(unavailable()),
     }
 }
 
@@ -126,11 +139,7 @@ async fn record_hit(
         None => match state.store.tracking_facts(target.delivery()).await {
             Ok(Some(f)) => {
                 let history = engagement_hits(&f.engagement);
-                state.tracker_cache.insert(f.clone(), history.clone());
-                Cached {
-                    facts: Arc::new(f),
-                    history,
-                }
+                state.tracker_cache.insert(f, history)
             }
             Ok(None) => return Ok(None),
             Err(e) => {

@@ -4,7 +4,7 @@
 use super::rows::{self, prepare};
 use crate::StoreResult;
 use crate::records::*;
-use posthorn_core::{DeliveryId, MessageId, TenantId};
+use posthorn_core::{DeliveryId, EventKind, MessageId, TenantId};
 use rusqlite::{Connection, OptionalExtension};
 
 pub(crate) fn put_message_links(
@@ -56,21 +56,20 @@ pub(crate) fn tracking_facts(
     else {
         return Ok(None);
     };
-    let (delivered, sent): (Option<i64>, Option<i64>) = prepare(
-        c,
-        "SELECT MIN(CASE WHEN kind = 'delivered' THEN occurred_at END), \
-                MIN(CASE WHEN kind = 'sent' THEN occurred_at END) \
-         FROM events WHERE delivery_id = $1 AND kind IN ('delivered', 'sent')",
-    )?
-    .query_row([delivery.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))?;
-    let engagement = rows::delivery_events(c, &tenant, delivery)?
+    // One read of the delivery's events gives both its delivery time and
+    // its opens and clicks.
+    let events = rows::delivery_events(c, &tenant, delivery)?;
+    let first = |kind: EventKind| {
+        events
+            .iter()
+            .filter(|e| e.kind == kind)
+            .map(|e| e.occurred_at)
+            .min()
+    };
+    let (delivered, sent) = (first(EventKind::Delivered), first(EventKind::Sent));
+    let engagement = events
         .into_iter()
-        .filter(|e| {
-            matches!(
-                e.kind,
-                posthorn_core::EventKind::Opened | posthorn_core::EventKind::Clicked
-            )
-        })
+        .filter(|e| matches!(e.kind, EventKind::Opened | EventKind::Clicked))
         .collect();
     Ok(Some(TrackingFacts {
         links: message_links(c, &message)?,

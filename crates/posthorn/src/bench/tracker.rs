@@ -20,7 +20,6 @@ use posthorn_core::{Clock, EventId, EventSource, SystemClock};
 use posthorn_store::{AcceptOutcome, NewEvent, SqliteStore, Store, StoreRules};
 use posthorn_track::{Target, sign};
 use std::path::Path;
-use std::time::Duration;
 
 #[derive(clap::Args)]
 pub struct TrackerArgs {
@@ -52,7 +51,7 @@ pub async fn tracker(dir: &Path, args: &TrackerArgs) -> Result<()> {
     let script = dir.join("paths.lua");
 
     // (a) the ceiling.
-    let port = free_port()?;
+    let port = super::free_port()?;
     let mut ceiling = tokio::process::Command::new(std::env::current_exe()?)
         .args([
             "bench",
@@ -62,14 +61,14 @@ pub async fn tracker(dir: &Path, args: &TrackerArgs) -> Result<()> {
         ])
         .kill_on_drop(true)
         .spawn()?;
-    wait_ready(port).await?;
+    super::wait_ready(&format!("http://127.0.0.1:{port}")).await?;
     write_script(&script, &["/o/anything".to_owned()])?;
     let bare = run_wrk(&wrk, port, &script, args).await?;
     let _ = ceiling.start_kill();
     let _ = ceiling.wait().await;
 
     // (b) and (c): the tracker of a real server on the seeded store.
-    let port = free_port()?;
+    let port = super::free_port()?;
     let mut server = tokio::process::Command::new(std::env::current_exe()?)
         .args(["serve", "--submission", "off", "--mx", "off", "--http"])
         .arg(format!("127.0.0.1:{port}"))
@@ -81,7 +80,7 @@ pub async fn tracker(dir: &Path, args: &TrackerArgs) -> Result<()> {
         .kill_on_drop(true)
         .spawn()?;
     let pid = server.id().context("server pid")?;
-    wait_ready(port).await?;
+    super::wait_ready(&format!("http://127.0.0.1:{port}")).await?;
     write_script(&script, &opens)?;
     let open = run_wrk(&wrk, port, &script, args).await?;
     write_script(&script, &clicks)?;
@@ -275,25 +274,6 @@ fn duration_ms(text: &str) -> Option<f64> {
         return None;
     };
     number.parse::<f64>().ok().map(|n| n * factor)
-}
-
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
-async fn wait_ready(port: u16) -> Result<()> {
-    for _ in 0..600 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    bail!("nothing listens on port {port}")
 }
 
 async fn events_recorded(port: u16) -> Result<u64> {
