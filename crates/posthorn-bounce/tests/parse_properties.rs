@@ -100,3 +100,25 @@ fn pathological_shapes_stay_fast() {
         assert!(start.elapsed().as_secs() < 20, "took {:?}", start.elapsed());
     }
 }
+
+/// Found by `mutated_corpus_never_panics`: when no address starts a line,
+/// the bracketed addresses are read, and two on one line made the first
+/// one's block end before it began.
+#[test]
+fn two_bracketed_addresses_on_one_line_are_both_read() {
+    let text = "From: MAILER-DAEMON@mx.example\r\n\
+                To: sender@posthorn.example\r\n\
+                Subject: Undelivered Mail Returned to Sender\r\n\
+                Content-Type: text/plain\r\n\
+                \r\n\
+                Delivery failed for <alice@a.example> and <bob@b.example>: 550 5.1.1 user unknown\r\n\
+                \r\n\
+                Nothing more.\r\n";
+    let records = parse(text.as_bytes());
+    let mut recipients: Vec<_> = records
+        .iter()
+        .filter_map(|r| r.recipient.as_deref())
+        .collect();
+    recipients.sort_unstable();
+    assert_eq!(recipients, ["alice@a.example", "bob@b.example"]);
+}

@@ -40,10 +40,13 @@ pub fn read_as(report: &Report, format: &'static str) -> Vec<Finding> {
     }
     let mut findings: Vec<Finding> = Vec::new();
     for (k, (i, addr, rest)) in starts.iter().enumerate() {
+        // Up to the next address's line; two addresses on one line (the
+        // bracketed fallback finds those) leave the first only its line.
         let end = starts
             .get(k + 1)
             .map_or(lines.len(), |(next, _, _)| *next)
-            .min(i + 1 + MAX_BLOCK_LINES);
+            .min(i + 1 + MAX_BLOCK_LINES)
+            .max(i + 1);
         let mut block = vec![rest.as_str()];
         block.extend(lines[i + 1..end].iter().copied());
         let diagnostic = trim_block(&block);
