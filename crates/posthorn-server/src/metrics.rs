@@ -136,6 +136,11 @@ impl Metrics {
                 "Writes committed inside those transactions.",
                 store.writes,
             ),
+            (
+                "posthorn_store_batch_replays_total",
+                "Write transactions rolled back and run again, one savepoint per write, because a write failed.",
+                store.replays,
+            ),
         ] {
             let _ = writeln!(out, "# HELP {name} {help}");
             let _ = writeln!(out, "# TYPE {name} counter");

@@ -363,6 +363,9 @@ pub struct StoreStats {
     pub batches: u64,
     /// Writes (jobs) committed in them.
     pub writes: u64,
+    /// Batches rolled back and run again, a savepoint per write, because one
+    /// of their writes failed.
+    pub replays: u64,
     /// Events recorded.
     pub events: u64,
 }

@@ -318,6 +318,19 @@ fn peak_rss_kib(pid: u32) -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
+/// CPU time (user + system) `pid` has used so far, in microseconds, from
+/// `/proc/PID/stat` (fields 14 and 15, in clock ticks: `USER_HZ`, which
+/// Linux fixes at 100 for user space on the architectures we run on).
+fn cpu_micros(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces.
+    let after_name = &stat[stat.rfind(')')? + 2..];
+    let mut fields = after_name.split(' ').skip(11);
+    let user: u64 = fields.next()?.parse().ok()?;
+    let system: u64 = fields.next()?.parse().ok()?;
+    Some((user + system) * 10_000)
+}
+
 /// A running `posthorn serve` child for benchmarks.
 struct Child {
     process: tokio::process::Child,

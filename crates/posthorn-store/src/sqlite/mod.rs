@@ -76,6 +76,12 @@ impl SqliteStore {
         })
     }
 
+    /// Counts events once their write has committed (a job may run twice,
+    /// see `writer`, so it never counts inside the job).
+    fn count_events(&self, n: usize) {
+        self.events_recorded.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
     async fn read<T, F>(&self, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
@@ -248,7 +254,7 @@ impl Store for SqliteStore {
 
     async fn insert_api_key(&self, key: NewApiKey) -> StoreResult<ApiKeyRecord> {
         self.writer
-            .write(move |c| ops::insert_api_key(c, key))
+            .write(move |c| ops::insert_api_key(c, &key))
             .await
     }
 
@@ -277,31 +283,27 @@ impl Store for SqliteStore {
 
     async fn accept_message(&self, message: NewMessage) -> StoreResult<AcceptOutcome> {
         let rules = self.rules;
-        let counter = self.events_recorded.clone();
-        self.writer
-            .write(move |c| {
-                let outcome = ops::accept_message(c, &rules, &message)?;
-                if let AcceptOutcome::Accepted(r) = &outcome {
-                    counter.fetch_add(r.deliveries.len() as u64, Ordering::Relaxed);
-                }
-                Ok(outcome)
-            })
-            .await
+        let outcome = self
+            .writer
+            .write(move |c| ops::accept_message(c, &rules, &message))
+            .await?;
+        if let AcceptOutcome::Accepted(r) = &outcome {
+            self.count_events(r.deliveries.len());
+        }
+        Ok(outcome)
     }
 
     async fn record_event(&self, tenant: &TenantId, event: NewEvent) -> StoreResult<RecordOutcome> {
         let rules = self.rules;
         let tenant = tenant.clone();
-        let counter = self.events_recorded.clone();
-        self.writer
-            .write(move |c| {
-                let outcome = ops::record_event(c, &rules, &tenant, &event)?;
-                if let RecordOutcome::Recorded { .. } = &outcome {
-                    counter.fetch_add(1, Ordering::Relaxed);
-                }
-                Ok(outcome)
-            })
-            .await
+        let outcome = self
+            .writer
+            .write(move |c| ops::record_event(c, &rules, &tenant, &event))
+            .await?;
+        if let RecordOutcome::Recorded { .. } = &outcome {
+            self.count_events(1);
+        }
+        Ok(outcome)
     }
 
     async fn events(
@@ -453,14 +455,12 @@ impl Store for SqliteStore {
     ) -> StoreResult<()> {
         let rules = self.rules;
         let (tenant, delivery) = (tenant.clone(), delivery.clone());
-        let counter = self.events_recorded.clone();
+        let recorded = events.len();
         self.writer
-            .write(move |c| {
-                ops::finish_attempt(c, &rules, &tenant, &events, &delivery, next)?;
-                counter.fetch_add(events.len() as u64, Ordering::Relaxed);
-                Ok(())
-            })
-            .await
+            .write(move |c| ops::finish_attempt(c, &rules, &tenant, &events, &delivery, next))
+            .await?;
+        self.count_events(recorded);
+        Ok(())
     }
 
     async fn delivery_owner(&self, id: &DeliveryId) -> StoreResult<Option<(TenantId, String)>> {
@@ -470,14 +470,12 @@ impl Store for SqliteStore {
 
     async fn record_inbound(&self, new: NewInbound) -> StoreResult<InboundRecord> {
         let rules = self.rules;
-        let counter = self.events_recorded.clone();
-        self.writer
-            .write(move |c| {
-                let (record, new_events) = inbound::record_inbound(c, &rules, &new)?;
-                counter.fetch_add(new_events, Ordering::Relaxed);
-                Ok(record)
-            })
-            .await
+        let (record, new_events) = self
+            .writer
+            .write(move |c| inbound::record_inbound(c, &rules, &new))
+            .await?;
+        self.count_events(new_events as usize);
+        Ok(record)
     }
 
     async fn inbound_messages(
@@ -531,6 +529,7 @@ impl Store for SqliteStore {
         StoreStats {
             batches: self.writer.counters.batches.load(Ordering::Relaxed),
             writes: self.writer.counters.writes.load(Ordering::Relaxed),
+            replays: self.writer.counters.replays.load(Ordering::Relaxed),
             events: self.events_recorded.load(Ordering::Relaxed),
         }
     }

@@ -34,7 +34,7 @@ pub(crate) fn create_tenant(c: &Connection, name: &str, now: Millis) -> StoreRes
     Ok(tenant)
 }
 
-pub(crate) fn insert_api_key(c: &Connection, key: NewApiKey) -> StoreResult<ApiKeyRecord> {
+pub(crate) fn insert_api_key(c: &Connection, key: &NewApiKey) -> StoreResult<ApiKeyRecord> {
     let scopes: Vec<&str> = key.scopes.iter().map(|s| s.as_str()).collect();
     prepare(
         c,
@@ -49,11 +49,11 @@ pub(crate) fn insert_api_key(c: &Connection, key: NewApiKey) -> StoreResult<ApiK
         key.created_at
     ])?;
     Ok(ApiKeyRecord {
-        id: key.id,
-        tenant_id: key.tenant_id,
-        name: key.name,
-        scopes: key.scopes,
-        secret_hash: key.secret_hash,
+        id: key.id.clone(),
+        tenant_id: key.tenant_id.clone(),
+        name: key.name.clone(),
+        scopes: key.scopes.clone(),
+        secret_hash: key.secret_hash.clone(),
         created_at: key.created_at,
         revoked_at: None,
     })

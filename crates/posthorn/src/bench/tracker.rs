@@ -41,6 +41,9 @@ struct WrkResult {
     p99_ms: f64,
     requests: u64,
     errors: u64,
+    /// The server's CPU time per answered request, in microseconds (the
+    /// server process only; not measured for the ceiling).
+    server_cpu_us: Option<f64>,
 }
 
 pub async fn tracker(dir: &Path, args: &TrackerArgs) -> Result<()> {
@@ -82,16 +85,16 @@ pub async fn tracker(dir: &Path, args: &TrackerArgs) -> Result<()> {
     let pid = server.id().context("server pid")?;
     super::wait_ready(&format!("http://127.0.0.1:{port}")).await?;
     write_script(&script, &opens)?;
-    let open = run_wrk(&wrk, port, &script, args).await?;
+    let open = run_wrk_measuring(&wrk, port, &script, args, pid).await?;
     write_script(&script, &clicks)?;
-    let click = run_wrk(&wrk, port, &script, args).await?;
+    let click = run_wrk_measuring(&wrk, port, &script, args, pid).await?;
     let recorded = events_recorded(port).await?;
     let rss = super::peak_rss_kib(pid).unwrap_or(0);
     let _ = server.start_kill();
     let _ = server.wait().await;
 
     println!(
-        "| run | requests | errors | requests/s | p50 ms | p99 ms | of ceiling |\n|---|---:|---:|---:|---:|---:|---:|"
+        "| run | requests | errors | requests/s | p50 ms | p99 ms | of ceiling | server CPU µs/request |\n|---|---:|---:|---:|---:|---:|---:|---:|"
     );
     for (name, r) in [
         ("(a) bare axum GIF", &bare),
@@ -99,13 +102,15 @@ pub async fn tracker(dir: &Path, args: &TrackerArgs) -> Result<()> {
         ("(c) GET /c/TOKEN, durable", &click),
     ] {
         println!(
-            "| {name} | {} | {} | {:.0} | {:.2} | {:.2} | {:.0} % |",
+            "| {name} | {} | {} | {:.0} | {:.2} | {:.2} | {:.0} % | {} |",
             r.requests,
             r.errors,
             r.requests_per_second,
             r.p50_ms,
             r.p99_ms,
-            100.0 * r.requests_per_second / bare.requests_per_second
+            100.0 * r.requests_per_second / bare.requests_per_second,
+            r.server_cpu_us
+                .map_or("-".to_owned(), |us| format!("{us:.1}")),
         );
     }
     println!(
@@ -219,6 +224,24 @@ fn write_script(path: &Path, paths: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// `run_wrk`, with the CPU time server `pid` spent on the run's requests.
+async fn run_wrk_measuring(
+    wrk: &Path,
+    port: u16,
+    script: &Path,
+    args: &TrackerArgs,
+    pid: u32,
+) -> Result<WrkResult> {
+    let before = super::cpu_micros(pid);
+    let mut result = run_wrk(wrk, port, script, args).await?;
+    let after = super::cpu_micros(pid);
+    let answered = result.requests.saturating_sub(result.errors).max(1);
+    result.server_cpu_us = before
+        .zip(after)
+        .map(|(b, a)| a.saturating_sub(b) as f64 / answered as f64);
+    Ok(result)
+}
+
 async fn run_wrk(wrk: &Path, port: u16, script: &Path, args: &TrackerArgs) -> Result<WrkResult> {
     let out = tokio::process::Command::new(wrk)
         .args(["-t2", "--latency"])
@@ -259,6 +282,7 @@ fn parse_wrk(text: &str) -> Option<WrkResult> {
         p99_ms: latency("99%")?,
         requests,
         errors,
+        server_cpu_us: None,
     })
 }
 
