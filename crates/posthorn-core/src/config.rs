@@ -63,7 +63,7 @@ pub struct TrackingConfig {
     pub trust_proxy: Vec<crate::net::Cidr>,
     /// Earlier server secrets (hex, as `secret.key` held them): links in
     /// mail signed with them keep working after the secret is replaced.
-    pub previous_secrets: Vec<Secret>,
+    pub previous_secrets: Vec<HexSecret>,
     /// When an open or click is judged a machine's (`[tracking.machine]`).
     pub machine: MachineThresholds,
 }
@@ -279,6 +279,52 @@ pub struct Secret(pub String);
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("<redacted>")
+    }
+}
+
+/// Key bytes written as hex (as `secret.key` holds them), kept out of
+/// `Debug` output. Text that is not hex is a configuration error: a key
+/// quietly left out would break the links it signed with no word why.
+#[derive(Clone, PartialEq, Eq)]
+pub struct HexSecret(pub Vec<u8>);
+
+impl HexSecret {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        let is_hex = !text.is_empty()
+            && text.len().is_multiple_of(2)
+            && text.bytes().all(|b| b.is_ascii_hexdigit());
+        let bytes: Option<Vec<u8>> = if is_hex {
+            (0..text.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&text[i..i + 2], 16).ok())
+                .collect()
+        } else {
+            None
+        };
+        bytes
+            .map(Self)
+            .ok_or_else(|| "expected a secret written in hex (an even number of 0-9, a-f)".into())
+    }
+}
+
+impl fmt::Debug for HexSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl Serialize for HexSecret {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let text: String = self.0.iter().map(|b| format!("{b:02x}")).collect();
+        s.serialize_str(&text)
+    }
+}
+
+impl<'de> Deserialize<'de> for HexSecret {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        Self::parse(&text).map_err(serde::de::Error::custom)
     }
 }
 

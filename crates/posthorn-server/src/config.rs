@@ -183,6 +183,26 @@ mod tests {
     }
 
     #[test]
+    fn a_previous_tracking_secret_must_be_hex() {
+        let config = parse(
+            "[tracking]\nprevious_secrets = [\"00ff10\"]\n",
+            "x",
+            env(&[]),
+        )
+        .unwrap();
+        assert_eq!(config.tracking.previous_secrets[0].0, [0x00, 0xff, 0x10]);
+        for bad in ["not hex", "abc", "", "+f"] {
+            let text = format!("[tracking]\nprevious_secrets = [\"00ff\", \"{bad}\"]\n");
+            let errors = parse(&text, "x", env(&[])).unwrap_err().0;
+            assert_eq!(errors.len(), 1, "{errors:?}");
+            assert!(
+                errors[0].starts_with("tracking.previous_secrets") && errors[0].contains("hex"),
+                "{bad:?}: {errors:?}"
+            );
+        }
+    }
+
+    #[test]
     fn syntax_errors_name_the_file() {
         let err = parse("[status\n", "posthorn.toml", env(&[])).unwrap_err();
         assert!(err.0[0].starts_with("posthorn.toml:"), "{err}");

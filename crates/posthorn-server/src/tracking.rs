@@ -47,8 +47,7 @@ impl Tracking {
             .tracking
             .previous_secrets
             .iter()
-            .filter_map(|s| hex::decode(s.0.trim()).ok())
-            .map(|s| Key::from_secret(&s))
+            .map(|s| Key::from_secret(&s.0))
             .collect();
         Self {
             keys: TokenKeys {
@@ -205,7 +204,7 @@ mod tests {
         config
             .tracking
             .previous_secrets
-            .push(posthorn_core::config::Secret(hex::encode(b"old secret")));
+            .push(posthorn_core::config::HexSecret(b"old secret".to_vec()));
         let new = Tracking::new(b"new secret", &config);
         assert!(posthorn_track::verify(&new.keys, &token).is_some());
         let forgotten = Tracking::new(b"new secret", &Config::default());
