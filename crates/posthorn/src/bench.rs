@@ -76,23 +76,26 @@ pub struct IngestArgs {
 }
 
 pub async fn run(command: BenchCommand) -> Result<()> {
-    let dir = match &command {
-        BenchCommand::Ingest(a) => a.dir.clone(),
-        BenchCommand::Delivery(a) => a.dir.clone(),
-        BenchCommand::Tracker(_) => PathBuf::from("posthorn-bench"),
-        BenchCommand::GifServer { http } => return tracker::gif_server(http).await,
-    };
+    match command {
+        BenchCommand::Ingest(args) => in_scratch_dir(&args.dir, ingest(&args)).await,
+        BenchCommand::Delivery(args) => in_scratch_dir(&args.dir, delivery(&args)).await,
+        BenchCommand::Tracker(args) => {
+            let dir = PathBuf::from("posthorn-bench");
+            in_scratch_dir(&dir, tracker::tracker(&dir, &args)).await
+        }
+        BenchCommand::GifServer { http } => tracker::gif_server(&http).await,
+    }
+}
+
+/// Runs `bench` with `dir` as its scratch directory: it must not exist
+/// (a benchmark never touches data it did not make) and is removed after.
+async fn in_scratch_dir(dir: &Path, bench: impl Future<Output = Result<()>>) -> Result<()> {
     if dir.exists() {
         bail!("{} exists; give an unused --dir", dir.display());
     }
-    std::fs::create_dir_all(&dir)?;
-    let result = match command {
-        BenchCommand::Ingest(args) => ingest(&args).await,
-        BenchCommand::Delivery(args) => delivery(&args).await,
-        BenchCommand::Tracker(args) => tracker::tracker(&dir, &args).await,
-        BenchCommand::GifServer { .. } => unreachable!("answered above"),
-    };
-    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir)?;
+    let result = bench.await;
+    let _ = std::fs::remove_dir_all(dir);
     result
 }
 
