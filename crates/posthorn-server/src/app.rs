@@ -24,9 +24,20 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-/// What every handler can reach.
+/// What every handler can reach. Extractors clone it per request, so it is
+/// one shared allocation: a clone is one reference count, not one per part.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The parts of [`AppState`].
+pub struct Shared {
     pub store: Arc<dyn Store>,
     pub config: Arc<Config>,
     pub clock: Arc<dyn Clock>,
@@ -103,7 +114,7 @@ impl App {
         let secret = load_or_create_secret(&config.server.data_dir)?;
         let tracking = Arc::new(crate::tracking::Tracking::new(&secret, &config));
         Ok(Self {
-            state: AppState {
+            state: AppState(Arc::new(Shared {
                 store,
                 config: Arc::new(config),
                 clock,
@@ -111,7 +122,7 @@ impl App {
                 delivery_wake: Arc::new(tokio::sync::Notify::new()),
                 tracking,
                 tracker_cache: Arc::default(),
-            },
+            })),
             verp: VerpSigner::new(&secret),
         })
     }

@@ -93,7 +93,9 @@ fn bound(history: &mut Vec<PastHit>) {
 #[derive(Debug, Clone)]
 pub struct Cached {
     pub facts: Arc<TrackingFacts>,
-    pub history: Vec<PastHit>,
+    /// Shared, so that a hit's look-up copies no history: an append copies
+    /// it only while an earlier look-up still holds it.
+    pub history: Arc<Vec<PastHit>>,
 }
 
 #[derive(Debug)]
@@ -151,7 +153,7 @@ impl TrackerCache {
         bound(&mut history);
         let entry = Cached {
             facts: Arc::new(facts),
-            history,
+            history: Arc::new(history),
         };
         let size = entry_bytes(&entry.facts, entry.history.len());
         if !entry.facts.delivered_known || self.capacity == 0 || size > self.max_bytes {
@@ -181,10 +183,11 @@ impl TrackerCache {
     pub fn append(&self, delivery: &DeliveryId, hit: PastHit) {
         let mut inner = self.lock();
         if let Some(entry) = inner.entries.get_mut(delivery) {
-            let before = entry.history.len();
-            entry.history.push(hit);
-            bound(&mut entry.history);
-            let grown = entry.history.len() - before;
+            let history = Arc::make_mut(&mut entry.history);
+            let before = history.len();
+            history.push(hit);
+            bound(history);
+            let grown = history.len() - before;
             inner.bytes += grown * HIT_BYTES;
         }
     }
@@ -281,8 +284,14 @@ mod tests {
         // follows sees it and is a person's.
         cache.append(&id, past(HitKind::Open, DELIVERED + 30_000));
         let after = cache.get(&id).unwrap();
-        assert_eq!(after.history, vec![past(HitKind::Open, DELIVERED + 30_000)]);
+        assert_eq!(
+            *after.history,
+            vec![past(HitKind::Open, DELIVERED + 30_000)]
+        );
         assert_eq!(click_reason(&after.history), None);
+        // A look-up is a snapshot: the hit appended while `before` was held
+        // did not change it (the shared history was copied, not written).
+        assert!(before.history.is_empty());
     }
 
     #[test]
