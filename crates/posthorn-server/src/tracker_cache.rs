@@ -292,6 +292,13 @@ mod tests {
         // A look-up is a snapshot: the hit appended while `before` was held
         // did not change it (the shared history was copied, not written).
         assert!(before.history.is_empty());
+        // With no look-up holding it, an append writes in place: no copy.
+        let shared = Arc::as_ptr(&after.history);
+        drop((before, after));
+        cache.append(&id, past(HitKind::Click, DELIVERED + 40_000));
+        let last = cache.get(&id).unwrap();
+        assert_eq!(last.history.len(), 2);
+        assert!(std::ptr::eq(shared, Arc::as_ptr(&last.history)));
     }
 
     #[test]

@@ -194,6 +194,9 @@ async fn record_hit(
         open_tracking,
     };
     let verdict = posthorn_track::judge(&hit, &history, &config.tracking.machine);
+    // Let go of the shared history before this hit is appended to it, so
+    // the append does not have to copy it.
+    drop(history);
     let ip = config.tracking.ip.apply(ip).map(|ip| ip.to_string());
     let machine_reason = verdict.reason.map(str::to_owned);
     let details = match &url {
