@@ -66,8 +66,11 @@ async fn the_log_stays_bounded_under_sustained_writes() {
     let mut largest = 0u64;
     let mut written = 0u64;
     // Rounds of 64 concurrent writers until well past what the restart
-    // threshold (8 MiB) and a checkpoint interval's worth of writes need.
-    while written < 120 * 1024 * 1024 / 4096 {
+    // threshold (8 MiB) and a checkpoint interval's worth of writes (1 s)
+    // need: at least 30,720 events and six intervals. (Time only decides
+    // how long to write; nothing asserts on it.)
+    let started = std::time::Instant::now();
+    while written < 120 * 1024 * 1024 / 4096 || started.elapsed().as_secs() < 6 {
         let mut tasks = Vec::new();
         for d in &receipt.deliveries {
             let (store, tenant, delivery) = (store.clone(), tenant.id.clone(), d.id.clone());
