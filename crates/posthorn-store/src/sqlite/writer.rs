@@ -110,8 +110,13 @@ fn run(
     counters: &WriterCounters,
     restart: &RestartRequest,
 ) {
+    // Writes in flight when the last batch committed: what it took plus
+    // what was left waiting. Unknown at first, so no split.
+    let mut in_flight = max_batch;
     while let Some(first) = rx.blocking_recv() {
-        let (jobs, commit) = commit_batch(&conn, first, &mut rx, max_batch, counters);
+        let cap = batch_cap(in_flight, max_batch);
+        let (jobs, commit) = commit_batch(&conn, first, &mut rx, cap, counters);
+        in_flight = jobs.len() + rx.len();
         // Count before answering, so a caller never sees stats without its write.
         if commit.is_ok() {
             counters.batches.fetch_add(1, Ordering::Relaxed);
@@ -126,6 +131,28 @@ fn run(
         if restart.swap(false, Ordering::Relaxed) {
             finish_log(&conn);
         }
+    }
+}
+
+/// Batches are split only between these numbers of writes in flight.
+/// Below, group commit matters more than overlap (a split costs one more
+/// fsync per round); above, the writer itself is the bottleneck, callers
+/// queue faster than it commits, and a split only adds commits (measured:
+/// 256 writers lost 20-30 % with batches of 128 instead of 254).
+const SPLIT_FROM: usize = 32;
+const SPLIT_UP_TO: usize = 128;
+
+/// How many writes the next batch may take. With a moderate number in
+/// flight, half of them: taking them all made every caller wait for the
+/// same commit and then send its next write at the same moment while the
+/// writer sat idle; with half, one half's callers prepare their next writes
+/// while the other half's commit. Measured on the tracker at 64
+/// connections: +10-15 % hits/s (docs/benchmarks.md).
+fn batch_cap(in_flight: usize, max_batch: usize) -> usize {
+    if (SPLIT_FROM..=SPLIT_UP_TO).contains(&in_flight) {
+        (in_flight / 2).min(max_batch)
+    } else {
+        max_batch
     }
 }
 
@@ -263,6 +290,21 @@ mod tests {
             j.answer(commit.clone());
         }
         (size, commit)
+    }
+
+    #[test]
+    fn a_batch_takes_half_of_a_moderate_number_of_writes_in_flight() {
+        // Few: group commit first; many: the writer is the bottleneck.
+        assert_eq!(batch_cap(8, 1024), 1024);
+        assert_eq!(batch_cap(31, 1024), 1024);
+        assert_eq!(batch_cap(256, 1024), 1024);
+        // In between: half, so the two halves overlap.
+        assert_eq!(batch_cap(32, 1024), 16);
+        assert_eq!(batch_cap(64, 1024), 32);
+        assert_eq!(batch_cap(128, 1024), 64);
+        // Never above the configured maximum.
+        assert_eq!(batch_cap(64, 10), 10);
+        assert_eq!(batch_cap(500, 10), 10);
     }
 
     #[test]
