@@ -4,8 +4,8 @@
 //! "durable".
 //!
 //! A job that fails must not take its batch with it. A savepoint per job
-//! would isolate it, but costs every job a page copy of each page it
-//! touches (measured: ~10 % of the server's CPU per tracker hit). So a batch
+//! would isolate it, but costs every job a copy of each page it touches
+//! (without them, HTTP submissions went from ~11.5k to ~19k/s). So a batch
 //! first runs without savepoints, and jobs almost never fail; when one does,
 //! the batch is rolled back and run again with a savepoint around each job,
 //! so the failed job is undone alone and the others commit. Jobs are
