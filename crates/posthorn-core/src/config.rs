@@ -289,22 +289,13 @@ impl fmt::Debug for Secret {
 pub struct HexSecret(pub Vec<u8>);
 
 impl HexSecret {
+    /// Parses hex as `secret.key` holds it (surrounding blanks ignored);
+    /// empty text is no secret.
     pub fn parse(text: &str) -> Result<Self, String> {
-        let text = text.trim();
-        let is_hex = !text.is_empty()
-            && text.len().is_multiple_of(2)
-            && text.bytes().all(|b| b.is_ascii_hexdigit());
-        let bytes: Option<Vec<u8>> = if is_hex {
-            (0..text.len())
-                .step_by(2)
-                .map(|i| u8::from_str_radix(&text[i..i + 2], 16).ok())
-                .collect()
-        } else {
-            None
-        };
-        bytes
-            .map(Self)
-            .ok_or_else(|| "expected a secret written in hex (an even number of 0-9, a-f)".into())
+        match hex::decode(text.trim()) {
+            Ok(bytes) if !bytes.is_empty() => Ok(Self(bytes)),
+            _ => Err("expected a secret written in hex (an even number of 0-9, a-f)".into()),
+        }
     }
 }
 
@@ -316,8 +307,7 @@ impl fmt::Debug for HexSecret {
 
 impl Serialize for HexSecret {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let text: String = self.0.iter().map(|b| format!("{b:02x}")).collect();
-        s.serialize_str(&text)
+        s.serialize_str(&hex::encode(&self.0))
     }
 }
 

@@ -142,6 +142,10 @@ fn bounce(bounce_type: BounceType) -> EventDetails {
     })
 }
 
+fn opened() -> EventDetails {
+    EventDetails::Opened(Engagement::default())
+}
+
 fn delivered() -> EventDetails {
     EventDetails::Delivered(Delivered {
         reply_text: Some("250 2.0.0 OK".into()),
@@ -407,14 +411,7 @@ pub async fn status_fold_through_record_event(store: &dyn Store) {
     assert_eq!(d.status(), "deferred");
     let (delivered_event, d) = record(store, &t, id, T0 + 20, delivered()).await;
     assert_eq!(d.status(), "delivered");
-    let (opened, d) = record(
-        store,
-        &t,
-        id,
-        T0 + 30,
-        EventDetails::Opened(Engagement::default()),
-    )
-    .await;
+    let (opened, d) = record(store, &t, id, T0 + 30, opened()).await;
     assert_eq!(d.status(), "opened");
     assert_eq!(d.engagement_event_id.as_ref(), Some(&opened.id));
     // A late deferral changes nothing; the set-by event stays.
@@ -642,7 +639,7 @@ pub async fn external_id_deduplicates(store: &dyn Store) {
         occurred_at: T0 + 1,
         recorded_at: T0 + 1,
         source: EventSource::ProviderWebhook,
-        details: EventDetails::Opened(Engagement::default()),
+        details: opened(),
         external_id: Some("provider-123".into()),
     };
     let first = store
@@ -726,14 +723,7 @@ pub async fn event_listing_filters_and_pages(store: &dyn Store) {
     let t = tenant(store, "acme").await;
     let r = accept(store, message(&t, &["a@example.com", "b@example.com"])).await;
     for i in 0..5 {
-        record(
-            store,
-            &t,
-            &r.deliveries[0].id,
-            T0 + i,
-            EventDetails::Opened(Engagement::default()),
-        )
-        .await;
+        record(store, &t, &r.deliveries[0].id, T0 + i, opened()).await;
     }
     let all = store
         .events(
@@ -829,14 +819,7 @@ pub async fn events_outside_window_do_not_change_status(store: &dyn Store) {
     let id = &r.deliveries[0].id;
     record(store, &t, id, T0 + 1, delivered()).await;
     let late = T0 + 31 * DAY;
-    let (event, d) = record(
-        store,
-        &t,
-        id,
-        late,
-        EventDetails::Opened(Engagement::default()),
-    )
-    .await;
+    let (event, d) = record(store, &t, id, late, opened()).await;
     assert!(event.outside_window);
     assert_eq!(d.status(), "delivered");
     // A complaint outside the window still protects the sender.
@@ -861,7 +844,7 @@ pub async fn concurrent_writes_all_commit(store: &dyn Store) {
                 occurred_at: T0 + i,
                 recorded_at: T0 + i,
                 source: EventSource::Tracker,
-                details: EventDetails::Opened(Engagement::default()),
+                details: opened(),
                 external_id: None,
             };
             store.record_event(&t, event).await
@@ -1175,30 +1158,9 @@ pub async fn message_engagement_lists_opens_and_clicks_of_every_delivery(store: 
     let other = accept(store, message(&t, &["c@example.com"])).await;
     let (a, b) = (&r.deliveries[0].id, &r.deliveries[1].id);
     record(store, &t, a, T0 + 1, delivered()).await;
-    record(
-        store,
-        &t,
-        a,
-        T0 + 2,
-        EventDetails::Opened(Engagement::default()),
-    )
-    .await;
-    record(
-        store,
-        &t,
-        b,
-        T0 + 3,
-        EventDetails::Opened(Engagement::default()),
-    )
-    .await;
-    record(
-        store,
-        &t,
-        &other.deliveries[0].id,
-        T0 + 4,
-        EventDetails::Opened(Engagement::default()),
-    )
-    .await;
+    record(store, &t, a, T0 + 2, opened()).await;
+    record(store, &t, b, T0 + 3, opened()).await;
+    record(store, &t, &other.deliveries[0].id, T0 + 4, opened()).await;
     let mut found: Vec<(DeliveryId, EventKind)> = store
         .message_engagement_events(&t, &r.id)
         .await
@@ -1253,14 +1215,7 @@ pub async fn tracking_facts_give_the_delivery_time_and_earlier_hits(store: &dyn 
     );
 
     record(store, &t, d, T0 + 20, delivered()).await;
-    record(
-        store,
-        &t,
-        d,
-        T0 + 30,
-        EventDetails::Opened(Engagement::default()),
-    )
-    .await;
+    record(store, &t, d, T0 + 30, opened()).await;
     record(
         store,
         &t,

@@ -19,8 +19,8 @@ use posthorn_core::suppression::SuppressionEntry;
 use posthorn_core::{DeliveryId, EventId, MessageId, Millis, TenantId};
 use rusqlite::{Connection, OpenFlags};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use writer::Writer;
 
 /// Migrations in order; the version is the position (1-based).
@@ -41,7 +41,7 @@ pub struct SqliteStore {
     _checkpointer: checkpoint::Checkpointer,
     reads: ReadPool,
     rules: StoreRules,
-    events_recorded: Arc<AtomicU64>,
+    events_recorded: AtomicU64,
 }
 
 impl SqliteStore {
@@ -72,7 +72,7 @@ impl SqliteStore {
                 permits: tokio::sync::Semaphore::new(config.read_connections.max(1)),
             },
             rules,
-            events_recorded: Arc::new(AtomicU64::new(0)),
+            events_recorded: AtomicU64::new(0),
         })
     }
 
@@ -161,9 +161,9 @@ fn migrate(conn: &Connection) -> StoreResult<()> {
 
 /// Read connections, reused; reads run on the blocking thread pool so they
 /// never stall the async runtime. WAL lets them run beside the writer.
-/// At most `read_connections` reads run at once, each on a connection of its own; the
-/// others wait for one to be free. (Opening a connection for a burst of
-/// reads costs more than the read: the schema is parsed and every
+/// At most `read_connections` reads run at once, each on a connection of
+/// its own; the others wait for one to be free. (Opening a connection for a
+/// burst of reads costs more than the read: the schema is parsed and every
 /// statement prepared again.)
 struct ReadPool {
     path: PathBuf,

@@ -266,33 +266,16 @@ pub(crate) fn events(
     tenant: &TenantId,
     filter: &EventFilter,
 ) -> StoreResult<Vec<EventRecord>> {
-    let sql = events_sql(filter);
-    let mut values: Vec<Box<dyn ToSql>> = vec![Box::new(tenant.as_str().to_owned())];
-    if let Some(d) = &filter.delivery_id {
-        values.push(Box::new(d.as_str().to_owned()));
-    }
-    if let Some(r) = &filter.recipient {
-        values.push(Box::new(r.clone()));
-    }
-    if let Some(s) = &filter.sender {
-        values.push(Box::new(s.clone()));
-    }
-    if let Some(k) = filter.kind {
-        values.push(Box::new(k.as_str()));
-    }
-    if let Some(before) = &filter.before {
-        values.push(Box::new(before.as_str().to_owned()));
-    }
-    values.push(Box::new(i64::from(filter.limit)));
+    let (sql, values) = events_query(tenant, filter);
     let mut stmt = prepare(c, &sql)?;
     let params: Vec<&dyn ToSql> = values.iter().map(|v| v.as_ref()).collect();
     let rows = stmt.query_map(params.as_slice(), event_row)?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-/// The query of [`events`]; its parameters are the tenant, then each
-/// filter that is set in the order below, then the limit.
-fn events_sql(filter: &EventFilter) -> String {
+/// The query of [`events`] and its parameters, each condition added with
+/// its value so the two cannot fall out of step.
+fn events_query(tenant: &TenantId, filter: &EventFilter) -> (String, Vec<Box<dyn ToSql>>) {
     // With a delivery or a recipient, the deliveries' own index
     // (delivery_id, id) is the one to use: `+tenant_id` keeps the planner
     // off (tenant_id, id), which would walk every event of the tenant (see
@@ -307,31 +290,36 @@ fn events_sql(filter: &EventFilter) -> String {
         }
         .to_owned(),
     ];
-    let mut next = 1;
-    let mut add = |condition: &str| {
-        next += 1;
-        conditions.push(condition.replace('?', &format!("${next}")));
+    let mut values: Vec<Box<dyn ToSql>> = vec![Box::new(tenant.as_str().to_owned())];
+    let mut add = |condition: &str, value: Box<dyn ToSql>| {
+        values.push(value);
+        conditions.push(condition.replace('?', &format!("${}", values.len())));
     };
-    if filter.delivery_id.is_some() {
-        add("delivery_id = ?");
+    if let Some(d) = &filter.delivery_id {
+        add("delivery_id = ?", Box::new(d.as_str().to_owned()));
     }
-    if filter.recipient.is_some() {
-        add("delivery_id IN (SELECT id FROM deliveries WHERE tenant_id = $1 AND recipient = ?)");
+    if let Some(r) = &filter.recipient {
+        add(
+            "delivery_id IN (SELECT id FROM deliveries WHERE tenant_id = $1 AND recipient = ?)",
+            Box::new(r.clone()),
+        );
     }
-    if filter.sender.is_some() {
-        add("sender = ?");
+    if let Some(s) = &filter.sender {
+        add("sender = ?", Box::new(s.clone()));
     }
-    if filter.kind.is_some() {
-        add("kind = ?");
+    if let Some(k) = filter.kind {
+        add("kind = ?", Box::new(k.as_str()));
     }
-    if filter.before.is_some() {
-        add("id < ?");
+    if let Some(before) = &filter.before {
+        add("id < ?", Box::new(before.as_str().to_owned()));
     }
-    format!(
+    values.push(Box::new(i64::from(filter.limit)));
+    let sql = format!(
         "SELECT {EVENT_COLUMNS} FROM events WHERE {} ORDER BY id DESC LIMIT ${}",
         conditions.join(" AND "),
-        next + 1
-    )
+        values.len()
+    );
+    (sql, values)
 }
 
 /// `+tenant_id`: the tenant check must not use an index. Left to itself
@@ -507,10 +495,12 @@ mod tests {
             limit: 10,
             ..Default::default()
         };
+        let (sql, values) = events_query(&TenantId::from_stored("t".into()), &filter);
+        let params: Vec<&dyn ToSql> = values.iter().map(|v| v.as_ref()).collect();
         let plan: Vec<String> = c
-            .prepare(&format!("EXPLAIN QUERY PLAN {}", events_sql(&filter)))
+            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
             .unwrap()
-            .query_map(["t", "r@example.com", "10"], |r| r.get::<_, String>(3))
+            .query_map(params.as_slice(), |r| r.get::<_, String>(3))
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap();

@@ -150,6 +150,22 @@ unsafe fn pending<'a>(file: *mut ffi::sqlite3_file) -> &'a mut Pending {
     unsafe { &mut *(*file.cast::<LogFile>()).pending }
 }
 
+/// One write through the default VFS (counted).
+unsafe fn write_through(file: *mut ffi::sqlite3_file, data: &[u8], offset: i64) -> c_int {
+    count_write();
+    // SAFETY: a log file opened by `open`; `data` is at most `LIMIT` bytes
+    // or a single write of SQLite's own, so its length fits a c_int.
+    unsafe {
+        let write = inner_methods(file).xWrite.expect("files can be written");
+        write(
+            inner(file),
+            data.as_ptr().cast(),
+            data.len() as c_int,
+            offset,
+        )
+    }
+}
+
 /// Writes what is gathered. SQLite calls a file from one thread at a time.
 unsafe fn flush(file: *mut ffi::sqlite3_file) -> c_int {
     // SAFETY: a log file opened by `open`.
@@ -158,14 +174,7 @@ unsafe fn flush(file: *mut ffi::sqlite3_file) -> c_int {
         if pending.bytes.is_empty() {
             return ffi::SQLITE_OK;
         }
-        let write = inner_methods(file).xWrite.expect("files can be written");
-        let rc = write(
-            inner(file),
-            pending.bytes.as_ptr().cast(),
-            pending.bytes.len() as c_int,
-            pending.start,
-        );
-        count_write();
+        let rc = write_through(file, &pending.bytes, pending.start);
         pending.bytes.clear();
         rc
     }
@@ -191,9 +200,7 @@ unsafe extern "C" fn write(
             return rc;
         }
         if data.len() > LIMIT {
-            count_write();
-            let write = inner_methods(file).xWrite.expect("files can be written");
-            return write(inner(file), data.as_ptr().cast(), amount, offset);
+            return write_through(file, data, offset);
         }
         pending.start = offset;
         pending.bytes.extend_from_slice(data);

@@ -273,23 +273,38 @@ mod tests {
             .unwrap()
     }
 
-    /// Runs one batch: `first`, then whatever waits in the channel.
-    fn batch(
-        conn: &Connection,
-        mut jobs: Vec<Box<dyn Job>>,
-        counters: &WriterCounters,
-    ) -> (usize, StoreResult<()>) {
-        let (tx, mut rx) = mpsc::channel(16);
-        let first = jobs.remove(0);
+    /// A channel holding `jobs`, as the writer finds them.
+    fn queue(jobs: Vec<Box<dyn Job>>) -> mpsc::Receiver<Box<dyn Job>> {
+        let (tx, rx) = mpsc::channel(16);
         for j in jobs {
             assert!(tx.try_send(j).is_ok());
         }
-        let (ran, commit) = commit_batch(conn, first, &mut rx, 1024, counters);
+        rx
+    }
+
+    /// Runs the next batch from `rx` and answers its jobs; returns its size
+    /// and the commit's result.
+    fn next_batch(
+        conn: &Connection,
+        rx: &mut mpsc::Receiver<Box<dyn Job>>,
+        counters: &WriterCounters,
+    ) -> (usize, StoreResult<()>) {
+        let first = rx.try_recv().expect("a write waits");
+        let (ran, commit) = commit_batch(conn, first, rx, 1024, counters);
         let size = ran.len();
         for j in ran {
             j.answer(commit.clone());
         }
         (size, commit)
+    }
+
+    /// Runs `jobs` as one batch (as far as they go in one).
+    fn batch(
+        conn: &Connection,
+        jobs: Vec<Box<dyn Job>>,
+        counters: &WriterCounters,
+    ) -> (usize, StoreResult<()>) {
+        next_batch(conn, &mut queue(jobs), counters)
     }
 
     #[test]
@@ -384,20 +399,12 @@ mod tests {
         let (a, _ra) = job(insert(1));
         let (b, _rb) = job(|_| Err(StoreError::Backend("refused".into())));
         let (c, mut rc) = job(insert(3));
-        let (tx, mut rx) = mpsc::channel(16);
-        assert!(tx.try_send(b).is_ok());
-        assert!(tx.try_send(c).is_ok());
-        let (ran, commit) = commit_batch(&conn, a, &mut rx, 1024, &counters);
+        let mut rx = queue(vec![a, b, c]);
+        let (size, commit) = next_batch(&conn, &mut rx, &counters);
         assert!(commit.is_ok());
-        assert_eq!(ran.len(), 2, "the batch stops at the failed write");
-        for j in ran {
-            j.answer(commit.clone());
-        }
-        let next = rx.try_recv().expect("the third write still waits");
-        let (ran, commit) = commit_batch(&conn, next, &mut rx, 1024, &counters);
-        for j in ran {
-            j.answer(commit.clone());
-        }
+        assert_eq!(size, 2, "the batch stops at the failed write");
+        // The third write waited for the next batch.
+        let _ = next_batch(&conn, &mut rx, &counters);
         assert!(rc.try_recv().unwrap().is_ok());
         assert_eq!(values(&conn), [1, 3]);
     }
