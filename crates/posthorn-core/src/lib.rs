@@ -10,6 +10,7 @@ pub mod address;
 pub mod clock;
 pub mod config;
 pub mod contact;
+pub mod domain;
 pub mod event;
 pub mod id;
 pub mod net;

@@ -11,6 +11,7 @@
 use crate::app::AppState;
 use crate::headers::HeaderBlock;
 use crate::keys;
+use crate::sending_domains;
 use posthorn_core::address::{EmailAddress, Mailbox};
 use posthorn_core::id::ApiKeyId;
 use posthorn_core::{DeliveryId, EventSource, MessageId};
@@ -101,6 +102,12 @@ impl Handler for SubmissionHandler {
                 deliverable_domain: address.can_receive_mail(),
             });
         }
+        if let Some(reply) = self
+            .refuse_foreign_sender(&tenant.id, &from_address, &headers)
+            .await
+        {
+            return reply;
+        }
         let stream = headers
             .get("x-posthorn-stream")
             .map(|s| s.trim().to_ascii_lowercase())
@@ -170,6 +177,45 @@ impl Handler for SubmissionHandler {
                 tracing::error!(error = %e, "accepting an SMTP submission failed");
                 temporary_failure()
             }
+        }
+    }
+}
+
+impl SubmissionHandler {
+    /// A 550 when the envelope sender's or the From header's domain belongs
+    /// to another tenant (or, with `[policy] require_own_domain`, not to
+    /// this one); nothing is written then.
+    async fn refuse_foreign_sender(
+        &self,
+        tenant: &posthorn_core::TenantId,
+        envelope_from: &str,
+        headers: &HeaderBlock,
+    ) -> Option<ServerReply> {
+        let domain_of = |address: &str| address.rsplit_once('@').map(|(_, d)| d.to_owned());
+        let header_from = headers
+            .get("from")
+            .and_then(|f| Mailbox::parse(f.trim()).ok())
+            .map(|m| m.address.domain().to_owned());
+        let domains: Vec<String> = domain_of(envelope_from)
+            .into_iter()
+            .chain(header_from)
+            .collect();
+        let domains: Vec<&str> = domains.iter().map(String::as_str).collect();
+        match sending_domains::sender_refusal(
+            &*self.state.store,
+            tenant,
+            &domains,
+            self.state.config.policy.require_own_domain,
+        )
+        .await
+        {
+            Ok(None) => None,
+            Ok(Some((refusal, domain))) => Some(ServerReply::new(
+                550,
+                "5.7.1",
+                format!("{refusal}: {domain}"),
+            )),
+            Err(_) => Some(temporary_failure()),
         }
     }
 }

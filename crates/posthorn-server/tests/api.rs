@@ -1795,6 +1795,198 @@ async fn event_query_errors_are_400() {
 }
 
 // ---------------------------------------------------------------------------
+// Sending domains belong to tenants
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sending_domains_are_claimed_listed_and_given_up_by_their_tenant_admins() {
+    let server = start().await;
+    let (_b, b_admin) = server.new_tenant("b").await;
+    let (a_sender, _) = server
+        .new_key(&server.tenant, &[Scope::Send, Scope::Read])
+        .await;
+
+    let r = server
+        .post(
+            &server.admin,
+            "/v1/domains",
+            &json!({"domain": "Victim-A.Example."}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(r.json["domain"], "victim-a.example");
+    let record = &r.json["dns_records"][0];
+    assert_eq!(record["type"], "TXT");
+    assert_eq!(record["name"], "posthorn._domainkey.victim-a.example");
+    let value = record["value"].as_str().unwrap().to_owned();
+    assert!(value.starts_with("v=DKIM1; k=rsa; p="), "{value}");
+    // Claiming it again changes nothing, the key included.
+    let again = server
+        .post(
+            &server.admin,
+            "/v1/domains",
+            &json!({"domain": "victim-a.example"}),
+        )
+        .await;
+    assert_eq!(again.status, 200, "{}", again.text);
+    assert_eq!(again.json["dns_records"][0]["value"], value.as_str());
+    let listed = server.get(&server.admin, "/v1/domains").await;
+    assert_eq!(listed.status, 200);
+    assert_eq!(listed.json["domains"].as_array().unwrap().len(), 1);
+
+    // Another tenant: neither the domain nor a subdomain nor a parent.
+    server
+        .post(
+            &server.admin,
+            "/v1/domains",
+            &json!({"domain": "mail.parent-a.example"}),
+        )
+        .await;
+    for domain in [
+        "victim-a.example",
+        "sub.victim-a.example",
+        "parent-a.example",
+    ] {
+        let r = server
+            .post(&b_admin, "/v1/domains", &json!({"domain": domain}))
+            .await;
+        assert_error(&r, 409, "domain_taken", Some("domain"), domain);
+        assert!(
+            !r.text.contains("default"),
+            "the owner is not named: {}",
+            r.text
+        );
+    }
+    let r = server
+        .post(&b_admin, "/v1/domains", &json!({"domain": "localhost"}))
+        .await;
+    assert_error(&r, 422, "invalid_domain", Some("domain"), "one label");
+    let r = server
+        .post(
+            &b_admin,
+            "/v1/domains",
+            &json!({"domain": "b.example", "selector": "two words"}),
+        )
+        .await;
+    assert_error(&r, 422, "invalid_selector", Some("selector"), "selector");
+    let r = server
+        .post(
+            &b_admin,
+            "/v1/domains",
+            &json!({"domain": "b.example", "extra": 1}),
+        )
+        .await;
+    assert_error(&r, 400, "unknown_field", Some("extra"), "unknown field");
+    let listed = server.get(&b_admin, "/v1/domains").await;
+    assert_eq!(listed.json["domains"], json!([]), "refusals wrote nothing");
+
+    // Admins only.
+    let r = server.get(&a_sender, "/v1/domains").await;
+    assert_error(&r, 403, "insufficient_scope", None, "send key lists");
+    let r = server
+        .post(&a_sender, "/v1/domains", &json!({"domain": "x.example"}))
+        .await;
+    assert_error(&r, 403, "insufficient_scope", None, "send key adds");
+
+    // Only the owner gives a domain up; its key goes with it, so whoever
+    // claims the domain next gets a new key.
+    let delete = |key: String, domain: &'static str| {
+        let server = &server;
+        async move {
+            server
+                .request(
+                    Method::DELETE,
+                    &format!("/v1/domains/{domain}"),
+                    Some(&key),
+                    None,
+                    &[],
+                )
+                .await
+        }
+    };
+    let r = delete(b_admin.clone(), "victim-a.example").await;
+    assert_error(&r, 404, "not_found", None, "b deletes a's domain");
+    let r = delete(server.admin.clone(), "victim-a.example").await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    let r = server
+        .post(
+            &b_admin,
+            "/v1/domains",
+            &json!({"domain": "victim-a.example"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_ne!(
+        r.json["dns_records"][0]["value"],
+        value.as_str(),
+        "a new key"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_cannot_send_as_a_domain_another_tenant_owns() {
+    let server = start().await;
+    let (b, b_admin) = server.new_tenant("b").await;
+    let (b_sender, _) = server.new_key(&b, &[Scope::Send]).await;
+    let r = server
+        .post(
+            &server.admin,
+            "/v1/domains",
+            &json!({"domain": "victim-a.example"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+
+    let before = server.snapshot(&b).await;
+    for from in [
+        "ceo@victim-a.example",
+        "CEO <ceo@sub.victim-a.example>",
+        "ceo@SUB.Victim-A.Example",
+    ] {
+        for key in [&b_sender, &b_admin] {
+            let r = server.submit(key, &msg(json!({"from": from}))).await;
+            assert_error(
+                &r,
+                422,
+                "domain_owned_by_another_tenant",
+                Some("from"),
+                from,
+            );
+        }
+    }
+    assert_eq!(server.snapshot(&b).await, before, "refusals wrote nothing");
+
+    // The owner may, and b may send as a domain nobody owns.
+    server
+        .accept(&msg(json!({"from": "ceo@sub.victim-a.example"})))
+        .await;
+    server
+        .accept_as(&b_sender, &msg(json!({"from": "ceo@b-own.example"})))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn require_own_domain_refuses_senders_outside_the_tenants_domains() {
+    let server = start_with(|c| c.policy.require_own_domain = true).await;
+    let before = server.snapshot(&server.tenant).await;
+    let r = server.submit(&server.admin, &msg(json!({}))).await;
+    assert_error(&r, 422, "domain_not_owned", Some("from"), "unowned sender");
+    assert_eq!(server.snapshot(&server.tenant).await, before);
+    let r = server
+        .post(
+            &server.admin,
+            "/v1/domains",
+            &json!({"domain": "example.com"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    server.accept(&msg(json!({}))).await;
+    server
+        .accept(&msg(json!({"from": "news@mail.example.com"})))
+        .await;
+}
+
+// ---------------------------------------------------------------------------
 // Happy paths
 // ---------------------------------------------------------------------------
 

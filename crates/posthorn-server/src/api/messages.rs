@@ -4,6 +4,7 @@
 use super::{Auth, TimeInput, parse_json, read_body};
 use crate::app::AppState;
 use crate::error::{ApiError, ApiResult};
+use crate::sending_domains;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -117,6 +118,7 @@ pub async fn submit(
     let submission: Submission = parse_json(&bytes)?;
     let now = state.now();
     let mut message = validate(&state, &auth, submission, bytes.len() as u64, now)?;
+    refuse_foreign_sender(&state, &auth, &message.from_address).await?;
     message.idempotency = idempotency_key.map(|key| IdempotencyRequest {
         key,
         body_hash: hex::encode(Sha256::digest(&bytes)),
@@ -147,6 +149,28 @@ pub async fn submit(
             .insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
     Ok(response)
+}
+
+/// A From domain that belongs to another tenant (or, with `[policy]
+/// require_own_domain`, not to this one) is refused before anything is
+/// written.
+async fn refuse_foreign_sender(state: &AppState, auth: &Auth, from_address: &str) -> ApiResult<()> {
+    let domain = from_address.rsplit_once('@').map_or("", |(_, d)| d);
+    let refusal = sending_domains::sender_refusal(
+        &*state.store,
+        &auth.tenant.id,
+        &[domain],
+        state.config.policy.require_own_domain,
+    )
+    .await?;
+    match refusal {
+        None => Ok(()),
+        Some((refusal, domain)) => Err(ApiError::unprocessable(
+            refusal.code(),
+            format!("{refusal}: {domain}"),
+        )
+        .with_field("from")),
+    }
 }
 
 fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {

@@ -2,6 +2,7 @@
 //! shared by the handlers.
 
 mod contacts;
+mod domains;
 mod events;
 mod inbound;
 mod messages;
@@ -49,6 +50,11 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/inbound/orphans", get(inbound::orphans))
         .route("/v1/inbound/{id}/raw", get(inbound::raw))
         .route("/v1/suppressions", get(contacts::suppressions))
+        .route("/v1/domains", get(domains::list).post(domains::add))
+        .route(
+            "/v1/domains/{domain}",
+            axum::routing::delete(domains::remove),
+        )
         .route(
             "/v1/settings",
             get(contacts::get_settings).patch(contacts::patch_settings),
