@@ -235,6 +235,15 @@ pub async fn read_body(
 /// Parses JSON into `T`, naming the field at fault on error: 400 for
 /// malformed JSON, unknown fields and wrong types; 422 for a missing field.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> ApiResult<T> {
+    // Every body is an object; serde would also read a struct from an
+    // array (`[]` is an empty patch), which no client means.
+    let is_object = bytes.trim_ascii_start().first() == Some(&b'{');
+    if !is_object && serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok() {
+        return Err(ApiError::bad_request(
+            "invalid_field",
+            "the body must be a JSON object",
+        ));
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize::<_, T>(&mut de).map_err(|e| {
         let path = e.path().to_string();
