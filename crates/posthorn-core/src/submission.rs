@@ -398,15 +398,7 @@ pub fn raw_header_rule(name: &str) -> RawHeaderRule {
 /// A field that breaks this is refused, never repaired: what a client sends
 /// is delivered as sent or not at all.
 pub fn check_raw_header(name: &str, value: &[u8]) -> Result<(), FieldError> {
-    if std::str::from_utf8(value).is_err() {
-        return Err(FieldError::new(
-            name,
-            "invalid_header",
-            format!(
-                "the `{name}` header is neither ASCII nor UTF-8; encode other charsets as RFC 2047 encoded words"
-            ),
-        ));
-    }
+    raw_header_text(name, value)?;
     // Folding is CRLF (or a bare LF, which the session passes on) followed
     // by whitespace; a CR or LF anywhere else, or another control, is not
     // header text.
@@ -430,6 +422,19 @@ pub fn check_raw_header(name: &str, value: &[u8]) -> Result<(), FieldError> {
         rest = &rest[i + fold..];
     }
     Ok(())
+}
+
+/// A header field's value as text: ASCII or UTF-8 (RFC 6532), or refused.
+pub fn raw_header_text<'a>(name: &str, value: &'a [u8]) -> Result<&'a str, FieldError> {
+    std::str::from_utf8(value).map_err(|_| {
+        FieldError::new(
+            name,
+            "invalid_header",
+            format!(
+                "the `{name}` header is neither ASCII nor UTF-8; encode other charsets as RFC 2047 encoded words"
+            ),
+        )
+    })
 }
 
 #[cfg(test)]
