@@ -3,10 +3,13 @@
 //! scope, and every RCPT becomes one delivery through the same policy chain
 //! as the HTTP API. The 250 after the data names the message id.
 //!
-//! The message is kept as the client built it and sent as it is; a
-//! `Bcc:` header is removed, and `Message-ID`/`Date` are added when missing.
-//! `X-Posthorn-Stream` and `X-Posthorn-Campaign` choose the stream and
-//! campaign (and are removed before sending).
+//! The message is kept as the client built it and sent byte for byte;
+//! `Bcc`, `Resent-Bcc` and `Return-Path` are removed, and `Message-ID`/`Date`
+//! are added when missing. `X-Posthorn-Stream` and `X-Posthorn-Campaign`
+//! choose the stream and campaign (and are removed before sending). The
+//! content rules are the API's (`posthorn_core::submission`); what breaks
+//! them is refused with 554 5.6.0 (550 5.7.1 for a header Posthorn owns),
+//! never repaired.
 
 use crate::app::AppState;
 use crate::headers::{HeaderBlock, unfold};
