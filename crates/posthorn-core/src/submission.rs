@@ -20,9 +20,10 @@ pub const MAX_SUBJECT_BYTES: usize = 998;
 pub const MAX_HEADER_VALUE_BYTES: usize = 998;
 /// Longest header name (RFC 5322 allows 997; 76 keeps `Name: ` on one line).
 pub const MAX_HEADER_NAME: usize = 76;
-pub const MAX_CAMPAIGN_CHARS: usize = 128;
+/// Campaign ids and tags are measured in bytes of UTF-8, as they always were.
+pub const MAX_CAMPAIGN_BYTES: usize = 128;
 pub const MAX_TAGS: usize = 20;
-pub const MAX_TAG_CHARS: usize = 128;
+pub const MAX_TAG_BYTES: usize = 128;
 /// Metadata as compact JSON.
 pub const MAX_METADATA_BYTES: usize = 10 * 1024;
 /// The earliest time a client may give: the Unix epoch.
@@ -267,14 +268,11 @@ pub fn check_tags(tags: &[String]) -> Result<(), FieldError> {
         ));
     }
     for (i, tag) in tags.iter().enumerate() {
-        if tag.is_empty()
-            || tag.chars().count() > MAX_TAG_CHARS
-            || tag.chars().any(char::is_control)
-        {
+        if tag.is_empty() || tag.len() > MAX_TAG_BYTES || tag.chars().any(char::is_control) {
             return Err(FieldError::new(
                 format!("tags[{i}]"),
                 "invalid_tag",
-                "tags are 1 to 128 characters without control characters",
+                "tags are 1 to 128 bytes without control characters",
             ));
         }
     }
@@ -315,13 +313,13 @@ pub fn check_stream(stream: &str) -> Result<(), FieldError> {
 
 pub fn check_campaign(campaign: &str) -> Result<(), FieldError> {
     if campaign.is_empty()
-        || campaign.chars().count() > MAX_CAMPAIGN_CHARS
+        || campaign.len() > MAX_CAMPAIGN_BYTES
         || campaign.chars().any(char::is_control)
     {
         return Err(FieldError::new(
             "campaign",
             "invalid_campaign",
-            "campaign ids are 1 to 128 characters without control characters",
+            "campaign ids are 1 to 128 bytes without control characters",
         ));
     }
     Ok(())
@@ -519,8 +517,9 @@ mod tests {
     }
 
     #[test]
-    fn campaigns_and_tags_count_characters_and_refuse_controls() {
-        assert!(check_campaign(&"é".repeat(128)).is_ok());
+    fn campaigns_and_tags_count_bytes_and_refuse_controls() {
+        assert!(check_campaign(&"é".repeat(64)).is_ok());
+        assert!(check_campaign(&"é".repeat(65)).is_err());
         assert!(check_campaign(&"c".repeat(129)).is_err());
         assert!(check_campaign("a\x01b").is_err());
         assert!(check_campaign("").is_err());
