@@ -26,12 +26,12 @@ impl Handler for Recorder {
     }
 }
 
-/// A server that gives up on a silent client after a few seconds, so that a
+/// A server that gives up on a silent client after half a minute, so that a
 /// session that never answers ends (and its test fails) instead of hanging.
 fn settings() -> ServerSettings {
     let mut settings = ServerSettings::new("mx.test");
-    settings.command_timeout = std::time::Duration::from_secs(5);
-    settings.data_timeout = std::time::Duration::from_secs(5);
+    settings.command_timeout = std::time::Duration::from_secs(30);
+    settings.data_timeout = std::time::Duration::from_secs(30);
     settings
 }
 

@@ -19,7 +19,6 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 
-pub use posthorn_core::submission::DEFAULT_STREAM;
 /// How long an idempotency key is remembered.
 const IDEMPOTENCY_WINDOW: i64 = DAY;
 

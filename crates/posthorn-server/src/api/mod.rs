@@ -9,7 +9,6 @@ mod tracker;
 
 pub use tracker::PIXEL;
 
-pub use messages::DEFAULT_STREAM;
 mod read;
 
 use crate::app::AppState;
