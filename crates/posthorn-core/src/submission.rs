@@ -371,20 +371,21 @@ pub enum RawHeaderRule {
 ///
 /// Unlike the API, a client builds its own MIME structure (`Content-*`,
 /// `MIME-Version`), may relay mail with earlier hops (`Received`) and may
-/// resend (`Resent-*`): those are kept. What stays Posthorn's alone is
-/// refused as in the API: the unsubscribe headers, signatures and
-/// authentication results, and `X-Posthorn-*` names we do not read (a typo
+/// resend (`Resent-*`): those are kept. So is a client's own
+/// `List-Unsubscribe`/`List-Unsubscribe-Post` (list managers and relays
+/// carry theirs, and a copy gets Posthorn's only when it has none, so it
+/// never carries two). Refused: signatures and authentication results (a
+/// third party's signature pasted into a submission would make Posthorn a
+/// DKIM-replay vehicle), and `X-Posthorn-*` names we do not read (a typo
 /// such as `X-Posthorn-Strem` must not pass silently).
 pub fn raw_header_rule(name: &str) -> RawHeaderRule {
     let lower = name.to_ascii_lowercase();
     match lower.as_str() {
         "x-posthorn-stream" | "x-posthorn-campaign" => RawHeaderRule::Consume,
         "bcc" | "resent-bcc" | "return-path" => RawHeaderRule::Remove,
-        "list-unsubscribe"
-        | "list-unsubscribe-post"
-        | "dkim-signature"
-        | "domainkey-signature"
-        | "authentication-results" => RawHeaderRule::Refuse,
+        "dkim-signature" | "domainkey-signature" | "authentication-results" => {
+            RawHeaderRule::Refuse
+        }
         _ if lower.starts_with("arc-") || lower.starts_with("x-posthorn-") => RawHeaderRule::Refuse,
         _ => RawHeaderRule::Keep,
     }
@@ -558,8 +559,8 @@ mod tests {
             ("X-Posthorn-Stream", Consume),
             ("x-posthorn-campaign", Consume),
             ("X-Posthorn-Strem", Refuse),
-            ("List-Unsubscribe", Refuse),
-            ("List-Unsubscribe-Post", Refuse),
+            ("List-Unsubscribe", Keep),
+            ("List-Unsubscribe-Post", Keep),
             ("DKIM-Signature", Refuse),
             ("ARC-Seal", Refuse),
             ("Authentication-Results", Refuse),

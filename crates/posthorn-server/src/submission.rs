@@ -8,8 +8,9 @@
 //! are added when missing. `X-Posthorn-Stream` and `X-Posthorn-Campaign`
 //! choose the stream and campaign (and are removed before sending). The
 //! content rules are the API's (`posthorn_core::submission`); what breaks
-//! them is refused with 554 5.6.0 (550 5.7.1 for a header Posthorn owns),
-//! never repaired.
+//! them is refused with 554 5.6.0 (550 5.7.1 for a header Posthorn owns:
+//! signatures, authentication results, unknown `X-Posthorn-*`), never
+//! repaired.
 
 use crate::app::AppState;
 use crate::headers::{HeaderBlock, unfold};
@@ -347,11 +348,11 @@ mod tests {
 
     #[test]
     fn refusals_name_the_code_and_the_field() {
-        let e = read_message(b"List-Unsubscribe: <mailto:x@y>\r\n\r\nhi").unwrap_err();
+        let e = read_message(b"DKIM-Signature: v=1; d=victim.example\r\n\r\nhi").unwrap_err();
         let reply = refusal(&e);
         assert_eq!((reply.code, reply.enhanced), (550, "5.7.1"));
         assert!(
-            reply.text.ends_with("(reserved_header: List-Unsubscribe)"),
+            reply.text.ends_with("(reserved_header: DKIM-Signature)"),
             "{}",
             reply.text
         );

@@ -69,9 +69,11 @@ pub fn build(
 }
 
 /// `raw` with `List-Unsubscribe` (and the one-click `List-Unsubscribe-Post`)
-/// in front, unless its header block already has one.
+/// in front, unless its header block already has either: the client's own
+/// unsubscribe stays alone, so that a copy never carries two.
 fn with_unsubscribe_headers(raw: &[u8], list_unsubscribe: &str) -> Vec<u8> {
-    if HeaderBlock::parse(raw).get("list-unsubscribe").is_some() {
+    let headers = HeaderBlock::parse(raw);
+    if headers.get("list-unsubscribe").is_some() || headers.get("list-unsubscribe-post").is_some() {
         return raw.to_vec();
     }
     let mut out = format!(
@@ -111,6 +113,25 @@ mod tests {
     use posthorn_core::{DeliveryId, EventSource, MessageId, TenantId};
     use posthorn_store::RecipientKind;
     use serde_json::json;
+
+    #[test]
+    fn a_client_built_message_gets_our_unsubscribe_headers_only_without_its_own() {
+        let ours = "<https://t.example/u/x>";
+        let bare = b"Subject: a\r\n\r\nbody\r\n";
+        let added = String::from_utf8(with_unsubscribe_headers(bare, ours)).unwrap();
+        assert!(
+            added.starts_with(
+                "List-Unsubscribe: <https://t.example/u/x>\r\nList-Unsubscribe-Post: List-Unsubscribe=One-Click\r\nSubject: a\r\n"
+            ),
+            "{added}"
+        );
+        for own in [
+            &b"List-Unsubscribe: <mailto:l@x>\r\nSubject: a\r\n\r\nbody\r\n"[..],
+            b"Subject: a\r\nlist-unsubscribe-post: List-Unsubscribe=One-Click\r\n\r\nbody\r\n",
+        ] {
+            assert_eq!(with_unsubscribe_headers(own, ours), own);
+        }
+    }
 
     /// A copy built from stored values that no longer pass submission (a
     /// 100,000-character header, control characters) or that are
