@@ -17,6 +17,7 @@ pub mod net;
 pub mod policy;
 pub mod retry;
 pub mod status;
+pub mod submission;
 pub mod suppression;
 
 pub use clock::{Clock, Millis, SystemClock};

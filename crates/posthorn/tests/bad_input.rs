@@ -160,7 +160,7 @@ fn key_id(token: &str) -> String {
 
 /// One SMTP step: what to send (a line without CRLF, or a whole DATA
 /// payload ending in `\r\n.\r\n`) and the reply code expected.
-type Step = (String, u16);
+type Step = (Vec<u8>, u16);
 
 struct SmtpCase {
     name: &'static str,
@@ -174,7 +174,7 @@ enum Listener {
     Mx,
 }
 
-fn step(send: impl Into<String>, code: u16) -> Step {
+fn step(send: impl Into<Vec<u8>>, code: u16) -> Step {
     (send.into(), code)
 }
 
@@ -214,17 +214,20 @@ fn converse(addr: SocketAddr, steps: &[Step]) -> Result<(), String> {
         return Err(format!("greeting {greeting}"));
     }
     for (send, expected) in steps {
-        let bytes = if send.ends_with("\r\n.\r\n") {
-            send.clone().into_bytes()
+        let bytes = if send.ends_with(b"\r\n.\r\n") {
+            send.clone()
         } else {
-            format!("{send}\r\n").into_bytes()
+            [&send[..], b"\r\n"].concat()
         };
         writer.write_all(&bytes).map_err(|e| e.to_string())?;
         let (code, text) = read_reply(&mut reader)?;
         if code != *expected {
             return Err(format!(
                 "sent {:?}: expected {expected}, got {text:?}",
-                send.chars().take(80).collect::<String>()
+                String::from_utf8_lossy(send)
+                    .chars()
+                    .take(80)
+                    .collect::<String>()
             ));
         }
     }
@@ -445,6 +448,24 @@ async fn every_bad_input_is_refused_with_its_code_and_writes_nothing() {
         submit(json!({"tracking": {"scroll": true}}), "unknown_field", "tracking.scroll"),
         submit(json!({"test": "true"}), "invalid_field", "test"),
         submit(json!({"priority": 1}), "unknown_field", "priority"),
+        // --- POST /v1/messages: content Posthorn would have to send ---
+        submit(json!({"text": "a\u{0}b"}), "nul_byte", "text"),
+        submit(json!({"html": "<p>a\u{0}b</p>"}), "nul_byte", "html"),
+        submit(json!({"headers": {"List-Unsubscribe": "<https://evil.example/u>"}}), "reserved_header", "headers.List-Unsubscribe"),
+        submit(json!({"headers": {"List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}}), "reserved_header", "headers.List-Unsubscribe-Post"),
+        submit(json!({"headers": {"Return-Path": "<x@evil.example>"}}), "reserved_header", "headers.Return-Path"),
+        submit(json!({"headers": {"ARC-Seal": "i=1"}}), "reserved_header", "headers.ARC-Seal"),
+        submit(json!({"headers": {"Authentication-Results": "x; dkim=pass"}}), "reserved_header", "headers.Authentication-Results"),
+        submit(json!({"headers": {"X-Posthorn-Stream": "news"}}), "reserved_header", "headers.X-Posthorn-Stream"),
+        submit(json!({"headers": {"Resent-Bcc": "x@example.com"}}), "reserved_header", "headers.Resent-Bcc"),
+        submit(json!({"headers": {"X-Long": long(999)}}), "invalid_header", "headers.X-Long"),
+        submit(json!({"headers": {"X-Bell": "ring\u{7}"}}), "header_injection", "headers.X-Bell"),
+        submit(json!({"headers": {"X-Nul": "a\u{0}b"}}), "header_injection", "headers.X-Nul"),
+        submit(json!({"subject": "bell\u{7}"}), "header_injection", "subject"),
+        submit(json!({"send_at": 253_402_300_800_000_i64}), "invalid_time", "send_at"),
+        submit(json!({"send_at": "+10000-01-01T00:00:00Z"}), "invalid_time", "send_at"),
+        submit(json!({"expires_at": i64::MAX}), "invalid_time", "expires_at"),
+        case("POST", "/v1/events", Who::Admin, Body::Json(json!({"delivery_id": delivery, "kind": "opened", "occurred_at": 253_402_300_800_000_i64})), 422, "invalid_time", Some("occurred_at")),
         // --- idempotency keys ---
         HttpCase { headers: vec![("idempotency-key", long(256))], ..case("POST", "/v1/messages", Who::Admin, msg(json!({})), 400, "invalid_idempotency_key", None) },
         HttpCase { headers: vec![("idempotency-key", "two words".into())], ..case("POST", "/v1/messages", Who::Admin, msg(json!({})), 400, "invalid_idempotency_key", None) },
@@ -621,10 +642,16 @@ async fn every_bad_input_is_refused_with_its_code_and_writes_nothing() {
         SmtpCase { name: "VRFY", to: Listener::Submission, steps: vec![ehlo(), step("VRFY root", 252)] },
         SmtpCase { name: "envelope sender of another tenant's domain", to: Listener::Submission, steps: with(authed(&admin), vec![step("MAIL FROM:<ceo@other-tenant.example>", 250), step("RCPT TO:<ann@example.com>", 250), step("DATA", 354), step(data_msg("From: ceo@other-tenant.example\r\nSubject: Hi", "Hello"), 550)]) },
         SmtpCase { name: "From header of another tenant's subdomain", to: Listener::Submission, steps: with(envelope(&send), vec![step(data_msg("From: CEO <ceo@x.other-tenant.example>\r\nSubject: Hi", "Hello"), 550)]) },
-        SmtpCase { name: "an unknown stream", to: Listener::Submission, steps: with(envelope(&send), vec![step(data_msg("From: shop@shop.example\r\nSubject: Hi\r\nX-Posthorn-Stream: Not A Stream", "Hello"), 550)]) },
-        SmtpCase { name: "a subject longer than the API allows", to: Listener::Submission, steps: with(envelope(&send), vec![step(data_msg(&format!("From: shop@shop.example\r\nSubject: {}", long(999)), "Hello"), 550)]) },
-        SmtpCase { name: "a campaign with a control character", to: Listener::Submission, steps: with(envelope(&send), vec![step(data_msg("From: shop@shop.example\r\nSubject: Hi\r\nX-Posthorn-Campaign: spring\x07sale", "Hello"), 550)]) },
-        SmtpCase { name: "a campaign too long", to: Listener::Submission, steps: with(envelope(&send), vec![step(data_msg(&format!("From: shop@shop.example\r\nSubject: Hi\r\nX-Posthorn-Campaign: {}", long(5002)), "Hello"), 550)]) },
+        SmtpCase { name: "an unknown stream", to: Listener::Submission, steps: with(envelope(&send), vec![step(data_msg("From: shop@shop.example\r\nSubject: Hi\r\nX-Posthorn-Stream: Not A Stream", "Hello"), 554)]) },
+        SmtpCase { name: "a subject longer than the API allows", to: Listener::Submission, steps: with(envelope(&send), vec![step(data_msg(&format!("From: shop@shop.example\r\nSubject: {}", long(999)), "Hello"), 554)]) },
+        SmtpCase { name: "a campaign with a control character", to: Listener::Submission, steps: with(envelope(&send), vec![step(data_msg("From: shop@shop.example\r\nSubject: Hi\r\nX-Posthorn-Campaign: spring\x07sale", "Hello"), 554)]) },
+        SmtpCase { name: "a campaign too long", to: Listener::Submission, steps: with(envelope(&send), vec![step(data_msg(&format!("From: shop@shop.example\r\nSubject: Hi\r\nX-Posthorn-Campaign: {}", long(5002)), "Hello"), 554)]) },
+        SmtpCase { name: "a NUL byte in the body", to: Listener::Submission, steps: with(envelope(&send), vec![step(data_msg("From: shop@shop.example\r\nSubject: Hi", "a\0b"), 554)]) },
+        SmtpCase { name: "a pasted DKIM signature", to: Listener::Submission, steps: with(envelope(&send), vec![step(data_msg("DKIM-Signature: v=1; d=bank.example; s=x; b=AAAA\r\nFrom: shop@shop.example\r\nSubject: Hi", "Hello"), 550)]) },
+        SmtpCase { name: "a forged Authentication-Results", to: Listener::Submission, steps: with(envelope(&send), vec![step(data_msg("Authentication-Results: mx.example; dkim=pass\r\nFrom: shop@shop.example\r\nSubject: Hi", "Hello"), 550)]) },
+        SmtpCase { name: "an unknown X-Posthorn header", to: Listener::Submission, steps: with(envelope(&send), vec![step(data_msg("X-Posthorn-Tenant: other\r\nFrom: shop@shop.example\r\nSubject: Hi", "Hello"), 550)]) },
+        SmtpCase { name: "a Latin-1 subject", to: Listener::Submission, steps: with(envelope(&send), vec![step(&b"From: shop@shop.example\r\nSubject: Gr\xfc\xdfe\r\n\r\nHello\r\n.\r\n"[..], 554)]) },
+        SmtpCase { name: "a header line that is no header", to: Listener::Submission, steps: with(envelope(&send), vec![step(data_msg("From: shop@shop.example\r\nthis is not a header\r\nSubject: Hi", "Hello"), 554)]) },
         // --- the inbound MX ---
         SmtpCase { name: "MX: relaying to a foreign address", to: Listener::Mx, steps: vec![ehlo(), step("MAIL FROM:<a@remote.example>", 250), step("RCPT TO:<victim@gmail.example>", 550)] },
         SmtpCase { name: "MX: an unknown local part", to: Listener::Mx, steps: vec![ehlo(), step("MAIL FROM:<a@remote.example>", 250), step("RCPT TO:<postmaster-not-ours@shop.example>", 550)] },

@@ -167,7 +167,7 @@ fn mail_from_a_domain_with_a_key_is_signed_and_an_independent_verifier_accepts_i
         "subject": "Your receipt",
         "text": "Thanks for your order!\n.a line starting with a dot\ntrailing spaces   \n\n\n",
         "html": "<p>Thanks for your <b>order</b>!</p>",
-        "headers": {"List-Unsubscribe": "<mailto:unsubscribe@sender.example>", "X-Order": "1042"}
+        "headers": {"List-Id": "Receipts <receipts.sender.example>", "X-Order": "1042"}
     })));
     let unsigned = ids(&server.submit(json!({
         "from": "someone@unsigned.example", "to": "carl@example.com",

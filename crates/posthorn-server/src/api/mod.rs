@@ -10,7 +10,6 @@ mod tracker;
 
 pub use tracker::PIXEL;
 
-pub use messages::{DEFAULT_STREAM, valid_name as valid_stream_name};
 mod read;
 
 use crate::app::AppState;
@@ -301,16 +300,18 @@ pub enum TimeInput {
 impl TimeInput {
     pub fn to_millis(&self, field: &str) -> ApiResult<posthorn_core::Millis> {
         let ms = match self {
-            TimeInput::Millis(ms) if *ms >= 0 => Some(*ms),
+            TimeInput::Millis(ms) => Some(*ms),
             TimeInput::Text(t) => posthorn_core::clock::parse_rfc3339(t),
-            TimeInput::Millis(_) => None,
         };
-        ms.ok_or_else(|| {
+        let ms = ms.ok_or_else(|| {
             ApiError::unprocessable(
                 "invalid_time",
                 "expected an RFC 3339 time such as 2026-11-24T10:00:00Z, or epoch milliseconds",
             )
             .with_field(field)
-        })
+        })?;
+        // Only times every reader can show (1970 to 9999) are stored.
+        posthorn_core::submission::check_time(field, ms).map_err(messages::field_error)?;
+        Ok(ms)
     }
 }
