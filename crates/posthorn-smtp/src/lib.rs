@@ -8,6 +8,7 @@
 //! `posthorn-core`), and it does no DNS of its own.
 
 pub mod client;
+pub mod listen;
 pub mod reply;
 pub mod server;
 pub mod tls;
