@@ -161,58 +161,61 @@ impl Metrics {
     }
 }
 
+/// One counter of a listener's [`ListenerStats`].
+type Pick = fn(&ListenerStats) -> &AtomicU64;
+
 impl Metrics {
     fn render_listeners(&self, out: &mut String) {
         let Ok(map) = self.listeners.lock() else {
             return;
         };
-        let read = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let families: [(
-            &str,
-            &str,
-            &str,
-            fn(&ListenerStats) -> Vec<(&'static str, &AtomicU64)>,
-        ); 4] = [
-            (
-                "posthorn_connections_refused_total",
-                "counter",
-                "Connections refused over a listener's caps, by listener and cap.",
-                |s| vec![("total", &s.refused_total), ("per_ip", &s.refused_per_ip)],
-            ),
+        let name = "posthorn_connections_refused_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Connections refused over a listener's caps, by listener and cap."
+        );
+        let _ = writeln!(out, "# TYPE {name} counter");
+        for (listener, stats) in map.iter() {
+            for (limit, value) in [
+                ("total", &stats.refused_total),
+                ("per_ip", &stats.refused_per_ip),
+            ] {
+                let _ = writeln!(
+                    out,
+                    "{name}{{listener=\"{listener}\",limit=\"{limit}\"}} {}",
+                    value.load(Ordering::Relaxed)
+                );
+            }
+        }
+        let families: [(&str, &str, &str, Pick); 3] = [
             (
                 "posthorn_connections_evicted_total",
                 "counter",
                 "Idle connections closed to make room for a new one, by listener.",
-                |s| vec![("", &s.evicted)],
+                |s| &s.evicted,
             ),
             (
                 "posthorn_connections_open",
                 "gauge",
                 "Connections open now, by listener.",
-                |s| vec![("", &s.open)],
+                |s| &s.open,
             ),
             (
                 "posthorn_accept_errors_total",
                 "counter",
                 "Accepts the system refused (e.g. out of file descriptors), by listener.",
-                |s| vec![("", &s.accept_errors)],
+                |s| &s.accept_errors,
             ),
         ];
-        for (name, kind, help, values) in families {
+        for (name, kind, help, pick) in families {
             let _ = writeln!(out, "# HELP {name} {help}");
             let _ = writeln!(out, "# TYPE {name} {kind}");
             for (listener, stats) in map.iter() {
-                for (limit, value) in values(stats) {
-                    let _ = if limit.is_empty() {
-                        writeln!(out, "{name}{{listener=\"{listener}\"}} {}", read(value))
-                    } else {
-                        writeln!(
-                            out,
-                            "{name}{{listener=\"{listener}\",limit=\"{limit}\"}} {}",
-                            read(value)
-                        )
-                    };
-                }
+                let _ = writeln!(
+                    out,
+                    "{name}{{listener=\"{listener}\"}} {}",
+                    pick(stats).load(Ordering::Relaxed)
+                );
             }
         }
     }
