@@ -215,3 +215,146 @@ impl HttpBody for BusyBody {
         self.inner.size_hint()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Real sockets with short timeouts; each wait has a generous deadline
+    //! and nothing asserts how long anything took.
+
+    use super::*;
+    use axum::routing::{get as route_get, post};
+    use std::net::SocketAddr;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    /// Long enough to wait for anything the server should do by itself.
+    const DEADLINE: Duration = Duration::from_secs(20);
+    const SHORT: Duration = Duration::from_millis(300);
+    const LONG: Duration = Duration::from_secs(600);
+
+    /// A server whose timeouts are `timeouts` (short ones to see them act,
+    /// long ones where they must not interfere).
+    async fn start(max_connections: usize, max_per_ip: usize, timeouts: Duration) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let router = Router::new()
+            .route("/healthz", route_get(|| async { "ok" }))
+            .route("/echo", post(|body: String| async move { body }))
+            .route(
+                "/peer",
+                route_get(
+                    |ConnectInfo(peer): ConnectInfo<SocketAddr>| async move { peer.to_string() },
+                ),
+            );
+        let limits = HttpLimits {
+            connections: ConnectionLimits {
+                max_connections,
+                max_per_ip,
+            },
+            header_timeout: timeouts,
+            body_timeout: timeouts,
+            exempt: None,
+        };
+        tokio::spawn(serve(
+            listener,
+            router,
+            limits,
+            Arc::default(),
+            std::future::pending(),
+        ));
+        addr
+    }
+
+    /// Everything the server sends until it closes (or the deadline).
+    async fn read_all(tcp: &mut TcpStream) -> String {
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(DEADLINE, tcp.read_to_end(&mut out)).await;
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    async fn get(addr: SocketAddr, path: &str) -> String {
+        let mut tcp = TcpStream::connect(addr).await.unwrap();
+        let request = format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+        tcp.write_all(request.as_bytes()).await.unwrap();
+        read_all(&mut tcp).await
+    }
+
+    /// True when the server closed `tcp` before the deadline.
+    async fn closed_by_server(tcp: &mut TcpStream) -> bool {
+        let mut buf = [0u8; 1024];
+        loop {
+            match tokio::time::timeout(DEADLINE, tcp.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return true,
+                Ok(Ok(_)) => continue,
+                Err(_) => return false,
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn requests_are_served_with_the_clients_address() {
+        let addr = start(10, 10, SHORT).await;
+        let answer = get(addr, "/peer").await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(answer.contains("127.0.0.1:"), "{answer}");
+    }
+
+    #[tokio::test]
+    async fn idle_and_slow_header_connections_are_closed() {
+        let addr = start(10, 10, SHORT).await;
+        let mut idle = TcpStream::connect(addr).await.unwrap();
+        let mut slow = TcpStream::connect(addr).await.unwrap();
+        slow.write_all(b"GET /healthz HTTP/1.1\r\nHost:")
+            .await
+            .unwrap();
+        assert!(closed_by_server(&mut idle).await, "idle connection kept");
+        assert!(closed_by_server(&mut slow).await, "slow headers kept");
+    }
+
+    #[tokio::test]
+    async fn a_body_that_trickles_is_cut_off() {
+        let addr = start(10, 10, SHORT).await;
+        let mut tcp = TcpStream::connect(addr).await.unwrap();
+        tcp.write_all(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n0123456789")
+            .await
+            .unwrap();
+        // The rest never comes: the server answers an error and closes.
+        let answer = read_all(&mut tcp).await;
+        assert!(answer.starts_with("HTTP/1.1 4"), "{answer:?}");
+        // A body sent at once is echoed.
+        let mut tcp = TcpStream::connect(addr).await.unwrap();
+        tcp.write_all(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello")
+            .await
+            .unwrap();
+        let answer = read_all(&mut tcp).await;
+        assert!(answer.ends_with("hello"), "{answer:?}");
+    }
+
+    #[tokio::test]
+    async fn at_the_cap_the_oldest_idle_connection_makes_room() {
+        let addr = start(2, 10, LONG).await;
+        let mut first = TcpStream::connect(addr).await.unwrap();
+        let mut second = TcpStream::connect(addr).await.unwrap();
+        // Full of idle connections: a request still gets through...
+        let answer = get(addr, "/healthz").await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        // ...and the oldest idle connection is the one closed for it.
+        assert!(closed_by_server(&mut first).await, "the oldest idle went");
+        second
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let answer = read_all(&mut second).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    }
+
+    #[tokio::test]
+    async fn over_the_per_address_cap_a_connection_is_told_503() {
+        let addr = start(10, 2, LONG).await;
+        let _a = TcpStream::connect(addr).await.unwrap();
+        let _b = TcpStream::connect(addr).await.unwrap();
+        let refused = get(addr, "/healthz").await;
+        assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
+        assert!(refused.ends_with("too many connections\n"), "{refused}");
+    }
+}
