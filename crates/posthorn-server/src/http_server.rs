@@ -88,8 +88,15 @@ pub async fn serve(
                 // Busy from the request's head until its response has been
                 // sent (the guard travels into the response body).
                 let guard = permit.busy();
-                let mut request = request
-                    .map(|body| axum::body::Body::new(DeadlineBody::new(body, body_timeout)));
+                let mut request = request.map(|body| {
+                    // Most requests (tracker hits, GETs) have no body: no
+                    // timer for them.
+                    if body.is_end_stream() {
+                        axum::body::Body::new(body)
+                    } else {
+                        axum::body::Body::new(DeadlineBody::new(body, body_timeout))
+                    }
+                });
                 request.extensions_mut().insert(ConnectInfo(peer));
                 let mut router = router.clone();
                 async move {
