@@ -684,7 +684,9 @@ mod tests {
             .map(|n| n.to_string())
             .collect();
         assert_eq!(shown, ["10.0.0.0/8", "fd00::/8"]);
-        assert!(toml::from_str::<Config>("[delivery]\nallow_networks = [\"10.0.0.0/33\"]\n").is_err());
+        assert!(
+            toml::from_str::<Config>("[delivery]\nallow_networks = [\"10.0.0.0/33\"]\n").is_err()
+        );
         assert!(toml::from_str::<Config>("[delivery]\nallow_network = []\n").is_err());
     }
 

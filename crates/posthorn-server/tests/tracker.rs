@@ -189,7 +189,11 @@ async fn repeated_hits_from_one_client_are_counted_but_stored_only_up_to_the_bou
     let engagement = &d["engagement"];
     // Every hit counts ...
     assert_eq!(engagement["all"]["opens"], kept as u64 + 27, "{engagement}");
-    assert_eq!(engagement["human"]["opens"], kept as u64 + 27, "{engagement}");
+    assert_eq!(
+        engagement["human"]["opens"],
+        kept as u64 + 27,
+        "{engagement}"
+    );
     assert_eq!(engagement["all"]["opened"], true);
     // ... but only the first ones of each client are events.
     assert_eq!(
@@ -220,7 +224,10 @@ async fn a_long_timeline_comes_in_pages() {
     let pixel = format!("/o/{}", sign(&server.keys, &Target::Open(id.clone())));
     // 120 different clients: each hit is kept.
     for i in 0..120 {
-        assert_eq!(server.hit(&pixel, &format!("{BROWSER} reader/{i}")).await, 200);
+        assert_eq!(
+            server.hit(&pixel, &format!("{BROWSER} reader/{i}")).await,
+            200
+        );
     }
     let total = 2 + 120; // queued, delivered, the opens
     let (status, d) = server.get(&format!("/v1/deliveries/{id}")).await;
@@ -228,7 +235,9 @@ async fn a_long_timeline_comes_in_pages() {
     let first_page = d["events"].as_array().unwrap();
     assert_eq!(first_page.len(), 50, "the detail holds the first page only");
     assert_eq!(first_page[0]["kind"], "queued");
-    let next = d["events_next_cursor"].as_str().expect("a cursor to the rest");
+    let next = d["events_next_cursor"]
+        .as_str()
+        .expect("a cursor to the rest");
     assert!(
         d["events_next"]
             .as_str()
@@ -244,14 +253,20 @@ async fn a_long_timeline_comes_in_pages() {
     let paged = server.all_pages(&id, 7).await;
     assert_eq!(paged.len(), total);
     let ids: Vec<&str> = paged.iter().map(|e| e["id"].as_str().unwrap()).collect();
-    assert_eq!(ids.iter().collect::<HashSet<_>>().len(), total, "no repeats");
+    assert_eq!(
+        ids.iter().collect::<HashSet<_>>().len(),
+        total,
+        "no repeats"
+    );
     let mut sorted = ids.clone();
     sorted.sort();
     assert_eq!(ids, sorted, "oldest first");
     assert_eq!(&paged[..50], &first_page[..]);
     // The detail's cursor continues where it stopped.
     let (_, rest) = server
-        .get(&format!("/v1/deliveries/{id}/events?cursor={next}&limit=500"))
+        .get(&format!(
+            "/v1/deliveries/{id}/events?cursor={next}&limit=500"
+        ))
         .await;
     assert_eq!(rest["events"].as_array().unwrap()[..], paged[50..]);
     assert_eq!(rest["next_cursor"], Value::Null);

@@ -224,8 +224,11 @@ pub trait Store: Send + Sync + 'static {
     /// Counts a hit that is not stored as an event (it repeats stored
     /// ones): no event, no status change, only the count of its delivery,
     /// target and verdict. False when `tenant` has no such delivery.
-    async fn record_repeated_hit(&self, tenant: &TenantId, hit: NewRepeatedHit)
-    -> StoreResult<bool>;
+    async fn record_repeated_hit(
+        &self,
+        tenant: &TenantId,
+        hit: NewRepeatedHit,
+    ) -> StoreResult<bool>;
     /// The counted repeats of one delivery.
     async fn delivery_repeated_hits(
         &self,

@@ -137,7 +137,11 @@ pub async fn status(args: StatusArgs) -> Result<()> {
         while let Some(page_path) = next {
             let page = args
                 .api
-                .call(reqwest::Method::GET, &format!("{page_path}&limit=500"), None)
+                .call(
+                    reqwest::Method::GET,
+                    &format!("{page_path}&limit=500"),
+                    None,
+                )
                 .await?;
             events.extend(page["events"].as_array().into_iter().flatten().cloned());
             next = page["next_cursor"]

@@ -498,7 +498,10 @@ fn mail_hosts_resolving_to_loopback_or_metadata_are_not_connected_to_unless_allo
     );
     let ids = common::ids(&server.submit(message));
     let d = wait_status(&server, &ids[0], "delivered");
-    assert_eq!(event_of_kind(&d, "delivered")["details"]["mx_host"], "mx.loop.example");
+    assert_eq!(
+        event_of_kind(&d, "delivered")["details"]["mx_host"],
+        "mx.loop.example"
+    );
     wait_status(&server, &ids[1], "deferred");
 }
 
@@ -579,5 +582,8 @@ fn the_data_directory_and_every_file_in_it_are_private() {
     let server = Server::start(&data, &args, &[]);
     deliver_one(&server);
     let found = assert_private("after a restart");
-    assert!(found.iter().any(|(n, _, _)| n == "dkim/README"), "{found:?}");
+    assert!(
+        found.iter().any(|(n, _, _)| n == "dkim/README"),
+        "{found:?}"
+    );
 }

@@ -240,9 +240,9 @@ async fn record_hit(
     let stored_before = stored.get(&key).copied().unwrap_or(0);
     drop(stored);
     if stored_before >= STORED_PER_CLIENT {
-        return record_repeat(state, &facts, past).await.map(|known| {
-            known.then(|| url.unwrap_or_default())
-        });
+        return record_repeat(state, &facts, past)
+            .await
+            .map(|known| known.then(|| url.unwrap_or_default()));
     }
     let machine_reason = verdict.reason.map(str::to_owned);
     let details = match &url {
