@@ -28,41 +28,54 @@ pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
 /// others from it and from everything under it: directories end 0700 and
 /// files 0600 (at most: an owner's read-only file stays read-only).
 /// Symbolic links are left alone and not followed, so nothing outside the
-/// directory is changed. Returns the paths it changed.
+/// directory is changed. Returns the paths it changed. An entry it cannot
+/// change (another user's file) is logged and left: the directory itself
+/// is private, so nobody else reaches it through there.
 pub fn secure(dir: &Path) -> std::io::Result<Vec<std::path::PathBuf>> {
     create_private_dir(dir)?;
     let mut changed = Vec::new();
-    tighten(dir, &mut changed)?;
+    tighten(dir, &mut changed, true)?;
     for path in &changed {
         tracing::info!(path = %path.display(), "made readable by its owner only");
     }
     Ok(changed)
 }
 
+/// Tightens `path` and what is under it; an error is returned only for
+/// the data directory itself (`top`), logged for anything inside it.
 #[cfg(unix)]
-fn tighten(path: &Path, changed: &mut Vec<std::path::PathBuf>) -> std::io::Result<()> {
+fn tighten(path: &Path, changed: &mut Vec<std::path::PathBuf>, top: bool) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
-    let meta = std::fs::symlink_metadata(path)?;
-    if meta.file_type().is_symlink() {
-        return Ok(());
-    }
-    let mode = meta.permissions().mode() & 0o7777;
-    // Only the owner's bits are kept (no setuid/setgid/sticky either).
-    let private = mode & 0o700;
-    if mode != private {
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(private))?;
-        changed.push(path.to_path_buf());
-    }
-    if meta.is_dir() {
-        for entry in std::fs::read_dir(path)? {
-            tighten(&entry?.path(), changed)?;
+    let result = (|| {
+        let meta = std::fs::symlink_metadata(path)?;
+        if meta.file_type().is_symlink() {
+            return Ok(());
         }
+        let mode = meta.permissions().mode() & 0o7777;
+        // Only the owner's bits are kept (no setuid/setgid/sticky either).
+        let private = mode & 0o700;
+        if mode != private {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(private))?;
+            changed.push(path.to_path_buf());
+        }
+        if meta.is_dir() {
+            for entry in std::fs::read_dir(path)? {
+                tighten(&entry?.path(), changed, false)?;
+            }
+        }
+        Ok(())
+    })();
+    match result {
+        Err(e) if !top => {
+            tracing::warn!(path = %path.display(), error = %e, "could not make this readable by its owner only");
+            Ok(())
+        }
+        other => other,
     }
-    Ok(())
 }
 
 #[cfg(not(unix))]
-fn tighten(_: &Path, _: &mut Vec<std::path::PathBuf>) -> std::io::Result<()> {
+fn tighten(_: &Path, _: &mut Vec<std::path::PathBuf>, _: bool) -> std::io::Result<()> {
     Ok(())
 }
 
