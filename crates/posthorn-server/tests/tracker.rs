@@ -21,6 +21,7 @@ struct Server {
     store: Arc<SqliteStore>,
     admin: String,
     keys: posthorn_track::TokenKeys,
+    state: posthorn_server::AppState,
     _dir: tempfile::TempDir,
 }
 
@@ -41,6 +42,7 @@ async fn start() -> Server {
         panic!("first start creates the admin key");
     };
     let keys = app.state.tracking.keys.clone();
+    let state = app.state.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { app.serve(listener, std::future::pending()).await });
@@ -56,6 +58,7 @@ async fn start() -> Server {
         store,
         admin,
         keys,
+        state,
         _dir: dir,
     }
 }
@@ -215,6 +218,13 @@ async fn repeated_hits_from_one_client_are_counted_but_stored_only_up_to_the_bou
     let facts = server.store.tracking_facts(&id).await.unwrap().unwrap();
     assert_eq!(facts.engagement.len(), kept + 2);
     assert_eq!(facts.repeats.iter().map(|r| r.hits).sum::<u64>(), 25);
+    // Forgotten by the tracker (as after a restart), the client's group is
+    // found full again from the stored events: its next hit is counted.
+    server.state.tracker_cache.clear();
+    assert_eq!(server.hit(&pixel, BROWSER).await, 200);
+    let (_, d) = server.get(&format!("/v1/deliveries/{id}")).await;
+    assert_eq!(d["engagement"]["all"]["opens"], kept as u64 + 28);
+    assert_eq!(d["engagement"]["repeats_not_stored"]["opens"], 26);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
