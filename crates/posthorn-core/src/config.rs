@@ -231,8 +231,19 @@ pub struct DeliveryConfig {
     /// take it (default `15m`, above the longest SMTP timeout).
     pub lease: HumanDuration,
     /// Mail for these domains goes to the given `host:port` instead of the
-    /// domain's MX (`--route DOMAIN=HOST:PORT` adds to it).
+    /// domain's MX (`--route DOMAIN=HOST:PORT` adds to it). A route is the
+    /// operator's own choice: it may point anywhere, loopback included.
     pub routes: BTreeMap<String, String>,
+    /// Networks that mail hosts found in DNS may resolve to although they
+    /// are not public (loopback, private, link-local, ...; see
+    /// `net::delivery_target`), e.g. `["10.0.0.0/8"]` for mail servers on
+    /// the operator's own network. Default: none, so an MX or address
+    /// record pointing at `127.0.0.1` or a metadata service is never
+    /// connected to (`--allow-network CIDR` adds to it).
+    pub allow_networks: Vec<crate::net::Cidr>,
+    /// The port of mail servers found in DNS (default 25, as for every
+    /// MTA; like Postfix's `smtp_tcp_port`, for a test sink or a lab).
+    pub mx_port: u16,
     /// Run the mailbox simulator for `simulator.posthorn.test` (`--demo`).
     pub simulator: bool,
     /// Per-destination settings, keyed by recipient domain
@@ -372,6 +383,8 @@ impl Default for DeliveryConfig {
             claim_batch: 256,
             lease: HumanDuration(15 * MINUTE),
             routes: BTreeMap::new(),
+            allow_networks: Vec::new(),
+            mx_port: 25,
             simulator: false,
             domains: BTreeMap::new(),
             smarthost: None,
@@ -751,6 +764,25 @@ mod tests {
         assert!(d.inbound.mail_timeout < d.inbound.command_timeout);
         assert_eq!(d.server.http_max_connections, 2000);
         assert!(toml::from_str::<Config>("[inbound]\nmax_conections = 5\n").is_err());
+    }
+
+    #[test]
+    fn delivery_allows_no_private_network_unless_configured() {
+        assert!(Config::default().delivery.allow_networks.is_empty());
+        let c: Config =
+            toml::from_str("[delivery]\nallow_networks = [\"10.0.0.0/8\", \"fd00::/8\"]\n")
+                .unwrap();
+        let shown: Vec<String> = c
+            .delivery
+            .allow_networks
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        assert_eq!(shown, ["10.0.0.0/8", "fd00::/8"]);
+        assert!(
+            toml::from_str::<Config>("[delivery]\nallow_networks = [\"10.0.0.0/33\"]\n").is_err()
+        );
+        assert!(toml::from_str::<Config>("[delivery]\nallow_network = []\n").is_err());
     }
 
     #[test]

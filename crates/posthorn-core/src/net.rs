@@ -1,6 +1,7 @@
 //! Client addresses behind proxies: networks (CIDR), which address a request
 //! really came from when trusted reverse proxies or a CDN stand in front of
-//! the tracker, and how much of it is kept.
+//! the tracker, and how much of it is kept. And the other way: which
+//! addresses delivery may connect to ([`delivery_target`]).
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
@@ -168,6 +169,114 @@ fn parse_node(text: &str) -> Option<IpAddr> {
     host.parse::<Ipv4Addr>().ok().map(IpAddr::V4)
 }
 
+/// Why an address is not a delivery target: it is not on the public
+/// internet, so a mail host that resolves to it is either misconfigured or
+/// steering Posthorn at a service of its own network (a local SMTP
+/// server, a cloud metadata endpoint).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForbiddenTarget {
+    /// `0.0.0.0/8`, `::`: "this host".
+    Unspecified,
+    /// `127.0.0.0/8`, `::1`.
+    Loopback,
+    /// RFC 1918 (`10/8`, `172.16/12`, `192.168/16`) and IPv6 unique local
+    /// addresses (`fc00::/7`).
+    Private,
+    /// Carrier-grade NAT, `100.64.0.0/10` (RFC 6598).
+    SharedAddressSpace,
+    /// `169.254.0.0/16`, `fe80::/10`.
+    LinkLocal,
+    /// A cloud instance metadata service: `169.254.169.254`,
+    /// `fd00:ec2::254`.
+    Metadata,
+    /// `224.0.0.0/4`, `ff00::/8`.
+    Multicast,
+    /// `255.255.255.255`.
+    Broadcast,
+    /// Reserved and documentation ranges that no mail server uses:
+    /// `192.0.0.0/24`, `192.0.2.0/24`, `198.18.0.0/15`, `198.51.100.0/24`,
+    /// `203.0.113.0/24`, `240.0.0.0/4`, `2001:db8::/32`, and IPv6 forms that
+    /// embed IPv4 in ways a delivery never needs (`::/96`, `64:ff9b:1::/48`).
+    Reserved,
+}
+
+impl ForbiddenTarget {
+    /// Words for the event that says why a host was skipped.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ForbiddenTarget::Unspecified => "an unspecified address",
+            ForbiddenTarget::Loopback => "a loopback address",
+            ForbiddenTarget::Private => "a private address",
+            ForbiddenTarget::SharedAddressSpace => "a carrier-grade NAT address",
+            ForbiddenTarget::LinkLocal => "a link-local address",
+            ForbiddenTarget::Metadata => "a cloud metadata address",
+            ForbiddenTarget::Multicast => "a multicast address",
+            ForbiddenTarget::Broadcast => "the broadcast address",
+            ForbiddenTarget::Reserved => "a reserved address",
+        }
+    }
+}
+
+impl fmt::Display for ForbiddenTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Whether delivery may connect to `ip`: public addresses may; the
+/// ranges of [`ForbiddenTarget`] may not, unless one of the operator's
+/// `allow` networks (`[delivery] allow_networks`) contains the address.
+/// IPv4 written as IPv6 (`::ffff:127.0.0.1`) is judged as the IPv4 address
+/// it is, so no spelling slips through; the same for the allow list.
+pub fn delivery_target(ip: IpAddr, allow: &[Cidr]) -> Result<(), ForbiddenTarget> {
+    let ip = canonical(ip);
+    match forbidden_range(ip) {
+        Some(_) if allow.iter().any(|c| c.contains(ip)) => Ok(()),
+        Some(why) => Err(why),
+        None => Ok(()),
+    }
+}
+
+/// The forbidden range `ip` (IPv4 already unwrapped) is in, if any.
+fn forbidden_range(ip: IpAddr) -> Option<ForbiddenTarget> {
+    use ForbiddenTarget::*;
+    let within = |net: &str| net.parse::<Cidr>().is_ok_and(|c| c.contains(ip));
+    // Most specific first: the metadata address is link-local too.
+    let table: &[(&str, ForbiddenTarget)] = &[
+        ("169.254.169.254/32", Metadata),
+        ("fd00:ec2::254/128", Metadata),
+        ("0.0.0.0/8", Unspecified),
+        ("::/128", Unspecified),
+        ("127.0.0.0/8", Loopback),
+        ("::1/128", Loopback),
+        ("10.0.0.0/8", Private),
+        ("172.16.0.0/12", Private),
+        ("192.168.0.0/16", Private),
+        ("fc00::/7", Private),
+        ("100.64.0.0/10", SharedAddressSpace),
+        ("169.254.0.0/16", LinkLocal),
+        ("fe80::/10", LinkLocal),
+        ("224.0.0.0/4", Multicast),
+        ("ff00::/8", Multicast),
+        ("255.255.255.255/32", Broadcast),
+        ("192.0.0.0/24", Reserved),
+        ("192.0.2.0/24", Reserved),
+        ("198.18.0.0/15", Reserved),
+        ("198.51.100.0/24", Reserved),
+        ("203.0.113.0/24", Reserved),
+        ("240.0.0.0/4", Reserved),
+        ("2001:db8::/32", Reserved),
+        // IPv4-compatible (deprecated) and local-use NAT64 embed an IPv4
+        // address we would otherwise judge; no MX needs them.
+        ("::/96", Reserved),
+        ("64:ff9b:1::/48", Reserved),
+    ];
+    table
+        .iter()
+        .find(|(net, _)| within(net))
+        .map(|(_, why)| *why)
+}
+
 /// How much of a client address the tracker keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -280,6 +389,77 @@ mod tests {
             ip("127.0.0.1")
         );
         assert_eq!(client_ip(ip("127.0.0.1"), None, None, &[]), ip("127.0.0.1"));
+    }
+
+    #[test]
+    fn delivery_targets_are_public_addresses_unless_a_network_is_allowed() {
+        use ForbiddenTarget::*;
+        let table: &[(&str, Result<(), ForbiddenTarget>)] = &[
+            // Public: delivered to.
+            ("8.8.8.8", Ok(())),
+            ("17.1.2.3", Ok(())),
+            ("100.63.255.255", Ok(())),
+            ("100.128.0.0", Ok(())),
+            ("172.15.255.255", Ok(())),
+            ("172.32.0.0", Ok(())),
+            ("192.169.0.1", Ok(())),
+            ("2a00:1450:4001::1a", Ok(())),
+            ("::ffff:8.8.8.8", Ok(())),
+            // Not public.
+            ("0.0.0.0", Err(Unspecified)),
+            ("0.1.2.3", Err(Unspecified)),
+            ("::", Err(Unspecified)),
+            ("127.0.0.1", Err(Loopback)),
+            ("127.255.255.254", Err(Loopback)),
+            ("::1", Err(Loopback)),
+            ("10.0.0.1", Err(Private)),
+            ("172.16.0.1", Err(Private)),
+            ("172.31.255.255", Err(Private)),
+            ("192.168.1.1", Err(Private)),
+            ("fc00::1", Err(Private)),
+            ("fd12:3456::1", Err(Private)),
+            ("100.64.0.1", Err(SharedAddressSpace)),
+            ("100.127.255.255", Err(SharedAddressSpace)),
+            ("169.254.0.1", Err(LinkLocal)),
+            ("fe80::1", Err(LinkLocal)),
+            ("febf::1", Err(LinkLocal)),
+            ("169.254.169.254", Err(Metadata)),
+            ("fd00:ec2::254", Err(Metadata)),
+            ("224.0.0.1", Err(Multicast)),
+            ("239.255.255.250", Err(Multicast)),
+            ("ff02::1", Err(Multicast)),
+            ("255.255.255.255", Err(Broadcast)),
+            ("192.0.2.10", Err(Reserved)),
+            ("198.18.0.1", Err(Reserved)),
+            ("203.0.113.9", Err(Reserved)),
+            ("240.0.0.1", Err(Reserved)),
+            ("2001:db8::25", Err(Reserved)),
+            // IPv4 spelled as IPv6 is the IPv4 address.
+            ("::ffff:127.0.0.1", Err(Loopback)),
+            ("::ffff:10.1.2.3", Err(Private)),
+            ("::ffff:169.254.169.254", Err(Metadata)),
+            ("::127.0.0.1", Err(Reserved)),
+            ("64:ff9b:1::a00:1", Err(Reserved)),
+        ];
+        for (text, want) in table {
+            assert_eq!(delivery_target(ip(text), &[]), *want, "{text}");
+        }
+        // The operator's networks are allowed, and only those.
+        let allow = cidrs(&["10.0.0.0/8", "127.0.0.1", "fd00::/8"]);
+        for allowed in ["10.9.8.7", "127.0.0.1", "::ffff:127.0.0.1", "fd00:ec2::254"] {
+            assert_eq!(delivery_target(ip(allowed), &allow), Ok(()), "{allowed}");
+        }
+        assert_eq!(delivery_target(ip("127.0.0.2"), &allow), Err(Loopback));
+        assert_eq!(delivery_target(ip("192.168.0.1"), &allow), Err(Private));
+        assert_eq!(
+            delivery_target(ip("169.254.169.254"), &allow),
+            Err(Metadata)
+        );
+        // An allowed public network changes nothing.
+        assert_eq!(
+            delivery_target(ip("8.8.8.8"), &cidrs(&["8.0.0.0/8"])),
+            Ok(())
+        );
     }
 
     #[test]

@@ -98,8 +98,12 @@ impl DeliveryHandle {
 }
 
 impl App {
-    /// Opens the SQLite store in the configured data directory.
+    /// Opens the SQLite store in the configured data directory, after
+    /// making the directory private (`data_dir::secure`).
     pub fn open(config: Config) -> anyhow_like::Result<Self> {
+        // Before the store opens the database, so that SQLite's log files
+        // take the tightened mode of an existing database file.
+        crate::data_dir::secure(&config.server.data_dir)?;
         let store = SqliteStore::open(
             &config.server.data_dir,
             &config.store,
@@ -374,7 +378,9 @@ fn submission_tls(config: &Config) -> anyhow_like::Result<ServerTlsConfig> {
             );
             if !cert_path.exists() || !key_path.exists() {
                 let (_, cert, key) = ServerTlsConfig::self_signed(&["localhost".to_owned()])?;
-                std::fs::write(&cert_path, &cert)?;
+                // Public, but in the data directory, where every file is
+                // private (see `data_dir`).
+                write_private_file(&cert_path, &cert)?;
                 write_private_file(&key_path, &key)?;
             }
             (
@@ -427,7 +433,7 @@ fn load_or_create_secret(data_dir: &std::path::Path) -> std::io::Result<Vec<u8>>
         Ok(text) => hex::decode(text.trim())
             .map_err(|e| std::io::Error::other(format!("{}: {e}", path.display()))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::create_dir_all(data_dir)?;
+            crate::data_dir::create_private_dir(data_dir)?;
             let mut secret = vec![0u8; 32];
             rand::RngCore::fill_bytes(&mut rand::rng(), &mut secret);
             write_private_file(&path, &format!("{}\n", hex::encode(&secret)))?;

@@ -10,6 +10,7 @@
 pub mod api;
 pub mod app;
 pub mod config;
+pub mod data_dir;
 pub mod delivery;
 pub mod dkim;
 pub mod error;

@@ -36,10 +36,18 @@
 //! capped at [`MAX_HISTORY`] hits (its first open and the latest ones):
 //! enough for every machine rule, and no pixel hammered by a bot grows
 //! without bound.
+//!
+//! An entry also counts the stored hits of each [`RepeatKey`] (one client's
+//! hits on one target with one verdict), so the tracker knows without a
+//! read when a hit only repeats ones already stored and is to be counted
+//! instead (`posthorn_track::repeats`). Those counts are rebuilt from the
+//! stored events on a miss, exactly as the history is; two hits of one key
+//! in flight at once may both be stored, so the bound can be passed by the
+//! number of such hits at once, never for good.
 
 use posthorn_core::DeliveryId;
 use posthorn_store::TrackingFacts;
-use posthorn_track::PastHit;
+use posthorn_track::{PastHit, RepeatKey};
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
@@ -58,16 +66,26 @@ pub const MAX_BYTES: usize = 64 * 1024 * 1024;
 /// ever. The earliest open is always kept, then the most recent hits.
 pub const MAX_HISTORY: usize = 256;
 
-/// Bytes counted for an entry besides its text, and for each hit.
+/// Bytes counted for an entry besides its text, for each hit, and for
+/// each counted repeat key (key, count and the map's own share).
 const ENTRY_OVERHEAD: usize = 256;
 const HIT_BYTES: usize = std::mem::size_of::<PastHit>();
+const KEY_BYTES: usize = 32;
 
-fn entry_bytes(facts: &TrackingFacts, hits: usize) -> usize {
+/// Stored hits per repeat key.
+pub type StoredCounts = HashMap<RepeatKey, u32>;
+
+fn entry_bytes(facts: &TrackingFacts, hits: usize, keys: usize) -> usize {
     ENTRY_OVERHEAD
         + facts.links.iter().map(String::len).sum::<usize>()
         + facts.recipient.len()
         + facts.stream.len()
         + hits * HIT_BYTES
+        + keys * KEY_BYTES
+}
+
+fn size_of(entry: &Cached) -> usize {
+    entry_bytes(&entry.facts, entry.history.len(), entry.stored.len())
 }
 
 /// Cuts `history` to [`MAX_HISTORY`] hits: the oldest go, but the earliest
@@ -96,6 +114,9 @@ pub struct Cached {
     /// Shared, so that a hit's look-up copies no history: an append copies
     /// it only while an earlier look-up still holds it.
     pub history: Arc<Vec<PastHit>>,
+    /// How many hits of each repeat key are stored as events (shared the
+    /// same way).
+    pub stored: Arc<StoredCounts>,
 }
 
 #[derive(Debug)]
@@ -145,17 +166,25 @@ impl TrackerCache {
     }
 
     /// Remembers facts just read from the store with their `history` (the
-    /// hits among their `engagement`), if they can no longer change, and
-    /// returns them as an entry, kept or not. An entry already there is
-    /// kept: it may hold hits appended since `facts` was read.
-    pub fn insert(&self, mut facts: TrackingFacts, mut history: Vec<PastHit>) -> Cached {
+    /// hits among their `engagement` and `repeats`) and `stored` counts, if
+    /// they can no longer change, and returns them as an entry, kept or
+    /// not. An entry already there is kept: it may hold hits appended since
+    /// `facts` was read.
+    pub fn insert(
+        &self,
+        mut facts: TrackingFacts,
+        mut history: Vec<PastHit>,
+        stored: StoredCounts,
+    ) -> Cached {
         facts.engagement = Vec::new();
+        facts.repeats = Vec::new();
         bound(&mut history);
         let entry = Cached {
             facts: Arc::new(facts),
             history: Arc::new(history),
+            stored: Arc::new(stored),
         };
-        let size = entry_bytes(&entry.facts, entry.history.len());
+        let size = size_of(&entry);
         if !entry.facts.delivered_known || self.capacity == 0 || size > self.max_bytes {
             return entry;
         }
@@ -168,7 +197,7 @@ impl TrackerCache {
                 break;
             };
             if let Some(gone) = inner.entries.remove(&old) {
-                inner.bytes -= entry_bytes(&gone.facts, gone.history.len());
+                inner.bytes -= size_of(&gone);
             }
         }
         inner.bytes += size;
@@ -179,16 +208,20 @@ impl TrackerCache {
         entry
     }
 
-    /// Adds a hit whose event is committed to the delivery's history.
-    pub fn append(&self, delivery: &DeliveryId, hit: PastHit) {
+    /// Adds a committed hit to the delivery's history: `stored` with the
+    /// key of a hit stored as an event, `None` for one only counted.
+    pub fn append(&self, delivery: &DeliveryId, hit: PastHit, stored: Option<RepeatKey>) {
         let mut inner = self.lock();
         if let Some(entry) = inner.entries.get_mut(delivery) {
+            let before = size_of(entry);
             let history = Arc::make_mut(&mut entry.history);
-            let before = history.len();
             history.push(hit);
             bound(history);
-            let grown = history.len() - before;
-            inner.bytes += grown * HIT_BYTES;
+            if let Some(key) = stored {
+                *Arc::make_mut(&mut entry.stored).entry(key).or_default() += 1;
+            }
+            let after = size_of(entry);
+            inner.bytes = inner.bytes + after - before;
         }
     }
 
@@ -197,7 +230,7 @@ impl TrackerCache {
     pub fn forget(&self, delivery: &DeliveryId) {
         let mut inner = self.lock();
         if let Some(gone) = inner.entries.remove(delivery) {
-            inner.bytes -= entry_bytes(&gone.facts, gone.history.len());
+            inner.bytes -= size_of(&gone);
         }
     }
 
@@ -239,6 +272,7 @@ mod tests {
             delivered_at: Some(DELIVERED),
             delivered_known,
             engagement: Vec::new(),
+            repeats: Vec::new(),
         }
     }
 
@@ -275,14 +309,14 @@ mod tests {
         let cache = TrackerCache::new(8);
         let f = facts(true);
         let id = f.delivery_id.clone();
-        cache.insert(f, Vec::new());
+        cache.insert(f, Vec::new(), StoredCounts::new());
         // Without the open, the click is a scanner's.
         let before = cache.get(&id).unwrap();
         assert!(before.facts.engagement.is_empty());
         assert_eq!(click_reason(&before.history), Some("click_without_open"));
         // The open is recorded (committed), then appended: the click that
         // follows sees it and is a person's.
-        cache.append(&id, past(HitKind::Open, DELIVERED + 30_000));
+        cache.append(&id, past(HitKind::Open, DELIVERED + 30_000), None);
         let after = cache.get(&id).unwrap();
         assert_eq!(
             *after.history,
@@ -295,10 +329,27 @@ mod tests {
         // With no look-up holding it, an append writes in place: no copy.
         let shared = Arc::as_ptr(&after.history);
         drop((before, after));
-        cache.append(&id, past(HitKind::Click, DELIVERED + 40_000));
+        cache.append(&id, past(HitKind::Click, DELIVERED + 40_000), None);
         let last = cache.get(&id).unwrap();
         assert_eq!(last.history.len(), 2);
         assert!(std::ptr::eq(shared, Arc::as_ptr(&last.history)));
+    }
+
+    #[test]
+    fn stored_hits_are_counted_per_key_and_counted_repeats_only_join_the_history() {
+        let cache = TrackerCache::new(8);
+        let f = facts(true);
+        let id = f.delivery_id.clone();
+        let key = RepeatKey::new(HitKind::Open, None, Some("192.0.2.1"), Some("UA"), false);
+        cache.insert(f, Vec::new(), StoredCounts::from([(key, 2)]));
+        cache.append(&id, past(HitKind::Open, DELIVERED + 1), Some(key));
+        cache.append(&id, past(HitKind::Open, DELIVERED + 2), None);
+        let entry = cache.get(&id).unwrap();
+        assert_eq!(entry.stored.get(&key), Some(&3));
+        assert_eq!(entry.history.len(), 2);
+        // The memory budget follows the counts.
+        let bytes = cache.lock().bytes;
+        assert_eq!(bytes, size_of(&entry));
     }
 
     #[test]
@@ -306,9 +357,9 @@ mod tests {
         let cache = TrackerCache::new(8);
         let f = facts(false);
         let id = f.delivery_id.clone();
-        cache.insert(f, Vec::new());
+        cache.insert(f, Vec::new(), StoredCounts::new());
         assert!(cache.get(&id).is_none(), "a delivered event may still come");
-        cache.append(&id, past(HitKind::Open, DELIVERED));
+        cache.append(&id, past(HitKind::Open, DELIVERED), None);
         assert!(cache.is_empty());
     }
 
@@ -317,10 +368,10 @@ mod tests {
         let cache = TrackerCache::new(8);
         let f = facts(true);
         let id = f.delivery_id.clone();
-        cache.insert(f.clone(), Vec::new());
-        cache.append(&id, past(HitKind::Open, DELIVERED + 1));
+        cache.insert(f.clone(), Vec::new(), StoredCounts::new());
+        cache.append(&id, past(HitKind::Open, DELIVERED + 1), None);
         // A concurrent miss read the store before that hit: keep the entry.
-        cache.insert(f, Vec::new());
+        cache.insert(f, Vec::new(), StoredCounts::new());
         assert_eq!(cache.get(&id).unwrap().history.len(), 1);
         cache.forget(&id);
         assert!(cache.get(&id).is_none());
@@ -331,7 +382,7 @@ mod tests {
         let cache = TrackerCache::new(2);
         let all: Vec<TrackingFacts> = (0..3).map(|_| facts(true)).collect();
         for f in &all {
-            cache.insert(f.clone(), Vec::new());
+            cache.insert(f.clone(), Vec::new(), StoredCounts::new());
         }
         assert_eq!(cache.len(), 2);
         assert!(cache.get(&all[0].delivery_id).is_none());
@@ -346,9 +397,13 @@ mod tests {
         let cache = TrackerCache::new(8);
         let f = facts(true);
         let id = f.delivery_id.clone();
-        cache.insert(f, vec![past(HitKind::Open, DELIVERED + 1)]);
+        cache.insert(
+            f,
+            vec![past(HitKind::Open, DELIVERED + 1)],
+            StoredCounts::new(),
+        );
         for i in 0..(2 * MAX_HISTORY as i64) {
-            cache.append(&id, past(HitKind::Click, DELIVERED + 10 + i));
+            cache.append(&id, past(HitKind::Click, DELIVERED + 10 + i), None);
         }
         let history = cache.get(&id).unwrap().history;
         assert_eq!(history.len(), MAX_HISTORY);
@@ -368,7 +423,7 @@ mod tests {
             .chain((0..1000).map(|i| past(HitKind::Click, DELIVERED + 10 + i)))
             .collect();
         let id = f.delivery_id.clone();
-        cache.insert(f, long);
+        cache.insert(f, long, StoredCounts::new());
         let history = cache.get(&id).unwrap().history;
         assert_eq!(history.len(), MAX_HISTORY);
         assert_eq!(history[0], past(HitKind::Open, DELIVERED + 1));
@@ -382,7 +437,7 @@ mod tests {
     fn the_memory_budget_evicts_too() {
         let mut big = facts(true);
         big.links = vec!["x".repeat(10_000)];
-        let per_entry = entry_bytes(&big, 0);
+        let per_entry = entry_bytes(&big, 0, 0);
         let cache = TrackerCache::with_limits(100, 3 * per_entry);
         let all: Vec<TrackingFacts> = (0..5)
             .map(|_| {
@@ -392,14 +447,14 @@ mod tests {
             })
             .collect();
         for f in &all {
-            cache.insert(f.clone(), Vec::new());
+            cache.insert(f.clone(), Vec::new(), StoredCounts::new());
         }
         assert_eq!(cache.len(), 3, "three entries fit the budget");
         assert!(cache.get(&all[0].delivery_id).is_none());
         assert!(cache.get(&all[4].delivery_id).is_some());
         // An entry larger than the whole budget is not kept at all.
         let tiny = TrackerCache::with_limits(100, per_entry - 1);
-        tiny.insert(big, Vec::new());
+        tiny.insert(big, Vec::new(), StoredCounts::new());
         assert!(tiny.is_empty());
     }
 }

@@ -36,7 +36,9 @@ macro_rules! conformance_tests {
             events_outside_window_do_not_change_status, concurrent_writes_all_commit,
             queue_claims_leases_and_finishes, inbound_reports_record_events_with_their_source,
             inbound_orphans_are_kept_apart, message_engagement_lists_opens_and_clicks_of_every_delivery,
-            tracking_facts_give_the_delivery_time_and_earlier_hits);
+            tracking_facts_give_the_delivery_time_and_earlier_hits,
+            a_delivery_timeline_pages_oldest_first,
+            repeated_hits_are_counted_per_target_and_verdict);
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
         $(
@@ -1361,5 +1363,140 @@ pub async fn tracking_facts_give_the_delivery_time_and_earlier_hits(store: &dyn 
             .await
             .unwrap()
             .is_none()
+    );
+}
+
+/// A delivery's timeline a page at a time: oldest first, each page after
+/// the last event of the one before, another tenant's delivery empty; and
+/// its opens and clicks in one read.
+pub async fn a_delivery_timeline_pages_oldest_first(store: &dyn Store) {
+    let t = tenant(store, "acme").await;
+    let r = accept(store, message(&t, &["a@example.com", "b@example.com"])).await;
+    let (a, b) = (&r.deliveries[0].id, &r.deliveries[1].id);
+    record(store, &t, a, T0 + 1, delivered()).await;
+    for i in 0..5 {
+        record(store, &t, a, T0 + 10 + i, opened()).await;
+    }
+    record(store, &t, b, T0 + 2, opened()).await;
+    let all = store.delivery_events(&t, a).await.unwrap();
+    assert_eq!(all.len(), 7, "queued, delivered, five opens");
+    let mut paged = Vec::new();
+    let mut after: Option<EventId> = None;
+    loop {
+        let page = store
+            .delivery_events_page(&t, a, after.as_ref(), 3)
+            .await
+            .unwrap();
+        assert!(page.len() <= 3);
+        let Some(last) = page.last() else { break };
+        after = Some(last.id.clone());
+        paged.extend(page);
+    }
+    assert_eq!(paged, all, "every event once, in the timeline's order");
+    let ids: Vec<&EventId> = paged.iter().map(|e| &e.id).collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "oldest first");
+    let first = store.delivery_events_page(&t, a, None, 2).await.unwrap();
+    assert_eq!(first, all[..2]);
+    let stranger = tenant(store, "other").await;
+    assert!(
+        store
+            .delivery_events_page(&stranger, a, None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let engagement = store.delivery_engagement_events(&t, a).await.unwrap();
+    assert_eq!(engagement.len(), 5);
+    assert!(engagement.iter().all(|e| e.kind == EventKind::Opened));
+    assert!(
+        store
+            .delivery_engagement_events(&stranger, a)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// Hits counted but not stored: one row per delivery, target and verdict,
+/// their number and the latest time; no event and no status change; only
+/// for the tenant's own deliveries; shown per delivery, per message, and
+/// in the tracker's facts.
+pub async fn repeated_hits_are_counted_per_target_and_verdict(store: &dyn Store) {
+    let t = tenant(store, "acme").await;
+    let r = accept(store, message(&t, &["a@example.com", "b@example.com"])).await;
+    let (a, b) = (&r.deliveries[0].id, &r.deliveries[1].id);
+    record(store, &t, a, T0 + 1, delivered()).await;
+    let before = store.delivery(&t, a).await.unwrap().unwrap();
+    let hit = |delivery: &DeliveryId, kind, link_index, machine, at| NewRepeatedHit {
+        delivery_id: delivery.clone(),
+        kind,
+        link_index,
+        machine,
+        at,
+    };
+    for at in [T0 + 30, T0 + 10, T0 + 20] {
+        let h = hit(a, EventKind::Opened, None, false, at);
+        assert!(store.record_repeated_hit(&t, h).await.unwrap());
+    }
+    for h in [
+        hit(a, EventKind::Opened, None, true, T0 + 5),
+        hit(a, EventKind::Clicked, Some(1), false, T0 + 40),
+        hit(a, EventKind::Clicked, Some(1), false, T0 + 41),
+        hit(b, EventKind::Clicked, Some(0), true, T0 + 50),
+    ] {
+        assert!(store.record_repeated_hit(&t, h).await.unwrap());
+    }
+    let stranger = tenant(store, "other").await;
+    let foreign = hit(a, EventKind::Opened, None, false, T0 + 60);
+    assert!(
+        !store.record_repeated_hit(&stranger, foreign).await.unwrap(),
+        "another tenant's delivery is unknown"
+    );
+    let unknown = hit(&DeliveryId::generate(), EventKind::Opened, None, false, T0);
+    assert!(!store.record_repeated_hit(&t, unknown).await.unwrap());
+
+    let key = |h: &RepeatedHits| (h.delivery_id.clone(), h.kind, h.link_index, h.machine);
+    let mut of_a = store.delivery_repeated_hits(&t, a).await.unwrap();
+    of_a.sort_by_key(key);
+    let want = |delivery: &DeliveryId, kind, link_index, machine, hits, last_at| RepeatedHits {
+        delivery_id: delivery.clone(),
+        kind,
+        link_index,
+        machine,
+        hits,
+        last_at,
+    };
+    let mut want_a = vec![
+        want(a, EventKind::Opened, None, false, 3, T0 + 30),
+        want(a, EventKind::Opened, None, true, 1, T0 + 5),
+        want(a, EventKind::Clicked, Some(1), false, 2, T0 + 41),
+    ];
+    want_a.sort_by_key(key);
+    assert_eq!(of_a, want_a);
+    let mut of_message = store.message_repeated_hits(&t, &r.id).await.unwrap();
+    of_message.sort_by_key(key);
+    let mut want_message = want_a.clone();
+    want_message.push(want(b, EventKind::Clicked, Some(0), true, 1, T0 + 50));
+    want_message.sort_by_key(key);
+    assert_eq!(of_message, want_message);
+    let mut in_facts = store.tracking_facts(a).await.unwrap().unwrap().repeats;
+    in_facts.sort_by_key(key);
+    assert_eq!(in_facts, want_a);
+    // Counted only: no event, the status as it was.
+    assert_eq!(store.delivery_events(&t, a).await.unwrap().len(), 2);
+    assert_eq!(store.delivery(&t, a).await.unwrap().unwrap(), before);
+    assert!(
+        store
+            .delivery_repeated_hits(&stranger, a)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .message_repeated_hits(&stranger, &r.id)
+            .await
+            .unwrap()
+            .is_empty()
     );
 }

@@ -129,6 +129,21 @@ pub trait Store: Send + Sync + 'static {
         tenant: &TenantId,
         id: &DeliveryId,
     ) -> StoreResult<Vec<EventRecord>>;
+    /// One page of a delivery's timeline: at most `limit` events, oldest
+    /// first, after the event `after` (the previous page's last).
+    async fn delivery_events_page(
+        &self,
+        tenant: &TenantId,
+        id: &DeliveryId,
+        after: Option<&EventId>,
+        limit: u32,
+    ) -> StoreResult<Vec<EventRecord>>;
+    /// The `opened` and `clicked` events of one delivery, oldest first.
+    async fn delivery_engagement_events(
+        &self,
+        tenant: &TenantId,
+        id: &DeliveryId,
+    ) -> StoreResult<Vec<EventRecord>>;
     /// The `opened` and `clicked` events of every delivery of a message, in
     /// one read (a message's engagement), in no particular order.
     async fn message_engagement_events(
@@ -225,6 +240,26 @@ pub trait Store: Send + Sync + 'static {
     /// Everything the tracker judges a hit on, whichever tenant the
     /// delivery belongs to (a signed token named it).
     async fn tracking_facts(&self, delivery: &DeliveryId) -> StoreResult<Option<TrackingFacts>>;
+    /// Counts a hit that is not stored as an event (it repeats stored
+    /// ones): no event, no status change, only the count of its delivery,
+    /// target and verdict. False when `tenant` has no such delivery.
+    async fn record_repeated_hit(
+        &self,
+        tenant: &TenantId,
+        hit: NewRepeatedHit,
+    ) -> StoreResult<bool>;
+    /// The counted repeats of one delivery.
+    async fn delivery_repeated_hits(
+        &self,
+        tenant: &TenantId,
+        id: &DeliveryId,
+    ) -> StoreResult<Vec<RepeatedHits>>;
+    /// The counted repeats of every delivery of a message.
+    async fn message_repeated_hits(
+        &self,
+        tenant: &TenantId,
+        message: &MessageId,
+    ) -> StoreResult<Vec<RepeatedHits>>;
 
     /// Counters about the store itself, for `/metrics`.
     fn stats(&self) -> StoreStats;

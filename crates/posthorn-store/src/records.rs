@@ -514,4 +514,34 @@ pub struct TrackingFacts {
     pub delivered_known: bool,
     /// Earlier `opened` and `clicked` events, oldest first.
     pub engagement: Vec<EventRecord>,
+    /// Hits counted but not stored as events (repeats of stored ones).
+    pub repeats: Vec<RepeatedHits>,
+}
+
+/// A tracker hit that repeats stored ones (the same target, client and
+/// verdict, past the number stored): counted, not stored as an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewRepeatedHit {
+    pub delivery_id: DeliveryId,
+    /// `Opened` or `Clicked`.
+    pub kind: EventKind,
+    /// The link of a click.
+    pub link_index: Option<u32>,
+    pub machine: bool,
+    pub at: Millis,
+}
+
+/// The counted (not stored) hits of one delivery on one target with one
+/// verdict.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepeatedHits {
+    pub delivery_id: DeliveryId,
+    /// `Opened` or `Clicked`.
+    pub kind: EventKind,
+    pub link_index: Option<u32>,
+    pub machine: bool,
+    /// How many were counted.
+    pub hits: u64,
+    /// The latest of them.
+    pub last_at: Millis,
 }

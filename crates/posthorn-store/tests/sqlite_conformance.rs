@@ -128,3 +128,26 @@ async fn reads_beyond_the_pool_wait_their_turn() {
         assert_eq!(count.unwrap().unwrap(), 1);
     }
 }
+
+/// The database and its log files are readable by their owner only, like
+/// the secrets beside them; so is a data directory the store creates.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_database_and_its_log_files_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    let store = SqliteStore::open(&data, &StoreConfig::default(), StoreRules::default()).unwrap();
+    // A write, so the log files exist.
+    store.create_tenant("acme", 1).await.unwrap();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&data), 0o700);
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(&data).unwrap() {
+        let path = entry.unwrap().path();
+        names.push(path.file_name().unwrap().to_string_lossy().into_owned());
+        assert_eq!(mode(&path), 0o600, "{}", path.display());
+    }
+    names.sort();
+    assert_eq!(names, ["posthorn.db", "posthorn.db-shm", "posthorn.db-wal"]);
+}

@@ -86,6 +86,25 @@ impl Counts {
         };
         *first = Some(first.map_or(hit.at, |t| t.min(hit.at)));
     }
+
+    /// Adds `n` hits that were counted but not stored as events (see
+    /// [`crate::repeats`]): they repeat a stored hit of the same target and
+    /// verdict, so they change the totals, never the flags or first times.
+    pub fn add_repeats(&mut self, kind: HitKind, link_index: Option<u32>, machine: bool, n: u64) {
+        let add = |t: &mut Tally| match kind {
+            HitKind::Open => t.opens += n,
+            HitKind::Click => {
+                t.clicks += n;
+                if let Some(i) = link_index {
+                    *t.clicks_per_link.entry(i).or_default() += n;
+                }
+            }
+        };
+        add(&mut self.all);
+        if !machine {
+            add(&mut self.human);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -130,6 +149,22 @@ mod tests {
         assert_eq!(c.human.clicks_per_link, BTreeMap::from([(1, 2)]));
         assert_eq!(c.first_human_open, Some(4000));
         assert_eq!(c.first_human_click, Some(6000));
+    }
+
+    #[test]
+    fn counted_repeats_add_to_the_totals_only() {
+        let mut c = Counts::from_hits(&[
+            hit(HitKind::Open, 100, None, false),
+            hit(HitKind::Click, 200, Some(1), true),
+        ]);
+        let flags = (c.all.opened, c.human.clicked, c.first_human_open);
+        c.add_repeats(HitKind::Open, None, false, 40);
+        c.add_repeats(HitKind::Click, Some(1), true, 7);
+        assert_eq!((c.all.opens, c.human.opens), (41, 41));
+        assert_eq!((c.all.clicks, c.human.clicks), (8, 0));
+        assert_eq!(c.all.clicks_per_link, BTreeMap::from([(1, 8)]));
+        assert!(c.human.clicks_per_link.is_empty());
+        assert_eq!((c.all.opened, c.human.clicked, c.first_human_open), flags);
     }
 
     #[test]

@@ -12,6 +12,8 @@
 //!   the rule that decided; image proxies are told apart from both.
 //! * [`counts`]: unique and total opens and clicks of a delivery, human-only
 //!   and all.
+//! * [`repeats`]: which hits repeat each other, and how many of them are
+//!   stored as events.
 //!
 //! What this crate must not do: I/O of any kind, async, reading the clock
 //! (times are passed in), or panic on any input. The server crate wires it
@@ -19,11 +21,13 @@
 
 pub mod counts;
 pub mod machine;
+pub mod repeats;
 pub mod rewrite;
 pub mod token;
 
 pub use counts::{Counts, Tally};
 pub use machine::{Hit, HitKind, PastHit, Thresholds, Verdict, judge};
+pub use repeats::{RepeatKey, STORED_PER_CLIENT};
 pub use rewrite::{
     RewriteError, RewriteOptions, Rewritten, SignedUrls, TrackingUrls, rewrite_html, rewrite_text,
 };

@@ -126,10 +126,29 @@ pub struct StatusArgs {
 
 pub async fn status(args: StatusArgs) -> Result<()> {
     let path = format!("/v1/deliveries/{}", args.delivery_id);
-    let d = args.api.call(reqwest::Method::GET, &path, None).await?;
+    let mut d = args.api.call(reqwest::Method::GET, &path, None).await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&d)?);
     } else {
+        // The answer holds the timeline's first page; a person reads all
+        // of it, so the rest is fetched page by page.
+        let mut events = d["events"].as_array().cloned().unwrap_or_default();
+        let mut next = d["events_next"].as_str().map(str::to_owned);
+        while let Some(page_path) = next {
+            let page = args
+                .api
+                .call(
+                    reqwest::Method::GET,
+                    &format!("{page_path}&limit=500"),
+                    None,
+                )
+                .await?;
+            events.extend(page["events"].as_array().into_iter().flatten().cloned());
+            next = page["next_cursor"]
+                .as_str()
+                .map(|c| format!("{path}/events?cursor={c}"));
+        }
+        d["events"] = Value::Array(events);
         print!("{}", timeline(&d));
     }
     Ok(())

@@ -80,6 +80,11 @@ struct ServeArgs {
     /// Forwarded / X-Forwarded-For headers are believed (repeatable).
     #[arg(long = "trust-proxy", value_name = "CIDR")]
     trust_proxy: Vec<posthorn_core::net::Cidr>,
+    /// A network that mail servers found in DNS may resolve to although it
+    /// is loopback, private or link-local (repeatable; adds to
+    /// `[delivery] allow_networks`). Routes need none.
+    #[arg(long = "allow-network", value_name = "CIDR")]
+    allow_networks: Vec<posthorn_core::net::Cidr>,
     /// Demo mode: the mailbox simulator answers for simulator.posthorn.test,
     /// and retries are fast, so every outcome shows within minutes.
     #[arg(long)]
@@ -143,6 +148,10 @@ fn load_config(args: &ServeArgs) -> Result<posthorn_core::config::Config> {
         .tracking
         .trust_proxy
         .extend(args.trust_proxy.iter().copied());
+    config
+        .delivery
+        .allow_networks
+        .extend(args.allow_networks.iter().copied());
     if args.demo {
         // Fast retries, unless the file or environment chose other values.
         use posthorn_core::config::{HumanDuration, RetryConfig};

@@ -424,3 +424,166 @@ fn a_domain_that_requires_tls_is_deferred_by_a_server_without_it() {
     );
     assert!(sink.messages().is_empty(), "nothing was sent in plain text");
 }
+
+/// An MX (or a domain's own address) in DNS that resolves to loopback, a
+/// private network or a metadata service is never connected to: the
+/// delivery is deferred with the reason, and nothing reaches the address.
+/// With the network allowed (`--allow-network`, `[delivery]
+/// allow_networks`) the same zone delivers.
+#[test]
+fn mail_hosts_resolving_to_loopback_or_metadata_are_not_connected_to_unless_allowed() {
+    if peer("curl").is_none() {
+        return;
+    }
+    let Some(sink) = Sink::start(&[]) else { return };
+    // A listener that must see no connection at all. `mx_port` makes the
+    // port of mail servers found in DNS its port, as 25 would be.
+    let trap = std::net::TcpListener::bind("127.0.0.3:0").unwrap();
+    trap.set_nonblocking(true).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let zone = zone_file(
+        dir.path(),
+        "loop.example. MX 10 mx.loop.example.\nmx.loop.example. A 127.0.0.3\n\
+         meta.example. A 169.254.169.254\n",
+    );
+    let trap_port = trap.local_addr().unwrap().port().to_string();
+    let message = json!({"from": "shop@sender.example", "to": ["ann@loop.example", "bob@meta.example"],
+        "subject": "Hi", "text": "Hi"});
+    let server = Server::start(
+        &dir.path().join("data"),
+        &route_args(&[], &zone),
+        &[("POSTHORN_DELIVERY__MX_PORT", &trap_port)],
+    );
+    let receipt = server.submit(message.clone());
+    let ids = ids(&receipt);
+    for (id, why) in [
+        (&ids[0], "mx.loop.example (127.0.0.3) is a loopback address"),
+        (
+            &ids[1],
+            "meta.example (169.254.169.254) is a cloud metadata address",
+        ),
+    ] {
+        let d = wait_status(&server, id, "deferred");
+        assert_eq!(event_kinds(&d), ["queued", "deferred"], "never sent: {d}");
+        let deferred = event_of_kind(&d, "deferred");
+        let text = deferred["details"]["reply_text"].as_str().unwrap();
+        assert!(
+            text.starts_with("451 4.4.4 ") && text.contains(why) && text.contains("allow_networks"),
+            "{text}"
+        );
+        assert_eq!(deferred["details"]["enhanced_code"], "4.4.4");
+        assert!(deferred["details"]["next_retry_at"].is_number(), "{d}");
+    }
+    assert!(
+        matches!(trap.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "a connection reached the loopback address"
+    );
+    drop(server);
+
+    // Loopback allowed: the same zone delivers, to the sink on that port;
+    // the metadata address is still refused.
+    let dir = tempfile::tempdir().unwrap();
+    let zone = zone_file(
+        dir.path(),
+        "loop.example. MX 10 mx.loop.example.\nmx.loop.example. A 127.0.0.3\n\
+         meta.example. A 169.254.169.254\n",
+    );
+    let mut args = route_args(&[], &zone);
+    args.extend(["--allow-network".to_owned(), "127.0.0.0/8".to_owned()]);
+    let sink_port = sink.addr.port().to_string();
+    let server = Server::start(
+        &dir.path().join("data"),
+        &args,
+        &[("POSTHORN_DELIVERY__MX_PORT", &sink_port)],
+    );
+    let ids = common::ids(&server.submit(message));
+    let d = wait_status(&server, &ids[0], "delivered");
+    assert_eq!(
+        event_of_kind(&d, "delivered")["details"]["mx_host"],
+        "mx.loop.example"
+    );
+    wait_status(&server, &ids[1], "deferred");
+}
+
+/// The data directory is its owner's alone: 0700, and every file in it
+/// (database, its log files, the secret, the first admin key, the
+/// submission certificate and key, anything else) 0600, from the first
+/// start; an installation left readable (an older version, a restored
+/// backup) is tightened at the next start.
+#[cfg(unix)]
+#[test]
+fn the_data_directory_and_every_file_in_it_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    if peer("curl").is_none() {
+        return;
+    }
+    let Some(sink) = Sink::start(&[]) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut args = route_args(&[("example.com", sink.addr)], &zone_file(dir.path(), ""));
+    args.extend(["--submission".to_owned(), "127.0.0.1:0".to_owned()]);
+    let deliver_one = |server: &Server| {
+        let receipt = server.submit(
+            json!({"from": "s@sender.example", "to": "ann@example.com", "subject": "x", "text": "x"}),
+        );
+        wait_status(server, &ids(&receipt)[0], "delivered");
+    };
+    /// Every entry under `root` with its mode.
+    fn modes(root: &std::path::Path) -> Vec<(String, bool, u32)> {
+        let mut found = Vec::new();
+        let mut todo = vec![root.to_path_buf()];
+        while let Some(path) = todo.pop() {
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            if meta.is_dir() {
+                todo.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+            }
+            let name = path.strip_prefix(root).unwrap().display().to_string();
+            found.push((name, meta.is_dir(), meta.permissions().mode() & 0o7777));
+        }
+        found.sort();
+        found
+    }
+    let assert_private = |when: &str| {
+        let found = modes(&data);
+        for (name, is_dir, mode) in &found {
+            let want = if *is_dir { 0o700 } else { 0o600 };
+            assert_eq!(*mode, want, "{when}: `{name}` is {mode:o}: {found:?}");
+        }
+        found
+    };
+
+    let server = Server::start(&data, &args, &[]);
+    deliver_one(&server);
+    let found = assert_private("first start");
+    let names: Vec<&str> = found.iter().map(|(n, _, _)| n.as_str()).collect();
+    for expected in [
+        "",
+        "posthorn.db",
+        "posthorn.db-wal",
+        "posthorn.db-shm",
+        "secret.key",
+        "initial-admin-key",
+        "submission-cert.pem",
+        "submission-key.pem",
+    ] {
+        assert!(names.contains(&expected), "no `{expected}` in {names:?}");
+    }
+    server.kill9();
+
+    // Loosen everything as an older version would have left it, and add
+    // what an operator might: a key directory and a note.
+    std::fs::create_dir_all(data.join("dkim")).unwrap();
+    std::fs::write(data.join("dkim/README"), "keys live here").unwrap();
+    std::fs::write(data.join("notes.txt"), "backup on Sundays").unwrap();
+    for (name, is_dir, _) in modes(&data) {
+        let mode = if is_dir { 0o755 } else { 0o644 };
+        std::fs::set_permissions(data.join(name), std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let server = Server::start(&data, &args, &[]);
+    deliver_one(&server);
+    let found = assert_private("after a restart");
+    assert!(
+        found.iter().any(|(n, _, _)| n == "dkim/README"),
+        "{found:?}"
+    );
+}

@@ -33,6 +33,7 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/messages", post(messages::submit))
         .route("/v1/messages/{id}", get(read::message))
         .route("/v1/deliveries/{id}", get(read::delivery))
+        .route("/v1/deliveries/{id}/events", get(read::delivery_events))
         .route("/v1/events", get(read::events).post(events::record))
         .route(
             "/v1/contacts/{address}",

@@ -1,5 +1,6 @@
-//! Read endpoints: a delivery with its timeline, a message with its
-//! deliveries, and the event list. Every lookup is scoped to the caller's
+//! Read endpoints: a delivery with the first page of its timeline (and
+//! the rest a page at a time), a message with its deliveries, and the
+//! event list. Every lookup is scoped to the caller's
 //! tenant; an id of another tenant (or a malformed id) is a plain 404.
 
 use super::{Auth, Segment, invalid_query, page_cursor, page_limit, time};
@@ -9,7 +10,7 @@ use axum::Json;
 use axum::extract::{Query, State, rejection::QueryRejection};
 use posthorn_core::status::shown_delivery_status;
 use posthorn_core::{DeliveryId, EventId, EventKind, MessageId};
-use posthorn_store::{DeliveryRecord, EventFilter, EventRecord, Scope};
+use posthorn_store::{DeliveryRecord, EventFilter, EventRecord, RepeatedHits, Scope};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -36,6 +37,36 @@ pub fn delivery_status_json(d: &DeliveryRecord) -> Value {
         "created_at": time(d.created_at),
         "updated_at": time(d.updated_at),
     })
+}
+
+/// Events in the first page of a delivery's timeline, in its detail.
+const TIMELINE_FIRST_PAGE: u32 = 50;
+
+/// A delivery's engagement counts: its stored opens and clicks, and the
+/// repeats that were only counted (`posthorn_track::repeats`).
+fn delivery_counts(events: &[EventRecord], repeats: &[RepeatedHits]) -> posthorn_track::Counts {
+    let mut counts = posthorn_track::Counts::from_hits(&super::tracker::engagement_hits(events));
+    for r in repeats {
+        counts.add_repeats(
+            super::tracker::hit_kind(r.kind),
+            r.link_index,
+            r.machine,
+            r.hits,
+        );
+    }
+    counts
+}
+
+/// The counted, not stored, repeats among `repeats`: opens and clicks.
+fn repeats_json(repeats: &[RepeatedHits]) -> Value {
+    let count = |kind: EventKind| -> u64 {
+        repeats
+            .iter()
+            .filter(|r| r.kind == kind)
+            .map(|r| r.hits)
+            .sum()
+    };
+    json!({ "opens": count(EventKind::Opened), "clicks": count(EventKind::Clicked) })
 }
 
 /// Opens and clicks, counted per delivery: `all` hits and `human` ones
@@ -112,13 +143,76 @@ pub async fn delivery(
         .delivery(tenant, &id)
         .await?
         .ok_or_else(|| ApiError::not_found("delivery"))?;
-    let events = state.store.delivery_events(tenant, &id).await?;
+    // The timeline's first page only: a delivery's events have no bound
+    // (every client's opens and clicks), its answer must.
+    let (events, next_cursor) =
+        timeline_page(&state, tenant, &id, None, TIMELINE_FIRST_PAGE).await?;
+    let engagement = state.store.delivery_engagement_events(tenant, &id).await?;
+    let repeats = state.store.delivery_repeated_hits(tenant, &id).await?;
     let mut body = delivery_status_json(&d);
-    body["engagement"] = engagement_json(&posthorn_track::Counts::from_hits(
-        &super::tracker::engagement_hits(&events),
-    ));
+    body["engagement"] = engagement_json(&delivery_counts(&engagement, &repeats));
+    body["engagement"]["repeats_not_stored"] = repeats_json(&repeats);
     body["events"] = events.iter().map(event_json).collect();
+    body["events_next"] = json!(
+        next_cursor
+            .as_ref()
+            .map(|c| format!("/v1/deliveries/{id}/events?cursor={c}"))
+    );
+    body["events_next_cursor"] = json!(next_cursor);
     Ok(Json(body))
+}
+
+/// At most `limit` events of a delivery after `after`, and the cursor of
+/// the next page when there are more (one more is read to know).
+async fn timeline_page(
+    state: &AppState,
+    tenant: &posthorn_core::TenantId,
+    id: &DeliveryId,
+    after: Option<&EventId>,
+    limit: u32,
+) -> ApiResult<(Vec<EventRecord>, Option<String>)> {
+    let mut events = state
+        .store
+        .delivery_events_page(tenant, id, after, limit + 1)
+        .await?;
+    let more = events.len() > limit as usize;
+    events.truncate(limit as usize);
+    let next = more
+        .then(|| events.last().map(|e| e.id.to_string()))
+        .flatten();
+    Ok((events, next))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimelineQuery {
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+/// `GET /v1/deliveries/{id}/events`: a delivery's timeline, oldest first,
+/// a page at a time (`limit`, and `cursor` from the previous page's
+/// `next_cursor`, as the event feed pages).
+pub async fn delivery_events(
+    State(state): State<AppState>,
+    auth: Auth,
+    Segment(id): Segment,
+    query: Result<Query<TimelineQuery>, QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    auth.require(Scope::Read)?;
+    let Query(q) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let limit = page_limit(q.limit)?;
+    let after = page_cursor(q.cursor, EventId::parse)?;
+    let id = DeliveryId::parse(&id).ok_or_else(|| ApiError::not_found("delivery"))?;
+    let tenant = &auth.tenant.id;
+    if state.store.delivery(tenant, &id).await?.is_none() {
+        return Err(ApiError::not_found("delivery"));
+    }
+    let (events, next_cursor) = timeline_page(&state, tenant, &id, after.as_ref(), limit).await?;
+    Ok(Json(json!({
+        "events": events.iter().map(event_json).collect::<Vec<_>>(),
+        "next_cursor": next_cursor,
+    })))
 }
 
 pub async fn message(
@@ -145,6 +239,10 @@ pub async fn message(
             &super::tracker::engagement_hits(events),
         ));
     }
+    // Counted repeats add to the totals only: each repeats a stored hit of
+    // its delivery, which already counted that delivery as opened/clicked.
+    let repeats = state.store.message_repeated_hits(tenant, &id).await?;
+    engagement.add(&delivery_counts(&[], &repeats));
     Ok(Json(json!({
         "engagement": engagement.json(),
         "id": m.id,

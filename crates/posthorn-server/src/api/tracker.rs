@@ -8,18 +8,23 @@
 //! hit is recorded, durably, before the answer, with the client's address
 //! (behind trusted proxies only, kept as configured), its user agent and
 //! the verdict person or machine; nothing is dropped for being a machine.
+//! One client's hits on one target past the first few are counted, not
+//! stored as events (`posthorn_track::repeats`).
 
 use crate::app::AppState;
-use crate::tracker_cache::Cached;
+use crate::tracker_cache::{Cached, StoredCounts};
 use crate::tracking::{self, Say};
 use axum::body::Bytes;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use posthorn_core::event::{Clicked, Engagement, EventDetails, UnsubscribeScope, Unsubscribed};
 use posthorn_core::{EventId, EventKind, EventSource};
-use posthorn_store::{NewEvent, RecordOutcome, TrackingFacts};
-use posthorn_track::{Hit, HitKind, PastHit, Purpose, Target, verify_as};
+use posthorn_store::{NewEvent, NewRepeatedHit, RecordOutcome, RepeatedHits, TrackingFacts};
+use posthorn_track::{
+    Hit, HitKind, PastHit, Purpose, RepeatKey, STORED_PER_CLIENT, Target, verify_as,
+};
 use std::net::SocketAddr;
 
 /// A transparent 1×1 GIF, 43 bytes.
@@ -41,6 +46,13 @@ fn not_found() -> Response {
         .into_response()
 }
 
+/// The token of a tracker path. A segment that does not decode (its
+/// percent-encoded bytes are not UTF-8) is no token we signed: the same 404
+/// as any unknown token, not axum's 400 text.
+fn token_of(path: Result<Path<String>, PathRejection>) -> Option<String> {
+    path.ok().map(|Path(token)| token)
+}
+
 fn unavailable() -> Response {
     (
         StatusCode::SERVICE_UNAVAILABLE,
@@ -59,8 +71,11 @@ pub async fn open(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     method: Method,
     headers: HeaderMap,
-    Path(token): Path<String>,
+    token: Result<Path<String>, PathRejection>,
 ) -> Response {
+    let Some(token) = token_of(token) else {
+        return not_found();
+    };
     match verified_hit(&state, Purpose::Open, &token, &method, peer, &headers).await {
         Ok(_) => (
             [
@@ -82,8 +97,11 @@ pub async fn click(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     method: Method,
     headers: HeaderMap,
-    Path(token): Path<String>,
+    token: Result<Path<String>, PathRejection>,
 ) -> Response {
+    let Some(token) = token_of(token) else {
+        return not_found();
+    };
     match verified_hit(&state, Purpose::Click, &token, &method, peer, &headers).await {
         Ok(url) => match HeaderValue::from_str(&url) {
             Ok(location) => (
@@ -134,12 +152,18 @@ async fn record_hit(
 ) -> Result<Option<String>, ()> {
     let config = &state.config;
     // A delivery hit before needs no read (see `tracker_cache`).
-    let Cached { facts, history } = match state.tracker_cache.get(target.delivery()) {
+    let Cached {
+        facts,
+        history,
+        stored,
+    } = match state.tracker_cache.get(target.delivery()) {
         Some(cached) => cached,
         None => match state.store.tracking_facts(target.delivery()).await {
             Ok(Some(f)) => {
-                let history = engagement_hits(&f.engagement);
-                state.tracker_cache.insert(f, history)
+                let mut history = engagement_hits(&f.engagement);
+                history.extend(repeated_hits(&f.repeats));
+                let counts = stored_counts(&f.engagement);
+                state.tracker_cache.insert(f, history, counts)
             }
             Ok(None) => return Ok(None),
             Err(e) => {
@@ -198,6 +222,28 @@ async fn record_hit(
     // the append does not have to copy it.
     drop(history);
     let ip = config.tracking.ip.apply(ip).map(|ip| ip.to_string());
+    let past = PastHit {
+        kind,
+        at: now,
+        link_index: target.link_index(),
+        machine: verdict.machine,
+    };
+    // Keyed by what the event would store, so the counts can be rebuilt
+    // from stored events alone (see `stored_counts`).
+    let key = RepeatKey::new(
+        kind,
+        target.link_index(),
+        ip.as_deref(),
+        user_agent.as_deref(),
+        verdict.machine,
+    );
+    let stored_before = stored.get(&key).copied().unwrap_or(0);
+    drop(stored);
+    if stored_before >= STORED_PER_CLIENT {
+        return record_repeat(state, &facts, past)
+            .await
+            .map(|known| known.then(|| url.unwrap_or_default()));
+    }
     let machine_reason = verdict.reason.map(str::to_owned);
     let details = match &url {
         Some(url) => EventDetails::Clicked(Clicked {
@@ -230,15 +276,9 @@ async fn record_hit(
             // Committed: later hits on this delivery must see it. (A fresh
             // event id is never a duplicate, but only a new event counts.)
             if let RecordOutcome::Recorded { .. } = outcome {
-                state.tracker_cache.append(
-                    &facts.delivery_id,
-                    PastHit {
-                        kind,
-                        at: now,
-                        link_index: target.link_index(),
-                        machine: verdict.machine,
-                    },
-                );
+                state
+                    .tracker_cache
+                    .append(&facts.delivery_id, past, Some(key));
             }
             Ok(Some(url.unwrap_or_default()))
         }
@@ -246,6 +286,81 @@ async fn record_hit(
             tracing::error!(error = %e, "tracker: recording a hit failed");
             Err(())
         }
+    }
+}
+
+/// Counts a hit that repeats stored ones, instead of storing it. `Ok(false)`:
+/// the delivery is unknown.
+async fn record_repeat(state: &AppState, facts: &TrackingFacts, hit: PastHit) -> Result<bool, ()> {
+    let repeat = NewRepeatedHit {
+        delivery_id: facts.delivery_id.clone(),
+        kind: match hit.kind {
+            HitKind::Open => EventKind::Opened,
+            HitKind::Click => EventKind::Clicked,
+        },
+        link_index: hit.link_index,
+        machine: hit.machine,
+        at: hit.at,
+    };
+    match state
+        .store
+        .record_repeated_hit(&facts.tenant_id, repeat)
+        .await
+    {
+        Ok(true) => {
+            // Its time still matters to the burst rule.
+            state.tracker_cache.append(&facts.delivery_id, hit, None);
+            Ok(true)
+        }
+        Ok(false) => Ok(false),
+        Err(e) => {
+            tracing::error!(error = %e, "tracker: counting a repeated hit failed");
+            Err(())
+        }
+    }
+}
+
+/// How many stored hits each repeat key has among `events` (opens and
+/// clicks), from the address, user agent and verdict they stored.
+fn stored_counts(events: &[posthorn_store::EventRecord]) -> StoredCounts {
+    let mut counts = StoredCounts::new();
+    for e in events {
+        let kind = match e.kind {
+            EventKind::Opened => HitKind::Open,
+            EventKind::Clicked => HitKind::Click,
+            _ => continue,
+        };
+        let key = RepeatKey::new(
+            kind,
+            e.details["link_index"]
+                .as_u64()
+                .and_then(|i| u32::try_from(i).ok()),
+            e.details["ip"].as_str(),
+            e.details["user_agent"].as_str(),
+            e.details["machine"].as_bool().unwrap_or(false),
+        );
+        *counts.entry(key).or_default() += 1;
+    }
+    counts
+}
+
+/// The latest of each set of counted repeats, as a hit: the machine rules
+/// look at recent clicks, and the count itself is not needed to judge.
+pub fn repeated_hits(repeats: &[RepeatedHits]) -> impl Iterator<Item = PastHit> + '_ {
+    repeats.iter().map(|r| PastHit {
+        kind: hit_kind(r.kind),
+        at: r.last_at,
+        link_index: r.link_index,
+        machine: r.machine,
+    })
+}
+
+/// `opened` is an open, anything else a click (repeats are only either).
+pub fn hit_kind(kind: EventKind) -> HitKind {
+    if kind == EventKind::Opened {
+        HitKind::Open
+    } else {
+        HitKind::Click
     }
 }
 
@@ -275,8 +390,11 @@ pub fn engagement_hits(events: &[posthorn_store::EventRecord]) -> Vec<PastHit> {
 /// URL of a message; a GET must never unsubscribe anyone).
 pub async fn unsubscribe_page(
     State(state): State<AppState>,
-    Path(token): Path<String>,
+    token: Result<Path<String>, PathRejection>,
 ) -> Response {
+    let Some(token) = token_of(token) else {
+        return not_found();
+    };
     let Some(target) = verify_as(&state.tracking.keys, &token, Purpose::Unsubscribe) else {
         return not_found();
     };
@@ -304,9 +422,12 @@ pub async fn unsubscribe_page(
 /// (`scope=stream|all`). Unsubscribing twice is unsubscribed once.
 pub async fn unsubscribe(
     State(state): State<AppState>,
-    Path(token): Path<String>,
+    token: Result<Path<String>, PathRejection>,
     body: Bytes,
 ) -> Response {
+    let Some(token) = token_of(token) else {
+        return not_found();
+    };
     let Some(target) = verify_as(&state.tracking.keys, &token, Purpose::Unsubscribe) else {
         return not_found();
     };

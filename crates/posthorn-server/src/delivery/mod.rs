@@ -67,6 +67,10 @@ enum Destination {
     },
     /// DNS failed for now: try again later.
     Defer(String),
+    /// Every address found is one delivery must not connect to (loopback,
+    /// private, metadata, ...; `net::delivery_target`): try again later, in
+    /// case DNS or `allow_networks` changes (see `destination`).
+    Refuse(String),
 }
 
 pub struct DeliveryService {
@@ -292,10 +296,16 @@ impl DeliveryService {
                     message: why,
                     permanent: false,
                 };
-                for (item, _permit) in items {
-                    self.finish_after_session_error(&item, &error, None, None)
-                        .await;
-                }
+                self.defer_all(items, &error).await;
+                return;
+            }
+            Destination::Refuse(why) => {
+                let error = ClientError::Reply {
+                    phase: posthorn_smtp::Phase::Connect,
+                    // RFC 3463 X.4.4: unable to route.
+                    reply: posthorn_smtp::Reply::local(451, "4.4.4", why),
+                };
+                self.defer_all(items, &error).await;
                 return;
             }
         };
@@ -327,6 +337,19 @@ impl DeliveryService {
                 this.deliver_over_one_connection(&domain, &targets, chunk)
                     .await;
             });
+        }
+    }
+
+    /// Defers (or, past their lifetime, expires) deliveries that could not
+    /// be attempted at all.
+    async fn defer_all(
+        &self,
+        items: Vec<(ClaimedDelivery, OwnedSemaphorePermit)>,
+        error: &ClientError,
+    ) {
+        for (item, _permit) in items {
+            self.finish_after_session_error(&item, error, None, None)
+                .await;
         }
     }
 
@@ -508,19 +531,43 @@ impl DeliveryService {
                 return Destination::Defer(format!("DNS lookup failed: {why}"));
             }
         };
+        // Addresses found in DNS are checked (routes and the smarthost above
+        // are the operator's own and are not): a domain whose MX resolves
+        // to 127.0.0.1 or a metadata address must not make us connect to a
+        // service of our own network. Forbidden addresses are skipped; the
+        // others are tried as usual.
+        let allow = &self.state.config.delivery.allow_networks;
         let mut targets = Vec::new();
         let mut temporary = None;
+        let mut refused = Vec::new();
         for host in hosts {
             match self.resolver.host(&host).await {
-                HostAnswer::Addresses(ips) => targets.extend(ips.into_iter().map(|ip| Target {
-                    host: host.clone(),
-                    addr: SocketAddr::new(ip, 25),
-                    require_tls,
-                    auth: None,
-                })),
+                HostAnswer::Addresses(ips) => {
+                    for ip in ips {
+                        match posthorn_core::net::delivery_target(ip, allow) {
+                            Ok(()) => targets.push(Target {
+                                host: host.clone(),
+                                addr: SocketAddr::new(ip, self.state.config.delivery.mx_port),
+                                require_tls,
+                                auth: None,
+                            }),
+                            Err(why) => {
+                                tracing::warn!(%domain, %host, %ip, reason = %why, "not connecting to a mail server outside the public internet");
+                                refused.push(format!("{host} ({ip}) is {why}"));
+                            }
+                        }
+                    }
+                }
                 HostAnswer::NoSuchHost => {}
                 HostAnswer::TemporaryFailure(why) => temporary = Some(why),
             }
+        }
+        if targets.is_empty() && !refused.is_empty() {
+            return Destination::Refuse(format!(
+                "not connecting to the mail servers of {domain}: {}, not a permitted delivery \
+                 target (allow its network with [delivery] allow_networks)",
+                refused.join(", ")
+            ));
         }
         match (targets.is_empty(), temporary) {
             (false, _) => Destination::Targets(targets),

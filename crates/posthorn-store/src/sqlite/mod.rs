@@ -34,6 +34,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0005_tracking.sql"),
     include_str!("../../migrations/sqlite/0006_events_recipient_via_deliveries.sql"),
     include_str!("../../migrations/sqlite/0007_sending_domains.sql"),
+    include_str!("../../migrations/sqlite/0008_repeated_hits.sql"),
 ];
 
 /// The file name of the database inside the data directory.
@@ -51,9 +52,11 @@ impl SqliteStore {
     /// Opens (creating if needed) the database in `data_dir`, runs pending
     /// migrations and starts the writer.
     pub fn open(data_dir: &Path, config: &StoreConfig, rules: StoreRules) -> StoreResult<Self> {
-        std::fs::create_dir_all(data_dir)
+        create_private_dir(data_dir)
             .map_err(|e| StoreError::Backend(format!("creating {}: {e}", data_dir.display())))?;
         let path = data_dir.join(DATABASE_FILE);
+        create_private_file(&path)
+            .map_err(|e| StoreError::Backend(format!("creating {}: {e}", path.display())))?;
         let conn = open_connection(&path, config.synchronous, false)?;
         migrate(&conn)?;
         // Checkpoints run on their own thread, never inside a group commit.
@@ -92,6 +95,35 @@ impl SqliteStore {
     {
         self.reads.run(f).await
     }
+}
+
+/// Creates the data directory (and missing parents) readable only by its
+/// owner; an existing one is left as it is (the server tightens it).
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(dir)
+}
+
+/// Creates the database file empty and readable only by its owner, if it
+/// does not exist. SQLite would create it 0644 (less the umask), and it
+/// gives the `-wal` and `-shm` files the database file's mode, so this one
+/// mode keeps all three private. An empty file is a new database to SQLite.
+fn create_private_file(path: &Path) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    // Never truncated: an existing database is opened as it is.
+    options.write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options.open(path).map(drop)
 }
 
 /// Opens a connection with the settings every Posthorn connection uses.
@@ -401,6 +433,28 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn delivery_events_page(
+        &self,
+        tenant: &TenantId,
+        id: &DeliveryId,
+        after: Option<&EventId>,
+        limit: u32,
+    ) -> StoreResult<Vec<EventRecord>> {
+        let (tenant, id, after) = (tenant.clone(), id.clone(), after.cloned());
+        self.read(move |c| rows::delivery_events_page(c, &tenant, &id, after.as_ref(), limit))
+            .await
+    }
+
+    async fn delivery_engagement_events(
+        &self,
+        tenant: &TenantId,
+        id: &DeliveryId,
+    ) -> StoreResult<Vec<EventRecord>> {
+        let (tenant, id) = (tenant.clone(), id.clone());
+        self.read(move |c| rows::delivery_engagement_events(c, &tenant, &id))
+            .await
+    }
+
     async fn contact(
         &self,
         tenant: &TenantId,
@@ -554,6 +608,37 @@ impl Store for SqliteStore {
     async fn tracking_facts(&self, delivery: &DeliveryId) -> StoreResult<Option<TrackingFacts>> {
         let delivery = delivery.clone();
         self.read(move |c| tracking::tracking_facts(c, &delivery))
+            .await
+    }
+
+    async fn record_repeated_hit(
+        &self,
+        tenant: &TenantId,
+        hit: NewRepeatedHit,
+    ) -> StoreResult<bool> {
+        let tenant = tenant.clone();
+        self.writer
+            .write(move |c| tracking::record_repeated_hit(c, &tenant, &hit))
+            .await
+    }
+
+    async fn delivery_repeated_hits(
+        &self,
+        tenant: &TenantId,
+        id: &DeliveryId,
+    ) -> StoreResult<Vec<RepeatedHits>> {
+        let (tenant, id) = (tenant.clone(), id.clone());
+        self.read(move |c| tracking::delivery_repeated_hits(c, &tenant, &id))
+            .await
+    }
+
+    async fn message_repeated_hits(
+        &self,
+        tenant: &TenantId,
+        message: &MessageId,
+    ) -> StoreResult<Vec<RepeatedHits>> {
+        let (tenant, message) = (tenant.clone(), message.clone());
+        self.read(move |c| tracking::message_repeated_hits(c, &tenant, &message))
             .await
     }
 

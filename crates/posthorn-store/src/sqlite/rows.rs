@@ -349,6 +349,48 @@ pub(crate) fn message_engagement_events(
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// At most `limit` events of one delivery after `after`, oldest first
+/// (its index is `(delivery_id, id)`, so a page starts where the last one
+/// ended instead of skipping over it).
+pub(crate) fn delivery_events_page(
+    c: &Connection,
+    tenant: &TenantId,
+    delivery: &DeliveryId,
+    after: Option<&EventId>,
+    limit: u32,
+) -> StoreResult<Vec<EventRecord>> {
+    let sql = format!(
+        "SELECT {EVENT_COLUMNS} FROM events WHERE delivery_id = $1 AND +tenant_id = $2 \
+         AND id > $3 ORDER BY id LIMIT $4"
+    );
+    let mut stmt = prepare(c, &sql)?;
+    let rows = stmt.query_map(
+        rusqlite::params![
+            delivery.as_str(),
+            tenant.as_str(),
+            after.map_or("", |a| a.as_str()),
+            limit
+        ],
+        event_row,
+    )?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// The opens and clicks of one delivery, oldest first.
+pub(crate) fn delivery_engagement_events(
+    c: &Connection,
+    tenant: &TenantId,
+    delivery: &DeliveryId,
+) -> StoreResult<Vec<EventRecord>> {
+    let sql = format!(
+        "SELECT {EVENT_COLUMNS} FROM events WHERE delivery_id = $1 AND +tenant_id = $2 \
+         AND kind IN ('opened', 'clicked') ORDER BY id"
+    );
+    let mut stmt = prepare(c, &sql)?;
+    let rows = stmt.query_map([delivery.as_str(), tenant.as_str()], event_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 /// Events of one delivery, oldest first.
 pub(crate) fn delivery_events(
     c: &Connection,

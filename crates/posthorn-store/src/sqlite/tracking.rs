@@ -72,6 +72,7 @@ pub(crate) fn tracking_facts(
         .filter(|e| matches!(e.kind, EventKind::Opened | EventKind::Clicked))
         .collect();
     Ok(Some(TrackingFacts {
+        repeats: delivery_repeated_hits(c, &tenant, delivery)?,
         links: message_links(c, &message)?,
         tenant_id: tenant,
         delivery_id: delivery.clone(),
@@ -84,4 +85,77 @@ pub(crate) fn tracking_facts(
         delivered_known: delivered.is_some(),
         engagement,
     }))
+}
+
+/// The open pixel's `link_index` in `repeated_hits` (a key column cannot
+/// be NULL).
+const PIXEL: i64 = -1;
+
+pub(crate) fn record_repeated_hit(
+    c: &Connection,
+    tenant: &TenantId,
+    hit: &NewRepeatedHit,
+) -> StoreResult<bool> {
+    // The SELECT both checks that the delivery is the tenant's and names
+    // the row; `WHERE` keeps SQLite from reading `ON CONFLICT` as a join
+    // constraint.
+    let changed = prepare(
+        c,
+        "INSERT INTO repeated_hits (delivery_id, kind, link_index, machine, hits, last_at) \
+         SELECT $1, $2, $3, $4, 1, $5 FROM deliveries WHERE id = $1 AND tenant_id = $6 \
+         ON CONFLICT (delivery_id, kind, link_index, machine) DO UPDATE \
+         SET hits = hits + 1, last_at = max(last_at, excluded.last_at)",
+    )?
+    .execute(rusqlite::params![
+        hit.delivery_id.as_str(),
+        hit.kind.as_str(),
+        hit.link_index.map_or(PIXEL, i64::from),
+        hit.machine,
+        hit.at,
+        tenant.as_str(),
+    ])?;
+    Ok(changed > 0)
+}
+
+const REPEAT_COLUMNS: &str = "r.delivery_id, r.kind, r.link_index, r.machine, r.hits, r.last_at";
+
+fn repeat_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RepeatedHits> {
+    let kind: String = r.get(1)?;
+    let link: i64 = r.get(2)?;
+    Ok(RepeatedHits {
+        delivery_id: DeliveryId::from_stored(r.get(0)?),
+        kind: kind.parse().unwrap_or(EventKind::Opened),
+        link_index: u32::try_from(link).ok(),
+        machine: r.get(3)?,
+        hits: r.get::<_, i64>(4)?.max(0) as u64,
+        last_at: r.get(5)?,
+    })
+}
+
+pub(crate) fn delivery_repeated_hits(
+    c: &Connection,
+    tenant: &TenantId,
+    delivery: &DeliveryId,
+) -> StoreResult<Vec<RepeatedHits>> {
+    let sql = format!(
+        "SELECT {REPEAT_COLUMNS} FROM repeated_hits r JOIN deliveries d ON d.id = r.delivery_id \
+         WHERE r.delivery_id = $1 AND d.tenant_id = $2"
+    );
+    let mut stmt = prepare(c, &sql)?;
+    let rows = stmt.query_map([delivery.as_str(), tenant.as_str()], repeat_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub(crate) fn message_repeated_hits(
+    c: &Connection,
+    tenant: &TenantId,
+    message: &MessageId,
+) -> StoreResult<Vec<RepeatedHits>> {
+    let sql = format!(
+        "SELECT {REPEAT_COLUMNS} FROM deliveries d JOIN repeated_hits r ON r.delivery_id = d.id \
+         WHERE d.message_id = $1 AND d.tenant_id = $2"
+    );
+    let mut stmt = prepare(c, &sql)?;
+    let rows = stmt.query_map([message.as_str(), tenant.as_str()], repeat_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
 }

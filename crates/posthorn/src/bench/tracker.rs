@@ -11,7 +11,10 @@
 //! writes `deliveries` one-recipient messages with one tracked link each,
 //! straight into the store, each delivered an hour before (a `delivered`
 //! event: opens come from mail that arrived), and signs their tokens with
-//! the data directory's secret.
+//! the data directory's secret. Each request names a user agent of its
+//! own, so every hit is a new client's and stored as an event (one
+//! client's hits on one target past the first 10 are only counted, see
+//! `posthorn_track::repeats`, which would measure a cheaper path).
 
 use anyhow::{Context, Result, bail};
 use posthorn_core::config::Config;
@@ -217,7 +220,9 @@ fn write_script(path: &Path, paths: &[String]) -> Result<()> {
         format!(
             "local paths = {{{}}}\nlocal i = 0\nfunction setup(thread) thread:set(\"offset\", math.random(#paths)) end\n\
              function init(args) i = offset end\n\
-             function request() i = i % #paths + 1; return wrk.format(\"GET\", paths[i]) end\n",
+             local n = 0\n\
+             function request() i = i % #paths + 1; n = n + 1\n\
+               return wrk.format(\"GET\", paths[i], {{[\"User-Agent\"] = \"posthorn-bench/\" .. offset .. \"-\" .. n}}) end\n",
             list.join(",")
         ),
     )?;
