@@ -31,11 +31,21 @@ pub enum StoreError {
     /// The writer has stopped (shutting down).
     #[error("the store is closed")]
     Closed,
+    /// The disk holding the database is full: the write was not made, and
+    /// the same write succeeds once space returns (nothing else is wrong).
+    /// The message is for operators.
+    #[error("storage full: {0}")]
+    Full(String),
 }
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
-        StoreError::Backend(e.to_string())
+        // SQLite answers SQLITE_FULL when a write to the database, its log
+        // or a temporary file finds the disk full (ENOSPC).
+        match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DiskFull) => StoreError::Full(e.to_string()),
+            _ => StoreError::Backend(e.to_string()),
+        }
     }
 }
 

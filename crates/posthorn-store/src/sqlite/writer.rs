@@ -21,9 +21,9 @@ use tokio::sync::{mpsc, oneshot};
 
 /// A caller's write waiting for its batch.
 trait Job: Send {
-    /// Runs the write against the connection; says whether it succeeded.
+    /// Runs the write against the connection; its error if it failed.
     /// Called again if its batch is replayed: the last run's result counts.
-    fn run(&mut self, conn: &Connection) -> bool;
+    fn run(&mut self, conn: &Connection) -> StoreResult<()>;
     /// Answers the caller once the batch's commit has `committed` (or not).
     fn answer(self: Box<Self>, committed: StoreResult<()>);
 }
@@ -39,12 +39,15 @@ where
     F: Fn(&Connection) -> StoreResult<T> + Send,
     T: Send,
 {
-    fn run(&mut self, conn: &Connection) -> bool {
+    fn run(&mut self, conn: &Connection) -> StoreResult<()> {
         let result = std::panic::catch_unwind(AssertUnwindSafe(|| (self.f)(conn)))
             .unwrap_or_else(|_| Err(StoreError::Backend("a write panicked".into())));
-        let ok = result.is_ok();
+        let outcome = match &result {
+            Ok(_) => Ok(()),
+            Err(e) => Err(e.clone()),
+        };
         self.result = Some(result);
-        ok
+        outcome
     }
 
     fn answer(self: Box<Self>, committed: StoreResult<()>) {
@@ -177,7 +180,7 @@ fn commit_batch(
     let mut all_ran = true;
     let mut next = 0;
     while next < jobs.len() {
-        if !jobs[next].run(conn) {
+        if jobs[next].run(conn).is_err() || conn.is_autocommit() {
             all_ran = false;
             break;
         }
@@ -189,20 +192,29 @@ fn commit_batch(
     if !all_ran {
         // Undo the batch and run it again, each job in its own savepoint.
         counters.replays.fetch_add(1, Ordering::Relaxed);
-        let restarted = conn
-            .execute_batch("ROLLBACK")
-            .map_err(StoreError::from)
-            .and_then(|()| begin(conn));
+        let restarted = rollback(conn).and_then(|()| begin(conn));
         if let Err(e) = restarted {
             return (jobs, Err(e));
         }
-        replay_in_savepoints(conn, &mut jobs);
+        if let Err(e) = replay_in_savepoints(conn, &mut jobs) {
+            return (jobs, Err(e));
+        }
     }
     let commit = conn.execute_batch("COMMIT").map_err(StoreError::from);
     if commit.is_err() {
-        let _ = conn.execute_batch("ROLLBACK");
+        let _ = rollback(conn);
     }
     (jobs, commit)
+}
+
+/// Rolls back the open transaction, if SQLite has not already: after some
+/// errors (a full disk, an I/O error) it rolls the whole transaction back
+/// itself, and a ROLLBACK would fail.
+fn rollback(conn: &Connection) -> StoreResult<()> {
+    if conn.is_autocommit() {
+        return Ok(());
+    }
+    conn.execute_batch("ROLLBACK").map_err(StoreError::from)
 }
 
 fn begin(conn: &Connection) -> StoreResult<()> {
@@ -215,7 +227,12 @@ fn begin(conn: &Connection) -> StoreResult<()> {
 
 /// Runs every job of the (rolled back) batch again, each in a savepoint that
 /// is rolled back if the job fails, so only the failed jobs' writes are lost.
-fn replay_in_savepoints(conn: &Connection, jobs: &mut [Box<dyn Job>]) {
+///
+/// An error when SQLite rolled the whole transaction back itself (it may,
+/// on a full disk or an I/O error): the jobs before are undone too, and the
+/// jobs after must not run outside a transaction, where each statement would
+/// commit on its own. The batch then fails as a whole, with that error.
+fn replay_in_savepoints(conn: &Connection, jobs: &mut [Box<dyn Job>]) -> StoreResult<()> {
     // Cached statements: these run twice per job.
     let run = |sql: &str| {
         conn.prepare_cached(sql)
@@ -223,7 +240,14 @@ fn replay_in_savepoints(conn: &Connection, jobs: &mut [Box<dyn Job>]) {
     };
     for job in jobs {
         let savepoint = run("SAVEPOINT job");
-        let ok = job.run(conn);
+        let ran = job.run(conn);
+        if conn.is_autocommit() {
+            tracing::error!(error = ?ran.as_ref().err(), "SQLite rolled back a whole batch");
+            return Err(ran.err().unwrap_or_else(|| {
+                StoreError::Backend("the transaction ended inside a write".into())
+            }));
+        }
+        let ok = ran.is_ok();
         let end = if ok && savepoint.is_ok() {
             run("RELEASE job")
         } else {
@@ -233,6 +257,7 @@ fn replay_in_savepoints(conn: &Connection, jobs: &mut [Box<dyn Job>]) {
             tracing::error!(error = %e, "closing a savepoint failed");
         }
     }
+    Ok(())
 }
 
 #[cfg(test)]

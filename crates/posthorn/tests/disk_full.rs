@@ -1,0 +1,269 @@
+//! Disk full: `posthorn serve` runs with its data directory on a small
+//! tmpfs (mounted by the test, as root) that a filler file fills up. Then
+//! submissions are refused with 503 `storage_full` (API) and 452 4.3.1
+//! (SMTP submission, inbound MX) while reads go on; nothing accepted before
+//! is lost or corrupted; and once the filler is gone the same process takes
+//! mail again and delivers everything it accepted, without a restart.
+
+mod common;
+
+use common::clients::*;
+use common::*;
+use posthorn_testkit::{eventually, peer, peers_required};
+use rusqlite::{Connection, OpenFlags};
+use serde_json::{Value, json};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// A tmpfs mounted on a directory, unmounted when dropped (also when the
+/// test fails). Drop it after the server that uses it.
+struct Tmpfs {
+    dir: PathBuf,
+}
+
+impl Tmpfs {
+    /// `None`, after saying why, when this is not root or mounting fails;
+    /// a panic instead when peers are required (CI runs as root).
+    fn mount(dir: &Path, size: &str) -> Option<Tmpfs> {
+        let uid = Command::new("id").arg("-u").output().ok();
+        let root = uid.is_some_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+        let mounted = root
+            && Command::new("mount")
+                .args([
+                    "-t",
+                    "tmpfs",
+                    "-o",
+                    &format!("size={size},mode=0700"),
+                    "tmpfs",
+                ])
+                .arg(dir)
+                .status()
+                .is_ok_and(|s| s.success());
+        if !mounted {
+            let why = if root {
+                "mounting a tmpfs failed"
+            } else {
+                "not root, cannot mount a tmpfs"
+            };
+            assert!(
+                !peers_required(),
+                "the disk-full test needs a tmpfs (POSTHORN_REQUIRE_PEERS=1): {why}"
+            );
+            eprintln!("SKIPPED: the disk-full test: {why}");
+            return None;
+        }
+        Some(Tmpfs {
+            dir: dir.to_owned(),
+        })
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let ok = Command::new("umount")
+            .arg(&self.dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            // Something still holds a file there: detach it anyway.
+            let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+        }
+    }
+}
+
+/// Fills the filesystem of `path` with a file until it is full (ENOSPC).
+fn fill(path: &Path) {
+    let mut file = std::fs::File::create(path).unwrap();
+    let chunk = vec![0u8; 64 << 10];
+    loop {
+        if let Err(e) = file.write_all(&chunk) {
+            assert_eq!(e.kind(), std::io::ErrorKind::StorageFull, "{e}");
+            break;
+        }
+    }
+    // The last partial chunk may have taken the final pages; smaller writes
+    // take what is left.
+    while file.write_all(&[0u8; 512]).is_ok() {}
+}
+
+fn integrity(db: &Path) -> String {
+    let conn = Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+    conn.query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap()
+}
+
+fn submit(addr: std::net::SocketAddr, key: &str, i: usize) -> (u16, Value) {
+    // Bodies of some size, so the log grows quickly.
+    let body = json!({"from": "shop@sender.example", "to": [format!("r{i}@example.com")],
+        "subject": format!("message {i}"), "text": format!("{i} {}", "lorem ipsum ".repeat(1500))});
+    let (status, answer) = http(
+        addr,
+        "POST",
+        "/v1/messages",
+        Some(key),
+        Some(&body.to_string()),
+    )
+    .unwrap();
+    (status, serde_json::from_str(&answer).unwrap_or(Value::Null))
+}
+
+/// An SMTP submission of one message to `to`; the reply after DATA (or the
+/// first refusal).
+fn smtp_submit(addr: std::net::SocketAddr, key: &str, to: &str) -> (u16, String) {
+    let mut c = SmtpClient::connect(addr).unwrap();
+    c.expect("EHLO test.example", 250).unwrap();
+    c.expect(&format!("AUTH PLAIN {}", auth_plain(key)), 235)
+        .unwrap();
+    c.expect("MAIL FROM:<s@sender.example>", 250).unwrap();
+    c.expect(&format!("RCPT TO:<{to}>"), 250).unwrap();
+    c.expect("DATA", 354).unwrap();
+    let message =
+        format!("From: s@sender.example\r\nTo: {to}\r\nSubject: over SMTP\r\n\r\nHello\r\n.\r\n");
+    c.write_raw(message.as_bytes()).unwrap();
+    c.reply().unwrap()
+}
+
+/// A returned message at the inbound MX (attributed or not, it is kept);
+/// the reply after DATA.
+fn return_mail(mx: std::net::SocketAddr) -> (u16, String) {
+    let mut c = SmtpClient::connect(mx).unwrap();
+    c.expect("EHLO mx.example.com", 250).unwrap();
+    c.expect("MAIL FROM:<>", 250).unwrap();
+    let to = format!("bounces+{}@sender.example", "a".repeat(42));
+    c.expect(&format!("RCPT TO:<{to}>"), 250).unwrap();
+    c.expect("DATA", 354).unwrap();
+    let report = "From: MAILER-DAEMON@mx.example.com\r\nSubject: Undeliverable\r\n\r\nUser unknown.\r\n.\r\n";
+    c.write_raw(report.as_bytes()).unwrap();
+    c.reply().unwrap()
+}
+
+#[test]
+fn a_full_disk_refuses_writes_with_503_and_452_keeps_what_was_accepted_and_recovers_alone() {
+    if peer("curl").is_none() {
+        return;
+    }
+    let Some(sink) = Sink::start(&[]) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let mount = dir.path().join("disk");
+    std::fs::create_dir(&mount).unwrap();
+    let Some(_tmpfs) = Tmpfs::mount(&mount, "16m") else {
+        return;
+    };
+    let data = mount.join("data");
+    let zone = zone_file(dir.path(), "");
+    let mut args = route_args(&[("example.com", sink.addr)], &zone);
+    args.extend(["--submission", "127.0.0.1:0"].map(str::to_owned));
+    let server = Server::start(&data, &args, &[]);
+    let addr = address(&server.base);
+    let submission = server.submission.unwrap();
+    let db = data.join("posthorn.db");
+
+    // Accepted while there is room.
+    let mut accepted: Vec<String> = Vec::new();
+    let mut n = 0;
+    for _ in 0..20 {
+        let (status, receipt) = submit(addr, &server.key, n);
+        n += 1;
+        assert_eq!(status, 202, "{receipt}");
+        accepted.extend(ids(&receipt));
+    }
+
+    // The disk fills up; submissions go on until one is refused.
+    let filler = mount.join("filler");
+    fill(&filler);
+    let deadline = Instant::now() + WAIT;
+    let refusal = loop {
+        assert!(
+            Instant::now() < deadline,
+            "no submission was refused on a full disk"
+        );
+        let (status, answer) = submit(addr, &server.key, n);
+        n += 1;
+        match status {
+            202 => accepted.extend(ids(&answer)),
+            503 => break answer,
+            other => panic!("a submission on a full disk: {other} {answer}"),
+        }
+    };
+    assert_eq!(refusal["error"]["code"], "storage_full", "{refusal}");
+    assert!(
+        refusal["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("storage is full")),
+        "{refusal}"
+    );
+    // Full it stays: every later write is refused the same way.
+    let (status, answer) = submit(addr, &server.key, n);
+    n += 1;
+    assert_eq!(
+        (status, &answer["error"]["code"]),
+        (503, &json!("storage_full")),
+        "{answer}"
+    );
+    let (code, text) = smtp_submit(submission, &server.key, "smtp-full@example.com");
+    assert_eq!(code, 452, "{text}");
+    assert!(text.starts_with("4.3.1 "), "{text}");
+    let (code, text) = return_mail(server.mx.unwrap());
+    assert_eq!(code, 452, "{text}");
+    assert!(text.starts_with("4.3.1 "), "{text}");
+
+    // Reads go on, and nothing accepted is lost or corrupted.
+    assert_eq!(http(addr, "GET", "/healthz", None, None).unwrap().0, 200);
+    for id in &accepted {
+        let (status, body) = http(
+            addr,
+            "GET",
+            &format!("/v1/deliveries/{id}"),
+            Some(&server.key),
+            None,
+        )
+        .unwrap();
+        assert_eq!(status, 200, "{id}: {body}");
+    }
+    assert_eq!(integrity(&db), "ok");
+
+    // Space returns: the same process takes mail again, by itself.
+    std::fs::remove_file(&filler).unwrap();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (status, answer) = submit(addr, &server.key, n);
+        n += 1;
+        if status == 202 {
+            accepted.extend(ids(&answer));
+            break;
+        }
+        assert_eq!(status, 503, "{answer}");
+        assert!(
+            Instant::now() < deadline,
+            "still refusing after space returned: {answer}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (code, text) = smtp_submit(submission, &server.key, "smtp-again@example.com");
+    assert_eq!(code, 250, "{text}");
+    let (code, text) = return_mail(server.mx.unwrap());
+    assert_eq!(code, 250, "{text}");
+
+    // Everything accepted, before, during and after, is delivered.
+    for id in &accepted {
+        wait_status(&server, id, "delivered");
+    }
+    let copies = eventually(WAIT, || {
+        let m = sink.messages();
+        (m.len() > accepted.len()).then_some(m)
+    });
+    for id in &accepted {
+        assert!(
+            copies
+                .iter()
+                .any(|m| m.contains(&format!("<{id}@sender.example>"))),
+            "no copy of {id}"
+        );
+    }
+    assert!(copies.iter().any(|m| m.contains("smtp-again@example.com")));
+    assert!(!copies.iter().any(|m| m.contains("smtp-full@example.com")));
+    assert_eq!(integrity(&db), "ok");
+    drop(server);
+}
