@@ -10,6 +10,13 @@
 //! the batch is rolled back and run again with a savepoint around each job,
 //! so the failed job is undone alone and the others commit. Jobs are
 //! therefore `Fn`: they may run twice, and only their last run counts.
+//!
+//! On a full disk (SQLITE_FULL) or an I/O error SQLite may roll the whole
+//! transaction back by itself. Then nothing of the batch is kept, no job may
+//! run after it (outside a transaction each statement would commit alone),
+//! and every caller gets that error: `StoreError::Full` is answered 503 or
+//! 452 and is retried once space returns. The writer checks for this with
+//! `is_autocommit` after each job (a flag read, nothing on the disk).
 
 use super::checkpoint::{RestartRequest, finish_log};
 use crate::{StoreError, StoreResult};
@@ -415,6 +422,87 @@ mod tests {
         assert!(commit.is_ok());
         assert!(rc.try_recv().unwrap().is_ok());
         assert_eq!(values(&conn), [1, 3]);
+    }
+
+    /// A table whose database cannot grow past its size now: an insert
+    /// that needs a new page fails with SQLITE_FULL, as on a full disk, and
+    /// SQLite then rolls the whole transaction back itself (a one-row
+    /// insert has no statement journal to undo just itself).
+    fn full_table() -> Connection {
+        let conn = table();
+        conn.execute_batch("CREATE TABLE big (b BLOB)").unwrap();
+        let pages: i64 = conn
+            .query_row("PRAGMA page_count", [], |r| r.get(0))
+            .unwrap();
+        conn.pragma_update(None, "max_page_count", pages).unwrap();
+        conn
+    }
+
+    fn insert_big(c: &Connection) -> StoreResult<()> {
+        c.execute("INSERT INTO big (b) VALUES (zeroblob(100000))", [])?;
+        Ok(())
+    }
+
+    #[test]
+    fn a_full_disk_fails_the_batch_with_a_typed_error_and_the_writer_goes_on() {
+        let conn = full_table();
+        let counters = WriterCounters::default();
+        let (a, mut ra) = job(insert(1));
+        let (b, mut rb) = job(insert_big);
+        let (size, commit) = batch(&conn, vec![a, b], &counters);
+        assert_eq!(size, 2);
+        // The disk is full for everyone: each caller is told so (503, 452),
+        // not "no transaction is active" (500).
+        assert!(matches!(commit, Err(StoreError::Full(_))), "{commit:?}");
+        for r in [&mut ra, &mut rb] {
+            let answer = r.try_recv().unwrap();
+            assert!(matches!(answer, Err(StoreError::Full(_))), "{answer:?}");
+        }
+        assert!(values(&conn).is_empty(), "nothing told 'failed' is kept");
+        assert!(conn.is_autocommit(), "no transaction is left open");
+        // Space returns: the next batch commits as usual.
+        conn.pragma_update(None, "max_page_count", 1_000_000)
+            .unwrap();
+        let (d, mut rd) = job(insert_big);
+        let (e, mut re) = job(insert(5));
+        let (_, commit) = batch(&conn, vec![d, e], &counters);
+        assert!(commit.is_ok(), "{commit:?}");
+        let answer = rd.try_recv().unwrap();
+        assert!(answer.is_ok(), "{answer:?}");
+        assert!(re.try_recv().unwrap().is_ok());
+        assert_eq!(values(&conn), [5]);
+    }
+
+    #[test]
+    fn no_write_runs_outside_the_transaction_after_sqlite_rolled_it_back() {
+        let conn = full_table();
+        let counters = WriterCounters::default();
+        // b fails on its own, so the batch is replayed in savepoints; in the
+        // replay c finds the disk full (it filled up meanwhile) and SQLite
+        // rolls back the whole transaction, a's insert with it. d must not
+        // run after that: its insert would commit on its own while its
+        // caller is told it failed.
+        let (a, mut ra) = job(insert(1));
+        let runs = AtomicUsize::new(0);
+        let (c, mut rc) = job(move |conn| match runs.fetch_add(1, Ordering::Relaxed) {
+            0 => insert(3)(conn),
+            _ => insert_big(conn),
+        });
+        let (d, mut rd) = job(insert(4));
+        let (b, mut rb) = job(|_| Err(StoreError::Backend("refused".into())));
+        let (size, commit) = batch(&conn, vec![a, c, d, b], &counters);
+        assert_eq!(size, 4);
+        assert!(matches!(commit, Err(StoreError::Full(_))), "{commit:?}");
+        for r in [&mut ra, &mut rc, &mut rd] {
+            let answer = r.try_recv().unwrap();
+            assert!(matches!(answer, Err(StoreError::Full(_))), "{answer:?}");
+        }
+        assert!(rb.try_recv().unwrap().is_err());
+        assert!(
+            values(&conn).is_empty(),
+            "every caller was told its write failed: none may be kept"
+        );
+        assert!(conn.is_autocommit(), "no transaction is left open");
     }
 
     #[test]
