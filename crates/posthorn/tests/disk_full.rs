@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// A tmpfs mounted on a directory, unmounted when dropped (also when the
@@ -170,30 +171,59 @@ fn a_full_disk_refuses_writes_with_503_and_452_keeps_what_was_accepted_and_recov
         accepted.extend(ids(&receipt));
     }
 
-    // The disk fills up; submissions go on until one is refused.
+    // The disk fills up while four clients submit, and the delivery worker
+    // claims and records; each client goes on until it is refused three
+    // times in a row.
     let filler = mount.join("filler");
-    fill(&filler);
-    let deadline = Instant::now() + WAIT;
-    let refusal = loop {
-        assert!(
-            Instant::now() < deadline,
-            "no submission was refused on a full disk"
-        );
-        let (status, answer) = submit(addr, &server.key, n);
-        n += 1;
-        match status {
-            202 => accepted.extend(ids(&answer)),
-            503 => break answer,
-            other => panic!("a submission on a full disk: {other} {answer}"),
+    let next = AtomicUsize::new(n);
+    let key = server.key.as_str();
+    let refusals: Vec<Value> = std::thread::scope(|scope| {
+        let clients: Vec<_> = (0..4)
+            .map(|_| {
+                let next = &next;
+                scope.spawn(move || {
+                    let deadline = Instant::now() + WAIT;
+                    let (mut taken, mut refusals) = (Vec::new(), Vec::new());
+                    let mut in_a_row = 0;
+                    while in_a_row < 3 {
+                        assert!(Instant::now() < deadline, "not refused on a full disk");
+                        let (status, answer) =
+                            submit(addr, key, next.fetch_add(1, Ordering::Relaxed));
+                        match status {
+                            202 => {
+                                taken.extend(ids(&answer));
+                                in_a_row = 0;
+                            }
+                            503 => {
+                                refusals.push(answer);
+                                in_a_row += 1;
+                            }
+                            other => panic!("a submission on a filling disk: {other} {answer}"),
+                        }
+                    }
+                    (taken, refusals)
+                })
+            })
+            .collect();
+        fill(&filler);
+        let mut all_refusals = Vec::new();
+        for client in clients {
+            let (taken, refusals) = client.join().unwrap();
+            accepted.extend(taken);
+            all_refusals.extend(refusals);
         }
-    };
-    assert_eq!(refusal["error"]["code"], "storage_full", "{refusal}");
-    assert!(
-        refusal["error"]["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("storage is full")),
-        "{refusal}"
-    );
+        all_refusals
+    });
+    let mut n = next.into_inner();
+    for refusal in &refusals {
+        assert_eq!(refusal["error"]["code"], "storage_full", "{refusal}");
+        assert!(
+            refusal["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("storage is full")),
+            "{refusal}"
+        );
+    }
     // Full it stays: every later write is refused the same way.
     let (status, answer) = submit(addr, &server.key, n);
     n += 1;
@@ -247,8 +277,20 @@ fn a_full_disk_refuses_writes_with_503_and_452_keeps_what_was_accepted_and_recov
     assert_eq!(code, 250, "{text}");
 
     // Everything accepted, before, during and after, is delivered.
-    for id in &accepted {
-        wait_status(&server, id, "delivered");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let waiting: Vec<&String> = accepted
+            .iter()
+            .filter(|id| server.status(id)["status"] != "delivered")
+            .collect();
+        let Some(first) = waiting.first() else { break };
+        assert!(
+            Instant::now() < deadline,
+            "{} accepted deliveries are not delivered {WAIT:?} after space returned, e.g. {}",
+            waiting.len(),
+            server.status(first)
+        );
+        std::thread::sleep(Duration::from_millis(100));
     }
     let copies = eventually(WAIT, || {
         let m = sink.messages();
@@ -265,5 +307,25 @@ fn a_full_disk_refuses_writes_with_503_and_452_keeps_what_was_accepted_and_recov
     assert!(copies.iter().any(|m| m.contains("smtp-again@example.com")));
     assert!(!copies.iter().any(|m| m.contains("smtp-full@example.com")));
     assert_eq!(integrity(&db), "ok");
+    assert_eq!(
+        half_written(&db),
+        (0, 0),
+        "messages without deliveries, deliveries without events"
+    );
     drop(server);
+}
+
+/// Messages without deliveries and deliveries without events: what a
+/// write cut in the middle would leave.
+fn half_written(db: &Path) -> (i64, i64) {
+    let conn = Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+    let count = |sql: &str| conn.query_row(sql, [], |r| r.get(0)).unwrap();
+    (
+        count(
+            "SELECT COUNT(*) FROM messages m WHERE NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.message_id = m.id)",
+        ),
+        count(
+            "SELECT COUNT(*) FROM deliveries d WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.delivery_id = d.id)",
+        ),
+    )
 }
