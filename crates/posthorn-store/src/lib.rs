@@ -41,10 +41,17 @@ pub enum StoreError {
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
         // SQLite answers SQLITE_FULL when a write to the database, its log
-        // or a temporary file finds the disk full (ENOSPC).
-        match e.sqlite_error_code() {
-            Some(rusqlite::ErrorCode::DiskFull) => StoreError::Full(e.to_string()),
-            _ => StoreError::Backend(e.to_string()),
+        // or a temporary file finds the disk full (ENOSPC), and
+        // SQLITE_IOERR_SHMSIZE when the log's index cannot grow (its file
+        // is extended by writing to it, which fails the same way).
+        let full = e.sqlite_error().is_some_and(|f| {
+            f.code == rusqlite::ErrorCode::DiskFull
+                || f.extended_code == rusqlite::ffi::SQLITE_IOERR_SHMSIZE
+        });
+        if full {
+            StoreError::Full(e.to_string())
+        } else {
+            StoreError::Backend(e.to_string())
         }
     }
 }
@@ -243,5 +250,32 @@ impl StoreRules {
 impl Default for StoreRules {
     fn default() -> Self {
         Self::from_config(&posthorn_core::config::Config::default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StoreError;
+    use rusqlite::ffi;
+
+    fn sqlite(code: std::ffi::c_int) -> StoreError {
+        rusqlite::Error::SqliteFailure(ffi::Error::new(code), None).into()
+    }
+
+    #[test]
+    fn a_full_disk_is_its_own_error_and_other_failures_are_not() {
+        assert!(matches!(sqlite(ffi::SQLITE_FULL), StoreError::Full(_)));
+        assert!(matches!(
+            sqlite(ffi::SQLITE_IOERR_SHMSIZE),
+            StoreError::Full(_)
+        ));
+        assert!(matches!(
+            sqlite(ffi::SQLITE_CORRUPT),
+            StoreError::Backend(_)
+        ));
+        assert!(matches!(
+            sqlite(ffi::SQLITE_IOERR_FSYNC),
+            StoreError::Backend(_)
+        ));
     }
 }

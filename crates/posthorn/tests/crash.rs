@@ -14,7 +14,7 @@
 //! - each delivery's stored status (and the API's) is the fold of its
 //!   stored events.
 //!
-//! `POSTHORN_CRASH_RUNS` runs (default 3, the CI version); the first run's
+//! `POSTHORN_CRASH_RUNS` runs (default 5, the CI version); the first run's
 //! seed is `POSTHORN_CRASH_SEED` (random if unset), each next run's one more.
 //! A seed decides the kill moment, the mix of the load and what the readers
 //! of copies do; the threads' interleaving is the machine's, so a replay
@@ -52,7 +52,7 @@ fn kill_9_at_random_moments_loses_nothing_answered_and_sends_no_verdict_again() 
     if peer("smtp-sink").is_none() {
         return;
     }
-    let runs: u64 = env_number("POSTHORN_CRASH_RUNS").unwrap_or(3);
+    let runs: u64 = env_number("POSTHORN_CRASH_RUNS").unwrap_or(5);
     let first_seed =
         env_number("POSTHORN_CRASH_SEED").unwrap_or_else(|| rand::rng().random::<u32>() as u64);
     println!(
