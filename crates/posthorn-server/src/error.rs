@@ -76,7 +76,9 @@ impl From<StoreError> for ApiError {
                 "the server is shutting down; retry shortly",
             ),
             StoreError::Full(detail) => {
-                tracing::error!(%detail, "storage full: refusing writes until space returns");
+                if full_disk_log_due() {
+                    tracing::error!(%detail, "storage full: refusing writes until space returns");
+                }
                 ApiError::storage_full()
             }
             StoreError::Backend(detail) => {
@@ -85,6 +87,21 @@ impl From<StoreError> for ApiError {
             }
         }
     }
+}
+
+/// Whether to log a refusal for a full disk now: at most one line every
+/// 10 s, however many requests are refused (the log may share the disk).
+fn full_disk_log_due() -> bool {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let last = LAST.load(Ordering::Relaxed);
+    now >= last + 10
+        && LAST
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
 }
 
 impl IntoResponse for ApiError {

@@ -633,12 +633,17 @@ impl DeliveryService {
         let lease = u64::try_from(self.state.config.delivery.lease.0).unwrap_or(0);
         let until = tokio::time::Instant::now() + Duration::from_millis(lease / 2);
         let mut pause = Duration::from_millis(200);
+        let mut first = true;
         loop {
             match write().await {
                 Err(posthorn_store::StoreError::Full(detail))
                     if tokio::time::Instant::now() + pause < until =>
                 {
-                    tracing::warn!(%detail, "storage full: recording a delivery attempt again shortly");
+                    // Once per write: a long outage must not flood the log.
+                    if first {
+                        tracing::warn!(%detail, "storage full: recording a delivery attempt again when space returns");
+                        first = false;
+                    }
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(Duration::from_secs(5));
                 }
