@@ -1,8 +1,10 @@
 //! Crash consistency: `posthorn serve` is killed with SIGKILL at a random
 //! moment while it takes API and SMTP submissions, delivers to Postfix's
 //! `smtp-sink`, records opens and clicks and reads returned mail through its
-//! inbound MX; then it is started again on the same data directory, left to
-//! settle, and checked:
+//! inbound MX, while a fifth of its mail waits for a domain it cannot reach
+//! yet (deferred and retried across the kills); then it is started again on
+//! the same data directory, that domain now reachable, left to settle, and
+//! checked:
 //!
 //! - every submission answered (202, or 250 after DATA) is stored, with
 //!   each of its recipients;
@@ -28,7 +30,7 @@ use common::*;
 use posthorn_core::event::EventDetails;
 use posthorn_core::status::{DeliveryStatus, EngagementStatus, FoldInput};
 use posthorn_core::{DeliveryState, EventId, EventKind};
-use posthorn_testkit::{eventually, peer, read_dir_texts};
+use posthorn_testkit::{eventually, free_port, peer, read_dir_texts};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rusqlite::{Connection, OpenFlags};
@@ -124,8 +126,19 @@ fn run(seed: u64) -> (String, [usize; 4]) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let zone = zone_file(dir.path(), "");
-    let mut args = route_args(&[("example.com", sink.addr)], &zone);
-    args.extend(["--submission", "127.0.0.1:0", "--public-url", PUBLIC_URL].map(str::to_owned));
+    // later.example cannot be reached until the last start (nothing
+    // listens on its port): its deliveries are deferred and retried across
+    // the kills, and delivered at the end.
+    let unreachable = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let args_with = |later: SocketAddr| {
+        let mut args = route_args(
+            &[("example.com", sink.addr), ("later.example", later)],
+            &zone,
+        );
+        args.extend(["--submission", "127.0.0.1:0", "--public-url", PUBLIC_URL].map(str::to_owned));
+        args
+    };
+    let args = args_with(unreachable);
     let env = [
         ("POSTHORN_RETRY__FIRST_RETRY", "1s"),
         ("POSTHORN_RETRY__MAX_INTERVAL", "1s"),
@@ -156,7 +169,7 @@ fn run(seed: u64) -> (String, [usize; 4]) {
     }
 
     let restarted = Instant::now();
-    let server = Server::start(&data, &args, &env);
+    let server = Server::start(&data, &args_with(sink.addr), &env);
     let db =
         Connection::open_with_flags(data.join(DATABASE), OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
     eventually(Duration::from_secs(120), || settled(&db).then_some(()));
@@ -172,6 +185,13 @@ fn run(seed: u64) -> (String, [usize; 4]) {
         problems.join("\n")
     );
     let resent = copies.values().filter(|n| **n > 1).count();
+    let deferred: i64 = db
+        .query_row(
+            "SELECT COUNT(DISTINCT delivery_id) FROM events WHERE kind = 'deferred'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
     let hits: usize = answered.hits.values().sum();
     let counts = [
         answered.api.len(),
@@ -181,7 +201,7 @@ fn run(seed: u64) -> (String, [usize; 4]) {
     ];
     let report = format!(
         "killed after {}; answered {} API deliveries, {} SMTP messages, {hits} opens and clicks, \
-         {} returned messages; {} verdicts at the last kill; {resent} sent again; \
+         {} returned messages; {deferred} deferred; {} verdicts at the last kill; {resent} sent again; \
          settled {:.1} s after the restart",
         kill_moments.join(", then "),
         answered.api.len(),
@@ -292,7 +312,14 @@ fn api_load(
     let mut rng = StdRng::seed_from_u64(seed);
     while !stop.load(Ordering::Relaxed) {
         let to: Vec<String> = (0..rng.random_range(1..=3))
-            .map(|_| format!("r{}@example.com", next.fetch_add(1, Ordering::Relaxed)))
+            .map(|_| {
+                let domain = if rng.random_bool(0.2) {
+                    "later.example"
+                } else {
+                    "example.com"
+                };
+                format!("r{}@{domain}", next.fetch_add(1, Ordering::Relaxed))
+            })
             .collect();
         let body = json!({"from": "Shop <shop@sender.example>", "to": to, "subject": "News",
             "html": HTML, "text": "Hello"});
