@@ -4,7 +4,9 @@
 //! inbound MX, while a fifth of its mail waits for a domain it cannot reach
 //! yet (deferred and retried across the kills); then it is started again on
 //! the same data directory, that domain now reachable, left to settle, and
-//! checked:
+//! checked. A run kills once during the load, sometimes again soon after a
+//! restart, and sometimes once more while `serve` starts. After the last
+//! start:
 //!
 //! - every submission answered (202, or 250 after DATA) is stored, with
 //!   each of its recipients;
@@ -167,6 +169,19 @@ fn run(seed: u64) -> (String, [usize; 4]) {
             &sink,
         ));
     }
+    // In a third of the runs, one more kill while `serve` starts: opening
+    // the database (recovering the log the last kill left), releasing the
+    // leases, or the first deliveries.
+    if rng.random_bool(1.0 / 3.0) {
+        let kill_after = Duration::from_millis(rng.random_range(0..400));
+        kill_while_starting(&data, &args, &env, kill_after);
+        kill_moments.push(format!("{} ms after a start", kill_after.as_millis()));
+        at_kills.push(AtKill::read(
+            &data,
+            &dir.path().join("kill-starting"),
+            &sink,
+        ));
+    }
 
     let restarted = Instant::now();
     let server = Server::start(&data, &args_with(sink.addr), &env);
@@ -211,6 +226,30 @@ fn run(seed: u64) -> (String, [usize; 4]) {
         settle.as_secs_f64(),
     );
     (report, counts)
+}
+
+/// Starts `serve` as [`Server::start`] does and kills it `after` the spawn,
+/// whether or not it listens by then.
+fn kill_while_starting(data: &Path, args: &[String], env: &[(&str, &str)], after: Duration) {
+    let mut child = std::process::Command::new(BIN)
+        .args([
+            "serve",
+            "--http",
+            "127.0.0.1:0",
+            "--mx",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(data)
+        .args(args)
+        .envs(env.iter().copied())
+        .env("POSTHORN_LOG", "error")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(after);
+    child.kill().unwrap();
+    child.wait().unwrap();
 }
 
 /// What the load threads of every start share.
