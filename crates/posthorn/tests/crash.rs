@@ -699,10 +699,13 @@ fn check(
             ));
         }
         for (k, at_kill) in at_kills.iter().enumerate() {
-            let then = at_kill.copies.get(recipient);
-            if at_kill.verdicts.contains(recipient) && then != Some(n) {
+            // A stored verdict means the sink took a copy; should its file
+            // not have been complete when the copies were counted, it was
+            // one copy.
+            let then = at_kill.copies.get(recipient).copied().unwrap_or(0).max(1);
+            if at_kill.verdicts.contains(recipient) && then != *n {
                 problems.push(format!(
-                    "delivery {} had a verdict at kill {} with {then:?} copies, and has {n} now: sent again",
+                    "delivery {} had a verdict at kill {} with {then} copies, and has {n} now: sent again",
                     d.id,
                     k + 1
                 ));
