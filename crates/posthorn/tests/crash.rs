@@ -11,8 +11,8 @@
 //! - every submission answered (202, or 250 after DATA) is stored, with
 //!   each of its recipients;
 //! - every copy the sink received has its `delivered` event, and no
-//!   delivery reached the sink more than twice (sent once more at most);
-//! - no delivery that had a verdict stored at the kill is sent again;
+//!   delivery was sent more than once more per kill;
+//! - no delivery that had a verdict stored at a kill is sent again;
 //! - every open and click answered to a client (200, 302) is stored, and
 //!   every returned message answered with 250 is kept with its bounce;
 //! - each delivery's stored status (and the API's) is the fold of its
@@ -20,7 +20,7 @@
 //!
 //! `POSTHORN_CRASH_RUNS` runs (default 5, the CI version); the first run's
 //! seed is `POSTHORN_CRASH_SEED` (random if unset), each next run's one more.
-//! A seed decides the kill moment, the mix of the load and what the readers
+//! A seed decides the kill moments, the mix of the load and what the readers
 //! of copies do; the threads' interleaving is the machine's, so a replay
 //! repeats the scenario, not every byte. Each run prints its seed and the
 //! command that replays it.
