@@ -480,12 +480,18 @@ pub struct PolicyConfig {
     /// Drop a second delivery to the same recipient in the same campaign
     /// (default on; each tenant can switch it off).
     pub campaign_dedupe: bool,
+    /// Refuse a message unless its From domain (or a parent of it) is one of
+    /// the sending tenant's domains, as hosted services require a verified
+    /// sender (default off, so that a first run and the demo can send).
+    /// A domain that belongs to another tenant is refused either way.
+    pub require_own_domain: bool,
 }
 
 impl Default for PolicyConfig {
     fn default() -> Self {
         Self {
             campaign_dedupe: true,
+            require_own_domain: false,
         }
     }
 }

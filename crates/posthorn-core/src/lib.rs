@@ -10,12 +10,14 @@ pub mod address;
 pub mod clock;
 pub mod config;
 pub mod contact;
+pub mod domain;
 pub mod event;
 pub mod id;
 pub mod net;
 pub mod policy;
 pub mod retry;
 pub mod status;
+pub mod submission;
 pub mod suppression;
 
 pub use clock::{Clock, Millis, SystemClock};

@@ -50,6 +50,9 @@ pub struct Shared {
     /// Facts and hit histories of recently hit deliveries, so a hit costs
     /// its durable write and no read (see `tracker_cache`).
     pub tracker_cache: Arc<crate::tracker_cache::TrackerCache>,
+    /// The DKIM keys of sending domains (files in the data directory);
+    /// a copy is signed only with a key of a domain its tenant owns.
+    pub dkim: Arc<DkimKeys>,
 }
 
 impl AppState {
@@ -113,6 +116,7 @@ impl App {
     ) -> anyhow_like::Result<Self> {
         let secret = load_or_create_secret(&config.server.data_dir)?;
         let tracking = Arc::new(crate::tracking::Tracking::new(&secret, &config));
+        let dkim = Arc::new(DkimKeys::load(&config.server.data_dir)?);
         Ok(Self {
             state: AppState(Arc::new(Shared {
                 store,
@@ -122,6 +126,7 @@ impl App {
                 delivery_wake: Arc::new(tokio::sync::Notify::new()),
                 tracking,
                 tracker_cache: Arc::default(),
+                dkim,
             })),
             verp: VerpSigner::new(&secret),
         })
@@ -136,8 +141,6 @@ impl App {
         inbound: Option<SocketAddr>,
     ) -> Result<DeliveryHandle, String> {
         let timeouts = smtp_timeouts(&self.state.config.delivery.timeouts);
-        // Loaded once: a key added later signs after a restart.
-        let dkim = Arc::new(DkimKeys::load(&self.state.config.server.data_dir)?);
         let mut extra_routes = std::collections::HashMap::new();
         if self.state.config.delivery.simulator {
             let addr = Simulator::new(std::time::Duration::from_secs(5))
@@ -159,7 +162,7 @@ impl App {
             extra_routes,
         )?
         .with_timeouts(timeouts)
-        .with_dkim(dkim);
+        .with_dkim(self.state.dkim.clone());
         let stop = Arc::new(tokio::sync::Notify::new());
         let task = tokio::spawn(Arc::new(service).run(stop.clone()));
         Ok(DeliveryHandle { stop, task })
@@ -170,6 +173,7 @@ impl App {
     pub async fn bootstrap(&self) -> anyhow_like::Result<Bootstrap> {
         let store = &self.state.store;
         if store.tenant_count().await? > 0 {
+            self.adopt_unowned_keys().await?;
             return Ok(Bootstrap::Existing);
         }
         let now = self.state.now();
@@ -191,6 +195,45 @@ impl App {
             key: key.token,
             key_file,
         })
+    }
+
+    /// DKIM keys made before sending domains belonged to tenants have no
+    /// owner, and an unowned key never signs. With one tenant, whose they
+    /// are is clear: it gets them (so an upgrade keeps signing). With
+    /// several, the operator must say: `posthorn domains add DOMAIN
+    /// --tenant NAME` adopts the existing key.
+    async fn adopt_unowned_keys(&self) -> anyhow_like::Result<()> {
+        let store = &self.state.store;
+        let keys = crate::dkim::list(&self.state.config.server.data_dir)?;
+        let owned = store.sending_domains(None).await?;
+        let mut unowned: Vec<String> = keys
+            .into_iter()
+            .map(|k| k.domain)
+            .filter(|d| !owned.iter().any(|o| o.domain == *d))
+            .collect();
+        unowned.dedup();
+        if unowned.is_empty() {
+            return Ok(());
+        }
+        let single_tenant = match store.tenant_count().await? {
+            1 => store.operator_tenant().await?,
+            _ => None,
+        };
+        for domain in unowned {
+            match &single_tenant {
+                Some(tenant) => {
+                    let claim = store
+                        .claim_sending_domain(tenant, &domain, self.state.now())
+                        .await?;
+                    tracing::info!(%domain, ?claim, "a DKIM key without an owner went to the only tenant");
+                }
+                None => tracing::warn!(
+                    %domain,
+                    "this DKIM key belongs to no tenant and signs nothing; assign it with `posthorn domains add DOMAIN --tenant NAME`"
+                ),
+            }
+        }
+        Ok(())
     }
 
     /// Listens for SMTP submission on `listener` (STARTTLS with the

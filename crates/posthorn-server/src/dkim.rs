@@ -21,7 +21,7 @@ use rustls_pki_types::PrivateKeyDer;
 use rustls_pki_types::pem::PemObject;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
 
 /// The directory under the data directory that holds the keys.
@@ -86,12 +86,14 @@ pub struct DomainKey {
     pub active: bool,
 }
 
-/// The keys `serve` signs with, loaded once at start: one per domain.
+/// The keys `serve` signs with, one per domain: loaded at start, and again
+/// when a tenant adds or removes a domain through the API.
 #[derive(Default)]
 pub struct DkimKeys {
-    by_domain: HashMap<String, DomainSigner>,
+    by_domain: RwLock<HashMap<String, DomainSigner>>,
 }
 
+#[derive(Clone)]
 struct DomainSigner {
     selector: String,
     key: SharedKey,
@@ -117,8 +119,9 @@ impl SigningKey for SharedKey {
 impl std::fmt::Debug for DkimKeys {
     /// Domains and selectors only: never key material.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let by_domain = self.by_domain.read().unwrap_or_else(|e| e.into_inner());
         f.debug_map()
-            .entries(self.by_domain.iter().map(|(d, s)| (d, &s.selector)))
+            .entries(by_domain.iter().map(|(d, s)| (d, &s.selector)))
             .finish()
     }
 }
@@ -128,33 +131,38 @@ impl DkimKeys {
     /// A key file that cannot be read or used is an error: mail for its
     /// domain would otherwise leave unsigned without anyone noticing.
     pub fn load(data_dir: &Path) -> Result<Self, String> {
-        let mut by_domain = HashMap::new();
-        for file in scan(data_dir)?.into_iter().filter(|f| f.active) {
-            let der = read_private_key(&file.path)?;
-            let key = RsaKey::<Sha256>::from_key_der(der)
-                .map_err(|e| format!("{}: not a usable RSA key: {e}", file.path.display()))?;
-            tracing::info!(domain = %file.domain, selector = %file.selector, "DKIM key loaded");
-            by_domain.insert(
-                file.domain,
-                DomainSigner {
-                    selector: file.selector,
-                    key: SharedKey(Arc::new(key)),
-                },
-            );
-        }
-        Ok(Self { by_domain })
+        Ok(Self {
+            by_domain: RwLock::new(read_signers(data_dir)?),
+        })
+    }
+
+    /// Reads the key directory again (after a key was added or removed
+    /// while serving); on an error the keys in use stay.
+    pub fn reload(&self, data_dir: &Path) -> Result<(), String> {
+        let fresh = read_signers(data_dir)?;
+        *self.by_domain.write().unwrap_or_else(|e| e.into_inner()) = fresh;
+        Ok(())
     }
 
     pub fn is_empty(&self) -> bool {
-        self.by_domain.is_empty()
+        self.by_domain
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
     }
 
     /// `message` with a `DKIM-Signature` header in front, signed for
-    /// `from_domain` or its nearest parent domain that has a key; `None`
-    /// when none has (the message then goes unsigned).
-    pub fn sign(&self, from_domain: &str, message: &[u8]) -> Option<Vec<u8>> {
+    /// `from_domain` or its nearest parent domain that has a key and that
+    /// `may_sign` allows (the sending tenant owns it); `None` when there is
+    /// no such key (the message then goes unsigned).
+    pub fn sign(
+        &self,
+        from_domain: &str,
+        may_sign: impl Fn(&str) -> bool,
+        message: &[u8],
+    ) -> Option<Vec<u8>> {
         let from_domain = from_domain.trim_end_matches('.').to_ascii_lowercase();
-        let (domain, signer) = self.signer_for(&from_domain)?;
+        let (domain, signer) = self.signer_for(&from_domain, may_sign)?;
         // Sign the bytes that go on the wire: the SMTP client turns bare LF
         // into CRLF, so do it first.
         let message = &*crlf(message);
@@ -166,7 +174,7 @@ impl DkimKeys {
             // RFC 6376 §5.4: From must always be signed.
             headers.insert(0, "From");
         }
-        let signature = DkimSigner::from_key(signer.key.clone())
+        let signature = DkimSigner::from_key(signer.key)
             .domain(domain)
             .selector(signer.selector.as_str())
             .headers(headers)
@@ -187,20 +195,37 @@ impl DkimKeys {
     }
 
     /// The key for `domain`, else for its nearest parent domain (never a
-    /// single label).
-    fn signer_for<'a>(&'a self, domain: &'a str) -> Option<(&'a str, &'a DomainSigner)> {
-        let mut candidate = domain;
-        loop {
-            if let Some(signer) = self.by_domain.get(candidate) {
-                return Some((candidate, signer));
-            }
-            let (_, parent) = candidate.split_once('.')?;
-            if !parent.contains('.') {
-                return None;
-            }
-            candidate = parent;
-        }
+    /// single label), among the domains `may_sign` allows.
+    fn signer_for<'a>(
+        &self,
+        domain: &'a str,
+        may_sign: impl Fn(&str) -> bool,
+    ) -> Option<(&'a str, DomainSigner)> {
+        let by_domain = self.by_domain.read().unwrap_or_else(|e| e.into_inner());
+        posthorn_core::domain::domain_and_parents(domain)
+            .into_iter()
+            .filter(|candidate| may_sign(candidate))
+            .find_map(|candidate| Some((candidate, by_domain.get(candidate)?.clone())))
     }
+}
+
+/// The active key of every domain in `DATA_DIR/dkim`.
+fn read_signers(data_dir: &Path) -> Result<HashMap<String, DomainSigner>, String> {
+    let mut by_domain = HashMap::new();
+    for file in scan(data_dir)?.into_iter().filter(|f| f.active) {
+        let der = read_private_key(&file.path)?;
+        let key = RsaKey::<Sha256>::from_key_der(der)
+            .map_err(|e| format!("{}: not a usable RSA key: {e}", file.path.display()))?;
+        tracing::info!(domain = %file.domain, selector = %file.selector, "DKIM key loaded");
+        by_domain.insert(
+            file.domain,
+            DomainSigner {
+                selector: file.selector,
+                key: SharedKey(Arc::new(key)),
+            },
+        );
+    }
+    Ok(by_domain)
 }
 
 /// The domain a message is signed for: its From header's (what DMARC
@@ -291,7 +316,7 @@ pub fn normalize_domain(domain: &str) -> Result<String, String> {
 
 /// A selector: one DNS label (letters, digits, hyphens), lower-case. One
 /// label keeps `<domain>.<selector>.pem` unambiguous.
-fn normalize_selector(selector: &str) -> Result<String, String> {
+pub fn normalize_selector(selector: &str) -> Result<String, String> {
     let s = selector.trim().to_ascii_lowercase();
     let ok = !s.is_empty()
         && s.len() <= 63
@@ -531,7 +556,9 @@ mod tests {
         assert_eq!(list(dir.path()).unwrap(), vec![key.clone()]);
 
         let keys = DkimKeys::load(dir.path()).unwrap();
-        let signed = keys.sign("sender.example", MESSAGE).expect("signed");
+        let signed = keys
+            .sign("sender.example", |_| true, MESSAGE)
+            .expect("signed");
         assert!(signed.ends_with(MESSAGE), "the message follows unchanged");
         let header = signature_of(&signed);
         assert!(
@@ -565,7 +592,9 @@ mod tests {
 
         // A subdomain is signed with its parent's key (DMARC relaxed
         // alignment); case and a trailing dot do not matter.
-        let sub = keys.sign("News.Sender.Example.", MESSAGE).expect("signed");
+        let sub = keys
+            .sign("News.Sender.Example.", |_| true, MESSAGE)
+            .expect("signed");
         assert!(signature_of(&sub).contains("d=sender.example;"));
     }
 
@@ -577,7 +606,9 @@ mod tests {
         let lf = String::from_utf8(MESSAGE.to_vec())
             .unwrap()
             .replace("\r\n", "\n");
-        let signed = keys.sign("sender.example", lf.as_bytes()).unwrap();
+        let signed = keys
+            .sign("sender.example", |_| true, lf.as_bytes())
+            .unwrap();
         assert!(signed.ends_with(MESSAGE), "sent with CRLF line ends");
         let body_hash = |signed: &[u8]| {
             let header = signature_of(signed).replace(' ', "");
@@ -590,7 +621,7 @@ mod tests {
                 .unwrap()
                 .to_owned()
         };
-        let crlf_signed = keys.sign("sender.example", MESSAGE).unwrap();
+        let crlf_signed = keys.sign("sender.example", |_| true, MESSAGE).unwrap();
         assert_eq!(body_hash(&signed), body_hash(&crlf_signed));
         assert_eq!(crlf(b"a\r\nb\nc\n\n"), &b"a\r\nb\r\nc\r\n\r\n"[..]);
         assert_eq!(crlf(b"\nx"), &b"\r\nx"[..]);
@@ -605,11 +636,46 @@ mod tests {
         );
         generate(dir.path(), "sender.example", "s1").unwrap();
         let keys = DkimKeys::load(dir.path()).unwrap();
-        assert!(keys.sign("other.example", MESSAGE).is_none());
-        assert!(keys.sign("example", MESSAGE).is_none());
-        assert!(keys.sign("", MESSAGE).is_none());
-        assert!(keys.sign("notsender.example", MESSAGE).is_none());
+        assert!(keys.sign("other.example", |_| true, MESSAGE).is_none());
+        assert!(keys.sign("example", |_| true, MESSAGE).is_none());
+        assert!(keys.sign("", |_| true, MESSAGE).is_none());
+        assert!(keys.sign("notsender.example", |_| true, MESSAGE).is_none());
         assert_eq!(format!("{keys:?}"), r#"{"sender.example": "s1"}"#);
+    }
+
+    #[test]
+    fn only_domains_the_sender_may_sign_for_are_used() {
+        let dir = tempfile::tempdir().unwrap();
+        generate(dir.path(), "sender.example", "s1").unwrap();
+        let keys = DkimKeys::load(dir.path()).unwrap();
+        // Another tenant's domain: its key is never used.
+        assert!(keys.sign("sender.example", |_| false, MESSAGE).is_none());
+        assert!(
+            keys.sign(
+                "news.sender.example",
+                |d| d == "news.sender.example",
+                MESSAGE
+            )
+            .is_none(),
+            "the key's own domain must be allowed, not only the From domain"
+        );
+        let signed = keys
+            .sign("news.sender.example", |d| d == "sender.example", MESSAGE)
+            .unwrap();
+        assert!(signature_of(&signed).contains("d=sender.example"));
+    }
+
+    #[test]
+    fn reload_picks_up_added_and_removed_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = DkimKeys::load(dir.path()).unwrap();
+        generate(dir.path(), "sender.example", "s1").unwrap();
+        assert!(keys.sign("sender.example", |_| true, MESSAGE).is_none());
+        keys.reload(dir.path()).unwrap();
+        assert!(keys.sign("sender.example", |_| true, MESSAGE).is_some());
+        remove(dir.path(), "sender.example", None).unwrap();
+        keys.reload(dir.path()).unwrap();
+        assert!(keys.is_empty());
     }
 
     #[test]
@@ -644,7 +710,7 @@ mod tests {
             ]
         );
         let loaded = DkimKeys::load(dir.path()).unwrap();
-        let signed = loaded.sign("sender.example", MESSAGE).unwrap();
+        let signed = loaded.sign("sender.example", |_| true, MESSAGE).unwrap();
         assert!(signature_of(&signed).contains("s=new; d=sender.example;"));
 
         assert_eq!(

@@ -17,6 +17,7 @@ pub mod headers;
 pub mod inbound;
 pub mod keys;
 pub mod metrics;
+pub mod sending_domains;
 pub mod simulator;
 pub mod submission;
 pub mod tracker_cache;

@@ -3,16 +3,22 @@
 //! scope, and every RCPT becomes one delivery through the same policy chain
 //! as the HTTP API. The 250 after the data names the message id.
 //!
-//! The message is kept as the client built it and sent as it is; a
-//! `Bcc:` header is removed, and `Message-ID`/`Date` are added when missing.
-//! `X-Posthorn-Stream` and `X-Posthorn-Campaign` choose the stream and
-//! campaign (and are removed before sending).
+//! The message is kept as the client built it and sent byte for byte;
+//! `Bcc`, `Resent-Bcc` and `Return-Path` are removed, and `Message-ID`/`Date`
+//! are added when missing. `X-Posthorn-Stream` and `X-Posthorn-Campaign`
+//! choose the stream and campaign (and are removed before sending). The
+//! content rules are the API's (`posthorn_core::submission`); what breaks
+//! them is refused with 554 5.6.0 (550 5.7.1 for a header Posthorn owns:
+//! signatures, authentication results, unknown `X-Posthorn-*`), never
+//! repaired.
 
 use crate::app::AppState;
-use crate::headers::HeaderBlock;
+use crate::headers::{HeaderBlock, unfold};
 use crate::keys;
+use crate::sending_domains;
 use posthorn_core::address::{EmailAddress, Mailbox};
 use posthorn_core::id::ApiKeyId;
+use posthorn_core::submission::{self, Draft, FieldError, RawHeaderRule};
 use posthorn_core::{DeliveryId, EventSource, MessageId};
 use posthorn_smtp::server::{Handler, ReceivedEnvelope, ServerReply, Session};
 use posthorn_store::{AcceptOutcome, NewMessage, NewRecipient, RecipientKind, Scope};
@@ -83,6 +89,12 @@ impl Handler for SubmissionHandler {
             Ok(_) => return ServerReply::new(535, "5.7.8", "the API key is no longer valid"),
             Err(_) => return temporary_failure(),
         };
+        // The content rules first, as the API applies them: nothing about
+        // the message is stored unless all of them hold.
+        let submitted = match read_message(&message) {
+            Ok(s) => s,
+            Err(e) => return refusal(&e),
+        };
         let headers = HeaderBlock::parse(&message);
         let now = self.state.now();
         let from_address = match EmailAddress::parse(&envelope.mail_from) {
@@ -101,16 +113,18 @@ impl Handler for SubmissionHandler {
                 deliverable_domain: address.can_receive_mail(),
             });
         }
-        let stream = headers
-            .get("x-posthorn-stream")
-            .map(|s| s.trim().to_ascii_lowercase())
-            .filter(|s| crate::api::valid_stream_name(s))
-            .unwrap_or_else(|| crate::api::DEFAULT_STREAM.to_owned());
+        if let Some(reply) = self
+            .refuse_foreign_sender(&tenant.id, &from_address, &headers)
+            .await
+        {
+            return reply;
+        }
+        let stream = submitted.stream;
         let from_header = headers
             .get("from")
             .filter(|f| Mailbox::parse(f.trim()).is_ok())
             .map_or_else(|| envelope.mail_from.clone(), |f| f.trim().to_owned());
-        let raw = prepare_raw(&message, &headers, now);
+        let raw = prepare_raw(&message, &submitted.kept, now);
         let size = raw.len() as u64;
         let id = MessageId::generate();
         let stream_requires_confirmation = self
@@ -128,19 +142,13 @@ impl Handler for SubmissionHandler {
             cc_header: None,
             raw_mime: Some(raw),
             reply_to: None,
-            subject: headers
-                .get("subject")
-                .map(|s| s.trim().to_owned())
-                .unwrap_or_default(),
+            subject: submitted.subject.unwrap_or_default(),
             text: None,
             html: None,
             headers: serde_json::json!({}),
             tags: Vec::new(),
             metadata: serde_json::json!({}),
-            campaign: headers
-                .get("x-posthorn-campaign")
-                .map(|c| c.trim().to_owned())
-                .filter(|c| !c.is_empty()),
+            campaign: submitted.campaign,
             test: false,
             send_at: None,
             expires_at: None,
@@ -174,47 +182,175 @@ impl Handler for SubmissionHandler {
     }
 }
 
-/// The message as it will be sent: without Bcc and our X-Posthorn headers,
-/// with Message-ID and Date when the client left them out.
-fn prepare_raw(message: &[u8], headers: &HeaderBlock, now: i64) -> Vec<u8> {
-    let head = String::from_utf8_lossy(&message[..headers.body_start]);
+impl SubmissionHandler {
+    /// A 550 when the envelope sender's or the From header's domain belongs
+    /// to another tenant (or, with `[policy] require_own_domain`, not to
+    /// this one); nothing is written then.
+    async fn refuse_foreign_sender(
+        &self,
+        tenant: &posthorn_core::TenantId,
+        envelope_from: &str,
+        headers: &HeaderBlock,
+    ) -> Option<ServerReply> {
+        let domain_of = |address: &str| address.rsplit_once('@').map(|(_, d)| d.to_owned());
+        let header_from = headers
+            .get("from")
+            .and_then(|f| Mailbox::parse(f.trim()).ok())
+            .map(|m| m.address.domain().to_owned());
+        let domains: Vec<String> = domain_of(envelope_from)
+            .into_iter()
+            .chain(header_from)
+            .collect();
+        let domains: Vec<&str> = domains.iter().map(String::as_str).collect();
+        match sending_domains::sender_refusal(
+            &*self.state.store,
+            tenant,
+            &domains,
+            self.state.config.policy.require_own_domain,
+        )
+        .await
+        {
+            Ok(None) => None,
+            Ok(Some((refusal, domain))) => Some(ServerReply::new(
+                550,
+                "5.7.1",
+                format!("{refusal}: {domain}"),
+            )),
+            Err(_) => Some(temporary_failure()),
+        }
+    }
+}
+
+/// What submission reads from a client-built message that passed the
+/// content rules.
+#[derive(Debug)]
+struct Submitted {
+    subject: Option<String>,
+    stream: String,
+    campaign: Option<String>,
+    /// The byte ranges of the header fields that go out as sent, in order,
+    /// and whether Message-ID and Date are among them.
+    kept: KeptHeaders,
+}
+
+#[derive(Debug, Default)]
+struct KeptHeaders {
+    fields: Vec<std::ops::Range<usize>>,
+    has_message_id: bool,
+    has_date: bool,
+    /// Where the header fields end: the blank line (if any) and the body
+    /// follow.
+    header_end: usize,
+}
+
+/// Applies the shared content rules (`posthorn_core::submission`) to a
+/// message as an SMTP client built it. Works on the bytes: a field that is
+/// not ASCII or UTF-8 text is refused, never converted. Each field is kept,
+/// removed (blind copies, a return path) or consumed (our `X-Posthorn-*`
+/// settings), or the message is refused (a header Posthorn owns).
+fn read_message(message: &[u8]) -> Result<Submitted, FieldError> {
+    submission::check_body("message", message)?;
+    let (fields, _body_start) = crate::headers::raw_fields(message);
+    let mut kept = KeptHeaders {
+        header_end: fields.last().map_or(0, |f| f.range.end),
+        ..Default::default()
+    };
+    let (mut subject, mut stream, mut campaign) = (None, None, None);
+    for field in &fields {
+        let name = field
+            .name
+            .and_then(|n| std::str::from_utf8(n).ok())
+            .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_graphic() && b != b':'))
+            .ok_or_else(|| {
+                FieldError::new(
+                    "message",
+                    "invalid_header",
+                    "the header section has a line that is not a header field (`Name: value`)",
+                )
+            })?;
+        match submission::raw_header_rule(name) {
+            RawHeaderRule::Refuse => {
+                return Err(FieldError::new(
+                    name,
+                    "reserved_header",
+                    format!("`{name}` is written by Posthorn alone"),
+                ));
+            }
+            RawHeaderRule::Remove => continue,
+            RawHeaderRule::Consume => {
+                // Never sent: its value is judged as the API's field is
+                // (`stream`, `campaign`), so both doors answer alike.
+                let value = unfold(submission::raw_header_text(name, field.value)?);
+                let slot = if name.eq_ignore_ascii_case("x-posthorn-stream") {
+                    &mut stream
+                } else {
+                    &mut campaign
+                };
+                slot.get_or_insert(value);
+                continue;
+            }
+            RawHeaderRule::Keep => submission::check_raw_header(name, field.value)?,
+        }
+        let value = unfold(submission::raw_header_text(name, field.value)?);
+        if name.eq_ignore_ascii_case("subject") {
+            subject.get_or_insert(value);
+        }
+        kept.has_message_id |= name.eq_ignore_ascii_case("message-id");
+        kept.has_date |= name.eq_ignore_ascii_case("date");
+        kept.fields.push(field.range.clone());
+    }
+    let draft = Draft {
+        subject: subject.as_deref(),
+        stream: stream.as_deref(),
+        campaign: campaign.as_deref(),
+        ..Default::default()
+    };
+    let valid = submission::validate(&draft)
+        .map_err(|errors| errors.into_iter().next().expect("an Err holds an error"))?;
+    Ok(Submitted {
+        subject,
+        stream: valid.stream,
+        campaign,
+        kept,
+    })
+}
+
+/// A refused message: 550 5.7.1 for a header that is Posthorn's to write
+/// (policy), 554 5.6.0 for content that breaks the rules. The text names
+/// the field and the API's error code, so both doors read alike.
+fn refusal(e: &FieldError) -> ServerReply {
+    let (code, enhanced) = if e.is_policy() {
+        (550, "5.7.1")
+    } else {
+        (554, "5.6.0")
+    };
+    ServerReply::new(
+        code,
+        enhanced,
+        format!("{} ({}: {})", e.message, e.code, e.field),
+    )
+}
+
+/// The message as it will be sent: the kept header fields byte for byte,
+/// with Message-ID and Date in front when the client left them out, then the
+/// blank line and the body exactly as received.
+fn prepare_raw(message: &[u8], kept: &KeptHeaders, now: i64) -> Vec<u8> {
     let mut out = Vec::with_capacity(message.len() + 128);
-    let mut skipping = false;
-    for line in head.split_inclusive('\n') {
-        let continuation = line.starts_with([' ', '\t']);
-        if !continuation {
-            let name = line
-                .split(':')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase();
-            skipping = matches!(
-                name.as_str(),
-                "bcc" | "x-posthorn-stream" | "x-posthorn-campaign"
-            );
-        }
-        if !skipping {
-            out.extend_from_slice(line.as_bytes());
-        }
+    if !kept.has_message_id {
+        out.extend_from_slice(
+            format!("Message-ID: <{}@posthorn>\r\n", MessageId::generate()).as_bytes(),
+        );
     }
-    // Keep the blank line that ends the header section at the end.
-    let mut extra = String::new();
-    if headers.get("message-id").is_none() {
-        extra.push_str(&format!(
-            "Message-ID: <{}@posthorn>\r\n",
-            MessageId::generate()
-        ));
-    }
-    if headers.get("date").is_none() {
+    if !kept.has_date {
         // mail-builder already writes RFC 5322 dates.
         let date = mail_builder::headers::date::Date::new(now / 1000).to_rfc822();
-        extra.push_str(&format!("Date: {date}\r\n"));
+        out.extend_from_slice(format!("Date: {date}\r\n").as_bytes());
     }
-    if !extra.is_empty() {
-        out.splice(0..0, extra.into_bytes());
+    for range in &kept.fields {
+        out.extend_from_slice(&message[range.clone()]);
     }
-    out.extend_from_slice(&message[headers.body_start..]);
+    // The blank line and the body as the client sent them.
+    out.extend_from_slice(&message[kept.header_end..]);
     out
 }
 
@@ -225,10 +361,11 @@ mod tests {
     #[test]
     fn raw_messages_lose_bcc_and_our_headers_and_gain_missing_ones() {
         let message = b"From: a@x.example\r\nBcc: secret@x.example,\r\n  other@x.example\r\nX-Posthorn-Stream: news\r\nSubject: Hi\r\n  there\r\n\r\nBody\r\nBcc: in the body stays\r\n";
-        let headers = HeaderBlock::parse(message);
-        assert_eq!(headers.get("subject"), Some("Hi there"));
-        assert_eq!(headers.get("x-posthorn-stream"), Some("news"));
-        let raw = String::from_utf8(prepare_raw(message, &headers, 1_795_478_400_000)).unwrap();
+        let submitted = read_message(message).unwrap();
+        assert_eq!(submitted.subject.as_deref(), Some("Hi there"));
+        assert_eq!(submitted.stream, "news");
+        let raw =
+            String::from_utf8(prepare_raw(message, &submitted.kept, 1_795_478_400_000)).unwrap();
         assert!(!raw.contains("secret@") && !raw.contains("other@"), "{raw}");
         assert!(!raw.contains("X-Posthorn-Stream"), "{raw}");
         assert!(
@@ -240,5 +377,38 @@ mod tests {
             "{raw}"
         );
         assert!(raw.contains("Subject: Hi\r\n  there\r\n"), "{raw}");
+    }
+
+    #[test]
+    fn a_message_without_a_body_or_blank_line_keeps_its_end() {
+        for (message, tail) in [
+            (&b"Subject: a\r\n"[..], "Subject: a\r\n"),
+            (b"Subject: a\r\n\r\n", "Subject: a\r\n\r\n"),
+            (b"Subject: a\n\nbody", "Subject: a\n\nbody"),
+        ] {
+            let submitted = read_message(message).unwrap();
+            let raw = String::from_utf8(prepare_raw(message, &submitted.kept, 0)).unwrap();
+            assert!(raw.ends_with(tail), "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn refusals_name_the_code_and_the_field() {
+        let e = read_message(b"DKIM-Signature: v=1; d=victim.example\r\n\r\nhi").unwrap_err();
+        let reply = refusal(&e);
+        assert_eq!((reply.code, reply.enhanced), (550, "5.7.1"));
+        assert!(
+            reply.text.ends_with("(reserved_header: DKIM-Signature)"),
+            "{}",
+            reply.text
+        );
+        let e = read_message(b"X-Posthorn-Stream: Bad\r\n\r\nhi").unwrap_err();
+        let reply = refusal(&e);
+        assert_eq!((reply.code, reply.enhanced), (554, "5.6.0"));
+        assert!(
+            reply.text.ends_with("(invalid_stream: stream)"),
+            "{}",
+            reply.text
+        );
     }
 }

@@ -35,6 +35,8 @@ struct Server {
     /// The admin key of tenant `default`, from the bootstrap.
     admin: String,
     tenant: Tenant,
+    /// SMTP submission (AUTH over plain text is allowed from loopback).
+    submission: SocketAddr,
     _dir: tempfile::TempDir,
 }
 
@@ -96,6 +98,10 @@ async fn start_with(configure: impl FnOnce(&mut Config)) -> Server {
         .await
         .unwrap()
         .expect("tenant `default` exists after bootstrap");
+    let submission_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let submission = submission_listener.local_addr().unwrap();
+    app.start_submission(submission_listener)
+        .expect("submission starts");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -114,6 +120,7 @@ async fn start_with(configure: impl FnOnce(&mut Config)) -> Server {
         store,
         admin,
         tenant,
+        submission,
         _dir: dir,
     }
 }
@@ -1795,6 +1802,198 @@ async fn event_query_errors_are_400() {
 }
 
 // ---------------------------------------------------------------------------
+// Sending domains belong to tenants
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sending_domains_are_claimed_listed_and_given_up_by_their_tenant_admins() {
+    let server = start().await;
+    let (_b, b_admin) = server.new_tenant("b").await;
+    let (a_sender, _) = server
+        .new_key(&server.tenant, &[Scope::Send, Scope::Read])
+        .await;
+
+    let r = server
+        .post(
+            &server.admin,
+            "/v1/domains",
+            &json!({"domain": "Victim-A.Example."}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(r.json["domain"], "victim-a.example");
+    let record = &r.json["dns_records"][0];
+    assert_eq!(record["type"], "TXT");
+    assert_eq!(record["name"], "posthorn._domainkey.victim-a.example");
+    let value = record["value"].as_str().unwrap().to_owned();
+    assert!(value.starts_with("v=DKIM1; k=rsa; p="), "{value}");
+    // Claiming it again changes nothing, the key included.
+    let again = server
+        .post(
+            &server.admin,
+            "/v1/domains",
+            &json!({"domain": "victim-a.example"}),
+        )
+        .await;
+    assert_eq!(again.status, 200, "{}", again.text);
+    assert_eq!(again.json["dns_records"][0]["value"], value.as_str());
+    let listed = server.get(&server.admin, "/v1/domains").await;
+    assert_eq!(listed.status, 200);
+    assert_eq!(listed.json["domains"].as_array().unwrap().len(), 1);
+
+    // Another tenant: neither the domain nor a subdomain nor a parent.
+    server
+        .post(
+            &server.admin,
+            "/v1/domains",
+            &json!({"domain": "mail.parent-a.example"}),
+        )
+        .await;
+    for domain in [
+        "victim-a.example",
+        "sub.victim-a.example",
+        "parent-a.example",
+    ] {
+        let r = server
+            .post(&b_admin, "/v1/domains", &json!({"domain": domain}))
+            .await;
+        assert_error(&r, 409, "domain_taken", Some("domain"), domain);
+        assert!(
+            !r.text.contains("default"),
+            "the owner is not named: {}",
+            r.text
+        );
+    }
+    let r = server
+        .post(&b_admin, "/v1/domains", &json!({"domain": "localhost"}))
+        .await;
+    assert_error(&r, 422, "invalid_domain", Some("domain"), "one label");
+    let r = server
+        .post(
+            &b_admin,
+            "/v1/domains",
+            &json!({"domain": "b.example", "selector": "two words"}),
+        )
+        .await;
+    assert_error(&r, 422, "invalid_selector", Some("selector"), "selector");
+    let r = server
+        .post(
+            &b_admin,
+            "/v1/domains",
+            &json!({"domain": "b.example", "extra": 1}),
+        )
+        .await;
+    assert_error(&r, 400, "unknown_field", Some("extra"), "unknown field");
+    let listed = server.get(&b_admin, "/v1/domains").await;
+    assert_eq!(listed.json["domains"], json!([]), "refusals wrote nothing");
+
+    // Admins only.
+    let r = server.get(&a_sender, "/v1/domains").await;
+    assert_error(&r, 403, "insufficient_scope", None, "send key lists");
+    let r = server
+        .post(&a_sender, "/v1/domains", &json!({"domain": "x.example"}))
+        .await;
+    assert_error(&r, 403, "insufficient_scope", None, "send key adds");
+
+    // Only the owner gives a domain up; its key goes with it, so whoever
+    // claims the domain next gets a new key.
+    let delete = |key: String, domain: &'static str| {
+        let server = &server;
+        async move {
+            server
+                .request(
+                    Method::DELETE,
+                    &format!("/v1/domains/{domain}"),
+                    Some(&key),
+                    None,
+                    &[],
+                )
+                .await
+        }
+    };
+    let r = delete(b_admin.clone(), "victim-a.example").await;
+    assert_error(&r, 404, "not_found", None, "b deletes a's domain");
+    let r = delete(server.admin.clone(), "victim-a.example").await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    let r = server
+        .post(
+            &b_admin,
+            "/v1/domains",
+            &json!({"domain": "victim-a.example"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_ne!(
+        r.json["dns_records"][0]["value"],
+        value.as_str(),
+        "a new key"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_cannot_send_as_a_domain_another_tenant_owns() {
+    let server = start().await;
+    let (b, b_admin) = server.new_tenant("b").await;
+    let (b_sender, _) = server.new_key(&b, &[Scope::Send]).await;
+    let r = server
+        .post(
+            &server.admin,
+            "/v1/domains",
+            &json!({"domain": "victim-a.example"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+
+    let before = server.snapshot(&b).await;
+    for from in [
+        "ceo@victim-a.example",
+        "CEO <ceo@sub.victim-a.example>",
+        "ceo@SUB.Victim-A.Example",
+    ] {
+        for key in [&b_sender, &b_admin] {
+            let r = server.submit(key, &msg(json!({"from": from}))).await;
+            assert_error(
+                &r,
+                422,
+                "domain_owned_by_another_tenant",
+                Some("from"),
+                from,
+            );
+        }
+    }
+    assert_eq!(server.snapshot(&b).await, before, "refusals wrote nothing");
+
+    // The owner may, and b may send as a domain nobody owns.
+    server
+        .accept(&msg(json!({"from": "ceo@sub.victim-a.example"})))
+        .await;
+    server
+        .accept_as(&b_sender, &msg(json!({"from": "ceo@b-own.example"})))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn require_own_domain_refuses_senders_outside_the_tenants_domains() {
+    let server = start_with(|c| c.policy.require_own_domain = true).await;
+    let before = server.snapshot(&server.tenant).await;
+    let r = server.submit(&server.admin, &msg(json!({}))).await;
+    assert_error(&r, 422, "domain_not_owned", Some("from"), "unowned sender");
+    assert_eq!(server.snapshot(&server.tenant).await, before);
+    let r = server
+        .post(
+            &server.admin,
+            "/v1/domains",
+            &json!({"domain": "example.com"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    server.accept(&msg(json!({}))).await;
+    server
+        .accept(&msg(json!({"from": "news@mail.example.com"})))
+        .await;
+}
+
+// ---------------------------------------------------------------------------
 // Happy paths
 // ---------------------------------------------------------------------------
 
@@ -1811,7 +2010,7 @@ async fn a_submission_gets_one_delivery_per_recipient() {
         "subject": "Your order",
         "text": "Plain",
         "html": "<p>Rich</p>",
-        "headers": {"X-Order": "42", "List-Unsubscribe": "<mailto:u@example.com>"},
+        "headers": {"X-Order": "42", "List-Id": "Orders <orders.example.com>"},
         "tags": ["orders", "eu"],
         "metadata": {"order": 42, "nested": {"a": [1, 2]}},
         "campaign": "c-1",
@@ -3051,4 +3250,618 @@ async fn a_wrong_method_is_a_json_error() {
         .await;
     assert_eq!(r.status, 405);
     assert!(r.json["error"]["code"].is_string(), "{:?}", r.text);
+}
+
+// ---------------------------------------------------------------------------
+// Message content hardening (issue 11: defects 3, 4, 5, 6)
+// ---------------------------------------------------------------------------
+
+/// The first millisecond of year 10000: beyond what RFC 3339 can write.
+const YEAR_10000: i64 = 253_402_300_800_000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_content_is_refused_with_its_field_and_writes_nothing() {
+    let server = start().await;
+    let receipt = server.accept(&to(&["existing@example.com"])).await;
+    let delivery = delivery_ids(&receipt)[0].clone();
+    let before = server.snapshot(&server.tenant).await;
+
+    let header = |name: &str, value: &str| msg(json!({ "headers": { name: value } }));
+    let mut cases = vec![
+        // Defect 3: times beyond year 9999 (and the last valid one is fine,
+        // see below).
+        case(
+            "send_at in year 10000",
+            msg(json!({"send_at": YEAR_10000})),
+            422,
+            "invalid_time",
+            Some("send_at"),
+        ),
+        case(
+            "expires_at in year 10000",
+            msg(json!({"expires_at": YEAR_10000})),
+            422,
+            "invalid_time",
+            Some("expires_at"),
+        ),
+        case(
+            "send_at at i64::MAX",
+            msg(json!({"send_at": i64::MAX})),
+            422,
+            "invalid_time",
+            Some("send_at"),
+        ),
+        // Defect 6: NUL bytes in bodies.
+        case(
+            "NUL in text",
+            msg(json!({"text": "a\u{0}b"})),
+            422,
+            "nul_byte",
+            Some("text"),
+        ),
+        case(
+            "NUL in html",
+            msg(json!({"html": "<p>\u{0}</p>"})),
+            422,
+            "nul_byte",
+            Some("html"),
+        ),
+        // Defect 5: control characters and oversized values.
+        case(
+            "BEL in subject",
+            msg(json!({"subject": "ring \u{7}"})),
+            422,
+            "header_injection",
+            Some("subject"),
+        ),
+        case(
+            "ESC in a header value",
+            header("X-Foo", "\u{1b}[1mbold"),
+            422,
+            "header_injection",
+            Some("headers.X-Foo"),
+        ),
+        case(
+            "C1 control in a header value",
+            header("X-Foo", "a\u{85}b"),
+            422,
+            "header_injection",
+            Some("headers.X-Foo"),
+        ),
+        case(
+            "header value over 998 bytes",
+            header("X-Foo", &"v".repeat(999)),
+            422,
+            "invalid_header",
+            Some("headers.X-Foo"),
+        ),
+        case(
+            "campaign with a control character",
+            msg(json!({"campaign": "c\u{1}"})),
+            422,
+            "invalid_campaign",
+            Some("campaign"),
+        ),
+        case(
+            "campaign over 128 characters",
+            msg(json!({"campaign": "c".repeat(129)})),
+            422,
+            "invalid_campaign",
+            Some("campaign"),
+        ),
+    ];
+    // Defect 4: headers Posthorn owns.
+    for name in [
+        "List-Unsubscribe",
+        "list-unsubscribe-post",
+        "DKIM-Signature",
+        "Return-Path",
+        "Received",
+        "ARC-Seal",
+        "Authentication-Results",
+        "Resent-To",
+        "X-Posthorn-Stream",
+        "Content-Disposition",
+        "MIME-Version",
+    ] {
+        let field: &'static str = format!("headers.{name}").leak();
+        cases.push(case(
+            field,
+            header(name, "<mailto:u@example.com>"),
+            422,
+            "reserved_header",
+            Some(field),
+        ));
+    }
+    for c in &cases {
+        let r = server
+            .request(
+                Method::POST,
+                "/v1/messages",
+                Some(&server.admin),
+                Some(c.body.clone()),
+                &[],
+            )
+            .await;
+        assert_error(&r, c.status, c.code, c.field, c.name);
+        assert_eq!(
+            server.snapshot(&server.tenant).await,
+            before,
+            "{}: a refused request wrote something",
+            c.name
+        );
+    }
+
+    // POST /v1/events: an occurred_at beyond year 9999 is refused too.
+    for occurred_at in [json!(YEAR_10000), json!(i64::MAX)] {
+        let r = server
+            .post(
+                &server.admin,
+                "/v1/events",
+                &json!({"delivery_id": delivery, "kind": "opened", "occurred_at": occurred_at}),
+            )
+            .await;
+        assert_error(&r, 422, "invalid_time", Some("occurred_at"), "occurred_at");
+        assert_eq!(server.snapshot(&server.tenant).await, before);
+    }
+
+    // The last millisecond of year 9999 is accepted and reads back.
+    let receipt = server
+        .accept(&msg(json!({"send_at": YEAR_10000 - 1})))
+        .await;
+    let m = server
+        .get(
+            &server.admin,
+            &format!("/v1/messages/{}", receipt["id"].as_str().unwrap()),
+        )
+        .await;
+    assert_eq!(m.json["send_at"], "9999-12-31T23:59:59.999Z", "{}", m.text);
+}
+
+/// Rows written before the range check (or by any other writer) may hold
+/// any time: every reader answers, none panics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stored_extreme_times_read_back_without_panic() {
+    use posthorn_core::event::EventDetails;
+    use posthorn_core::{DeliveryId, EventId, EventKind, EventSource, MessageId};
+    use posthorn_store::{AcceptOutcome, NewEvent, NewMessage, NewRecipient, RecipientKind};
+    let server = start().await;
+    for (address, extreme) in [("max@example.com", i64::MAX), ("min@example.com", i64::MIN)] {
+        let delivery_id = DeliveryId::generate();
+        let message = NewMessage {
+            id: MessageId::generate(),
+            tenant_id: server.tenant.id.clone(),
+            from_header: "sender@example.com".into(),
+            from_address: "sender@example.com".into(),
+            to_header: None,
+            cc_header: None,
+            raw_mime: None,
+            reply_to: None,
+            subject: "extreme".into(),
+            text: Some("t".into()),
+            html: None,
+            headers: json!({}),
+            tags: Vec::new(),
+            metadata: json!({}),
+            stream: "transactional".into(),
+            campaign: None,
+            test: false,
+            send_at: Some(extreme),
+            expires_at: Some(extreme),
+            tracking_opens: None,
+            tracking_clicks: None,
+            size: 1,
+            source: EventSource::Api,
+            recipients: vec![NewRecipient {
+                delivery_id: delivery_id.clone(),
+                address: address.into(),
+                kind: RecipientKind::To,
+                deliverable_domain: true,
+            }],
+            idempotency: None,
+            stream_requires_confirmation: false,
+            campaign_dedupe: false,
+            accepted_at: now(),
+        };
+        let message_id = message.id.clone();
+        let outcome = server.store.accept_message(message).await.unwrap();
+        assert!(matches!(outcome, AcceptOutcome::Accepted(_)));
+        for kind in [EventKind::Opened, EventKind::Bounced] {
+            let details = match kind {
+                EventKind::Bounced => json!({"bounce_type": "hard", "origin": "async"}),
+                _ => json!({}),
+            };
+            server
+                .store
+                .record_event(
+                    &server.tenant.id,
+                    NewEvent {
+                        id: EventId::generate(),
+                        delivery_id: delivery_id.clone(),
+                        occurred_at: extreme,
+                        recorded_at: extreme,
+                        source: EventSource::Admin,
+                        details: EventDetails::from_json(kind, details).unwrap(),
+                        external_id: None,
+                    },
+                )
+                .await
+                .unwrap();
+        }
+        for path in [
+            format!("/v1/messages/{message_id}"),
+            format!("/v1/deliveries/{delivery_id}"),
+            "/v1/events".to_owned(),
+            "/v1/suppressions".to_owned(),
+        ] {
+            let r = server.get(&server.admin, &path).await;
+            assert_eq!(r.status, 200, "GET {path}: {}", r.text);
+        }
+        if extreme > 0 {
+            // (An `expires_at` in the past drops the recipient: no contact.)
+            let r = server.contact(&server.admin, address).await;
+            assert_eq!(r.status, 200, "{}", r.text);
+        }
+        let m = server
+            .get(&server.admin, &format!("/v1/messages/{message_id}"))
+            .await
+            .json;
+        let expected = format_rfc3339(extreme);
+        assert_eq!(m["send_at"], expected.as_str(), "{m}");
+        assert_eq!(m["expires_at"], expected.as_str(), "{m}");
+        let d = server.delivery(&delivery_id.to_string()).await;
+        assert!(
+            d["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["occurred_at"] == expected.as_str()),
+            "{d}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The same rules through both doors (issue 11: defects 6, 7, 8, 9)
+// ---------------------------------------------------------------------------
+
+/// Sends raw messages through SMTP submission with Python's smtplib, one
+/// connection each, and returns each answer as `(code, text)` (250 when
+/// accepted).
+const SMTPLIB_SEND: &str = r#"
+import base64, json, smtplib, sys
+job = json.load(sys.stdin)
+for raw in job["messages"]:
+    s = smtplib.SMTP(job["host"], job["port"], timeout=30)
+    s.ehlo("client.example")
+    s.login("me", job["key"])
+    try:
+        s.sendmail("sender@example.com", ["rcpt@example.com"], base64.b64decode(raw))
+        print(json.dumps([250, "accepted"]))
+    except smtplib.SMTPDataError as e:
+        print(json.dumps([e.smtp_code, e.smtp_error.decode("utf-8", "replace")]))
+    s.quit()
+"#;
+
+fn smtp_send(server: &Server, key: &str, messages: &[Vec<u8>]) -> Option<Vec<(u16, String)>> {
+    use base64::Engine;
+    use std::io::Write;
+    let python = posthorn_testkit::peer("python3")?;
+    let job = json!({
+        "host": server.submission.ip().to_string(),
+        "port": server.submission.port(),
+        "key": key,
+        "messages": messages
+            .iter()
+            .map(|m| base64::engine::general_purpose::STANDARD.encode(m))
+            .collect::<Vec<_>>(),
+    });
+    let mut child = std::process::Command::new(python)
+        .args(["-c", SMTPLIB_SEND])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(job.to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "smtplib failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect(),
+    )
+}
+
+/// A raw message with `headers` (whole lines, CRLF added) and `body`.
+fn raw_message(headers: &[&[u8]], body: &[u8]) -> Vec<u8> {
+    let mut m = b"From: Sender <sender@example.com>\r\nTo: rcpt@example.com\r\n".to_vec();
+    for h in headers {
+        m.extend_from_slice(h);
+        m.extend_from_slice(b"\r\n");
+    }
+    m.extend_from_slice(b"\r\n");
+    m.extend_from_slice(body);
+    m
+}
+
+/// One bad value, as the API and as SMTP submission carry it: both refuse
+/// it with the same code (HTTP 422 with the API's field name, SMTP 554
+/// 5.6.0, or 550 5.7.1 for a header Posthorn owns, naming the code and the
+/// field as submission sees it), and neither writes anything.
+struct BothDoors {
+    name: &'static str,
+    api: Value,
+    smtp: Vec<u8>,
+    code: &'static str,
+    api_field: &'static str,
+    smtp_field: &'static str,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_bad_values_are_refused_through_both_doors() {
+    let server = start().await;
+    server.accept(&to(&["existing@example.com"])).await;
+    let before = server.snapshot(&server.tenant).await;
+    let long_subject = "s".repeat(999);
+    let long_campaign = format!("c\u{1}{}", "c".repeat(5000));
+    let header = |name: &str, value: &str| format!("{name}: {value}").into_bytes();
+    let cases = vec![
+        BothDoors {
+            name: "subject over 998 bytes",
+            api: msg(json!({"subject": long_subject})),
+            smtp: raw_message(&[&header("Subject", &long_subject)], b"hi\r\n"),
+            code: "invalid_subject",
+            api_field: "subject",
+            smtp_field: "subject",
+        },
+        BothDoors {
+            name: "control character in the subject",
+            api: msg(json!({"subject": "ring \u{7}"})),
+            smtp: raw_message(&[b"Subject: ring \x07"], b"hi\r\n"),
+            code: "header_injection",
+            api_field: "subject",
+            smtp_field: "Subject",
+        },
+        BothDoors {
+            name: "5,002-character campaign with a control character",
+            api: msg(json!({"campaign": long_campaign})),
+            smtp: raw_message(&[&header("X-Posthorn-Campaign", &long_campaign)], b"hi\r\n"),
+            code: "invalid_campaign",
+            api_field: "campaign",
+            smtp_field: "campaign",
+        },
+        BothDoors {
+            name: "campaign over 128 characters",
+            api: msg(json!({"campaign": "c".repeat(129)})),
+            smtp: raw_message(
+                &[&header("X-Posthorn-Campaign", &"c".repeat(129))],
+                b"hi\r\n",
+            ),
+            code: "invalid_campaign",
+            api_field: "campaign",
+            smtp_field: "campaign",
+        },
+        BothDoors {
+            name: "upper-case stream",
+            api: msg(json!({"stream": "Newsletter"})),
+            smtp: raw_message(&[b"X-Posthorn-Stream: Newsletter"], b"hi\r\n"),
+            code: "invalid_stream",
+            api_field: "stream",
+            smtp_field: "stream",
+        },
+        BothDoors {
+            name: "stream with a space",
+            api: msg(json!({"stream": "news letter"})),
+            smtp: raw_message(&[b"X-Posthorn-Stream: news letter"], b"hi\r\n"),
+            code: "invalid_stream",
+            api_field: "stream",
+            smtp_field: "stream",
+        },
+        BothDoors {
+            name: "NUL in the body",
+            api: msg(json!({"text": "a\u{0}b"})),
+            smtp: raw_message(&[b"Subject: nul"], b"a\0b\r\n"),
+            code: "nul_byte",
+            api_field: "text",
+            smtp_field: "message",
+        },
+        BothDoors {
+            name: "DKIM-Signature",
+            api: msg(json!({"headers": {"DKIM-Signature": "v=1; d=victim.example"}})),
+            smtp: raw_message(&[b"DKIM-Signature: v=1; d=victim.example"], b"hi\r\n"),
+            code: "reserved_header",
+            api_field: "headers.DKIM-Signature",
+            smtp_field: "DKIM-Signature",
+        },
+        BothDoors {
+            name: "Authentication-Results",
+            api: msg(json!({"headers": {"Authentication-Results": "mx; dkim=pass"}})),
+            smtp: raw_message(&[b"Authentication-Results: mx; dkim=pass"], b"hi\r\n"),
+            code: "reserved_header",
+            api_field: "headers.Authentication-Results",
+            smtp_field: "Authentication-Results",
+        },
+        BothDoors {
+            name: "ARC-Seal",
+            api: msg(json!({"headers": {"ARC-Seal": "i=1"}})),
+            smtp: raw_message(&[b"ARC-Seal: i=1"], b"hi\r\n"),
+            code: "reserved_header",
+            api_field: "headers.ARC-Seal",
+            smtp_field: "ARC-Seal",
+        },
+    ];
+    for c in &cases {
+        let r = server.submit(&server.admin, &c.api).await;
+        assert_error(&r, 422, c.code, Some(c.api_field), c.name);
+    }
+    let Some(replies) = smtp_send(
+        &server,
+        &server.admin,
+        &cases.iter().map(|c| c.smtp.clone()).collect::<Vec<_>>(),
+    ) else {
+        return;
+    };
+    for (c, (code, text)) in cases.iter().zip(&replies) {
+        let expected = if c.code == "reserved_header" {
+            (550, "5.7.1")
+        } else {
+            (554, "5.6.0")
+        };
+        assert_eq!(*code, expected.0, "{}: {text}", c.name);
+        assert!(text.starts_with(expected.1), "{}: {text}", c.name);
+        assert!(
+            text.contains(&format!("({}: {})", c.code, c.smtp_field)),
+            "{}: the reply names the code and field: {text}",
+            c.name
+        );
+    }
+    assert_eq!(replies.len(), cases.len());
+    assert_eq!(
+        server.snapshot(&server.tenant).await,
+        before,
+        "a refused submission wrote something"
+    );
+}
+
+/// SMTP-only refusals: what only a client-built message can carry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smtp_submission_refuses_bytes_it_would_have_to_change() {
+    let server = start().await;
+    server.accept(&to(&["existing@example.com"])).await;
+    let before = server.snapshot(&server.tenant).await;
+    let cases: [(&str, Vec<u8>, u16, &str); 5] = [
+        (
+            "a Latin-1 subject (neither ASCII nor UTF-8)",
+            raw_message(&[b"Subject: Gr\xfc\xdfe"], b"hi\r\n"),
+            554,
+            "(invalid_header: Subject)",
+        ),
+        (
+            "NUL in a header",
+            raw_message(&[b"X-Note: a\0b"], b"hi\r\n"),
+            554,
+            "(nul_byte: message)",
+        ),
+        (
+            "ESC in a header",
+            raw_message(&[b"X-Note: \x1b[1m"], b"hi\r\n"),
+            554,
+            "(header_injection: X-Note)",
+        ),
+        (
+            "an X-Posthorn header we do not read",
+            raw_message(&[b"X-Posthorn-Strem: news"], b"hi\r\n"),
+            550,
+            "(reserved_header: X-Posthorn-Strem)",
+        ),
+        (
+            "a header line without a colon",
+            raw_message(&[b"Subject: hi", b"not a header"], b"hi\r\n"),
+            554,
+            "(invalid_header: message)",
+        ),
+    ];
+    let Some(replies) = smtp_send(
+        &server,
+        &server.admin,
+        &cases.iter().map(|c| c.1.clone()).collect::<Vec<_>>(),
+    ) else {
+        return;
+    };
+    for ((name, _, code, names), (got, text)) in cases.iter().zip(&replies) {
+        assert_eq!(got, code, "{name}: {text}");
+        assert!(text.contains(names), "{name}: {text}");
+    }
+    assert_eq!(replies.len(), cases.len());
+    assert_eq!(server.snapshot(&server.tenant).await, before);
+}
+
+/// What SMTP submission removes (Bcc, Resent-Bcc, Return-Path, our own
+/// settings) and that every other byte goes out as the client sent it,
+/// UTF-8 headers and 8-bit body bytes included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smtp_submission_keeps_bytes_and_removes_blind_copies() {
+    let server = start().await;
+    let subject = "Subject: Gr\u{fc}\u{df}e aus K\u{f6}ln\r\n  und mehr".as_bytes();
+    let message = raw_message(
+        &[
+            subject,
+            b"Bcc: hidden@example.com",
+            b"Resent-From: a@example.com",
+            b"Resent-Bcc: hidden-too@example.com,\r\n\tand-me@example.com",
+            b"Return-Path: <bounce@example.com>",
+            b"X-Posthorn-Stream: news",
+            b"X-Posthorn-Campaign: spring",
+            b"Received: from relay.example by us",
+            b"Date: Tue, 24 Nov 2026 10:00:00 +0000",
+            b"Message-ID: <m1@example.com>",
+            b"Content-Type: text/plain; charset=iso-8859-1",
+            // A list manager's own unsubscribe is the client's to send.
+            b"List-Unsubscribe: <mailto:leave@lists.example>",
+            b"List-Unsubscribe-Post: List-Unsubscribe=One-Click",
+        ],
+        b"Gr\xfc\xdfe\r\n..dot\r\n",
+    );
+    let Some(replies) = smtp_send(&server, &server.admin, &[message]) else {
+        return;
+    };
+    assert_eq!(replies[0].0, 250, "{:?}", replies[0]);
+    let events = server
+        .store
+        .events(
+            &server.tenant.id,
+            &EventFilter {
+                limit: 10,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let delivery = server
+        .store
+        .delivery(&server.tenant.id, &events[0].delivery_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(delivery.stream, "news");
+    assert_eq!(delivery.campaign.as_deref(), Some("spring"));
+    let stored = server
+        .store
+        .message(&server.tenant.id, &delivery.message_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.subject, "Grüße aus Köln und mehr");
+    let expected = raw_message(
+        &[
+            subject,
+            b"Resent-From: a@example.com",
+            b"Received: from relay.example by us",
+            b"Date: Tue, 24 Nov 2026 10:00:00 +0000",
+            b"Message-ID: <m1@example.com>",
+            b"Content-Type: text/plain; charset=iso-8859-1",
+            // A list manager's own unsubscribe is the client's to send.
+            b"List-Unsubscribe: <mailto:leave@lists.example>",
+            b"List-Unsubscribe-Post: List-Unsubscribe=One-Click",
+        ],
+        // smtplib dot-stuffs the line and the server un-stuffs it.
+        b"Gr\xfc\xdfe\r\n..dot\r\n",
+    );
+    assert_eq!(
+        String::from_utf8_lossy(stored.raw_mime.as_deref().unwrap()),
+        String::from_utf8_lossy(&expected)
+    );
+    assert_eq!(stored.raw_mime.as_deref(), Some(&expected[..]));
 }

@@ -14,7 +14,7 @@ use smtp_proto::{Error as ProtoError, Request};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// A reply the server sends.
@@ -124,9 +124,15 @@ const MAX_ERRORS: u32 = 10;
 /// Longest command line (RFC 5321 says 512; extensions need more).
 const MAX_LINE: usize = 4096;
 
+/// What a session runs over: a TCP connection, or in tests an in-memory
+/// pipe (`tokio::io::duplex`), so that sessions can be tested without a
+/// socket.
+pub trait SessionIo: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> SessionIo for T {}
+
 enum Stream {
-    Plain(TcpStream),
-    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+    Plain(Box<dyn SessionIo>),
+    Tls(Box<tokio_rustls::server::TlsStream<Box<dyn SessionIo>>>),
     Upgrading,
 }
 
@@ -159,8 +165,19 @@ pub async fn serve_connection<H: Handler + ?Sized>(
     handler: Arc<H>,
 ) {
     let peer = tcp.peer_addr().ok();
+    serve_stream(tcp, peer, settings, handler).await;
+}
+
+/// Serves one session over any byte stream to its end; `peer` is what the
+/// handler is told (and decides whether AUTH without TLS is on loopback).
+pub async fn serve_stream<H: Handler + ?Sized>(
+    io: impl SessionIo + 'static,
+    peer: Option<SocketAddr>,
+    settings: Arc<ServerSettings>,
+    handler: Arc<H>,
+) {
     let mut conn = Connection {
-        stream: Stream::Plain(tcp),
+        stream: Stream::Plain(Box::new(io)),
         buf: Vec::new(),
         settings,
         session: Session {
@@ -456,6 +473,11 @@ impl Connection {
     /// read and dropped so the session stays in step).
     async fn read_data(&mut self) -> Result<Option<Vec<u8>>, End> {
         let mut receiver = DataReceiver::new();
+        // The CRLF that ended the DATA command counts as the one before the
+        // first line (RFC 5321 §4.1.1.4): a lone `.` right after 354 ends
+        // an empty message, and a dot-stuffed first line is un-stuffed.
+        // smtp-proto's receiver starts without it, so it is fed first.
+        receiver.ingest(&mut b"\r\n".iter(), &mut Vec::new());
         let mut message = Vec::new();
         let mut too_large = false;
         loop {

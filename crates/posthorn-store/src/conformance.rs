@@ -28,7 +28,7 @@ pub const T0: Millis = 1_795_478_400_000;
 macro_rules! conformance_tests {
     ($make:expr) => {
         $crate::conformance_tests!(@cases $make;
-            tenants_and_keys, accept_queues_and_creates_contact, policy_chain_outcomes,
+            tenants_and_keys, sending_domains_have_one_owner, accept_queues_and_creates_contact, policy_chain_outcomes,
             idempotency, status_fold_through_record_event, hard_bounce_suppresses_next_message,
             complaint_marks_contact_and_records_cause, soft_bounces_turn_hard,
             unsubscribe_from_one_stream, external_id_deduplicates, tenant_isolation,
@@ -235,6 +235,114 @@ pub async fn tenants_and_keys(store: &dyn Store) {
         .unwrap()
         .unwrap();
     assert_eq!((t.campaign_dedupe, t.track_clicks), (Some(false), None));
+}
+
+pub async fn sending_domains_have_one_owner(store: &dyn Store) {
+    let a = tenant(store, "a").await;
+    let b = tenant(store, "b").await;
+    let added = store
+        .claim_sending_domain(&a, "victim-a.example", T0)
+        .await
+        .unwrap();
+    assert!(
+        matches!(&added, DomainClaim::Added(d) if d.tenant_id == a),
+        "{added:?}"
+    );
+    assert!(matches!(
+        store.claim_sending_domain(&a, "victim-a.example", T0 + 1).await.unwrap(),
+        DomainClaim::AlreadyOwned(d) if d.created_at == T0
+    ));
+    // The same domain, a subdomain or a parent: all taken for b.
+    for claimed in ["victim-a.example", "sub.victim-a.example"] {
+        assert_eq!(
+            store.claim_sending_domain(&b, claimed, T0).await.unwrap(),
+            DomainClaim::Conflict {
+                owned: "victim-a.example".into()
+            },
+            "{claimed}"
+        );
+    }
+    store
+        .claim_sending_domain(&b, "news.b.example", T0)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .claim_sending_domain(&a, "b.example", T0)
+            .await
+            .unwrap(),
+        DomainClaim::Conflict {
+            owned: "news.b.example".into()
+        }
+    );
+    // A look-alike is another domain; a's own subdomain is a's.
+    assert!(matches!(
+        store
+            .claim_sending_domain(&b, "notvictim-a.example", T0)
+            .await
+            .unwrap(),
+        DomainClaim::Added(_)
+    ));
+    assert!(matches!(
+        store
+            .claim_sending_domain(&a, "mail.victim-a.example", T0)
+            .await
+            .unwrap(),
+        DomainClaim::Added(_)
+    ));
+
+    let of_a: Vec<String> = store
+        .sending_domains(Some(&a))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.domain)
+        .collect();
+    assert_eq!(of_a, ["mail.victim-a.example", "victim-a.example"]);
+    assert_eq!(store.sending_domains(None).await.unwrap().len(), 4);
+
+    let owners = store
+        .domain_owners(&["x.mail.victim-a.example", "news.b.example"])
+        .await
+        .unwrap();
+    let mut found: Vec<(String, bool)> = owners
+        .iter()
+        .map(|o| (o.domain.clone(), o.tenant == a))
+        .collect();
+    found.sort();
+    assert_eq!(
+        found,
+        [
+            ("mail.victim-a.example".to_owned(), true),
+            ("news.b.example".to_owned(), false),
+            ("victim-a.example".to_owned(), true),
+        ]
+    );
+
+    // Only the owner can release a domain; then another tenant may claim it.
+    assert!(
+        !store
+            .release_sending_domain(&b, "victim-a.example")
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .release_sending_domain(&a, "mail.victim-a.example")
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .release_sending_domain(&a, "victim-a.example")
+            .await
+            .unwrap()
+    );
+    assert!(matches!(
+        store.claim_sending_domain(&b, "victim-a.example", T0).await.unwrap(),
+        DomainClaim::Added(d) if d.tenant_id == b
+    ));
+    assert!(store.sending_domains(Some(&a)).await.unwrap().is_empty());
 }
 
 pub async fn accept_queues_and_creates_contact(store: &dyn Store) {

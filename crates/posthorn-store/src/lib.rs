@@ -15,6 +15,7 @@ pub use records::*;
 pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;
+use posthorn_core::domain::DomainOwner;
 use posthorn_core::id::{ApiKeyId, InboundId};
 use posthorn_core::suppression::SuppressionEntry;
 use posthorn_core::{DeliveryId, EventId, MessageId, Millis, TenantId};
@@ -86,6 +87,24 @@ pub trait Store: Send + Sync + 'static {
     async fn api_keys(&self, tenant: Option<&TenantId>) -> StoreResult<Vec<ApiKeyRecord>>;
     /// Marks a key revoked; false when there is no such (unrevoked) key.
     async fn revoke_api_key(&self, id: &ApiKeyId, now: Millis) -> StoreResult<bool>;
+
+    // --- sending domains ---
+    /// Claims `domain` (normalised: ASCII, lower-case) for `tenant`, unless
+    /// it, a parent or a child of it belongs to another tenant.
+    async fn claim_sending_domain(
+        &self,
+        tenant: &TenantId,
+        domain: &str,
+        now: Millis,
+    ) -> StoreResult<DomainClaim>;
+    /// One tenant's sending domains, or every tenant's, by domain.
+    async fn sending_domains(&self, tenant: Option<&TenantId>) -> StoreResult<Vec<SendingDomain>>;
+    /// Gives up a tenant's domain; false when the tenant does not own it.
+    async fn release_sending_domain(&self, tenant: &TenantId, domain: &str) -> StoreResult<bool>;
+    /// The owners of `domains` and of their parent domains (those that have
+    /// one), across tenants: what the sender-domain check and DKIM signing
+    /// decide by.
+    async fn domain_owners(&self, domains: &[&str]) -> StoreResult<Vec<DomainOwner>>;
 
     // --- submission ---
     /// Accepts a message: runs the policy chain per recipient and writes the

@@ -20,6 +20,28 @@ pub struct Tenant {
     pub track_clicks: Option<bool>,
 }
 
+/// A sending domain and the tenant that owns it (and, through it, its
+/// subdomains).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendingDomain {
+    /// ASCII (punycode), lower-case, without a trailing dot.
+    pub domain: String,
+    pub tenant_id: TenantId,
+    pub created_at: Millis,
+}
+
+/// What claiming a sending domain did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DomainClaim {
+    /// The domain is now the tenant's.
+    Added(SendingDomain),
+    /// The tenant owned it already; nothing changed.
+    AlreadyOwned(SendingDomain),
+    /// Another tenant owns this domain, a parent or a child of it
+    /// (`owned`); nothing changed.
+    Conflict { owned: String },
+}
+
 /// Changes to a tenant's settings: `None` leaves a setting as it is,
 /// `Some(None)` returns it to the server default.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -34,8 +34,8 @@ enum Command {
     /// Create, list and revoke API keys (works on the data directory).
     #[command(subcommand)]
     Keys(keys::KeysCommand),
-    /// Add, list and remove DKIM keys of sending domains (works on the data
-    /// directory; `serve` loads them at start).
+    /// Give sending domains to tenants, with their DKIM keys (works on the
+    /// data directory).
     #[command(subcommand)]
     Domains(domains::DomainsCommand),
     /// Read bounces, complaints and auto-replies (or one SMTP reply) and
@@ -105,7 +105,7 @@ fn main() -> Result<()> {
             Command::Send(args) => client::send(args).await,
             Command::Status(args) => client::status(args).await,
             Command::Keys(command) => keys::run(command).await,
-            Command::Domains(command) => domains::run(command),
+            Command::Domains(command) => domains::run(command).await,
             Command::Bench(command) => bench::run(command).await,
             Command::Classify(args) => classify::run(args),
         }

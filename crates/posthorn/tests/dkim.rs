@@ -112,6 +112,10 @@ fn mail_from_a_domain_with_a_key_is_signed_and_an_independent_verifier_accepts_i
     let Some(sink) = Sink::start(&[]) else { return };
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
+    let zone = zone_file(dir.path(), "");
+    let serve_args = route_args(&[("example.com", sink.addr)], &zone);
+    // The first start makes the tenant the domain will belong to.
+    let server = Server::start(&data, &serve_args, &[]);
 
     // The key and the record to publish.
     let added = stdout(&posthorn(&["domains", "add", "Sender.Example"], &data));
@@ -127,33 +131,35 @@ fn mail_from_a_domain_with_a_key_is_signed_and_an_independent_verifier_accepts_i
         .lines()
         .find(|l| l.starts_with("sender.example "))
         .unwrap_or_else(|| panic!("{listed}"));
-    let fields: Vec<&str> = row.split_whitespace().take(4).collect();
+    let fields: Vec<&str> = row.split_whitespace().take(5).collect();
     assert_eq!(
         fields,
-        ["sender.example", "posthorn", "signs", record.0.as_str()]
+        [
+            "sender.example",
+            "default",
+            "posthorn",
+            "signs",
+            record.0.as_str()
+        ]
     );
     assert!(row.ends_with(&record.1), "{row}");
-    // An existing key is never replaced; a bad domain is refused.
-    let again = posthorn(&["domains", "add", "sender.example"], &data);
-    assert!(!again.status.success());
-    assert!(String::from_utf8_lossy(&again.stderr).contains("already has a key"));
+    // Adding it again keeps the key (its record may be published); a bad
+    // domain and an unknown tenant are refused.
+    let again = stdout(&posthorn(&["domains", "add", "sender.example"], &data));
+    assert_eq!(printed_record(&again), record);
     let bad = posthorn(&["domains", "add", "not a domain"], &data);
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("is not a domain name"));
-
-    // Another valid key, not the one that signs.
-    let other_key = printed_record(&stdout(&posthorn(
-        &["domains", "add", "sender.example"],
-        &dir.path().join("elsewhere"),
-    )));
-    assert_ne!(other_key.1, record.1);
-
-    let zone = zone_file(dir.path(), "");
-    let server = Server::start(
+    let nobody = posthorn(
+        &["domains", "add", "x.example", "--tenant", "nobody"],
         &data,
-        &route_args(&[("example.com", sink.addr)], &zone),
-        &[],
     );
+    assert!(!nobody.status.success());
+    assert!(String::from_utf8_lossy(&nobody.stderr).contains("no tenant `nobody`"));
+
+    // A key added on the data directory signs after a restart.
+    drop(server);
+    let server = Server::start(&data, &serve_args, &[]);
     let signed = ids(&server.submit(json!({
         "from": "Shop <shop@sender.example>",
         "to": ["Ann <ann@example.com>"], "cc": ["bob@example.com"],
@@ -161,7 +167,7 @@ fn mail_from_a_domain_with_a_key_is_signed_and_an_independent_verifier_accepts_i
         "subject": "Your receipt",
         "text": "Thanks for your order!\n.a line starting with a dot\ntrailing spaces   \n\n\n",
         "html": "<p>Thanks for your <b>order</b>!</p>",
-        "headers": {"List-Unsubscribe": "<mailto:unsubscribe@sender.example>", "X-Order": "1042"}
+        "headers": {"List-Id": "Receipts <receipts.sender.example>", "X-Order": "1042"}
     })));
     let unsigned = ids(&server.submit(json!({
         "from": "someone@unsigned.example", "to": "carl@example.com",
@@ -214,24 +220,204 @@ fn mail_from_a_domain_with_a_key_is_signed_and_an_independent_verifier_accepts_i
         assert_ne!(changed_subject, message);
         let (ok, said) = verify(&python, &record, &changed_subject);
         assert!(!ok, "a changed signed header must fail: {said}");
-        let (ok, said) = verify(&python, &(record.0.clone(), other_key.1.clone()), &message);
-        assert!(
-            !ok,
-            "another key published under the name must fail: {said}"
-        );
     }
     let message = copy(&unsigned[0], "unsigned.example");
     assert!(!message.contains("DKIM-Signature"), "{message}");
     drop(server);
 
-    // Removing the key: nothing left to list, and a second removal fails.
+    // Rotation: a key under a new selector; a signature of the old key does
+    // not verify against the new record.
+    let rotated_output = stdout(&posthorn(
+        &["domains", "add", "sender.example", "--selector", "s2027"],
+        &data,
+    ));
+    // Both keys are printed; the new one comes under its selector.
+    let rotated = printed_record(
+        &rotated_output[rotated_output.find("selector s2027").expect("the new key")..],
+    );
+    assert_eq!(rotated.0, "s2027._domainkey.sender.example");
+    let (ok, said) = verify(
+        &python,
+        &(record.0.clone(), rotated.1.clone()),
+        &copy(&signed[0], "sender.example"),
+    );
+    assert!(
+        !ok,
+        "another key published under the name must fail: {said}"
+    );
+    stdout(&posthorn(
+        &["domains", "remove", "sender.example", "--selector", "s2027"],
+        &data,
+    ));
+
+    // Removing the domain: nothing left to list, and a second removal fails.
     stdout(&posthorn(&["domains", "remove", "sender.example"], &data));
     let listed = posthorn(&["domains", "list"], &data);
-    assert_eq!(stdout(&listed), "");
-    assert!(String::from_utf8_lossy(&listed.stderr).contains("no DKIM keys"));
+    assert!(!stdout(&listed).contains("sender.example"));
+    assert!(String::from_utf8_lossy(&listed.stderr).contains("no sending domains"));
     assert!(
         !posthorn(&["domains", "remove", "sender.example"], &data)
             .status
             .success()
     );
+}
+
+/// `posthorn keys create` for `tenant`: the printed key.
+fn create_key(data: &Path, tenant: &str, scope: &str) -> String {
+    stdout(&posthorn(
+        &["keys", "create", "--tenant", tenant, "--scope", scope],
+        data,
+    ))
+    .trim()
+    .to_owned()
+}
+
+/// swaks submitting as `key` with `from` in the envelope and `header_from`
+/// in the From header: the transcript and whether it ended well.
+fn swaks_submit(
+    swaks: &Path,
+    server: &Server,
+    key: &str,
+    from: &str,
+    header_from: &str,
+) -> (bool, String) {
+    let out = Command::new(swaks)
+        .args(["--server", &server.submission.unwrap().to_string()])
+        .args(["--tls", "--auth", "PLAIN", "--auth-user", "b"])
+        .args(["--auth-password", key])
+        .args(["--from", from, "--to", "ann@example.com"])
+        .args(["--header", &format!("From: {header_from}")])
+        .args([
+            "--header",
+            "Subject: Board minutes",
+            "--body",
+            "Wire the money.",
+        ])
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn a_tenant_can_neither_send_as_nor_be_signed_for_another_tenants_domain() {
+    let (Some(python), Some(swaks)) = (python_module("dkim"), peer("swaks")) else {
+        return;
+    };
+    if peer("curl").is_none() {
+        return;
+    }
+    let Some(sink) = Sink::start(&[]) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let zone = zone_file(dir.path(), "");
+    let mut serve_args = route_args(&[("example.com", sink.addr)], &zone);
+    serve_args.extend(["--submission".to_owned(), "127.0.0.1:0".to_owned()]);
+    let server = Server::start(&data, &serve_args, &[]);
+    // Tenant `default` owns victim-a.example and its key.
+    let record = printed_record(&stdout(&posthorn(
+        &["domains", "add", "victim-a.example"],
+        &data,
+    )));
+    let b_key = create_key(&data, "b", "send,read");
+    // A key made before domains had owners, now that there are two
+    // tenants: it belongs to nobody and must sign nothing.
+    std::fs::copy(
+        data.join("dkim/victim-a.example.posthorn.pem"),
+        data.join("dkim/legacy.example.posthorn.pem"),
+    )
+    .unwrap();
+    drop(server);
+    let server = Server::start(&data, &serve_args, &[]);
+
+    // Through the API: refused, for the domain and its subdomains.
+    for from in ["ceo@victim-a.example", "CEO <ceo@sub.victim-a.example>"] {
+        let answer = curl_json(
+            &server,
+            &b_key,
+            "/v1/messages",
+            Some(json!({
+                "from": from, "to": "ann@example.com", "subject": "Board minutes", "text": "Wire the money."
+            })),
+        );
+        assert_eq!(
+            answer["error"]["code"], "domain_owned_by_another_tenant",
+            "{from}: {answer}"
+        );
+    }
+    // Through SMTP submission: the envelope sender or the From header.
+    for (envelope, header) in [
+        ("ceo@victim-a.example", "ceo@victim-a.example"),
+        ("b@b-own.example", "CEO <ceo@sub.victim-a.example>"),
+    ] {
+        let (ok, transcript) = swaks_submit(&swaks, &server, &b_key, envelope, header);
+        assert!(!ok, "{transcript}");
+        assert!(
+            transcript.contains("550 5.7.1") && transcript.contains("another tenant"),
+            "{transcript}"
+        );
+    }
+    assert_eq!(
+        curl_json(&server, &b_key, "/v1/events", None)["events"],
+        json!([]),
+        "the refusals wrote nothing"
+    );
+
+    // b's own mail and the owner's mail from the unowned legacy domain
+    // leave unsigned; the owner's mail from its own domain is signed.
+    let (ok, transcript) = swaks_submit(
+        &swaks,
+        &server,
+        &b_key,
+        "b@b-own.example",
+        "b@b-own.example",
+    );
+    assert!(ok, "{transcript}");
+    let mut owner_ids = Vec::new();
+    for from in ["news@legacy.example", "ceo@victim-a.example"] {
+        owner_ids.extend(ids(&server.submit(json!({
+            "from": from, "to": "ann@example.com", "subject": "Minutes", "text": "Attached."
+        }))));
+    }
+    for id in &owner_ids {
+        wait_status(&server, id, "delivered");
+    }
+    let dumps = eventually(WAIT, || {
+        let m = sink.messages();
+        (m.len() == 3).then_some(m)
+    });
+    let mut signed = 0;
+    for dump in &dumps {
+        let message = strip_sink_trace(dump);
+        if message.contains("From: <ceo@victim-a.example>") {
+            assert!(message.starts_with("DKIM-Signature:"), "{message}");
+            let (ok, said) = verify(&python, &record, &message);
+            assert!(ok, "{said}");
+            signed += 1;
+        } else {
+            assert!(!message.contains("DKIM-Signature"), "{message}");
+        }
+    }
+    assert_eq!(signed, 1, "{dumps:?}");
+}
+
+/// A JSON answer of the API for `key` (GET, or POST of `body`).
+fn curl_json(
+    server: &Server,
+    key: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> serde_json::Value {
+    let mut command = Command::new("curl");
+    command.args(["-sS", "-H", &format!("Authorization: Bearer {key}")]);
+    if let Some(body) = body {
+        command.arg("-d").arg(body.to_string());
+    }
+    let out = command
+        .arg(format!("{}{path}", server.base))
+        .output()
+        .unwrap();
+    serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
 }

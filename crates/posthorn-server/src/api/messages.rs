@@ -4,12 +4,14 @@
 use super::{Auth, TimeInput, parse_json, read_body};
 use crate::app::AppState;
 use crate::error::{ApiError, ApiResult};
+use crate::sending_domains;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use posthorn_core::address::{AddressError, EmailAddress, Mailbox};
 use posthorn_core::clock::DAY;
+use posthorn_core::submission::{self, Draft, FieldError};
 use posthorn_core::{DeliveryId, EventSource, MessageId};
 use posthorn_store::{
     AcceptOutcome, IdempotencyRequest, NewMessage, NewRecipient, RecipientKind, Scope,
@@ -18,33 +20,8 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 
-/// The default stream when a submission names none.
-pub const DEFAULT_STREAM: &str = "transactional";
 /// How long an idempotency key is remembered.
 const IDEMPOTENCY_WINDOW: i64 = DAY;
-const MAX_TAGS: usize = 20;
-const MAX_TAG_LEN: usize = 128;
-const MAX_METADATA_BYTES: usize = 10 * 1024;
-const MAX_SUBJECT_LEN: usize = 998;
-
-/// Headers Posthorn writes itself; a submission may not set them.
-const RESERVED_HEADERS: &[&str] = &[
-    "from",
-    "to",
-    "cc",
-    "bcc",
-    "subject",
-    "date",
-    "message-id",
-    "reply-to",
-    "sender",
-    "return-path",
-    "mime-version",
-    "content-type",
-    "content-transfer-encoding",
-    "dkim-signature",
-    "received",
-];
 
 /// One address or a list of them.
 #[derive(Debug, Deserialize)]
@@ -117,6 +94,7 @@ pub async fn submit(
     let submission: Submission = parse_json(&bytes)?;
     let now = state.now();
     let mut message = validate(&state, &auth, submission, bytes.len() as u64, now)?;
+    refuse_foreign_sender(&state, &auth, &message.from_address).await?;
     message.idempotency = idempotency_key.map(|key| IdempotencyRequest {
         key,
         body_hash: hex::encode(Sha256::digest(&bytes)),
@@ -149,6 +127,28 @@ pub async fn submit(
     Ok(response)
 }
 
+/// A From domain that belongs to another tenant (or, with `[policy]
+/// require_own_domain`, not to this one) is refused before anything is
+/// written.
+async fn refuse_foreign_sender(state: &AppState, auth: &Auth, from_address: &str) -> ApiResult<()> {
+    let domain = from_address.rsplit_once('@').map_or("", |(_, d)| d);
+    let refusal = sending_domains::sender_refusal(
+        &*state.store,
+        &auth.tenant.id,
+        &[domain],
+        state.config.policy.require_own_domain,
+    )
+    .await?;
+    match refusal {
+        None => Ok(()),
+        Some((refusal, domain)) => Err(ApiError::unprocessable(
+            refusal.code(),
+            format!("{refusal}: {domain}"),
+        )
+        .with_field("from")),
+    }
+}
+
 fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
     let Some(value) = headers.get("idempotency-key") else {
         return Ok(None);
@@ -171,15 +171,9 @@ fn address_error(field: String, e: AddressError) -> ApiError {
     ApiError::unprocessable(e.code(), e.to_string()).with_field(field)
 }
 
-fn no_line_breaks(field: &str, value: &str) -> ApiResult<()> {
-    if value.contains(['\r', '\n', '\0']) {
-        return Err(ApiError::unprocessable(
-            "header_injection",
-            "line breaks are not allowed in header values",
-        )
-        .with_field(field));
-    }
-    Ok(())
+/// A refusal of the shared content rules, as the API answers it.
+pub(crate) fn field_error(e: FieldError) -> ApiError {
+    ApiError::unprocessable(e.code, e.message).with_field(e.field)
 }
 
 /// Checks everything about a submission that does not need the store.
@@ -237,94 +231,49 @@ fn validate(
         .with_field("to"));
     }
 
-    no_line_breaks("subject", &s.subject)?;
-    if s.subject.len() > MAX_SUBJECT_LEN {
-        return Err(ApiError::unprocessable(
-            "invalid_subject",
-            "the subject is longer than 998 bytes",
-        )
-        .with_field("subject"));
-    }
     if s.text.is_none() && s.html.is_none() {
         return Err(
             ApiError::unprocessable("missing_body", "give `text`, `html` or both")
                 .with_field("text"),
         );
     }
-    for (name, value) in &s.headers {
-        let field = format!("headers.{name}");
-        let valid_name = !name.is_empty()
-            && name.len() <= 76
-            && name.bytes().all(|b| b.is_ascii_graphic() && b != b':');
-        if !valid_name {
-            return Err(ApiError::unprocessable(
-                "invalid_header",
-                "header names are printable ASCII without `:`",
-            )
-            .with_field(field));
-        }
-        if RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
-            return Err(ApiError::unprocessable(
-                "reserved_header",
-                format!("`{name}` is set by Posthorn; use the matching field instead"),
-            )
-            .with_field(field));
-        }
-        no_line_breaks(&field, value)?;
-    }
-    if s.tags.len() > MAX_TAGS {
-        return Err(
-            ApiError::unprocessable("invalid_tag", format!("at most {MAX_TAGS} tags"))
-                .with_field("tags"),
-        );
-    }
-    for (i, tag) in s.tags.iter().enumerate() {
-        if tag.is_empty() || tag.len() > MAX_TAG_LEN || tag.chars().any(char::is_control) {
-            return Err(ApiError::unprocessable(
-                "invalid_tag",
-                "tags are 1 to 128 characters without control characters",
-            )
-            .with_field(format!("tags[{i}]")));
-        }
-    }
-    let metadata = serde_json::Value::Object(s.metadata);
-    if metadata.to_string().len() > MAX_METADATA_BYTES {
-        return Err(ApiError::unprocessable(
-            "invalid_metadata",
-            "metadata is limited to 10 KB of JSON",
-        )
-        .with_field("metadata"));
-    }
-    let stream = s.stream.unwrap_or_else(|| DEFAULT_STREAM.to_owned());
-    if !valid_name(&stream) {
-        return Err(ApiError::unprocessable(
-            "invalid_stream",
-            "stream names are 1 to 64 of a-z, 0-9, `-` and `_`",
-        )
-        .with_field("stream"));
-    }
-    if let Some(campaign) = &s.campaign
-        && (campaign.is_empty() || campaign.len() > 128 || campaign.chars().any(char::is_control))
-    {
-        return Err(ApiError::unprocessable(
-            "invalid_campaign",
-            "campaign ids are 1 to 128 characters",
-        )
-        .with_field("campaign"));
-    }
     let send_at = s.send_at.map(|t| t.to_millis("send_at")).transpose()?;
     let expires_at = s
         .expires_at
         .map(|t| t.to_millis("expires_at"))
         .transpose()?;
-    if let (Some(send), Some(expires)) = (send_at, expires_at)
-        && expires <= send
-    {
-        return Err(
-            ApiError::unprocessable("invalid_time", "expires_at must be after send_at")
-                .with_field("expires_at"),
-        );
+    let metadata = serde_json::Value::Object(s.metadata);
+    let mut bodies: Vec<(&'static str, &[u8])> = Vec::new();
+    if let Some(text) = &s.text {
+        bodies.push(("text", text.as_bytes()));
     }
+    if let Some(html) = &s.html {
+        bodies.push(("html", html.as_bytes()));
+    }
+    // The content rules both doors share; the first refusal is the answer.
+    let draft = Draft {
+        subject: Some(&s.subject),
+        headers: s
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect(),
+        tags: &s.tags,
+        metadata: Some(&metadata),
+        stream: s.stream.as_deref(),
+        campaign: s.campaign.as_deref(),
+        send_at,
+        expires_at,
+        bodies,
+    };
+    let stream = match submission::validate(&draft) {
+        Ok(valid) => valid.stream,
+        Err(errors) => {
+            return Err(field_error(
+                errors.into_iter().next().expect("an Err holds an error"),
+            ));
+        }
+    };
 
     let stream_config = state.config.streams.get(&stream);
     Ok(NewMessage {
@@ -369,14 +318,4 @@ fn recipient(kind: RecipientKind, address: &EmailAddress) -> NewRecipient {
         kind,
         deliverable_domain: address.can_receive_mail(),
     }
-}
-
-/// Stream names: 1 to 64 of `a-z 0-9 - _`, starting with a letter or digit.
-pub fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-        && name.as_bytes()[0].is_ascii_alphanumeric()
 }

@@ -2,6 +2,7 @@
 //! shared by the handlers.
 
 mod contacts;
+mod domains;
 mod events;
 mod inbound;
 mod messages;
@@ -9,7 +10,6 @@ mod tracker;
 
 pub use tracker::PIXEL;
 
-pub use messages::{DEFAULT_STREAM, valid_name as valid_stream_name};
 mod read;
 
 use crate::app::AppState;
@@ -49,6 +49,11 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/inbound/orphans", get(inbound::orphans))
         .route("/v1/inbound/{id}/raw", get(inbound::raw))
         .route("/v1/suppressions", get(contacts::suppressions))
+        .route("/v1/domains", get(domains::list).post(domains::add))
+        .route(
+            "/v1/domains/{domain}",
+            axum::routing::delete(domains::remove),
+        )
         .route(
             "/v1/settings",
             get(contacts::get_settings).patch(contacts::patch_settings),
@@ -229,6 +234,15 @@ pub async fn read_body(
 /// Parses JSON into `T`, naming the field at fault on error: 400 for
 /// malformed JSON, unknown fields and wrong types; 422 for a missing field.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> ApiResult<T> {
+    // Every body is an object; serde would also read a struct from an
+    // array (`[]` is an empty patch), which no client means.
+    let is_object = bytes.trim_ascii_start().first() == Some(&b'{');
+    if !is_object && serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok() {
+        return Err(ApiError::bad_request(
+            "invalid_field",
+            "the body must be a JSON object",
+        ));
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize::<_, T>(&mut de).map_err(|e| {
         let path = e.path().to_string();
@@ -286,16 +300,18 @@ pub enum TimeInput {
 impl TimeInput {
     pub fn to_millis(&self, field: &str) -> ApiResult<posthorn_core::Millis> {
         let ms = match self {
-            TimeInput::Millis(ms) if *ms >= 0 => Some(*ms),
+            TimeInput::Millis(ms) => Some(*ms),
             TimeInput::Text(t) => posthorn_core::clock::parse_rfc3339(t),
-            TimeInput::Millis(_) => None,
         };
-        ms.ok_or_else(|| {
+        let ms = ms.ok_or_else(|| {
             ApiError::unprocessable(
                 "invalid_time",
                 "expected an RFC 3339 time such as 2026-11-24T10:00:00Z, or epoch milliseconds",
             )
             .with_field(field)
-        })
+        })?;
+        // Only times every reader can show (1970 to 9999) are stored.
+        posthorn_core::submission::check_time(field, ms).map_err(messages::field_error)?;
+        Ok(ms)
     }
 }

@@ -13,6 +13,7 @@ use crate::dkim::DkimKeys;
 use crate::tracking::{self, Say};
 use dns::{HostAnswer, MxAnswer, Resolver};
 use outcome::{Attempt, Classification, Classifier};
+use posthorn_core::domain::SenderDomain;
 use posthorn_core::event::{BounceOrigin, Bounced, EventDetails, Sent};
 use posthorn_core::status::BounceType;
 use posthorn_core::{EventId, EventSource};
@@ -137,6 +138,30 @@ impl DeliveryService {
     pub fn with_timeouts(mut self, timeouts: Timeouts) -> Self {
         self.timeouts = timeouts;
         self
+    }
+
+    /// `copy` DKIM-signed for its From domain (or a parent) with a key of
+    /// a domain the message's tenant owns; unsigned when there is none.
+    /// Ownership is read when the copy leaves, so a domain given up or
+    /// moved since acceptance no longer signs.
+    async fn sign(
+        &self,
+        message: &posthorn_store::MessageRecord,
+        copy: Vec<u8>,
+    ) -> Result<Vec<u8>, posthorn_store::StoreError> {
+        if self.dkim.is_empty() {
+            return Ok(copy);
+        }
+        let from_domain = crate::dkim::author_domain(message);
+        let owners = self.state.store.domain_owners(&[&from_domain]).await?;
+        let tenant = &message.tenant_id;
+        let owns = |domain: &str| {
+            matches!(
+                SenderDomain::judge(tenant, domain, &owners),
+                SenderDomain::Own { .. }
+            )
+        };
+        Ok(self.dkim.sign(&from_domain, owns, &copy).unwrap_or(copy))
     }
 
     /// DKIM keys to sign with (none by default: mail goes unsigned).
@@ -345,8 +370,16 @@ impl DeliveryService {
                     continue;
                 }
             };
-            let from_domain = crate::dkim::author_domain(&item.message);
-            let message = self.dkim.sign(&from_domain, &message).unwrap_or(message);
+            let message = match self.sign(&item.message, message).await {
+                Ok(m) => m,
+                Err(e) => {
+                    let (details, next) = outcome::for_local_failure(format!(
+                        "looking up the sending domain failed: {e}"
+                    ));
+                    self.finish(&item, details, next).await;
+                    continue;
+                }
+            };
             let envelope = Envelope {
                 mail_from: self
                     .verp

@@ -3,6 +3,7 @@
 //! connections, and migrations under `migrations/sqlite/`.
 
 mod checkpoint;
+mod domains;
 mod inbound;
 mod ops;
 mod rows;
@@ -14,6 +15,7 @@ use crate::records::*;
 use crate::{Store, StoreError, StoreResult, StoreRules};
 use async_trait::async_trait;
 use posthorn_core::config::{StoreConfig, Synchronous};
+use posthorn_core::domain::DomainOwner;
 use posthorn_core::id::{ApiKeyId, InboundId};
 use posthorn_core::suppression::SuppressionEntry;
 use posthorn_core::{DeliveryId, EventId, MessageId, Millis, TenantId};
@@ -31,6 +33,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0004_inbound.sql"),
     include_str!("../../migrations/sqlite/0005_tracking.sql"),
     include_str!("../../migrations/sqlite/0006_events_recipient_via_deliveries.sql"),
+    include_str!("../../migrations/sqlite/0007_sending_domains.sql"),
 ];
 
 /// The file name of the database inside the data directory.
@@ -279,6 +282,35 @@ impl Store for SqliteStore {
                 Ok(n > 0)
             })
             .await
+    }
+
+    async fn claim_sending_domain(
+        &self,
+        tenant: &TenantId,
+        domain: &str,
+        now: Millis,
+    ) -> StoreResult<DomainClaim> {
+        let (tenant, domain) = (tenant.clone(), domain.to_owned());
+        self.writer
+            .write(move |c| domains::claim(c, &tenant, &domain, now))
+            .await
+    }
+
+    async fn sending_domains(&self, tenant: Option<&TenantId>) -> StoreResult<Vec<SendingDomain>> {
+        let tenant = tenant.cloned();
+        self.read(move |c| domains::list(c, tenant.as_ref())).await
+    }
+
+    async fn release_sending_domain(&self, tenant: &TenantId, domain: &str) -> StoreResult<bool> {
+        let (tenant, domain) = (tenant.clone(), domain.to_owned());
+        self.writer
+            .write(move |c| domains::release(c, &tenant, &domain))
+            .await
+    }
+
+    async fn domain_owners(&self, domains: &[&str]) -> StoreResult<Vec<DomainOwner>> {
+        let candidates = domains::candidates(domains);
+        self.read(move |c| domains::owners(c, &candidates)).await
     }
 
     async fn accept_message(&self, message: NewMessage) -> StoreResult<AcceptOutcome> {
