@@ -368,3 +368,72 @@ fn half_written(db: &Path) -> (i64, i64) {
         ),
     )
 }
+
+#[test]
+fn a_kill_on_a_full_disk_loses_nothing_and_serve_starts_and_reads_while_it_is_full() {
+    if peer("curl").is_none() {
+        return;
+    }
+    let Some(sink) = Sink::start(&[]) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let mount = dir.path().join("disk");
+    std::fs::create_dir(&mount).unwrap();
+    let Some(_tmpfs) = Tmpfs::mount(&mount, "16m") else {
+        return;
+    };
+    let data = mount.join("data");
+    let zone = zone_file(dir.path(), "");
+    let args = route_args(&[("example.com", sink.addr)], &zone);
+    let server = Server::start(&data, &args, &[]);
+    let mut accepted: Vec<String> = Vec::new();
+    let mut n = 0;
+    for _ in 0..20 {
+        let (status, receipt) = submit(address(&server.base), &server.key, n);
+        n += 1;
+        assert_eq!(status, 202, "{receipt}");
+        accepted.extend(ids(&receipt));
+    }
+    fill(&mount.join("filler"));
+    let refused_until_full = |server: &Server, n: &mut usize, accepted: &mut Vec<String>| {
+        for _ in 0..20 {
+            let (status, answer) = submit(address(&server.base), &server.key, *n);
+            *n += 1;
+            match status {
+                202 => accepted.extend(ids(&answer)),
+                503 => return assert_eq!(answer["error"]["code"], "storage_full", "{answer}"),
+                other => panic!("{other} {answer}"),
+            }
+        }
+        panic!("20 writes taken on a full disk");
+    };
+    refused_until_full(&server, &mut n, &mut accepted);
+
+    // Killed while the disk is full, started again on it: it opens the
+    // database (recovering the log), reads everything, refuses writes.
+    server.kill9();
+    let server = Server::start(&data, &args, &[]);
+    let addr = address(&server.base);
+    for id in &accepted {
+        let path = format!("/v1/deliveries/{id}");
+        let (status, body) = http(addr, "GET", &path, Some(&server.key), None).unwrap();
+        assert_eq!(status, 200, "{id}: {body}");
+    }
+    refused_until_full(&server, &mut n, &mut accepted);
+    let db = data.join("posthorn.db");
+    assert_eq!(integrity(&db), "ok");
+
+    // Space returns: taken again, and everything accepted is delivered.
+    std::fs::remove_file(mount.join("filler")).unwrap();
+    let receipt = eventually(WAIT, || {
+        let (status, answer) = submit(addr, &server.key, n);
+        n += 1;
+        (status == 202).then_some(answer)
+    });
+    accepted.extend(ids(&receipt));
+    for id in &accepted {
+        wait_status(&server, id, "delivered");
+    }
+    assert_eq!(integrity(&db), "ok");
+    assert_eq!(half_written(&db), (0, 0));
+    drop(server);
+}

@@ -184,6 +184,7 @@ impl DeliveryService {
         }
         let lease = self.state.config.delivery.lease.0;
         let batch = self.state.config.delivery.claim_batch;
+        let mut claims_failing_full = false;
         loop {
             let room = (self.in_flight.available_permits() as u32).min(batch);
             let claimed = if room == 0 {
@@ -191,9 +192,18 @@ impl DeliveryService {
             } else {
                 let now = self.state.now();
                 match store.claim_due(now, room, now + lease).await {
-                    Ok(c) => c,
+                    Ok(c) => {
+                        claims_failing_full = false;
+                        c
+                    }
                     Err(e) => {
-                        tracing::error!(error = %e, "claiming due deliveries failed");
+                        // A full disk fails every claim until space
+                        // returns: said once, not every poll.
+                        let full = matches!(e, posthorn_store::StoreError::Full(_));
+                        if !(full && claims_failing_full) {
+                            tracing::error!(error = %e, "claiming due deliveries failed");
+                        }
+                        claims_failing_full = full;
                         Vec::new()
                     }
                 }
