@@ -130,6 +130,23 @@ pub struct InboundConfig {
     /// Local part of the complaint (feedback loop) address, `fbl@DOMAIN`
     /// (default `fbl`): register it with mailbox providers' feedback loops.
     pub complaint_local_part: String,
+    /// Connections open at once (default 1000); over it a new connection
+    /// is answered `421` and closed.
+    pub max_connections: usize,
+    /// Connections open at once from one client address (IPv6: one /64)
+    /// (default 20: a large provider opens a few per IP, returned mail is
+    /// little traffic).
+    pub max_connections_per_ip: usize,
+    /// How long a client may take from connecting to its first accepted
+    /// MAIL command (default `30s`); an idle or trickling client is closed
+    /// after it, however often it says NOOP.
+    pub mail_timeout: HumanDuration,
+    /// How long to wait for each command once MAIL was accepted (default
+    /// `5m`, RFC 5321 §4.5.3.2).
+    pub command_timeout: HumanDuration,
+    /// How long to wait for the message after `354` (default `10m`,
+    /// RFC 5321's wait for the final dot).
+    pub data_timeout: HumanDuration,
 }
 
 impl Default for InboundConfig {
@@ -138,6 +155,11 @@ impl Default for InboundConfig {
             listen: "127.0.0.1:2525".into(),
             domains: Vec::new(),
             complaint_local_part: "fbl".into(),
+            max_connections: 1000,
+            max_connections_per_ip: 20,
+            mail_timeout: HumanDuration(30 * SECOND),
+            command_timeout: HumanDuration(5 * MINUTE),
+            data_timeout: HumanDuration(10 * MINUTE),
         }
     }
 }
@@ -154,6 +176,22 @@ pub struct SubmissionConfig {
     pub key_file: Option<PathBuf>,
     /// Allow AUTH before STARTTLS from loopback clients (default on).
     pub plaintext_auth_on_loopback: bool,
+    /// Connections open at once (default 500); over it a new connection is
+    /// answered `421` and closed.
+    pub max_connections: usize,
+    /// Connections open at once from one client address (IPv6: one /64)
+    /// (default 50: a tenant's application servers often share one NAT
+    /// address and each keeps a few connections).
+    pub max_connections_per_ip: usize,
+    /// How long a client may take from connecting to a successful AUTH
+    /// (default `30s`); an idle client that never authenticates is closed
+    /// after it, however often it says NOOP.
+    pub auth_timeout: HumanDuration,
+    /// How long to wait for each command after AUTH (default `5m`,
+    /// RFC 5321 §4.5.3.2).
+    pub command_timeout: HumanDuration,
+    /// How long to wait for the message after `354` (default `10m`).
+    pub data_timeout: HumanDuration,
 }
 
 impl Default for SubmissionConfig {
@@ -163,6 +201,11 @@ impl Default for SubmissionConfig {
             cert_file: None,
             key_file: None,
             plaintext_auth_on_loopback: true,
+            max_connections: 500,
+            max_connections_per_ip: 50,
+            auth_timeout: HumanDuration(30 * SECOND),
+            command_timeout: HumanDuration(5 * MINUTE),
+            data_timeout: HumanDuration(10 * MINUTE),
         }
     }
 }
@@ -346,6 +389,22 @@ pub struct ServerConfig {
     pub http: String,
     /// Base of links put into mail; default `http://` + the HTTP address.
     pub public_url: Option<String>,
+    /// HTTP connections open at once (default 2000). At the limit a new
+    /// connection takes the place of the one that has waited longest for a
+    /// request; when every connection is busy it is answered `503`.
+    pub http_max_connections: usize,
+    /// HTTP connections open at once from one client address (IPv6: one
+    /// /64) (default 100: image proxies fetch many pixels from one address).
+    /// Networks in `[tracking] trust_proxy` count only towards
+    /// `http_max_connections`.
+    pub http_max_connections_per_ip: usize,
+    /// How long a request's headers may take to arrive, counted from the
+    /// connection's start or the end of the previous response, so it also
+    /// closes idle keep-alive connections (default `10s`).
+    pub http_header_timeout: HumanDuration,
+    /// How long a request's body may take to arrive in full (default `2m`:
+    /// 10 MB at about 700 kbit/s); a slower upload is cut off.
+    pub http_body_timeout: HumanDuration,
 }
 
 impl Default for ServerConfig {
@@ -354,6 +413,10 @@ impl Default for ServerConfig {
             data_dir: PathBuf::from("posthorn-data"),
             http: "127.0.0.1:8025".into(),
             public_url: None,
+            http_max_connections: 2000,
+            http_max_connections_per_ip: 100,
+            http_header_timeout: HumanDuration(10 * SECOND),
+            http_body_timeout: HumanDuration(2 * MINUTE),
         }
     }
 }
@@ -555,6 +618,13 @@ impl HumanDuration {
     }
 }
 
+impl HumanDuration {
+    /// As a `std` duration (a negative one is zero).
+    pub fn to_std(self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.0.max(0) as u64)
+    }
+}
+
 impl fmt::Display for HumanDuration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let d = std::time::Duration::from_millis(self.0.max(0) as u64);
@@ -662,6 +732,25 @@ mod tests {
         assert_eq!(c.retry.schedule(), RetrySchedule::default());
         assert_eq!(c.limits.max_message_size.0, 10 * 1024 * 1024);
         assert_eq!(c.server.public_url(), "http://127.0.0.1:8025");
+    }
+
+    #[test]
+    fn every_listener_has_connection_limits_and_short_first_timeouts() {
+        let c: Config = toml::from_str(
+            "[inbound]\nmax_connections_per_ip = 5\nmail_timeout = \"10s\"\n\
+             [server]\nhttp_header_timeout = \"5s\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.inbound.max_connections_per_ip, 5);
+        assert_eq!(c.inbound.mail_timeout.0, 10 * SECOND);
+        assert_eq!(c.inbound.max_connections, 1000);
+        assert_eq!(c.server.http_header_timeout.0, 5 * SECOND);
+        let d = Config::default();
+        assert_eq!(d.submission.auth_timeout.0, 30 * SECOND);
+        assert!(d.submission.auth_timeout < d.submission.command_timeout);
+        assert!(d.inbound.mail_timeout < d.inbound.command_timeout);
+        assert_eq!(d.server.http_max_connections, 2000);
+        assert!(toml::from_str::<Config>("[inbound]\nmax_conections = 5\n").is_err());
     }
 
     #[test]

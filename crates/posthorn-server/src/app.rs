@@ -17,6 +17,7 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use posthorn_core::config::Config;
 use posthorn_core::{Clock, SystemClock};
+use posthorn_smtp::listen::ConnectionLimits;
 use posthorn_smtp::server::ServerSettings;
 use posthorn_smtp::tls::ServerTlsConfig;
 use posthorn_store::{NewApiKey, Scope, SqliteStore, Store, StoreRules};
@@ -248,6 +249,18 @@ impl App {
         settings.max_recipients = config.limits.max_recipients;
         settings.require_auth = true;
         settings.plaintext_auth_on_loopback = config.submission.plaintext_auth_on_loopback;
+        let c = &config.submission;
+        settings.name = "submission";
+        settings.limits = ConnectionLimits {
+            max_connections: c.max_connections,
+            max_per_ip: c.max_connections_per_ip,
+        };
+        settings.first_timeout = c.auth_timeout.to_std();
+        settings.command_timeout = c.command_timeout.to_std();
+        settings.data_timeout = c.data_timeout.to_std();
+        self.state
+            .metrics
+            .register_listener(settings.name, settings.stats.clone());
         let handler = Arc::new(SubmissionHandler {
             state: self.state.clone(),
         });
@@ -270,6 +283,18 @@ impl App {
         // Returned mail names one return path; a few more allow for an MTA
         // that batches reports to several of them.
         settings.max_recipients = 16;
+        let c = &config.inbound;
+        settings.name = "inbound";
+        settings.limits = ConnectionLimits {
+            max_connections: c.max_connections,
+            max_per_ip: c.max_connections_per_ip,
+        };
+        settings.first_timeout = c.mail_timeout.to_std();
+        settings.command_timeout = c.command_timeout.to_std();
+        settings.data_timeout = c.data_timeout.to_std();
+        self.state
+            .metrics
+            .register_listener(settings.name, settings.stats.clone());
         let handler = Arc::new(InboundHandler {
             state: self.state.clone(),
             verp: self.verp.clone(),
@@ -292,19 +317,32 @@ impl App {
             .with_state(self.state.clone())
     }
 
-    /// Serves HTTP on `listener` until `shutdown` resolves.
+    /// Serves HTTP on `listener` until `shutdown` resolves, with the
+    /// configured connection caps and timeouts (see [`crate::http_server`]).
     pub async fn serve(
         &self,
         listener: tokio::net::TcpListener,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        axum::serve(
-            listener,
-            self.router()
-                .into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown)
-        .await
+        let server = &self.state.config.server;
+        // Clients of a trusted reverse proxy all arrive from its address:
+        // a per-address cap would count them as one.
+        let proxies = self.state.config.tracking.trust_proxy.clone();
+        let exempt: Option<Arc<dyn Fn(std::net::IpAddr) -> bool + Send + Sync>> = (!proxies
+            .is_empty())
+        .then(|| Arc::new(move |ip| proxies.iter().any(|net| net.contains(ip))) as _);
+        let limits = crate::http_server::HttpLimits {
+            connections: ConnectionLimits {
+                max_connections: server.http_max_connections,
+                max_per_ip: server.http_max_connections_per_ip,
+            },
+            header_timeout: server.http_header_timeout.to_std(),
+            body_timeout: server.http_body_timeout.to_std(),
+            exempt,
+        };
+        let stats = Arc::new(posthorn_smtp::listen::ListenerStats::default());
+        self.state.metrics.register_listener("http", stats.clone());
+        crate::http_server::serve(listener, self.router(), limits, stats, shutdown).await
     }
 }
 

@@ -1,11 +1,12 @@
 //! Prometheus metrics at `/metrics`, in the text exposition format. A small
 //! hand-written registry: a few counters do not need a metrics framework.
 
+use posthorn_smtp::listen::ListenerStats;
 use posthorn_store::StoreStats;
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -19,9 +20,18 @@ pub struct Metrics {
     outcomes: Mutex<BTreeMap<String, u64>>,
     /// Messages received by the inbound MX, by (kind, outcome).
     inbound: Mutex<BTreeMap<(String, String), u64>>,
+    /// The listeners' connection counters, by listener name.
+    listeners: Mutex<BTreeMap<&'static str, Arc<ListenerStats>>>,
 }
 
 impl Metrics {
+    /// Reports a listener's connection counters under `name`.
+    pub fn register_listener(&self, name: &'static str, stats: Arc<ListenerStats>) {
+        if let Ok(mut map) = self.listeners.lock() {
+            map.insert(name, stats);
+        }
+    }
+
     pub fn count_request(&self, route: &str, status: u16) {
         if let Ok(mut map) = self.http.lock() {
             *map.entry((route.to_owned(), status)).or_default() += 1;
@@ -120,6 +130,7 @@ impl Metrics {
                 );
             }
         }
+        self.render_listeners(&mut out);
         for (name, help, value) in [
             (
                 "posthorn_events_recorded_total",
@@ -147,6 +158,66 @@ impl Metrics {
             let _ = writeln!(out, "{name} {value}");
         }
         out
+    }
+}
+
+/// One counter of a listener's [`ListenerStats`].
+type Pick = fn(&ListenerStats) -> &AtomicU64;
+
+impl Metrics {
+    fn render_listeners(&self, out: &mut String) {
+        let Ok(map) = self.listeners.lock() else {
+            return;
+        };
+        let name = "posthorn_connections_refused_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Connections refused over a listener's caps, by listener and cap."
+        );
+        let _ = writeln!(out, "# TYPE {name} counter");
+        for (listener, stats) in map.iter() {
+            for (limit, value) in [
+                ("total", &stats.refused_total),
+                ("per_ip", &stats.refused_per_ip),
+            ] {
+                let _ = writeln!(
+                    out,
+                    "{name}{{listener=\"{listener}\",limit=\"{limit}\"}} {}",
+                    value.load(Ordering::Relaxed)
+                );
+            }
+        }
+        let families: [(&str, &str, &str, Pick); 3] = [
+            (
+                "posthorn_connections_evicted_total",
+                "counter",
+                "Idle connections closed to make room for a new one, by listener.",
+                |s| &s.evicted,
+            ),
+            (
+                "posthorn_connections_open",
+                "gauge",
+                "Connections open now, by listener.",
+                |s| &s.open,
+            ),
+            (
+                "posthorn_accept_errors_total",
+                "counter",
+                "Accepts the system refused (e.g. out of file descriptors), by listener.",
+                |s| &s.accept_errors,
+            ),
+        ];
+        for (name, kind, help, pick) in families {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+            for (listener, stats) in map.iter() {
+                let _ = writeln!(
+                    out,
+                    "{name}{{listener=\"{listener}\"}} {}",
+                    pick(stats).load(Ordering::Relaxed)
+                );
+            }
+        }
     }
 }
 

@@ -61,7 +61,15 @@ impl Simulator {
     pub async fn start(self) -> std::io::Result<SocketAddr> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
-        let settings = Arc::new(ServerSettings::new(SIMULATOR_DOMAIN));
+        let mut settings = ServerSettings::new(SIMULATOR_DOMAIN);
+        settings.name = "simulator";
+        // Only our own delivery workers connect, all from loopback: the
+        // per-address cap meant for strangers would defer their mail.
+        settings.limits = posthorn_smtp::listen::ConnectionLimits {
+            max_connections: 10_000,
+            max_per_ip: 10_000,
+        };
+        let settings = Arc::new(settings);
         tokio::spawn(posthorn_smtp::server::serve(
             listener,
             settings,

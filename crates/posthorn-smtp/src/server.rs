@@ -6,8 +6,12 @@
 //! Safe by construction: the message ends only at `CRLF.CRLF` (no SMTP
 //! smuggling with bare LF dots), lines and messages have limits, a session
 //! that errs too often is closed, and nothing is handed on until the whole
-//! message has arrived.
+//! message has arrived. Connections are capped per listener and per client
+//! address (`421` over the cap), and a client has a short time to
+//! authenticate (or, where no AUTH is required, to say MAIL) before the
+//! RFC 5321 timeouts apply, so idle connections cannot pile up.
 
+use crate::listen::{AcceptBackoff, ConnectionLimiter, ConnectionLimits, ListenerStats, Refusal};
 use crate::tls::ServerTlsConfig;
 use smtp_proto::request::receiver::DataReceiver;
 use smtp_proto::{Error as ProtoError, Request};
@@ -99,9 +103,20 @@ pub struct ServerSettings {
     pub require_auth: bool,
     /// Allow AUTH before STARTTLS when the client is on loopback.
     pub plaintext_auth_on_loopback: bool,
-    /// How long to wait for a command, and for the message data.
+    /// How long to wait for a command, and for the message data, once the
+    /// session is under way (see `first_timeout`).
     pub command_timeout: Duration,
     pub data_timeout: Duration,
+    /// How long a client may take from connecting until it has
+    /// authenticated (when `require_auth`) or its first MAIL was accepted:
+    /// a deadline, not a per-command wait, so NOOPs do not extend it.
+    pub first_timeout: Duration,
+    /// Connections open at once, in total and per client address.
+    pub limits: ConnectionLimits,
+    /// The listener's name in logs and metrics.
+    pub name: &'static str,
+    /// Counters the metrics endpoint reads.
+    pub stats: Arc<ListenerStats>,
 }
 
 impl ServerSettings {
@@ -115,6 +130,13 @@ impl ServerSettings {
             plaintext_auth_on_loopback: true,
             command_timeout: Duration::from_secs(300),
             data_timeout: Duration::from_secs(600),
+            first_timeout: Duration::from_secs(30),
+            limits: ConnectionLimits {
+                max_connections: 1000,
+                max_per_ip: 20,
+            },
+            name: "smtp",
+            stats: Arc::default(),
         }
     }
 }
@@ -176,6 +198,7 @@ pub async fn serve_stream<H: Handler + ?Sized>(
     settings: Arc<ServerSettings>,
     handler: Arc<H>,
 ) {
+    let deadline = tokio::time::Instant::now() + settings.first_timeout;
     let mut conn = Connection {
         stream: Stream::Plain(Box::new(io)),
         buf: Vec::new(),
@@ -185,9 +208,25 @@ pub async fn serve_stream<H: Handler + ?Sized>(
             ..Default::default()
         },
         errors: 0,
+        deadline: Some(deadline),
     };
-    if let Err(e) = conn.run(handler.as_ref()).await {
-        tracing::debug!(?peer, error = %e, "SMTP session ended");
+    match conn.run(handler.as_ref()).await {
+        Err(End::Timeout) => {
+            // RFC 5321 §4.5.3.2: say why before closing. A client that does
+            // not read gets no more than a short wait.
+            let bye = format!(
+                "421 4.4.2 {} timeout, closing connection\r\n",
+                conn.settings.hostname
+            );
+            let _ = tokio::time::timeout(
+                Duration::from_secs(1),
+                conn.stream.write_all(bye.as_bytes()),
+            )
+            .await;
+            tracing::debug!(?peer, "SMTP session timed out");
+        }
+        Err(e) => tracing::debug!(?peer, error = %e, "SMTP session ended"),
+        Ok(()) => {}
     }
 }
 
@@ -198,6 +237,9 @@ struct Connection {
     settings: Arc<ServerSettings>,
     session: Session,
     errors: u32,
+    /// Until the client has authenticated (or said MAIL, where AUTH is not
+    /// required), every wait ends at this instant at the latest.
+    deadline: Option<tokio::time::Instant>,
 }
 
 /// Why a session ended early.
@@ -214,13 +256,38 @@ enum End {
 }
 
 impl Connection {
+    /// `wait`, shortened to the first-phase deadline while it runs.
+    fn timeout(&self, wait: Duration) -> Duration {
+        match self.deadline {
+            Some(deadline) => {
+                wait.min(deadline.saturating_duration_since(tokio::time::Instant::now()))
+            }
+            None => wait,
+        }
+    }
+
+    /// The session is under way: the RFC 5321 timeouts apply from now on.
+    fn established(&mut self) {
+        self.deadline = None;
+    }
+
+    /// Writes with a timeout too: a client that sends commands but never
+    /// reads the replies would otherwise hold its connection for ever.
+    async fn write(&mut self, bytes: &[u8]) -> Result<(), End> {
+        let wait = self.timeout(self.settings.command_timeout);
+        tokio::time::timeout(wait, self.stream.write_all(bytes))
+            .await
+            .map_err(|_| End::Timeout)??;
+        Ok(())
+    }
+
     async fn reply(&mut self, reply: &ServerReply) -> Result<(), End> {
-        self.stream.write_all(reply.line().as_bytes()).await?;
+        self.write(reply.line().as_bytes()).await?;
         if reply.code >= 500 {
             self.errors += 1;
             if self.errors >= MAX_ERRORS {
                 let bye = ServerReply::new(421, "4.7.0", "too many errors, closing");
-                self.stream.write_all(bye.line().as_bytes()).await?;
+                self.write(bye.line().as_bytes()).await?;
                 return Err(End::TooManyErrors);
             }
         }
@@ -229,6 +296,7 @@ impl Connection {
 
     async fn fill(&mut self, timeout: Duration) -> Result<(), End> {
         let mut chunk = [0u8; 8192];
+        let timeout = self.timeout(timeout);
         let n = tokio::time::timeout(timeout, self.stream.read(&mut chunk))
             .await
             .map_err(|_| End::Timeout)??;
@@ -293,7 +361,7 @@ impl Connection {
 
     async fn run<H: Handler + ?Sized>(&mut self, handler: &H) -> Result<(), End> {
         let greeting = format!("220 {} ESMTP Posthorn\r\n", self.settings.hostname);
-        self.stream.write_all(greeting.as_bytes()).await?;
+        self.write(greeting.as_bytes()).await?;
         let mut envelope: Option<ReceivedEnvelope> = None;
         loop {
             let Some(line) = self.line().await? else {
@@ -319,13 +387,13 @@ impl Connection {
                     self.session.helo = Some(host);
                     envelope = None;
                     let reply = self.ehlo_reply();
-                    self.stream.write_all(reply.as_bytes()).await?;
+                    self.write(reply.as_bytes()).await?;
                 }
                 Request::Helo { host } => {
                     self.session.helo = Some(host);
                     envelope = None;
                     let reply = format!("250 {}\r\n", self.settings.hostname);
-                    self.stream.write_all(reply.as_bytes()).await?;
+                    self.write(reply.as_bytes()).await?;
                 }
                 Request::StartTls => {
                     let Some(tls) = self.settings.tls.clone().filter(|_| !self.session.tls) else {
@@ -342,7 +410,7 @@ impl Connection {
                     // RFC 3207: anything pipelined after STARTTLS is discarded.
                     self.buf.clear();
                     let tls_stream = tokio::time::timeout(
-                        self.settings.command_timeout,
+                        self.timeout(self.settings.command_timeout),
                         tls.acceptor().accept(tcp),
                     )
                     .await
@@ -385,6 +453,10 @@ impl Connection {
                                     mail_from: from.address,
                                     recipients: Vec::new(),
                                 });
+                                // Where AUTH is required it ended the first
+                                // phase already; elsewhere (the MX) an
+                                // accepted MAIL does.
+                                self.established();
                                 self.reply(&ServerReply::new(250, "2.1.0", "sender ok"))
                                     .await?;
                             }
@@ -428,8 +500,7 @@ impl Connection {
                             .await?;
                         continue;
                     };
-                    self.stream
-                        .write_all(b"354 end data with <CR><LF>.<CR><LF>\r\n")
+                    self.write(b"354 end data with <CR><LF>.<CR><LF>\r\n")
                         .await?;
                     let reply = match self.read_data().await? {
                         Some(message) => handler.data(&self.session, &env, message).await,
@@ -525,7 +596,7 @@ impl Connection {
         }
         let credentials = if mechanism == smtp_proto::AUTH_PLAIN {
             let response = if initial.is_empty() {
-                self.stream.write_all(b"334 \r\n").await?;
+                self.write(b"334 \r\n").await?;
                 self.auth_line().await?
             } else {
                 initial
@@ -539,12 +610,12 @@ impl Connection {
             })
         } else if mechanism == smtp_proto::AUTH_LOGIN {
             let user = if initial.is_empty() {
-                self.stream.write_all(b"334 VXNlcm5hbWU6\r\n").await?;
+                self.write(b"334 VXNlcm5hbWU6\r\n").await?;
                 self.auth_line().await?
             } else {
                 initial
             };
-            self.stream.write_all(b"334 UGFzc3dvcmQ6\r\n").await?;
+            self.write(b"334 UGFzc3dvcmQ6\r\n").await?;
             let pass = self.auth_line().await?;
             let decode = |s: &str| {
                 b64.decode(s.trim())
@@ -569,6 +640,7 @@ impl Connection {
         match handler.auth(&user, &pass).await {
             Ok(identity) => {
                 self.session.identity = Some(identity);
+                self.established();
                 self.reply(&ServerReply::new(235, "2.7.0", "authentication succeeded"))
                     .await
             }
@@ -583,22 +655,44 @@ impl Connection {
 }
 
 /// Accepts connections on `listener` until `stop` resolves, one task each.
+/// A connection over the listener's limits is answered `421` and closed at
+/// once, from the accept loop itself: it costs a file descriptor for a
+/// moment and no task.
 pub async fn serve<H: Handler + ?Sized>(
     listener: tokio::net::TcpListener,
     settings: Arc<ServerSettings>,
     handler: Arc<H>,
     stop: impl std::future::Future<Output = ()>,
 ) {
+    let limiter = Arc::new(ConnectionLimiter::new(
+        settings.name,
+        settings.limits,
+        settings.stats.clone(),
+    ));
+    let mut backoff = AcceptBackoff::default();
     tokio::pin!(stop);
     loop {
-        tokio::select! {
+        let (tcp, peer) = tokio::select! {
             _ = &mut stop => return,
-            accepted = listener.accept() => match accepted {
-                Ok((tcp, _)) => {
-                    let (settings, handler) = (settings.clone(), handler.clone());
-                    tokio::spawn(async move { serve_connection(tcp, settings, handler).await });
-                }
-                Err(e) => tracing::warn!(error = %e, "accepting an SMTP connection failed"),
+            accepted = crate::listen::accept(&listener, &mut backoff, settings.name, &settings.stats) => accepted,
+        };
+        match limiter.admit(peer.ip()) {
+            Ok(permit) => {
+                let (settings, handler) = (settings.clone(), handler.clone());
+                tokio::spawn(async move {
+                    serve_connection(tcp, settings, handler).await;
+                    drop(permit);
+                });
+            }
+            Err(refusal) => {
+                let line: &[u8] = match refusal {
+                    Refusal::Total => b"421 4.7.0 too many connections\r\n",
+                    Refusal::PerIp => b"421 4.7.0 too many connections from your address\r\n",
+                };
+                // A new socket's send buffer is empty, so this does not
+                // block; if it cannot be written the client learns from the
+                // close alone.
+                let _ = tcp.try_write(line);
             }
         }
     }

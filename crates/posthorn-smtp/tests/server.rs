@@ -1,11 +1,13 @@
 //! The server session against misbehaving clients over a real socket: every
 //! bad input gets a clear reply, and nothing half-received is handed on.
 
+use posthorn_smtp::listen::ConnectionLimits;
 use posthorn_smtp::server::{
     Handler, ReceivedEnvelope, ServerReply, ServerSettings, Session, serve,
 };
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
@@ -285,4 +287,139 @@ async fn a_client_that_keeps_erring_is_disconnected() {
     }
     assert!(c.reply().await.starts_with("421"), "after the tenth error");
     assert_eq!(c.reply().await, "", "then the connection is closed");
+}
+
+/// A client connected from `source` (any 127/8 address is this host's).
+async fn connect_from(source: &str, addr: std::net::SocketAddr) -> (Client, String) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+    let (r, w) = tokio::io::split(socket.connect(addr).await.unwrap());
+    let mut client = Client {
+        reader: BufReader::new(r),
+        writer: w,
+    };
+    let greeting = client.reply().await;
+    (client, greeting)
+}
+
+fn limited(total: usize, per_ip: usize) -> ServerSettings {
+    let mut settings = ServerSettings::new("mx.test");
+    settings.limits = ConnectionLimits {
+        max_connections: total,
+        max_per_ip: per_ip,
+    };
+    settings
+}
+
+#[tokio::test]
+async fn connections_over_the_per_address_limit_are_refused_with_421() {
+    let settings = limited(10, 2);
+    let stats = settings.stats.clone();
+    let (addr, _) = start(settings).await;
+    let (_a, g) = connect_from("127.0.0.1", addr).await;
+    assert!(g.starts_with("220"), "{g}");
+    let (_b, g) = connect_from("127.0.0.1", addr).await;
+    assert!(g.starts_with("220"), "{g}");
+    let (mut refused, g) = connect_from("127.0.0.1", addr).await;
+    assert_eq!(g, "421 4.7.0 too many connections from your address\r\n");
+    assert_eq!(refused.reply().await, "", "closed after the 421");
+    // Another address is not affected.
+    let (_c, g) = connect_from("127.0.0.2", addr).await;
+    assert!(g.starts_with("220"), "{g}");
+    assert_eq!(stats.refused_per_ip.load(Ordering::Relaxed), 1);
+}
+
+#[tokio::test]
+async fn connections_over_the_listener_limit_are_refused_until_one_closes() {
+    let (addr, _) = start(limited(2, 10)).await;
+    let (a, g) = connect_from("127.0.0.1", addr).await;
+    assert!(g.starts_with("220"), "{g}");
+    let (_b, g) = connect_from("127.0.0.2", addr).await;
+    assert!(g.starts_with("220"), "{g}");
+    let (_, g) = connect_from("127.0.0.3", addr).await;
+    assert_eq!(g, "421 4.7.0 too many connections\r\n");
+    // The place is free once the server has seen the first client go.
+    drop(a);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (mut c, g) = connect_from("127.0.0.3", addr).await;
+        if g.starts_with("220") {
+            assert!(c.cmd("EHLO c.test").await.starts_with("250"));
+            break;
+        }
+        assert_eq!(g, "421 4.7.0 too many connections\r\n");
+        assert!(tokio::time::Instant::now() < deadline, "no place freed");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// Paused time: timeouts are read off tokio's clock, which only moves when
+/// every task waits, so these assertions do not depend on the machine's
+/// speed.
+#[tokio::test(start_paused = true)]
+async fn a_client_that_never_authenticates_is_closed_after_the_first_timeout_noop_or_not() {
+    let mut settings = ServerSettings::new("mx.test");
+    settings.require_auth = true;
+    settings.first_timeout = Duration::from_secs(30);
+    let (addr, _) = start(settings).await;
+    let start = tokio::time::Instant::now();
+    let (mut c, _) = Client::connect(addr).await;
+    assert!(c.cmd("EHLO c.test").await.starts_with("250"));
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    // Commands are still answered, but do not extend the deadline.
+    assert!(c.cmd("NOOP").await.starts_with("250"));
+    let bye = c.reply().await;
+    assert_eq!(bye, "421 4.4.2 mx.test timeout, closing connection\r\n");
+    assert_eq!(c.reply().await, "", "closed");
+    let waited = start.elapsed();
+    assert!(
+        waited >= Duration::from_secs(30) && waited < Duration::from_secs(40),
+        "closed at {waited:?} of tokio's clock, not 30 s after connecting"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn after_auth_the_command_timeout_applies_not_the_first_one() {
+    let mut settings = ServerSettings::new("mx.test");
+    settings.require_auth = true;
+    settings.first_timeout = Duration::from_secs(30);
+    settings.command_timeout = Duration::from_secs(300);
+    let (addr, _) = start(settings).await;
+    let (mut c, _) = Client::connect(addr).await;
+    assert!(c.cmd("EHLO c.test").await.starts_with("250"));
+    // PLAIN: "\0user\0right"
+    assert!(
+        c.cmd("AUTH PLAIN AHVzZXIAcmlnaHQ=")
+            .await
+            .starts_with("235"),
+    );
+    tokio::time::sleep(Duration::from_secs(120)).await;
+    assert!(c.cmd("NOOP").await.starts_with("250"), "still open");
+    tokio::time::sleep(Duration::from_secs(301)).await;
+    assert!(c.reply().await.starts_with("421 4.4.2"), "command timeout");
+}
+
+#[tokio::test(start_paused = true)]
+async fn on_the_mx_an_accepted_mail_ends_the_first_timeout() {
+    let mut settings = ServerSettings::new("mx.test");
+    settings.first_timeout = Duration::from_secs(30);
+    let (addr, _) = start(settings).await;
+    let (mut c, _) = Client::connect(addr).await;
+    assert!(c.cmd("EHLO c.test").await.starts_with("250"));
+    assert!(c.cmd("MAIL FROM:<>").await.starts_with("250"));
+    tokio::time::sleep(Duration::from_secs(120)).await;
+    assert!(c.cmd("RCPT TO:<b@y.test>").await.starts_with("250"));
+
+    let start = tokio::time::Instant::now();
+    let (mut idle, _) = Client::connect(addr).await;
+    assert!(idle.cmd("EHLO c.test").await.starts_with("250"));
+    assert!(
+        idle.reply().await.starts_with("421 4.4.2"),
+        "no MAIL in time"
+    );
+    let waited = start.elapsed();
+    assert!(
+        waited < Duration::from_secs(40),
+        "closed at {waited:?} of tokio's clock, not 30 s after connecting"
+    );
 }

@@ -172,6 +172,8 @@ fn load_config(args: &ServeArgs) -> Result<posthorn_core::config::Config> {
 
 async fn serve(args: ServeArgs) -> Result<()> {
     let mut config = load_config(&args)?;
+    // Before any listener opens: every connection is a file descriptor.
+    posthorn_server::open_files::raise_and_report(&config);
     let http: std::net::SocketAddr = config.server.http.parse().with_context(|| {
         format!(
             "--http `{}` is not an address like 127.0.0.1:8025",
