@@ -47,6 +47,16 @@ impl ApiError {
         )
     }
 
+    /// The disk under the data directory is full: nothing was written, and
+    /// the same request succeeds once the operator frees space.
+    pub fn storage_full() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "storage_full",
+            "the server's storage is full; nothing was written; retry later",
+        )
+    }
+
     pub fn internal() -> Self {
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -65,12 +75,33 @@ impl From<StoreError> for ApiError {
                 "shutting_down",
                 "the server is shutting down; retry shortly",
             ),
+            StoreError::Full(detail) => {
+                if full_disk_log_due() {
+                    tracing::error!(%detail, "storage full: refusing writes until space returns");
+                }
+                ApiError::storage_full()
+            }
             StoreError::Backend(detail) => {
                 tracing::error!(%detail, "storage error");
                 ApiError::internal()
             }
         }
     }
+}
+
+/// Whether to log a refusal for a full disk now: at most one line every
+/// 10 s, however many requests are refused (the log may share the disk).
+fn full_disk_log_due() -> bool {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let last = LAST.load(Ordering::Relaxed);
+    now >= last + 10
+        && LAST
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
 }
 
 impl IntoResponse for ApiError {
@@ -84,6 +115,13 @@ impl IntoResponse for ApiError {
             axum::Json(serde_json::json!({ "error": error })),
         )
             .into_response();
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            // Each 503 is a state that passes (shutting down, a full disk).
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("30"),
+            );
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             // RFC 9110 §11.6.1: a 401 names the scheme to use.
             response.headers_mut().insert(
@@ -96,3 +134,19 @@ impl IntoResponse for ApiError {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+/// The SMTP answer (submission and inbound MX) when storing a message
+/// failed: 452 4.3.1, "insufficient system storage" (RFC 5321 §4.2.3, RFC
+/// 3463 "mail system full"), when the disk is full, so the client queues
+/// the message and tries again; 451 4.3.0 for any other failure.
+pub fn smtp_store_failure(e: &StoreError) -> posthorn_smtp::server::ServerReply {
+    use posthorn_smtp::server::ServerReply;
+    match e {
+        StoreError::Full(_) => ServerReply::new(
+            452,
+            "4.3.1",
+            "insufficient system storage; nothing was kept; try again later",
+        ),
+        _ => ServerReply::new(451, "4.3.0", "temporary failure on our side; try again"),
+    }
+}

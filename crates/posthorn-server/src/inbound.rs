@@ -396,7 +396,7 @@ impl Handler for InboundHandler {
             Ok(kept) => ServerReply::new(250, "2.0.0", format!("kept as {}", kept.id)),
             Err(e) => {
                 tracing::error!(error = %e, "inbound MX: could not keep a message");
-                ServerReply::new(451, "4.3.0", "temporary failure on our side; try again")
+                crate::error::smtp_store_failure(&e)
             }
         }
     }

@@ -176,7 +176,7 @@ impl Handler for SubmissionHandler {
             Ok(_) => temporary_failure(),
             Err(e) => {
                 tracing::error!(error = %e, "accepting an SMTP submission failed");
-                temporary_failure()
+                crate::error::smtp_store_failure(&e)
             }
         }
     }

@@ -32,11 +32,28 @@ pub enum StoreError {
     /// The writer has stopped (shutting down).
     #[error("the store is closed")]
     Closed,
+    /// The disk holding the database is full: the write was not made, and
+    /// the same write succeeds once space returns (nothing else is wrong).
+    /// The message is for operators.
+    #[error("storage full: {0}")]
+    Full(String),
 }
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
-        StoreError::Backend(e.to_string())
+        // SQLite answers SQLITE_FULL when a write to the database, its log
+        // or a temporary file finds the disk full (ENOSPC), and
+        // SQLITE_IOERR_SHMSIZE when the log's index cannot grow (its file
+        // is extended by writing to it, which fails the same way).
+        let full = e.sqlite_error().is_some_and(|f| {
+            f.code == rusqlite::ErrorCode::DiskFull
+                || f.extended_code == rusqlite::ffi::SQLITE_IOERR_SHMSIZE
+        });
+        if full {
+            StoreError::Full(e.to_string())
+        } else {
+            StoreError::Backend(e.to_string())
+        }
     }
 }
 
@@ -287,5 +304,32 @@ impl StoreRules {
 impl Default for StoreRules {
     fn default() -> Self {
         Self::from_config(&posthorn_core::config::Config::default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StoreError;
+    use rusqlite::ffi;
+
+    fn sqlite(code: std::ffi::c_int) -> StoreError {
+        rusqlite::Error::SqliteFailure(ffi::Error::new(code), None).into()
+    }
+
+    #[test]
+    fn a_full_disk_is_its_own_error_and_other_failures_are_not() {
+        assert!(matches!(sqlite(ffi::SQLITE_FULL), StoreError::Full(_)));
+        assert!(matches!(
+            sqlite(ffi::SQLITE_IOERR_SHMSIZE),
+            StoreError::Full(_)
+        ));
+        assert!(matches!(
+            sqlite(ffi::SQLITE_CORRUPT),
+            StoreError::Backend(_)
+        ));
+        assert!(matches!(
+            sqlite(ffi::SQLITE_IOERR_FSYNC),
+            StoreError::Backend(_)
+        ));
     }
 }

@@ -163,6 +163,12 @@ impl SmtpSink {
     pub fn messages(&self) -> Vec<String> {
         read_dir_texts(self.dumps.path())
     }
+
+    /// The directory the messages are written to (for a thread of its own
+    /// to read them with [`read_dir_texts`]).
+    pub fn dumps_dir(&self) -> &std::path::Path {
+        self.dumps.path()
+    }
 }
 
 /// The text of every file in `dir`, sorted by name.

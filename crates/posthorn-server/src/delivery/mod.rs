@@ -188,6 +188,7 @@ impl DeliveryService {
         }
         let lease = self.state.config.delivery.lease.0;
         let batch = self.state.config.delivery.claim_batch;
+        let mut claims_failing_full = false;
         loop {
             let room = (self.in_flight.available_permits() as u32).min(batch);
             let claimed = if room == 0 {
@@ -195,9 +196,18 @@ impl DeliveryService {
             } else {
                 let now = self.state.now();
                 match store.claim_due(now, room, now + lease).await {
-                    Ok(c) => c,
+                    Ok(c) => {
+                        claims_failing_full = false;
+                        c
+                    }
                     Err(e) => {
-                        tracing::error!(error = %e, "claiming due deliveries failed");
+                        // A full disk fails every claim until space
+                        // returns: said once, not every poll.
+                        let full = matches!(e, posthorn_store::StoreError::Full(_));
+                        if !(full && claims_failing_full) {
+                            tracing::error!(error = %e, "claiming due deliveries failed");
+                        }
+                        claims_failing_full = full;
                         Vec::new()
                     }
                 }
@@ -686,13 +696,49 @@ impl DeliveryService {
                 ip: Some(target.addr.ip().to_string()),
             }),
         );
-        if let Err(e) = self
-            .state
-            .store
-            .record_event(&item.delivery.tenant_id, event)
-            .await
-        {
+        let store = &self.state.store;
+        let recorded = self
+            .while_storage_full(|| async {
+                store
+                    .record_event(&item.delivery.tenant_id, event.clone())
+                    .await
+                    .map(|_| ())
+            })
+            .await;
+        if let Err(e) = recorded {
             tracing::error!(delivery_id = %item.delivery.id, error = %e, "recording `sent` failed");
+        }
+    }
+
+    /// Runs a write again while the disk is full, every few seconds, for
+    /// at most half the lease (after which the delivery could be claimed
+    /// again). An attempt's outcome that cannot be recorded now is recorded
+    /// once space returns, instead of the lease running out and the mail
+    /// being sent a second time.
+    async fn while_storage_full<F, Fut>(&self, mut write: F) -> posthorn_store::StoreResult<()>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = posthorn_store::StoreResult<()>>,
+    {
+        let lease = u64::try_from(self.state.config.delivery.lease.0).unwrap_or(0);
+        let until = tokio::time::Instant::now() + Duration::from_millis(lease / 2);
+        let mut pause = Duration::from_millis(200);
+        let mut first = true;
+        loop {
+            match write().await {
+                Err(posthorn_store::StoreError::Full(detail))
+                    if tokio::time::Instant::now() + pause < until =>
+                {
+                    // Once per write: a long outage must not flood the log.
+                    if first {
+                        tracing::warn!(%detail, "storage full: recording a delivery attempt again when space returns");
+                        first = false;
+                    }
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(5));
+                }
+                other => return other,
+            }
         }
     }
 
@@ -728,17 +774,20 @@ impl DeliveryService {
     async fn finish(&self, item: &ClaimedDelivery, details: EventDetails, next: QueueNext) {
         let kind = details.kind();
         let event = self.event(item, details);
-        match self
-            .state
-            .store
-            .finish_attempt(
-                &item.delivery.tenant_id,
-                vec![event],
-                &item.delivery.id,
-                next,
-            )
-            .await
-        {
+        let store = &self.state.store;
+        let finished = self
+            .while_storage_full(|| async {
+                store
+                    .finish_attempt(
+                        &item.delivery.tenant_id,
+                        vec![event.clone()],
+                        &item.delivery.id,
+                        next,
+                    )
+                    .await
+            })
+            .await;
+        match finished {
             Ok(()) => {
                 self.state.metrics.count_outcome(kind.as_str());
                 tracing::debug!(delivery_id = %item.delivery.id, attempt = item.attempt, %kind, "attempt finished");

@@ -47,8 +47,8 @@ const CATCH_UP_PASSES: usize = 3;
 const CAUGHT_UP_FRAMES: i64 = 512;
 
 /// One passive pass, then a sync of the database file. Returns the frames
-/// in the log, `None` if the pass failed.
-fn pass(conn: &Connection, database: &std::fs::File) -> Option<i64> {
+/// in the log.
+fn pass(conn: &Connection, database: &std::fs::File) -> rusqlite::Result<i64> {
     // PASSIVE: copy what no reader still needs; never block the writer or
     // readers. (busy, frames in the log, frames checkpointed)
     let log = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1));
@@ -56,8 +56,7 @@ fn pass(conn: &Connection, database: &std::fs::File) -> Option<i64> {
     if let Err(e) = database.sync_data() {
         tracing::warn!(error = %e, "syncing the database file failed");
     }
-    log.map_err(|e| tracing::warn!(error = %e, "WAL checkpoint failed"))
-        .ok()
+    log
 }
 
 /// Set by the checkpointer, taken by the writer: "the log is long and
@@ -90,11 +89,25 @@ impl Checkpointer {
         let thread = std::thread::Builder::new()
             .name("posthorn-checkpoint".into())
             .spawn(move || {
+                // A pass fails every second while the disk is full (the
+                // database file cannot grow): said once, and when it ends.
+                let mut failing = false;
                 while !flag.load(Ordering::Relaxed) {
                     std::thread::sleep(INTERVAL);
-                    let Some(mut log) = pass(&conn, &database) else {
-                        continue;
+                    let mut log = match pass(&conn, &database) {
+                        Ok(log) => log,
+                        Err(e) => {
+                            if !failing {
+                                tracing::warn!(error = %e, "WAL checkpoint failed; trying again every second");
+                            }
+                            failing = true;
+                            continue;
+                        }
                     };
+                    if failing {
+                        tracing::info!("WAL checkpoints work again");
+                        failing = false;
+                    }
                     if log < RESTART_FRAMES {
                         continue;
                     }
@@ -103,7 +116,7 @@ impl Checkpointer {
                     // time, so the writer's own pass has little left.
                     for _ in 0..CATCH_UP_PASSES {
                         match pass(&conn, &database) {
-                            Some(now) if now - log > CAUGHT_UP_FRAMES => log = now,
+                            Ok(now) if now - log > CAUGHT_UP_FRAMES => log = now,
                             _ => break,
                         }
                     }

@@ -10,6 +10,13 @@
 //! the batch is rolled back and run again with a savepoint around each job,
 //! so the failed job is undone alone and the others commit. Jobs are
 //! therefore `Fn`: they may run twice, and only their last run counts.
+//!
+//! On a full disk (SQLITE_FULL) or an I/O error SQLite may roll the whole
+//! transaction back by itself. Then nothing of the batch is kept, no job may
+//! run after it (outside a transaction each statement would commit alone),
+//! and every caller gets that error: `StoreError::Full` is answered 503 or
+//! 452 and is retried once space returns. The writer checks for this with
+//! `is_autocommit` after each job (a flag read, nothing on the disk).
 
 use super::checkpoint::{RestartRequest, finish_log};
 use crate::{StoreError, StoreResult};
@@ -21,9 +28,9 @@ use tokio::sync::{mpsc, oneshot};
 
 /// A caller's write waiting for its batch.
 trait Job: Send {
-    /// Runs the write against the connection; says whether it succeeded.
+    /// Runs the write against the connection; its error if it failed.
     /// Called again if its batch is replayed: the last run's result counts.
-    fn run(&mut self, conn: &Connection) -> bool;
+    fn run(&mut self, conn: &Connection) -> StoreResult<()>;
     /// Answers the caller once the batch's commit has `committed` (or not).
     fn answer(self: Box<Self>, committed: StoreResult<()>);
 }
@@ -39,12 +46,15 @@ where
     F: Fn(&Connection) -> StoreResult<T> + Send,
     T: Send,
 {
-    fn run(&mut self, conn: &Connection) -> bool {
+    fn run(&mut self, conn: &Connection) -> StoreResult<()> {
         let result = std::panic::catch_unwind(AssertUnwindSafe(|| (self.f)(conn)))
             .unwrap_or_else(|_| Err(StoreError::Backend("a write panicked".into())));
-        let ok = result.is_ok();
+        let outcome = match &result {
+            Ok(_) => Ok(()),
+            Err(e) => Err(e.clone()),
+        };
         self.result = Some(result);
-        ok
+        outcome
     }
 
     fn answer(self: Box<Self>, committed: StoreResult<()>) {
@@ -177,7 +187,7 @@ fn commit_batch(
     let mut all_ran = true;
     let mut next = 0;
     while next < jobs.len() {
-        if !jobs[next].run(conn) {
+        if jobs[next].run(conn).is_err() || conn.is_autocommit() {
             all_ran = false;
             break;
         }
@@ -189,20 +199,29 @@ fn commit_batch(
     if !all_ran {
         // Undo the batch and run it again, each job in its own savepoint.
         counters.replays.fetch_add(1, Ordering::Relaxed);
-        let restarted = conn
-            .execute_batch("ROLLBACK")
-            .map_err(StoreError::from)
-            .and_then(|()| begin(conn));
+        let restarted = rollback(conn).and_then(|()| begin(conn));
         if let Err(e) = restarted {
             return (jobs, Err(e));
         }
-        replay_in_savepoints(conn, &mut jobs);
+        if let Err(e) = replay_in_savepoints(conn, &mut jobs) {
+            return (jobs, Err(e));
+        }
     }
     let commit = conn.execute_batch("COMMIT").map_err(StoreError::from);
     if commit.is_err() {
-        let _ = conn.execute_batch("ROLLBACK");
+        let _ = rollback(conn);
     }
     (jobs, commit)
+}
+
+/// Rolls back the open transaction, if SQLite has not already: after some
+/// errors (a full disk, an I/O error) it rolls the whole transaction back
+/// itself, and a ROLLBACK would fail.
+fn rollback(conn: &Connection) -> StoreResult<()> {
+    if conn.is_autocommit() {
+        return Ok(());
+    }
+    conn.execute_batch("ROLLBACK").map_err(StoreError::from)
 }
 
 fn begin(conn: &Connection) -> StoreResult<()> {
@@ -215,7 +234,12 @@ fn begin(conn: &Connection) -> StoreResult<()> {
 
 /// Runs every job of the (rolled back) batch again, each in a savepoint that
 /// is rolled back if the job fails, so only the failed jobs' writes are lost.
-fn replay_in_savepoints(conn: &Connection, jobs: &mut [Box<dyn Job>]) {
+///
+/// An error when SQLite rolled the whole transaction back itself (it may,
+/// on a full disk or an I/O error): the jobs before are undone too, and the
+/// jobs after must not run outside a transaction, where each statement would
+/// commit on its own. The batch then fails as a whole, with that error.
+fn replay_in_savepoints(conn: &Connection, jobs: &mut [Box<dyn Job>]) -> StoreResult<()> {
     // Cached statements: these run twice per job.
     let run = |sql: &str| {
         conn.prepare_cached(sql)
@@ -223,7 +247,14 @@ fn replay_in_savepoints(conn: &Connection, jobs: &mut [Box<dyn Job>]) {
     };
     for job in jobs {
         let savepoint = run("SAVEPOINT job");
-        let ok = job.run(conn);
+        let ran = job.run(conn);
+        if conn.is_autocommit() {
+            tracing::error!(error = ?ran.as_ref().err(), "SQLite rolled back a whole batch");
+            return Err(ran.err().unwrap_or_else(|| {
+                StoreError::Backend("the transaction ended inside a write".into())
+            }));
+        }
+        let ok = ran.is_ok();
         let end = if ok && savepoint.is_ok() {
             run("RELEASE job")
         } else {
@@ -233,6 +264,7 @@ fn replay_in_savepoints(conn: &Connection, jobs: &mut [Box<dyn Job>]) {
             tracing::error!(error = %e, "closing a savepoint failed");
         }
     }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -390,6 +422,87 @@ mod tests {
         assert!(commit.is_ok());
         assert!(rc.try_recv().unwrap().is_ok());
         assert_eq!(values(&conn), [1, 3]);
+    }
+
+    /// A table whose database cannot grow past its size now: an insert
+    /// that needs a new page fails with SQLITE_FULL, as on a full disk, and
+    /// SQLite then rolls the whole transaction back itself (a one-row
+    /// insert has no statement journal to undo just itself).
+    fn full_table() -> Connection {
+        let conn = table();
+        conn.execute_batch("CREATE TABLE big (b BLOB)").unwrap();
+        let pages: i64 = conn
+            .query_row("PRAGMA page_count", [], |r| r.get(0))
+            .unwrap();
+        conn.pragma_update(None, "max_page_count", pages).unwrap();
+        conn
+    }
+
+    fn insert_big(c: &Connection) -> StoreResult<()> {
+        c.execute("INSERT INTO big (b) VALUES (zeroblob(100000))", [])?;
+        Ok(())
+    }
+
+    #[test]
+    fn a_full_disk_fails_the_batch_with_a_typed_error_and_the_writer_goes_on() {
+        let conn = full_table();
+        let counters = WriterCounters::default();
+        let (a, mut ra) = job(insert(1));
+        let (b, mut rb) = job(insert_big);
+        let (size, commit) = batch(&conn, vec![a, b], &counters);
+        assert_eq!(size, 2);
+        // The disk is full for everyone: each caller is told so (503, 452),
+        // not "no transaction is active" (500).
+        assert!(matches!(commit, Err(StoreError::Full(_))), "{commit:?}");
+        for r in [&mut ra, &mut rb] {
+            let answer = r.try_recv().unwrap();
+            assert!(matches!(answer, Err(StoreError::Full(_))), "{answer:?}");
+        }
+        assert!(values(&conn).is_empty(), "nothing told 'failed' is kept");
+        assert!(conn.is_autocommit(), "no transaction is left open");
+        // Space returns: the next batch commits as usual.
+        conn.pragma_update(None, "max_page_count", 1_000_000)
+            .unwrap();
+        let (d, mut rd) = job(insert_big);
+        let (e, mut re) = job(insert(5));
+        let (_, commit) = batch(&conn, vec![d, e], &counters);
+        assert!(commit.is_ok(), "{commit:?}");
+        let answer = rd.try_recv().unwrap();
+        assert!(answer.is_ok(), "{answer:?}");
+        assert!(re.try_recv().unwrap().is_ok());
+        assert_eq!(values(&conn), [5]);
+    }
+
+    #[test]
+    fn no_write_runs_outside_the_transaction_after_sqlite_rolled_it_back() {
+        let conn = full_table();
+        let counters = WriterCounters::default();
+        // b fails on its own, so the batch is replayed in savepoints; in the
+        // replay c finds the disk full (it filled up meanwhile) and SQLite
+        // rolls back the whole transaction, a's insert with it. d must not
+        // run after that: its insert would commit on its own while its
+        // caller is told it failed.
+        let (a, mut ra) = job(insert(1));
+        let runs = AtomicUsize::new(0);
+        let (c, mut rc) = job(move |conn| match runs.fetch_add(1, Ordering::Relaxed) {
+            0 => insert(3)(conn),
+            _ => insert_big(conn),
+        });
+        let (d, mut rd) = job(insert(4));
+        let (b, mut rb) = job(|_| Err(StoreError::Backend("refused".into())));
+        let (size, commit) = batch(&conn, vec![a, c, d, b], &counters);
+        assert_eq!(size, 4);
+        assert!(matches!(commit, Err(StoreError::Full(_))), "{commit:?}");
+        for r in [&mut ra, &mut rc, &mut rd] {
+            let answer = r.try_recv().unwrap();
+            assert!(matches!(answer, Err(StoreError::Full(_))), "{answer:?}");
+        }
+        assert!(rb.try_recv().unwrap().is_err());
+        assert!(
+            values(&conn).is_empty(),
+            "every caller was told its write failed: none may be kept"
+        );
+        assert!(conn.is_autocommit(), "no transaction is left open");
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //! peers: Postfix's `smtp-sink`, and the server under test.
 #![allow(dead_code)]
 
+pub mod clients;
+
 use posthorn_testkit::eventually;
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
