@@ -241,6 +241,38 @@ impl App {
         Ok(())
     }
 
+    /// What Posthorn's SMTP listeners (submission, inbound MX) share: the
+    /// name they greet with, the message size limit, the STARTTLS
+    /// certificate, and their connection caps and timeouts (the first until
+    /// the client has done something useful, then per command and for the
+    /// message), with their counters in `/metrics` under `name`.
+    fn smtp_listener_settings(
+        &self,
+        name: &'static str,
+        limits: ConnectionLimits,
+        [first, command, data]: [posthorn_core::config::HumanDuration; 3],
+    ) -> anyhow_like::Result<ServerSettings> {
+        let config = &self.state.config;
+        let mut settings = ServerSettings::new(
+            config
+                .delivery
+                .helo_name
+                .clone()
+                .unwrap_or_else(|| "posthorn".into()),
+        );
+        settings.max_message_size = config.limits.max_message_size.0 as usize;
+        settings.tls = Some(submission_tls(config)?);
+        settings.name = name;
+        settings.limits = limits;
+        settings.first_timeout = first.to_std();
+        settings.command_timeout = command.to_std();
+        settings.data_timeout = data.to_std();
+        self.state
+            .metrics
+            .register_listener(name, settings.stats.clone());
+        Ok(settings)
+    }
+
     /// Listens for SMTP submission on `listener` (STARTTLS with the
     /// configured certificate, or a self-signed one kept in the data
     /// directory).
@@ -249,22 +281,18 @@ impl App {
         listener: tokio::net::TcpListener,
     ) -> anyhow_like::Result<tokio::task::JoinHandle<()>> {
         let config = &self.state.config;
-        let mut settings = smtp_listener_settings(config)?;
+        let c = &config.submission;
+        let mut settings = self.smtp_listener_settings(
+            "submission",
+            ConnectionLimits {
+                max_connections: c.max_connections,
+                max_per_ip: c.max_connections_per_ip,
+            },
+            [c.auth_timeout, c.command_timeout, c.data_timeout],
+        )?;
         settings.max_recipients = config.limits.max_recipients;
         settings.require_auth = true;
-        settings.plaintext_auth_on_loopback = config.submission.plaintext_auth_on_loopback;
-        let c = &config.submission;
-        settings.name = "submission";
-        settings.limits = ConnectionLimits {
-            max_connections: c.max_connections,
-            max_per_ip: c.max_connections_per_ip,
-        };
-        settings.first_timeout = c.auth_timeout.to_std();
-        settings.command_timeout = c.command_timeout.to_std();
-        settings.data_timeout = c.data_timeout.to_std();
-        self.state
-            .metrics
-            .register_listener(settings.name, settings.stats.clone());
+        settings.plaintext_auth_on_loopback = c.plaintext_auth_on_loopback;
         let handler = Arc::new(SubmissionHandler {
             state: self.state.clone(),
         });
@@ -283,22 +311,18 @@ impl App {
         listener: tokio::net::TcpListener,
     ) -> anyhow_like::Result<tokio::task::JoinHandle<()>> {
         let config = &self.state.config;
-        let mut settings = smtp_listener_settings(config)?;
+        let c = &config.inbound;
+        let mut settings = self.smtp_listener_settings(
+            "inbound",
+            ConnectionLimits {
+                max_connections: c.max_connections,
+                max_per_ip: c.max_connections_per_ip,
+            },
+            [c.mail_timeout, c.command_timeout, c.data_timeout],
+        )?;
         // Returned mail names one return path; a few more allow for an MTA
         // that batches reports to several of them.
         settings.max_recipients = 16;
-        let c = &config.inbound;
-        settings.name = "inbound";
-        settings.limits = ConnectionLimits {
-            max_connections: c.max_connections,
-            max_per_ip: c.max_connections_per_ip,
-        };
-        settings.first_timeout = c.mail_timeout.to_std();
-        settings.command_timeout = c.command_timeout.to_std();
-        settings.data_timeout = c.data_timeout.to_std();
-        self.state
-            .metrics
-            .register_listener(settings.name, settings.stats.clone());
         let handler = Arc::new(InboundHandler {
             state: self.state.clone(),
             verp: self.verp.clone(),
@@ -391,21 +415,6 @@ fn submission_tls(config: &Config) -> anyhow_like::Result<ServerTlsConfig> {
         _ => return Err("set both [submission] cert_file and key_file, or neither".into()),
     };
     Ok(ServerTlsConfig::from_pem(&cert, &key)?)
-}
-
-/// What Posthorn's SMTP listeners (submission, inbound MX) share: the name
-/// they greet with, the message size limit and the STARTTLS certificate.
-fn smtp_listener_settings(config: &Config) -> anyhow_like::Result<ServerSettings> {
-    let mut settings = ServerSettings::new(
-        config
-            .delivery
-            .helo_name
-            .clone()
-            .unwrap_or_else(|| "posthorn".into()),
-    );
-    settings.max_message_size = config.limits.max_message_size.0 as usize;
-    settings.tls = Some(submission_tls(config)?);
-    Ok(settings)
 }
 
 /// The configured SMTP client timeouts, as the client takes them.
