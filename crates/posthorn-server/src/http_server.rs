@@ -20,9 +20,11 @@ use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 use tower_service::Service;
 
 /// The HTTP listener's limits.
@@ -81,8 +83,12 @@ pub async fn serve(
                 continue;
             }
         };
+        // Whether a request body was left unread (refused before its end,
+        // as a too-large one is): then the connection lingers at its close.
+        let body_unread = Arc::new(AtomicBool::new(false));
         let service = {
             let (router, permit) = (router.clone(), permit.clone());
+            let body_unread = body_unread.clone();
             let body_timeout = limits.body_timeout;
             hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
                 // Busy from the request's head until its response has been
@@ -94,45 +100,54 @@ pub async fn serve(
                     if body.is_end_stream() {
                         axum::body::Body::new(body)
                     } else {
-                        axum::body::Body::new(DeadlineBody::new(body, body_timeout))
+                        body_unread.store(true, Ordering::Relaxed);
+                        axum::body::Body::new(DeadlineBody::new(
+                            body,
+                            body_timeout,
+                            body_unread.clone(),
+                        ))
                     }
                 });
                 request.extensions_mut().insert(ConnectInfo(peer));
                 let mut router = router.clone();
-                async move {
+                // Boxed: `poll_without_shutdown` needs an `Unpin` future.
+                Box::pin(async move {
                     let response = router.call(request).await?;
                     Ok::<_, Infallible>(response.map(|body| BusyBody {
                         inner: body,
                         _guard: guard,
                     }))
-                }
+                })
             })
         };
-        let connection = builder.serve_connection(TokioIo::new(tcp), service);
+        let mut connection = builder.serve_connection(TokioIo::new(tcp), service);
         let (mut stop, done) = (stop_rx.clone(), done_tx.clone());
         tokio::spawn(async move {
-            tokio::pin!(connection);
             let mut closing = false;
-            loop {
+            let result = loop {
                 tokio::select! {
-                    result = connection.as_mut() => {
-                        if let Err(e) = result {
-                            tracing::debug!(%peer, error = %e, "HTTP connection ended");
-                        }
-                        break;
+                    result = std::future::poll_fn(|cx| connection.poll_without_shutdown(cx)) => {
+                        break result;
                     }
                     // Made room for a newer connection, or shutting down:
                     // an idle connection closes at once, a busy one after
                     // its response.
                     _ = permit.evicted(), if !closing => {
-                        connection.as_mut().graceful_shutdown();
+                        Pin::new(&mut connection).graceful_shutdown();
                         closing = true;
                     }
                     _ = stop.wait_for(|stop| *stop), if !closing => {
-                        connection.as_mut().graceful_shutdown();
+                        Pin::new(&mut connection).graceful_shutdown();
                         closing = true;
                     }
                 }
+            };
+            match result {
+                Ok(()) => {
+                    let tcp = connection.into_parts().io.into_inner();
+                    close(tcp, body_unread.load(Ordering::Relaxed)).await;
+                }
+                Err(e) => tracing::debug!(%peer, error = %e, "HTTP connection ended"),
             }
             drop(permit);
             drop(done);
@@ -145,18 +160,45 @@ pub async fn serve(
     Ok(())
 }
 
+/// How long a connection that answered before reading its request body
+/// keeps reading (and discarding) what the client still sends.
+const LINGER: Duration = Duration::from_secs(5);
+
+/// Closes a connection whose last response has been sent. When a request
+/// body was left unread (refused early: too large, unauthorised), closing
+/// at once would make the kernel answer the client's remaining bytes with
+/// a reset, which can destroy the response before the client reads it.
+/// So the connection says it is done sending and reads what is still
+/// coming, for a short while, as nginx's lingering close does.
+async fn close(mut tcp: TcpStream, body_unread: bool) {
+    if !body_unread {
+        return;
+    }
+    if tcp.shutdown().await.is_err() {
+        return;
+    }
+    let mut discard = [0u8; 16 * 1024];
+    let _ = tokio::time::timeout(LINGER, async {
+        while let Ok(1..) = tcp.read(&mut discard).await {}
+    })
+    .await;
+}
+
 /// The request body must arrive in full before a deadline: a client that
 /// trickles its upload (slow loris) is cut off, not kept for ever.
+/// It also notes on its connection when it has been read to its end.
 struct DeadlineBody<B> {
     inner: B,
     deadline: Pin<Box<tokio::time::Sleep>>,
+    unread: Arc<AtomicBool>,
 }
 
 impl<B> DeadlineBody<B> {
-    fn new(inner: B, timeout: Duration) -> Self {
+    fn new(inner: B, timeout: Duration, unread: Arc<AtomicBool>) -> Self {
         Self {
             inner,
             deadline: Box::pin(tokio::time::sleep(timeout)),
+            unread,
         }
     }
 }
@@ -179,6 +221,9 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         if let Poll::Ready(frame) = Pin::new(&mut self.inner).poll_frame(cx) {
+            if frame.is_none() {
+                self.unread.store(false, Ordering::Relaxed);
+            }
             return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
         }
         match self.deadline.as_mut().poll(cx) {
@@ -188,7 +233,11 @@ where
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        let end = self.inner.is_end_stream();
+        if end {
+            self.unread.store(false, Ordering::Relaxed);
+        }
+        end
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -247,6 +296,15 @@ mod tests {
         let router = Router::new()
             .route("/healthz", route_get(|| async { "ok" }))
             .route("/echo", post(|body: String| async move { body }))
+            .route(
+                "/small",
+                post(|body: axum::body::Body| async move {
+                    match axum::body::to_bytes(body, 1024).await {
+                        Ok(_) => axum::http::StatusCode::OK,
+                        Err(_) => axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+                    }
+                }),
+            )
             .route(
                 "/peer",
                 route_get(
@@ -335,6 +393,28 @@ mod tests {
             .unwrap();
         let answer = read_all(&mut tcp).await;
         assert!(answer.ends_with("hello"), "{answer:?}");
+    }
+
+    #[tokio::test]
+    async fn a_body_refused_before_its_end_still_gets_its_answer() {
+        let addr = start(10, 10, LONG).await;
+        // Far more than the socket buffers hold: the route refuses it after
+        // its first kilobyte, while the client is still sending.
+        let body = vec![b'x'; 8 * 1024 * 1024];
+        for _ in 0..3 {
+            let mut tcp = TcpStream::connect(addr).await.unwrap();
+            let head = format!(
+                "POST /small HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            );
+            tcp.write_all(head.as_bytes()).await.unwrap();
+            // The whole body can be written: the server reads and discards
+            // it rather than resetting the connection...
+            tcp.write_all(&body).await.expect("the body is taken");
+            // ...and the answer is there to read.
+            let answer = read_all(&mut tcp).await;
+            assert!(answer.starts_with("HTTP/1.1 413"), "{answer:?}");
+        }
     }
 
     #[tokio::test]
