@@ -175,21 +175,41 @@ impl DeliveryService {
     }
 
     /// Runs until `stop` is notified. Leases left by a previous run are
-    /// released first, so nothing it held waits for them to expire.
+    /// released first, so nothing it held waits for them to expire; until
+    /// that has worked (a full disk refuses it) nothing is claimed, since
+    /// releasing later would also free what this run holds.
     pub async fn run(self: Arc<Self>, stop: Arc<Notify>) {
         let store = &self.state.store;
-        match store.release_leases().await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(
-                released = n,
-                "resuming deliveries interrupted by the last stop"
-            ),
-            Err(e) => tracing::error!(error = %e, "could not release queue leases"),
-        }
         let lease = self.state.config.delivery.lease.0;
         let batch = self.state.config.delivery.claim_batch;
+        let mut leases_released = false;
+        let mut release_failing = false;
         let mut claims_failing_full = false;
         loop {
+            if !leases_released {
+                match store.release_leases().await {
+                    Ok(n) => {
+                        leases_released = true;
+                        if n > 0 {
+                            tracing::info!(
+                                released = n,
+                                "resuming deliveries interrupted by the last stop"
+                            );
+                        }
+                    }
+                    Err(e) => {
+                        if !release_failing {
+                            tracing::error!(error = %e, "could not release queue leases; trying again every poll");
+                        }
+                        release_failing = true;
+                        tokio::select! {
+                            _ = stop.notified() => return,
+                            _ = tokio::time::sleep(IDLE_POLL) => {}
+                        }
+                        continue;
+                    }
+                }
+            }
             let room = (self.in_flight.available_permits() as u32).min(batch);
             let claimed = if room == 0 {
                 Vec::new()

@@ -157,10 +157,18 @@ pub fn ids(receipt: &Value) -> Vec<String> {
 }
 
 pub fn wait_status(server: &Server, delivery: &str, want: &str) -> Value {
-    eventually(WAIT, || {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
         let d = server.status(delivery);
-        (d["status"] == want).then_some(d)
-    })
+        if d["status"] == want {
+            return d;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{delivery} not {want} within {WAIT:?}: {d:#}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// The kinds of a delivery's events, oldest first.
