@@ -4,7 +4,6 @@
 
 pub mod clients;
 
-use posthorn_testkit::eventually;
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
