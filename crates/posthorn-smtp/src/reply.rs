@@ -85,6 +85,14 @@ impl ReplyReader {
         match receiver.parse(&mut iter) {
             Ok(response) => {
                 let consumed = self.buf.len() - iter.as_slice().len();
+                // RFC 5321 §4.2: the first digit is 2 to 5. Any other code
+                // (`000`, `100`, `999`) is not a reply this client can act
+                // on, and must not pass for a permanent refusal that
+                // would bounce the recipient.
+                if !(200..600).contains(&response.code) {
+                    let line = String::from_utf8_lossy(&self.buf[..consumed.min(200)]).into_owned();
+                    return Parsed::Garbage(format!("reply code {} in {line:?}", response.code));
+                }
                 self.buf.drain(..consumed);
                 let enhanced = (response.esc[0] > 0).then(|| {
                     format!(
@@ -149,5 +157,16 @@ mod tests {
         let mut g = ReplyReader::default();
         g.push(b"HTTP/1.1 400 Bad Request\r\n");
         assert!(matches!(g.take(), Parsed::Garbage(_)));
+        // Codes outside 2xx-5xx are not replies: not a refusal to act on.
+        for line in [
+            "999 5.1.1 no\r\n",
+            "000 ok\r\n",
+            "199 hello\r\n",
+            "600 x\r\n",
+        ] {
+            let mut r = ReplyReader::default();
+            r.push(line.as_bytes());
+            assert!(matches!(r.take(), Parsed::Garbage(_)), "{line}");
+        }
     }
 }

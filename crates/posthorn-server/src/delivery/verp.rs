@@ -62,7 +62,10 @@ impl VerpSigner {
         let local = token_or_address.split('@').next()?.to_ascii_lowercase();
         let token = local.strip_prefix(PREFIX).unwrap_or(&local);
         let raw = unbase32(token)?;
-        if raw.len() != 16 + TAG_BYTES {
+        // One spelling per token: the unused low bits of the last
+        // character must be zero (as `token` writes them), so a token
+        // cannot be varied into others that name the same delivery.
+        if raw.len() != 16 + TAG_BYTES || base32(&raw) != token {
             return None;
         }
         let id: [u8; 16] = raw[..16].try_into().ok()?;
@@ -156,6 +159,18 @@ mod tests {
         assert_eq!(VerpSigner::new(b"other").verify(&token), None);
         assert_eq!(signer.verify(&token[..token.len() - 2]), None);
         assert_eq!(signer.verify("bounces+hello!@x"), None);
+        // The last character carries two unused bits: the other three
+        // spellings of it decode to the same bytes and are refused.
+        let last = token.as_bytes()[token.len() - 1];
+        let index = ALPHABET.iter().position(|&c| c == last).unwrap();
+        for unused in 1..4 {
+            let mut variant = token.clone().into_bytes();
+            *variant.last_mut().unwrap() = ALPHABET[(index & !3) | unused];
+            let variant = String::from_utf8(variant).unwrap();
+            if variant != token {
+                assert_eq!(signer.verify(&variant), None, "{variant}");
+            }
+        }
         assert_eq!(signer.verify(""), None);
     }
 }
