@@ -80,6 +80,21 @@ impl SenderDomain {
     }
 }
 
+/// The first of `domains` that `tenant` may not send as, and why, judged
+/// against `owners` (the owners of those domains and their parents).
+pub fn first_refused<'a>(
+    tenant: &TenantId,
+    domains: &'a [String],
+    owners: &[DomainOwner],
+    require_own_domain: bool,
+) -> Option<(SenderDomainRefusal, &'a str)> {
+    domains.iter().find_map(|domain| {
+        SenderDomain::judge(tenant, domain, owners)
+            .refusal(require_own_domain)
+            .map(|refusal| (refusal, domain.as_str()))
+    })
+}
+
 /// Why a tenant may not send as a domain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum SenderDomainRefusal {

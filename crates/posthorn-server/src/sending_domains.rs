@@ -5,7 +5,6 @@
 //! is [`posthorn_core::domain`].
 
 use crate::dkim::{self, DnsRecord};
-use posthorn_core::domain::{SenderDomain, SenderDomainRefusal};
 use posthorn_core::{Millis, TenantId};
 use posthorn_store::{DomainClaim, Store, StoreError};
 use std::path::Path;
@@ -63,6 +62,21 @@ pub enum ExistingKey {
 /// when it has none (an existing one is kept only if `existing` allows
 /// adopting it), or when `selector` names a key it lacks (a key rotated
 /// in; the newest key signs). Says whether the domain is new to the tenant.
+/// A domain and an optional selector as given, checked and in their stored
+/// form (ASCII, lower case): everything about a new domain that is judged
+/// without the store.
+pub fn names(
+    domain: &str,
+    selector: Option<&str>,
+) -> Result<(String, Option<String>), DomainError> {
+    let domain = dkim::normalize_domain(domain).map_err(DomainError::InvalidDomain)?;
+    let selector = selector
+        .map(dkim::normalize_selector)
+        .transpose()
+        .map_err(DomainError::InvalidSelector)?;
+    Ok((domain, selector))
+}
+
 pub async fn add(
     store: &dyn Store,
     data_dir: &Path,
@@ -72,11 +86,7 @@ pub async fn add(
     existing: ExistingKey,
     now: Millis,
 ) -> Result<(DomainView, bool), DomainError> {
-    let domain = dkim::normalize_domain(domain).map_err(DomainError::InvalidDomain)?;
-    let selector = selector
-        .map(dkim::normalize_selector)
-        .transpose()
-        .map_err(DomainError::InvalidSelector)?;
+    let (domain, selector) = names(domain, selector)?;
     let selector = selector.as_deref();
     let keys: Vec<KeyView> = keys_of(data_dir, &domain)?.collect();
     let has_key = !keys.is_empty();
@@ -152,22 +162,6 @@ pub async fn remove(
     }
     dkim::remove(data_dir, &domain, None).map_err(DomainError::Key)?;
     Ok(())
-}
-
-/// Why `tenant` may not send as any of `domains` (the From header's and,
-/// over SMTP, the envelope sender's), naming the domain at fault.
-pub async fn sender_refusal(
-    store: &dyn Store,
-    tenant: &TenantId,
-    domains: &[&str],
-    require_own_domain: bool,
-) -> Result<Option<(SenderDomainRefusal, String)>, StoreError> {
-    let owners = store.domain_owners(domains).await?;
-    Ok(domains.iter().find_map(|domain| {
-        SenderDomain::judge(tenant, domain, &owners)
-            .refusal(require_own_domain)
-            .map(|refusal| (refusal, (*domain).to_owned()))
-    }))
 }
 
 fn keys_of(

@@ -15,13 +15,12 @@
 use crate::app::AppState;
 use crate::headers::{HeaderBlock, unfold};
 use crate::keys;
-use crate::sending_domains;
 use posthorn_core::address::{EmailAddress, Mailbox};
 use posthorn_core::id::ApiKeyId;
 use posthorn_core::submission::{self, Draft, FieldError, RawHeaderRule};
 use posthorn_core::{DeliveryId, EventSource, MessageId};
 use posthorn_smtp::server::{Handler, ReceivedEnvelope, ServerReply, Session};
-use posthorn_store::{AcceptOutcome, NewMessage, NewRecipient, RecipientKind, Scope};
+use posthorn_store::{AcceptOutcome, NewMessage, NewRecipient, RecipientKind, Scope, SenderCheck};
 
 pub struct SubmissionHandler {
     pub state: AppState,
@@ -113,12 +112,6 @@ impl Handler for SubmissionHandler {
                 deliverable_domain: address.can_receive_mail(),
             });
         }
-        if let Some(reply) = self
-            .refuse_foreign_sender(&tenant.id, &from_address, &headers)
-            .await
-        {
-            return reply;
-        }
         let stream = submitted.stream;
         let from_header = headers
             .get("from")
@@ -135,6 +128,10 @@ impl Handler for SubmissionHandler {
             .is_some_and(|s| s.require_confirmation);
         let new = NewMessage {
             id: id.clone(),
+            sender_check: SenderCheck {
+                domains: sender_domains(&from_address, &headers),
+                require_own_domain: self.state.config.policy.require_own_domain,
+            },
             tenant_id: tenant.id.clone(),
             from_header,
             from_address,
@@ -173,6 +170,9 @@ impl Handler for SubmissionHandler {
                     .count_accepted(receipt.deliveries.iter().map(|d| d.status.clone()));
                 ServerReply::new(250, "2.0.0", format!("queued as {id}"))
             }
+            Ok(AcceptOutcome::SenderRefused { refusal, domain }) => {
+                ServerReply::new(550, "5.7.1", format!("{refusal}: {domain}"))
+            }
             Ok(_) => temporary_failure(),
             Err(e) => {
                 tracing::error!(error = %e, "accepting an SMTP submission failed");
@@ -182,43 +182,16 @@ impl Handler for SubmissionHandler {
     }
 }
 
-impl SubmissionHandler {
-    /// A 550 when the envelope sender's or the From header's domain belongs
-    /// to another tenant (or, with `[policy] require_own_domain`, not to
-    /// this one); nothing is written then.
-    async fn refuse_foreign_sender(
-        &self,
-        tenant: &posthorn_core::TenantId,
-        envelope_from: &str,
-        headers: &HeaderBlock,
-    ) -> Option<ServerReply> {
-        let domain_of = |address: &str| address.rsplit_once('@').map(|(_, d)| d.to_owned());
-        let header_from = headers
-            .get("from")
-            .and_then(|f| Mailbox::parse(f.trim()).ok())
-            .map(|m| m.address.domain().to_owned());
-        let domains: Vec<String> = domain_of(envelope_from)
-            .into_iter()
-            .chain(header_from)
-            .collect();
-        let domains: Vec<&str> = domains.iter().map(String::as_str).collect();
-        match sending_domains::sender_refusal(
-            &*self.state.store,
-            tenant,
-            &domains,
-            self.state.config.policy.require_own_domain,
-        )
-        .await
-        {
-            Ok(None) => None,
-            Ok(Some((refusal, domain))) => Some(ServerReply::new(
-                550,
-                "5.7.1",
-                format!("{refusal}: {domain}"),
-            )),
-            Err(_) => Some(temporary_failure()),
-        }
-    }
+/// The envelope sender's and the From header's domains: the accepting
+/// transaction refuses the message when one belongs to another tenant
+/// (or, with `[policy] require_own_domain`, not to this one).
+fn sender_domains(envelope_from: &str, headers: &HeaderBlock) -> Vec<String> {
+    let envelope = envelope_from.rsplit_once('@').map(|(_, d)| d.to_owned());
+    let header_from = headers
+        .get("from")
+        .and_then(|f| Mailbox::parse(f.trim()).ok())
+        .map(|m| m.address.domain().to_owned());
+    envelope.into_iter().chain(header_from).collect()
 }
 
 /// What submission reads from a client-built message that passed the

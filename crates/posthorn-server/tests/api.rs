@@ -3429,6 +3429,7 @@ async fn stored_extreme_times_read_back_without_panic() {
     for (address, extreme) in [("max@example.com", i64::MAX), ("min@example.com", i64::MIN)] {
         let delivery_id = DeliveryId::generate();
         let message = NewMessage {
+            sender_check: Default::default(),
             id: MessageId::generate(),
             tenant_id: server.tenant.id.clone(),
             from_header: "sender@example.com".into(),

@@ -28,7 +28,8 @@ pub const T0: Millis = 1_795_478_400_000;
 macro_rules! conformance_tests {
     ($make:expr) => {
         $crate::conformance_tests!(@cases $make;
-            tenants_and_keys, sending_domains_have_one_owner, accept_queues_and_creates_contact, policy_chain_outcomes,
+            tenants_and_keys, sending_domains_have_one_owner,
+            accept_refuses_another_tenants_sender_domain, accept_queues_and_creates_contact, policy_chain_outcomes,
             idempotency, status_fold_through_record_event, hard_bounce_suppresses_next_message,
             complaint_marks_contact_and_records_cause, soft_bounces_turn_hard,
             unsubscribe_from_one_stream, external_id_deduplicates, tenant_isolation,
@@ -62,6 +63,7 @@ async fn tenant(store: &dyn Store, name: &str) -> TenantId {
 /// A one-part message from `news@sender.example` to `to`, accepted at `T0`.
 pub fn message(tenant: &TenantId, to: &[&str]) -> NewMessage {
     NewMessage {
+        sender_check: Default::default(),
         id: MessageId::generate(),
         tenant_id: tenant.clone(),
         from_header: "News <news@sender.example>".into(),
@@ -345,6 +347,77 @@ pub async fn sending_domains_have_one_owner(store: &dyn Store) {
         DomainClaim::Added(d) if d.tenant_id == b
     ));
     assert!(store.sending_domains(Some(&a)).await.unwrap().is_empty());
+}
+
+/// The accepting transaction judges the sender's domains: another
+/// tenant's domain (or a subdomain of it) is refused with nothing written;
+/// with `require_own_domain`, so is a domain nobody owns.
+pub async fn accept_refuses_another_tenants_sender_domain(store: &dyn Store) {
+    use posthorn_core::domain::SenderDomainRefusal;
+    let a = tenant(store, "a").await;
+    let b = tenant(store, "b").await;
+    store
+        .claim_sending_domain(&a, "victim-a.example", T0)
+        .await
+        .unwrap();
+    let from = |tenant: &TenantId, domains: &[&str], require_own_domain: bool| {
+        let mut m = message(tenant, &["bob@example.com"]);
+        m.sender_check = SenderCheck {
+            domains: domains.iter().map(|d| (*d).to_owned()).collect(),
+            require_own_domain,
+        };
+        m
+    };
+    for domains in [
+        &["victim-a.example"][..],
+        &["sender.example", "sub.victim-a.example"],
+    ] {
+        let outcome = store
+            .accept_message(from(&b, domains, false))
+            .await
+            .unwrap();
+        assert!(
+            matches!(&outcome, AcceptOutcome::SenderRefused { refusal: SenderDomainRefusal::OwnedByOther, domain } if domain == domains.last().unwrap()),
+            "{domains:?}: {outcome:?}"
+        );
+    }
+    let outcome = store
+        .accept_message(from(&b, &["unowned.example"], true))
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            &outcome,
+            AcceptOutcome::SenderRefused {
+                refusal: SenderDomainRefusal::NotOwned,
+                ..
+            }
+        ),
+        "{outcome:?}"
+    );
+    assert_eq!(store.queue_len(&b).await.unwrap(), 0, "nothing written");
+    assert!(
+        store
+            .contact(&b, "bob@example.com")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // The owner may, with or without the requirement; anyone may send as a
+    // domain nobody owns when it is not required.
+    for (tenant, domain, required) in [
+        (&a, "mail.victim-a.example", true),
+        (&b, "unowned.example", false),
+    ] {
+        let outcome = store
+            .accept_message(from(tenant, &[domain], required))
+            .await
+            .unwrap();
+        assert!(
+            matches!(outcome, AcceptOutcome::Accepted(_)),
+            "{domain}: {outcome:?}"
+        );
+    }
 }
 
 pub async fn accept_queues_and_creates_contact(store: &dyn Store) {

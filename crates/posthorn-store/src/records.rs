@@ -1,6 +1,7 @@
 //! The values that go into and come out of a [`crate::Store`].
 
 use posthorn_core::contact::{ContactState, ContactStatus};
+use posthorn_core::domain::SenderDomainRefusal;
 use posthorn_core::event::EventDetails;
 use posthorn_core::id::{ApiKeyId, InboundId};
 use posthorn_core::status::{DeliveryStatus, EngagementStatus};
@@ -171,6 +172,9 @@ pub struct IdempotencyRequest {
 #[derive(Debug, Clone)]
 pub struct NewMessage {
     pub id: MessageId,
+    /// The sender's domains the accepting transaction checks against the
+    /// sending domains' owners (empty: no check).
+    pub sender_check: SenderCheck,
     pub tenant_id: TenantId,
     pub from_header: String,
     pub from_address: String,
@@ -220,11 +224,28 @@ pub struct ReceiptDelivery {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AcceptOutcome {
     Accepted(Receipt),
+    /// A sender domain belongs to another tenant (or, when required, not to
+    /// this one): nothing written.
+    SenderRefused {
+        refusal: SenderDomainRefusal,
+        domain: String,
+    },
     /// The same idempotency key and body were seen within 24 h: the first
     /// answer, nothing new written.
     Replayed(Receipt),
     /// The same idempotency key with a different body.
     IdempotencyConflict,
+}
+
+/// Which sender domains a submission must be allowed to send as. Judged in
+/// the transaction that accepts the message, so that no claim of a domain
+/// can come between the check and the accept (and with no read of its own).
+#[derive(Debug, Clone, Default)]
+pub struct SenderCheck {
+    /// The envelope sender's and the From header's domains.
+    pub domains: Vec<String>,
+    /// `[policy] require_own_domain`: an unowned domain is refused too.
+    pub require_own_domain: bool,
 }
 
 /// An event to record.

@@ -4,7 +4,6 @@
 use super::{Auth, TimeInput, parse_json, read_body};
 use crate::app::AppState;
 use crate::error::{ApiError, ApiResult};
-use crate::sending_domains;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -14,7 +13,7 @@ use posthorn_core::clock::DAY;
 use posthorn_core::submission::{self, Draft, FieldError};
 use posthorn_core::{DeliveryId, EventSource, MessageId};
 use posthorn_store::{
-    AcceptOutcome, IdempotencyRequest, NewMessage, NewRecipient, RecipientKind, Scope,
+    AcceptOutcome, IdempotencyRequest, NewMessage, NewRecipient, RecipientKind, Scope, SenderCheck,
 };
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -94,7 +93,6 @@ pub async fn submit(
     let submission: Submission = parse_json(&bytes)?;
     let now = state.now();
     let mut message = validate(&state, &auth, submission, bytes.len() as u64, now)?;
-    refuse_foreign_sender(&state, &auth, &message.from_address).await?;
     message.idempotency = idempotency_key.map(|key| IdempotencyRequest {
         key,
         body_hash: hex::encode(Sha256::digest(&bytes)),
@@ -104,6 +102,14 @@ pub async fn submit(
     let (receipt, replayed) = match state.store.accept_message(message).await? {
         AcceptOutcome::Accepted(r) => (r, false),
         AcceptOutcome::Replayed(r) => (r, true),
+        // A From domain that belongs to another tenant (or, with `[policy]
+        // require_own_domain`, not to this one): nothing was written.
+        AcceptOutcome::SenderRefused { refusal, domain } => {
+            return Err(
+                ApiError::unprocessable(refusal.code(), format!("{refusal}: {domain}"))
+                    .with_field("from"),
+            );
+        }
         AcceptOutcome::IdempotencyConflict => {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
@@ -125,28 +131,6 @@ pub async fn submit(
             .insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
     Ok(response)
-}
-
-/// A From domain that belongs to another tenant (or, with `[policy]
-/// require_own_domain`, not to this one) is refused before anything is
-/// written.
-async fn refuse_foreign_sender(state: &AppState, auth: &Auth, from_address: &str) -> ApiResult<()> {
-    let domain = from_address.rsplit_once('@').map_or("", |(_, d)| d);
-    let refusal = sending_domains::sender_refusal(
-        &*state.store,
-        &auth.tenant.id,
-        &[domain],
-        state.config.policy.require_own_domain,
-    )
-    .await?;
-    match refusal {
-        None => Ok(()),
-        Some((refusal, domain)) => Err(ApiError::unprocessable(
-            refusal.code(),
-            format!("{refusal}: {domain}"),
-        )
-        .with_field("from")),
-    }
 }
 
 fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
@@ -278,6 +262,10 @@ fn validate(
     let stream_config = state.config.streams.get(&stream);
     Ok(NewMessage {
         id: MessageId::generate(),
+        sender_check: SenderCheck {
+            domains: vec![from.address.domain().to_owned()],
+            require_own_domain: state.config.policy.require_own_domain,
+        },
         tenant_id: auth.tenant.id.clone(),
         from_header: s.from.trim().to_owned(),
         from_address: from.address.normalized(),

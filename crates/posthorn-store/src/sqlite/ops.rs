@@ -6,6 +6,7 @@ use super::rows::{self, prepare};
 use crate::records::*;
 use crate::{StoreError, StoreResult, StoreRules};
 use posthorn_core::contact::{self, ContactState, ContactStatus};
+use posthorn_core::domain::first_refused;
 use posthorn_core::event::{Dropped, EventDetails, Queued, Scheduled, SuppressionRef};
 use posthorn_core::id::EventId;
 use posthorn_core::policy::{self, Admission, RecipientFacts};
@@ -59,7 +60,7 @@ pub(crate) fn insert_api_key(c: &Connection, key: &NewApiKey) -> StoreResult<Api
     })
 }
 
-/// Accepts a message: idempotency, the message row, then per recipient the
+/// Accepts a message: the sender's domains, idempotency, the message row, then per recipient the
 /// policy chain, the delivery row, its first event and its queue entry.
 pub(crate) fn accept_message(
     c: &Connection,
@@ -67,6 +68,21 @@ pub(crate) fn accept_message(
     m: &NewMessage,
 ) -> StoreResult<AcceptOutcome> {
     let now = m.accepted_at;
+    if !m.sender_check.domains.is_empty() {
+        let domains: Vec<&str> = m.sender_check.domains.iter().map(String::as_str).collect();
+        let owners = super::domains::owners(c, &super::domains::candidates(&domains))?;
+        if let Some((refusal, domain)) = first_refused(
+            &m.tenant_id,
+            &m.sender_check.domains,
+            &owners,
+            m.sender_check.require_own_domain,
+        ) {
+            return Ok(AcceptOutcome::SenderRefused {
+                refusal,
+                domain: domain.to_owned(),
+            });
+        }
+    }
     if let Some(idem) = &m.idempotency {
         let previous = prepare(
             c,
