@@ -62,6 +62,9 @@ impl AppState {
     }
 }
 
+/// What one SMTP listener serves: its settings and its handler.
+pub type SmtpSession<H> = (Arc<ServerSettings>, Arc<H>);
+
 /// The name of the file the first admin key is written to.
 pub const INITIAL_KEY_FILE: &str = "initial-admin-key";
 /// The server secret (signs VERP tokens and, later, tracking links).
@@ -273,13 +276,9 @@ impl App {
         Ok(settings)
     }
 
-    /// Listens for SMTP submission on `listener` (STARTTLS with the
-    /// configured certificate, or a self-signed one kept in the data
-    /// directory).
-    pub fn start_submission(
-        &self,
-        listener: tokio::net::TcpListener,
-    ) -> anyhow_like::Result<tokio::task::JoinHandle<()>> {
+    /// SMTP submission's settings and handler: what [`Self::start_submission`]
+    /// serves on its socket, and what the fuzz target drives over a pipe.
+    pub fn submission_session(&self) -> anyhow_like::Result<SmtpSession<SubmissionHandler>> {
         let config = &self.state.config;
         let c = &config.submission;
         let mut settings = self.smtp_listener_settings(
@@ -293,23 +292,32 @@ impl App {
         settings.max_recipients = config.limits.max_recipients;
         settings.require_auth = true;
         settings.plaintext_auth_on_loopback = c.plaintext_auth_on_loopback;
-        let handler = Arc::new(SubmissionHandler {
+        let handler = SubmissionHandler {
             state: self.state.clone(),
-        });
+        };
+        Ok((Arc::new(settings), Arc::new(handler)))
+    }
+
+    /// Listens for SMTP submission on `listener` (STARTTLS with the
+    /// configured certificate, or a self-signed one kept in the data
+    /// directory).
+    pub fn start_submission(
+        &self,
+        listener: tokio::net::TcpListener,
+    ) -> anyhow_like::Result<tokio::task::JoinHandle<()>> {
+        let (settings, handler) = self.submission_session()?;
         Ok(tokio::spawn(posthorn_smtp::server::serve(
             listener,
-            Arc::new(settings),
+            settings,
             handler,
             std::future::pending(),
         )))
     }
 
-    /// Runs the inbound MX on `listener`: returned mail for our addresses
-    /// only, no AUTH, no relaying; STARTTLS with the submission certificate.
-    pub fn start_inbound(
-        &self,
-        listener: tokio::net::TcpListener,
-    ) -> anyhow_like::Result<tokio::task::JoinHandle<()>> {
+    /// The inbound MX's settings and handler: returned mail for our
+    /// addresses only, no AUTH, no relaying; STARTTLS with the submission
+    /// certificate.
+    pub fn inbound_session(&self) -> anyhow_like::Result<SmtpSession<InboundHandler>> {
         let config = &self.state.config;
         let c = &config.inbound;
         let mut settings = self.smtp_listener_settings(
@@ -323,14 +331,23 @@ impl App {
         // Returned mail names one return path; a few more allow for an MTA
         // that batches reports to several of them.
         settings.max_recipients = 16;
-        let handler = Arc::new(InboundHandler {
+        let handler = InboundHandler {
             state: self.state.clone(),
             verp: self.verp.clone(),
             rules: AcceptRules::from_config(config),
-        });
+        };
+        Ok((Arc::new(settings), Arc::new(handler)))
+    }
+
+    /// Runs the inbound MX on `listener` (see [`Self::inbound_session`]).
+    pub fn start_inbound(
+        &self,
+        listener: tokio::net::TcpListener,
+    ) -> anyhow_like::Result<tokio::task::JoinHandle<()>> {
+        let (settings, handler) = self.inbound_session()?;
         Ok(tokio::spawn(posthorn_smtp::server::serve(
             listener,
-            Arc::new(settings),
+            settings,
             handler,
             std::future::pending(),
         )))

@@ -2,7 +2,7 @@
 //! shared by the handlers.
 
 mod contacts;
-mod domains;
+pub mod domains;
 mod events;
 mod inbound;
 mod messages;
