@@ -5,6 +5,7 @@
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use posthorn_core::id::ApiKeyId;
+use posthorn_store::{ApiKeyRecord, Store, StoreError, Tenant};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -69,6 +70,36 @@ impl PresentedKey {
         let presented = Sha256::digest(&self.secret);
         presented.as_slice().ct_eq(stored.as_slice()).into()
     }
+}
+
+/// Why a presented key was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyRefusal {
+    /// Not shaped like one of our keys, unknown, or the wrong secret.
+    #[error("the API key is not valid")]
+    Invalid,
+    #[error("the API key has been revoked")]
+    Revoked,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Checks a key as a client presented it (a bearer token or an SMTP
+/// password): the one check the API and SMTP submission both make. The
+/// caller then checks the scope it needs.
+pub async fn verify(store: &dyn Store, token: &str) -> Result<(ApiKeyRecord, Tenant), KeyRefusal> {
+    let presented = parse(token).ok_or(KeyRefusal::Invalid)?;
+    let (key, tenant) = store
+        .api_key(&presented.id)
+        .await?
+        .ok_or(KeyRefusal::Invalid)?;
+    if !presented.matches(&key.secret_hash) {
+        return Err(KeyRefusal::Invalid);
+    }
+    if key.revoked_at.is_some() {
+        return Err(KeyRefusal::Revoked);
+    }
+    Ok((key, tenant))
 }
 
 fn hash_secret(secret: &[u8]) -> String {

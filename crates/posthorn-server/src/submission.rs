@@ -14,7 +14,7 @@
 
 use crate::app::AppState;
 use crate::headers::{HeaderBlock, unfold};
-use crate::keys;
+use crate::keys::{self, KeyRefusal};
 use posthorn_core::address::{EmailAddress, Mailbox};
 use posthorn_core::id::ApiKeyId;
 use posthorn_core::submission::{self, Draft, FieldError, RawHeaderRule};
@@ -35,18 +35,15 @@ impl Handler for SubmissionHandler {
     /// The password is the API key; the user name is not checked (clients
     /// insist on sending one).
     async fn auth(&self, _username: &str, password: &str) -> Result<String, ServerReply> {
-        let refused = || ServerReply::new(535, "5.7.8", "authentication failed");
-        let presented = keys::parse(password.trim()).ok_or_else(refused)?;
-        let (key, _tenant) = self
-            .state
-            .store
-            .api_key(&presented.id)
-            .await
-            .map_err(|_| temporary_failure())?
-            .ok_or_else(refused)?;
-        if !presented.matches(&key.secret_hash) || key.revoked_at.is_some() {
-            return Err(refused());
-        }
+        let (key, _tenant) = match keys::verify(&*self.state.store, password.trim()).await {
+            Ok(found) => found,
+            // A revoked key is refused like a wrong one: SMTP has one
+            // reply for both.
+            Err(KeyRefusal::Invalid | KeyRefusal::Revoked) => {
+                return Err(ServerReply::new(535, "5.7.8", "authentication failed"));
+            }
+            Err(KeyRefusal::Store(_)) => return Err(temporary_failure()),
+        };
         if !key.allows(Scope::Send) {
             return Err(ServerReply::new(
                 535,

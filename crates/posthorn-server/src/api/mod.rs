@@ -14,7 +14,7 @@ mod read;
 
 use crate::app::AppState;
 use crate::error::{ApiError, ApiResult};
-use crate::keys;
+use crate::keys::{self, KeyRefusal};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::FromRequestParts;
@@ -177,23 +177,17 @@ impl FromRequestParts<AppState> for Auth {
                     "the Authorization header must be `Bearer KEY`",
                 )
             })?;
-        let invalid = || unauthorized("invalid_api_key", "the API key is not valid");
-        let presented = keys::parse(token).ok_or_else(invalid)?;
-        let (key, tenant) = state
-            .store
-            .api_key(&presented.id)
-            .await?
-            .ok_or_else(invalid)?;
-        if !presented.matches(&key.secret_hash) {
-            return Err(invalid());
-        }
-        if key.revoked_at.is_some() {
-            return Err(unauthorized(
+        match keys::verify(&*state.store, token).await {
+            Ok((key, tenant)) => Ok(Auth { tenant, key }),
+            Err(KeyRefusal::Invalid) => {
+                Err(unauthorized("invalid_api_key", "the API key is not valid"))
+            }
+            Err(KeyRefusal::Revoked) => Err(unauthorized(
                 "revoked_api_key",
                 "the API key has been revoked",
-            ));
+            )),
+            Err(KeyRefusal::Store(e)) => Err(e.into()),
         }
-        Ok(Auth { tenant, key })
     }
 }
 
