@@ -3,7 +3,6 @@
 //! API answer and (later) webhooks, the live feed and metrics.
 
 use crate::clock::Millis;
-use crate::id::{DeliveryId, EventId};
 use crate::status::BounceType;
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -429,27 +428,6 @@ impl EventDetails {
             EventDetails::Bounced(b) => Some(b.bounce_type),
             _ => None,
         }
-    }
-}
-
-/// One thing that happened to a delivery, recorded once and never edited.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Event {
-    pub id: EventId,
-    pub delivery_id: DeliveryId,
-    /// When it happened (as reported by whoever saw it).
-    pub occurred_at: Millis,
-    /// When we recorded it.
-    pub recorded_at: Millis,
-    pub source: EventSource,
-    pub details: EventDetails,
-    /// An id given by an outside system, for de-duplication.
-    pub external_id: Option<String>,
-}
-
-impl Event {
-    pub fn kind(&self) -> EventKind {
-        self.details.kind()
     }
 }
 

@@ -21,6 +21,6 @@ pub mod submission;
 pub mod suppression;
 
 pub use clock::{Clock, Millis, SystemClock};
-pub use event::{Event, EventKind, EventSource};
+pub use event::{EventKind, EventSource};
 pub use id::{DeliveryId, EventId, MessageId, TenantId};
 pub use status::{BounceType, DeliveryState, DeliveryStatus, EngagementStatus};

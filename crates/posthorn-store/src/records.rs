@@ -248,15 +248,19 @@ pub struct SenderCheck {
     pub require_own_domain: bool,
 }
 
-/// An event to record.
+/// An event to record: one thing that happened to a delivery, recorded
+/// once and never edited.
 #[derive(Debug, Clone)]
 pub struct NewEvent {
     pub id: EventId,
     pub delivery_id: DeliveryId,
+    /// When it happened (as reported by whoever saw it).
     pub occurred_at: Millis,
+    /// When we recorded it.
     pub recorded_at: Millis,
     pub source: EventSource,
     pub details: EventDetails,
+    /// An id given by an outside system, for de-duplication.
     pub external_id: Option<String>,
 }
 
