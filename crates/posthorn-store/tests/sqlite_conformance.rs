@@ -151,3 +151,38 @@ async fn the_database_and_its_log_files_are_private() {
     names.sort();
     assert_eq!(names, ["posthorn.db", "posthorn.db-shm", "posthorn.db-wal"]);
 }
+
+/// A stored value the code cannot read fails the read with the table,
+/// column and value; it is never read as something else (an unknown
+/// contact status used to read as `active`: mailable).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_stored_value_fails_the_read_and_names_it() {
+    let (store, dir) = fresh();
+    let tenant = store.create_tenant("acme", 1).await.unwrap();
+    let message = posthorn_store::conformance::message(&tenant.id, &["a@example.com"]);
+    store.accept_message(message).await.unwrap();
+    assert!(
+        store
+            .contact(&tenant.id, "a@example.com")
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    // As a newer version, or a damaged file, might have left it.
+    let raw =
+        rusqlite::Connection::open(dir.path().join(posthorn_store::sqlite::DATABASE_FILE)).unwrap();
+    raw.execute("UPDATE contacts SET status = 'bounced-forever'", [])
+        .unwrap();
+    drop(raw);
+
+    let error = store
+        .contact(&tenant.id, "a@example.com")
+        .await
+        .expect_err("an unknown status is not read as another");
+    let text = error.to_string();
+    assert!(
+        text.contains("contacts.status") && text.contains("bounced-forever"),
+        "{text}"
+    );
+}

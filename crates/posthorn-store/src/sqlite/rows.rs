@@ -30,6 +30,40 @@ pub(crate) fn prepare<'c>(
     Ok(stmt)
 }
 
+/// A stored value this code cannot read. Reading fails with where it is
+/// and what it holds rather than guessing: an unreadable contact status
+/// read as `active` would make a bounced address mailable again.
+#[derive(Debug, thiserror::Error)]
+#[error("{table}.{column} holds {value:?}, which is not a value this version can read")]
+pub(crate) struct Undecodable {
+    table: &'static str,
+    column: &'static str,
+    value: String,
+}
+
+/// Decodes the text in column `at` with `parse`, or fails naming the
+/// table, column and value.
+fn decode<T>(
+    r: &Row<'_>,
+    at: usize,
+    table: &'static str,
+    column: &'static str,
+    parse: impl FnOnce(&str) -> Option<T>,
+) -> rusqlite::Result<T> {
+    let value: String = r.get(at)?;
+    parse(&value).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            at,
+            rusqlite::types::Type::Text,
+            Box::new(Undecodable {
+                table,
+                column,
+                value,
+            }),
+        )
+    })
+}
+
 fn json(text: String) -> serde_json::Value {
     serde_json::from_str(&text).unwrap_or(serde_json::Value::Null)
 }
@@ -110,7 +144,16 @@ pub(crate) const DELIVERY_COLUMNS: &str = "id, tenant_id, message_id, recipient,
 pub(crate) fn delivery_row(r: &Row<'_>) -> rusqlite::Result<DeliveryRecord> {
     let status: Option<String> = r.get(11)?;
     let bounce_type: Option<String> = r.get(12)?;
-    let engagement: Option<String> = r.get(15)?;
+    let engagement = match r.get::<_, Option<String>>(15)? {
+        None => EngagementStatus::None,
+        Some(_) => decode(
+            r,
+            15,
+            "deliveries",
+            "engagement_status",
+            EngagementStatus::parse,
+        )?,
+    };
     Ok(DeliveryRecord {
         id: DeliveryId::from_stored(r.get(0)?),
         tenant_id: TenantId::from_stored(r.get(1)?),
@@ -127,10 +170,7 @@ pub(crate) fn delivery_row(r: &Row<'_>) -> rusqlite::Result<DeliveryRecord> {
             .and_then(|s| DeliveryStatus::from_parts(&s, bounce_type.as_deref())),
         delivery_event_id: r.get::<_, Option<String>>(13)?.map(EventId::from_stored),
         delivery_occurred_at: r.get(14)?,
-        engagement_status: engagement
-            .as_deref()
-            .and_then(EngagementStatus::parse)
-            .unwrap_or(EngagementStatus::None),
+        engagement_status: engagement,
         engagement_event_id: r.get::<_, Option<String>>(16)?.map(EventId::from_stored),
         engagement_occurred_at: r.get(17)?,
         updated_at: r.get(18)?,
@@ -210,7 +250,6 @@ pub(crate) const EVENT_COLUMNS: &str = "id, delivery_id, message_id, recipient, 
 
 pub(crate) fn event_row(r: &Row<'_>) -> rusqlite::Result<EventRecord> {
     let kind: String = r.get(5)?;
-    let source: String = r.get(8)?;
     Ok(EventRecord {
         id: EventId::from_stored(r.get(0)?),
         delivery_id: DeliveryId::from_stored(r.get(1)?),
@@ -228,7 +267,7 @@ pub(crate) fn event_row(r: &Row<'_>) -> rusqlite::Result<EventRecord> {
             })?,
         occurred_at: r.get(6)?,
         recorded_at: r.get(7)?,
-        source: source.parse().unwrap_or(EventSource::Admin),
+        source: decode(r, 8, "events", "source", |s| s.parse().ok())?,
         details: json(r.get(9)?),
         external_id: r.get(10)?,
         anomaly: r.get(11)?,
@@ -411,13 +450,13 @@ pub(crate) fn contact(
                consecutive_failed_attempts, created_at, updated_at FROM contacts WHERE tenant_id = $1 AND address = $2";
     Ok(prepare(c, sql)?
         .query_row([tenant.as_str(), address], |r| {
-            let status: String = r.get(1)?;
-            let streams: String = r.get(2)?;
             Ok(ContactRecord {
                 address: r.get(0)?,
                 state: ContactState {
-                    status: ContactStatus::parse(&status).unwrap_or(ContactStatus::Active),
-                    unsubscribed_streams: serde_json::from_str(&streams).unwrap_or_default(),
+                    status: decode(r, 1, "contacts", "status", ContactStatus::parse)?,
+                    unsubscribed_streams: decode(r, 2, "contacts", "unsubscribed_streams", |s| {
+                        serde_json::from_str(s).ok()
+                    })?,
                     consecutive_failed_deliveries: r.get(3)?,
                     consecutive_failed_attempts: r.get(4)?,
                 },
@@ -438,8 +477,8 @@ pub(crate) fn contact_changes(
     let mut stmt = prepare(c, sql)?;
     let rows = stmt.query_map([tenant.as_str(), address], |r| {
         Ok(ContactChange {
-            from: ContactStatus::parse(&r.get::<_, String>(0)?).unwrap_or(ContactStatus::Active),
-            to: ContactStatus::parse(&r.get::<_, String>(1)?).unwrap_or(ContactStatus::Active),
+            from: decode(r, 0, "contact_changes", "from_status", ContactStatus::parse)?,
+            to: decode(r, 1, "contact_changes", "to_status", ContactStatus::parse)?,
             reason: r.get(2)?,
             cause_event_id: r.get::<_, Option<String>>(3)?.map(EventId::from_stored),
             at: r.get(4)?,
@@ -456,8 +495,7 @@ fn suppression_row(r: &Row<'_>) -> rusqlite::Result<SuppressionEntry> {
         id: r.get(0)?,
         target: r.get(1)?,
         scope: SuppressionScope::from_stream(r.get(2)?),
-        reason: SuppressionReason::parse(&r.get::<_, String>(3)?)
-            .unwrap_or(SuppressionReason::Manual),
+        reason: decode(r, 3, "suppressions", "reason", SuppressionReason::parse)?,
         cause_event_id: r.get::<_, Option<String>>(4)?.map(EventId::from_stored),
         created_at: r.get(5)?,
         expires_at: r.get(6)?,
