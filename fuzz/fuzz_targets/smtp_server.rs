@@ -13,9 +13,12 @@
 use base64::Engine;
 use libfuzzer_sys::fuzz_target;
 use posthorn_fuzz::harness;
-use posthorn_smtp::server::{ServerSettings, serve_stream};
+use posthorn_server::app::SmtpSession;
+use posthorn_server::inbound::InboundHandler;
+use posthorn_server::submission::SubmissionHandler;
+use posthorn_smtp::server::serve_stream;
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn replace(input: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
@@ -31,14 +34,8 @@ fn replace(input: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
 }
 
 struct Listeners {
-    submission: (
-        Arc<ServerSettings>,
-        Arc<posthorn_server::submission::SubmissionHandler>,
-    ),
-    inbound: (
-        Arc<ServerSettings>,
-        Arc<posthorn_server::inbound::InboundHandler>,
-    ),
+    submission: SmtpSession<SubmissionHandler>,
+    inbound: SmtpSession<InboundHandler>,
 }
 
 fn listeners() -> &'static Listeners {

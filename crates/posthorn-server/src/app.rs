@@ -65,6 +65,19 @@ impl AppState {
 /// What one SMTP listener serves: its settings and its handler.
 pub type SmtpSession<H> = (Arc<ServerSettings>, Arc<H>);
 
+/// Serves an SMTP listener's sessions on `listener` until the process ends.
+fn serve_smtp<H: posthorn_smtp::server::Handler>(
+    listener: tokio::net::TcpListener,
+    (settings, handler): SmtpSession<H>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(posthorn_smtp::server::serve(
+        listener,
+        settings,
+        handler,
+        std::future::pending(),
+    ))
+}
+
 /// The name of the file the first admin key is written to.
 pub const INITIAL_KEY_FILE: &str = "initial-admin-key";
 /// The server secret (signs VERP tokens and, later, tracking links).
@@ -305,13 +318,7 @@ impl App {
         &self,
         listener: tokio::net::TcpListener,
     ) -> anyhow_like::Result<tokio::task::JoinHandle<()>> {
-        let (settings, handler) = self.submission_session()?;
-        Ok(tokio::spawn(posthorn_smtp::server::serve(
-            listener,
-            settings,
-            handler,
-            std::future::pending(),
-        )))
+        Ok(serve_smtp(listener, self.submission_session()?))
     }
 
     /// The inbound MX's settings and handler: returned mail for our
@@ -344,13 +351,7 @@ impl App {
         &self,
         listener: tokio::net::TcpListener,
     ) -> anyhow_like::Result<tokio::task::JoinHandle<()>> {
-        let (settings, handler) = self.inbound_session()?;
-        Ok(tokio::spawn(posthorn_smtp::server::serve(
-            listener,
-            settings,
-            handler,
-            std::future::pending(),
-        )))
+        Ok(serve_smtp(listener, self.inbound_session()?))
     }
 
     pub fn router(&self) -> Router {

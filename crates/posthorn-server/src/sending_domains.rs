@@ -58,10 +58,6 @@ pub enum ExistingKey {
     Refuse,
 }
 
-/// Claims `domain` for `tenant` and makes sure it has a DKIM key: a new one
-/// when it has none (an existing one is kept only if `existing` allows
-/// adopting it), or when `selector` names a key it lacks (a key rotated
-/// in; the newest key signs). Says whether the domain is new to the tenant.
 /// A domain and an optional selector as given, checked and in their stored
 /// form (ASCII, lower case): everything about a new domain that is judged
 /// without the store.
@@ -77,6 +73,10 @@ pub fn names(
     Ok((domain, selector))
 }
 
+/// Claims `domain` for `tenant` and makes sure it has a DKIM key: a new one
+/// when it has none (an existing one is kept only if `existing` allows
+/// adopting it), or when `selector` names a key it lacks (a key rotated
+/// in; the newest key signs). Says whether the domain is new to the tenant.
 pub async fn add(
     store: &dyn Store,
     data_dir: &Path,

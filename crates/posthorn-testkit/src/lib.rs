@@ -89,14 +89,24 @@ pub fn wait_for_port(addr: SocketAddr, limit: Duration) {
 
 /// Polls `check` until it returns `Some`, up to `limit`.
 pub fn eventually<T>(limit: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    eventually_ok(limit, || check().ok_or("nothing yet"))
+}
+
+/// Polls `check` until it returns `Ok`, up to `limit`; a timeout shows
+/// the last `Err` (where things stood).
+pub fn eventually_ok<T, E: std::fmt::Debug>(
+    limit: Duration,
+    mut check: impl FnMut() -> Result<T, E>,
+) -> T {
     let deadline = Instant::now() + limit;
     loop {
-        if let Some(value) = check() {
-            return value;
-        }
+        let last = match check() {
+            Ok(value) => return value,
+            Err(last) => last,
+        };
         assert!(
             Instant::now() < deadline,
-            "condition not met within {limit:?}"
+            "condition not met within {limit:?}; last seen: {last:#?}"
         );
         std::thread::sleep(Duration::from_millis(20));
     }

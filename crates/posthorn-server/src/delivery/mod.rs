@@ -179,37 +179,14 @@ impl DeliveryService {
     /// that has worked (a full disk refuses it) nothing is claimed, since
     /// releasing later would also free what this run holds.
     pub async fn run(self: Arc<Self>, stop: Arc<Notify>) {
+        if !self.release_previous_leases(&stop).await {
+            return;
+        }
         let store = &self.state.store;
         let lease = self.state.config.delivery.lease.0;
         let batch = self.state.config.delivery.claim_batch;
-        let mut leases_released = false;
-        let mut release_failing = false;
         let mut claims_failing_full = false;
         loop {
-            if !leases_released {
-                match store.release_leases().await {
-                    Ok(n) => {
-                        leases_released = true;
-                        if n > 0 {
-                            tracing::info!(
-                                released = n,
-                                "resuming deliveries interrupted by the last stop"
-                            );
-                        }
-                    }
-                    Err(e) => {
-                        if !release_failing {
-                            tracing::error!(error = %e, "could not release queue leases; trying again every poll");
-                        }
-                        release_failing = true;
-                        tokio::select! {
-                            _ = stop.notified() => return,
-                            _ = tokio::time::sleep(IDLE_POLL) => {}
-                        }
-                        continue;
-                    }
-                }
-            }
             let room = (self.in_flight.available_permits() as u32).min(batch);
             let claimed = if room == 0 {
                 Vec::new()
@@ -258,6 +235,33 @@ impl DeliveryService {
             }
             for (domain, items) in groups {
                 tokio::spawn(self.clone().deliver_domain(domain, items));
+            }
+        }
+    }
+
+    /// Releases the leases a previous run left, trying again every poll
+    /// until it works (logged once); `false` when stopped first.
+    async fn release_previous_leases(&self, stop: &Notify) -> bool {
+        let mut logged = false;
+        loop {
+            match self.state.store.release_leases().await {
+                Ok(0) => return true,
+                Ok(n) => {
+                    tracing::info!(
+                        released = n,
+                        "resuming deliveries interrupted by the last stop"
+                    );
+                    return true;
+                }
+                Err(e) if !logged => {
+                    tracing::error!(error = %e, "could not release queue leases; trying again every poll");
+                    logged = true;
+                }
+                Err(_) => {}
+            }
+            tokio::select! {
+                _ = stop.notified() => return false,
+                _ = tokio::time::sleep(IDLE_POLL) => {}
             }
         }
     }

@@ -60,8 +60,9 @@ pub(crate) fn insert_api_key(c: &Connection, key: &NewApiKey) -> StoreResult<Api
     })
 }
 
-/// Accepts a message: the sender's domains, idempotency, the message row, then per recipient the
-/// policy chain, the delivery row, its first event and its queue entry.
+/// Accepts a message: the sender's domains, idempotency, the message row,
+/// then per recipient the policy chain, the delivery row, its first event
+/// and its queue entry.
 pub(crate) fn accept_message(
     c: &Connection,
     rules: &StoreRules,

@@ -50,7 +50,17 @@ fn decode<T>(
     column: &'static str,
     parse: impl FnOnce(&str) -> Option<T>,
 ) -> rusqlite::Result<T> {
-    let value: String = r.get(at)?;
+    decode_text(r.get(at)?, at, table, column, parse)
+}
+
+/// [`decode`] for a value already read (a nullable column, once not null).
+fn decode_text<T>(
+    value: String,
+    at: usize,
+    table: &'static str,
+    column: &'static str,
+    parse: impl FnOnce(&str) -> Option<T>,
+) -> rusqlite::Result<T> {
     parse(&value).ok_or_else(|| {
         rusqlite::Error::FromSqlConversionFailure(
             at,
@@ -146,8 +156,8 @@ pub(crate) fn delivery_row(r: &Row<'_>) -> rusqlite::Result<DeliveryRecord> {
     let bounce_type: Option<String> = r.get(12)?;
     let engagement = match r.get::<_, Option<String>>(15)? {
         None => EngagementStatus::None,
-        Some(_) => decode(
-            r,
+        Some(value) => decode_text(
+            value,
             15,
             "deliveries",
             "engagement_status",

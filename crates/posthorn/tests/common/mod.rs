@@ -4,6 +4,7 @@
 
 pub mod clients;
 
+use posthorn_testkit::eventually_ok;
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -155,19 +156,13 @@ pub fn ids(receipt: &Value) -> Vec<String> {
         .collect()
 }
 
+/// Waits until the delivery's status is `want`; a timeout shows the
+/// delivery as it last stood.
 pub fn wait_status(server: &Server, delivery: &str, want: &str) -> Value {
-    let deadline = std::time::Instant::now() + WAIT;
-    loop {
+    eventually_ok(WAIT, || {
         let d = server.status(delivery);
-        if d["status"] == want {
-            return d;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{delivery} not {want} within {WAIT:?}: {d:#}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+        if d["status"] == want { Ok(d) } else { Err(d) }
+    })
 }
 
 /// The kinds of a delivery's events, oldest first.
