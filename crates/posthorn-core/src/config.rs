@@ -398,6 +398,10 @@ impl Default for DeliveryConfig {
 pub struct ServerConfig {
     /// Where the database and generated files live (default `./posthorn-data`).
     pub data_dir: PathBuf,
+    /// This node's name (1-64 of `A-Z a-z 0-9 . _ -`): what holds its leases
+    /// on queued deliveries, so its restart frees only those. Default: a
+    /// random name made on the first start and kept in `DATA_DIR/node-id`.
+    pub node_id: Option<crate::id::NodeId>,
     /// HTTP listener address (default `127.0.0.1:8025`).
     pub http: String,
     /// Base of links put into mail; default `http://` + the HTTP address.
@@ -424,6 +428,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             data_dir: PathBuf::from("posthorn-data"),
+            node_id: None,
             http: "127.0.0.1:8025".into(),
             public_url: None,
             http_max_connections: 2000,

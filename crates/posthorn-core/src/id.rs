@@ -75,9 +75,61 @@ id_type!(
     InboundId
 );
 
+/// One node (a `posthorn serve` process) of an installation: what holds a
+/// lease on a queued delivery, so that a node's restart frees only its own.
+/// 1 to 64 characters of `A-Z a-z 0-9 . _ -`.
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+pub struct NodeId(String);
+
+impl NodeId {
+    pub fn parse(text: &str) -> Option<Self> {
+        let allowed = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-');
+        (!text.is_empty() && text.len() <= 64 && text.bytes().all(allowed))
+            .then(|| Self(text.to_owned()))
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Serialize for NodeId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for NodeId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        NodeId::parse(&text).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "`{text}` is not a node name (1-64 of A-Z a-z 0-9 . _ -)"
+            ))
+        })
+    }
+}
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn node_ids_are_short_plain_names() {
+        assert_eq!(
+            NodeId::parse("mx-1.eu_west").unwrap().as_str(),
+            "mx-1.eu_west"
+        );
+        assert!(NodeId::parse("").is_none());
+        assert!(NodeId::parse(&"n".repeat(65)).is_none());
+        assert!(NodeId::parse("node 1").is_none());
+        assert!(NodeId::parse("nöde").is_none());
+    }
 
     #[test]
     fn generated_ids_are_time_ordered_text() {

@@ -22,5 +22,5 @@ pub mod suppression;
 
 pub use clock::{Clock, Millis, SystemClock};
 pub use event::{EventKind, EventSource};
-pub use id::{DeliveryId, EventId, MessageId, TenantId};
+pub use id::{DeliveryId, EventId, MessageId, NodeId, TenantId};
 pub use status::{BounceType, DeliveryState, DeliveryStatus, EngagementStatus};

@@ -16,7 +16,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use posthorn_core::config::Config;
-use posthorn_core::{Clock, SystemClock};
+use posthorn_core::{Clock, EventKind, EventSource, NodeId, SystemClock};
 use posthorn_smtp::listen::ConnectionLimits;
 use posthorn_smtp::server::ServerSettings;
 use posthorn_smtp::tls::ServerTlsConfig;
@@ -43,8 +43,9 @@ pub struct Shared {
     pub config: Arc<Config>,
     pub clock: Arc<dyn Clock>,
     pub metrics: Arc<Metrics>,
-    /// Poked after each accepted submission so the delivery workers look at
-    /// the queue at once instead of at their next poll.
+    /// Poked when a `queued` event commits (see `follow_commits`) so the
+    /// delivery workers look at the queue at once instead of at their next
+    /// poll.
     pub delivery_wake: Arc<tokio::sync::Notify>,
     /// Signs and checks tracking links.
     pub tracking: Arc<crate::tracking::Tracking>,
@@ -54,6 +55,8 @@ pub struct Shared {
     /// The DKIM keys of sending domains (files in the data directory);
     /// a copy is signed only with a key of a domain its tenant owns.
     pub dkim: Arc<DkimKeys>,
+    /// This node's name: what holds its leases on queued deliveries.
+    pub node: NodeId,
 }
 
 impl AppState {
@@ -82,6 +85,8 @@ fn serve_smtp<H: posthorn_smtp::server::Handler>(
 pub const INITIAL_KEY_FILE: &str = "initial-admin-key";
 /// The server secret (signs VERP tokens and, later, tracking links).
 pub const SECRET_FILE: &str = "secret.key";
+/// This node's name, when `[server] node_id` does not give one.
+pub const NODE_ID_FILE: &str = "node-id";
 
 /// What happened on start-up that the operator must see.
 #[derive(Debug)]
@@ -138,17 +143,24 @@ impl App {
         let secret = load_or_create_secret(&config.server.data_dir)?;
         let tracking = Arc::new(crate::tracking::Tracking::new(&secret, &config));
         let dkim = Arc::new(DkimKeys::load(&config.server.data_dir)?);
+        let node = match &config.server.node_id {
+            Some(node) => node.clone(),
+            None => load_or_create_node_id(&config.server.data_dir)?,
+        };
+        let state = AppState(Arc::new(Shared {
+            store,
+            config: Arc::new(config),
+            clock,
+            metrics: Arc::new(Metrics::default()),
+            delivery_wake: Arc::new(tokio::sync::Notify::new()),
+            tracking,
+            tracker_cache: Arc::default(),
+            dkim,
+            node,
+        }));
+        follow_commits(&state);
         Ok(Self {
-            state: AppState(Arc::new(Shared {
-                store,
-                config: Arc::new(config),
-                clock,
-                metrics: Arc::new(Metrics::default()),
-                delivery_wake: Arc::new(tokio::sync::Notify::new()),
-                tracking,
-                tracker_cache: Arc::default(),
-                dkim,
-            })),
+            state,
             verp: VerpSigner::new(&secret),
         })
     }
@@ -468,6 +480,59 @@ fn load_or_create_secret(data_dir: &std::path::Path) -> std::io::Result<Vec<u8>>
         }
         Err(e) => Err(e),
     }
+}
+
+/// This node's name when the configuration gives none: made at random on
+/// the first start and kept in the data directory, so that a restart is the
+/// same node (and frees the leases its previous run held).
+fn load_or_create_node_id(data_dir: &std::path::Path) -> std::io::Result<NodeId> {
+    let path = data_dir.join(NODE_ID_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => NodeId::parse(text.trim())
+            .ok_or_else(|| std::io::Error::other(format!("{}: not a node name", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            crate::data_dir::create_private_dir(data_dir)?;
+            let node = NodeId::parse(&format!("node-{}", &uuid_hex()[..12]))
+                .expect("a generated node name is valid");
+            write_private_file(&path, &format!("{node}\n"))?;
+            Ok(node)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn uuid_hex() -> String {
+    let mut bytes = [0u8; 16];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
+    hex::encode(bytes)
+}
+
+/// What hangs off the store's commit stream: counting delivery outcomes
+/// and accepted deliveries, waking the delivery workers when something was
+/// queued, and dropping the tracker's memory of a delivery that an event
+/// from elsewhere changed. Observers run on the committing thread, so each
+/// of these is a counter, a map removal or a notification.
+fn follow_commits(state: &AppState) {
+    let (metrics, wake, cache) = (
+        state.metrics.clone(),
+        state.delivery_wake.clone(),
+        state.tracker_cache.clone(),
+    );
+    state.store.commits().observe(move |events| {
+        metrics.count_committed(events);
+        if events.iter().any(|e| e.kind == EventKind::Queued) {
+            wake.notify_one();
+        }
+        // The tracker appends its own hits to its memory; any other event
+        // (the events API, a bounce or complaint from the inbound MX) may
+        // change what it knows of the delivery.
+        cache.forget_each(
+            events
+                .iter()
+                .filter(|e| e.source != EventSource::Tracker)
+                .map(|e| &e.delivery_id),
+        );
+    });
 }
 
 /// Writes a file only its owner can read (the key must not leak to other

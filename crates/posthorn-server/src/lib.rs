@@ -14,6 +14,7 @@ pub mod data_dir;
 pub mod delivery;
 pub mod dkim;
 pub mod error;
+pub mod event_view;
 pub mod headers;
 pub mod http_server;
 pub mod inbound;

@@ -1,8 +1,9 @@
 //! Prometheus metrics at `/metrics`, in the text exposition format. A small
 //! hand-written registry: a few counters do not need a metrics framework.
 
+use posthorn_core::{EventKind, EventSource};
 use posthorn_smtp::listen::ListenerStats;
-use posthorn_store::StoreStats;
+use posthorn_store::{EventRecord, StoreStats};
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -38,18 +39,40 @@ impl Metrics {
         }
     }
 
-    pub fn count_accepted(&self, statuses: impl IntoIterator<Item = String>) {
-        self.messages_accepted.fetch_add(1, Ordering::Relaxed);
-        if let Ok(mut map) = self.accepted.lock() {
-            for status in statuses {
-                *map.entry(status).or_default() += 1;
+    /// Counts what one commit stored (called from the store's commit
+    /// stream, so every event is counted once, after it is durable):
+    /// deliveries accepted by their first event, the messages they belong
+    /// to, and the outcomes of delivery attempts.
+    pub fn count_committed(&self, events: &[EventRecord]) {
+        let mut accepted: Vec<&EventRecord> = Vec::new();
+        let mut outcomes: Vec<EventKind> = Vec::new();
+        for event in events {
+            match event.source {
+                // A submission's events are its deliveries' first ones.
+                EventSource::Api | EventSource::SmtpSubmission => accepted.push(event),
+                EventSource::Delivery if event.kind != EventKind::Sent => outcomes.push(event.kind),
+                _ => {}
             }
         }
-    }
-
-    pub fn count_outcome(&self, kind: &str) {
-        if let Ok(mut map) = self.outcomes.lock() {
-            *map.entry(kind.to_owned()).or_default() += 1;
+        if !accepted.is_empty() {
+            // A message's deliveries are accepted in one transaction, so
+            // they are never split over two commits.
+            let messages: std::collections::HashSet<_> =
+                accepted.iter().map(|e| &e.message_id).collect();
+            self.messages_accepted
+                .fetch_add(messages.len() as u64, Ordering::Relaxed);
+            if let Ok(mut map) = self.accepted.lock() {
+                for event in accepted {
+                    *map.entry(event.kind.as_str().to_owned()).or_default() += 1;
+                }
+            }
+        }
+        if !outcomes.is_empty()
+            && let Ok(mut map) = self.outcomes.lock()
+        {
+            for kind in outcomes {
+                *map.entry(kind.as_str().to_owned()).or_default() += 1;
+            }
         }
     }
 

@@ -160,11 +160,7 @@ impl Handler for SubmissionHandler {
             accepted_at: now,
         };
         match self.state.store.accept_message(new).await {
-            Ok(AcceptOutcome::Accepted(receipt)) => {
-                self.state.delivery_wake.notify_one();
-                self.state
-                    .metrics
-                    .count_accepted(receipt.deliveries.iter().map(|d| d.status.clone()));
+            Ok(AcceptOutcome::Accepted(_)) => {
                 ServerReply::new(250, "2.0.0", format!("queued as {id}"))
             }
             Ok(AcceptOutcome::SenderRefused { refusal, domain }) => {

@@ -228,9 +228,19 @@ impl TrackerCache {
     /// Drops what is known of `delivery`: an event was recorded for it
     /// elsewhere (the events API), so the next hit reads the store.
     pub fn forget(&self, delivery: &DeliveryId) {
+        self.forget_each([delivery]);
+    }
+
+    /// [`forget`](Self::forget) for several deliveries, under one lock.
+    pub fn forget_each<'a>(&self, deliveries: impl IntoIterator<Item = &'a DeliveryId>) {
         let mut inner = self.lock();
-        if let Some(gone) = inner.entries.remove(delivery) {
-            inner.bytes -= size_of(&gone);
+        if inner.entries.is_empty() {
+            return;
+        }
+        for delivery in deliveries {
+            if let Some(gone) = inner.entries.remove(delivery) {
+                inner.bytes -= size_of(&gone);
+            }
         }
     }
 

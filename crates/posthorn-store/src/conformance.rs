@@ -16,7 +16,9 @@ use posthorn_core::event::{
 use posthorn_core::id::{ApiKeyId, InboundId};
 use posthorn_core::status::{BounceType, DeliveryStatus, EngagementStatus};
 use posthorn_core::suppression::SuppressionReason;
-use posthorn_core::{DeliveryId, EventId, EventKind, EventSource, MessageId, Millis, TenantId};
+use posthorn_core::{
+    DeliveryId, EventId, EventKind, EventSource, MessageId, Millis, NodeId, TenantId,
+};
 
 /// A fixed "now" for the suite: 2026-11-24T00:00:00Z.
 pub const T0: Millis = 1_795_478_400_000;
@@ -39,7 +41,9 @@ macro_rules! conformance_tests {
             inbound_orphans_are_kept_apart, message_engagement_lists_opens_and_clicks_of_every_delivery,
             tracking_facts_give_the_delivery_time_and_earlier_hits,
             a_delivery_timeline_pages_oldest_first,
-            repeated_hits_are_counted_per_target_and_verdict);
+            repeated_hits_are_counted_per_target_and_verdict,
+            leases_belong_to_the_node_that_claimed_them,
+            events_are_numbered_and_published_in_commit_order);
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
         $(
@@ -1047,7 +1051,12 @@ pub async fn concurrent_writes_all_commit(store: &dyn Store) {
     assert_eq!(after.writes - before.writes, 200);
 }
 
+fn node(name: &str) -> NodeId {
+    NodeId::parse(name).expect("a node name")
+}
+
 pub async fn queue_claims_leases_and_finishes(store: &dyn Store) {
+    let n = node("node-a");
     let t = tenant(store, "acme").await;
     let r = accept(
         store,
@@ -1058,7 +1067,7 @@ pub async fn queue_claims_leases_and_finishes(store: &dyn Store) {
     later.send_at = Some(T0 + 60_000);
     accept(store, later).await;
 
-    let claimed = store.claim_due(T0, 10, T0 + 600_000).await.unwrap();
+    let claimed = store.claim_due(&n, T0, 10, T0 + 600_000).await.unwrap();
     assert_eq!(claimed.len(), 3, "the scheduled one is not due yet");
     assert!(claimed.iter().all(|c| c.attempt == 1));
     assert_eq!(
@@ -1071,7 +1080,7 @@ pub async fn queue_claims_leases_and_finishes(store: &dyn Store) {
     );
     assert!(
         store
-            .claim_due(T0 + 1, 10, T0 + 600_000)
+            .claim_due(&n, T0 + 1, 10, T0 + 600_000)
             .await
             .unwrap()
             .is_empty(),
@@ -1116,19 +1125,169 @@ pub async fn queue_claims_leases_and_finishes(store: &dyn Store) {
     assert_eq!(store.queue_len(&t).await.unwrap(), 3);
 
     // c's worker died: after the leases are released it is due at once.
-    assert_eq!(store.release_leases().await.unwrap(), 1);
-    let again = store.claim_due(T0 + 3, 10, T0 + 600_000).await.unwrap();
+    assert_eq!(store.release_leases(&n).await.unwrap(), 1);
+    let again = store.claim_due(&n, T0 + 3, 10, T0 + 600_000).await.unwrap();
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].delivery.id, r.deliveries[2].id);
     assert_eq!(again[0].attempt, 2, "the interrupted attempt counts");
     // At b's retry time, b and the scheduled message are due.
     let due = store
-        .claim_due(T0 + 60_000, 10, T0 + 900_000)
+        .claim_due(&n, T0 + 60_000, 10, T0 + 900_000)
         .await
         .unwrap();
     let mut recipients: Vec<&str> = due.iter().map(|c| c.delivery.recipient.as_str()).collect();
     recipients.sort();
     assert_eq!(recipients, vec!["b@example.com", "d@example.com"]);
+}
+
+/// Several nodes share one queue: a node's restart frees only the leases it
+/// holds, and a lease that ran out can be taken by any node.
+pub async fn leases_belong_to_the_node_that_claimed_them(store: &dyn Store) {
+    let (a, b) = (node("node-a"), node("node-b"));
+    let t = tenant(store, "acme").await;
+    accept(store, message(&t, &["x@example.com", "y@example.com"])).await;
+    let lease_until = T0 + 600_000;
+    assert_eq!(
+        store
+            .claim_due(&a, T0, 10, lease_until)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+
+    // b starts (again): a's leases are not b's to free.
+    assert_eq!(store.release_leases(&b).await.unwrap(), 0);
+    assert!(
+        store
+            .claim_due(&b, T0 + 1, 10, T0 + 700_000)
+            .await
+            .unwrap()
+            .is_empty(),
+        "a's leases still run"
+    );
+    // Once they have run out (a died and did not come back), b takes them.
+    let taken = store
+        .claim_due(&b, lease_until + 1, 10, lease_until + 600_000)
+        .await
+        .unwrap();
+    assert_eq!(taken.len(), 2);
+    assert!(taken.iter().all(|c| c.attempt == 2));
+    // a comes back: the deliveries are b's now and stay leased.
+    assert_eq!(store.release_leases(&a).await.unwrap(), 0);
+    assert!(
+        store
+            .claim_due(&a, lease_until + 2, 10, lease_until + 900_000)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // b's own restart frees them.
+    assert_eq!(store.release_leases(&b).await.unwrap(), 2);
+}
+
+/// Every stored event has a sequence number: higher for every later
+/// commit, so reading on from the last one seen misses nothing. Each
+/// commit's events are published once, after it, in that order; the
+/// writes return what they stored.
+pub async fn events_are_numbered_and_published_in_commit_order(store: &dyn Store) {
+    let observed = std::sync::Arc::new(std::sync::Mutex::new(Vec::<i64>::new()));
+    let seen = observed.clone();
+    store.commits().observe(move |events| {
+        seen.lock().unwrap().extend(events.iter().map(|e| e.seq));
+    });
+    let mut subscriber = store.commits().subscribe();
+
+    let t = tenant(store, "acme").await;
+    let other = tenant(store, "other").await;
+    let r = accept(store, message(&t, &["a@example.com", "b@example.com"])).await;
+    accept(store, message(&other, &["c@example.com"])).await;
+    let (a, b) = (&r.deliveries[0].id, &r.deliveries[1].id);
+    let opened_event = |id: &DeliveryId, at: Millis| NewEvent {
+        id: EventId::generate(),
+        delivery_id: id.clone(),
+        occurred_at: at,
+        recorded_at: at,
+        source: EventSource::Tracker,
+        details: opened(),
+        external_id: None,
+    };
+    let recorded = match store
+        .record_event(&t, opened_event(b, T0 + 5))
+        .await
+        .unwrap()
+    {
+        RecordOutcome::Recorded { event, .. } => event,
+        other => panic!("expected Recorded, got {other:?}"),
+    };
+    let finished = store
+        .finish_attempt(
+            &t,
+            vec![NewEvent {
+                details: delivered(),
+                source: EventSource::Delivery,
+                ..opened_event(a, T0 + 1)
+            }],
+            a,
+            QueueNext::Remove,
+        )
+        .await
+        .unwrap();
+    assert_eq!(finished.len(), 1, "finish_attempt returns what it stored");
+    assert!(
+        finished[0].seq > recorded.seq,
+        "a later commit numbers higher, whatever the events' own times"
+    );
+
+    // The tenant's events in commit order: its two `queued`, the open, the
+    // delivery; the other tenant's are not among them.
+    let filter = EventFilter {
+        limit: 100,
+        ..Default::default()
+    };
+    let all = store.events_after(&t, 0, &filter).await.unwrap();
+    let kinds: Vec<EventKind> = all.iter().map(|e| e.kind).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            EventKind::Queued,
+            EventKind::Queued,
+            EventKind::Opened,
+            EventKind::Delivered
+        ]
+    );
+    assert!(all.windows(2).all(|w| w[0].seq < w[1].seq));
+    // Reading on from any of them gives exactly the rest.
+    let rest = store.events_after(&t, all[1].seq, &filter).await.unwrap();
+    assert_eq!(rest.len(), 2);
+    assert_eq!(rest[0].id, recorded.id);
+    assert_eq!(rest[1].id, finished[0].id);
+    // Filters and the limit apply.
+    let only_a = EventFilter {
+        delivery_id: Some(a.clone()),
+        limit: 1,
+        ..Default::default()
+    };
+    let first_of_a = store.events_after(&t, 0, &only_a).await.unwrap();
+    assert_eq!(first_of_a.len(), 1);
+    assert_eq!(first_of_a[0].kind, EventKind::Queued);
+    assert_eq!(first_of_a[0].delivery_id, *a);
+    // What an event read back says is what the write returned.
+    assert_eq!(
+        store.event(&t, &recorded.id).await.unwrap().unwrap().seq,
+        recorded.seq
+    );
+
+    // Published: every event of both tenants once, in commit order, to the
+    // observer and to the subscriber alike.
+    let observed = observed.lock().unwrap().clone();
+    assert_eq!(observed.len(), 5);
+    assert!(observed.windows(2).all(|w| w[0] < w[1]), "{observed:?}");
+    let mut received = Vec::new();
+    while let Ok(batch) = subscriber.try_recv() {
+        received.extend(batch.iter().map(|e| e.seq));
+    }
+    assert_eq!(received, observed);
 }
 
 fn one_message_row(claimed: &[ClaimedDelivery]) -> bool {

@@ -8,9 +8,11 @@
 //! result in the same transaction.
 
 pub mod conformance;
+pub mod feed;
 mod records;
 pub mod sqlite;
 
+pub use feed::{CommitFeed, CommittedEvents};
 pub use records::*;
 pub use sqlite::SqliteStore;
 
@@ -18,7 +20,7 @@ use async_trait::async_trait;
 use posthorn_core::domain::DomainOwner;
 use posthorn_core::id::{ApiKeyId, InboundId};
 use posthorn_core::suppression::SuppressionEntry;
-use posthorn_core::{DeliveryId, EventId, MessageId, Millis, TenantId};
+use posthorn_core::{DeliveryId, EventId, MessageId, Millis, NodeId, TenantId};
 
 /// Errors at the storage boundary.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -122,6 +124,19 @@ pub trait Store: Send + Sync + 'static {
         tenant: &TenantId,
         filter: &EventFilter,
     ) -> StoreResult<Vec<EventRecord>>;
+    /// Events of `tenant` committed after the event numbered `after` (its
+    /// `seq`; 0 for the first), in commit order, at most `filter.limit`,
+    /// matching the filter (whose `before` is not used). A reader that
+    /// goes on from the last `seq` it got misses none: a later commit's
+    /// events always have higher numbers.
+    async fn events_after(
+        &self,
+        tenant: &TenantId,
+        after: i64,
+        filter: &EventFilter,
+    ) -> StoreResult<Vec<EventRecord>>;
+    /// Every event, published once right after its commit.
+    fn commits(&self) -> &CommitFeed;
 
     // --- reads ---
     async fn event(&self, tenant: &TenantId, id: &EventId) -> StoreResult<Option<EventRecord>>;
@@ -195,27 +210,42 @@ pub trait Store: Send + Sync + 'static {
     async fn queue_len(&self, tenant: &TenantId) -> StoreResult<u64>;
 
     // --- the send queue (all tenants: the delivery workers' view) ---
-    /// Forgets every lease (at start-up: a previous run that died holds none
-    /// any more), so its deliveries are attempted again at once.
-    async fn release_leases(&self) -> StoreResult<u64>;
-    /// Takes up to `limit` entries due at `now` whose lease is free, leases
-    /// them until `lease_until` and counts the attempt.
+    /// Forgets the leases `node` holds (at its start: a previous run of it
+    /// that died holds none any more), so those deliveries are attempted
+    /// again at once. Other nodes' leases stay until they run out.
+    async fn release_leases(&self, node: &NodeId) -> StoreResult<u64>;
+    /// Takes up to `limit` entries due at `now` whose lease is free or has
+    /// run out (whoever held it), leases them to `node` until
+    /// `lease_until` and counts the attempt.
     async fn claim_due(
         &self,
+        node: &NodeId,
         now: Millis,
         limit: u32,
         lease_until: Millis,
     ) -> StoreResult<Vec<ClaimedDelivery>>;
     /// Records an attempt's outcome events and moves its queue entry, in one
     /// transaction: a delivery with a verdict leaves the queue together with
-    /// the event that says so, so it is never sent again.
+    /// the event that says so, so it is never sent again. Returns the
+    /// events stored (not those already recorded).
     async fn finish_attempt(
         &self,
         tenant: &TenantId,
         events: Vec<NewEvent>,
         delivery: &DeliveryId,
         next: QueueNext,
-    ) -> StoreResult<()>;
+    ) -> StoreResult<Vec<EventRecord>> {
+        self.record_attempts(vec![AttemptRecord {
+            tenant: tenant.clone(),
+            delivery: delivery.clone(),
+            events,
+            next: Some(next),
+        }])
+        .await
+    }
+    /// Records several attempts in one transaction, in order (a delivery's
+    /// `sent` before its outcome): all or nothing. Returns the events stored.
+    async fn record_attempts(&self, attempts: Vec<AttemptRecord>) -> StoreResult<Vec<EventRecord>>;
 
     // --- inbound mail (the inbound MX's view: all tenants) ---
     /// The tenant and recipient of a delivery, whichever tenant it belongs

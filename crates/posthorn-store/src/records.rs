@@ -282,6 +282,9 @@ pub enum RecordOutcome {
 /// A stored event.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EventRecord {
+    /// Its place in commit order: every later commit's events have higher
+    /// numbers (see `Store::events_after`).
+    pub seq: i64,
     pub id: EventId,
     pub delivery_id: DeliveryId,
     pub message_id: MessageId,
@@ -422,8 +425,22 @@ pub struct StoreStats {
 pub struct ClaimedDelivery {
     pub delivery: DeliveryRecord,
     pub message: std::sync::Arc<MessageRecord>,
+    /// The delivery's tenant as it was at the claim (its tracking
+    /// defaults decide the copy), shared by the batch's deliveries.
+    pub tenant: std::sync::Arc<Tenant>,
     /// This attempt's number (1 for the first).
     pub attempt: u32,
+}
+
+/// What one delivery attempt (or its start) writes: its events and, once
+/// it has an outcome, where its queue entry goes.
+#[derive(Debug, Clone)]
+pub struct AttemptRecord {
+    pub tenant: TenantId,
+    pub delivery: DeliveryId,
+    pub events: Vec<NewEvent>,
+    /// `None` while the attempt runs (its `sent`): the entry stays leased.
+    pub next: Option<QueueNext>,
 }
 
 /// What happens to a queue entry after an attempt.

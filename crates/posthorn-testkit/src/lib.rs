@@ -169,9 +169,21 @@ impl SmtpSink {
         })
     }
 
-    /// Every message received so far, in file-name order.
+    /// Every message received in full so far, in file-name order.
+    ///
+    /// smtp-sink creates a message's file before it has written it (and
+    /// says nothing when it has), so a file read just after the client was
+    /// answered can still be empty or short. A file counts once it is not
+    /// empty and has not changed over a short pause: the sink writes a
+    /// received message in one go, in far less time than that.
     pub fn messages(&self) -> Vec<String> {
-        read_dir_texts(self.dumps.path())
+        let first = read_dir_texts(self.dumps.path());
+        std::thread::sleep(Duration::from_millis(50));
+        let second = read_dir_texts(self.dumps.path());
+        second
+            .into_iter()
+            .filter(|text| !text.is_empty() && first.contains(text))
+            .collect()
     }
 
     /// The directory the messages are written to (for a thread of its own

@@ -215,8 +215,11 @@ async fn plain_sqlite(dir: &Path, rows: u64, per_commit: u64) -> Result<(f64, f6
     tokio::task::spawn_blocking(move || {
         let conn = posthorn_store::sqlite::raw_connection(&dir, posthorn_core::config::Synchronous::Full)?;
         let insert = "INSERT INTO events (id, tenant_id, delivery_id, message_id, recipient, sender, kind, occurred_at, \
-                      recorded_at, source, details, external_id, anomaly, outside_window) \
-                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'opened', ?7, ?7, 'tracker', ?8, NULL, NULL, 0)";
+                      recorded_at, source, details, external_id, anomaly, outside_window, seq) \
+                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'opened', ?7, ?7, 'tracker', ?8, NULL, NULL, 0, ?9)";
+        // Sequence numbers as the writer gives them: one per event, the
+        // last one kept once per commit.
+        let mut seq: i64 = conn.query_row("SELECT last FROM event_sequence", [], |r| r.get(0))?;
         let status = "UPDATE deliveries SET engagement_status = 'opened', engagement_event_id = ?1, \
                       engagement_occurred_at = ?2, updated_at = ?2 WHERE id = ?3";
         let details = EventDetails::Opened(Engagement::default()).to_json().to_string();
@@ -233,6 +236,7 @@ async fn plain_sqlite(dir: &Path, rows: u64, per_commit: u64) -> Result<(f64, f6
                     let i = (written % deliveries.len() as u64) as usize;
                     let d = &deliveries[i];
                     let id = EventId::generate();
+                    seq += 1;
                     insert.execute((
                         id.as_str(),
                         tenant.as_str(),
@@ -242,6 +246,7 @@ async fn plain_sqlite(dir: &Path, rows: u64, per_commit: u64) -> Result<(f64, f6
                         d.sender.as_str(),
                         now,
                         details.as_str(),
+                        seq,
                     ))?;
                     if !opened[i] {
                         opened[i] = true;
@@ -249,6 +254,7 @@ async fn plain_sqlite(dir: &Path, rows: u64, per_commit: u64) -> Result<(f64, f6
                     }
                     written += 1;
                 }
+                tx.prepare_cached("UPDATE event_sequence SET last = ?1")?.execute([seq])?;
             }
             tx.commit()?;
         }

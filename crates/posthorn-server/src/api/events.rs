@@ -2,10 +2,11 @@
 //! a test, a provider adapter). It goes through the same fold and the same
 //! contact and suppression effects as every other event.
 
-use super::read::{delivery_status_json, event_json};
+use super::read::delivery_status_json;
 use super::{Auth, TimeInput, parse_json, read_body};
 use crate::app::AppState;
 use crate::error::{ApiError, ApiResult};
+use crate::event_view::EventView;
 use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
@@ -94,10 +95,9 @@ pub async fn record(
         details,
         external_id: input.external_id,
     };
+    // The tracker's memory of the delivery is dropped at the commit (see
+    // `app::follow_commits`), so the next hit reads the store.
     let recorded = state.store.record_event(&auth.tenant.id, event).await;
-    // Whatever it was (an open, a click, a delivery), the tracker's memory
-    // of the delivery may now be short of it: the next hit reads the store.
-    state.tracker_cache.forget(&delivery_id);
     let (status, event, delivery, duplicate) = match recorded? {
         RecordOutcome::Recorded { event, delivery } => {
             (StatusCode::CREATED, event, delivery, false)
@@ -108,7 +108,7 @@ pub async fn record(
     Ok((
         status,
         Json(json!({
-            "event": event_json(&event),
+            "event": EventView::in_timeline(&event),
             "delivery": delivery_status_json(&delivery),
             "duplicate": duplicate,
         })),

@@ -118,12 +118,6 @@ pub async fn submit(
             ));
         }
     };
-    if !replayed {
-        state.delivery_wake.notify_one();
-        state
-            .metrics
-            .count_accepted(receipt.deliveries.iter().map(|d| d.status.clone()));
-    }
     let mut response = (StatusCode::ACCEPTED, axum::Json(&receipt)).into_response();
     if replayed {
         response

@@ -6,6 +6,7 @@
 use super::{Auth, Segment, invalid_query, page_cursor, page_limit, time};
 use crate::app::AppState;
 use crate::error::{ApiError, ApiResult};
+use crate::event_view::EventView;
 use axum::Json;
 use axum::extract::{Query, State, rejection::QueryRejection};
 use posthorn_core::status::shown_delivery_status;
@@ -98,38 +99,6 @@ fn per_link_json(clicks: &std::collections::BTreeMap<u32, u64>) -> Value {
         .into()
 }
 
-/// An event as it appears in a delivery's timeline.
-pub fn event_json(e: &EventRecord) -> Value {
-    let mut v = json!({
-        "id": e.id,
-        "kind": e.kind.as_str(),
-        "occurred_at": time(e.occurred_at),
-        "recorded_at": time(e.recorded_at),
-        "source": e.source.as_str(),
-        "details": e.details,
-    });
-    if let Some(external) = &e.external_id {
-        v["external_id"] = json!(external);
-    }
-    if let Some(anomaly) = &e.anomaly {
-        v["anomaly"] = json!(anomaly);
-    }
-    if e.outside_window {
-        v["outside_window"] = json!(true);
-    }
-    v
-}
-
-/// An event in the feed: with the delivery it belongs to.
-fn feed_event_json(e: &EventRecord) -> Value {
-    let mut v = event_json(e);
-    v["delivery_id"] = json!(e.delivery_id);
-    v["message_id"] = json!(e.message_id);
-    v["recipient"] = json!(e.recipient);
-    v["sender"] = json!(e.sender);
-    v
-}
-
 pub async fn delivery(
     State(state): State<AppState>,
     auth: Auth,
@@ -152,7 +121,12 @@ pub async fn delivery(
     let mut body = delivery_status_json(&d);
     body["engagement"] = engagement_json(&delivery_counts(&engagement, &repeats));
     body["engagement"]["repeats_not_stored"] = repeats_json(&repeats);
-    body["events"] = events.iter().map(event_json).collect();
+    body["events"] = json!(
+        events
+            .iter()
+            .map(EventView::in_timeline)
+            .collect::<Vec<_>>()
+    );
     body["events_next"] = json!(
         next_cursor
             .as_ref()
@@ -210,7 +184,7 @@ pub async fn delivery_events(
     }
     let (events, next_cursor) = timeline_page(&state, tenant, &id, after.as_ref(), limit).await?;
     Ok(Json(json!({
-        "events": events.iter().map(event_json).collect::<Vec<_>>(),
+        "events": events.iter().map(EventView::in_timeline).collect::<Vec<_>>(),
         "next_cursor": next_cursor,
     })))
 }
@@ -360,7 +334,7 @@ pub async fn events(
         .then(|| events.last().map(|e| e.id.to_string()))
         .flatten();
     Ok(Json(json!({
-        "events": events.iter().map(feed_event_json).collect::<Vec<_>>(),
+        "events": events.iter().map(EventView::in_feed).collect::<Vec<_>>(),
         "next_cursor": next_cursor,
     })))
 }

@@ -2,10 +2,13 @@
 //! by destination domain, and deliver each over SMTP, recording `sent` when
 //! an attempt starts and its outcome (with the remote server's words) when
 //! it ends. Retries are durable: they live in the queue, never in memory.
+//! Sessions hand what they record to the [`recorder`] and go on: they never
+//! wait for a commit.
 
 pub mod build;
 pub mod dns;
 pub mod outcome;
+pub mod recorder;
 pub mod verp;
 
 use crate::app::AppState;
@@ -19,7 +22,8 @@ use posthorn_core::status::BounceType;
 use posthorn_core::{EventId, EventSource};
 use posthorn_smtp::tls::MaybeTls;
 use posthorn_smtp::{ClientError, Envelope, SmtpClient, Timeouts};
-use posthorn_store::{ClaimedDelivery, NewEvent, QueueNext};
+use posthorn_store::{AttemptRecord, ClaimedDelivery, NewEvent, QueueNext};
+use recorder::{Pending, Recorder};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -92,6 +96,8 @@ pub struct DeliveryService {
     wake: Arc<Notify>,
     /// Signs each copy whose sender's domain has a key.
     dkim: Arc<DkimKeys>,
+    /// Writes `sent` and outcomes; sessions never wait for it.
+    recorder: Recorder,
     /// Messages whose tracked links are already stored: every copy of a
     /// message has the same link table, so it is written once, not once per
     /// recipient. Bounded; forgetting only costs a redundant write.
@@ -120,6 +126,8 @@ impl DeliveryService {
             .map(smarthost_target)
             .transpose()?;
         let in_flight = Arc::new(Semaphore::new(config.claim_batch as usize * 4));
+        let lease = Duration::from_millis(u64::try_from(config.lease.0).unwrap_or(0));
+        let (recorder, _) = Recorder::start(state.store.clone(), lease);
         Ok(Self {
             state,
             verp,
@@ -134,6 +142,7 @@ impl DeliveryService {
             in_flight,
             wake,
             dkim: Arc::new(DkimKeys::default()),
+            recorder,
             links_kept: Mutex::default(),
         })
     }
@@ -192,7 +201,10 @@ impl DeliveryService {
                 Vec::new()
             } else {
                 let now = self.state.now();
-                match store.claim_due(now, room, now + lease).await {
+                match store
+                    .claim_due(&self.state.node, now, room, now + lease)
+                    .await
+                {
                     Ok(c) => {
                         claims_failing_full = false;
                         c
@@ -239,12 +251,13 @@ impl DeliveryService {
         }
     }
 
-    /// Releases the leases a previous run left, trying again every poll
+    /// Releases the leases a previous run of this node left (other nodes'
+    /// run out on their own), trying again every poll
     /// until it works (logged once); `false` when stopped first.
     async fn release_previous_leases(&self, stop: &Notify) -> bool {
         let mut logged = false;
         loop {
-            match self.state.store.release_leases().await {
+            match self.state.store.release_leases(&self.state.node).await {
                 Ok(0) => return true,
                 Ok(n) => {
                     tracing::info!(
@@ -309,7 +322,7 @@ impl DeliveryService {
         let targets = match destination {
             Destination::Targets(t) => t,
             Destination::Bounce { reason, rule, text } => {
-                for (item, _permit) in items {
+                for item in items {
                     let details = EventDetails::Bounced(Bounced {
                         bounce_type: BounceType::Hard,
                         reason: Some(reason.into()),
@@ -320,7 +333,7 @@ impl DeliveryService {
                         rule: Some(rule.into()),
                         mx_host: None,
                     });
-                    self.finish(&item, details, QueueNext::Remove).await;
+                    self.finish(item, details, QueueNext::Remove);
                 }
                 return;
             }
@@ -330,7 +343,7 @@ impl DeliveryService {
                     message: why,
                     permanent: false,
                 };
-                self.defer_all(items, &error).await;
+                self.defer_all(items, &error);
                 return;
             }
             Destination::Refuse(why) => {
@@ -339,7 +352,7 @@ impl DeliveryService {
                     // RFC 3463 X.4.4: unable to route.
                     reply: posthorn_smtp::Reply::local(451, "4.4.4", why),
                 };
-                self.defer_all(items, &error).await;
+                self.defer_all(items, &error);
                 return;
             }
         };
@@ -376,14 +389,9 @@ impl DeliveryService {
 
     /// Defers (or, past their lifetime, expires) deliveries that could not
     /// be attempted at all.
-    async fn defer_all(
-        &self,
-        items: Vec<(ClaimedDelivery, OwnedSemaphorePermit)>,
-        error: &ClientError,
-    ) {
-        for (item, _permit) in items {
-            self.finish_after_session_error(&item, error, None, None)
-                .await;
+    fn defer_all(&self, items: Vec<(ClaimedDelivery, OwnedSemaphorePermit)>, error: &ClientError) {
+        for item in items {
+            self.finish_after_session_error(item, error, None, None);
         }
     }
 
@@ -398,55 +406,54 @@ impl DeliveryService {
         let (mut client, target) = match self.open_session(targets).await {
             Ok(session) => session,
             Err((error, target)) => {
-                for (item, _permit) in items {
-                    self.finish_after_session_error(&item, &error, target.as_ref(), None)
-                        .await;
+                for item in items {
+                    self.finish_after_session_error(item, &error, target.as_ref(), None);
                 }
                 return;
             }
         };
         let tls = client.tls_info();
         let mut failed: Option<ClientError> = None;
-        for (item, _permit) in items {
+        for item in items {
             let attempt_start = self.state.now();
             if let Some(error) = &failed {
                 // The session died under an earlier delivery: this one was
                 // not attempted, and is deferred with the same cause.
-                self.finish_after_session_error(&item, error, Some(&target), tls.clone())
-                    .await;
+                self.finish_after_session_error(item, error, Some(&target), tls.clone());
                 continue;
             }
             self.pace(domain).await;
-            self.record_sent(&item, &target).await;
-            let message = match self.prepare_copy(&item).await {
+            self.record_sent(&item.0, &target);
+            let message = match self.prepare_copy(&item.0).await {
                 Ok(m) => m,
                 Err(e) => {
                     let (details, next) =
                         outcome::for_local_failure(format!("building the message failed: {e}"));
-                    self.finish(&item, details, next).await;
+                    self.finish(item, details, next);
                     continue;
                 }
             };
-            let message = match self.sign(&item.message, message).await {
+            let message = match self.sign(&item.0.message, message).await {
                 Ok(m) => m,
                 Err(e) => {
                     let (details, next) = outcome::for_local_failure(format!(
                         "looking up the sending domain failed: {e}"
                     ));
-                    self.finish(&item, details, next).await;
+                    self.finish(item, details, next);
                     continue;
                 }
             };
+            let claimed = &item.0;
             let envelope = Envelope {
                 mail_from: self
                     .verp
-                    .return_path(&item.delivery.id, &self.return_path_domain(&item)),
-                recipients: vec![item.delivery.recipient.clone()],
-                envid: Some(item.delivery.id.to_string()),
+                    .return_path(&claimed.delivery.id, &self.return_path_domain(claimed)),
+                recipients: vec![claimed.delivery.recipient.clone()],
+                envid: Some(claimed.delivery.id.to_string()),
                 notify: Some("FAILURE,DELAY".into()),
             };
             let result = client.send(&envelope, &message).await;
-            let mut attempt = self.attempt(&item, Some(&target), tls.clone());
+            let mut attempt = self.attempt(claimed, Some(&target), tls.clone());
             attempt.started_at = attempt_start;
             let (details, next) = match &result {
                 Ok(transaction) => outcome::for_recipient(
@@ -464,7 +471,7 @@ impl DeliveryService {
                     self.classify,
                 ),
             };
-            self.finish(&item, details, next).await;
+            self.finish(item, details, next);
             if let Err(error) = result {
                 failed = Some(error);
             }
@@ -644,13 +651,9 @@ impl DeliveryService {
     /// before it leaves, so no click can arrive before its URL is stored.
     async fn prepare_copy(&self, item: &ClaimedDelivery) -> Result<Vec<u8>, String> {
         let domain = self.return_path_domain(item);
-        let tenant = match self.state.store.tenant(&item.delivery.tenant_id).await {
-            Ok(Some(t)) => Say {
-                opens: t.track_opens,
-                clicks: t.track_clicks,
-            },
-            Ok(None) => Say::default(),
-            Err(e) => return Err(format!("reading the tenant's settings: {e}")),
+        let tenant = Say {
+            opens: item.tenant.track_opens,
+            clicks: item.tenant.track_clicks,
         };
         let message = Say {
             opens: item.message.tracking_opens,
@@ -711,7 +714,9 @@ impl DeliveryService {
         }
     }
 
-    async fn record_sent(&self, item: &ClaimedDelivery, target: &Target) {
+    /// Hands the attempt's start to the recorder (it is written before the
+    /// outcome, in the same or an earlier transaction).
+    fn record_sent(&self, item: &ClaimedDelivery, target: &Target) {
         let event = self.event(
             item,
             EventDetails::Sent(Sent {
@@ -720,65 +725,30 @@ impl DeliveryService {
                 ip: Some(target.addr.ip().to_string()),
             }),
         );
-        let store = &self.state.store;
-        let recorded = self
-            .while_storage_full(|| async {
-                store
-                    .record_event(&item.delivery.tenant_id, event.clone())
-                    .await
-                    .map(|_| ())
-            })
-            .await;
-        if let Err(e) = recorded {
-            tracing::error!(delivery_id = %item.delivery.id, error = %e, "recording `sent` failed");
-        }
-    }
-
-    /// Runs a write again while the disk is full, every few seconds, for
-    /// at most half the lease (after which the delivery could be claimed
-    /// again). An attempt's outcome that cannot be recorded now is recorded
-    /// once space returns, instead of the lease running out and the mail
-    /// being sent a second time.
-    async fn while_storage_full<F, Fut>(&self, mut write: F) -> posthorn_store::StoreResult<()>
-    where
-        F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = posthorn_store::StoreResult<()>>,
-    {
-        let lease = u64::try_from(self.state.config.delivery.lease.0).unwrap_or(0);
-        let until = tokio::time::Instant::now() + Duration::from_millis(lease / 2);
-        let mut pause = Duration::from_millis(200);
-        let mut first = true;
-        loop {
-            match write().await {
-                Err(posthorn_store::StoreError::Full(detail))
-                    if tokio::time::Instant::now() + pause < until =>
-                {
-                    // Once per write: a long outage must not flood the log.
-                    if first {
-                        tracing::warn!(%detail, "storage full: recording a delivery attempt again when space returns");
-                        first = false;
-                    }
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_secs(5));
-                }
-                other => return other,
-            }
-        }
+        self.recorder.record(Pending {
+            attempt: AttemptRecord {
+                tenant: item.delivery.tenant_id.clone(),
+                delivery: item.delivery.id.clone(),
+                events: vec![event],
+                next: None,
+            },
+            permit: None,
+        });
     }
 
     /// Defers (or, past its lifetime, expires) a delivery whose session
     /// failed before or during its attempt.
-    async fn finish_after_session_error(
+    fn finish_after_session_error(
         &self,
-        item: &ClaimedDelivery,
+        item: (ClaimedDelivery, OwnedSemaphorePermit),
         error: &ClientError,
         target: Option<&Target>,
         tls: Option<posthorn_smtp::tls::TlsInfo>,
     ) {
-        let attempt = self.attempt(item, target, tls);
+        let attempt = self.attempt(&item.0, target, tls);
         let (details, next) =
             outcome::for_session_error(&attempt, error, &self.schedule(), jitter(), self.classify);
-        self.finish(item, details, next).await;
+        self.finish(item, details, next);
     }
 
     /// An event the delivery workers observe now.
@@ -795,33 +765,26 @@ impl DeliveryService {
         }
     }
 
-    async fn finish(&self, item: &ClaimedDelivery, details: EventDetails, next: QueueNext) {
-        let kind = details.kind();
-        let event = self.event(item, details);
-        let store = &self.state.store;
-        let finished = self
-            .while_storage_full(|| async {
-                store
-                    .finish_attempt(
-                        &item.delivery.tenant_id,
-                        vec![event.clone()],
-                        &item.delivery.id,
-                        next,
-                    )
-                    .await
-            })
-            .await;
-        match finished {
-            Ok(()) => {
-                self.state.metrics.count_outcome(kind.as_str());
-                tracing::debug!(delivery_id = %item.delivery.id, attempt = item.attempt, %kind, "attempt finished");
-            }
-            // The lease runs out and the delivery is attempted again: it is
-            // never lost, at worst sent twice.
-            Err(e) => {
-                tracing::error!(delivery_id = %item.delivery.id, error = %e, "recording an outcome failed")
-            }
-        }
+    /// Hands the attempt's outcome, and with it the delivery's in-flight
+    /// permit, to the recorder. Metrics count it once it is durable (the
+    /// commit stream).
+    fn finish(
+        &self,
+        (item, permit): (ClaimedDelivery, OwnedSemaphorePermit),
+        details: EventDetails,
+        next: QueueNext,
+    ) {
+        tracing::debug!(delivery_id = %item.delivery.id, attempt = item.attempt, kind = %details.kind(), "attempt finished");
+        let event = self.event(&item, details);
+        self.recorder.record(Pending {
+            attempt: AttemptRecord {
+                tenant: item.delivery.tenant_id.clone(),
+                delivery: item.delivery.id.clone(),
+                events: vec![event],
+                next: Some(next),
+            },
+            permit: Some(permit),
+        });
     }
 }
 

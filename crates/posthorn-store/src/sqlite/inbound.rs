@@ -3,6 +3,7 @@
 
 use super::ops;
 use super::rows::prepare;
+use super::writer::WriteTx;
 use crate::records::*;
 use crate::{StoreError, StoreResult, StoreRules};
 use posthorn_core::id::InboundId;
@@ -28,13 +29,12 @@ pub(crate) fn delivery_owner(
 
 /// Records the events of a received message, then keeps the message and links
 /// each event to it; one transaction (the writer's job). Returns the stored
-/// record (its outcome adjusted when every event had been recorded before)
-/// and how many events were new.
+/// record, its outcome adjusted when every event had been recorded before.
 pub(crate) fn record_inbound(
-    c: &Connection,
+    c: &WriteTx<'_>,
     rules: &StoreRules,
     inbound: &NewInbound,
-) -> StoreResult<(InboundRecord, u64)> {
+) -> StoreResult<InboundRecord> {
     let mut record = inbound.record.clone();
     let mut new_events = 0u64;
     if !inbound.events.is_empty() {
@@ -92,7 +92,7 @@ pub(crate) fn record_inbound(
     for event in &record.event_ids {
         link.execute([event.as_str(), record.id.as_str()])?;
     }
-    Ok((record, new_events))
+    Ok(record)
 }
 
 pub(crate) fn inbound_messages(

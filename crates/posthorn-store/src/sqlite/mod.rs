@@ -11,6 +11,7 @@ mod tracking;
 mod wal_buffer;
 mod writer;
 
+use crate::feed::CommitFeed;
 use crate::records::*;
 use crate::{Store, StoreError, StoreResult, StoreRules};
 use async_trait::async_trait;
@@ -18,11 +19,11 @@ use posthorn_core::config::{StoreConfig, Synchronous};
 use posthorn_core::domain::DomainOwner;
 use posthorn_core::id::{ApiKeyId, InboundId};
 use posthorn_core::suppression::SuppressionEntry;
-use posthorn_core::{DeliveryId, EventId, MessageId, Millis, TenantId};
+use posthorn_core::{DeliveryId, EventId, MessageId, Millis, NodeId, TenantId};
 use rusqlite::{Connection, OpenFlags};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use writer::Writer;
 
 /// Migrations in order; the version is the position (1-based).
@@ -35,6 +36,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0006_events_recipient_via_deliveries.sql"),
     include_str!("../../migrations/sqlite/0007_sending_domains.sql"),
     include_str!("../../migrations/sqlite/0008_repeated_hits.sql"),
+    include_str!("../../migrations/sqlite/0009_event_sequence.sql"),
 ];
 
 /// The file name of the database inside the data directory.
@@ -45,7 +47,7 @@ pub struct SqliteStore {
     _checkpointer: checkpoint::Checkpointer,
     reads: ReadPool,
     rules: StoreRules,
-    events_recorded: AtomicU64,
+    feed: Arc<CommitFeed>,
 }
 
 impl SqliteStore {
@@ -68,8 +70,9 @@ impl SqliteStore {
                 .map_err(|e| StoreError::Backend(format!("opening {}: {e}", path.display())))?,
             restart.clone(),
         );
+        let feed = Arc::new(CommitFeed::default());
         Ok(Self {
-            writer: Writer::start(conn, config.max_batch, restart),
+            writer: Writer::start(conn, config.max_batch, restart, feed.clone())?,
             _checkpointer: checkpointer,
             reads: ReadPool {
                 path,
@@ -78,14 +81,8 @@ impl SqliteStore {
                 permits: tokio::sync::Semaphore::new(config.read_connections.max(1)),
             },
             rules,
-            events_recorded: AtomicU64::new(0),
+            feed,
         })
-    }
-
-    /// Counts events once their write has committed (a job may run twice,
-    /// see `writer`, so it never counts inside the job).
-    fn count_events(&self, n: usize) {
-        self.events_recorded.fetch_add(n as u64, Ordering::Relaxed);
     }
 
     async fn read<T, F>(&self, f: F) -> StoreResult<T>
@@ -347,27 +344,17 @@ impl Store for SqliteStore {
 
     async fn accept_message(&self, message: NewMessage) -> StoreResult<AcceptOutcome> {
         let rules = self.rules;
-        let outcome = self
-            .writer
+        self.writer
             .write(move |c| ops::accept_message(c, &rules, &message))
-            .await?;
-        if let AcceptOutcome::Accepted(r) = &outcome {
-            self.count_events(r.deliveries.len());
-        }
-        Ok(outcome)
+            .await
     }
 
     async fn record_event(&self, tenant: &TenantId, event: NewEvent) -> StoreResult<RecordOutcome> {
         let rules = self.rules;
         let tenant = tenant.clone();
-        let outcome = self
-            .writer
+        self.writer
             .write(move |c| ops::record_event(c, &rules, &tenant, &event))
-            .await?;
-        if let RecordOutcome::Recorded { .. } = &outcome {
-            self.count_events(1);
-        }
-        Ok(outcome)
+            .await
     }
 
     async fn events(
@@ -378,6 +365,18 @@ impl Store for SqliteStore {
         let tenant = tenant.clone();
         let filter = filter.clone();
         self.read(move |c| rows::events(c, &tenant, &filter)).await
+    }
+
+    async fn events_after(
+        &self,
+        tenant: &TenantId,
+        after: i64,
+        filter: &EventFilter,
+    ) -> StoreResult<Vec<EventRecord>> {
+        let tenant = tenant.clone();
+        let filter = filter.clone();
+        self.read(move |c| rows::events_after(c, &tenant, after, &filter))
+            .await
     }
 
     async fn event(&self, tenant: &TenantId, id: &EventId) -> StoreResult<Option<EventRecord>> {
@@ -510,12 +509,14 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn release_leases(&self) -> StoreResult<u64> {
+    async fn release_leases(&self, node: &NodeId) -> StoreResult<u64> {
+        let node = node.clone();
         self.writer
-            .write(|c| {
+            .write(move |c| {
                 Ok(c.execute(
-                    "UPDATE send_queue SET lease_until = NULL WHERE lease_until IS NOT NULL",
-                    [],
+                    "UPDATE send_queue SET lease_until = NULL, lease_owner = NULL \
+                     WHERE lease_owner = $1",
+                    [node.as_str()],
                 )? as u64)
             })
             .await
@@ -523,30 +524,28 @@ impl Store for SqliteStore {
 
     async fn claim_due(
         &self,
+        node: &NodeId,
         now: Millis,
         limit: u32,
         lease_until: Millis,
     ) -> StoreResult<Vec<ClaimedDelivery>> {
+        let node = node.clone();
         self.writer
-            .write(move |c| ops::claim_due(c, now, limit, lease_until))
+            .write(move |c| ops::claim_due(c, &node, now, limit, lease_until))
             .await
     }
 
-    async fn finish_attempt(
-        &self,
-        tenant: &TenantId,
-        events: Vec<NewEvent>,
-        delivery: &DeliveryId,
-        next: QueueNext,
-    ) -> StoreResult<()> {
+    async fn record_attempts(&self, attempts: Vec<AttemptRecord>) -> StoreResult<Vec<EventRecord>> {
         let rules = self.rules;
-        let (tenant, delivery) = (tenant.clone(), delivery.clone());
-        let recorded = events.len();
         self.writer
-            .write(move |c| ops::finish_attempt(c, &rules, &tenant, &events, &delivery, next))
-            .await?;
-        self.count_events(recorded);
-        Ok(())
+            .write(move |c| {
+                let mut stored = Vec::new();
+                for attempt in &attempts {
+                    stored.extend(ops::record_attempt(c, &rules, attempt)?);
+                }
+                Ok(stored)
+            })
+            .await
     }
 
     async fn delivery_owner(&self, id: &DeliveryId) -> StoreResult<Option<(TenantId, String)>> {
@@ -556,12 +555,9 @@ impl Store for SqliteStore {
 
     async fn record_inbound(&self, new: NewInbound) -> StoreResult<InboundRecord> {
         let rules = self.rules;
-        let (record, new_events) = self
-            .writer
+        self.writer
             .write(move |c| inbound::record_inbound(c, &rules, &new))
-            .await?;
-        self.count_events(new_events as usize);
-        Ok(record)
+            .await
     }
 
     async fn inbound_messages(
@@ -647,8 +643,12 @@ impl Store for SqliteStore {
             batches: self.writer.counters.batches.load(Ordering::Relaxed),
             writes: self.writer.counters.writes.load(Ordering::Relaxed),
             replays: self.writer.counters.replays.load(Ordering::Relaxed),
-            events: self.events_recorded.load(Ordering::Relaxed),
+            events: self.writer.counters.events.load(Ordering::Relaxed),
         }
+    }
+
+    fn commits(&self) -> &CommitFeed {
+        &self.feed
     }
 }
 

@@ -3,6 +3,7 @@
 //! writes the outcome, so a decision and its effects are one atomic step.
 
 use super::rows::{self, prepare};
+use super::writer::WriteTx;
 use crate::records::*;
 use crate::{StoreError, StoreResult, StoreRules};
 use posthorn_core::contact::{self, ContactState, ContactStatus};
@@ -64,7 +65,7 @@ pub(crate) fn insert_api_key(c: &Connection, key: &NewApiKey) -> StoreResult<Api
 /// then per recipient the policy chain, the delivery row, its first event
 /// and its queue entry.
 pub(crate) fn accept_message(
-    c: &Connection,
+    c: &WriteTx<'_>,
     rules: &StoreRules,
     m: &NewMessage,
 ) -> StoreResult<AcceptOutcome> {
@@ -175,7 +176,7 @@ fn insert_message(c: &Connection, m: &NewMessage) -> StoreResult<()> {
 }
 
 fn admit_recipient(
-    c: &Connection,
+    c: &WriteTx<'_>,
     rules: &StoreRules,
     m: &NewMessage,
     r: &NewRecipient,
@@ -317,7 +318,7 @@ fn insert_delivery(c: &Connection, d: &DeliveryRecord) -> StoreResult<()> {
 
 /// Records an event reported for a delivery of `tenant`.
 pub(crate) fn record_event(
-    c: &Connection,
+    c: &WriteTx<'_>,
     rules: &StoreRules,
     tenant: &TenantId,
     e: &NewEvent,
@@ -347,7 +348,7 @@ pub(crate) fn record_event(
 /// external id exists (the unique indexes decide, so the common case costs
 /// no extra lookup).
 fn apply_event(
-    c: &Connection,
+    c: &WriteTx<'_>,
     rules: &StoreRules,
     delivery: &mut DeliveryRecord,
     e: &NewEvent,
@@ -359,6 +360,7 @@ fn apply_event(
         details: &e.details,
     });
     let record = EventRecord {
+        seq: c.next_event_seq(),
         id: e.id.clone(),
         delivery_id: delivery.id.clone(),
         message_id: delivery.message_id.clone(),
@@ -378,8 +380,8 @@ fn apply_event(
     let inserted = prepare(
         c,
         "INSERT INTO events (id, tenant_id, delivery_id, message_id, recipient, sender, kind, occurred_at, \
-         recorded_at, source, details, external_id, anomaly, outside_window) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) ON CONFLICT DO NOTHING",
+         recorded_at, source, details, external_id, anomaly, outside_window, seq) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) ON CONFLICT DO NOTHING",
     )?
     .execute(params![
         record.id.as_str(),
@@ -395,11 +397,13 @@ fn apply_event(
         record.details.to_string(),
         record.external_id,
         record.anomaly,
-        record.outside_window
+        record.outside_window,
+        record.seq
     ])?;
     if inserted == 0 {
         return Ok(None);
     }
+    c.stored(record.clone());
 
     if state != state_of(delivery) {
         set_state(delivery, &state);
@@ -641,9 +645,11 @@ fn save_status(c: &Connection, d: &DeliveryRecord) -> StoreResult<()> {
     Ok(())
 }
 
-/// Takes due, unleased queue entries, leases them and counts the attempt.
+/// Takes due queue entries whose lease is free or has run out, leases them
+/// to `node` and counts the attempt.
 pub(crate) fn claim_due(
     c: &Connection,
+    node: &posthorn_core::NodeId,
     now: Millis,
     limit: u32,
     lease_until: Millis,
@@ -661,13 +667,15 @@ pub(crate) fn claim_due(
     drop(stmt);
     let mut messages: std::collections::HashMap<String, std::sync::Arc<MessageRecord>> =
         Default::default();
+    let mut tenants: std::collections::HashMap<String, std::sync::Arc<Tenant>> = Default::default();
     let mut claimed = Vec::with_capacity(due.len());
     for (delivery_id, tenant_id, attempts) in due {
         prepare(
             c,
-            "UPDATE send_queue SET lease_until = $1, attempts = attempts + 1 WHERE delivery_id = $2",
+            "UPDATE send_queue SET lease_owner = $1, lease_until = $2, attempts = attempts + 1 \
+             WHERE delivery_id = $3",
         )?
-        .execute(params![lease_until, delivery_id])?;
+        .execute(params![node.as_str(), lease_until, delivery_id])?;
         let tenant = TenantId::from_stored(tenant_id);
         let id = posthorn_core::DeliveryId::from_stored(delivery_id);
         let Some(delivery) = rows::delivery(c, &tenant, &id)? else {
@@ -684,44 +692,58 @@ pub(crate) fn claim_due(
                 m
             }
         };
+        let tenant = match tenants.get(tenant.as_str()) {
+            Some(t) => t.clone(),
+            None => {
+                let Some(t) = rows::tenant_by_id(c, &tenant)? else {
+                    continue;
+                };
+                let t = std::sync::Arc::new(t);
+                tenants.insert(tenant.to_string(), t.clone());
+                t
+            }
+        };
         claimed.push(ClaimedDelivery {
             delivery,
             message,
+            tenant,
             attempt: attempts + 1,
         });
     }
     Ok(claimed)
 }
 
-/// Records an attempt's events and moves the queue entry, atomically.
-pub(crate) fn finish_attempt(
-    c: &Connection,
+/// Records an attempt's events and moves its queue entry (when it has an
+/// outcome), in the caller's transaction.
+pub(crate) fn record_attempt(
+    c: &WriteTx<'_>,
     rules: &StoreRules,
-    tenant: &TenantId,
-    events: &[NewEvent],
-    delivery_id: &posthorn_core::DeliveryId,
-    next: QueueNext,
-) -> StoreResult<()> {
-    let Some(mut delivery) = rows::delivery(c, tenant, delivery_id)? else {
+    attempt: &AttemptRecord,
+) -> StoreResult<Vec<EventRecord>> {
+    let delivery_id = &attempt.delivery;
+    let Some(mut delivery) = rows::delivery(c, &attempt.tenant, delivery_id)? else {
         return Err(StoreError::Backend(format!(
-            "no delivery {delivery_id} to finish"
+            "no delivery {delivery_id} to record an attempt of"
         )));
     };
-    for event in events {
-        apply_event(c, rules, &mut delivery, event)?;
+    let mut recorded = Vec::with_capacity(attempt.events.len());
+    for event in &attempt.events {
+        recorded.extend(apply_event(c, rules, &mut delivery, event)?);
     }
-    match next {
-        QueueNext::Remove => {
+    match attempt.next {
+        None => {}
+        Some(QueueNext::Remove) => {
             prepare(c, "DELETE FROM send_queue WHERE delivery_id = $1")?
                 .execute([delivery_id.as_str()])?;
         }
-        QueueNext::RetryAt(at) => {
+        Some(QueueNext::RetryAt(at)) => {
             prepare(
                 c,
-                "UPDATE send_queue SET due_at = $1, lease_until = NULL WHERE delivery_id = $2",
+                "UPDATE send_queue SET due_at = $1, lease_owner = NULL, lease_until = NULL \
+                 WHERE delivery_id = $2",
             )?
             .execute(params![at, delivery_id.as_str()])?;
         }
     }
-    Ok(())
+    Ok(recorded)
 }

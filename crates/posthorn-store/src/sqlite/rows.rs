@@ -256,7 +256,7 @@ pub(crate) fn message(
 }
 
 pub(crate) const EVENT_COLUMNS: &str = "id, delivery_id, message_id, recipient, sender, kind, occurred_at, recorded_at, \
-     source, details, external_id, anomaly, outside_window";
+     source, details, external_id, anomaly, outside_window, seq";
 
 pub(crate) fn event_row(r: &Row<'_>) -> rusqlite::Result<EventRecord> {
     let kind: String = r.get(5)?;
@@ -282,6 +282,7 @@ pub(crate) fn event_row(r: &Row<'_>) -> rusqlite::Result<EventRecord> {
         external_id: r.get(10)?,
         anomaly: r.get(11)?,
         outside_window: r.get(12)?,
+        seq: r.get(13)?,
     })
 }
 
@@ -315,16 +316,49 @@ pub(crate) fn events(
     tenant: &TenantId,
     filter: &EventFilter,
 ) -> StoreResult<Vec<EventRecord>> {
-    let (sql, values) = events_query(tenant, filter);
-    let mut stmt = prepare(c, &sql)?;
+    let (sql, values) = events_query(tenant, filter, Page::NewestBefore(filter.before.as_ref()));
+    query_events(c, &sql, &values)
+}
+
+/// Events committed after `after` (a `seq`), oldest first, filtered
+/// (`filter.before` is not used); without a delivery or recipient the
+/// (tenant_id, seq) index serves both the condition and the order.
+pub(crate) fn events_after(
+    c: &Connection,
+    tenant: &TenantId,
+    after: i64,
+    filter: &EventFilter,
+) -> StoreResult<Vec<EventRecord>> {
+    let (sql, values) = events_query(tenant, filter, Page::CommittedAfter(after));
+    query_events(c, &sql, &values)
+}
+
+fn query_events(
+    c: &Connection,
+    sql: &str,
+    values: &[Box<dyn ToSql>],
+) -> StoreResult<Vec<EventRecord>> {
+    let mut stmt = prepare(c, sql)?;
     let params: Vec<&dyn ToSql> = values.iter().map(|v| v.as_ref()).collect();
     let rows = stmt.query_map(params.as_slice(), event_row)?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-/// The query of [`events`] and its parameters, each condition added with
-/// its value so the two cannot fall out of step.
-fn events_query(tenant: &TenantId, filter: &EventFilter) -> (String, Vec<Box<dyn ToSql>>) {
+/// Which page of the matching events a query reads.
+enum Page<'a> {
+    /// Newest first, with ids below the given one (the previous page's last).
+    NewestBefore(Option<&'a EventId>),
+    /// In commit order, after the given sequence number.
+    CommittedAfter(i64),
+}
+
+/// The query of [`events`] and [`events_after`] and its parameters, each
+/// condition added with its value so the two cannot fall out of step.
+fn events_query(
+    tenant: &TenantId,
+    filter: &EventFilter,
+    page: Page<'_>,
+) -> (String, Vec<Box<dyn ToSql>>) {
     // With a delivery or a recipient, the deliveries' own index
     // (delivery_id, id) is the one to use: `+tenant_id` keeps the planner
     // off (tenant_id, id), which would walk every event of the tenant (see
@@ -359,12 +393,21 @@ fn events_query(tenant: &TenantId, filter: &EventFilter) -> (String, Vec<Box<dyn
     if let Some(k) = filter.kind {
         add("kind = ?", Box::new(k.as_str()));
     }
-    if let Some(before) = &filter.before {
-        add("id < ?", Box::new(before.as_str().to_owned()));
-    }
+    let order = match page {
+        Page::NewestBefore(before) => {
+            if let Some(before) = before {
+                add("id < ?", Box::new(before.as_str().to_owned()));
+            }
+            "id DESC"
+        }
+        Page::CommittedAfter(after) => {
+            add("seq > ?", Box::new(after));
+            "seq"
+        }
+    };
     values.push(Box::new(i64::from(filter.limit)));
     let sql = format!(
-        "SELECT {EVENT_COLUMNS} FROM events WHERE {} ORDER BY id DESC LIMIT ${}",
+        "SELECT {EVENT_COLUMNS} FROM events WHERE {} ORDER BY {order} LIMIT ${}",
         conditions.join(" AND "),
         values.len()
     );
@@ -585,15 +628,7 @@ mod tests {
             limit: 10,
             ..Default::default()
         };
-        let (sql, values) = events_query(&TenantId::from_stored("t".into()), &filter);
-        let params: Vec<&dyn ToSql> = values.iter().map(|v| v.as_ref()).collect();
-        let plan: Vec<String> = c
-            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
-            .unwrap()
-            .query_map(params.as_slice(), |r| r.get::<_, String>(3))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
+        let plan = query_plan(&c, &filter, Page::NewestBefore(None));
         assert!(
             plan.iter().any(|step| step
                 .starts_with("SEARCH events USING INDEX events_delivery (delivery_id=?)")),
@@ -607,6 +642,34 @@ mod tests {
         assert!(
             !plan.iter().any(|step| step.starts_with("SCAN events")),
             "{plan:?}"
+        );
+    }
+
+    fn query_plan(c: &Connection, filter: &EventFilter, page: Page<'_>) -> Vec<String> {
+        let (sql, values) = events_query(&TenantId::from_stored("t".into()), filter, page);
+        let params: Vec<&dyn ToSql> = values.iter().map(|v| v.as_ref()).collect();
+        c.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .unwrap()
+            .query_map(params.as_slice(), |r| r.get::<_, String>(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    /// Reading on from a sequence number seeks straight to it in the
+    /// tenant's (tenant_id, seq) index, already in order: no sort, no walk.
+    #[test]
+    fn events_after_a_sequence_number_seek_the_tenant_s_sequence_index() {
+        let c = Connection::open_in_memory().unwrap();
+        super::super::migrate(&c).unwrap();
+        let filter = EventFilter {
+            limit: 10,
+            ..Default::default()
+        };
+        let plan = query_plan(&c, &filter, Page::CommittedAfter(42));
+        assert_eq!(
+            plan,
+            vec!["SEARCH events USING INDEX events_tenant_seq (tenant_id=? AND seq>?)"]
         );
     }
 }

@@ -17,20 +17,95 @@
 //! and every caller gets that error: `StoreError::Full` is answered 503 or
 //! 452 and is retried once space returns. The writer checks for this with
 //! `is_autocommit` after each job (a flag read, nothing on the disk).
+//!
+//! Jobs run in a [`WriteTx`]: the connection, plus the events the batch has
+//! written. Each event gets its sequence number there, in the order the
+//! single writer writes them, so `seq` order is commit order. After the
+//! commit the batch's events are published once on the [`CommitFeed`],
+//! before any caller is answered.
 
 use super::checkpoint::{RestartRequest, finish_log};
-use crate::{StoreError, StoreResult};
+use crate::feed::CommitFeed;
+use crate::{EventRecord, StoreError, StoreResult};
 use rusqlite::Connection;
+use std::cell::{Cell, RefCell};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::{mpsc, oneshot};
 
+/// The transaction a write runs in: the connection (which it derefs to)
+/// and the events written so far in this batch.
+pub(crate) struct WriteTx<'c> {
+    conn: &'c Connection,
+    /// The last sequence number given to an event (committed or not).
+    last_seq: Cell<i64>,
+    written: RefCell<Vec<EventRecord>>,
+}
+
+impl std::ops::Deref for WriteTx<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        self.conn
+    }
+}
+
+impl<'c> WriteTx<'c> {
+    fn new(conn: &'c Connection, last_seq: i64) -> Self {
+        Self {
+            conn,
+            last_seq: Cell::new(last_seq),
+            written: RefCell::default(),
+        }
+    }
+
+    /// The sequence number for the next event this transaction stores.
+    /// Numbers of writes that are rolled back are not given again (gaps
+    /// are allowed; going backwards is not).
+    pub(crate) fn next_event_seq(&self) -> i64 {
+        let seq = self.last_seq.get() + 1;
+        self.last_seq.set(seq);
+        seq
+    }
+
+    /// Notes an event stored in this transaction, to publish at its commit.
+    pub(crate) fn stored(&self, event: EventRecord) {
+        self.written.borrow_mut().push(event);
+    }
+
+    fn written_len(&self) -> usize {
+        self.written.borrow().len()
+    }
+
+    /// Forgets the events noted after the first `len` (their writes were
+    /// rolled back).
+    fn forget_written_after(&self, len: usize) {
+        self.written.borrow_mut().truncate(len);
+    }
+
+    /// Keeps the last sequence number given, in the same transaction, so
+    /// the next start goes on from it.
+    fn save_sequence(&self, saved: i64) -> StoreResult<()> {
+        let last = self.last_seq.get();
+        if last != saved {
+            self.conn
+                .prepare_cached("UPDATE event_sequence SET last = $1")?
+                .execute([last])?;
+        }
+        Ok(())
+    }
+}
+
+/// The last event sequence number kept in the database.
+pub(crate) fn saved_sequence(conn: &Connection) -> StoreResult<i64> {
+    Ok(conn.query_row("SELECT last FROM event_sequence", [], |r| r.get(0))?)
+}
+
 /// A caller's write waiting for its batch.
 trait Job: Send {
-    /// Runs the write against the connection; its error if it failed.
+    /// Runs the write in the transaction; its error if it failed.
     /// Called again if its batch is replayed: the last run's result counts.
-    fn run(&mut self, conn: &Connection) -> StoreResult<()>;
+    fn run(&mut self, tx: &WriteTx<'_>) -> StoreResult<()>;
     /// Answers the caller once the batch's commit has `committed` (or not).
     fn answer(self: Box<Self>, committed: StoreResult<()>);
 }
@@ -43,11 +118,11 @@ struct Write<F, T> {
 
 impl<F, T> Job for Write<F, T>
 where
-    F: Fn(&Connection) -> StoreResult<T> + Send,
+    F: Fn(&WriteTx<'_>) -> StoreResult<T> + Send,
     T: Send,
 {
-    fn run(&mut self, conn: &Connection) -> StoreResult<()> {
-        let result = std::panic::catch_unwind(AssertUnwindSafe(|| (self.f)(conn)))
+    fn run(&mut self, tx: &WriteTx<'_>) -> StoreResult<()> {
+        let result = std::panic::catch_unwind(AssertUnwindSafe(|| (self.f)(tx)))
             .unwrap_or_else(|_| Err(StoreError::Backend("a write panicked".into())));
         let outcome = match &result {
             Ok(_) => Ok(()),
@@ -69,6 +144,8 @@ where
 pub(crate) struct WriterCounters {
     pub batches: AtomicU64,
     pub writes: AtomicU64,
+    /// Events committed.
+    pub events: AtomicU64,
     /// Batches rolled back and run again because a job failed.
     pub replays: AtomicU64,
 }
@@ -80,18 +157,33 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
-    /// Starts the writer thread on `conn`. It stops when every `Writer` clone
-    /// is dropped, after finishing the jobs already sent.
-    pub fn start(conn: Connection, max_batch: usize, restart: RestartRequest) -> Self {
+    /// Starts the writer thread on `conn`, publishing committed events on
+    /// `feed`. It stops when every `Writer` clone is dropped, after
+    /// finishing the jobs already sent.
+    pub fn start(
+        conn: Connection,
+        max_batch: usize,
+        restart: RestartRequest,
+        feed: Arc<CommitFeed>,
+    ) -> StoreResult<Self> {
+        let last_seq = saved_sequence(&conn)?;
         // Bounded, so that a flood of writers waits instead of growing memory.
         let (tx, rx) = mpsc::channel::<Box<dyn Job>>(max_batch.max(1) * 4);
         let counters = Arc::new(WriterCounters::default());
         let thread_counters = counters.clone();
+        let thread = WriterThread {
+            conn,
+            last_seq,
+            max_batch: max_batch.max(1),
+            counters: thread_counters,
+            restart,
+            feed,
+        };
         std::thread::Builder::new()
             .name("posthorn-writer".into())
-            .spawn(move || run(conn, rx, max_batch.max(1), &thread_counters, &restart))
+            .spawn(move || thread.run(rx))
             .expect("spawning the writer thread");
-        Self { jobs: tx, counters }
+        Ok(Self { jobs: tx, counters })
     }
 
     /// Runs `f` in the next batch and returns its result once committed.
@@ -100,7 +192,7 @@ impl Writer {
     pub async fn write<T, F>(&self, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
-        F: Fn(&Connection) -> StoreResult<T> + Send + 'static,
+        F: Fn(&WriteTx<'_>) -> StoreResult<T> + Send + 'static,
     {
         let (reply, rx) = oneshot::channel::<StoreResult<T>>();
         let job = Box::new(Write {
@@ -113,33 +205,47 @@ impl Writer {
     }
 }
 
-fn run(
+struct WriterThread {
     conn: Connection,
-    mut rx: mpsc::Receiver<Box<dyn Job>>,
+    /// The last event sequence number committed.
+    last_seq: i64,
     max_batch: usize,
-    counters: &WriterCounters,
-    restart: &RestartRequest,
-) {
-    // Writes in flight when the last batch committed: what it took plus
-    // what was left waiting. Unknown at first, so no split.
-    let mut in_flight = max_batch;
-    while let Some(first) = rx.blocking_recv() {
-        let cap = batch_cap(in_flight, max_batch);
-        let (jobs, commit) = commit_batch(&conn, first, &mut rx, cap, counters);
-        in_flight = jobs.len() + rx.len();
-        // Count before answering, so a caller never sees stats without its write.
-        if commit.is_ok() {
-            counters.batches.fetch_add(1, Ordering::Relaxed);
-            counters
-                .writes
-                .fetch_add(jobs.len() as u64, Ordering::Relaxed);
-        }
-        for job in jobs {
-            job.answer(commit.clone());
-        }
-        // Outside any transaction, while the answered callers send more.
-        if restart.swap(false, Ordering::Relaxed) {
-            finish_log(&conn);
+    counters: Arc<WriterCounters>,
+    restart: RestartRequest,
+    feed: Arc<CommitFeed>,
+}
+
+impl WriterThread {
+    fn run(mut self, mut rx: mpsc::Receiver<Box<dyn Job>>) {
+        // Writes in flight when the last batch committed: what it took plus
+        // what was left waiting. Unknown at first, so no split.
+        let mut in_flight = self.max_batch;
+        while let Some(first) = rx.blocking_recv() {
+            let cap = batch_cap(in_flight, self.max_batch);
+            let tx = WriteTx::new(&self.conn, self.last_seq);
+            let (jobs, commit) = commit_batch(&tx, first, &mut rx, cap, &self.counters);
+            in_flight = jobs.len() + rx.len();
+            if commit.is_ok() {
+                self.last_seq = tx.last_seq.get();
+                // Counted and published before answering, so a caller
+                // never sees stats or a feed without its write.
+                self.counters.batches.fetch_add(1, Ordering::Relaxed);
+                self.counters
+                    .writes
+                    .fetch_add(jobs.len() as u64, Ordering::Relaxed);
+                let events = tx.written.take();
+                self.counters
+                    .events
+                    .fetch_add(events.len() as u64, Ordering::Relaxed);
+                self.feed.publish(events);
+            }
+            for job in jobs {
+                job.answer(commit.clone());
+            }
+            // Outside any transaction, while the answered callers send more.
+            if self.restart.swap(false, Ordering::Relaxed) {
+                finish_log(&self.conn);
+            }
         }
     }
 }
@@ -173,12 +279,14 @@ fn batch_cap(in_flight: usize, max_batch: usize) -> usize {
 /// grows to the number of callers in flight. Returns the batch's jobs, to
 /// answer, and the commit's result.
 fn commit_batch(
-    conn: &Connection,
+    tx: &WriteTx<'_>,
     first: Box<dyn Job>,
     rx: &mut mpsc::Receiver<Box<dyn Job>>,
     max_batch: usize,
     counters: &WriterCounters,
 ) -> (Vec<Box<dyn Job>>, StoreResult<()>) {
+    let conn: &Connection = tx;
+    let saved_seq = tx.last_seq.get();
     let mut jobs = Vec::with_capacity(max_batch.min(1024));
     jobs.push(first);
     if let Err(e) = begin(conn) {
@@ -187,7 +295,7 @@ fn commit_batch(
     let mut all_ran = true;
     let mut next = 0;
     while next < jobs.len() {
-        if jobs[next].run(conn).is_err() || conn.is_autocommit() {
+        if jobs[next].run(tx).is_err() || conn.is_autocommit() {
             all_ran = false;
             break;
         }
@@ -199,15 +307,19 @@ fn commit_batch(
     if !all_ran {
         // Undo the batch and run it again, each job in its own savepoint.
         counters.replays.fetch_add(1, Ordering::Relaxed);
+        tx.forget_written_after(0);
+        tx.last_seq.set(saved_seq);
         let restarted = rollback(conn).and_then(|()| begin(conn));
         if let Err(e) = restarted {
             return (jobs, Err(e));
         }
-        if let Err(e) = replay_in_savepoints(conn, &mut jobs) {
+        if let Err(e) = replay_in_savepoints(tx, &mut jobs) {
             return (jobs, Err(e));
         }
     }
-    let commit = conn.execute_batch("COMMIT").map_err(StoreError::from);
+    let commit = tx
+        .save_sequence(saved_seq)
+        .and_then(|()| conn.execute_batch("COMMIT").map_err(StoreError::from));
     if commit.is_err() {
         let _ = rollback(conn);
     }
@@ -239,7 +351,8 @@ fn begin(conn: &Connection) -> StoreResult<()> {
 /// on a full disk or an I/O error): the jobs before are undone too, and the
 /// jobs after must not run outside a transaction, where each statement would
 /// commit on its own. The batch then fails as a whole, with that error.
-fn replay_in_savepoints(conn: &Connection, jobs: &mut [Box<dyn Job>]) -> StoreResult<()> {
+fn replay_in_savepoints(tx: &WriteTx<'_>, jobs: &mut [Box<dyn Job>]) -> StoreResult<()> {
+    let conn: &Connection = tx;
     // Cached statements: these run twice per job.
     let run = |sql: &str| {
         conn.prepare_cached(sql)
@@ -247,7 +360,8 @@ fn replay_in_savepoints(conn: &Connection, jobs: &mut [Box<dyn Job>]) -> StoreRe
     };
     for job in jobs {
         let savepoint = run("SAVEPOINT job");
-        let ran = job.run(conn);
+        let written_before = tx.written_len();
+        let ran = job.run(tx);
         if conn.is_autocommit() {
             tracing::error!(error = ?ran.as_ref().err(), "SQLite rolled back a whole batch");
             return Err(ran.err().unwrap_or_else(|| {
@@ -258,6 +372,7 @@ fn replay_in_savepoints(conn: &Connection, jobs: &mut [Box<dyn Job>]) -> StoreRe
         let end = if ok && savepoint.is_ok() {
             run("RELEASE job")
         } else {
+            tx.forget_written_after(written_before);
             run("ROLLBACK TO job").and_then(|()| run("RELEASE job"))
         };
         if let Err(e) = end {
@@ -277,7 +392,7 @@ mod tests {
     fn job(f: impl Fn(&Connection) -> StoreResult<()> + Send + 'static) -> (Box<dyn Job>, Reply) {
         let (reply, rx) = oneshot::channel();
         let job = Write {
-            f,
+            f: move |tx: &WriteTx<'_>| f(tx),
             result: None,
             reply,
         };
@@ -322,7 +437,7 @@ mod tests {
         counters: &WriterCounters,
     ) -> (usize, StoreResult<()>) {
         let first = rx.try_recv().expect("a write waits");
-        let (ran, commit) = commit_batch(conn, first, rx, 1024, counters);
+        let (ran, commit) = commit_batch(&WriteTx::new(conn, 0), first, rx, 1024, counters);
         let size = ran.len();
         for j in ran {
             j.answer(commit.clone());
@@ -399,6 +514,78 @@ mod tests {
         assert!(ra.try_recv().unwrap().is_ok());
         assert!(matches!(rb.try_recv().unwrap(), Err(StoreError::Backend(m)) if m == "refused"));
         assert_eq!(values(&conn), [1]);
+    }
+
+    /// A write that notes the event it stored, as `ops::apply_event` does.
+    fn store_event(tx: &WriteTx<'_>) -> StoreResult<()> {
+        let seq = tx.next_event_seq();
+        tx.execute("INSERT INTO t (x) VALUES (?1)", [seq])?;
+        tx.stored(EventRecord {
+            seq,
+            id: posthorn_core::EventId::generate(),
+            delivery_id: posthorn_core::DeliveryId::generate(),
+            message_id: posthorn_core::MessageId::generate(),
+            recipient: String::new(),
+            sender: String::new(),
+            kind: posthorn_core::EventKind::Opened,
+            occurred_at: 0,
+            recorded_at: 0,
+            source: posthorn_core::EventSource::Tracker,
+            details: serde_json::Value::Null,
+            external_id: None,
+            anomaly: None,
+            outside_window: false,
+        });
+        Ok(())
+    }
+
+    fn event_job(
+        f: impl Fn(&WriteTx<'_>) -> StoreResult<()> + Send + 'static,
+    ) -> (Box<dyn Job>, Reply) {
+        let (reply, rx) = oneshot::channel();
+        (
+            Box::new(Write {
+                f,
+                result: None,
+                reply,
+            }),
+            rx,
+        )
+    }
+
+    /// Only committed events are published: those of a write that failed
+    /// (and was undone in its savepoint) are not, and no number is given
+    /// twice or goes backwards.
+    #[test]
+    fn events_of_an_undone_write_are_not_published() {
+        let conn = table();
+        conn.execute_batch("CREATE TABLE event_sequence (last INTEGER NOT NULL); INSERT INTO event_sequence VALUES (7);")
+            .unwrap();
+        let counters = WriterCounters::default();
+        let (a, _ra) = event_job(store_event);
+        let (b, _rb) = event_job(|tx| {
+            store_event(tx)?;
+            Err(StoreError::Backend("refused".into()))
+        });
+        let tx = WriteTx::new(&conn, saved_sequence(&conn).unwrap());
+        let (_, commit) = commit_batch(&tx, a, &mut queue(vec![b]), 1024, &counters);
+        assert!(commit.is_ok());
+        assert_eq!(counters.replays.load(Ordering::Relaxed), 1);
+        let published: Vec<i64> = tx.written.take().iter().map(|e| e.seq).collect();
+        // The replay numbers again from the batch's start (8); b's number
+        // (9) is lost with b.
+        assert_eq!(published, [8]);
+        assert_eq!(values(&conn), [8]);
+
+        // The next batch goes on after every number given, from the database.
+        let (c, _rc) = event_job(store_event);
+        let tx = WriteTx::new(&conn, saved_sequence(&conn).unwrap());
+        let (_, commit) = commit_batch(&tx, c, &mut queue(vec![]), 1024, &counters);
+        assert!(commit.is_ok());
+        let published: Vec<i64> = tx.written.take().iter().map(|e| e.seq).collect();
+        assert_eq!(published, [10]);
+        assert_eq!(values(&conn), [8, 10]);
+        assert_eq!(saved_sequence(&conn).unwrap(), 10);
     }
 
     #[test]
