@@ -147,7 +147,8 @@ const MAX_LINE: usize = 4096;
 
 /// What a session runs over: a TCP connection, or in tests an in-memory
 /// pipe (`tokio::io::duplex`), so that sessions can be tested without a
-/// socket.
+/// socket. The session keeps it boxed, and STARTTLS runs rustls over the
+/// box, so a pipe gets the same handshake as TCP (docs/decisions.md).
 pub trait SessionIo: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> SessionIo for T {}
 
