@@ -3,7 +3,8 @@
 //! own reply, so one rejected recipient never fails the others.
 //!
 //! Generic over the stream so that sessions can be tested over in-memory
-//! pipes; [`SmtpClient::connect`] and [`SmtpClient::starttls`] work on TCP.
+//! pipes; [`SmtpClient::connect`] opens TCP, and [`SmtpClient::starttls`]
+//! works on any stream wrapped in [`MaybeTls`].
 
 use crate::reply::{Parsed, Reply, ReplyReader};
 use crate::tls::{MaybeTls, TlsInfo};
@@ -258,7 +259,9 @@ impl SmtpClient<MaybeTls> {
         let greeting = client.read_greeting().await?;
         Ok((client, greeting))
     }
+}
 
+impl<S: AsyncRead + AsyncWrite + Unpin> SmtpClient<MaybeTls<S>> {
     /// STARTTLS, the handshake, and EHLO again (RFC 3207 §4.2: everything
     /// learnt before is forgotten).
     pub async fn starttls(self, server_name: &str, helo_name: &str) -> Result<Self, ClientError> {
@@ -449,16 +452,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SmtpClient<S> {
     /// Refusals we can decide without asking: the message is over the
     /// server's SIZE, or the envelope needs SMTPUTF8 the server lacks.
     fn refuse_locally(&self, envelope: &Envelope, message: &[u8]) -> Option<Reply> {
+        let size = declared_size(message);
         if let Some(limit) = self.extensions.size
-            && message.len() as u64 > limit
+            && size as u64 > limit
         {
             return Some(Reply::local(
                 552,
                 "5.3.4",
-                format!(
-                    "message of {} bytes exceeds the server's SIZE limit of {limit}",
-                    message.len()
-                ),
+                format!("message of {size} bytes exceeds the server's SIZE limit of {limit}"),
             ));
         }
         let addresses = std::iter::once(&envelope.mail_from).chain(&envelope.recipients);
@@ -482,7 +483,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SmtpClient<S> {
     fn mail_from_command(&self, envelope: &Envelope, message: &[u8]) -> String {
         let mut cmd = format!("MAIL FROM:<{}>", envelope.mail_from);
         if self.extensions.size.is_some() {
-            cmd.push_str(&format!(" SIZE={}", message.len()));
+            cmd.push_str(&format!(" SIZE={}", declared_size(message)));
         }
         if self.extensions.eight_bit_mime && !message.is_ascii() {
             cmd.push_str(" BODY=8BITMIME");
@@ -733,6 +734,24 @@ pub fn encode_data(message: &[u8]) -> Vec<u8> {
     out
 }
 
+/// The message's size as SIZE declares it (RFC 1870 §3): what is sent
+/// after 354, CRLF line ends included (a bare LF goes as CRLF, a missing
+/// last line end is added), doubled dots and the final `.` not. Counting
+/// the message as given understated it whenever it had bare LFs.
+fn declared_size(message: &[u8]) -> usize {
+    let bare_lf = message
+        .iter()
+        .enumerate()
+        .filter(|&(i, &b)| b == b'\n' && (i == 0 || message[i - 1] != b'\r'))
+        .count();
+    let last_line_end = if message.is_empty() || message.ends_with(b"\n") {
+        0
+    } else {
+        2
+    };
+    message.len() + bare_lf + last_line_end
+}
+
 /// RFC 3461 xtext: `+` followed by two hex digits for anything outside
 /// printable ASCII and for `+` and `=`.
 pub fn xtext(value: &str) -> String {
@@ -760,6 +779,25 @@ mod tests {
         assert_eq!(encode_data(b"x\n.\ny"), b"x\r\n..\r\ny\r\n.\r\n");
         assert_eq!(encode_data(b".start"), b"..start\r\n.\r\n");
         assert_eq!(encode_data(b""), b".\r\n");
+    }
+
+    #[test]
+    fn declared_size_counts_crlf_line_ends_not_doubled_dots() {
+        for (message, size) in [
+            (b"".as_slice(), 0),
+            (b"a\r\n", 3),
+            (b"a\nb", 6),
+            (b"\n.x\n", 6),
+            (b".x\r\n..y\r\n", 9),
+            (b"a\r", 4),
+        ] {
+            assert_eq!(
+                declared_size(message),
+                size,
+                "{:?}",
+                String::from_utf8_lossy(message)
+            );
+        }
     }
 
     #[test]

@@ -93,6 +93,22 @@ impl ReplyReader {
                     let line = String::from_utf8_lossy(&self.buf[..consumed.min(200)]).into_owned();
                     return Parsed::Garbage(format!("reply code {} in {line:?}", response.code));
                 }
+                // RFC 5321 §4.2.1: every line of a multi-line reply has the
+                // same code. smtp-proto reads the first line's only, so
+                // `250-ok` then `550 no` would pass for a 250: a server
+                // that says both has not said which, and neither may
+                // decide a delivery.
+                let reply = &self.buf[..consumed];
+                let codes_differ = reply
+                    .split(|&b| b == b'\n')
+                    .filter(|line| !line.is_empty())
+                    .any(|line| line.get(..3) != reply.get(..3));
+                if codes_differ {
+                    let line = String::from_utf8_lossy(&reply[..consumed.min(200)]).into_owned();
+                    return Parsed::Garbage(format!(
+                        "a reply whose lines differ in code: {line:?}"
+                    ));
+                }
                 self.buf.drain(..consumed);
                 let enhanced = (response.esc[0] > 0).then(|| {
                     format!(
@@ -158,6 +174,10 @@ mod tests {
         g.push(b"HTTP/1.1 400 Bad Request\r\n");
         assert!(matches!(g.take(), Parsed::Garbage(_)));
         // Codes outside 2xx-5xx are not replies: not a refusal to act on.
+        // Lines of one reply with different codes: which one is meant?
+        let mut mixed = ReplyReader::default();
+        mixed.push(b"250-2.0.0 queued\r\n550 5.7.1 refused\r\n");
+        assert!(matches!(mixed.take(), Parsed::Garbage(_)));
         for line in [
             "999 5.1.1 no\r\n",
             "000 ok\r\n",

@@ -13,7 +13,6 @@
 
 use crate::listen::{AcceptBackoff, ConnectionLimiter, ConnectionLimits, ListenerStats, Refusal};
 use crate::tls::ServerTlsConfig;
-use smtp_proto::request::receiver::DataReceiver;
 use smtp_proto::{Error as ProtoError, Request};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -148,7 +147,8 @@ const MAX_LINE: usize = 4096;
 
 /// What a session runs over: a TCP connection, or in tests an in-memory
 /// pipe (`tokio::io::duplex`), so that sessions can be tested without a
-/// socket.
+/// socket. The session keeps it boxed, and STARTTLS runs rustls over the
+/// box, so a pipe gets the same handshake as TCP (docs/decisions.md).
 pub trait SessionIo: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> SessionIo for T {}
 
@@ -543,19 +543,12 @@ impl Connection {
     /// The message after 354: `None` when it outgrew the limit (the rest is
     /// read and dropped so the session stays in step).
     async fn read_data(&mut self) -> Result<Option<Vec<u8>>, End> {
-        let mut receiver = DataReceiver::new();
-        // The CRLF that ended the DATA command counts as the one before the
-        // first line (RFC 5321 §4.1.1.4): a lone `.` right after 354 ends
-        // an empty message, and a dot-stuffed first line is un-stuffed.
-        // smtp-proto's receiver starts without it, so it is fed first.
-        receiver.ingest(&mut b"\r\n".iter(), &mut Vec::new());
+        let mut decoder = DataDecoder::default();
         let mut message = Vec::new();
         let mut too_large = false;
         loop {
-            let pending = std::mem::take(&mut self.buf);
-            let mut iter = pending.iter();
-            let done = receiver.ingest(&mut iter, &mut message);
-            self.buf = iter.as_slice().to_vec();
+            let (taken, done) = decoder.decode(&self.buf, &mut message);
+            self.buf.drain(..taken);
             if message.len() > self.settings.max_message_size {
                 too_large = true;
                 message.clear();
@@ -654,6 +647,76 @@ impl Connection {
     }
 }
 
+/// Where the message data stands, byte by byte.
+#[derive(Debug, Clone, Copy, Default)]
+enum DataState {
+    /// Just after CRLF. The data starts here: the CRLF that ended the DATA
+    /// command counts as the one before the first line (RFC 5321
+    /// §4.1.1.4), so a lone `.` right after 354 ends an empty message and
+    /// a dot-stuffed first line loses its dot like any other.
+    #[default]
+    LineStart,
+    /// A `.` at the start of a line, held back.
+    Dot,
+    /// `.` CR at the start of a line: the end of the data if LF follows.
+    DotCr,
+    /// Just after a CR that was not part of the above.
+    Cr,
+    /// Anywhere else.
+    Text,
+}
+
+/// The message after 354 (RFC 5321 §4.5.2): it ends at CRLF `.` CRLF and
+/// nowhere else, and a `.` that starts a line (after CRLF) is removed.
+/// Bare CR and bare LF are data, never line ends.
+///
+/// Ours rather than smtp-proto's `DataReceiver`, which also ends the data
+/// at CRLF `.` CR CR LF (any CRs after the dot, then LF): a relay in front
+/// of us that passes such a line on as data would let one message carry a
+/// second past it (SMTP smuggling). The transcript tests hold the cases.
+#[derive(Debug, Default)]
+struct DataDecoder {
+    state: DataState,
+}
+
+impl DataDecoder {
+    /// Decodes `input` into `message` up to the end of the data: how many
+    /// bytes were taken, and whether the end was among them (what follows
+    /// it is the next command).
+    fn decode(&mut self, input: &[u8], message: &mut Vec<u8>) -> (usize, bool) {
+        use DataState::*;
+        // After a byte of data: a CR may start a CRLF, a LF after CR ends
+        // a line, anything else is inside one.
+        let after = |previous: DataState, b: u8| match b {
+            b'\r' => Cr,
+            b'\n' if matches!(previous, Cr) => LineStart,
+            _ => Text,
+        };
+        for (i, &b) in input.iter().enumerate() {
+            self.state = match (self.state, b) {
+                (LineStart, b'.') => Dot,
+                (Dot, b'\r') => DotCr,
+                (DotCr, b'\n') => {
+                    self.state = LineStart;
+                    return (i + 1, true);
+                }
+                // `.` CR then not LF: the dot was stuffing, the CR is data
+                // (so CRLF `.` CR CR LF is the line "CR", not the end).
+                (DotCr, b) => {
+                    message.extend_from_slice(&[b'\r', b]);
+                    after(Cr, b)
+                }
+                // Anything else is data; a held-back dot (stuffing) is not.
+                (state, b) => {
+                    message.push(b);
+                    after(state, b)
+                }
+            };
+        }
+        (input.len(), false)
+    }
+}
+
 /// Accepts connections on `listener` until `stop` resolves, one task each.
 /// A connection over the listener's limits is answered `421` and closed at
 /// once, from the accept loop itself: it costs a file descriptor for a
@@ -693,6 +756,103 @@ pub async fn serve<H: Handler + ?Sized>(
                 // block; if it cannot be written the client learns from the
                 // close alone.
                 let _ = tcp.try_write(line);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The data after 354, and the message it holds and what is left for
+    /// the next command once it has ended.
+    struct Case {
+        data: &'static [u8],
+        ends: Option<(&'static [u8], &'static [u8])>,
+    }
+
+    const CASES: &[Case] = &[
+        Case {
+            data: b".\r\n",
+            ends: Some((b"", b"")),
+        },
+        Case {
+            data: b"a\r\n.\r\nNOOP\r\n",
+            ends: Some((b"a\r\n", b"NOOP\r\n")),
+        },
+        Case {
+            data: b"..a\r\n...\r\n.\r\n",
+            ends: Some((b".a\r\n..\r\n", b"")),
+        },
+        Case {
+            data: b"a\n.\nb\r\n.\r\n",
+            ends: Some((b"a\n.\nb\r\n", b"")),
+        },
+        Case {
+            data: b"a\n.\r\nb\r\n.\r\n",
+            ends: Some((b"a\n.\r\nb\r\n", b"")),
+        },
+        Case {
+            data: b"a\r\n.\nb\r\n.\r\n",
+            ends: Some((b"a\r\n\nb\r\n", b"")),
+        },
+        Case {
+            data: b"a\r\n.\r\r\nb\r\n.\r\n",
+            ends: Some((b"a\r\n\r\r\nb\r\n", b"")),
+        },
+        Case {
+            data: b"a\r\n.\rb\r\n.\r\n",
+            ends: Some((b"a\r\n\rb\r\n", b"")),
+        },
+        Case {
+            data: b"a\r.\rb\r\n.\r\n",
+            ends: Some((b"a\r.\rb\r\n", b"")),
+        },
+        Case {
+            data: b"a\r\r\n.\r\n",
+            ends: Some((b"a\r\r\n", b"")),
+        },
+        Case {
+            data: b"a\r\n.",
+            ends: None,
+        },
+        Case {
+            data: b"a\r\n.\r\r\n",
+            ends: None,
+        },
+        Case {
+            data: b"a\n.\n",
+            ends: None,
+        },
+    ];
+
+    /// Decodes `data` as if it arrived in two reads, the first `split`
+    /// bytes long: the message and the rest, once the data has ended.
+    fn decode_in_two(data: &[u8], split: usize) -> Option<(Vec<u8>, Vec<u8>)> {
+        let mut decoder = DataDecoder::default();
+        let mut message = Vec::new();
+        let (first, second) = data.split_at(split);
+        let (taken, done) = decoder.decode(first, &mut message);
+        if done {
+            return Some((message, data[taken..].to_vec()));
+        }
+        assert_eq!(taken, first.len(), "all of a read is taken until the end");
+        let (taken, done) = decoder.decode(second, &mut message);
+        done.then(|| (message, second[taken..].to_vec()))
+    }
+
+    #[test]
+    fn data_ends_only_at_crlf_dot_crlf_however_it_arrives() {
+        for case in CASES {
+            let want = case.ends.map(|(m, rest)| (m.to_vec(), rest.to_vec()));
+            for split in 0..=case.data.len() {
+                assert_eq!(
+                    decode_in_two(case.data, split),
+                    want,
+                    "{:?} split at {split}",
+                    String::from_utf8_lossy(case.data)
+                );
             }
         }
     }

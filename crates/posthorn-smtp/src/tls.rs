@@ -19,10 +19,12 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
-/// A TCP stream, plain or after STARTTLS.
-pub enum MaybeTls {
-    Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
+/// A stream (TCP unless said otherwise), plain or after STARTTLS. Generic
+/// so that the client's STARTTLS runs over an in-memory pipe in tests,
+/// with the same rustls handshake as over TCP.
+pub enum MaybeTls<S = TcpStream> {
+    Plain(S),
+    Tls(Box<TlsStream<S>>),
 }
 
 /// The negotiated protocol, as recorded on events.
@@ -32,7 +34,7 @@ pub struct TlsInfo {
     pub cipher: String,
 }
 
-impl MaybeTls {
+impl<S> MaybeTls<S> {
     pub fn tls_info(&self) -> Option<TlsInfo> {
         let MaybeTls::Tls(stream) = self else {
             return None;
@@ -47,21 +49,25 @@ impl MaybeTls {
                 .map_or_else(|| "unknown".into(), |c| format!("{:?}", c.suite())),
         })
     }
+}
 
+impl<S: AsyncRead + AsyncWrite + Unpin> MaybeTls<S> {
     /// Upgrades a plain stream (after the server said 220 to STARTTLS).
     pub async fn upgrade(self, server_name: &str) -> io::Result<Self> {
-        let MaybeTls::Plain(tcp) = self else {
+        let MaybeTls::Plain(plain) = self else {
             return Err(io::Error::other("the connection is already encrypted"));
         };
         let name = ServerName::try_from(server_name.to_owned())
             .or_else(|_| ServerName::try_from("localhost".to_owned()))
             .map_err(io::Error::other)?;
         let connector = tokio_rustls::TlsConnector::from(opportunistic_config());
-        Ok(MaybeTls::Tls(Box::new(connector.connect(name, tcp).await?)))
+        Ok(MaybeTls::Tls(Box::new(
+            connector.connect(name, plain).await?,
+        )))
     }
 }
 
-impl AsyncRead for MaybeTls {
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for MaybeTls<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -74,7 +80,7 @@ impl AsyncRead for MaybeTls {
     }
 }
 
-impl AsyncWrite for MaybeTls {
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for MaybeTls<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
