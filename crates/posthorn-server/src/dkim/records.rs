@@ -69,4 +69,37 @@ mod tests {
             )
         );
     }
+
+    /// The line is for pasting into a zone file: a name server's parser
+    /// (hickory's) reads it back as one TXT record whose strings join to
+    /// the value, `;` and blanks included.
+    #[test]
+    fn the_zone_line_reads_back_with_a_zone_file_parser() {
+        use hickory_resolver::proto::rr::{Name, RData};
+        use hickory_resolver::proto::serialize::txt::Parser;
+        let record = DnsRecord {
+            name: "posthorn._domainkey.sender.example".into(),
+            value: format!("v=DKIM1; k=rsa; p={}", "AbC+/9".repeat(70)),
+        };
+        let text = format!("$TTL 300\n{}\n", record.zone_line());
+        let (_, records) = Parser::new(text, None, Some(Name::root())).parse().unwrap();
+        let txt: Vec<&RData> = records
+            .values()
+            .flat_map(|set| set.records_without_rrsigs())
+            .map(|r| {
+                assert_eq!(r.name.to_ascii(), "posthorn._domainkey.sender.example.");
+                &r.data
+            })
+            .collect();
+        let [RData::TXT(txt)] = txt[..] else {
+            panic!("one TXT record: {txt:?}")
+        };
+        let joined: Vec<u8> = txt
+            .txt_data
+            .iter()
+            .flat_map(|s| s.iter().copied())
+            .collect();
+        assert_eq!(txt.txt_data.len(), 2, "split at 255 characters");
+        assert_eq!(String::from_utf8(joined).unwrap(), record.value);
+    }
 }
