@@ -137,6 +137,8 @@ impl App {
     ) -> anyhow_like::Result<Self> {
         let secret = load_or_create_secret(&config.server.data_dir)?;
         let tracking = Arc::new(crate::tracking::Tracking::new(&secret, &config));
+        let verp = VerpSigner::new(&secret)
+            .also_accepting(config.delivery.previous_secrets.iter().map(|s| &s.0));
         let dkim = Arc::new(DkimKeys::load(&config.server.data_dir)?);
         Ok(Self {
             state: AppState(Arc::new(Shared {
@@ -149,7 +151,7 @@ impl App {
                 tracker_cache: Arc::default(),
                 dkim,
             })),
-            verp: VerpSigner::new(&secret),
+            verp,
         })
     }
 
