@@ -1,5 +1,6 @@
-//! Zone text (the `--dns-zone` file): any text parses or is refused with an
-//! error, and every name it mentions can be looked up.
+//! Zone text (the `--dns-zone` file, read by hickory's zone-file parser):
+//! any text parses or is refused with an error that names a line of it, and
+//! every name it mentions can be looked up.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -9,8 +10,26 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    let Ok(zone) = ZoneResolver::from_zone(text) else {
-        return;
+    let zone = match ZoneResolver::from_zone(text) {
+        Ok(zone) => zone,
+        Err(error) => {
+            // A refusal says where: `zone line N: ...` with N a line of the
+            // text, or (a CNAME, found after parsing) `zone: NAME ...`.
+            if let Some(rest) = error.strip_prefix("zone line ") {
+                let line: usize = rest
+                    .split(':')
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or_else(|| panic!("no line number: {error}"));
+                assert!(
+                    line >= 1 && line <= text.lines().count().max(1),
+                    "line {line} is not in the text: {error}"
+                );
+            } else {
+                assert!(error.starts_with("zone: "), "{error}");
+            }
+            return;
+        }
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()

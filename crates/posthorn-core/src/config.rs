@@ -220,6 +220,13 @@ pub struct DeliveryConfig {
     /// Domain of the VERP return path `bounces+TOKEN@DOMAIN`; default: the
     /// sender's own domain.
     pub return_path_domain: Option<String>,
+    /// Earlier server secrets (hex, as `secret.key` held them): return
+    /// paths (`bounces+TOKEN`) and unsubscribe addresses of mail sent with
+    /// them still name their delivery after the secret is replaced, instead
+    /// of being kept as forged. Apart from `[tracking] previous_secrets`:
+    /// bounces come back within days, links are clicked for months, so an
+    /// old secret may leave this list sooner (or at once, if it leaked).
+    pub previous_secrets: Vec<HexSecret>,
     /// Connections open at once to one destination domain (default 10, a
     /// level large mailbox providers accept from a new sender).
     pub max_connections_per_domain: usize,
@@ -378,6 +385,7 @@ impl Default for DeliveryConfig {
             enabled: true,
             helo_name: None,
             return_path_domain: None,
+            previous_secrets: Vec::new(),
             max_connections_per_domain: 10,
             max_messages_per_connection: 100,
             claim_batch: 256,

@@ -142,6 +142,8 @@ impl App {
     ) -> anyhow_like::Result<Self> {
         let secret = load_or_create_secret(&config.server.data_dir)?;
         let tracking = Arc::new(crate::tracking::Tracking::new(&secret, &config));
+        let verp = VerpSigner::new(&secret)
+            .also_accepting(config.delivery.previous_secrets.iter().map(|s| &s.0));
         let dkim = Arc::new(DkimKeys::load(&config.server.data_dir)?);
         let node = match &config.server.node_id {
             Some(node) => node.clone(),
@@ -161,7 +163,7 @@ impl App {
         follow_commits(&state);
         Ok(Self {
             state,
-            verp: VerpSigner::new(&secret),
+            verp,
         })
     }
 

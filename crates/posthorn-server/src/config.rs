@@ -183,23 +183,47 @@ mod tests {
     }
 
     #[test]
-    fn a_previous_tracking_secret_must_be_hex() {
-        let config = parse(
-            "[tracking]\nprevious_secrets = [\"00ff10\"]\n",
-            "x",
-            env(&[]),
-        )
-        .unwrap();
-        assert_eq!(config.tracking.previous_secrets[0].0, [0x00, 0xff, 0x10]);
-        for bad in ["not hex", "abc", "", "+f"] {
-            let text = format!("[tracking]\nprevious_secrets = [\"00ff\", \"{bad}\"]\n");
-            let errors = parse(&text, "x", env(&[])).unwrap_err().0;
-            assert_eq!(errors.len(), 1, "{errors:?}");
-            assert!(
-                errors[0].starts_with("tracking.previous_secrets") && errors[0].contains("hex"),
-                "{bad:?}: {errors:?}"
-            );
+    fn previous_secrets_must_be_hex_and_each_list_is_its_own() {
+        // Tracking links and VERP return paths each keep their own list of
+        // earlier server secrets.
+        for section in ["tracking", "delivery"] {
+            let config = parse(
+                &format!("[{section}]\nprevious_secrets = [\"00ff10\"]\n"),
+                "x",
+                env(&[]),
+            )
+            .unwrap();
+            let (listed, other) = match section {
+                "tracking" => (
+                    &config.tracking.previous_secrets,
+                    &config.delivery.previous_secrets,
+                ),
+                _ => (
+                    &config.delivery.previous_secrets,
+                    &config.tracking.previous_secrets,
+                ),
+            };
+            assert_eq!(listed.len(), 1, "{section}");
+            assert_eq!(listed[0].0, [0x00, 0xff, 0x10], "{section}");
+            assert!(other.is_empty(), "{section} fills only its own list");
+            for bad in ["not hex", "abc", "", "+f"] {
+                let text = format!("[{section}]\nprevious_secrets = [\"00ff\", \"{bad}\"]\n");
+                let errors = parse(&text, "x", env(&[])).unwrap_err().0;
+                assert_eq!(errors.len(), 1, "{errors:?}");
+                assert!(
+                    errors[0].starts_with(&format!("{section}.previous_secrets"))
+                        && errors[0].contains("hex"),
+                    "{section} {bad:?}: {errors:?}"
+                );
+            }
         }
+        let errors = parse("[delivery]\nprevious_secrets = \"00ff\"\n", "x", env(&[]))
+            .unwrap_err()
+            .0;
+        assert!(
+            errors[0].starts_with("delivery.previous_secrets"),
+            "a list, not one string: {errors:?}"
+        );
     }
 
     #[test]

@@ -500,6 +500,25 @@ mod tests {
     }
 
     #[test]
+    fn after_a_secret_is_replaced_old_return_paths_are_attributed_and_strangers_are_not() {
+        let verp = VerpSigner::new(b"new").also_accepting([b"old".as_slice()]);
+        let delivery = DeliveryId::generate();
+        let before_rotation = VerpSigner::new(b"old").token(&delivery);
+        let unknown = VerpSigner::new(b"never listed").token(&delivery);
+        let mut with_id = record(RecordKind::Bounce);
+        with_id.original_message_id = Some(format!("{delivery}@sender.example"));
+        assert_eq!(
+            Attribution::decide(&verp, &[before_rotation], &[]),
+            Attribution::Verp(delivery.clone())
+        );
+        assert_eq!(
+            Attribution::decide(&verp, &[unknown], std::slice::from_ref(&with_id)),
+            Attribution::TamperedToken,
+            "a secret neither current nor listed is a forgery, Message-ID or not"
+        );
+    }
+
+    #[test]
     fn each_kind_becomes_its_event() {
         let bounce = event_details(&record(RecordKind::Bounce), None).unwrap();
         let EventDetails::Bounced(b) = bounce else {

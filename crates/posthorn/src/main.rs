@@ -64,9 +64,14 @@ struct ServeArgs {
     #[arg(long = "route", value_name = "DOMAIN=HOST:PORT")]
     routes: Vec<String>,
     /// Answer DNS from this zone file instead of the system resolver (for
-    /// tests and demos; lines like `example.com. MX 10 mx.example.com.`).
+    /// tests and demos): RFC 1035 master-file text with `$ORIGIN` and `$TTL`,
+    /// e.g. `$TTL 300` then `example.com. MX 10 mx.example.com.`.
     #[arg(long, value_name = "FILE")]
     dns_zone: Option<PathBuf>,
+    /// With --dns-zone: NAME answers SERVFAIL, a temporary DNS failure
+    /// (repeatable; a zone file has no way to say it).
+    #[arg(long = "dns-servfail", value_name = "NAME", requires = "dns_zone")]
+    dns_servfail: Vec<String>,
     /// SMTP submission listen address [default: 127.0.0.1:2587]; `off` to
     /// turn it off.
     #[arg(long, env = "POSTHORN_SUBMISSION")]
@@ -233,7 +238,8 @@ async fn serve(args: ServeArgs) -> Result<()> {
                         .with_context(|| format!("reading {}", path.display()))?;
                     std::sync::Arc::new(
                         posthorn_server::delivery::dns::ZoneResolver::from_zone(&text)
-                            .map_err(anyhow::Error::msg)?,
+                            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+                            .with_servfail(&args.dns_servfail),
                     )
                 }
                 None => std::sync::Arc::new(

@@ -18,16 +18,12 @@ fn messages_leave_over_smtp_with_verp_one_copy_per_recipient_and_dns_outcomes() 
     let Some(sink) = Sink::start(&[]) else { return };
     let dir = tempfile::tempdir().unwrap();
     // example.com is routed to the sink; the zone answers the rest: a null
-    // MX, and nothing at all for nowhere.example (NXDOMAIN).
-    let zone = zone_file(
-        dir.path(),
-        "null.example. MX 0 .\nbroken.example. SERVFAIL\n",
-    );
-    let server = Server::start(
-        &dir.path().join("data"),
-        &route_args(&[("example.com", sink.addr)], &zone),
-        &[],
-    );
+    // MX, and nothing at all for nowhere.example (NXDOMAIN); broken.example
+    // answers SERVFAIL.
+    let zone = zone_file(dir.path(), "$TTL 300\nnull.example. MX 0 .\n");
+    let mut args = route_args(&[("example.com", sink.addr)], &zone);
+    args.extend(["--dns-servfail".to_owned(), "broken.example".to_owned()]);
+    let server = Server::start(&dir.path().join("data"), &args, &[]);
     let receipt = server.submit(json!({
         "from": "Shop <shop@sender.example>",
         "to": ["Ann <ann@example.com>"], "cc": ["bob@example.com"], "bcc": ["carl@example.com", "x@nowhere.example", "y@null.example", "z@broken.example"],
@@ -443,7 +439,7 @@ fn mail_hosts_resolving_to_loopback_or_metadata_are_not_connected_to_unless_allo
     let dir = tempfile::tempdir().unwrap();
     let zone = zone_file(
         dir.path(),
-        "loop.example. MX 10 mx.loop.example.\nmx.loop.example. A 127.0.0.3\n\
+        "$TTL 300\nloop.example. MX 10 mx.loop.example.\nmx.loop.example. A 127.0.0.3\n\
          meta.example. A 169.254.169.254\n",
     );
     let trap_port = trap.local_addr().unwrap().port().to_string();
@@ -485,7 +481,7 @@ fn mail_hosts_resolving_to_loopback_or_metadata_are_not_connected_to_unless_allo
     let dir = tempfile::tempdir().unwrap();
     let zone = zone_file(
         dir.path(),
-        "loop.example. MX 10 mx.loop.example.\nmx.loop.example. A 127.0.0.3\n\
+        "$TTL 300\nloop.example. MX 10 mx.loop.example.\nmx.loop.example. A 127.0.0.3\n\
          meta.example. A 169.254.169.254\n",
     );
     let mut args = route_args(&[], &zone);

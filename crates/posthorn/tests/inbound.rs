@@ -287,6 +287,80 @@ fn the_inbound_mx_is_no_open_relay_and_keeps_what_it_cannot_attribute() {
     );
 }
 
+/// Replacing the server secret: mail that left before keeps its return
+/// path, and a bounce to it still finds its delivery once the old secret is
+/// listed under `[delivery] previous_secrets`; a return path signed with a
+/// secret nobody listed is kept as a forgery and changes nothing.
+#[test]
+fn a_bounce_to_a_return_path_of_a_previous_secret_finds_its_delivery() {
+    let (Some(swaks), Some(_)) = (peer("swaks"), peer("curl")) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data, &["--demo".to_owned()], &[]);
+    let receipt = server.submit(json!({"from": "news@sender.example",
+        "to": [format!("delivered@{SIM}")], "subject": "Hello", "text": "Hi"}));
+    let id = ids(&receipt).remove(0);
+    wait_status(&server, &id, "delivered");
+    drop(server);
+
+    // The operator replaces the secret and lists the old one.
+    let old = std::fs::read_to_string(data.join("secret.key"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    std::fs::write(data.join("secret.key"), format!("{}\n", "5a".repeat(32))).unwrap();
+    let config = dir.path().join("posthorn.toml");
+    std::fs::write(
+        &config,
+        format!("[delivery]\nprevious_secrets = [\"{old}\"]\n"),
+    )
+    .unwrap();
+    let server = Server::start(
+        &data,
+        &[
+            "--demo".to_owned(),
+            "--config".to_owned(),
+            config.display().to_string(),
+        ],
+        &[],
+    );
+    let delivery = posthorn_core::DeliveryId::parse(&id).unwrap();
+    let return_path = |secret: &[u8]| {
+        let token = posthorn_server::delivery::verp::VerpSigner::new(secret).token(&delivery);
+        format!("bounces+{token}@sender.example")
+    };
+    let mx = server.mx.unwrap().to_string();
+    // No Message-ID of ours in the report: only the token can attribute it.
+    let report = dsn(&format!("delivered@{SIM}"), "not-ours@example.com");
+    let send = |to: &str| {
+        Command::new(&swaks)
+            .args(["--server", &mx, "--from", "<>", "--to", to, "--hide-all"])
+            .args(["--data", &report])
+            .stdin(std::process::Stdio::null())
+            .status()
+            .unwrap()
+            .success()
+    };
+
+    assert!(send(&return_path(b"a secret never listed")));
+    let orphans = eventually(WAIT, || {
+        let page = server.get("/v1/inbound/orphans");
+        let list = page["messages"].as_array()?.clone();
+        (!list.is_empty()).then_some(list)
+    });
+    assert_eq!(orphans[0]["orphan_reason"], "tampered_token");
+    assert_eq!(server.status(&id)["status"], "delivered", "changed nothing");
+
+    assert!(send(&return_path(&hex::decode(&old).unwrap())));
+    let bounced = wait_status(&server, &id, "bounced");
+    assert_eq!(bounced["bounce_type"], "hard");
+    let page = server.get(&format!("/v1/inbound?delivery_id={id}"));
+    assert_eq!(page["messages"][0]["attribution"], "verp", "{page}");
+    assert_eq!(page["messages"][0]["outcome"], "recorded");
+}
+
 /// A real MTA's bounce, end to end: Posthorn hands the message to a real
 /// Postfix (250), Postfix cannot deliver it onward (the next hop refuses the
 /// recipient), writes its own DSN and sends it to the return path's domain,

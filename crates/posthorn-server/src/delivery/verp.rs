@@ -2,7 +2,8 @@
 //! and an HMAC-SHA256 tag under the server secret, in lower-case base32 (so
 //! that a relay that changes the case of a local part does not break it).
 //! An asynchronous bounce to that address names its delivery, and a forged
-//! or damaged token is recognised as such.
+//! or damaged token is recognised as such. Tokens signed with an earlier
+//! server secret listed in `[delivery] previous_secrets` still verify.
 
 use hmac::{Hmac, Mac};
 use posthorn_core::DeliveryId;
@@ -13,41 +14,61 @@ use sha2::Sha256;
 const TAG_BYTES: usize = 10;
 const PREFIX: &str = "bounces+";
 
-/// Signs and checks tokens with the server secret.
+/// Signs tokens with the server secret and checks them against it and the
+/// earlier secrets still accepted (`[delivery] previous_secrets`), so that
+/// replacing the secret does not turn every return path still out in the
+/// world into a forgery: bounces arrive days after the mail left.
 #[derive(Clone)]
 pub struct VerpSigner {
     secret: Vec<u8>,
+    also_accepted: Vec<Vec<u8>>,
 }
 
 impl std::fmt::Debug for VerpSigner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("VerpSigner(<secret>)")
+        write!(
+            f,
+            "VerpSigner(<secret>, {} previous)",
+            self.also_accepted.len()
+        )
     }
 }
 
+/// The tag of a delivery id under one secret. A token carries no key id
+/// (there is no room in a local part to spare), so checking tries each
+/// accepted secret.
+fn tag(secret: &[u8], id: &[u8; 16]) -> [u8; TAG_BYTES] {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
+    mac.update(b"posthorn-verp-v1");
+    mac.update(id);
+    let full = mac.finalize().into_bytes();
+    let mut tag = [0u8; TAG_BYTES];
+    tag.copy_from_slice(&full[..TAG_BYTES]);
+    tag
+}
+
 impl VerpSigner {
+    /// A signer that signs and accepts with `secret` only.
     pub fn new(secret: &[u8]) -> Self {
         Self {
             secret: secret.to_vec(),
+            also_accepted: Vec::new(),
         }
     }
 
-    fn tag(&self, id: &[u8; 16]) -> [u8; TAG_BYTES] {
-        let mut mac =
-            Hmac::<Sha256>::new_from_slice(&self.secret).expect("HMAC takes any key length");
-        mac.update(b"posthorn-verp-v1");
-        mac.update(id);
-        let full = mac.finalize().into_bytes();
-        let mut tag = [0u8; TAG_BYTES];
-        tag.copy_from_slice(&full[..TAG_BYTES]);
-        tag
+    /// Also accepts tokens signed with these earlier secrets (never signs
+    /// with them).
+    pub fn also_accepting<S: AsRef<[u8]>>(mut self, previous: impl IntoIterator<Item = S>) -> Self {
+        self.also_accepted
+            .extend(previous.into_iter().map(|s| s.as_ref().to_vec()));
+        self
     }
 
     /// The token for a delivery.
     pub fn token(&self, delivery: &DeliveryId) -> String {
         let id = uuid_bytes(delivery.as_str());
         let mut raw = id.to_vec();
-        raw.extend_from_slice(&self.tag(&id));
+        raw.extend_from_slice(&tag(&self.secret, &id));
         base32(&raw)
     }
 
@@ -57,7 +78,7 @@ impl VerpSigner {
     }
 
     /// The delivery a token (or a whole `bounces+TOKEN@domain` address) names,
-    /// if its tag is genuine.
+    /// if its tag is genuine under the current secret or an earlier one.
     pub fn verify(&self, token_or_address: &str) -> Option<DeliveryId> {
         let local = token_or_address.split('@').next()?.to_ascii_lowercase();
         let token = local.strip_prefix(PREFIX).unwrap_or(&local);
@@ -69,10 +90,15 @@ impl VerpSigner {
             return None;
         }
         let id: [u8; 16] = raw[..16].try_into().ok()?;
-        let expected = self.tag(&id);
-        // Constant time: a forger learns nothing from how long this takes.
+        // Constant time, and every secret is tried even after a match: a
+        // forger learns nothing from how long this takes.
         use subtle::ConstantTimeEq;
-        if !bool::from(expected.ct_eq(&raw[16..])) {
+        let genuine = std::iter::once(&self.secret)
+            .chain(&self.also_accepted)
+            .fold(subtle::Choice::from(0), |genuine, secret| {
+                genuine | tag(secret, &id).ct_eq(&raw[16..])
+            });
+        if !bool::from(genuine) {
             return None;
         }
         DeliveryId::parse(&hex::encode(id))
@@ -172,5 +198,34 @@ mod tests {
             assert_eq!(signer.verify(&variant), None, "{variant}");
         }
         assert_eq!(signer.verify(""), None);
+    }
+
+    #[test]
+    fn tokens_of_a_previous_secret_still_verify_and_are_never_signed_again() {
+        let old = VerpSigner::new(b"old secret");
+        let rotated = VerpSigner::new(b"new secret").also_accepting([b"old secret"]);
+        let id = DeliveryId::generate();
+        let before = old.token(&id);
+        assert_eq!(
+            rotated.verify(&before),
+            Some(id.clone()),
+            "still out in the world"
+        );
+        assert_ne!(rotated.token(&id), before, "new tokens use the new secret");
+        assert_eq!(rotated.verify(&rotated.token(&id)), Some(id.clone()));
+        assert_eq!(
+            old.verify(&rotated.token(&id)),
+            None,
+            "the old secret alone does not accept the new token"
+        );
+        // A secret that is neither current nor listed is a forgery.
+        let stranger = VerpSigner::new(b"other").token(&id);
+        assert_eq!(rotated.verify(&stranger), None);
+        assert_eq!(VerpSigner::new(b"new secret").verify(&before), None);
+        assert_eq!(
+            format!("{rotated:?}"),
+            "VerpSigner(<secret>, 1 previous)",
+            "no secret in Debug"
+        );
     }
 }
