@@ -54,6 +54,9 @@ pub struct Shared {
     /// The DKIM keys of sending domains (files in the data directory);
     /// a copy is signed only with a key of a domain its tenant owns.
     pub dkim: Arc<DkimKeys>,
+    /// The operator's reply rules (`[bounce] rules_file`), tried before
+    /// the built-in ones on synchronous bounces and returned mail.
+    pub reply_rules: Arc<posthorn_bounce::ReplyRules>,
 }
 
 impl AppState {
@@ -138,6 +141,10 @@ impl App {
         let secret = load_or_create_secret(&config.server.data_dir)?;
         let tracking = Arc::new(crate::tracking::Tracking::new(&secret, &config));
         let dkim = Arc::new(DkimKeys::load(&config.server.data_dir)?);
+        // `config::load` checked the file already; read again here, it is
+        // still an error to start with one that no longer parses.
+        let reply_rules = crate::reply_rules::load(config.bounce.rules_file.as_deref())
+            .map_err(|errors| errors.join("\n"))?;
         Ok(Self {
             state: AppState(Arc::new(Shared {
                 store,
@@ -148,6 +155,7 @@ impl App {
                 tracking,
                 tracker_cache: Arc::default(),
                 dkim,
+                reply_rules: Arc::new(reply_rules),
             })),
             verp: VerpSigner::new(&secret),
         })
@@ -178,7 +186,6 @@ impl App {
             self.state.clone(),
             self.verp.clone(),
             resolver,
-            crate::delivery::classify_reply,
             self.state.delivery_wake.clone(),
             extra_routes,
         )?
