@@ -6,6 +6,10 @@
 //! (`formats/`), complaints (ARF, RFC 5965; Amazon SES and Microsoft JMRP
 //! notifications) and auto-replies (RFC 3834).
 //!
+//! The phrases the classifier reads are data (`rules/replies.txt`, compiled
+//! in), in the language of [`rules`], which an operator's own rules file is
+//! written in too ([`ReplyRules`], tried before the built-in rules).
+//!
 //! Map of `parse`: `mime.rs` (bytes -> part tree, decoded text),
 //! `report.rs` (the report's own text, delivery-status text, the original's
 //! headers), `dsn.rs`, `arf.rs`, `autoreply.rs`, `formats/` (one reader per
@@ -27,7 +31,9 @@ mod mime;
 pub mod parse;
 pub mod reply;
 mod report;
+pub mod rules;
 
-pub use parse::{Record, RecordKind, parse};
+pub use parse::{Record, RecordKind, parse, parse_with};
 pub use posthorn_core::status::BounceType;
 pub use reply::{Reason, ReplyClass, UnknownReason, classify_reply, parse_reply_line};
+pub use rules::{ReplyRules, RuleError, RuleSource};

@@ -6,8 +6,9 @@
 
 use crate::enhanced::EnhancedStatus;
 use crate::formats::{self, Finding};
-use crate::reply::{Reason, classify_reply};
+use crate::reply::Reason;
 use crate::report::Report;
+use crate::rules::{ReplyRules, RuleSource};
 use crate::{arf, autoreply, dsn, mime};
 use posthorn_core::status::BounceType;
 use serde::Serialize;
@@ -103,6 +104,12 @@ impl Record {
 /// a message that reads like a failure notice), and last the auto-reply
 /// marks (bounces carry `Auto-Submitted` too).
 pub fn parse(raw: &[u8]) -> Vec<Record> {
+    parse_with(raw, &ReplyRules::default())
+}
+
+/// [`parse`], with an operator's reply rules tried before the built-in
+/// ones on each failure's diagnostic (see [`finish`]).
+pub fn parse_with(raw: &[u8], rules: &ReplyRules) -> Vec<Record> {
     let message = mime::parse_message(raw);
     let report = Report::new(&message);
     let mut common = Common::of(&report);
@@ -115,7 +122,7 @@ pub fn parse(raw: &[u8]) -> Vec<Record> {
         return ses
             .into_iter()
             .map(|event| match event {
-                formats::amazonses::Event::Finding(f) => finish(f, &common),
+                formats::amazonses::Event::Finding(f) => finish(f, &common, rules),
                 formats::amazonses::Event::Complaint {
                     recipient,
                     feedback_type,
@@ -158,7 +165,10 @@ pub fn parse(raw: &[u8]) -> Vec<Record> {
         }
         formats::lhost::apply(&report, &mut findings);
         formats::rhost::apply(&mut findings);
-        return findings.into_iter().map(|f| finish(f, &common)).collect();
+        return findings
+            .into_iter()
+            .map(|f| finish(f, &common, rules))
+            .collect();
     }
 
     if let Some(rule) = autoreply::detect(&message.headers) {
@@ -316,7 +326,11 @@ fn diagnostic_is_vague(diagnostic: &str) -> bool {
 }
 
 /// Classifies a finding and makes it a record.
-fn finish(f: Finding, common: &Common) -> Record {
+///
+/// An operator's rule, when one applies, has the last word: the format's
+/// hint, the SMTP stage and the other corrections below are the built-in
+/// rules' second thoughts, and the operator's rules come before those.
+fn finish(f: Finding, common: &Common, rules: &ReplyRules) -> Record {
     let diagnostic = mime::collapse_whitespace(&f.diagnostic);
     // The words without the codes of continuation lines ("552-5.7.0 ...
     // potential\n552-5.7.0 security issue" reads "potential security issue").
@@ -334,14 +348,20 @@ fn finish(f: Finding, common: &Common) -> Record {
         (None, d) => d,
     };
     let status_text = status_code.map(|s| s.to_string());
-    let mut class = classify_reply(reply_code, status_text.as_deref(), words);
+    let domain = f
+        .recipient
+        .as_deref()
+        .and_then(|r| r.rsplit_once('@'))
+        .map(|(_, domain)| domain);
+    let mut class = rules.classify(reply_code, status_text.as_deref(), words, domain);
+    let by_operator = class.source == RuleSource::Operator;
     // Postfix writes every RCPT restriction as "Recipient address
     // rejected: <why>". When only those words spoke, a specific status
     // code says the why better than "the recipient was refused".
     if class.rule == "text.userunknown.rejected-recipient"
         && let Some(code) = status_code.filter(|s| !matches!(s.subject, 0 | 1 | 4))
     {
-        let by_code = classify_reply(reply_code, status_text.as_deref(), "");
+        let by_code = rules.classify(reply_code, status_text.as_deref(), "", domain);
         if by_code.reason != Reason::Undefined {
             class = by_code;
         }
@@ -349,7 +369,7 @@ fn finish(f: Finding, common: &Common) -> Record {
     }
     let status = status_code.map(|s| s.to_string()).or(class.status.clone());
     let (mut reason, mut rule) = match f.hint {
-        Some(hint) if f.force || class.reason == Reason::Undefined => hint,
+        Some(hint) if !by_operator && (f.force || class.reason == Reason::Undefined) => hint,
         _ => {
             // Nothing in the words decided: the format that found the
             // failure is the only explanation there is.
@@ -361,7 +381,7 @@ fn finish(f: Finding, common: &Common) -> Record {
             (class.reason, rule)
         }
     };
-    if f.kind == RecordKind::Bounce && !f.force {
+    if f.kind == RecordKind::Bounce && !f.force && !by_operator {
         let command = f.command.or_else(|| smtp_command(&diagnostic));
         if let Some((r, id)) = context_reason(reason, rule, status_code, command) {
             (reason, rule) = (r, id);
@@ -395,6 +415,8 @@ fn finish(f: Finding, common: &Common) -> Record {
         _ => {
             let temporary = status.as_deref().is_some_and(|s| s.starts_with('4'));
             let bounce_type = match reason {
+                // An operator's rule states its verdict.
+                _ if by_operator => class.bounce_type,
                 Reason::Userunknown | Reason::Hostunknown | Reason::Hasmoved => BounceType::Hard,
                 Reason::Notaccept if !temporary => BounceType::Hard,
                 _ => BounceType::Soft,

@@ -40,6 +40,19 @@ pub struct Config {
     pub inbound: InboundConfig,
     /// Open, click and unsubscribe tracking.
     pub tracking: TrackingConfig,
+    /// How remote servers' replies and returned mail are classified.
+    pub bounce: BounceConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BounceConfig {
+    /// The operator's own reply classification rules, tried before the
+    /// built-in ones for synchronous bounces and returned mail (format:
+    /// the README's "Your own reply rules"). Unset: the built-in rules
+    /// only. A relative path is taken from the directory Posthorn starts
+    /// in; a file that is missing or does not parse stops the start.
+    pub rules_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

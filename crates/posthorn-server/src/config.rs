@@ -1,7 +1,9 @@
 //! Loading the configuration: defaults, then an optional TOML file, then
 //! `POSTHORN_SECTION__KEY=value` environment overrides, then flags (applied by
 //! the caller). Every error is reported at once, with its path, so a user
-//! fixes a file in one go rather than one typo per restart.
+//! fixes a file in one go rather than one typo per restart. Files the
+//! configuration names and that must parse (`[bounce] rules_file`) are
+//! checked by [`load`] in the same pass.
 
 use posthorn_core::config::Config;
 use std::path::Path;
@@ -16,7 +18,8 @@ pub struct ConfigErrors(pub Vec<String>);
 /// `POSTHORN_STREAMS__NEWSLETTER__REQUIRE_CONFIRMATION=true`.
 pub const ENV_PREFIX: &str = "POSTHORN_";
 
-/// Loads the configuration from an optional file and the given environment.
+/// Loads the configuration from an optional file and the given environment,
+/// and checks the files it names (the operator's reply rules).
 pub fn load(
     file: Option<&Path>,
     env: impl IntoIterator<Item = (String, String)>,
@@ -27,14 +30,38 @@ pub fn load(
         None => String::new(),
     };
     let source = file.map_or("configuration".to_owned(), |p| p.display().to_string());
-    parse(&text, &source, env)
+    parse_checked(&text, &source, env, check_files)
 }
 
-/// Parses configuration text (TOML) plus environment overrides.
+/// Parses configuration text (TOML) plus environment overrides. Reads no
+/// file: what the configuration names is checked by [`load`].
 pub fn parse(
     text: &str,
     source: &str,
     env: impl IntoIterator<Item = (String, String)>,
+) -> Result<Config, ConfigErrors> {
+    parse_checked(text, source, env, |_| Vec::new())
+}
+
+/// The files a configuration names that must be read and parsed at start:
+/// their errors, each prefixed with the setting that names the file.
+fn check_files(config: &Config) -> Vec<String> {
+    match crate::reply_rules::load(config.bounce.rules_file.as_deref()) {
+        Ok(_) => Vec::new(),
+        Err(errors) => errors
+            .into_iter()
+            .map(|e| format!("bounce.rules_file: {e}"))
+            .collect(),
+    }
+}
+
+/// [`parse`], then `check` on the configuration that deserialised (with
+/// any refused entries left out), so its errors join the others.
+fn parse_checked(
+    text: &str,
+    source: &str,
+    env: impl IntoIterator<Item = (String, String)>,
+    check: impl Fn(&Config) -> Vec<String>,
 ) -> Result<Config, ConfigErrors> {
     let mut table: toml::Table = text
         .parse()
@@ -54,8 +81,14 @@ pub fn parse(
     let mut value = toml::Value::Table(table);
     for _ in 0..64 {
         match serde_path_to_error::deserialize::<_, Config>(value.clone()) {
-            Ok(config) if errors.is_empty() => return Ok(config),
-            Ok(_) => return Err(ConfigErrors(errors)),
+            Ok(config) => {
+                errors.extend(check(&config));
+                return if errors.is_empty() {
+                    Ok(config)
+                } else {
+                    Err(ConfigErrors(errors))
+                };
+            }
             Err(e) => {
                 let path: Vec<String> = e
                     .path()
@@ -223,6 +256,63 @@ mod tests {
         assert!(
             errors[0].starts_with("delivery.previous_secrets"),
             "a list, not one string: {errors:?}"
+        );
+    }
+
+    /// Through the loading path `serve` uses: a bad rules file is a
+    /// configuration error naming the setting, the file and the line, and
+    /// is reported with the file's other errors.
+    #[test]
+    fn a_bad_rules_file_is_a_configuration_error_with_its_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let rules = dir.path().join("rules.txt");
+        std::fs::write(
+            &rules,
+            "# ours\nrule local.gone userunknown hard\n  match gone away\n\nrule local.x blocked\n  match x\n",
+        )
+        .unwrap();
+        let config_file = dir.path().join("posthorn.toml");
+        let toml = format!(
+            "[bounce]\nrules_file = {:?}\n[status]\nwindwo = \"7d\"\n",
+            rules.display().to_string()
+        );
+        std::fs::write(&config_file, toml).unwrap();
+        let errors = load(Some(&config_file), env(&[])).unwrap_err().0;
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(errors[0].contains("windwo"), "{errors:?}");
+        let want = format!("bounce.rules_file: {}:5: ", rules.display());
+        assert!(
+            errors[1].starts_with(&want) && errors[1].contains("hard or soft"),
+            "{errors:?}"
+        );
+
+        // Fixed, it loads; the environment can name the file too.
+        std::fs::write(
+            &rules,
+            "rule local.gone userunknown hard\n  match gone away\n",
+        )
+        .unwrap();
+        std::fs::write(&config_file, "").unwrap();
+        let config = load(
+            Some(&config_file),
+            env(&[("POSTHORN_BOUNCE__RULES_FILE", &rules.display().to_string())]),
+        )
+        .unwrap();
+        assert_eq!(config.bounce.rules_file.as_deref(), Some(rules.as_path()));
+
+        let missing = dir.path().join("missing.txt");
+        let errors = load(
+            None,
+            env(&[(
+                "POSTHORN_BOUNCE__RULES_FILE",
+                &missing.display().to_string(),
+            )]),
+        )
+        .unwrap_err()
+        .0;
+        assert!(
+            errors[0].starts_with("bounce.rules_file: ") && errors[0].contains("missing.txt"),
+            "{errors:?}"
         );
     }
 

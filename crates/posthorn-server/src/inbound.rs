@@ -230,8 +230,9 @@ impl InboundHandler {
         raw: Vec<u8>,
     ) -> Result<InboundRecord, posthorn_store::StoreError> {
         let now = self.state.now();
+        let rules = self.state.reply_rules.clone();
         let (records, raw) =
-            tokio::task::spawn_blocking(move || (posthorn_bounce::parse(&raw), raw))
+            tokio::task::spawn_blocking(move || (posthorn_bounce::parse_with(&raw, &rules), raw))
                 .await
                 .map_err(|e| posthorn_store::StoreError::Backend(format!("parser task: {e}")))?;
         let addresses: Vec<OurAddress> = envelope

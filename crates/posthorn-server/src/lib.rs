@@ -21,6 +21,7 @@ pub mod inbound;
 pub mod keys;
 pub mod metrics;
 pub mod open_files;
+pub mod reply_rules;
 pub mod sending_domains;
 pub mod simulator;
 pub mod submission;

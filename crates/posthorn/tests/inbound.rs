@@ -150,6 +150,48 @@ fn simulator_reports_come_back_through_the_inbound_mx_with_their_effects() {
     );
 }
 
+/// The operator's rules (`[bounce] rules_file`) decide for both kinds of
+/// bounce the server reads: the delivery workers' synchronous replies and
+/// the DSNs that come back to the inbound MX. The simulator's "user
+/// unknown" replies, read by a rule for its domain as a suspended account,
+/// bounce soft with the operator's rule id, and nothing is suppressed.
+#[test]
+fn the_operator_rules_decide_synchronous_and_returned_bounces() {
+    if peer("curl").is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules.txt");
+    std::fs::write(
+        &rules,
+        format!("rule local.sim-suspended suspend soft\n  domain {SIM}\n  match user unknown\n"),
+    )
+    .unwrap();
+    let server = Server::start(
+        &dir.path().join("data"),
+        &["--demo".to_owned()],
+        &[("POSTHORN_BOUNCE__RULES_FILE", rules.to_str().unwrap())],
+    );
+    let to = [format!("bounce@{SIM}"), format!("bounce-async@{SIM}")];
+    let receipt = server
+        .submit(json!({"from": "news@sender.example", "to": to, "subject": "Hello", "text": "Hi"}));
+    let ids = ids(&receipt);
+    for (id, origin) in ids.iter().zip(["sync", "async"]) {
+        let delivery = wait_status(&server, id, "bounced");
+        let bounced = event_of_kind(&delivery, "bounced");
+        assert_eq!(bounced["details"]["origin"], origin, "{bounced}");
+        assert_eq!(
+            bounced["details"]["rule"], "local.sim-suspended",
+            "{bounced}"
+        );
+        assert_eq!(bounced["details"]["reason"], "suspend", "{bounced}");
+        assert_eq!(delivery["bounce_type"], "soft", "{delivery}");
+    }
+    for address in &to {
+        assert!(suppression_for(&server, address).is_none(), "{address}");
+    }
+}
+
 /// An RFC 3464 report about `recipient`, whose returned headers carry
 /// `message_id` and no return path.
 fn dsn(recipient: &str, message_id: &str) -> String {

@@ -15,7 +15,7 @@ use crate::app::AppState;
 use crate::dkim::DkimKeys;
 use crate::tracking::{self, Say};
 use dns::{HostAnswer, MxAnswer, Resolver};
-use outcome::{Attempt, Classification, Classifier};
+use outcome::{Attempt, Classification};
 use posthorn_core::domain::SenderDomain;
 use posthorn_core::event::{BounceOrigin, Bounced, EventDetails, Sent};
 use posthorn_core::status::BounceType;
@@ -81,7 +81,6 @@ pub struct DeliveryService {
     state: AppState,
     verp: VerpSigner,
     resolver: Arc<dyn Resolver>,
-    classify: Classifier,
     routes: HashMap<String, SocketAddr>,
     helo_name: String,
     timeouts: Timeouts,
@@ -112,7 +111,6 @@ impl DeliveryService {
         state: AppState,
         verp: VerpSigner,
         resolver: Arc<dyn Resolver>,
-        classify: Classifier,
         wake: Arc<Notify>,
         extra_routes: HashMap<String, SocketAddr>,
     ) -> Result<Self, String> {
@@ -132,7 +130,6 @@ impl DeliveryService {
             state,
             verp,
             resolver,
-            classify,
             routes,
             helo_name,
             timeouts: Timeouts::default(),
@@ -461,14 +458,14 @@ impl DeliveryService {
                     &transaction.recipients[0],
                     &self.schedule(),
                     jitter(),
-                    self.classify,
+                    &self.classifier(&item.delivery.recipient),
                 ),
                 Err(error) => outcome::for_session_error(
                     &attempt,
                     error,
                     &self.schedule(),
                     jitter(),
-                    self.classify,
+                    &self.classifier(&item.delivery.recipient),
                 ),
             };
             self.finish(item, details, next);
@@ -745,10 +742,18 @@ impl DeliveryService {
         target: Option<&Target>,
         tls: Option<posthorn_smtp::tls::TlsInfo>,
     ) {
+<<<<<<< HEAD
         let attempt = self.attempt(&item.0, target, tls);
         let (details, next) =
             outcome::for_session_error(&attempt, error, &self.schedule(), jitter(), self.classify);
         self.finish(item, details, next);
+=======
+        let attempt = self.attempt(item, target, tls);
+        let classify = self.classifier(&item.delivery.recipient);
+        let (details, next) =
+            outcome::for_session_error(&attempt, error, &self.schedule(), jitter(), &classify);
+        self.finish(item, details, next).await;
+>>>>>>> g12-rules
     }
 
     /// An event the delivery workers observe now.
@@ -839,10 +844,36 @@ fn machine_name() -> String {
         .unwrap_or_else(|| "localhost".into())
 }
 
-/// The reply classifier used for synchronous bounces: `posthorn-bounce`,
-/// whose rule id is kept on the event so every verdict can be explained.
+impl DeliveryService {
+    /// The classifier of replies about `recipient`: the operator's rules
+    /// (which may name the recipient's domain), then the built-in ones.
+    fn classifier<'a>(
+        &'a self,
+        recipient: &'a str,
+    ) -> impl Fn(u16, Option<&str>, &str) -> Classification + 'a {
+        let domain = recipient.rsplit_once('@').map(|(_, domain)| domain);
+        move |code, enhanced, text| {
+            let class = self
+                .state
+                .reply_rules
+                .classify(Some(code), enhanced, text, domain);
+            classification(class)
+        }
+    }
+}
+
+/// The built-in reply classifier alone, as synchronous bounces use it when
+/// the operator has no rules: `posthorn-bounce`, whose rule id is kept on
+/// the event so every verdict can be explained.
 pub fn classify_reply(code: u16, enhanced: Option<&str>, text: &str) -> Classification {
-    let class = posthorn_bounce::reply::classify_reply(Some(code), enhanced, text);
+    classification(posthorn_bounce::reply::classify_reply(
+        Some(code),
+        enhanced,
+        text,
+    ))
+}
+
+fn classification(class: posthorn_bounce::ReplyClass) -> Classification {
     Classification {
         bounce_type: class.bounce_type,
         reason: class.reason.as_str().to_owned(),

@@ -21,8 +21,10 @@ pub struct Classification {
     pub rule: String,
 }
 
-/// Classifies a reply (code, enhanced code, text).
-pub type Classifier = fn(u16, Option<&str>, &str) -> Classification;
+/// Classifies a reply (code, enhanced code, text) to the attempt's
+/// recipient: the delivery workers' is `posthorn-bounce` with the
+/// operator's rules (see `DeliveryService::classifier`), tests give their own.
+pub type Classifier<'a> = &'a dyn Fn(u16, Option<&str>, &str) -> Classification;
 
 /// What is known about one attempt.
 #[derive(Debug, Clone)]
@@ -46,7 +48,7 @@ pub fn for_recipient(
     result: &RecipientResult,
     schedule: &RetrySchedule,
     jitter: f64,
-    classify: Classifier,
+    classify: Classifier<'_>,
 ) -> (EventDetails, QueueNext) {
     let reply = &result.reply;
     if result.delivered() {
@@ -76,7 +78,7 @@ pub fn for_session_error(
     error: &ClientError,
     schedule: &RetrySchedule,
     jitter: f64,
-    classify: Classifier,
+    classify: Classifier<'_>,
 ) -> (EventDetails, QueueNext) {
     let reply = error.reply();
     if error.is_permanent() {
@@ -96,7 +98,7 @@ pub fn for_local_failure(error: impl Into<String>) -> (EventDetails, QueueNext) 
     )
 }
 
-fn bounce(attempt: &Attempt, reply: &Reply, classify: Classifier) -> EventDetails {
+fn bounce(attempt: &Attempt, reply: &Reply, classify: Classifier<'_>) -> EventDetails {
     let class = classify(reply.code, reply.enhanced.as_deref(), &reply.text);
     EventDetails::Bounced(Bounced {
         bounce_type: class.bounce_type,
@@ -195,7 +197,7 @@ mod tests {
             &result(250, "2.0.0", "Ok: queued as X", Phase::DataEnd),
             &RetrySchedule::default(),
             0.5,
-            hard_on_511,
+            &hard_on_511,
         );
         assert_eq!(next, QueueNext::Remove);
         let EventDetails::Delivered(d) = event else {
@@ -213,7 +215,7 @@ mod tests {
             &result(550, "5.1.1", "user unknown", Phase::RcptTo),
             &RetrySchedule::default(),
             0.5,
-            hard_on_511,
+            &hard_on_511,
         );
         assert_eq!(next, QueueNext::Remove);
         assert_eq!(event.bounce_type(), Some(BounceType::Hard));
@@ -222,7 +224,7 @@ mod tests {
             &result(554, "5.7.1", "rejected as spam", Phase::DataEnd),
             &RetrySchedule::default(),
             0.5,
-            hard_on_511,
+            &hard_on_511,
         );
         let EventDetails::Bounced(b) = event else {
             panic!()
@@ -242,7 +244,7 @@ mod tests {
             &result(451, "4.3.0", "later", Phase::RcptTo),
             &schedule,
             0.5,
-            hard_on_511,
+            &hard_on_511,
         );
         assert_eq!(next, QueueNext::RetryAt(1_000 + MINUTE));
         let EventDetails::Deferred(d) = event else {
@@ -259,7 +261,7 @@ mod tests {
             ),
             &schedule,
             0.5,
-            hard_on_511,
+            &hard_on_511,
         );
         assert_eq!(next, QueueNext::RetryAt(1_000 + 5 * MINUTE));
         let (event, next) = for_recipient(
@@ -267,7 +269,7 @@ mod tests {
             &result(451, "4.3.0", "later", Phase::RcptTo),
             &schedule,
             0.5,
-            hard_on_511,
+            &hard_on_511,
         );
         assert_eq!(next, QueueNext::Remove);
         assert!(matches!(
@@ -287,7 +289,7 @@ mod tests {
             &err,
             &RetrySchedule::default(),
             0.5,
-            hard_on_511,
+            &hard_on_511,
         );
         assert_eq!(next, QueueNext::RetryAt(5_000 + 2 * MINUTE));
         let EventDetails::Deferred(d) = event else {
