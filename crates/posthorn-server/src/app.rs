@@ -55,14 +55,11 @@ pub struct Shared {
     /// The DKIM keys of sending domains (files in the data directory);
     /// a copy is signed only with a key of a domain its tenant owns.
     pub dkim: Arc<DkimKeys>,
-<<<<<<< HEAD
     /// This node's name: what holds its leases on queued deliveries.
     pub node: NodeId,
-=======
     /// The operator's reply rules (`[bounce] rules_file`), tried before
     /// the built-in ones on synchronous bounces and returned mail.
     pub reply_rules: Arc<posthorn_bounce::ReplyRules>,
->>>>>>> g12-rules
 }
 
 impl AppState {
@@ -151,7 +148,10 @@ impl App {
         let verp = VerpSigner::new(&secret)
             .also_accepting(config.delivery.previous_secrets.iter().map(|s| &s.0));
         let dkim = Arc::new(DkimKeys::load(&config.server.data_dir)?);
-<<<<<<< HEAD
+        // `config::load` checked the file already; read again here, it is
+        // still an error to start with one that no longer parses.
+        let reply_rules = crate::reply_rules::load(config.bounce.rules_file.as_deref())
+            .map_err(|errors| errors.join("\n"))?;
         let node = match &config.server.node_id {
             Some(node) => node.clone(),
             None => load_or_create_node_id(&config.server.data_dir)?,
@@ -166,31 +166,10 @@ impl App {
             tracker_cache: Arc::default(),
             dkim,
             node,
+            reply_rules: Arc::new(reply_rules),
         }));
         follow_commits(&state);
-        Ok(Self {
-            state,
-            verp,
-=======
-        // `config::load` checked the file already; read again here, it is
-        // still an error to start with one that no longer parses.
-        let reply_rules = crate::reply_rules::load(config.bounce.rules_file.as_deref())
-            .map_err(|errors| errors.join("\n"))?;
-        Ok(Self {
-            state: AppState(Arc::new(Shared {
-                store,
-                config: Arc::new(config),
-                clock,
-                metrics: Arc::new(Metrics::default()),
-                delivery_wake: Arc::new(tokio::sync::Notify::new()),
-                tracking,
-                tracker_cache: Arc::default(),
-                dkim,
-                reply_rules: Arc::new(reply_rules),
-            })),
-            verp: VerpSigner::new(&secret),
->>>>>>> g12-rules
-        })
+        Ok(Self { state, verp })
     }
 
     /// Starts the delivery workers with `resolver` for MX lookups (and the

@@ -458,14 +458,14 @@ impl DeliveryService {
                     &transaction.recipients[0],
                     &self.schedule(),
                     jitter(),
-                    &self.classifier(&item.delivery.recipient),
+                    &self.classifier(&claimed.delivery.recipient),
                 ),
                 Err(error) => outcome::for_session_error(
                     &attempt,
                     error,
                     &self.schedule(),
                     jitter(),
-                    &self.classifier(&item.delivery.recipient),
+                    &self.classifier(&claimed.delivery.recipient),
                 ),
             };
             self.finish(item, details, next);
@@ -742,18 +742,15 @@ impl DeliveryService {
         target: Option<&Target>,
         tls: Option<posthorn_smtp::tls::TlsInfo>,
     ) {
-<<<<<<< HEAD
         let attempt = self.attempt(&item.0, target, tls);
-        let (details, next) =
-            outcome::for_session_error(&attempt, error, &self.schedule(), jitter(), self.classify);
+        let (details, next) = outcome::for_session_error(
+            &attempt,
+            error,
+            &self.schedule(),
+            jitter(),
+            &self.classifier(&item.0.delivery.recipient),
+        );
         self.finish(item, details, next);
-=======
-        let attempt = self.attempt(item, target, tls);
-        let classify = self.classifier(&item.delivery.recipient);
-        let (details, next) =
-            outcome::for_session_error(&attempt, error, &self.schedule(), jitter(), &classify);
-        self.finish(item, details, next).await;
->>>>>>> g12-rules
     }
 
     /// An event the delivery workers observe now.
