@@ -95,8 +95,21 @@ async fn in_scratch_dir(dir: &Path, bench: impl Future<Output = Result<()>>) -> 
     }
     std::fs::create_dir_all(dir)?;
     let result = bench.await;
-    let _ = std::fs::remove_dir_all(dir);
+    if result.is_ok() {
+        let _ = std::fs::remove_dir_all(dir);
+    } else {
+        eprintln!("the servers' logs are kept in {} (*.log)", dir.display());
+    }
     result
+}
+
+/// Where a child process's output goes: a log file in the scratch
+/// directory, so the benchmark's own output stays one clean table.
+fn log_file(dir: &Path, name: &str) -> Result<std::process::Stdio> {
+    std::fs::create_dir_all(dir)?;
+    let file = std::fs::File::create(dir.join(format!("{name}.log")))
+        .with_context(|| format!("creating {name}.log in {}", dir.display()))?;
+    Ok(file.into())
 }
 
 async fn ingest(args: &IngestArgs) -> Result<()> {
@@ -371,6 +384,7 @@ impl Child {
             .envs(env.iter().copied())
             .env("POSTHORN_LOG", "warn")
             .stdout(std::process::Stdio::null())
+            .stderr(log_file(dir, "serve")?)
             .kill_on_drop(true)
             .spawn()
             .context("starting posthorn serve")?;
@@ -447,14 +461,20 @@ fn find_program(name: &str) -> Result<PathBuf> {
         })
 }
 
-/// A Postfix smtp-sink on a free loopback port, not dumping anything.
-fn start_sink(options: &[&str]) -> Result<(tokio::process::Child, std::net::SocketAddr)> {
+/// A Postfix smtp-sink on a free loopback port, not dumping anything; what
+/// it says goes to `sink.log` in `dir`.
+fn start_sink(
+    dir: &Path,
+    options: &[&str],
+) -> Result<(tokio::process::Child, std::net::SocketAddr)> {
     let addr: std::net::SocketAddr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
     let child = tokio::process::Command::new(find_program("smtp-sink")?)
         .args(["-u", "nobody"])
         .args(options)
         .arg(addr.to_string())
         .arg("1024")
+        .stdout(log_file(dir, "sink")?)
+        .stderr(log_file(dir, "sink-errors")?)
         .kill_on_drop(true)
         .spawn()?;
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -468,7 +488,7 @@ fn start_sink(options: &[&str]) -> Result<(tokio::process::Child, std::net::Sock
 }
 
 async fn delivery(args: &DeliveryArgs) -> Result<()> {
-    let (_sink, sink_addr) = start_sink(&[])?;
+    let (_sink, sink_addr) = start_sink(&args.dir, &[])?;
 
     // (a) The SMTP ceiling: Postfix talking to itself.
     let start = Instant::now();
@@ -476,6 +496,8 @@ async fn delivery(args: &DeliveryArgs) -> Result<()> {
         .args(["-s", "32", "-m", &args.messages.to_string(), "-l", "2048"])
         .args(["-f", "bench@sender.example", "-t", "user@example.com"])
         .arg(sink_addr.to_string())
+        .stdout(log_file(&args.dir, "smtp-source")?)
+        .stderr(log_file(&args.dir, "smtp-source-errors")?)
         .status()
         .await?;
     if !status.success() {
@@ -528,7 +550,7 @@ async fn delivery(args: &DeliveryArgs) -> Result<()> {
     );
 
     // (d) Memory with a large queue: the sink answers DATA after an hour.
-    let (_slow, slow_addr) = start_sink(&["-w", "3600"])?;
+    let (_slow, slow_addr) = start_sink(&args.dir.join("queued"), &["-w", "3600"])?;
     let dir = args.dir.join("queued");
     let child = Child::start(
         &dir,

@@ -65,6 +65,7 @@ pub async fn tracker(dir: &Path, args: &TrackerArgs) -> Result<()> {
             "--http",
             &format!("127.0.0.1:{port}"),
         ])
+        .stderr(super::log_file(dir, "gif-server")?)
         .kill_on_drop(true)
         .spawn()?;
     super::wait_ready(&format!("http://127.0.0.1:{port}")).await?;
@@ -83,6 +84,7 @@ pub async fn tracker(dir: &Path, args: &TrackerArgs) -> Result<()> {
         .env("POSTHORN_DELIVERY__ENABLED", "false")
         .env("POSTHORN_LOG", "warn")
         .stdout(std::process::Stdio::null())
+        .stderr(super::log_file(dir, "serve")?)
         .kill_on_drop(true)
         .spawn()?;
     let pid = server.id().context("server pid")?;
