@@ -583,3 +583,41 @@ fn the_data_directory_and_every_file_in_it_are_private() {
         "{found:?}"
     );
 }
+
+/// A stop (SIGTERM) while a copy is on its way waits for the remote
+/// server's answer to be recorded: after the restart the delivery is
+/// `delivered` and the recipient has one copy. (Without the wait, the
+/// outcome would be lost and the restart would send a second copy.)
+#[test]
+fn a_stop_waits_until_what_is_being_sent_is_recorded() {
+    if peer("curl").is_none() {
+        return;
+    }
+    // The sink answers each DATA only after 2 s: the stop comes while the
+    // transaction is under way.
+    let Some(sink) = Sink::start(&["-w", "2"]) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let args = route_args(&[("example.com", sink.addr)], &zone_file(dir.path(), ""));
+    let server = Server::start(&data, &args, &[]);
+    let receipt = server.submit(json!({
+        "from": "a@sender.example",
+        "to": ["r@example.com"],
+        "subject": "Stopped mid-way",
+        "text": "One copy only.",
+    }));
+    let id = ids(&receipt)[0].clone();
+    wait_status(&server, &id, "sent");
+    server.terminate();
+
+    let server = Server::start(&data, &args, &[]);
+    let delivery = server.status(&id);
+    assert_eq!(delivery["status"], "delivered", "{delivery}");
+    let copies = eventually(WAIT, || {
+        let m = sink.messages();
+        (!m.is_empty()).then_some(m)
+    });
+    assert_eq!(copies.len(), 1, "{copies:?}");
+}

@@ -34,6 +34,8 @@ use verp::VerpSigner;
 /// How long the workers sleep when the queue has nothing due (a new
 /// submission wakes them at once).
 const IDLE_POLL: Duration = Duration::from_millis(500);
+/// How long a stop waits for the deliveries under way to be recorded.
+const STOP_GRACE: Duration = Duration::from_secs(30);
 
 /// One server to try for a domain.
 #[derive(Clone, PartialEq, Eq)]
@@ -90,8 +92,10 @@ pub struct DeliveryService {
     rates: Mutex<HashMap<String, posthorn_core::retry::RateLimit>>,
     smarthost: Option<Target>,
     /// Deliveries claimed and not finished, bounded so that a slow
-    /// destination cannot make us lease the whole queue.
+    /// destination cannot make us lease the whole queue. A permit comes
+    /// back once its delivery's outcome is durable.
     in_flight: Arc<Semaphore>,
+    in_flight_max: u32,
     wake: Arc<Notify>,
     /// Signs each copy whose sender's domain has a key.
     dkim: Arc<DkimKeys>,
@@ -123,7 +127,8 @@ impl DeliveryService {
             .as_ref()
             .map(smarthost_target)
             .transpose()?;
-        let in_flight = Arc::new(Semaphore::new(config.claim_batch as usize * 4));
+        let in_flight_max = config.claim_batch.saturating_mul(4);
+        let in_flight = Arc::new(Semaphore::new(in_flight_max as usize));
         let lease = Duration::from_millis(u64::try_from(config.lease.0).unwrap_or(0));
         let (recorder, _) = Recorder::start(state.store.clone(), lease);
         Ok(Self {
@@ -137,6 +142,7 @@ impl DeliveryService {
             rates: Mutex::new(HashMap::new()),
             smarthost,
             in_flight,
+            in_flight_max,
             wake,
             dkim: Arc::new(DkimKeys::default()),
             recorder,
@@ -220,7 +226,10 @@ impl DeliveryService {
             };
             if claimed.is_empty() {
                 tokio::select! {
-                    _ = stop.notified() => return,
+                    _ = stop.notified() => {
+                        self.finish_in_flight().await;
+                        return;
+                    }
                     _ = self.wake.notified() => {}
                     _ = tokio::time::sleep(IDLE_POLL) => {}
                 }
@@ -245,6 +254,20 @@ impl DeliveryService {
             for (domain, items) in groups {
                 tokio::spawn(self.clone().deliver_domain(domain, items));
             }
+        }
+    }
+
+    /// At a stop: waits (for at most `STOP_GRACE`) until every delivery
+    /// under way has its outcome recorded, so that nothing that was sent
+    /// is left unrecorded, to be sent again after the restart.
+    async fn finish_in_flight(&self) {
+        let all = self.in_flight.acquire_many(self.in_flight_max);
+        match tokio::time::timeout(STOP_GRACE, all).await {
+            Ok(_) => {}
+            Err(_) => tracing::warn!(
+                under_way = self.in_flight_max as usize - self.in_flight.available_permits(),
+                "stopping with deliveries still under way; they are attempted again after the restart"
+            ),
         }
     }
 

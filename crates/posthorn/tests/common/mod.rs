@@ -96,6 +96,18 @@ impl Server {
         let _ = self.child.wait();
     }
 
+    /// Stops the server as an init system does (SIGTERM) and waits until
+    /// it has exited; panics unless it exited cleanly.
+    pub fn terminate(mut self) {
+        let term = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(term.success());
+        let exit = self.child.wait().unwrap();
+        assert!(exit.success(), "serve exited with {exit}");
+    }
+
     pub fn get(&self, path: &str) -> Value {
         let out = Command::new("curl")
             .args(["-sS", "-H", &format!("Authorization: Bearer {}", self.key)])
