@@ -7,8 +7,14 @@
 //! [`raw_header_rule`] and [`check_raw_header`]) and the errors into its own
 //! answer. Checks that need the store (the From domain's owner, policy)
 //! sit beside this step, not inside it.
+//!
+//! The same step resolves the settings a submission is accepted with (the
+//! stream's confirmation rule, campaign de-duplication), from values the
+//! door read beforehand ([`Settings`]), so that no door can resolve them
+//! differently.
 
 use crate::Millis;
+use crate::config::Config;
 
 /// The stream of a submission that names none.
 pub const DEFAULT_STREAM: &str = "transactional";
@@ -77,18 +83,47 @@ pub struct Draft<'a> {
     pub expires_at: Option<Millis>,
     /// Bodies by field name (`text`, `html`; SMTP: `message`).
     pub bodies: Vec<(&'static str, &'a [u8])>,
+    /// The message's own tracking choice (`tracking{opens,clicks}`); unset
+    /// leaves it to the stream, tenant and server at sending time.
+    pub tracking_opens: Option<bool>,
+    pub tracking_clicks: Option<bool>,
 }
 
-/// The settings a valid draft resolves to.
+/// What the server and the tenant say about every submission, read by the
+/// door before validating (the tenant comes from the API key).
+#[derive(Debug, Clone, Copy)]
+pub struct Settings<'a> {
+    /// `[policy]` and `[streams.NAME]`.
+    pub config: &'a Config,
+    /// The tenant's own `campaign_dedupe` (`PATCH /v1/settings`); `None`
+    /// follows `[policy] campaign_dedupe`.
+    pub tenant_campaign_dedupe: Option<bool>,
+}
+
+/// A valid draft's choices and the settings they resolve to: everything the
+/// accepting transaction needs besides the content and the recipients.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Valid {
-    /// The stream, [`DEFAULT_STREAM`] when none was named.
+    /// The stream, [`DEFAULT_STREAM`] when none was named. A name without a
+    /// `[streams.NAME]` section is a stream with the defaults.
     pub stream: String,
+    pub campaign: Option<String>,
+    pub send_at: Option<Millis>,
+    pub expires_at: Option<Millis>,
+    pub tracking_opens: Option<bool>,
+    pub tracking_clicks: Option<bool>,
+    /// `[streams.NAME] require_confirmation` of the stream.
+    pub stream_requires_confirmation: bool,
+    /// The tenant's `campaign_dedupe`, else `[policy] campaign_dedupe`.
+    pub campaign_dedupe: bool,
+    /// `[policy] require_own_domain`, for the store's sender check.
+    pub require_own_domain: bool,
 }
 
-/// Checks every field of `draft`; `Err` holds every refusal, in the order
-/// of the fields above (the API answers with the first).
-pub fn validate(draft: &Draft<'_>) -> Result<Valid, Vec<FieldError>> {
+/// Checks every field of `draft` and resolves its settings; `Err` holds
+/// every refusal, in the order of the fields above (both doors answer with
+/// the first).
+pub fn validate(draft: &Draft<'_>, settings: &Settings<'_>) -> Result<Valid, Vec<FieldError>> {
     let mut errors = Vec::new();
     let mut note = |r: Result<(), FieldError>| {
         if let Err(e) = r {
@@ -129,13 +164,27 @@ pub fn validate(draft: &Draft<'_>) -> Result<Valid, Vec<FieldError>> {
     for (field, body) in &draft.bodies {
         note(check_body(field, body));
     }
-    if errors.is_empty() {
-        Ok(Valid {
-            stream: draft.stream.unwrap_or(DEFAULT_STREAM).to_owned(),
-        })
-    } else {
-        Err(errors)
+    if !errors.is_empty() {
+        return Err(errors);
     }
+    let stream = draft.stream.unwrap_or(DEFAULT_STREAM).to_owned();
+    let config = settings.config;
+    Ok(Valid {
+        stream_requires_confirmation: config
+            .streams
+            .get(&stream)
+            .is_some_and(|s| s.require_confirmation),
+        stream,
+        campaign: draft.campaign.map(str::to_owned),
+        send_at: draft.send_at,
+        expires_at: draft.expires_at,
+        tracking_opens: draft.tracking_opens,
+        tracking_clicks: draft.tracking_clicks,
+        campaign_dedupe: settings
+            .tenant_campaign_dedupe
+            .unwrap_or(config.policy.campaign_dedupe),
+        require_own_domain: config.policy.require_own_domain,
+    })
 }
 
 /// A header value as text: no line breaks (header injection) and no other
@@ -575,7 +624,7 @@ mod tests {
     }
 
     #[test]
-    fn a_draft_reports_every_field_and_resolves_the_stream() {
+    fn a_draft_reports_every_field() {
         let tags = vec![String::new()];
         let draft = Draft {
             subject: Some("a\nb"),
@@ -586,7 +635,8 @@ mod tests {
             bodies: vec![("text", b"a\0")],
             ..Default::default()
         };
-        let fields: Vec<String> = validate(&draft)
+        let config = Config::default();
+        let fields: Vec<String> = validate(&draft, &settings(&config, None))
             .unwrap_err()
             .into_iter()
             .map(|e| e.field)
@@ -597,7 +647,343 @@ mod tests {
                 "subject", "tags[0]", "stream", "campaign", "send_at", "text"
             ]
         );
-        let ok = validate(&Draft::default()).unwrap();
-        assert_eq!(ok.stream, DEFAULT_STREAM);
+    }
+
+    fn settings(config: &Config, tenant_campaign_dedupe: Option<bool>) -> Settings<'_> {
+        Settings {
+            config,
+            tenant_campaign_dedupe,
+        }
+    }
+
+    /// One draft as a test row writes it: owned values, rendered into the
+    /// borrowed [`Draft`] both doors build.
+    #[derive(Default)]
+    struct Row {
+        name: &'static str,
+        subject: Option<String>,
+        headers: Vec<(&'static str, String)>,
+        tags: Vec<String>,
+        metadata: Option<serde_json::Value>,
+        stream: Option<String>,
+        campaign: Option<String>,
+        send_at: Option<Millis>,
+        expires_at: Option<Millis>,
+        text: Option<&'static [u8]>,
+    }
+
+    impl Row {
+        fn draft(&self) -> Draft<'_> {
+            Draft {
+                subject: self.subject.as_deref(),
+                headers: self.headers.iter().map(|(n, v)| (*n, v.as_str())).collect(),
+                tags: &self.tags,
+                metadata: self.metadata.as_ref(),
+                stream: self.stream.as_deref(),
+                campaign: self.campaign.as_deref(),
+                send_at: self.send_at,
+                expires_at: self.expires_at,
+                bodies: self.text.map(|t| ("text", t)).into_iter().collect(),
+                ..Default::default()
+            }
+        }
+    }
+
+    /// Every refusal both doors share, one bad field per row: exactly that
+    /// field and code come out, and only a header Posthorn owns is policy
+    /// (SMTP 550 5.7.1 rather than 554 5.6.0).
+    #[test]
+    fn bad_drafts_table() {
+        let s = |v: &str| Some(v.to_owned());
+        let rows: Vec<(Row, &str, &str)> = vec![
+            (
+                Row {
+                    name: "upper-case stream",
+                    stream: s("Newsletter"),
+                    ..Default::default()
+                },
+                "stream",
+                "invalid_stream",
+            ),
+            (
+                Row {
+                    name: "empty stream",
+                    stream: s(""),
+                    ..Default::default()
+                },
+                "stream",
+                "invalid_stream",
+            ),
+            (
+                Row {
+                    name: "65-byte stream",
+                    stream: Some("s".repeat(65)),
+                    ..Default::default()
+                },
+                "stream",
+                "invalid_stream",
+            ),
+            (
+                Row {
+                    name: "stream with a leading dash",
+                    stream: s("-news"),
+                    ..Default::default()
+                },
+                "stream",
+                "invalid_stream",
+            ),
+            (
+                Row {
+                    name: "empty campaign",
+                    campaign: s(""),
+                    ..Default::default()
+                },
+                "campaign",
+                "invalid_campaign",
+            ),
+            (
+                Row {
+                    name: "129-byte campaign",
+                    campaign: Some("c".repeat(129)),
+                    ..Default::default()
+                },
+                "campaign",
+                "invalid_campaign",
+            ),
+            (
+                Row {
+                    name: "campaign with a control",
+                    campaign: s("a\u{1}b"),
+                    ..Default::default()
+                },
+                "campaign",
+                "invalid_campaign",
+            ),
+            (
+                Row {
+                    name: "21 tags",
+                    tags: vec!["t".into(); 21],
+                    ..Default::default()
+                },
+                "tags",
+                "invalid_tag",
+            ),
+            (
+                Row {
+                    name: "129-byte tag",
+                    tags: vec!["ok".into(), "t".repeat(129)],
+                    ..Default::default()
+                },
+                "tags[1]",
+                "invalid_tag",
+            ),
+            (
+                Row {
+                    name: "empty tag",
+                    tags: vec![String::new()],
+                    ..Default::default()
+                },
+                "tags[0]",
+                "invalid_tag",
+            ),
+            (
+                Row {
+                    name: "metadata over 10 KB",
+                    metadata: Some(serde_json::json!({"k": "m".repeat(MAX_METADATA_BYTES)})),
+                    ..Default::default()
+                },
+                "metadata",
+                "invalid_metadata",
+            ),
+            (
+                Row {
+                    name: "send_at after year 9999",
+                    send_at: Some(LATEST_TIME + 1),
+                    ..Default::default()
+                },
+                "send_at",
+                "invalid_time",
+            ),
+            (
+                Row {
+                    name: "send_at before 1970",
+                    send_at: Some(-1),
+                    ..Default::default()
+                },
+                "send_at",
+                "invalid_time",
+            ),
+            (
+                Row {
+                    name: "expires_at after year 9999",
+                    expires_at: Some(LATEST_TIME + 1),
+                    ..Default::default()
+                },
+                "expires_at",
+                "invalid_time",
+            ),
+            (
+                Row {
+                    name: "expires_at not after send_at",
+                    send_at: Some(2_000),
+                    expires_at: Some(2_000),
+                    ..Default::default()
+                },
+                "expires_at",
+                "invalid_time",
+            ),
+            (
+                Row {
+                    name: "CR LF in the subject",
+                    subject: s("Hi\r\nBcc: x@example.com"),
+                    ..Default::default()
+                },
+                "subject",
+                "header_injection",
+            ),
+            (
+                Row {
+                    name: "999-byte subject",
+                    subject: Some("s".repeat(999)),
+                    ..Default::default()
+                },
+                "subject",
+                "invalid_subject",
+            ),
+            (
+                Row {
+                    name: "X-Posthorn-Stream as a header",
+                    headers: vec![("X-Posthorn-Stream", "news".into())],
+                    ..Default::default()
+                },
+                "headers.X-Posthorn-Stream",
+                "reserved_header",
+            ),
+            (
+                Row {
+                    name: "Bcc as a header",
+                    headers: vec![("Bcc", "x@example.com".into())],
+                    ..Default::default()
+                },
+                "headers.Bcc",
+                "reserved_header",
+            ),
+            (
+                Row {
+                    name: "header name with a space",
+                    headers: vec![("X Foo", "v".into())],
+                    ..Default::default()
+                },
+                "headers.X Foo",
+                "invalid_header",
+            ),
+            (
+                Row {
+                    name: "NUL in the text",
+                    text: Some(b"a\0b"),
+                    ..Default::default()
+                },
+                "text",
+                "nul_byte",
+            ),
+        ];
+        let config = Config::default();
+        for (row, field, code) in &rows {
+            let errors = validate(&row.draft(), &settings(&config, None)).unwrap_err();
+            let got: Vec<_> = errors.iter().map(|e| (e.field.as_str(), e.code)).collect();
+            assert_eq!(got, [(*field, *code)], "{}", row.name);
+            assert_eq!(
+                errors[0].is_policy(),
+                *code == "reserved_header",
+                "{}",
+                row.name
+            );
+        }
+        // The control row: every field given, each within its rule.
+        let good = Row {
+            name: "valid",
+            subject: s("Grüße\tand more"),
+            headers: vec![("X-Order", "42".into())],
+            tags: vec!["t".repeat(MAX_TAG_BYTES); MAX_TAGS],
+            metadata: Some(serde_json::json!({"order": 42})),
+            stream: s("news_2-b"),
+            campaign: Some("é".repeat(64)),
+            send_at: Some(0),
+            expires_at: Some(LATEST_TIME),
+            text: Some(b"hello"),
+        };
+        assert!(
+            validate(&good.draft(), &settings(&config, None)).is_ok(),
+            "{}",
+            good.name
+        );
+    }
+
+    #[test]
+    fn settings_resolve_from_the_stream_the_tenant_and_the_policy() {
+        let mut config = Config::default();
+        config.streams.insert(
+            "news".into(),
+            crate::config::StreamConfig {
+                require_confirmation: true,
+                ..Default::default()
+            },
+        );
+        config.policy.require_own_domain = true;
+        let draft = Draft {
+            stream: Some("news"),
+            campaign: Some("spring"),
+            send_at: Some(1_000),
+            expires_at: Some(2_000),
+            tracking_opens: Some(false),
+            ..Default::default()
+        };
+        let valid = validate(&draft, &settings(&config, None)).unwrap();
+        assert_eq!(
+            valid,
+            Valid {
+                stream: "news".into(),
+                campaign: Some("spring".into()),
+                send_at: Some(1_000),
+                expires_at: Some(2_000),
+                tracking_opens: Some(false),
+                tracking_clicks: None,
+                stream_requires_confirmation: true,
+                // `[policy] campaign_dedupe` defaults to on.
+                campaign_dedupe: true,
+                require_own_domain: true,
+            }
+        );
+        // The tenant's choice wins over the policy, either way.
+        assert!(
+            !validate(&draft, &settings(&config, Some(false)))
+                .unwrap()
+                .campaign_dedupe
+        );
+        config.policy.campaign_dedupe = false;
+        assert!(
+            !validate(&draft, &settings(&config, None))
+                .unwrap()
+                .campaign_dedupe
+        );
+        assert!(
+            validate(&draft, &settings(&config, Some(true)))
+                .unwrap()
+                .campaign_dedupe
+        );
+        // No stream: the default, which has no section (so no confirmation);
+        // an unknown name is a stream with the defaults, as it always was.
+        let plain = validate(&Draft::default(), &settings(&config, None)).unwrap();
+        assert_eq!(plain.stream, DEFAULT_STREAM);
+        assert!(!plain.stream_requires_confirmation);
+        let unknown = Draft {
+            stream: Some("never-configured"),
+            ..Default::default()
+        };
+        assert!(
+            !validate(&unknown, &settings(&config, None))
+                .unwrap()
+                .stream_requires_confirmation
+        );
     }
 }

@@ -7,10 +7,11 @@
 //! `Bcc`, `Resent-Bcc` and `Return-Path` are removed, and `Message-ID`/`Date`
 //! are added when missing. `X-Posthorn-Stream` and `X-Posthorn-Campaign`
 //! choose the stream and campaign (and are removed before sending). The
-//! content rules are the API's (`posthorn_core::submission`); what breaks
-//! them is refused with 554 5.6.0 (550 5.7.1 for a header Posthorn owns:
-//! signatures, authentication results, unknown `X-Posthorn-*`), never
-//! repaired.
+//! content rules and the settings they resolve to are the API's
+//! (`posthorn_core::submission::validate`): this door only reads the
+//! message into a draft; what breaks the rules is refused with 554 5.6.0
+//! (550 5.7.1 for a header Posthorn owns: signatures, authentication
+//! results, unknown `X-Posthorn-*`), never repaired.
 
 use crate::app::AppState;
 use crate::headers::{HeaderBlock, unfold};
@@ -87,7 +88,11 @@ impl Handler for SubmissionHandler {
         };
         // The content rules first, as the API applies them: nothing about
         // the message is stored unless all of them hold.
-        let submitted = match read_message(&message) {
+        let settings = submission::Settings {
+            config: &self.state.config,
+            tenant_campaign_dedupe: tenant.campaign_dedupe,
+        };
+        let submitted = match read_message(&message, &settings) {
             Ok(s) => s,
             Err(e) => return refusal(&e),
         };
@@ -109,7 +114,7 @@ impl Handler for SubmissionHandler {
                 deliverable_domain: address.can_receive_mail(),
             });
         }
-        let stream = submitted.stream;
+        let valid = submitted.valid;
         let from_header = headers
             .get("from")
             .filter(|f| Mailbox::parse(f.trim()).is_ok())
@@ -117,17 +122,11 @@ impl Handler for SubmissionHandler {
         let raw = prepare_raw(&message, &submitted.kept, now);
         let size = raw.len() as u64;
         let id = MessageId::generate();
-        let stream_requires_confirmation = self
-            .state
-            .config
-            .streams
-            .get(&stream)
-            .is_some_and(|s| s.require_confirmation);
         let new = NewMessage {
             id: id.clone(),
             sender_check: SenderCheck {
                 domains: sender_domains(&from_address, &headers),
-                require_own_domain: self.state.config.policy.require_own_domain,
+                require_own_domain: valid.require_own_domain,
             },
             tenant_id: tenant.id.clone(),
             from_header,
@@ -142,21 +141,19 @@ impl Handler for SubmissionHandler {
             headers: serde_json::json!({}),
             tags: Vec::new(),
             metadata: serde_json::json!({}),
-            campaign: submitted.campaign,
+            campaign: valid.campaign,
             test: false,
-            send_at: None,
-            expires_at: None,
-            tracking_opens: None,
-            tracking_clicks: None,
+            send_at: valid.send_at,
+            expires_at: valid.expires_at,
+            tracking_opens: valid.tracking_opens,
+            tracking_clicks: valid.tracking_clicks,
             size,
             source: EventSource::SmtpSubmission,
             recipients,
             idempotency: None,
-            stream_requires_confirmation,
-            campaign_dedupe: tenant
-                .campaign_dedupe
-                .unwrap_or(self.state.config.policy.campaign_dedupe),
-            stream,
+            stream_requires_confirmation: valid.stream_requires_confirmation,
+            campaign_dedupe: valid.campaign_dedupe,
+            stream: valid.stream,
             accepted_at: now,
         };
         match self.state.store.accept_message(new).await {
@@ -192,8 +189,9 @@ fn sender_domains(envelope_from: &str, headers: &HeaderBlock) -> Vec<String> {
 #[derive(Debug)]
 struct Submitted {
     subject: Option<String>,
-    stream: String,
-    campaign: Option<String>,
+    /// The stream and campaign chosen by `X-Posthorn-*` and the settings
+    /// they resolve to, exactly as the API resolves its fields.
+    valid: submission::Valid,
     /// The byte ranges of the header fields that go out as sent, in order,
     /// and whether Message-ID and Date are among them.
     kept: KeptHeaders,
@@ -214,7 +212,10 @@ struct KeptHeaders {
 /// not ASCII or UTF-8 text is refused, never converted. Each field is kept,
 /// removed (blind copies, a return path) or consumed (our `X-Posthorn-*`
 /// settings), or the message is refused (a header Posthorn owns).
-fn read_message(message: &[u8]) -> Result<Submitted, FieldError> {
+fn read_message(
+    message: &[u8],
+    settings: &submission::Settings<'_>,
+) -> Result<Submitted, FieldError> {
     submission::check_body("message", message)?;
     let (fields, _body_start) = crate::headers::raw_fields(message);
     let mut kept = KeptHeaders {
@@ -247,12 +248,21 @@ fn read_message(message: &[u8]) -> Result<Submitted, FieldError> {
                 // Never sent: its value is judged as the API's field is
                 // (`stream`, `campaign`), so both doors answer alike.
                 let value = unfold(submission::raw_header_text(name, field.value)?);
-                let slot = if name.eq_ignore_ascii_case("x-posthorn-stream") {
-                    &mut stream
+                let (slot, field, code) = if name.eq_ignore_ascii_case("x-posthorn-stream") {
+                    (&mut stream, "stream", "invalid_stream")
                 } else {
-                    &mut campaign
+                    (&mut campaign, "campaign", "invalid_campaign")
                 };
-                slot.get_or_insert(value);
+                // The API's JSON has room for one value; a second header
+                // would make us pick one silently.
+                if slot.is_some() {
+                    return Err(FieldError::new(
+                        field,
+                        code,
+                        format!("`{name}` is given more than once"),
+                    ));
+                }
+                *slot = Some(value);
                 continue;
             }
             RawHeaderRule::Keep => submission::check_raw_header(name, field.value)?,
@@ -271,12 +281,11 @@ fn read_message(message: &[u8]) -> Result<Submitted, FieldError> {
         campaign: campaign.as_deref(),
         ..Default::default()
     };
-    let valid = submission::validate(&draft)
+    let valid = submission::validate(&draft, settings)
         .map_err(|errors| errors.into_iter().next().expect("an Err holds an error"))?;
     Ok(Submitted {
         subject,
-        stream: valid.stream,
-        campaign,
+        valid,
         kept,
     })
 }
@@ -323,13 +332,23 @@ fn prepare_raw(message: &[u8], kept: &KeptHeaders, now: i64) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use posthorn_core::config::Config;
+
+    fn read(message: &[u8]) -> Result<Submitted, FieldError> {
+        let config = Config::default();
+        let settings = submission::Settings {
+            config: &config,
+            tenant_campaign_dedupe: None,
+        };
+        read_message(message, &settings)
+    }
 
     #[test]
     fn raw_messages_lose_bcc_and_our_headers_and_gain_missing_ones() {
         let message = b"From: a@x.example\r\nBcc: secret@x.example,\r\n  other@x.example\r\nX-Posthorn-Stream: news\r\nSubject: Hi\r\n  there\r\n\r\nBody\r\nBcc: in the body stays\r\n";
-        let submitted = read_message(message).unwrap();
+        let submitted = read(message).unwrap();
         assert_eq!(submitted.subject.as_deref(), Some("Hi there"));
-        assert_eq!(submitted.stream, "news");
+        assert_eq!(submitted.valid.stream, "news");
         let raw =
             String::from_utf8(prepare_raw(message, &submitted.kept, 1_795_478_400_000)).unwrap();
         assert!(!raw.contains("secret@") && !raw.contains("other@"), "{raw}");
@@ -352,7 +371,7 @@ mod tests {
             (b"Subject: a\r\n\r\n", "Subject: a\r\n\r\n"),
             (b"Subject: a\n\nbody", "Subject: a\n\nbody"),
         ] {
-            let submitted = read_message(message).unwrap();
+            let submitted = read(message).unwrap();
             let raw = String::from_utf8(prepare_raw(message, &submitted.kept, 0)).unwrap();
             assert!(raw.ends_with(tail), "{raw:?}");
         }
@@ -360,7 +379,7 @@ mod tests {
 
     #[test]
     fn refusals_name_the_code_and_the_field() {
-        let e = read_message(b"DKIM-Signature: v=1; d=victim.example\r\n\r\nhi").unwrap_err();
+        let e = read(b"DKIM-Signature: v=1; d=victim.example\r\n\r\nhi").unwrap_err();
         let reply = refusal(&e);
         assert_eq!((reply.code, reply.enhanced), (550, "5.7.1"));
         assert!(
@@ -368,7 +387,7 @@ mod tests {
             "{}",
             reply.text
         );
-        let e = read_message(b"X-Posthorn-Stream: Bad\r\n\r\nhi").unwrap_err();
+        let e = read(b"X-Posthorn-Stream: Bad\r\n\r\nhi").unwrap_err();
         let reply = refusal(&e);
         assert_eq!((reply.code, reply.enhanced), (554, "5.6.0"));
         assert!(
@@ -376,5 +395,41 @@ mod tests {
             "{}",
             reply.text
         );
+        // A second setting is refused rather than one of them picked.
+        for (message, ending) in [
+            (
+                &b"X-Posthorn-Stream: news\r\nX-Posthorn-Stream: alerts\r\n\r\nhi"[..],
+                "(invalid_stream: stream)",
+            ),
+            (
+                b"X-Posthorn-Campaign: a\r\nx-posthorn-campaign: a\r\n\r\nhi",
+                "(invalid_campaign: campaign)",
+            ),
+        ] {
+            let reply = refusal(&read(message).unwrap_err());
+            assert_eq!((reply.code, reply.enhanced), (554, "5.6.0"));
+            assert!(reply.text.ends_with(ending), "{}", reply.text);
+        }
+    }
+
+    #[test]
+    fn settings_resolve_as_the_api_resolves_them() {
+        let mut config = Config::default();
+        config.streams.insert(
+            "news".into(),
+            posthorn_core::config::StreamConfig {
+                require_confirmation: true,
+                ..Default::default()
+            },
+        );
+        let settings = submission::Settings {
+            config: &config,
+            tenant_campaign_dedupe: Some(false),
+        };
+        let message = b"X-Posthorn-Stream: news\r\nX-Posthorn-Campaign: spring\r\n\r\nhi";
+        let valid = read_message(message, &settings).unwrap().valid;
+        assert!(valid.stream_requires_confirmation);
+        assert!(!valid.campaign_dedupe, "the tenant's choice wins");
+        assert_eq!(valid.campaign.as_deref(), Some("spring"));
     }
 }

@@ -154,6 +154,11 @@ pub(crate) fn field_error(e: FieldError) -> ApiError {
     ApiError::unprocessable(e.code, e.message).with_field(e.field)
 }
 
+/// The API answers a refused draft with its first refusal.
+fn first_refusal(errors: Vec<FieldError>) -> ApiError {
+    field_error(errors.into_iter().next().expect("an Err holds an error"))
+}
+
 /// Checks everything about a submission that does not need the store.
 fn validate(
     state: &AppState,
@@ -243,22 +248,20 @@ fn validate(
         send_at,
         expires_at,
         bodies,
+        tracking_opens: s.tracking.as_ref().and_then(|t| t.opens),
+        tracking_clicks: s.tracking.as_ref().and_then(|t| t.clicks),
     };
-    let stream = match submission::validate(&draft) {
-        Ok(valid) => valid.stream,
-        Err(errors) => {
-            return Err(field_error(
-                errors.into_iter().next().expect("an Err holds an error"),
-            ));
-        }
+    let settings = submission::Settings {
+        config: &state.config,
+        tenant_campaign_dedupe: auth.tenant.campaign_dedupe,
     };
+    let valid = submission::validate(&draft, &settings).map_err(first_refusal)?;
 
-    let stream_config = state.config.streams.get(&stream);
     Ok(NewMessage {
         id: MessageId::generate(),
         sender_check: SenderCheck {
             domains: vec![from.address.domain().to_owned()],
-            require_own_domain: state.config.policy.require_own_domain,
+            require_own_domain: valid.require_own_domain,
         },
         tenant_id: auth.tenant.id.clone(),
         from_header: s.from.trim().to_owned(),
@@ -273,22 +276,19 @@ fn validate(
         headers: serde_json::to_value(&s.headers).unwrap_or_default(),
         tags: s.tags,
         metadata,
-        campaign: s.campaign,
+        campaign: valid.campaign,
         test: s.test,
-        send_at,
-        expires_at,
-        tracking_opens: s.tracking.as_ref().and_then(|t| t.opens),
-        tracking_clicks: s.tracking.as_ref().and_then(|t| t.clicks),
+        send_at: valid.send_at,
+        expires_at: valid.expires_at,
+        tracking_opens: valid.tracking_opens,
+        tracking_clicks: valid.tracking_clicks,
         size,
         source: EventSource::Api,
         recipients,
         idempotency: None,
-        stream_requires_confirmation: stream_config.is_some_and(|c| c.require_confirmation),
-        campaign_dedupe: auth
-            .tenant
-            .campaign_dedupe
-            .unwrap_or(state.config.policy.campaign_dedupe),
-        stream,
+        stream_requires_confirmation: valid.stream_requires_confirmation,
+        campaign_dedupe: valid.campaign_dedupe,
+        stream: valid.stream,
         accepted_at: now,
     })
 }
