@@ -209,7 +209,7 @@ impl DeliveryService {
                     Err(e) => {
                         // A full disk fails every claim until space
                         // returns: said once, not every poll.
-                        let full = matches!(e, posthorn_store::StoreError::Full(_));
+                        let full = e.is_storage_full();
                         if !(full && claims_failing_full) {
                             tracing::error!(error = %e, "claiming due deliveries failed");
                         }

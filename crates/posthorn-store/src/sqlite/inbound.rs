@@ -39,7 +39,7 @@ pub(crate) fn record_inbound(
     let mut new_events = 0u64;
     if !inbound.events.is_empty() {
         let tenant = record.tenant_id.clone().ok_or_else(|| {
-            StoreError::Backend("an inbound message with events needs its tenant".into())
+            StoreError::backend("an inbound message with events needs its tenant")
         })?;
         for event in &inbound.events {
             match ops::record_event(c, rules, &tenant, event)? {
@@ -49,7 +49,7 @@ pub(crate) fn record_inbound(
                 }
                 RecordOutcome::Duplicate { event, .. } => record.event_ids.push(event.id),
                 RecordOutcome::UnknownDelivery => {
-                    return Err(StoreError::Backend(format!(
+                    return Err(StoreError::backend(format!(
                         "delivery {} of tenant {tenant} does not exist",
                         event.delivery_id
                     )));

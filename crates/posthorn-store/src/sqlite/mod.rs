@@ -4,6 +4,7 @@
 
 mod checkpoint;
 mod domains;
+mod error;
 mod inbound;
 mod ops;
 mod rows;
@@ -55,10 +56,10 @@ impl SqliteStore {
     /// migrations and starts the writer.
     pub fn open(data_dir: &Path, config: &StoreConfig, rules: StoreRules) -> StoreResult<Self> {
         create_private_dir(data_dir)
-            .map_err(|e| StoreError::Backend(format!("creating {}: {e}", data_dir.display())))?;
+            .map_err(|e| StoreError::backend(format!("creating {}: {e}", data_dir.display())))?;
         let path = data_dir.join(DATABASE_FILE);
         create_private_file(&path)
-            .map_err(|e| StoreError::Backend(format!("creating {}: {e}", path.display())))?;
+            .map_err(|e| StoreError::backend(format!("creating {}: {e}", path.display())))?;
         let conn = open_connection(&path, config.synchronous, false)?;
         migrate(&conn)?;
         // Checkpoints run on their own thread, never inside a group commit.
@@ -67,7 +68,7 @@ impl SqliteStore {
         let checkpointer = checkpoint::Checkpointer::start(
             open_connection(&path, config.synchronous, false)?,
             std::fs::File::open(&path)
-                .map_err(|e| StoreError::Backend(format!("opening {}: {e}", path.display())))?,
+                .map_err(|e| StoreError::backend(format!("opening {}: {e}", path.display())))?,
             restart.clone(),
         );
         let feed = Arc::new(CommitFeed::default());
@@ -139,7 +140,7 @@ fn open_connection(
     // With FULL, log writes are gathered per commit (see `wal_buffer`).
     let conn = match synchronous {
         Synchronous::Full => {
-            wal_buffer::register().map_err(StoreError::Backend)?;
+            wal_buffer::register().map_err(StoreError::backend)?;
             Connection::open_with_flags_and_vfs(path, flags, wal_buffer::VFS_NAME)?
         }
         Synchronous::Normal => Connection::open_with_flags(path, flags)?,
@@ -216,8 +217,8 @@ impl ReadPool {
             .permits
             .acquire()
             .await
-            .map_err(|_| StoreError::Closed)?;
-        let conn = self.idle.lock().map_err(|_| StoreError::Closed)?.pop();
+            .map_err(|_| StoreError::closed())?;
+        let conn = self.idle.lock().map_err(|_| StoreError::closed())?.pop();
         let conn = match conn {
             Some(c) => c,
             None => open_connection(&self.path, self.synchronous, true)?,
@@ -227,8 +228,11 @@ impl ReadPool {
             (conn, result)
         })
         .await
-        .map_err(|e| StoreError::Backend(format!("read task: {e}")))?;
-        self.idle.lock().map_err(|_| StoreError::Closed)?.push(conn);
+        .map_err(|e| StoreError::backend(format!("read task: {e}")))?;
+        self.idle
+            .lock()
+            .map_err(|_| StoreError::closed())?
+            .push(conn);
         result
     }
 }

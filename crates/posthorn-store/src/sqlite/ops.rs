@@ -98,7 +98,12 @@ pub(crate) fn accept_message(
                 return Ok(AcceptOutcome::IdempotencyConflict);
             }
             Ok((_, receipt)) => {
-                return Ok(AcceptOutcome::Replayed(serde_json::from_str(&receipt)?));
+                let receipt = serde_json::from_str(&receipt).map_err(|_| StoreError::Corrupt {
+                    table: "idempotency_keys",
+                    column: "receipt",
+                    value: receipt,
+                })?;
+                return Ok(AcceptOutcome::Replayed(receipt));
             }
             Err(rusqlite::Error::QueryReturnedNoRows) => {}
             Err(e) => return Err(e.into()),
@@ -334,8 +339,7 @@ pub(crate) fn record_event(
                 Some(external) => rows::event_by_external_id(c, tenant, external)?,
                 None => rows::event_by_id(c, tenant, &e.id)?,
             };
-            let event =
-                existing.ok_or_else(|| StoreError::Backend("duplicate event vanished".into()))?;
+            let event = existing.ok_or_else(|| StoreError::backend("duplicate event vanished"))?;
             let delivery = rows::delivery(c, tenant, &event.delivery_id)?.unwrap_or(delivery);
             Ok(RecordOutcome::Duplicate { event, delivery })
         }
@@ -592,7 +596,7 @@ pub(crate) fn put_contact(
             }
         }
     }
-    rows::contact(c, tenant, address)?.ok_or_else(|| StoreError::Backend("contact vanished".into()))
+    rows::contact(c, tenant, address)?.ok_or_else(|| StoreError::backend("contact vanished"))
 }
 
 /// The fold state of a delivery, from its status columns.
@@ -722,7 +726,7 @@ pub(crate) fn record_attempt(
 ) -> StoreResult<Vec<EventRecord>> {
     let delivery_id = &attempt.delivery;
     let Some(mut delivery) = rows::delivery(c, &attempt.tenant, delivery_id)? else {
-        return Err(StoreError::Backend(format!(
+        return Err(StoreError::backend(format!(
             "no delivery {delivery_id} to record an attempt of"
         )));
     };

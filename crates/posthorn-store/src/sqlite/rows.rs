@@ -1,6 +1,7 @@
 //! Reading rows: SELECT statements and the mapping of rows to records. Used
 //! by the read pool and, inside transactions, by the writer.
 
+use super::error::Undecodable;
 use crate::StoreResult;
 use crate::records::*;
 use posthorn_core::contact::{ContactState, ContactStatus};
@@ -30,19 +31,8 @@ pub(crate) fn prepare<'c>(
     Ok(stmt)
 }
 
-/// A stored value this code cannot read. Reading fails with where it is
-/// and what it holds rather than guessing: an unreadable contact status
-/// read as `active` would make a bounced address mailable again.
-#[derive(Debug, thiserror::Error)]
-#[error("{table}.{column} holds {value:?}, which is not a value this version can read")]
-pub(crate) struct Undecodable {
-    table: &'static str,
-    column: &'static str,
-    value: String,
-}
-
 /// Decodes the text in column `at` with `parse`, or fails naming the
-/// table, column and value.
+/// table, column and value (read as [`crate::StoreError::Corrupt`]).
 fn decode<T>(
     r: &Row<'_>,
     at: usize,
