@@ -1,9 +1,9 @@
 //! Mail received by the inbound MX: kept whole, with what was read from it,
 //! the events recorded from it, and orphans for an administrator.
 
-use super::ops;
-use super::rows::prepare;
+use super::reads::prepare;
 use super::writer::WriteTx;
+use super::writes;
 use crate::records::*;
 use crate::{StoreError, StoreResult, StoreRules};
 use posthorn_core::id::InboundId;
@@ -42,7 +42,7 @@ pub(crate) fn record_inbound(
             StoreError::backend("an inbound message with events needs its tenant")
         })?;
         for event in &inbound.events {
-            match ops::record_event(c, rules, &tenant, event)? {
+            match writes::record_event(c, rules, &tenant, event)? {
                 RecordOutcome::Recorded { event, .. } => {
                     new_events += 1;
                     record.event_ids.push(event.id);

@@ -6,11 +6,11 @@ mod checkpoint;
 mod domains;
 mod error;
 mod inbound;
-mod ops;
-mod rows;
+mod reads;
 mod tracking;
 mod wal_buffer;
 mod writer;
+mod writes;
 
 use crate::feed::CommitFeed;
 use crate::records::*;
@@ -242,13 +242,13 @@ impl Store for SqliteStore {
     async fn create_tenant(&self, name: &str, now: Millis) -> StoreResult<Tenant> {
         let name = name.to_owned();
         self.writer
-            .write(move |c| ops::create_tenant(c, &name, now))
+            .write(move |c| writes::create_tenant(c, &name, now))
             .await
     }
 
     async fn tenant_by_name(&self, name: &str) -> StoreResult<Option<Tenant>> {
         let name = name.to_owned();
-        self.read(move |c| rows::tenant_by_name(c, &name)).await
+        self.read(move |c| reads::tenant_by_name(c, &name)).await
     }
 
     async fn tenant_count(&self) -> StoreResult<u64> {
@@ -260,7 +260,7 @@ impl Store for SqliteStore {
 
     async fn tenant(&self, id: &TenantId) -> StoreResult<Option<Tenant>> {
         let id = id.clone();
-        self.read(move |c| rows::tenant_by_id(c, &id)).await
+        self.read(move |c| reads::tenant_by_id(c, &id)).await
     }
 
     async fn update_tenant_settings(
@@ -283,25 +283,26 @@ impl Store for SqliteStore {
                         )?;
                     }
                 }
-                rows::tenant_by_id(c, &tenant)
+                reads::tenant_by_id(c, &tenant)
             })
             .await
     }
 
     async fn insert_api_key(&self, key: NewApiKey) -> StoreResult<ApiKeyRecord> {
         self.writer
-            .write(move |c| ops::insert_api_key(c, &key))
+            .write(move |c| writes::insert_api_key(c, &key))
             .await
     }
 
     async fn api_key(&self, id: &ApiKeyId) -> StoreResult<Option<(ApiKeyRecord, Tenant)>> {
         let id = id.clone();
-        self.read(move |c| rows::api_key_with_tenant(c, &id)).await
+        self.read(move |c| reads::api_key_with_tenant(c, &id)).await
     }
 
     async fn api_keys(&self, tenant: Option<&TenantId>) -> StoreResult<Vec<ApiKeyRecord>> {
         let tenant = tenant.cloned();
-        self.read(move |c| rows::api_keys(c, tenant.as_ref())).await
+        self.read(move |c| reads::api_keys(c, tenant.as_ref()))
+            .await
     }
 
     async fn revoke_api_key(&self, id: &ApiKeyId, now: Millis) -> StoreResult<bool> {
@@ -349,7 +350,7 @@ impl Store for SqliteStore {
     async fn accept_message(&self, message: NewMessage) -> StoreResult<AcceptOutcome> {
         let rules = self.rules;
         self.writer
-            .write(move |c| ops::accept_message(c, &rules, &message))
+            .write(move |c| writes::accept_message(c, &rules, &message))
             .await
     }
 
@@ -357,7 +358,7 @@ impl Store for SqliteStore {
         let rules = self.rules;
         let tenant = tenant.clone();
         self.writer
-            .write(move |c| ops::record_event(c, &rules, &tenant, &event))
+            .write(move |c| writes::record_event(c, &rules, &tenant, &event))
             .await
     }
 
@@ -368,7 +369,7 @@ impl Store for SqliteStore {
     ) -> StoreResult<Vec<EventRecord>> {
         let tenant = tenant.clone();
         let filter = filter.clone();
-        self.read(move |c| rows::events(c, &tenant, &filter)).await
+        self.read(move |c| reads::events(c, &tenant, &filter)).await
     }
 
     async fn events_after(
@@ -379,13 +380,14 @@ impl Store for SqliteStore {
     ) -> StoreResult<Vec<EventRecord>> {
         let tenant = tenant.clone();
         let filter = filter.clone();
-        self.read(move |c| rows::events_after(c, &tenant, after, &filter))
+        self.read(move |c| reads::events_after(c, &tenant, after, &filter))
             .await
     }
 
     async fn event(&self, tenant: &TenantId, id: &EventId) -> StoreResult<Option<EventRecord>> {
         let (tenant, id) = (tenant.clone(), id.clone());
-        self.read(move |c| rows::event_by_id(c, &tenant, &id)).await
+        self.read(move |c| reads::event_by_id(c, &tenant, &id))
+            .await
     }
 
     async fn message(
@@ -394,7 +396,7 @@ impl Store for SqliteStore {
         id: &MessageId,
     ) -> StoreResult<Option<MessageRecord>> {
         let (tenant, id) = (tenant.clone(), id.clone());
-        self.read(move |c| rows::message(c, &tenant, &id)).await
+        self.read(move |c| reads::message(c, &tenant, &id)).await
     }
 
     async fn deliveries_of_message(
@@ -403,7 +405,7 @@ impl Store for SqliteStore {
         id: &MessageId,
     ) -> StoreResult<Vec<DeliveryRecord>> {
         let (tenant, id) = (tenant.clone(), id.clone());
-        self.read(move |c| rows::deliveries_of_message(c, &tenant, &id))
+        self.read(move |c| reads::deliveries_of_message(c, &tenant, &id))
             .await
     }
 
@@ -413,7 +415,7 @@ impl Store for SqliteStore {
         id: &DeliveryId,
     ) -> StoreResult<Option<DeliveryRecord>> {
         let (tenant, id) = (tenant.clone(), id.clone());
-        self.read(move |c| rows::delivery(c, &tenant, &id)).await
+        self.read(move |c| reads::delivery(c, &tenant, &id)).await
     }
 
     async fn message_engagement_events(
@@ -422,7 +424,7 @@ impl Store for SqliteStore {
         message: &MessageId,
     ) -> StoreResult<Vec<EventRecord>> {
         let (tenant, message) = (tenant.clone(), message.clone());
-        self.read(move |c| rows::message_engagement_events(c, &tenant, &message))
+        self.read(move |c| reads::message_engagement_events(c, &tenant, &message))
             .await
     }
 
@@ -432,7 +434,7 @@ impl Store for SqliteStore {
         id: &DeliveryId,
     ) -> StoreResult<Vec<EventRecord>> {
         let (tenant, id) = (tenant.clone(), id.clone());
-        self.read(move |c| rows::delivery_events(c, &tenant, &id))
+        self.read(move |c| reads::delivery_events(c, &tenant, &id))
             .await
     }
 
@@ -444,7 +446,7 @@ impl Store for SqliteStore {
         limit: u32,
     ) -> StoreResult<Vec<EventRecord>> {
         let (tenant, id, after) = (tenant.clone(), id.clone(), after.cloned());
-        self.read(move |c| rows::delivery_events_page(c, &tenant, &id, after.as_ref(), limit))
+        self.read(move |c| reads::delivery_events_page(c, &tenant, &id, after.as_ref(), limit))
             .await
     }
 
@@ -454,7 +456,7 @@ impl Store for SqliteStore {
         id: &DeliveryId,
     ) -> StoreResult<Vec<EventRecord>> {
         let (tenant, id) = (tenant.clone(), id.clone());
-        self.read(move |c| rows::delivery_engagement_events(c, &tenant, &id))
+        self.read(move |c| reads::delivery_engagement_events(c, &tenant, &id))
             .await
     }
 
@@ -464,7 +466,7 @@ impl Store for SqliteStore {
         address: &str,
     ) -> StoreResult<Option<ContactRecord>> {
         let (tenant, address) = (tenant.clone(), address.to_owned());
-        self.read(move |c| rows::contact(c, &tenant, &address))
+        self.read(move |c| reads::contact(c, &tenant, &address))
             .await
     }
 
@@ -477,7 +479,7 @@ impl Store for SqliteStore {
     ) -> StoreResult<ContactRecord> {
         let (tenant, address) = (tenant.clone(), address.to_owned());
         self.writer
-            .write(move |c| ops::put_contact(c, &tenant, &address, status, now))
+            .write(move |c| writes::put_contact(c, &tenant, &address, status, now))
             .await
     }
 
@@ -487,7 +489,7 @@ impl Store for SqliteStore {
         address: &str,
     ) -> StoreResult<Vec<ContactChange>> {
         let (tenant, address) = (tenant.clone(), address.to_owned());
-        self.read(move |c| rows::contact_changes(c, &tenant, &address))
+        self.read(move |c| reads::contact_changes(c, &tenant, &address))
             .await
     }
 
@@ -497,7 +499,7 @@ impl Store for SqliteStore {
         now: Millis,
     ) -> StoreResult<Vec<SuppressionEntry>> {
         let tenant = tenant.clone();
-        self.read(move |c| rows::suppressions(c, &tenant, now))
+        self.read(move |c| reads::suppressions(c, &tenant, now))
             .await
     }
 
@@ -535,7 +537,7 @@ impl Store for SqliteStore {
     ) -> StoreResult<Vec<ClaimedDelivery>> {
         let node = node.clone();
         self.writer
-            .write(move |c| ops::claim_due(c, &node, now, limit, lease_until))
+            .write(move |c| writes::claim_due(c, &node, now, limit, lease_until))
             .await
     }
 
@@ -545,7 +547,7 @@ impl Store for SqliteStore {
             .write(move |c| {
                 let mut stored = Vec::new();
                 for attempt in &attempts {
-                    stored.extend(ops::record_attempt(c, &rules, attempt)?);
+                    stored.extend(writes::record_attempt(c, &rules, attempt)?);
                 }
                 Ok(stored)
             })

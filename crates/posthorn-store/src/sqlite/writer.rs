@@ -521,7 +521,7 @@ mod tests {
         assert_eq!(values(&conn), [1]);
     }
 
-    /// A write that notes the event it stored, as `ops::apply_event` does.
+    /// A write that notes the event it stored, as `writes::apply_event` does.
     fn store_event(tx: &WriteTx<'_>) -> StoreResult<()> {
         let seq = tx.next_event_seq();
         tx.execute("INSERT INTO t (x) VALUES (?1)", [seq])?;
