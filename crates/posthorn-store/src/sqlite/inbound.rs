@@ -1,7 +1,7 @@
 //! Mail received by the inbound MX: kept whole, with what was read from it,
 //! the events recorded from it, and orphans for an administrator.
 
-use super::reads::prepare;
+use super::prepare;
 use super::writer::WriteTx;
 use super::writes;
 use crate::records::*;

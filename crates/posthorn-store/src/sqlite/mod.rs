@@ -1,6 +1,13 @@
 //! The SQLite implementation of [`Store`]: one database file in WAL mode, one
 //! writer thread with group commit ([`writer`]), a small pool of read
 //! connections, and migrations under `migrations/sqlite/`.
+//!
+//! Where things are: `writes` holds the operations the writer runs in its
+//! transaction, `reads` the SELECTs and row mapping (readers and writer
+//! both use them), `domains`, `inbound` and `tracking` both kinds for
+//! their part of the schema; `error` maps SQLite's failures onto
+//! [`StoreError`] kinds; `wal_buffer` and `checkpoint` look after the
+//! log file.
 
 mod checkpoint;
 mod domains;
@@ -21,11 +28,31 @@ use posthorn_core::domain::DomainOwner;
 use posthorn_core::id::{ApiKeyId, InboundId};
 use posthorn_core::suppression::SuppressionEntry;
 use posthorn_core::{DeliveryId, EventId, MessageId, Millis, NodeId, TenantId};
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::{CachedStatement, Connection, OpenFlags};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use writer::Writer;
+
+/// Prepares (or reuses) a statement. Placeholders are written `$1`, `$2`, ...
+/// so the same SQL text serves PostgreSQL; SQLite numbers named parameters by
+/// first appearance, so debug builds check that they first appear in order.
+pub(crate) fn prepare<'c>(
+    conn: &'c Connection,
+    sql: &str,
+) -> rusqlite::Result<CachedStatement<'c>> {
+    let stmt = conn.prepare_cached(sql)?;
+    #[cfg(debug_assertions)]
+    for i in 1..=stmt.parameter_count() {
+        let want = format!("${i}");
+        assert_eq!(
+            stmt.parameter_name(i),
+            Some(want.as_str()),
+            "placeholder order in: {sql}"
+        );
+    }
+    Ok(stmt)
+}
 
 /// Migrations in order; the version is the position (1-based).
 const MIGRATIONS: &[&str] = &[

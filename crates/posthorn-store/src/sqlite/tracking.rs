@@ -1,7 +1,8 @@
 //! What the tracker reads and writes besides events: the original URLs of
 //! tracked links, and the facts a hit is judged on.
 
-use super::reads::{self, prepare};
+use super::prepare;
+use super::reads;
 use crate::StoreResult;
 use crate::records::*;
 use posthorn_core::{DeliveryId, EventKind, MessageId, TenantId};

@@ -1,8 +1,9 @@
-//! Writing: the operations the writer thread runs inside its transaction.
+//! Writes: the operations the writer thread runs inside its transaction.
 //! Each one reads the facts it needs, asks the rule in `posthorn-core`, and
 //! writes the outcome, so a decision and its effects are one atomic step.
 
-use super::reads::{self, prepare};
+use super::prepare;
+use super::reads;
 use super::writer::WriteTx;
 use crate::records::*;
 use crate::{StoreError, StoreResult, StoreRules};
