@@ -402,15 +402,19 @@ impl EventDetails {
     }
 
     /// Builds the details of `kind` from a JSON object (as stored, or as sent
-    /// to `POST /v1/events`). A missing object counts as `{}`.
-    pub fn from_json(kind: EventKind, details: serde_json::Value) -> Result<Self, String> {
+    /// to `POST /v1/events`). A missing object counts as `{}`. The error
+    /// says which field is unknown, missing or of the wrong type.
+    pub fn from_json(
+        kind: EventKind,
+        details: serde_json::Value,
+    ) -> Result<Self, serde_json::Error> {
         let details = if details.is_null() {
             serde_json::Value::Object(Default::default())
         } else {
             details
         };
         let tagged = serde_json::json!({ "kind": kind.as_str(), "details": details });
-        serde_json::from_value(tagged).map_err(|e| e.to_string())
+        serde_json::from_value(tagged)
     }
 
     /// The details as a JSON object, without the kind.
@@ -465,11 +469,11 @@ mod tests {
     fn details_refuse_unknown_fields_and_missing_required_ones() {
         let err = EventDetails::from_json(EventKind::Delivered, serde_json::json!({"mx": "x"}))
             .unwrap_err();
-        assert!(err.contains("unknown field"), "{err}");
+        assert!(err.to_string().contains("unknown field"), "{err}");
         let err =
             EventDetails::from_json(EventKind::Bounced, serde_json::json!({"origin": "sync"}))
                 .unwrap_err();
-        assert!(err.contains("bounce_type"), "{err}");
+        assert!(err.to_string().contains("bounce_type"), "{err}");
         // Kinds whose details are all optional accept no details at all.
         assert!(EventDetails::from_json(EventKind::Opened, serde_json::Value::Null).is_ok());
     }

@@ -10,6 +10,7 @@ use crate::inbound::{AcceptRules, InboundHandler};
 use crate::keys;
 use crate::metrics::Metrics;
 use crate::simulator::{SIMULATOR_DOMAIN, Simulator};
+use crate::startup::StartError;
 use crate::submission::SubmissionHandler;
 use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
@@ -124,10 +125,11 @@ impl DeliveryHandle {
 impl App {
     /// Opens the SQLite store in the configured data directory, after
     /// making the directory private (`data_dir::secure`).
-    pub fn open(config: Config) -> anyhow_like::Result<Self> {
+    pub fn open(config: Config) -> Result<Self, StartError> {
         // Before the store opens the database, so that SQLite's log files
         // take the tightened mode of an existing database file.
-        crate::data_dir::secure(&config.server.data_dir)?;
+        crate::data_dir::secure(&config.server.data_dir)
+            .map_err(StartError::io(&config.server.data_dir))?;
         let store = SqliteStore::open(
             &config.server.data_dir,
             &config.store,
@@ -142,7 +144,7 @@ impl App {
         config: Config,
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
-    ) -> anyhow_like::Result<Self> {
+    ) -> Result<Self, StartError> {
         let secret = load_or_create_secret(&config.server.data_dir)?;
         let tracking = Arc::new(crate::tracking::Tracking::new(&secret, &config));
         let verp = VerpSigner::new(&secret)
@@ -151,7 +153,7 @@ impl App {
         // `config::load` checked the file already; read again here, it is
         // still an error to start with one that no longer parses.
         let reply_rules = crate::reply_rules::load(config.bounce.rules_file.as_deref())
-            .map_err(|errors| errors.join("\n"))?;
+            .map_err(StartError::ReplyRules)?;
         let node = match &config.server.node_id {
             Some(node) => node.clone(),
             None => load_or_create_node_id(&config.server.data_dir)?,
@@ -179,7 +181,7 @@ impl App {
         &self,
         resolver: Arc<dyn Resolver>,
         inbound: Option<SocketAddr>,
-    ) -> Result<DeliveryHandle, String> {
+    ) -> Result<DeliveryHandle, StartError> {
         let timeouts = smtp_timeouts(&self.state.config.delivery.timeouts);
         let mut extra_routes = std::collections::HashMap::new();
         if self.state.config.delivery.simulator {
@@ -190,7 +192,7 @@ impl App {
                 )
                 .start()
                 .await
-                .map_err(|e| format!("starting the mailbox simulator: {e}"))?;
+                .map_err(StartError::Simulator)?;
             extra_routes.insert(SIMULATOR_DOMAIN.to_owned(), addr);
         }
         let service = DeliveryService::new(
@@ -209,7 +211,7 @@ impl App {
 
     /// On the first start (no tenant yet), creates tenant `default` and an
     /// admin key, and writes the key to `DATA_DIR/initial-admin-key` (0600).
-    pub async fn bootstrap(&self) -> anyhow_like::Result<Bootstrap> {
+    pub async fn bootstrap(&self) -> Result<Bootstrap, StartError> {
         let store = &self.state.store;
         if store.tenant_count().await? > 0 {
             self.adopt_unowned_keys().await?;
@@ -229,7 +231,8 @@ impl App {
             })
             .await?;
         let key_file = self.state.config.server.data_dir.join(INITIAL_KEY_FILE);
-        write_private_file(&key_file, &format!("{}\n", key.token))?;
+        write_private_file(&key_file, &format!("{}\n", key.token))
+            .map_err(StartError::io(&key_file))?;
         Ok(Bootstrap::Created {
             key: key.token,
             key_file,
@@ -241,7 +244,7 @@ impl App {
     /// are is clear: it gets them (so an upgrade keeps signing). With
     /// several, the operator must say: `posthorn domains add DOMAIN
     /// --tenant NAME` adopts the existing key.
-    async fn adopt_unowned_keys(&self) -> anyhow_like::Result<()> {
+    async fn adopt_unowned_keys(&self) -> Result<(), StartError> {
         let store = &self.state.store;
         let keys = crate::dkim::list(&self.state.config.server.data_dir)?;
         let owned = store.sending_domains(None).await?;
@@ -285,7 +288,7 @@ impl App {
         name: &'static str,
         limits: ConnectionLimits,
         [first, command, data]: [posthorn_core::config::HumanDuration; 3],
-    ) -> anyhow_like::Result<ServerSettings> {
+    ) -> Result<ServerSettings, StartError> {
         let config = &self.state.config;
         let mut settings = ServerSettings::new(
             config
@@ -309,7 +312,7 @@ impl App {
 
     /// SMTP submission's settings and handler: what [`Self::start_submission`]
     /// serves on its socket, and what the fuzz target drives over a pipe.
-    pub fn submission_session(&self) -> anyhow_like::Result<SmtpSession<SubmissionHandler>> {
+    pub fn submission_session(&self) -> Result<SmtpSession<SubmissionHandler>, StartError> {
         let config = &self.state.config;
         let c = &config.submission;
         let mut settings = self.smtp_listener_settings(
@@ -335,14 +338,14 @@ impl App {
     pub fn start_submission(
         &self,
         listener: tokio::net::TcpListener,
-    ) -> anyhow_like::Result<tokio::task::JoinHandle<()>> {
+    ) -> Result<tokio::task::JoinHandle<()>, StartError> {
         Ok(serve_smtp(listener, self.submission_session()?))
     }
 
     /// The inbound MX's settings and handler: returned mail for our
     /// addresses only, no AUTH, no relaying; STARTTLS with the submission
     /// certificate.
-    pub fn inbound_session(&self) -> anyhow_like::Result<SmtpSession<InboundHandler>> {
+    pub fn inbound_session(&self) -> Result<SmtpSession<InboundHandler>, StartError> {
         let config = &self.state.config;
         let c = &config.inbound;
         let mut settings = self.smtp_listener_settings(
@@ -368,7 +371,7 @@ impl App {
     pub fn start_inbound(
         &self,
         listener: tokio::net::TcpListener,
-    ) -> anyhow_like::Result<tokio::task::JoinHandle<()>> {
+    ) -> Result<tokio::task::JoinHandle<()>, StartError> {
         Ok(serve_smtp(listener, self.inbound_session()?))
     }
 
@@ -424,11 +427,11 @@ async fn count_requests(State(state): State<AppState>, request: Request, next: N
 
 /// The submission certificate: from the configured files, or self-signed
 /// (made once, kept in the data directory so clients can pin it).
-fn submission_tls(config: &Config) -> anyhow_like::Result<ServerTlsConfig> {
+fn submission_tls(config: &Config) -> Result<ServerTlsConfig, StartError> {
     let (cert, key) = match (&config.submission.cert_file, &config.submission.key_file) {
         (Some(cert), Some(key)) => (
-            std::fs::read_to_string(cert)?,
-            std::fs::read_to_string(key)?,
+            std::fs::read_to_string(cert).map_err(StartError::io(cert))?,
+            std::fs::read_to_string(key).map_err(StartError::io(key))?,
         ),
         (None, None) => {
             let dir = &config.server.data_dir;
@@ -440,15 +443,15 @@ fn submission_tls(config: &Config) -> anyhow_like::Result<ServerTlsConfig> {
                 let (_, cert, key) = ServerTlsConfig::self_signed(&["localhost".to_owned()])?;
                 // Public, but in the data directory, where every file is
                 // private (see `data_dir`).
-                write_private_file(&cert_path, &cert)?;
-                write_private_file(&key_path, &key)?;
+                write_private_file(&cert_path, &cert).map_err(StartError::io(&cert_path))?;
+                write_private_file(&key_path, &key).map_err(StartError::io(&key_path))?;
             }
             (
-                std::fs::read_to_string(cert_path)?,
-                std::fs::read_to_string(key_path)?,
+                std::fs::read_to_string(&cert_path).map_err(StartError::io(&cert_path))?,
+                std::fs::read_to_string(&key_path).map_err(StartError::io(&key_path))?,
             )
         }
-        _ => return Err("set both [submission] cert_file and key_file, or neither".into()),
+        _ => return Err(StartError::CertificatePair),
     };
     Ok(ServerTlsConfig::from_pem(&cert, &key)?)
 }
@@ -472,38 +475,43 @@ fn smtp_timeouts(t: &posthorn_core::config::SmtpTimeouts) -> posthorn_smtp::Time
 
 /// The 32-byte server secret, created (readable only by its owner) on the
 /// first start.
-fn load_or_create_secret(data_dir: &std::path::Path) -> std::io::Result<Vec<u8>> {
+fn load_or_create_secret(data_dir: &std::path::Path) -> Result<Vec<u8>, StartError> {
     let path = data_dir.join(SECRET_FILE);
     match std::fs::read_to_string(&path) {
-        Ok(text) => hex::decode(text.trim())
-            .map_err(|e| std::io::Error::other(format!("{}: {e}", path.display()))),
+        Ok(text) => hex::decode(text.trim()).map_err(|e| StartError::BadFile {
+            reason: e.to_string(),
+            path,
+        }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            crate::data_dir::create_private_dir(data_dir)?;
+            crate::data_dir::create_private_dir(data_dir).map_err(StartError::io(data_dir))?;
             let mut secret = vec![0u8; 32];
             rand::RngCore::fill_bytes(&mut rand::rng(), &mut secret);
-            write_private_file(&path, &format!("{}\n", hex::encode(&secret)))?;
+            write_private_file(&path, &format!("{}\n", hex::encode(&secret)))
+                .map_err(StartError::io(&path))?;
             Ok(secret)
         }
-        Err(e) => Err(e),
+        Err(e) => Err(StartError::io(path)(e)),
     }
 }
 
 /// This node's name when the configuration gives none: made at random on
 /// the first start and kept in the data directory, so that a restart is the
 /// same node (and frees the leases its previous run held).
-fn load_or_create_node_id(data_dir: &std::path::Path) -> std::io::Result<NodeId> {
+fn load_or_create_node_id(data_dir: &std::path::Path) -> Result<NodeId, StartError> {
     let path = data_dir.join(NODE_ID_FILE);
     match std::fs::read_to_string(&path) {
-        Ok(text) => NodeId::parse(text.trim())
-            .ok_or_else(|| std::io::Error::other(format!("{}: not a node name", path.display()))),
+        Ok(text) => NodeId::parse(text.trim()).ok_or_else(|| StartError::BadFile {
+            path,
+            reason: "not a node name".into(),
+        }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            crate::data_dir::create_private_dir(data_dir)?;
+            crate::data_dir::create_private_dir(data_dir).map_err(StartError::io(data_dir))?;
             let node = NodeId::parse(&format!("node-{}", &uuid_hex()[..12]))
                 .expect("a generated node name is valid");
-            write_private_file(&path, &format!("{node}\n"))?;
+            write_private_file(&path, &format!("{node}\n")).map_err(StartError::io(&path))?;
             Ok(node)
         }
-        Err(e) => Err(e),
+        Err(e) => Err(StartError::io(path)(e)),
     }
 }
 
@@ -555,11 +563,4 @@ fn write_private_file(path: &std::path::Path, contents: &str) -> std::io::Result
     let mut file = options.open(path)?;
     file.write_all(contents.as_bytes())?;
     file.sync_all()
-}
-
-/// A minimal boxed error for the app's fallible set-up steps, so the library
-/// does not depend on `anyhow`.
-pub mod anyhow_like {
-    pub type Error = Box<dyn std::error::Error + Send + Sync + 'static>;
-    pub type Result<T> = std::result::Result<T, Error>;
 }

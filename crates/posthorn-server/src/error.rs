@@ -4,7 +4,7 @@
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use posthorn_store::StoreError;
+use posthorn_store::{StoreError, Unavailable};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
@@ -70,16 +70,28 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
-            StoreError::Closed => ApiError::new(
+            StoreError::Unavailable {
+                cause: Unavailable::Closed,
+                ..
+            } => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "shutting_down",
                 "the server is shutting down; retry shortly",
             ),
-            StoreError::Full(detail) => {
+            StoreError::Unavailable {
+                cause: Unavailable::StorageFull,
+                detail,
+            } => {
                 if full_disk_log_due() {
                     tracing::error!(%detail, "storage full: refusing writes until space returns");
                 }
                 ApiError::storage_full()
+            }
+            // Which value is unreadable is for operators: the client is
+            // told only that it failed on our side.
+            e @ StoreError::Corrupt { .. } => {
+                tracing::error!(detail = %e, "storage error");
+                ApiError::internal()
             }
             StoreError::Backend(detail) => {
                 tracing::error!(%detail, "storage error");
@@ -141,12 +153,13 @@ pub type ApiResult<T> = Result<T, ApiError>;
 /// the message and tries again; 451 4.3.0 for any other failure.
 pub fn smtp_store_failure(e: &StoreError) -> posthorn_smtp::server::ServerReply {
     use posthorn_smtp::server::ServerReply;
-    match e {
-        StoreError::Full(_) => ServerReply::new(
+    if e.is_storage_full() {
+        ServerReply::new(
             452,
             "4.3.1",
             "insufficient system storage; nothing was kept; try again later",
-        ),
-        _ => ServerReply::new(451, "4.3.0", "temporary failure on our side; try again"),
+        )
+    } else {
+        ServerReply::new(451, "4.3.0", "temporary failure on our side; try again")
     }
 }

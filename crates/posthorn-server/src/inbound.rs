@@ -234,7 +234,7 @@ impl InboundHandler {
         let (records, raw) =
             tokio::task::spawn_blocking(move || (posthorn_bounce::parse_with(&raw, &rules), raw))
                 .await
-                .map_err(|e| posthorn_store::StoreError::Backend(format!("parser task: {e}")))?;
+                .map_err(|e| posthorn_store::StoreError::backend(format!("parser task: {e}")))?;
         let addresses: Vec<OurAddress> = envelope
             .recipients
             .iter()

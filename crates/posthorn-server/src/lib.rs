@@ -24,6 +24,7 @@ pub mod open_files;
 pub mod reply_rules;
 pub mod sending_domains;
 pub mod simulator;
+pub mod startup;
 pub mod submission;
 pub mod tracker_cache;
 pub mod tracking;

@@ -4,7 +4,7 @@
 //! and the CLI (`posthorn domains`) both go through here; the rule itself
 //! is [`posthorn_core::domain`].
 
-use crate::dkim::{self, DnsRecord};
+use crate::dkim::{self, DkimError, DnsRecord};
 use posthorn_core::{Millis, TenantId};
 use posthorn_store::{DomainClaim, Store, StoreError};
 use std::path::Path;
@@ -30,9 +30,9 @@ pub struct KeyView {
 #[derive(Debug, thiserror::Error)]
 pub enum DomainError {
     #[error("{0}")]
-    InvalidDomain(String),
+    InvalidDomain(DkimError),
     #[error("{0}")]
-    InvalidSelector(String),
+    InvalidSelector(DkimError),
     /// Another tenant owns the domain, a parent or a child of it.
     #[error("`{owned}` belongs to another tenant")]
     Taken { owned: String },
@@ -45,7 +45,7 @@ pub enum DomainError {
     #[error("this tenant has no sending domain {0}")]
     NotFound(String),
     #[error("DKIM key: {0}")]
-    Key(String),
+    Key(DkimError),
     #[error(transparent)]
     Store(#[from] StoreError),
 }

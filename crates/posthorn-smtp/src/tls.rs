@@ -175,36 +175,54 @@ impl ServerCertVerifier for AnyCertificate {
     }
 }
 
+/// Why a server certificate could not be set up (the operator's files, or
+/// making a self-signed one). Each message includes the library's words.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsSetupError {
+    #[error("reading the certificate: {0}")]
+    Certificate(String),
+    #[error("the certificate file holds no certificate")]
+    NoCertificate,
+    #[error("reading the key: {0}")]
+    Key(String),
+    #[error("certificate and key do not fit: {0}")]
+    Mismatch(String),
+    /// The TLS library refused its own defaults or could not make a
+    /// certificate: not the operator's doing.
+    #[error("{0}")]
+    Library(String),
+}
+
 /// A server certificate and key, ready to accept STARTTLS.
 #[derive(Clone)]
 pub struct ServerTlsConfig(Arc<rustls::ServerConfig>);
 
 impl ServerTlsConfig {
     /// From PEM text: a certificate chain and its private key.
-    pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Self, String> {
+    pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Self, TlsSetupError> {
         use rustls::pki_types::PrivateKeyDer;
         use rustls::pki_types::pem::PemObject;
         let certs = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| format!("reading the certificate: {e}"))?;
+            .map_err(|e| TlsSetupError::Certificate(e.to_string()))?;
         if certs.is_empty() {
-            return Err("the certificate file holds no certificate".into());
+            return Err(TlsSetupError::NoCertificate);
         }
         let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
-            .map_err(|e| format!("reading the key: {e}"))?;
+            .map_err(|e| TlsSetupError::Key(e.to_string()))?;
         let config = rustls::ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
+            .map_err(|e| TlsSetupError::Library(e.to_string()))?
             .with_no_client_auth()
             .with_single_cert(certs, key)
-            .map_err(|e| format!("certificate and key do not fit: {e}"))?;
+            .map_err(|e| TlsSetupError::Mismatch(e.to_string()))?;
         Ok(Self(Arc::new(config)))
     }
 
     /// A self-signed certificate for `names`: (config, certificate PEM, key PEM).
-    pub fn self_signed(names: &[String]) -> Result<(Self, String, String), String> {
-        let certified =
-            rcgen::generate_simple_self_signed(names.to_vec()).map_err(|e| e.to_string())?;
+    pub fn self_signed(names: &[String]) -> Result<(Self, String, String), TlsSetupError> {
+        let certified = rcgen::generate_simple_self_signed(names.to_vec())
+            .map_err(|e| TlsSetupError::Library(e.to_string()))?;
         let (cert, key) = (certified.cert.pem(), certified.signing_key.serialize_pem());
         Ok((Self::from_pem(&cert, &key)?, cert, key))
     }

@@ -1,8 +1,9 @@
-//! Posthorn's storage: the [`Store`] trait every backend implements, the
-//! records it returns, the SQLite implementation (the embedded default) and a
-//! conformance suite that any backend must pass.
+//! Posthorn's storage: the [`Store`] trait every backend implements, its
+//! errors, the records it returns and a conformance suite that any backend
+//! must pass (`conformance`), apart from the SQLite implementation (the
+//! embedded default, `sqlite`), which alone names `rusqlite`.
 //!
-//! SQL text lives here and nowhere else. The rules (status fold, contact and
+//! SQL text lives in the backend and nowhere else. The rules (status fold, contact and
 //! suppression rules, the policy chain) come from `posthorn-core`: the store
 //! gathers the facts inside a transaction, asks the rule, and writes the
 //! result in the same transaction.
@@ -22,46 +23,95 @@ use posthorn_core::id::{ApiKeyId, InboundId};
 use posthorn_core::suppression::SuppressionEntry;
 use posthorn_core::{DeliveryId, EventId, MessageId, Millis, NodeId, TenantId};
 
-/// Errors at the storage boundary.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Errors at the storage boundary, by what the caller can do about them
+/// (see [`StoreError::is_transient`]). Backends map their own failures onto
+/// these kinds; SQLite's mapping is in `sqlite::error`.
+///
+/// `Clone`: the single writer answers every caller of a failed group
+/// commit with the same error.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
-    /// A unique value already exists (tenant name, ...).
+    /// A unique value already exists (tenant name, ...). The message may be
+    /// shown to API clients.
     #[error("conflict: {0}")]
     Conflict(String),
-    /// The database failed; the message is for operators, not API clients.
+    /// A stored value this version cannot read (written by a newer version,
+    /// or damaged). Reading fails, naming where it is and what it holds,
+    /// rather than guessing: an unreadable contact status read as `active`
+    /// would make a bounced address mailable again.
+    #[error("{table}.{column} holds {value:?}, which is not a value this version can read")]
+    Corrupt {
+        table: &'static str,
+        column: &'static str,
+        value: String,
+    },
+    /// The store cannot take the request now; nothing was written. The
+    /// detail is for operators.
+    #[error("{cause}: {detail}")]
+    Unavailable { cause: Unavailable, detail: String },
+    /// Any other failure of the database. The source is for operators, not
+    /// API clients. It is shown in this error's message (callers log the
+    /// message alone) and therefore not also returned as `source()`.
     #[error("storage error: {0}")]
-    Backend(String),
-    /// The writer has stopped (shutting down).
+    Backend(std::sync::Arc<dyn std::error::Error + Send + Sync>),
+}
+
+/// Why the store is [`StoreError::Unavailable`]. Callers answer the two
+/// differently (HTTP 503 `shutting_down` or `storage_full`; SMTP 451 or
+/// 452 4.3.1), so it is the cause, not only whether to retry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Unavailable {
+    /// The writer has stopped (shutting down). This store will not take
+    /// writes again; a client's retry reaches the next run.
     #[error("the store is closed")]
     Closed,
     /// The disk holding the database is full: the write was not made, and
-    /// the same write succeeds once space returns (nothing else is wrong).
-    /// The message is for operators.
-    #[error("storage full: {0}")]
-    Full(String),
+    /// the same write succeeds once space returns (nothing else is wrong),
+    /// in this process too.
+    #[error("storage full")]
+    StorageFull,
 }
 
-impl From<rusqlite::Error> for StoreError {
-    fn from(e: rusqlite::Error) -> Self {
-        // SQLite answers SQLITE_FULL when a write to the database, its log
-        // or a temporary file finds the disk full (ENOSPC), and
-        // SQLITE_IOERR_SHMSIZE when the log's index cannot grow (its file
-        // is extended by writing to it, which fails the same way).
-        let full = e.sqlite_error().is_some_and(|f| {
-            f.code == rusqlite::ErrorCode::DiskFull
-                || f.extended_code == rusqlite::ffi::SQLITE_IOERR_SHMSIZE
-        });
-        if full {
-            StoreError::Full(e.to_string())
-        } else {
-            StoreError::Backend(e.to_string())
+impl StoreError {
+    /// The writer has stopped.
+    pub fn closed() -> Self {
+        StoreError::Unavailable {
+            cause: Unavailable::Closed,
+            detail: "the writer has stopped".into(),
         }
     }
-}
 
-impl From<serde_json::Error> for StoreError {
-    fn from(e: serde_json::Error) -> Self {
-        StoreError::Backend(format!("stored JSON: {e}"))
+    /// The disk is full; `detail` (the backend's words) is for operators.
+    pub fn storage_full(detail: impl std::fmt::Display) -> Self {
+        StoreError::Unavailable {
+            cause: Unavailable::StorageFull,
+            detail: detail.to_string(),
+        }
+    }
+
+    /// A backend failure from an error or a message.
+    pub fn backend(source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        StoreError::Backend(std::sync::Arc::from(source.into()))
+    }
+
+    /// Whether the same request may succeed if made again later, with
+    /// nothing changed: true while the store is unavailable (a full disk,
+    /// a restart). A conflict or a corrupt value stays as it is; a backend
+    /// failure is not known to pass.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Unavailable { .. })
+    }
+
+    /// Whether the disk is full (see [`Unavailable::StorageFull`]): what
+    /// callers answer with "storage full" and retry in-process.
+    pub fn is_storage_full(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Unavailable {
+                cause: Unavailable::StorageFull,
+                ..
+            }
+        )
     }
 }
 
@@ -334,32 +384,5 @@ impl StoreRules {
 impl Default for StoreRules {
     fn default() -> Self {
         Self::from_config(&posthorn_core::config::Config::default())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::StoreError;
-    use rusqlite::ffi;
-
-    fn sqlite(code: std::ffi::c_int) -> StoreError {
-        rusqlite::Error::SqliteFailure(ffi::Error::new(code), None).into()
-    }
-
-    #[test]
-    fn a_full_disk_is_its_own_error_and_other_failures_are_not() {
-        assert!(matches!(sqlite(ffi::SQLITE_FULL), StoreError::Full(_)));
-        assert!(matches!(
-            sqlite(ffi::SQLITE_IOERR_SHMSIZE),
-            StoreError::Full(_)
-        ));
-        assert!(matches!(
-            sqlite(ffi::SQLITE_CORRUPT),
-            StoreError::Backend(_)
-        ));
-        assert!(matches!(
-            sqlite(ffi::SQLITE_IOERR_FSYNC),
-            StoreError::Backend(_)
-        ));
     }
 }

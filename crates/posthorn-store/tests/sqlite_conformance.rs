@@ -2,7 +2,7 @@
 //! show: data survives closing and reopening.
 
 use posthorn_core::config::StoreConfig;
-use posthorn_store::{SqliteStore, Store, StoreRules};
+use posthorn_store::{SqliteStore, Store, StoreError, StoreRules};
 
 fn fresh() -> (SqliteStore, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -180,6 +180,15 @@ async fn an_unreadable_stored_value_fails_the_read_and_names_it() {
         .contact(&tenant.id, "a@example.com")
         .await
         .expect_err("an unknown status is not read as another");
+    assert!(
+        matches!(
+            &error,
+            StoreError::Corrupt { table: "contacts", column: "status", value }
+                if value == "bounced-forever"
+        ),
+        "{error:?}"
+    );
+    assert!(!error.is_transient(), "reading again reads the same value");
     let text = error.to_string();
     assert!(
         text.contains("contacts.status") && text.contains("bounced-forever"),

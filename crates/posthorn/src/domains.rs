@@ -165,7 +165,7 @@ pub async fn run(command: DomainsCommand) -> Result<()> {
                 }
             }
             if only.is_none() {
-                for key in dkim::list(&data_dir).map_err(|e| anyhow!(e))? {
+                for key in dkim::list(&data_dir)? {
                     if !domains.iter().any(|(_, v)| v.domain == key.domain) {
                         println!(
                             "{:<28}  {:<16}  {:<12}  unowned: signs nothing until `posthorn domains add {} --tenant NAME`",
@@ -183,8 +183,7 @@ pub async fn run(command: DomainsCommand) -> Result<()> {
             selector: Some(selector),
             data_dir,
         } => {
-            let removed =
-                dkim::remove(&data_dir, &domain, Some(&selector)).map_err(|e| anyhow!(e))?;
+            let removed = dkim::remove(&data_dir, &domain, Some(&selector))?;
             if removed == 0 {
                 bail!("{domain} has no DKIM key with selector `{selector}`");
             }
@@ -199,7 +198,7 @@ pub async fn run(command: DomainsCommand) -> Result<()> {
             data_dir,
         } => {
             let store = open(&data_dir)?;
-            let normalized = dkim::normalize_domain(&domain).map_err(|e| anyhow!(e))?;
+            let normalized = dkim::normalize_domain(&domain)?;
             let owner = store
                 .domain_owners(&[&normalized])
                 .await?
@@ -213,7 +212,7 @@ pub async fn run(command: DomainsCommand) -> Result<()> {
                 }
                 // A key made before domains had owners.
                 None => {
-                    if dkim::remove(&data_dir, &normalized, None).map_err(|e| anyhow!(e))? == 0 {
+                    if dkim::remove(&data_dir, &normalized, None)? == 0 {
                         bail!("{normalized} is not a sending domain");
                     }
                 }

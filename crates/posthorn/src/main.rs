@@ -247,11 +247,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
                         .map_err(anyhow::Error::msg)?,
                 ),
             };
-        Some(
-            app.start_delivery(resolver, inbound)
-                .await
-                .map_err(anyhow::Error::msg)?,
-        )
+        Some(app.start_delivery(resolver, inbound).await?)
     } else {
         None
     };

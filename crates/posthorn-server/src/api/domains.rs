@@ -56,10 +56,10 @@ impl From<DomainError> for ApiError {
     fn from(e: DomainError) -> Self {
         match e {
             DomainError::InvalidDomain(m) => {
-                ApiError::unprocessable("invalid_domain", m).with_field("domain")
+                ApiError::unprocessable("invalid_domain", m.to_string()).with_field("domain")
             }
             DomainError::InvalidSelector(m) => {
-                ApiError::unprocessable("invalid_selector", m).with_field("selector")
+                ApiError::unprocessable("invalid_selector", m.to_string()).with_field("selector")
             }
             DomainError::Taken { .. } => ApiError::new(
                 StatusCode::CONFLICT,

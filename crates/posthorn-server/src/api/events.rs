@@ -55,8 +55,9 @@ pub async fn record(
                 .with_field("details"),
         );
     }
-    let details = EventDetails::from_json(kind, input.details)
-        .map_err(|e| ApiError::unprocessable("invalid_details", e).with_field("details"))?;
+    let details = EventDetails::from_json(kind, input.details).map_err(|e| {
+        ApiError::unprocessable("invalid_details", e.to_string()).with_field("details")
+    })?;
     let source = match input.source.as_deref() {
         None | Some("admin") => EventSource::Admin,
         Some("provider-webhook") => EventSource::ProviderWebhook,

@@ -117,7 +117,7 @@ impl DeliveryService {
         resolver: Arc<dyn Resolver>,
         wake: Arc<Notify>,
         extra_routes: HashMap<String, SocketAddr>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, crate::startup::RouteError> {
         let config = &state.config.delivery;
         let mut routes = parse_routes(&config.routes)?;
         routes.extend(extra_routes);
@@ -215,7 +215,7 @@ impl DeliveryService {
                     Err(e) => {
                         // A full disk fails every claim until space
                         // returns: said once, not every poll.
-                        let full = matches!(e, posthorn_store::StoreError::Full(_));
+                        let full = e.is_storage_full();
                         if !(full && claims_failing_full) {
                             tracing::error!(error = %e, "claiming due deliveries failed");
                         }
@@ -818,11 +818,13 @@ fn jitter() -> f64 {
 }
 
 /// The smarthost as a target (resolved once, at start).
-fn smarthost_target(relay: &posthorn_core::config::SmarthostConfig) -> Result<Target, String> {
+fn smarthost_target(
+    relay: &posthorn_core::config::SmarthostConfig,
+) -> Result<Target, crate::startup::RouteError> {
     let addr = std::net::ToSocketAddrs::to_socket_addrs(relay.address.as_str())
         .ok()
         .and_then(|mut a| a.next())
-        .ok_or_else(|| format!("smarthost `{}` is not a reachable host:port", relay.address))?;
+        .ok_or_else(|| crate::startup::RouteError::Smarthost(relay.address.clone()))?;
     let host = relay
         .address
         .rsplit_once(':')
@@ -841,14 +843,15 @@ fn smarthost_target(relay: &posthorn_core::config::SmarthostConfig) -> Result<Ta
 /// Parses `[delivery.routes]` / `--route` values (`host:port`).
 pub fn parse_routes(
     routes: &std::collections::BTreeMap<String, String>,
-) -> Result<HashMap<String, SocketAddr>, String> {
+) -> Result<HashMap<String, SocketAddr>, crate::startup::RouteError> {
     let mut parsed = HashMap::new();
     for (domain, target) in routes {
         let addr = std::net::ToSocketAddrs::to_socket_addrs(target.as_str())
             .ok()
             .and_then(|mut a| a.next())
-            .ok_or_else(|| {
-                format!("route for {domain}: `{target}` is not a reachable host:port")
+            .ok_or_else(|| crate::startup::RouteError::Route {
+                domain: domain.clone(),
+                target: target.clone(),
             })?;
         parsed.insert(domain.trim_end_matches('.').to_ascii_lowercase(), addr);
     }

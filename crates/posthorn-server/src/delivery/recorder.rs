@@ -107,10 +107,10 @@ where
     let mut first = true;
     loop {
         match write().await {
-            Err(StoreError::Full(detail)) if tokio::time::Instant::now() + pause < until => {
+            Err(e) if e.is_storage_full() && tokio::time::Instant::now() + pause < until => {
                 // Once per write: a long outage must not flood the log.
                 if first {
-                    tracing::warn!(%detail, "storage full: recording delivery attempts again when space returns");
+                    tracing::warn!(detail = %e, "storage full: recording delivery attempts again when space returns");
                     first = false;
                 }
                 tokio::time::sleep(pause).await;

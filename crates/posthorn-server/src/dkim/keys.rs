@@ -4,6 +4,7 @@
 //! active one. The file name is the only index, so domains and selectors
 //! are normalised before they become part of a path.
 
+use super::DkimError;
 use super::records::{DnsRecord, record_name, record_value};
 use rsa::pkcs1::DecodeRsaPrivateKey;
 use rsa::pkcs8::{DecodePrivateKey, EncodePrivateKey, LineEnding};
@@ -39,27 +40,34 @@ pub struct DomainKey {
 /// Generates a key for `domain` with `selector` and writes it to the data
 /// directory. An existing key is never replaced: its record may be
 /// published and in use.
-pub fn generate(data_dir: &Path, domain: &str, selector: &str) -> Result<DomainKey, String> {
+pub fn generate(data_dir: &Path, domain: &str, selector: &str) -> Result<DomainKey, DkimError> {
     let domain = normalize_domain(domain)?;
     let selector = normalize_selector(selector)?;
     let name = record_name(&domain, &selector)?;
     let dir = data_dir.join(KEY_DIR);
-    create_private_dir(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    create_private_dir(&dir).map_err(DkimError::io("creating", &dir))?;
     let path = dir.join(format!("{domain}.{selector}.pem"));
     if path.exists() {
-        return Err(format!(
-            "{domain} already has a key with selector `{selector}` ({}); remove it first, or choose another --selector",
-            path.display()
-        ));
+        return Err(DkimError::KeyExists {
+            domain,
+            selector,
+            path,
+        });
     }
-    let key = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, KEY_BITS)
-        .map_err(|e| format!("generating an RSA key: {e}"))?;
+    let key = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, KEY_BITS).map_err(|e| {
+        DkimError::Crypto {
+            doing: "generating an RSA key",
+            reason: e.to_string(),
+        }
+    })?;
     let pem = key
         .to_pkcs8_pem(LineEnding::LF)
-        .map_err(|e| format!("encoding the key: {e}"))?;
+        .map_err(|e| DkimError::Crypto {
+            doing: "encoding the key",
+            reason: e.to_string(),
+        })?;
     let value = record_value(&key.to_public_key())?;
-    write_new_private_file(&path, pem.as_bytes())
-        .map_err(|e| format!("writing {}: {e}", path.display()))?;
+    write_new_private_file(&path, pem.as_bytes()).map_err(DkimError::io("writing", &path))?;
     Ok(DomainKey {
         domain,
         selector,
@@ -70,20 +78,19 @@ pub fn generate(data_dir: &Path, domain: &str, selector: &str) -> Result<DomainK
 }
 
 /// Every key in the data directory, by domain and selector.
-pub fn list(data_dir: &Path) -> Result<Vec<DomainKey>, String> {
+pub fn list(data_dir: &Path) -> Result<Vec<DomainKey>, DkimError> {
     scan(data_dir)
 }
 
 /// Removes `domain`'s keys (only the one with `selector`, if given) and
 /// returns how many were removed.
-pub fn remove(data_dir: &Path, domain: &str, selector: Option<&str>) -> Result<usize, String> {
+pub fn remove(data_dir: &Path, domain: &str, selector: Option<&str>) -> Result<usize, DkimError> {
     let domain = normalize_domain(domain)?;
     let selector = selector.map(normalize_selector).transpose()?;
     let mut removed = 0;
     for file in scan(data_dir)? {
         if file.domain == domain && selector.as_ref().is_none_or(|s| *s == file.selector) {
-            std::fs::remove_file(&file.path)
-                .map_err(|e| format!("removing {}: {e}", file.path.display()))?;
+            std::fs::remove_file(&file.path).map_err(DkimError::io("removing", &file.path))?;
             removed += 1;
         }
     }
@@ -92,9 +99,9 @@ pub fn remove(data_dir: &Path, domain: &str, selector: Option<&str>) -> Result<u
 
 /// A domain as DKIM keys are filed under: ASCII (punycode), lower-case, a
 /// valid host name with at least two labels.
-pub fn normalize_domain(domain: &str) -> Result<String, String> {
+pub fn normalize_domain(domain: &str) -> Result<String, DkimError> {
     let trimmed = domain.trim().trim_end_matches('.');
-    let refused = || format!("`{domain}` is not a domain name like example.com");
+    let refused = || DkimError::InvalidDomain(domain.to_owned());
     if trimmed.contains('@') {
         return Err(refused());
     }
@@ -110,7 +117,7 @@ pub fn normalize_domain(domain: &str) -> Result<String, String> {
 
 /// A selector: one DNS label (letters, digits, hyphens), lower-case. One
 /// label keeps `<domain>.<selector>.pem` unambiguous.
-pub fn normalize_selector(selector: &str) -> Result<String, String> {
+pub fn normalize_selector(selector: &str) -> Result<String, DkimError> {
     let s = selector.trim().to_ascii_lowercase();
     let ok = !s.is_empty()
         && s.len() <= 63
@@ -120,24 +127,22 @@ pub fn normalize_selector(selector: &str) -> Result<String, String> {
     if ok {
         Ok(s)
     } else {
-        Err(format!(
-            "`{selector}` is not a selector: use one DNS label (letters, digits, hyphens), like `posthorn` or `2025a`"
-        ))
+        Err(DkimError::InvalidSelector(selector.to_owned()))
     }
 }
 
 /// The key files in `DATA_DIR/dkim`, sorted, each with its record and
 /// whether it is its domain's active (newest) key.
-pub(super) fn scan(data_dir: &Path) -> Result<Vec<DomainKey>, String> {
+pub(super) fn scan(data_dir: &Path) -> Result<Vec<DomainKey>, DkimError> {
     let dir = data_dir.join(KEY_DIR);
     let entries = match std::fs::read_dir(&dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(format!("reading {}: {e}", dir.display())),
+        Err(e) => return Err(DkimError::io("reading", &dir)(e)),
     };
     let mut files = Vec::new();
     for entry in entries {
-        let entry = entry.map_err(|e| format!("reading {}: {e}", dir.display()))?;
+        let entry = entry.map_err(DkimError::io("reading", &dir))?;
         let file_name = entry.file_name().to_string_lossy().into_owned();
         let Some(stem) = file_name.strip_suffix(".pem") else {
             continue;
@@ -146,12 +151,7 @@ pub(super) fn scan(data_dir: &Path) -> Result<Vec<DomainKey>, String> {
             continue;
         }
         let path = entry.path();
-        let misnamed = || {
-            format!(
-                "{}: a DKIM key file is named <domain>.<selector>.pem",
-                path.display()
-            )
-        };
+        let misnamed = || DkimError::MisnamedFile(path.clone());
         let (domain, selector) = stem.rsplit_once('.').ok_or_else(misnamed)?;
         let domain = normalize_domain(domain).map_err(|_| misnamed())?;
         let selector = normalize_selector(selector).map_err(|_| misnamed())?;
@@ -196,13 +196,15 @@ pub(super) fn scan(data_dir: &Path) -> Result<Vec<DomainKey>, String> {
 }
 
 /// The private key in a PEM file (PKCS#8, or PKCS#1 `RSA PRIVATE KEY`).
-pub(super) fn read_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
-    let pem = std::fs::read(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
-    PrivateKeyDer::from_pem_slice(&pem)
-        .map_err(|e| format!("{}: not a PEM private key: {e}", path.display()))
+pub(super) fn read_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, DkimError> {
+    let pem = std::fs::read(path).map_err(DkimError::io("reading", path))?;
+    PrivateKeyDer::from_pem_slice(&pem).map_err(|e| DkimError::UnusableKey {
+        path: path.to_owned(),
+        reason: format!("not a PEM private key: {e}"),
+    })
 }
 
-fn public_key(path: &Path) -> Result<rsa::RsaPublicKey, String> {
+fn public_key(path: &Path) -> Result<rsa::RsaPublicKey, DkimError> {
     let key =
         match read_private_key(path)? {
             PrivateKeyDer::Pkcs8(der) => rsa::RsaPrivateKey::from_pkcs8_der(der.secret_pkcs8_der())
@@ -211,7 +213,10 @@ fn public_key(path: &Path) -> Result<rsa::RsaPublicKey, String> {
                 .map_err(|e| e.to_string()),
             _ => Err("not an RSA key".to_owned()),
         }
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+        .map_err(|reason| DkimError::UnusableKey {
+            path: path.to_owned(),
+            reason,
+        })?;
     Ok(key.to_public_key())
 }
 
@@ -282,7 +287,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let first = generate(dir.path(), "sender.example", "old").unwrap();
         let again = generate(dir.path(), "sender.example", "old").unwrap_err();
-        assert!(again.contains("already has a key"), "{again}");
+        assert!(matches!(again, DkimError::KeyExists { .. }), "{again:?}");
+        assert!(again.to_string().contains("already has a key"), "{again}");
         assert_eq!(list(dir.path()).unwrap(), vec![first.clone()], "unchanged");
 
         // Rotation: a newer key under a second selector becomes the active
@@ -344,11 +350,25 @@ mod tests {
             "x_y.example",
         ] {
             let error = generate(dir.path(), domain, DEFAULT_SELECTOR).unwrap_err();
-            assert!(error.contains("is not a domain name"), "{domain}: {error}");
+            assert!(
+                matches!(&error, DkimError::InvalidDomain(given) if given == domain),
+                "{domain}: {error:?}"
+            );
+            assert!(
+                error.to_string().contains("is not a domain name"),
+                "{domain}: {error}"
+            );
         }
         for selector in ["", "a.b", "-a", "a b", "../x", &"a".repeat(64)] {
             let error = generate(dir.path(), "sender.example", selector).unwrap_err();
-            assert!(error.contains("is not a selector"), "{selector}: {error}");
+            assert!(
+                matches!(&error, DkimError::InvalidSelector(given) if given == selector),
+                "{selector}: {error:?}"
+            );
+            assert!(
+                error.to_string().contains("is not a selector"),
+                "{selector}: {error}"
+            );
         }
         assert!(list(dir.path()).unwrap().is_empty());
         // Unicode domains are filed under their ASCII form.
@@ -366,10 +386,21 @@ mod tests {
         std::fs::write(keys.join("README"), "not a key, ignored").unwrap();
         std::fs::write(keys.join("sender.example.posthorn.pem"), "garbage").unwrap();
         let error = DkimKeys::load(dir.path()).unwrap_err();
-        assert!(error.contains("sender.example.posthorn.pem"), "{error}");
+        assert!(
+            matches!(&error, DkimError::UnusableKey { path, .. } if path.ends_with("sender.example.posthorn.pem")),
+            "{error:?}"
+        );
+        assert!(
+            error.to_string().contains("sender.example.posthorn.pem"),
+            "{error}"
+        );
         std::fs::remove_file(keys.join("sender.example.posthorn.pem")).unwrap();
         std::fs::write(keys.join("nodomain.pem"), "garbage").unwrap();
         let error = DkimKeys::load(dir.path()).unwrap_err();
-        assert!(error.contains("<domain>.<selector>.pem"), "{error}");
+        assert!(matches!(error, DkimError::MisnamedFile(_)), "{error:?}");
+        assert!(
+            error.to_string().contains("<domain>.<selector>.pem"),
+            "{error}"
+        );
     }
 }

@@ -14,13 +14,15 @@
 //!
 //! By duty: `keys` the key files (generate, list, remove, which key
 //! is active), `records` what a key publishes in DNS, `sign` the keys
-//! `serve` signs with and the signature. The items are re-exported here, so
+//! `serve` signs with and the signature, `error` what can go wrong. The items are re-exported here, so
 //! callers name `dkim::generate`, `dkim::DkimKeys`, whatever file holds them.
 
+mod error;
 mod keys;
 mod records;
 mod sign;
 
+pub use error::DkimError;
 pub use keys::{
     DEFAULT_SELECTOR, DomainKey, KEY_BITS, KEY_DIR, generate, list, normalize_domain,
     normalize_selector, remove,

@@ -1,6 +1,7 @@
 //! What a key publishes: the TXT record `<selector>._domainkey.<domain>`
 //! with `v=DKIM1; k=rsa; p=<public key>`, and its zone-file line.
 
+use super::DkimError;
 use rsa::pkcs8::EncodePublicKey;
 
 /// The DNS TXT record that publishes a key.
@@ -29,21 +30,22 @@ impl DnsRecord {
 
 /// `<selector>._domainkey.<domain>`, refused when longer than a DNS name
 /// may be (the record could never be published).
-pub(super) fn record_name(domain: &str, selector: &str) -> Result<String, String> {
+pub(super) fn record_name(domain: &str, selector: &str) -> Result<String, DkimError> {
     let name = format!("{selector}._domainkey.{domain}");
     if name.len() > posthorn_core::address::MAX_DOMAIN {
-        return Err(format!("{name} is longer than a DNS name may be"));
+        return Err(DkimError::NameTooLong(name));
     }
     Ok(name)
 }
 
 /// The TXT value: the public key as base64 SubjectPublicKeyInfo (RFC 6376
 /// §3.6.1 `p=`).
-pub(super) fn record_value(public: &rsa::RsaPublicKey) -> Result<String, String> {
+pub(super) fn record_value(public: &rsa::RsaPublicKey) -> Result<String, DkimError> {
     use base64::Engine;
-    let spki = public
-        .to_public_key_der()
-        .map_err(|e| format!("encoding the public key: {e}"))?;
+    let spki = public.to_public_key_der().map_err(|e| DkimError::Crypto {
+        doing: "encoding the public key",
+        reason: e.to_string(),
+    })?;
     Ok(format!(
         "v=DKIM1; k=rsa; p={}",
         base64::engine::general_purpose::STANDARD.encode(spki.as_bytes())

@@ -2,6 +2,7 @@
 //! domain, reloaded when domains change), which domain signs a copy, and the
 //! signature itself (ring's RSA through mail-auth).
 
+use super::DkimError;
 use super::keys::{read_private_key, scan};
 use mail_auth::common::crypto::{Algorithm, RsaKey, Sha256, SigningKey};
 use mail_auth::common::headers::{HeaderWriter, Writable};
@@ -70,7 +71,7 @@ impl DkimKeys {
     /// Loads every key in `DATA_DIR/dkim` (none, when it does not exist).
     /// A key file that cannot be read or used is an error: mail for its
     /// domain would otherwise leave unsigned without anyone noticing.
-    pub fn load(data_dir: &Path) -> Result<Self, String> {
+    pub fn load(data_dir: &Path) -> Result<Self, DkimError> {
         Ok(Self {
             by_domain: RwLock::new(read_signers(data_dir)?),
         })
@@ -78,7 +79,7 @@ impl DkimKeys {
 
     /// Reads the key directory again (after a key was added or removed
     /// while serving); on an error the keys in use stay.
-    pub fn reload(&self, data_dir: &Path) -> Result<(), String> {
+    pub fn reload(&self, data_dir: &Path) -> Result<(), DkimError> {
         let fresh = read_signers(data_dir)?;
         *self.by_domain.write().unwrap_or_else(|e| e.into_inner()) = fresh;
         Ok(())
@@ -150,12 +151,14 @@ impl DkimKeys {
 }
 
 /// The active key of every domain in `DATA_DIR/dkim`.
-fn read_signers(data_dir: &Path) -> Result<HashMap<String, DomainSigner>, String> {
+fn read_signers(data_dir: &Path) -> Result<HashMap<String, DomainSigner>, DkimError> {
     let mut by_domain = HashMap::new();
     for file in scan(data_dir)?.into_iter().filter(|f| f.active) {
         let der = read_private_key(&file.path)?;
-        let key = RsaKey::<Sha256>::from_key_der(der)
-            .map_err(|e| format!("{}: not a usable RSA key: {e}", file.path.display()))?;
+        let key = RsaKey::<Sha256>::from_key_der(der).map_err(|e| DkimError::UnusableKey {
+            path: file.path.clone(),
+            reason: format!("not a usable RSA key: {e}"),
+        })?;
         tracing::info!(domain = %file.domain, selector = %file.selector, "DKIM key loaded");
         by_domain.insert(
             file.domain,

@@ -2,7 +2,7 @@
 //! in one write transaction, so two tenants cannot claim overlapping
 //! domains at once.
 
-use super::rows::prepare;
+use super::prepare;
 use crate::StoreResult;
 use crate::records::{DomainClaim, SendingDomain};
 use posthorn_core::domain::{DomainOwner, domain_and_parents, overlaps};

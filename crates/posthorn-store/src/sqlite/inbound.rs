@@ -1,9 +1,9 @@
 //! Mail received by the inbound MX: kept whole, with what was read from it,
 //! the events recorded from it, and orphans for an administrator.
 
-use super::ops;
-use super::rows::prepare;
+use super::prepare;
 use super::writer::WriteTx;
+use super::writes;
 use crate::records::*;
 use crate::{StoreError, StoreResult, StoreRules};
 use posthorn_core::id::InboundId;
@@ -39,17 +39,17 @@ pub(crate) fn record_inbound(
     let mut new_events = 0u64;
     if !inbound.events.is_empty() {
         let tenant = record.tenant_id.clone().ok_or_else(|| {
-            StoreError::Backend("an inbound message with events needs its tenant".into())
+            StoreError::backend("an inbound message with events needs its tenant")
         })?;
         for event in &inbound.events {
-            match ops::record_event(c, rules, &tenant, event)? {
+            match writes::record_event(c, rules, &tenant, event)? {
                 RecordOutcome::Recorded { event, .. } => {
                     new_events += 1;
                     record.event_ids.push(event.id);
                 }
                 RecordOutcome::Duplicate { event, .. } => record.event_ids.push(event.id),
                 RecordOutcome::UnknownDelivery => {
-                    return Err(StoreError::Backend(format!(
+                    return Err(StoreError::backend(format!(
                         "delivery {} of tenant {tenant} does not exist",
                         event.delivery_id
                     )));

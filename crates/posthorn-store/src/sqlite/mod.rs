@@ -1,15 +1,23 @@
 //! The SQLite implementation of [`Store`]: one database file in WAL mode, one
 //! writer thread with group commit ([`writer`]), a small pool of read
 //! connections, and migrations under `migrations/sqlite/`.
+//!
+//! Where things are: `writes` holds the operations the writer runs in its
+//! transaction, `reads` the SELECTs and row mapping (readers and writer
+//! both use them), `domains`, `inbound` and `tracking` both kinds for
+//! their part of the schema; `error` maps SQLite's failures onto
+//! [`StoreError`] kinds; `wal_buffer` and `checkpoint` look after the
+//! log file.
 
 mod checkpoint;
 mod domains;
+mod error;
 mod inbound;
-mod ops;
-mod rows;
+mod reads;
 mod tracking;
 mod wal_buffer;
 mod writer;
+mod writes;
 
 use crate::feed::CommitFeed;
 use crate::records::*;
@@ -20,11 +28,31 @@ use posthorn_core::domain::DomainOwner;
 use posthorn_core::id::{ApiKeyId, InboundId};
 use posthorn_core::suppression::SuppressionEntry;
 use posthorn_core::{DeliveryId, EventId, MessageId, Millis, NodeId, TenantId};
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::{CachedStatement, Connection, OpenFlags};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use writer::Writer;
+
+/// Prepares (or reuses) a statement. Placeholders are written `$1`, `$2`, ...
+/// so the same SQL text serves PostgreSQL; SQLite numbers named parameters by
+/// first appearance, so debug builds check that they first appear in order.
+pub(crate) fn prepare<'c>(
+    conn: &'c Connection,
+    sql: &str,
+) -> rusqlite::Result<CachedStatement<'c>> {
+    let stmt = conn.prepare_cached(sql)?;
+    #[cfg(debug_assertions)]
+    for i in 1..=stmt.parameter_count() {
+        let want = format!("${i}");
+        assert_eq!(
+            stmt.parameter_name(i),
+            Some(want.as_str()),
+            "placeholder order in: {sql}"
+        );
+    }
+    Ok(stmt)
+}
 
 /// Migrations in order; the version is the position (1-based).
 const MIGRATIONS: &[&str] = &[
@@ -55,10 +83,10 @@ impl SqliteStore {
     /// migrations and starts the writer.
     pub fn open(data_dir: &Path, config: &StoreConfig, rules: StoreRules) -> StoreResult<Self> {
         create_private_dir(data_dir)
-            .map_err(|e| StoreError::Backend(format!("creating {}: {e}", data_dir.display())))?;
+            .map_err(|e| StoreError::backend(format!("creating {}: {e}", data_dir.display())))?;
         let path = data_dir.join(DATABASE_FILE);
         create_private_file(&path)
-            .map_err(|e| StoreError::Backend(format!("creating {}: {e}", path.display())))?;
+            .map_err(|e| StoreError::backend(format!("creating {}: {e}", path.display())))?;
         let conn = open_connection(&path, config.synchronous, false)?;
         migrate(&conn)?;
         // Checkpoints run on their own thread, never inside a group commit.
@@ -67,7 +95,7 @@ impl SqliteStore {
         let checkpointer = checkpoint::Checkpointer::start(
             open_connection(&path, config.synchronous, false)?,
             std::fs::File::open(&path)
-                .map_err(|e| StoreError::Backend(format!("opening {}: {e}", path.display())))?,
+                .map_err(|e| StoreError::backend(format!("opening {}: {e}", path.display())))?,
             restart.clone(),
         );
         let feed = Arc::new(CommitFeed::default());
@@ -139,7 +167,7 @@ fn open_connection(
     // With FULL, log writes are gathered per commit (see `wal_buffer`).
     let conn = match synchronous {
         Synchronous::Full => {
-            wal_buffer::register().map_err(StoreError::Backend)?;
+            wal_buffer::register().map_err(StoreError::backend)?;
             Connection::open_with_flags_and_vfs(path, flags, wal_buffer::VFS_NAME)?
         }
         Synchronous::Normal => Connection::open_with_flags(path, flags)?,
@@ -216,8 +244,8 @@ impl ReadPool {
             .permits
             .acquire()
             .await
-            .map_err(|_| StoreError::Closed)?;
-        let conn = self.idle.lock().map_err(|_| StoreError::Closed)?.pop();
+            .map_err(|_| StoreError::closed())?;
+        let conn = self.idle.lock().map_err(|_| StoreError::closed())?.pop();
         let conn = match conn {
             Some(c) => c,
             None => open_connection(&self.path, self.synchronous, true)?,
@@ -227,8 +255,11 @@ impl ReadPool {
             (conn, result)
         })
         .await
-        .map_err(|e| StoreError::Backend(format!("read task: {e}")))?;
-        self.idle.lock().map_err(|_| StoreError::Closed)?.push(conn);
+        .map_err(|e| StoreError::backend(format!("read task: {e}")))?;
+        self.idle
+            .lock()
+            .map_err(|_| StoreError::closed())?
+            .push(conn);
         result
     }
 }
@@ -238,13 +269,13 @@ impl Store for SqliteStore {
     async fn create_tenant(&self, name: &str, now: Millis) -> StoreResult<Tenant> {
         let name = name.to_owned();
         self.writer
-            .write(move |c| ops::create_tenant(c, &name, now))
+            .write(move |c| writes::create_tenant(c, &name, now))
             .await
     }
 
     async fn tenant_by_name(&self, name: &str) -> StoreResult<Option<Tenant>> {
         let name = name.to_owned();
-        self.read(move |c| rows::tenant_by_name(c, &name)).await
+        self.read(move |c| reads::tenant_by_name(c, &name)).await
     }
 
     async fn tenant_count(&self) -> StoreResult<u64> {
@@ -256,7 +287,7 @@ impl Store for SqliteStore {
 
     async fn tenant(&self, id: &TenantId) -> StoreResult<Option<Tenant>> {
         let id = id.clone();
-        self.read(move |c| rows::tenant_by_id(c, &id)).await
+        self.read(move |c| reads::tenant_by_id(c, &id)).await
     }
 
     async fn update_tenant_settings(
@@ -279,25 +310,26 @@ impl Store for SqliteStore {
                         )?;
                     }
                 }
-                rows::tenant_by_id(c, &tenant)
+                reads::tenant_by_id(c, &tenant)
             })
             .await
     }
 
     async fn insert_api_key(&self, key: NewApiKey) -> StoreResult<ApiKeyRecord> {
         self.writer
-            .write(move |c| ops::insert_api_key(c, &key))
+            .write(move |c| writes::insert_api_key(c, &key))
             .await
     }
 
     async fn api_key(&self, id: &ApiKeyId) -> StoreResult<Option<(ApiKeyRecord, Tenant)>> {
         let id = id.clone();
-        self.read(move |c| rows::api_key_with_tenant(c, &id)).await
+        self.read(move |c| reads::api_key_with_tenant(c, &id)).await
     }
 
     async fn api_keys(&self, tenant: Option<&TenantId>) -> StoreResult<Vec<ApiKeyRecord>> {
         let tenant = tenant.cloned();
-        self.read(move |c| rows::api_keys(c, tenant.as_ref())).await
+        self.read(move |c| reads::api_keys(c, tenant.as_ref()))
+            .await
     }
 
     async fn revoke_api_key(&self, id: &ApiKeyId, now: Millis) -> StoreResult<bool> {
@@ -345,7 +377,7 @@ impl Store for SqliteStore {
     async fn accept_message(&self, message: NewMessage) -> StoreResult<AcceptOutcome> {
         let rules = self.rules;
         self.writer
-            .write(move |c| ops::accept_message(c, &rules, &message))
+            .write(move |c| writes::accept_message(c, &rules, &message))
             .await
     }
 
@@ -353,7 +385,7 @@ impl Store for SqliteStore {
         let rules = self.rules;
         let tenant = tenant.clone();
         self.writer
-            .write(move |c| ops::record_event(c, &rules, &tenant, &event))
+            .write(move |c| writes::record_event(c, &rules, &tenant, &event))
             .await
     }
 
@@ -364,7 +396,7 @@ impl Store for SqliteStore {
     ) -> StoreResult<Vec<EventRecord>> {
         let tenant = tenant.clone();
         let filter = filter.clone();
-        self.read(move |c| rows::events(c, &tenant, &filter)).await
+        self.read(move |c| reads::events(c, &tenant, &filter)).await
     }
 
     async fn events_after(
@@ -375,13 +407,14 @@ impl Store for SqliteStore {
     ) -> StoreResult<Vec<EventRecord>> {
         let tenant = tenant.clone();
         let filter = filter.clone();
-        self.read(move |c| rows::events_after(c, &tenant, after, &filter))
+        self.read(move |c| reads::events_after(c, &tenant, after, &filter))
             .await
     }
 
     async fn event(&self, tenant: &TenantId, id: &EventId) -> StoreResult<Option<EventRecord>> {
         let (tenant, id) = (tenant.clone(), id.clone());
-        self.read(move |c| rows::event_by_id(c, &tenant, &id)).await
+        self.read(move |c| reads::event_by_id(c, &tenant, &id))
+            .await
     }
 
     async fn message(
@@ -390,7 +423,7 @@ impl Store for SqliteStore {
         id: &MessageId,
     ) -> StoreResult<Option<MessageRecord>> {
         let (tenant, id) = (tenant.clone(), id.clone());
-        self.read(move |c| rows::message(c, &tenant, &id)).await
+        self.read(move |c| reads::message(c, &tenant, &id)).await
     }
 
     async fn deliveries_of_message(
@@ -399,7 +432,7 @@ impl Store for SqliteStore {
         id: &MessageId,
     ) -> StoreResult<Vec<DeliveryRecord>> {
         let (tenant, id) = (tenant.clone(), id.clone());
-        self.read(move |c| rows::deliveries_of_message(c, &tenant, &id))
+        self.read(move |c| reads::deliveries_of_message(c, &tenant, &id))
             .await
     }
 
@@ -409,7 +442,7 @@ impl Store for SqliteStore {
         id: &DeliveryId,
     ) -> StoreResult<Option<DeliveryRecord>> {
         let (tenant, id) = (tenant.clone(), id.clone());
-        self.read(move |c| rows::delivery(c, &tenant, &id)).await
+        self.read(move |c| reads::delivery(c, &tenant, &id)).await
     }
 
     async fn message_engagement_events(
@@ -418,7 +451,7 @@ impl Store for SqliteStore {
         message: &MessageId,
     ) -> StoreResult<Vec<EventRecord>> {
         let (tenant, message) = (tenant.clone(), message.clone());
-        self.read(move |c| rows::message_engagement_events(c, &tenant, &message))
+        self.read(move |c| reads::message_engagement_events(c, &tenant, &message))
             .await
     }
 
@@ -428,7 +461,7 @@ impl Store for SqliteStore {
         id: &DeliveryId,
     ) -> StoreResult<Vec<EventRecord>> {
         let (tenant, id) = (tenant.clone(), id.clone());
-        self.read(move |c| rows::delivery_events(c, &tenant, &id))
+        self.read(move |c| reads::delivery_events(c, &tenant, &id))
             .await
     }
 
@@ -440,7 +473,7 @@ impl Store for SqliteStore {
         limit: u32,
     ) -> StoreResult<Vec<EventRecord>> {
         let (tenant, id, after) = (tenant.clone(), id.clone(), after.cloned());
-        self.read(move |c| rows::delivery_events_page(c, &tenant, &id, after.as_ref(), limit))
+        self.read(move |c| reads::delivery_events_page(c, &tenant, &id, after.as_ref(), limit))
             .await
     }
 
@@ -450,7 +483,7 @@ impl Store for SqliteStore {
         id: &DeliveryId,
     ) -> StoreResult<Vec<EventRecord>> {
         let (tenant, id) = (tenant.clone(), id.clone());
-        self.read(move |c| rows::delivery_engagement_events(c, &tenant, &id))
+        self.read(move |c| reads::delivery_engagement_events(c, &tenant, &id))
             .await
     }
 
@@ -460,7 +493,7 @@ impl Store for SqliteStore {
         address: &str,
     ) -> StoreResult<Option<ContactRecord>> {
         let (tenant, address) = (tenant.clone(), address.to_owned());
-        self.read(move |c| rows::contact(c, &tenant, &address))
+        self.read(move |c| reads::contact(c, &tenant, &address))
             .await
     }
 
@@ -473,7 +506,7 @@ impl Store for SqliteStore {
     ) -> StoreResult<ContactRecord> {
         let (tenant, address) = (tenant.clone(), address.to_owned());
         self.writer
-            .write(move |c| ops::put_contact(c, &tenant, &address, status, now))
+            .write(move |c| writes::put_contact(c, &tenant, &address, status, now))
             .await
     }
 
@@ -483,7 +516,7 @@ impl Store for SqliteStore {
         address: &str,
     ) -> StoreResult<Vec<ContactChange>> {
         let (tenant, address) = (tenant.clone(), address.to_owned());
-        self.read(move |c| rows::contact_changes(c, &tenant, &address))
+        self.read(move |c| reads::contact_changes(c, &tenant, &address))
             .await
     }
 
@@ -493,7 +526,7 @@ impl Store for SqliteStore {
         now: Millis,
     ) -> StoreResult<Vec<SuppressionEntry>> {
         let tenant = tenant.clone();
-        self.read(move |c| rows::suppressions(c, &tenant, now))
+        self.read(move |c| reads::suppressions(c, &tenant, now))
             .await
     }
 
@@ -531,7 +564,7 @@ impl Store for SqliteStore {
     ) -> StoreResult<Vec<ClaimedDelivery>> {
         let node = node.clone();
         self.writer
-            .write(move |c| ops::claim_due(c, &node, now, limit, lease_until))
+            .write(move |c| writes::claim_due(c, &node, now, limit, lease_until))
             .await
     }
 
@@ -541,7 +574,7 @@ impl Store for SqliteStore {
             .write(move |c| {
                 let mut stored = Vec::new();
                 for attempt in &attempts {
-                    stored.extend(ops::record_attempt(c, &rules, attempt)?);
+                    stored.extend(writes::record_attempt(c, &rules, attempt)?);
                 }
                 Ok(stored)
             })

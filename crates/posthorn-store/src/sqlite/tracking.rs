@@ -1,7 +1,8 @@
 //! What the tracker reads and writes besides events: the original URLs of
 //! tracked links, and the facts a hit is judged on.
 
-use super::rows::{self, prepare};
+use super::prepare;
+use super::reads;
 use crate::StoreResult;
 use crate::records::*;
 use posthorn_core::{DeliveryId, EventKind, MessageId, TenantId};
@@ -58,7 +59,7 @@ pub(crate) fn tracking_facts(
     };
     // One read of the delivery's events gives both its delivery time and
     // its opens and clicks.
-    let events = rows::delivery_events(c, &tenant, delivery)?;
+    let events = reads::delivery_events(c, &tenant, delivery)?;
     let first = |kind: EventKind| {
         events
             .iter()

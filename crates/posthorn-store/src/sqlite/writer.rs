@@ -14,7 +14,7 @@
 //! On a full disk (SQLITE_FULL) or an I/O error SQLite may roll the whole
 //! transaction back by itself. Then nothing of the batch is kept, no job may
 //! run after it (outside a transaction each statement would commit alone),
-//! and every caller gets that error: `StoreError::Full` is answered 503 or
+//! and every caller gets that error: a full disk is answered 503 or
 //! 452 and is retried once space returns. The writer checks for this with
 //! `is_autocommit` after each job (a flag read, nothing on the disk).
 //!
@@ -123,7 +123,7 @@ where
 {
     fn run(&mut self, tx: &WriteTx<'_>) -> StoreResult<()> {
         let result = std::panic::catch_unwind(AssertUnwindSafe(|| (self.f)(tx)))
-            .unwrap_or_else(|_| Err(StoreError::Backend("a write panicked".into())));
+            .unwrap_or_else(|_| Err(StoreError::backend("a write panicked")));
         let outcome = match &result {
             Ok(_) => Ok(()),
             Err(e) => Err(e.clone()),
@@ -135,7 +135,7 @@ where
     fn answer(self: Box<Self>, committed: StoreResult<()>) {
         let result = self
             .result
-            .unwrap_or_else(|| Err(StoreError::Backend("a write never ran".into())));
+            .unwrap_or_else(|| Err(StoreError::backend("a write never ran")));
         let _ = self.reply.send(committed.and(result));
     }
 }
@@ -200,8 +200,11 @@ impl Writer {
             result: None,
             reply,
         });
-        self.jobs.send(job).await.map_err(|_| StoreError::Closed)?;
-        rx.await.map_err(|_| StoreError::Closed)?
+        self.jobs
+            .send(job)
+            .await
+            .map_err(|_| StoreError::closed())?;
+        rx.await.map_err(|_| StoreError::closed())?
     }
 }
 
@@ -364,9 +367,9 @@ fn replay_in_savepoints(tx: &WriteTx<'_>, jobs: &mut [Box<dyn Job>]) -> StoreRes
         let ran = job.run(tx);
         if conn.is_autocommit() {
             tracing::error!(error = ?ran.as_ref().err(), "SQLite rolled back a whole batch");
-            return Err(ran.err().unwrap_or_else(|| {
-                StoreError::Backend("the transaction ended inside a write".into())
-            }));
+            return Err(ran
+                .err()
+                .unwrap_or_else(|| StoreError::backend("the transaction ended inside a write")));
         }
         let ok = ran.is_ok();
         let end = if ok && savepoint.is_ok() {
@@ -505,18 +508,20 @@ mod tests {
         // Writes a row, then fails: the row must not survive.
         let (b, mut rb) = job(|c| {
             insert(2)(c)?;
-            Err(StoreError::Backend("refused".into()))
+            Err(StoreError::backend("refused"))
         });
         let (size, commit) = batch(&conn, vec![a, b], &counters);
         assert!(commit.is_ok());
         assert_eq!(size, 2);
         assert_eq!(counters.replays.load(Ordering::Relaxed), 1);
         assert!(ra.try_recv().unwrap().is_ok());
-        assert!(matches!(rb.try_recv().unwrap(), Err(StoreError::Backend(m)) if m == "refused"));
+        assert!(
+            matches!(rb.try_recv().unwrap(), Err(StoreError::Backend(m)) if m.to_string() == "refused")
+        );
         assert_eq!(values(&conn), [1]);
     }
 
-    /// A write that notes the event it stored, as `ops::apply_event` does.
+    /// A write that notes the event it stored, as `writes::apply_event` does.
     fn store_event(tx: &WriteTx<'_>) -> StoreResult<()> {
         let seq = tx.next_event_seq();
         tx.execute("INSERT INTO t (x) VALUES (?1)", [seq])?;
@@ -565,7 +570,7 @@ mod tests {
         let (a, _ra) = event_job(store_event);
         let (b, _rb) = event_job(|tx| {
             store_event(tx)?;
-            Err(StoreError::Backend("refused".into()))
+            Err(StoreError::backend("refused"))
         });
         let tx = WriteTx::new(&conn, saved_sequence(&conn).unwrap());
         let (_, commit) = commit_batch(&tx, a, &mut queue(vec![b]), 1024, &counters);
@@ -640,10 +645,16 @@ mod tests {
         assert_eq!(size, 2);
         // The disk is full for everyone: each caller is told so (503, 452),
         // not "no transaction is active" (500).
-        assert!(matches!(commit, Err(StoreError::Full(_))), "{commit:?}");
+        assert!(
+            commit.as_ref().is_err_and(StoreError::is_storage_full),
+            "{commit:?}"
+        );
         for r in [&mut ra, &mut rb] {
             let answer = r.try_recv().unwrap();
-            assert!(matches!(answer, Err(StoreError::Full(_))), "{answer:?}");
+            assert!(
+                answer.as_ref().is_err_and(StoreError::is_storage_full),
+                "{answer:?}"
+            );
         }
         assert!(values(&conn).is_empty(), "nothing told 'failed' is kept");
         assert!(conn.is_autocommit(), "no transaction is left open");
@@ -676,13 +687,19 @@ mod tests {
             _ => insert_big(conn),
         });
         let (d, mut rd) = job(insert(4));
-        let (b, mut rb) = job(|_| Err(StoreError::Backend("refused".into())));
+        let (b, mut rb) = job(|_| Err(StoreError::backend("refused")));
         let (size, commit) = batch(&conn, vec![a, c, d, b], &counters);
         assert_eq!(size, 4);
-        assert!(matches!(commit, Err(StoreError::Full(_))), "{commit:?}");
+        assert!(
+            commit.as_ref().is_err_and(StoreError::is_storage_full),
+            "{commit:?}"
+        );
         for r in [&mut ra, &mut rc, &mut rd] {
             let answer = r.try_recv().unwrap();
-            assert!(matches!(answer, Err(StoreError::Full(_))), "{answer:?}");
+            assert!(
+                answer.as_ref().is_err_and(StoreError::is_storage_full),
+                "{answer:?}"
+            );
         }
         assert!(rb.try_recv().unwrap().is_err());
         assert!(
@@ -697,7 +714,7 @@ mod tests {
         let conn = table();
         let counters = WriterCounters::default();
         let (a, _ra) = job(insert(1));
-        let (b, _rb) = job(|_| Err(StoreError::Backend("refused".into())));
+        let (b, _rb) = job(|_| Err(StoreError::backend("refused")));
         let (c, mut rc) = job(insert(3));
         let mut rx = queue(vec![a, b, c]);
         let (size, commit) = next_batch(&conn, &mut rx, &counters);

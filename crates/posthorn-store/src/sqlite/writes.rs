@@ -1,8 +1,9 @@
-//! Writing: the operations the writer thread runs inside its transaction.
+//! Writes: the operations the writer thread runs inside its transaction.
 //! Each one reads the facts it needs, asks the rule in `posthorn-core`, and
 //! writes the outcome, so a decision and its effects are one atomic step.
 
-use super::rows::{self, prepare};
+use super::prepare;
+use super::reads;
 use super::writer::WriteTx;
 use crate::records::*;
 use crate::{StoreError, StoreResult, StoreRules};
@@ -17,7 +18,7 @@ use posthorn_core::{Millis, TenantId};
 use rusqlite::{Connection, params};
 
 pub(crate) fn create_tenant(c: &Connection, name: &str, now: Millis) -> StoreResult<Tenant> {
-    if rows::tenant_by_name(c, name)?.is_some() {
+    if reads::tenant_by_name(c, name)?.is_some() {
         return Err(StoreError::Conflict(format!("tenant `{name}` exists")));
     }
     let tenant = Tenant {
@@ -98,7 +99,12 @@ pub(crate) fn accept_message(
                 return Ok(AcceptOutcome::IdempotencyConflict);
             }
             Ok((_, receipt)) => {
-                return Ok(AcceptOutcome::Replayed(serde_json::from_str(&receipt)?));
+                let receipt = serde_json::from_str(&receipt).map_err(|_| StoreError::Corrupt {
+                    table: "idempotency_keys",
+                    column: "receipt",
+                    value: receipt,
+                })?;
+                return Ok(AcceptOutcome::Replayed(receipt));
             }
             Err(rusqlite::Error::QueryReturnedNoRows) => {}
             Err(e) => return Err(e.into()),
@@ -185,7 +191,7 @@ fn admit_recipient(
     let now = m.accepted_at;
     let duplicate_in_message = !seen.insert(r.address.clone());
     let suppressions = if r.deliverable_domain {
-        rows::suppressions_for(c, &m.tenant_id, &r.address, now)?
+        reads::suppressions_for(c, &m.tenant_id, &r.address, now)?
     } else {
         Vec::new()
     };
@@ -201,7 +207,7 @@ fn admit_recipient(
         .query_row(params![m.tenant_id.as_str(), campaign, r.address], |row| row.get::<_, bool>(0))?,
         _ => false,
     };
-    let contact = rows::contact(c, &m.tenant_id, &r.address)?;
+    let contact = reads::contact(c, &m.tenant_id, &r.address)?;
     let admission = policy::admit(&RecipientFacts {
         deliverable_domain: r.deliverable_domain,
         suppression,
@@ -323,7 +329,7 @@ pub(crate) fn record_event(
     tenant: &TenantId,
     e: &NewEvent,
 ) -> StoreResult<RecordOutcome> {
-    let Some(mut delivery) = rows::delivery(c, tenant, &e.delivery_id)? else {
+    let Some(mut delivery) = reads::delivery(c, tenant, &e.delivery_id)? else {
         return Ok(RecordOutcome::UnknownDelivery);
     };
     match apply_event(c, rules, &mut delivery, e)? {
@@ -331,12 +337,11 @@ pub(crate) fn record_event(
         None => {
             // Same event id or same external id: the first one stands.
             let existing = match &e.external_id {
-                Some(external) => rows::event_by_external_id(c, tenant, external)?,
-                None => rows::event_by_id(c, tenant, &e.id)?,
+                Some(external) => reads::event_by_external_id(c, tenant, external)?,
+                None => reads::event_by_id(c, tenant, &e.id)?,
             };
-            let event =
-                existing.ok_or_else(|| StoreError::Backend("duplicate event vanished".into()))?;
-            let delivery = rows::delivery(c, tenant, &event.delivery_id)?.unwrap_or(delivery);
+            let event = existing.ok_or_else(|| StoreError::backend("duplicate event vanished"))?;
+            let delivery = reads::delivery(c, tenant, &event.delivery_id)?.unwrap_or(delivery);
             Ok(RecordOutcome::Duplicate { event, delivery })
         }
     }
@@ -427,7 +432,7 @@ fn apply_contact_signals(
 ) -> StoreResult<()> {
     let tenant = &delivery.tenant_id;
     let now = event.recorded_at;
-    let existing = rows::contact(c, tenant, &delivery.recipient)?;
+    let existing = reads::contact(c, tenant, &delivery.recipient)?;
     let mut state = existing.as_ref().map_or_else(
         || ContactState::new(ContactStatus::Active),
         |r| r.state.clone(),
@@ -507,7 +512,7 @@ fn suppress(
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
     )?
     .execute(params![
-        rows::new_suppression_id(),
+        reads::new_suppression_id(),
         tenant.as_str(),
         target,
         stream,
@@ -570,7 +575,7 @@ pub(crate) fn put_contact(
     input: ContactInput,
     now: Millis,
 ) -> StoreResult<ContactRecord> {
-    match rows::contact(c, tenant, address)? {
+    match reads::contact(c, tenant, address)? {
         None => save_contact(
             c,
             tenant,
@@ -592,7 +597,7 @@ pub(crate) fn put_contact(
             }
         }
     }
-    rows::contact(c, tenant, address)?.ok_or_else(|| StoreError::Backend("contact vanished".into()))
+    reads::contact(c, tenant, address)?.ok_or_else(|| StoreError::backend("contact vanished"))
 }
 
 /// The fold state of a delivery, from its status columns.
@@ -678,13 +683,13 @@ pub(crate) fn claim_due(
         .execute(params![node.as_str(), lease_until, delivery_id])?;
         let tenant = TenantId::from_stored(tenant_id);
         let id = posthorn_core::DeliveryId::from_stored(delivery_id);
-        let Some(delivery) = rows::delivery(c, &tenant, &id)? else {
+        let Some(delivery) = reads::delivery(c, &tenant, &id)? else {
             continue;
         };
         let message = match messages.get(delivery.message_id.as_str()) {
             Some(m) => m.clone(),
             None => {
-                let Some(m) = rows::message(c, &tenant, &delivery.message_id)? else {
+                let Some(m) = reads::message(c, &tenant, &delivery.message_id)? else {
                     continue;
                 };
                 let m = std::sync::Arc::new(m);
@@ -695,7 +700,7 @@ pub(crate) fn claim_due(
         let tenant = match tenants.get(tenant.as_str()) {
             Some(t) => t.clone(),
             None => {
-                let Some(t) = rows::tenant_by_id(c, &tenant)? else {
+                let Some(t) = reads::tenant_by_id(c, &tenant)? else {
                     continue;
                 };
                 let t = std::sync::Arc::new(t);
@@ -721,8 +726,8 @@ pub(crate) fn record_attempt(
     attempt: &AttemptRecord,
 ) -> StoreResult<Vec<EventRecord>> {
     let delivery_id = &attempt.delivery;
-    let Some(mut delivery) = rows::delivery(c, &attempt.tenant, delivery_id)? else {
-        return Err(StoreError::Backend(format!(
+    let Some(mut delivery) = reads::delivery(c, &attempt.tenant, delivery_id)? else {
+        return Err(StoreError::backend(format!(
             "no delivery {delivery_id} to record an attempt of"
         )));
     };

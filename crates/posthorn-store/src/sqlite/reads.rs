@@ -1,6 +1,10 @@
-//! Reading rows: SELECT statements and the mapping of rows to records. Used
-//! by the read pool and, inside transactions, by the writer.
+//! Reads: the SELECT statements and the mapping of their rows to records
+//! (failing with [`crate::StoreError::Corrupt`] on a value this version
+//! cannot read). Used by the read pool and, inside transactions, by the
+//! writer.
 
+use super::error::Undecodable;
+use super::prepare;
 use crate::StoreResult;
 use crate::records::*;
 use posthorn_core::contact::{ContactState, ContactStatus};
@@ -8,41 +12,10 @@ use posthorn_core::id::{ApiKeyId, SuppressionId};
 use posthorn_core::status::{DeliveryStatus, EngagementStatus};
 use posthorn_core::suppression::{SuppressionEntry, SuppressionReason, SuppressionScope};
 use posthorn_core::{DeliveryId, EventId, EventSource, MessageId, Millis, TenantId};
-use rusqlite::{CachedStatement, Connection, OptionalExtension, Row, ToSql};
-
-/// Prepares (or reuses) a statement. Placeholders are written `$1`, `$2`, ...
-/// so the same SQL text serves PostgreSQL; SQLite numbers named parameters by
-/// first appearance, so debug builds check that they first appear in order.
-pub(crate) fn prepare<'c>(
-    conn: &'c Connection,
-    sql: &str,
-) -> rusqlite::Result<CachedStatement<'c>> {
-    let stmt = conn.prepare_cached(sql)?;
-    #[cfg(debug_assertions)]
-    for i in 1..=stmt.parameter_count() {
-        let want = format!("${i}");
-        assert_eq!(
-            stmt.parameter_name(i),
-            Some(want.as_str()),
-            "placeholder order in: {sql}"
-        );
-    }
-    Ok(stmt)
-}
-
-/// A stored value this code cannot read. Reading fails with where it is
-/// and what it holds rather than guessing: an unreadable contact status
-/// read as `active` would make a bounced address mailable again.
-#[derive(Debug, thiserror::Error)]
-#[error("{table}.{column} holds {value:?}, which is not a value this version can read")]
-pub(crate) struct Undecodable {
-    table: &'static str,
-    column: &'static str,
-    value: String,
-}
+use rusqlite::{Connection, OptionalExtension, Row, ToSql};
 
 /// Decodes the text in column `at` with `parse`, or fails naming the
-/// table, column and value.
+/// table, column and value (read as [`crate::StoreError::Corrupt`]).
 fn decode<T>(
     r: &Row<'_>,
     at: usize,
