@@ -14,6 +14,7 @@ pub mod domain;
 pub mod event;
 pub mod id;
 pub mod net;
+pub mod outcome;
 pub mod policy;
 pub mod retry;
 pub mod status;

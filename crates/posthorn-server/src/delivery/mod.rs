@@ -7,7 +7,6 @@
 
 pub mod build;
 pub mod dns;
-pub mod outcome;
 pub mod recorder;
 pub mod verp;
 
@@ -15,13 +14,12 @@ use crate::app::AppState;
 use crate::dkim::DkimKeys;
 use crate::tracking::{self, Say};
 use dns::{HostAnswer, MxAnswer, Resolver};
-use outcome::{Attempt, Classification};
 use posthorn_core::domain::SenderDomain;
-use posthorn_core::event::{BounceOrigin, Bounced, EventDetails, Sent};
-use posthorn_core::status::BounceType;
+use posthorn_core::event::{BounceVerdict, EventDetails, Sent};
+use posthorn_core::outcome::{self, Attempt, AttemptResult, Next, Unroutable};
 use posthorn_core::{EventId, EventSource};
 use posthorn_smtp::tls::MaybeTls;
-use posthorn_smtp::{ClientError, Envelope, SmtpClient, Timeouts};
+use posthorn_smtp::{ClientError, Envelope, RecipientResult, SmtpClient, Timeouts};
 use posthorn_store::{AttemptRecord, ClaimedDelivery, NewEvent, QueueNext};
 use recorder::{Pending, Recorder};
 use std::collections::HashMap;
@@ -64,12 +62,8 @@ impl std::fmt::Debug for Target {
 enum Destination {
     Targets(Vec<Target>),
     /// The domain cannot receive mail: bounce every delivery.
-    Bounce {
-        reason: &'static str,
-        rule: &'static str,
-        text: String,
-    },
-    /// DNS failed for now: try again later.
+    Bounce(Unroutable),
+    /// DNS failed for now (the resolver's words): try again later.
     Defer(String),
     /// Every address found is one delivery must not connect to (loopback,
     /// private, metadata, ...; `net::delivery_target`): try again later, in
@@ -318,38 +312,19 @@ impl DeliveryService {
         let destination = self.destination(&domain).await;
         let targets = match destination {
             Destination::Targets(t) => t,
-            Destination::Bounce { reason, rule, text } => {
+            Destination::Bounce(why) => {
                 for item in items {
-                    let details = EventDetails::Bounced(Bounced {
-                        bounce_type: BounceType::Hard,
-                        reason: Some(reason.into()),
-                        smtp_code: None,
-                        enhanced_code: None,
-                        reply_text: Some(text.clone()),
-                        origin: BounceOrigin::Sync,
-                        rule: Some(rule.into()),
-                        mx_host: None,
-                    });
-                    self.finish(item, details, QueueNext::Remove);
+                    let (details, next) = outcome::for_unroutable(&domain, why);
+                    self.finish(item, details, next);
                 }
                 return;
             }
             Destination::Defer(why) => {
-                let error = ClientError::Protocol {
-                    phase: posthorn_smtp::Phase::Connect,
-                    message: why,
-                    permanent: false,
-                };
-                self.defer_all(items, &error);
+                self.finish_all(items, &AttemptResult::DnsFailed(why));
                 return;
             }
             Destination::Refuse(why) => {
-                let error = ClientError::Reply {
-                    phase: posthorn_smtp::Phase::Connect,
-                    // RFC 3463 X.4.4: unable to route.
-                    reply: posthorn_smtp::Reply::local(451, "4.4.4", why),
-                };
-                self.defer_all(items, &error);
+                self.finish_all(items, &AttemptResult::Refused(why));
                 return;
             }
         };
@@ -385,10 +360,14 @@ impl DeliveryService {
     }
 
     /// Defers (or, past their lifetime, expires) deliveries that could not
-    /// be attempted at all.
-    fn defer_all(&self, items: Vec<(ClaimedDelivery, OwnedSemaphorePermit)>, error: &ClientError) {
+    /// be attempted at all (DNS failed, or named no server we may use).
+    fn finish_all(
+        &self,
+        items: Vec<(ClaimedDelivery, OwnedSemaphorePermit)>,
+        result: &AttemptResult,
+    ) {
         for item in items {
-            self.finish_after_session_error(item, error, None, None);
+            self.finish_unattempted(item, result, None, None);
         }
     }
 
@@ -403,20 +382,24 @@ impl DeliveryService {
         let (mut client, target) = match self.open_session(targets).await {
             Ok(session) => session,
             Err((error, target)) => {
+                let result = session_failure(&error);
                 for item in items {
-                    self.finish_after_session_error(item, &error, target.as_ref(), None);
+                    self.finish_unattempted(item, &result, target.as_ref(), None);
                 }
                 return;
             }
         };
-        let tls = client.tls_info();
-        let mut failed: Option<ClientError> = None;
+        let tls = client.tls_info().map(|t| outcome::Tls {
+            version: t.version,
+            cipher: t.cipher,
+        });
+        let mut failed: Option<AttemptResult> = None;
         for item in items {
             let attempt_start = self.state.now();
-            if let Some(error) = &failed {
+            if let Some(result) = &failed {
                 // The session died under an earlier delivery: this one was
                 // not attempted, and is deferred with the same cause.
-                self.finish_after_session_error(item, error, Some(&target), tls.clone());
+                self.finish_unattempted(item, result, Some(&target), tls.clone());
                 continue;
             }
             self.pace(domain).await;
@@ -449,28 +432,23 @@ impl DeliveryService {
                 envid: Some(claimed.delivery.id.to_string()),
                 notify: Some("FAILURE,DELAY".into()),
             };
-            let result = client.send(&envelope, &message).await;
+            let sent = client.send(&envelope, &message).await;
             let mut attempt = self.attempt(claimed, Some(&target), tls.clone());
             attempt.started_at = attempt_start;
-            let (details, next) = match &result {
-                Ok(transaction) => outcome::for_recipient(
-                    &attempt,
-                    &transaction.recipients[0],
-                    &self.schedule(),
-                    jitter(),
-                    &self.classifier(&claimed.delivery.recipient),
-                ),
-                Err(error) => outcome::for_session_error(
-                    &attempt,
-                    error,
-                    &self.schedule(),
-                    jitter(),
-                    &self.classifier(&claimed.delivery.recipient),
-                ),
+            let result = match &sent {
+                Ok(transaction) => recipient_result(&transaction.recipients[0]),
+                Err(error) => session_failure(error),
             };
+            let (details, next) = outcome::for_attempt(
+                &attempt,
+                &result,
+                &self.schedule(),
+                jitter(),
+                &self.classifier(&claimed.delivery.recipient),
+            );
             self.finish(item, details, next);
-            if let Err(error) = result {
-                failed = Some(error);
+            if sent.is_err() {
+                failed = Some(result);
             }
         }
         if failed.is_none() {
@@ -551,23 +529,9 @@ impl DeliveryService {
         }
         let hosts = match self.resolver.mx(domain).await {
             MxAnswer::Hosts(hosts) => hosts,
-            MxAnswer::NullMx => {
-                return Destination::Bounce {
-                    reason: "hostunknown",
-                    rule: "dns.null-mx",
-                    text: format!("556 5.1.10 {domain} accepts no mail (null MX, RFC 7505)"),
-                };
-            }
-            MxAnswer::NoSuchDomain => {
-                return Destination::Bounce {
-                    reason: "hostunknown",
-                    rule: "dns.nxdomain",
-                    text: format!("550 5.1.2 the domain {domain} does not exist"),
-                };
-            }
-            MxAnswer::TemporaryFailure(why) => {
-                return Destination::Defer(format!("DNS lookup failed: {why}"));
-            }
+            MxAnswer::NullMx => return Destination::Bounce(Unroutable::NullMx),
+            MxAnswer::NoSuchDomain => return Destination::Bounce(Unroutable::NoSuchDomain),
+            MxAnswer::TemporaryFailure(why) => return Destination::Defer(why),
         };
         // Addresses found in DNS are checked (routes and the smarthost above
         // are the operator's own and are not): a domain whose MX resolves
@@ -609,12 +573,8 @@ impl DeliveryService {
         }
         match (targets.is_empty(), temporary) {
             (false, _) => Destination::Targets(targets),
-            (true, Some(why)) => Destination::Defer(format!("DNS lookup failed: {why}")),
-            (true, None) => Destination::Bounce {
-                reason: "hostunknown",
-                rule: "dns.no-address",
-                text: format!("550 5.1.2 no mail server of {domain} has an address"),
-            },
+            (true, Some(why)) => Destination::Defer(why),
+            (true, None) => Destination::Bounce(Unroutable::NoAddress),
         }
     }
 
@@ -676,32 +636,22 @@ impl DeliveryService {
         build::build(&item.message, &item.delivery, &domain, &copy).map_err(|e| e.to_string())
     }
 
-    /// The attempt's context: its number, and the lifetime it has (per
-    /// stream, capped by the message's own `expires_at`).
+    /// The attempt's context: its number, and when its retries end.
     fn attempt(
         &self,
         item: &ClaimedDelivery,
         target: Option<&Target>,
-        tls: Option<posthorn_smtp::tls::TlsInfo>,
+        tls: Option<outcome::Tls>,
     ) -> Attempt {
-        let config = &self.state.config;
-        let accepted_at = item.message.send_at.map_or(item.delivery.created_at, |s| {
-            s.max(item.delivery.created_at)
-        });
-        let lifetime = config
-            .streams
-            .get(&item.delivery.stream)
-            .and_then(|s| s.lifetime)
-            .unwrap_or(config.retry.lifetime)
-            .0;
-        let mut deadline = accepted_at.saturating_add(lifetime);
-        if let Some(expires_at) = item.message.expires_at {
-            deadline = deadline.min(expires_at);
-        }
+        let deadline = posthorn_core::retry::deadline(
+            item.delivery.created_at,
+            item.message.send_at,
+            self.state.config.lifetime(&item.delivery.stream),
+            item.message.expires_at,
+        );
         let now = self.state.now();
         Attempt {
             number: item.attempt,
-            accepted_at,
             deadline,
             started_at: now,
             now,
@@ -733,19 +683,19 @@ impl DeliveryService {
         });
     }
 
-    /// Defers (or, past its lifetime, expires) a delivery whose session
-    /// failed before or during its attempt.
-    fn finish_after_session_error(
+    /// The outcome of a delivery that was not attempted itself: DNS failed,
+    /// or its session failed before its turn.
+    fn finish_unattempted(
         &self,
         item: (ClaimedDelivery, OwnedSemaphorePermit),
-        error: &ClientError,
+        result: &AttemptResult,
         target: Option<&Target>,
-        tls: Option<posthorn_smtp::tls::TlsInfo>,
+        tls: Option<outcome::Tls>,
     ) {
         let attempt = self.attempt(&item.0, target, tls);
-        let (details, next) = outcome::for_session_error(
+        let (details, next) = outcome::for_attempt(
             &attempt,
-            error,
+            result,
             &self.schedule(),
             jitter(),
             &self.classifier(&item.0.delivery.recipient),
@@ -774,8 +724,12 @@ impl DeliveryService {
         &self,
         (item, permit): (ClaimedDelivery, OwnedSemaphorePermit),
         details: EventDetails,
-        next: QueueNext,
+        next: Next,
     ) {
+        let next = match next {
+            Next::Remove => QueueNext::Remove,
+            Next::RetryAt(at) => QueueNext::RetryAt(at),
+        };
         tracing::debug!(delivery_id = %item.delivery.id, attempt = item.attempt, kind = %details.kind(), "attempt finished");
         let event = self.event(&item, details);
         self.recorder.record(Pending {
@@ -847,7 +801,7 @@ impl DeliveryService {
     fn classifier<'a>(
         &'a self,
         recipient: &'a str,
-    ) -> impl Fn(u16, Option<&str>, &str) -> Classification + 'a {
+    ) -> impl Fn(u16, Option<&str>, &str) -> BounceVerdict + 'a {
         let domain = recipient.rsplit_once('@').map(|(_, domain)| domain);
         move |code, enhanced, text| {
             let class = self
@@ -862,7 +816,7 @@ impl DeliveryService {
 /// The built-in reply classifier alone, as synchronous bounces use it when
 /// the operator has no rules: `posthorn-bounce`, whose rule id is kept on
 /// the event so every verdict can be explained.
-pub fn classify_reply(code: u16, enhanced: Option<&str>, text: &str) -> Classification {
+pub fn classify_reply(code: u16, enhanced: Option<&str>, text: &str) -> BounceVerdict {
     classification(posthorn_bounce::reply::classify_reply(
         Some(code),
         enhanced,
@@ -870,10 +824,82 @@ pub fn classify_reply(code: u16, enhanced: Option<&str>, text: &str) -> Classifi
     ))
 }
 
-fn classification(class: posthorn_bounce::ReplyClass) -> Classification {
-    Classification {
+fn classification(class: posthorn_bounce::ReplyClass) -> BounceVerdict {
+    BounceVerdict {
         bounce_type: class.bounce_type,
         reason: class.reason.as_str().to_owned(),
         rule: class.rule.to_owned(),
+    }
+}
+
+/// The SMTP client's answer for our recipient, as the outcome rules read it.
+fn recipient_result(result: &RecipientResult) -> AttemptResult {
+    let reply = outcome_reply(&result.reply);
+    if result.delivered() {
+        AttemptResult::Delivered(reply)
+    } else {
+        AttemptResult::NotDelivered(reply)
+    }
+}
+
+/// A failed session as the outcome rules read it: the client describes
+/// every failure with a reply (a made-up 451 for a timeout or a dropped
+/// connection, 554 for a permanent protocol failure) whose class says
+/// whether trying again can help.
+fn session_failure(error: &ClientError) -> AttemptResult {
+    AttemptResult::NotDelivered(outcome_reply(&error.reply()))
+}
+
+fn outcome_reply(reply: &posthorn_smtp::Reply) -> outcome::Reply {
+    outcome::Reply {
+        code: reply.code,
+        enhanced: reply.enhanced.clone(),
+        text: reply.text.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use posthorn_smtp::Phase;
+    use std::time::Duration;
+
+    #[test]
+    fn a_session_failure_bounces_exactly_when_the_client_calls_it_permanent() {
+        let errors = [
+            ClientError::Timeout {
+                phase: Phase::DataEnd,
+                after: Duration::from_secs(5),
+            },
+            ClientError::Io {
+                phase: Phase::Connect,
+                message: "refused".into(),
+            },
+            ClientError::Reply {
+                phase: Phase::MailFrom,
+                reply: posthorn_smtp::Reply::local(421, "4.7.0", "closing"),
+            },
+            ClientError::Reply {
+                phase: Phase::MailFrom,
+                reply: posthorn_smtp::Reply::local(554, "5.7.1", "go away"),
+            },
+            ClientError::Protocol {
+                phase: Phase::Ehlo,
+                message: "garbled".into(),
+                permanent: false,
+            },
+            ClientError::Protocol {
+                phase: Phase::Ehlo,
+                message: "no common ground".into(),
+                permanent: true,
+            },
+        ];
+        for error in errors {
+            let AttemptResult::NotDelivered(reply) = session_failure(&error) else {
+                panic!("{error:?}")
+            };
+            assert_eq!(reply.is_permanent(), error.is_permanent(), "{error:?}");
+            assert_eq!(reply.line(), error.reply().line());
+        }
     }
 }
