@@ -178,6 +178,15 @@ pub enum UnsubscribeScope {
     All,
 }
 
+impl UnsubscribeScope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UnsubscribeScope::Stream => "stream",
+            UnsubscribeScope::All => "all",
+        }
+    }
+}
+
 /// The details of each kind, as listed in `STATUS_MODEL.md`. Unknown fields
 /// are refused so that a typo in an externally recorded event is an error,
 /// not silently lost data.

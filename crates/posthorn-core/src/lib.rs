@@ -12,6 +12,7 @@ pub mod config;
 pub mod contact;
 pub mod domain;
 pub mod event;
+pub mod external_id;
 pub mod id;
 pub mod net;
 pub mod outcome;

@@ -9,9 +9,6 @@ use posthorn_core::config::Config;
 use posthorn_store::{DeliveryRecord, MessageRecord};
 use posthorn_track::{Key, RewriteOptions, SignedUrls, TokenKeys, TrackingUrls};
 
-/// The local part of the unsubscribe mailto address, before the token.
-pub const UNSUBSCRIBE_PREFIX: &str = "unsubscribe+";
-
 /// The tracker's keys and base URL.
 pub struct Tracking {
     pub keys: TokenKeys,
@@ -104,10 +101,8 @@ impl Tracking {
             links.extend(rewritten.links);
             rewritten.body
         });
-        let mailto = format!(
-            "{UNSUBSCRIBE_PREFIX}{}@{mailto_domain}",
-            verp.token(&delivery.id)
-        );
+        let mailto =
+            posthorn_core::address::unsubscribe_address(&verp.token(&delivery.id), mailto_domain);
         TrackedCopy {
             html,
             text,

@@ -484,10 +484,6 @@ async fn record_unsubscribe(
         Err(_) => return Err(()),
     };
     let now = state.now();
-    let scope_name = match scope {
-        UnsubscribeScope::Stream => "stream",
-        UnsubscribeScope::All => "all",
-    };
     let event = NewEvent {
         id: EventId::generate(),
         delivery_id: facts.delivery_id.clone(),
@@ -498,7 +494,10 @@ async fn record_unsubscribe(
             scope,
             method: Some(method.to_owned()),
         }),
-        external_id: Some(format!("unsubscribe:{}:{scope_name}", facts.delivery_id)),
+        external_id: Some(posthorn_core::external_id::unsubscribe(
+            &facts.delivery_id,
+            scope,
+        )),
     };
     match state.store.record_event(&facts.tenant_id, event).await {
         Ok(RecordOutcome::UnknownDelivery) => Ok(None),
