@@ -12,7 +12,6 @@ pub mod verp;
 
 use crate::app::AppState;
 use crate::dkim::DkimKeys;
-use crate::tracking::{self, Say};
 use dns::{HostAnswer, MxAnswer, Resolver};
 use posthorn_core::domain::SenderDomain;
 use posthorn_core::event::{BounceVerdict, EventDetails, Sent};
@@ -21,6 +20,7 @@ use posthorn_core::{EventId, EventSource};
 use posthorn_smtp::tls::MaybeTls;
 use posthorn_smtp::{ClientError, Envelope, RecipientResult, SmtpClient, Timeouts};
 use posthorn_store::{AttemptRecord, ClaimedDelivery, NewEvent, QueueNext};
+use posthorn_track::Say;
 use recorder::{Pending, Recorder};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -616,7 +616,8 @@ impl DeliveryService {
             opens: item.message.tracking_opens,
             clicks: item.message.tracking_clicks,
         };
-        let choice = tracking::choice(&self.state.config, &item.delivery.stream, message, tenant);
+        let choice =
+            posthorn_track::choice(&self.state.config, &item.delivery.stream, message, tenant);
         let copy =
             self.state
                 .tracking
