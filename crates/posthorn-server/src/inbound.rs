@@ -6,6 +6,9 @@
 //! Message-ID); and records what it says through the same fold and effects
 //! as every other event. Whatever it cannot attribute is kept as an orphan,
 //! never dropped. The 250 is sent only once the message is durably stored.
+//! The decisions from those facts (attribution, orphan reasons, which
+//! event a record means) are `posthorn_bounce::inbound`; this file does the
+//! I/O around them.
 
 use crate::app::AppState;
 use crate::delivery::verp::VerpSigner;
