@@ -29,7 +29,9 @@ fuzz_target!(|data: &[u8]| {
             .next()
             .unwrap_or_default()
             .to_ascii_lowercase();
-        let token = local.strip_prefix("bounces+").unwrap_or(&local);
+        let token = local
+            .strip_prefix(posthorn_core::address::BOUNCE_PREFIX)
+            .unwrap_or(&local);
         assert_eq!(signer.token(&delivery), token, "a second spelling verified");
     }
 });

@@ -1,6 +1,8 @@
 //! Email addresses as they appear in returned mail: `<a@b>`, `"a@b"`,
 //! `rfc822;a@b`, `a@b...` (Sendmail), `mailto:a@b`, inside prose.
 
+use posthorn_core::address::BOUNCE_PREFIX;
+
 /// The address in `raw`, without brackets, quotes or trailing punctuation,
 /// the domain lower-cased; `None` if there is no plausible address.
 pub fn clean(raw: &str) -> Option<String> {
@@ -94,7 +96,7 @@ fn valid_domain(domain: &str) -> bool {
 pub fn verp_token(text: &str) -> Option<String> {
     let lower = text.to_ascii_lowercase();
     let mut search = 0;
-    while let Some(offset) = lower.get(search..).and_then(|t| t.find("bounces+")) {
+    while let Some(offset) = lower.get(search..).and_then(|t| t.find(BOUNCE_PREFIX)) {
         let at = search + offset;
         search = at + 1;
         let before_ok =
@@ -103,7 +105,7 @@ pub fn verp_token(text: &str) -> Option<String> {
             continue;
         }
         // The original text: a token is lower-case, so upper case is no token.
-        let rest = &text[at + "bounces+".len()..];
+        let rest = &text[at + BOUNCE_PREFIX.len()..];
         let token: &str = &rest[..rest
             .bytes()
             .position(|b| !matches!(b, b'a'..=b'z' | b'2'..=b'7'))

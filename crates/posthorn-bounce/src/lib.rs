@@ -15,6 +15,9 @@
 //! headers), `dsn.rs`, `arf.rs`, `autoreply.rs`, `formats/` (one reader per
 //! format, `generic.rs` last), `parse.rs` (order of readers, classification
 //! of each finding, SMTP-stage context rules).
+//! What a returned message then means for a delivery (how it is tied to
+//! one, which record speaks of its recipient, which event that is) is
+//! [`inbound`]: the inbound MX gathers the facts, the rules live here.
 //!
 //! Bytes and strings in, values out. Nothing here does I/O, is async, reads
 //! the clock or keeps state, and nothing may panic on any input: the SMTP
@@ -27,6 +30,7 @@ mod autoreply;
 mod dsn;
 mod enhanced;
 mod formats;
+pub mod inbound;
 mod mime;
 pub mod parse;
 pub mod reply;

@@ -322,3 +322,39 @@ mod tests {
         assert!(!can("a@intranet"));
     }
 }
+
+/// The local-part prefix of a VERP return path, `bounces+TOKEN@DOMAIN`: the
+/// delivery workers write it, the inbound MX accepts mail for it, and the
+/// bounce parser looks for it in returned reports.
+pub const BOUNCE_PREFIX: &str = "bounces+";
+
+/// The local-part prefix of a copy's `List-Unsubscribe` mailto address,
+/// `unsubscribe+TOKEN@DOMAIN` (TOKEN is the delivery's VERP token).
+pub const UNSUBSCRIBE_PREFIX: &str = "unsubscribe+";
+
+/// The VERP return path carrying `token`.
+pub fn bounce_address(token: &str, domain: &str) -> String {
+    format!("{BOUNCE_PREFIX}{token}@{domain}")
+}
+
+/// The unsubscribe mailto address carrying `token`.
+pub fn unsubscribe_address(token: &str, domain: &str) -> String {
+    format!("{UNSUBSCRIBE_PREFIX}{token}@{domain}")
+}
+
+#[cfg(test)]
+mod our_address_tests {
+    use super::*;
+
+    #[test]
+    fn our_addresses_carry_their_token() {
+        assert_eq!(
+            bounce_address("abc234", "mail.example"),
+            "bounces+abc234@mail.example"
+        );
+        assert_eq!(
+            unsubscribe_address("abc234", "mail.example"),
+            "unsubscribe+abc234@mail.example"
+        );
+    }
+}

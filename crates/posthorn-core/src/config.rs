@@ -547,6 +547,18 @@ impl Default for RetryConfig {
     }
 }
 
+impl Config {
+    /// How long deliveries of `stream` are tried: the stream's own
+    /// lifetime, else `[retry] lifetime`.
+    pub fn lifetime(&self, stream: &str) -> Millis {
+        self.streams
+            .get(stream)
+            .and_then(|s| s.lifetime)
+            .unwrap_or(self.retry.lifetime)
+            .0
+    }
+}
+
 impl RetryConfig {
     pub fn schedule(&self) -> RetrySchedule {
         RetrySchedule {

@@ -178,6 +178,15 @@ pub enum UnsubscribeScope {
     All,
 }
 
+impl UnsubscribeScope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UnsubscribeScope::Stream => "stream",
+            UnsubscribeScope::All => "all",
+        }
+    }
+}
+
 /// The details of each kind, as listed in `STATUS_MODEL.md`. Unknown fields
 /// are refused so that a typo in an externally recorded event is an error,
 /// not silently lost data.
@@ -316,6 +325,48 @@ pub struct Bounced {
     pub rule: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mx_host: Option<String>,
+}
+
+/// A classifier's verdict on a failure: hard or soft, the reason class,
+/// and the id of the rule that decided (so every bounce can be explained).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BounceVerdict {
+    pub bounce_type: BounceType,
+    pub reason: String,
+    pub rule: String,
+}
+
+/// The words a bounce came with: the remote server's reply during the
+/// session, a report's status and diagnostic, or the text we wrote when DNS
+/// said the domain takes no mail (no code then).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct BounceWords {
+    pub smtp_code: Option<u16>,
+    pub enhanced_code: Option<String>,
+    pub reply_text: Option<String>,
+}
+
+impl Bounced {
+    /// Every `bounced` event is built here, whichever way the bounce came
+    /// (a refusal in the session, a DNS answer, a report returned later),
+    /// so that each carries its verdict, reason and rule the same way.
+    pub fn new(
+        verdict: BounceVerdict,
+        origin: BounceOrigin,
+        words: BounceWords,
+        mx_host: Option<String>,
+    ) -> Self {
+        Self {
+            bounce_type: verdict.bounce_type,
+            reason: Some(verdict.reason),
+            smtp_code: words.smtp_code,
+            enhanced_code: words.enhanced_code,
+            reply_text: words.reply_text,
+            origin,
+            rule: Some(verdict.rule),
+            mx_host,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]

@@ -47,9 +47,10 @@ impl RetrySchedule {
             .min(self.max_interval)
     }
 
-    /// Decides the next attempt. `jitter_sample` is a uniform random number in
-    /// `0.0..1.0` supplied by the caller (so this stays pure); `hint` is a delay
-    /// the remote server asked for ("try again in 5 minutes").
+    /// Decides the next attempt with the default lifetime counted from
+    /// `accepted_at`. `jitter_sample` is a uniform random number in
+    /// `0.0..1.0` supplied by the caller (so this stays pure); `hint` is a
+    /// delay the remote server asked for ("try again in 5 minutes").
     pub fn next(
         &self,
         attempts: u32,
@@ -58,27 +59,20 @@ impl RetrySchedule {
         hint: Option<Millis>,
         jitter_sample: f64,
     ) -> RetryDecision {
-        self.next_with_lifetime(
-            attempts,
-            accepted_at,
-            now,
-            hint,
-            jitter_sample,
-            self.lifetime,
-        )
+        let deadline = accepted_at.saturating_add(self.lifetime);
+        self.next_before(attempts, now, hint, jitter_sample, deadline)
     }
 
-    /// As [`RetrySchedule::next`] with a lifetime set per stream or message.
-    pub fn next_with_lifetime(
+    /// Decides the next attempt of a delivery whose retries end at
+    /// `deadline` (see [`deadline`]: per stream, capped by the message).
+    pub fn next_before(
         &self,
         attempts: u32,
-        accepted_at: Millis,
         now: Millis,
         hint: Option<Millis>,
         jitter_sample: f64,
-        lifetime: Millis,
+        deadline: Millis,
     ) -> RetryDecision {
-        let deadline = accepted_at.saturating_add(lifetime);
         if now >= deadline {
             return RetryDecision::Expire;
         }
@@ -96,6 +90,22 @@ impl RetrySchedule {
         // One last attempt at the deadline rather than giving up early.
         RetryDecision::RetryAt(now.saturating_add(delay).min(deadline))
     }
+}
+
+/// When a delivery's retries end: `lifetime` (its stream's, or the
+/// default) counted from when it was due to leave (`send_at`, never before
+/// acceptance at `created_at`: a message scheduled for next week has its
+/// whole lifetime from then), and never after the message's own
+/// `expires_at`, which the sender set and which wins over any lifetime.
+pub fn deadline(
+    created_at: Millis,
+    send_at: Option<Millis>,
+    lifetime: Millis,
+    expires_at: Option<Millis>,
+) -> Millis {
+    let due_at = send_at.map_or(created_at, |s| s.max(created_at));
+    let deadline = due_at.saturating_add(lifetime);
+    expires_at.map_or(deadline, |e| deadline.min(e))
 }
 
 /// Finds a retry delay in a remote reply such as "try again in 5 minutes" or
@@ -177,9 +187,26 @@ mod tests {
         );
         assert_eq!(s.next(31, 0, 48 * HOUR, None, 0.5), RetryDecision::Expire);
         assert_eq!(
-            s.next_with_lifetime(1, 0, 2 * HOUR, None, 0.5, HOUR),
+            s.next_before(1, 2 * HOUR, None, 0.5, HOUR),
             RetryDecision::Expire
         );
+    }
+
+    #[test]
+    fn the_deadline_counts_from_send_at_and_never_passes_expires_at() {
+        // Accepted at 10, no schedule: the lifetime runs from acceptance.
+        assert_eq!(deadline(10, None, HOUR, None), 10 + HOUR);
+        // Scheduled for later: the whole lifetime runs from `send_at`.
+        assert_eq!(deadline(10, Some(5 * HOUR), HOUR, None), 6 * HOUR);
+        // A `send_at` in the past counts from acceptance.
+        assert_eq!(deadline(10, Some(5), HOUR, None), 10 + HOUR);
+        // The message's own expiry wins when it is sooner...
+        assert_eq!(
+            deadline(10, Some(5 * HOUR), HOUR, Some(5 * HOUR + 1)),
+            5 * HOUR + 1
+        );
+        // ...and never extends the lifetime.
+        assert_eq!(deadline(10, None, HOUR, Some(9 * HOUR)), 10 + HOUR);
     }
 
     #[test]

@@ -959,13 +959,15 @@ fn retries_end_in_expired_when_the_lifetime_is_over() {
         s.next(40, T0, T0 + 48 * HOUR - 5 * MINUTE, None, 0.5),
         RetryDecision::RetryAt(T0 + 48 * HOUR)
     );
-    // A lifetime set per stream or message replaces the default.
+    // A lifetime set per stream, or the message's expiry, sets the deadline.
+    let stream_deadline = posthorn_core::retry::deadline(T0, None, HOUR, None);
     assert_eq!(
-        s.next_with_lifetime(3, T0, T0 + 2 * HOUR, None, 0.5, HOUR),
+        s.next_before(3, T0 + 2 * HOUR, None, 0.5, stream_deadline),
         RetryDecision::Expire
     );
+    let longer = posthorn_core::retry::deadline(T0, None, 72 * HOUR, None);
     assert!(matches!(
-        s.next_with_lifetime(3, T0, T0 + 2 * HOUR, None, 0.5, 72 * HOUR),
+        s.next_before(3, T0 + 2 * HOUR, None, 0.5, longer),
         RetryDecision::RetryAt(_)
     ));
 }

@@ -6,22 +6,21 @@
 //! Message-ID); and records what it says through the same fold and effects
 //! as every other event. Whatever it cannot attribute is kept as an orphan,
 //! never dropped. The 250 is sent only once the message is durably stored.
+//! The decisions from those facts (attribution, orphan reasons, which
+//! event a record means) are `posthorn_bounce::inbound`; this file does the
+//! I/O around them.
 
 use crate::app::AppState;
 use crate::delivery::verp::VerpSigner;
-use posthorn_bounce::{Record, RecordKind};
+use posthorn_bounce::inbound::{Attribution, Facts, OrphanReason, Verdict, judge};
+use posthorn_core::address::{BOUNCE_PREFIX, UNSUBSCRIBE_PREFIX};
 use posthorn_core::config::Config;
-use posthorn_core::event::{
-    BounceOrigin, Bounced, Complained, Deferred, EventDetails, UnsubscribeScope, Unsubscribed,
-};
+use posthorn_core::event::UnsubscribeScope;
 use posthorn_core::id::InboundId;
-use posthorn_core::{DeliveryId, EventId, EventSource};
+use posthorn_core::{EventId, EventSource, external_id};
 use posthorn_smtp::server::{Handler, ReceivedEnvelope, ServerReply, Session};
 use posthorn_store::{InboundOutcome, InboundRecord, NewEvent, NewInbound};
 use sha2::{Digest, Sha256};
-
-/// The local part of a VERP return path, before the token.
-const BOUNCE_PREFIX: &str = "bounces+";
 
 /// Which addresses the MX takes mail for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,7 +89,7 @@ impl AcceptRules {
         if let Some(token) = token_after(BOUNCE_PREFIX) {
             return Ok(OurAddress::Bounce { token });
         }
-        if let Some(token) = token_after(crate::tracking::UNSUBSCRIBE_PREFIX) {
+        if let Some(token) = token_after(UNSUBSCRIBE_PREFIX) {
             return Ok(OurAddress::Unsubscribe { token });
         }
         Err(ServerReply::new(
@@ -98,121 +97,6 @@ impl AcceptRules {
             "5.1.1",
             format!("<{address}>: no such mailbox here (this server only takes returned mail)"),
         ))
-    }
-}
-
-/// How a message was tied to its delivery, or why it could not be.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Attribution {
-    /// By a signed VERP token (from the envelope or found in the report).
-    Verp(DeliveryId),
-    /// By the returned message's Message-ID (`<DELIVERY_ID@...>`, as we
-    /// build it), when there is no token at all.
-    MessageId(DeliveryId),
-    /// A token whose signature does not hold: forged or damaged. Never
-    /// trusted, not even with a Message-ID beside it.
-    TamperedToken,
-    /// Nothing points at a delivery.
-    NoReference,
-}
-
-impl Attribution {
-    /// Decides from the envelope's tokens, the report's tokens and Message-IDs.
-    /// Pure apart from the signature check.
-    pub fn decide(verp: &VerpSigner, envelope_tokens: &[String], records: &[Record]) -> Self {
-        let tokens = envelope_tokens
-            .iter()
-            .map(String::as_str)
-            .chain(records.iter().filter_map(|r| r.delivery_token.as_deref()));
-        let mut tampered = false;
-        for token in tokens {
-            match verp.verify(token) {
-                Some(delivery) => return Attribution::Verp(delivery),
-                None => tampered = true,
-            }
-        }
-        if tampered {
-            return Attribution::TamperedToken;
-        }
-        records
-            .iter()
-            .filter_map(|r| r.original_message_id.as_deref())
-            .find_map(delivery_of_message_id)
-            .map_or(Attribution::NoReference, Attribution::MessageId)
-    }
-
-    fn delivery(&self) -> Option<&DeliveryId> {
-        match self {
-            Attribution::Verp(d) | Attribution::MessageId(d) => Some(d),
-            _ => None,
-        }
-    }
-
-    fn name(&self) -> &'static str {
-        match self {
-            Attribution::Verp(_) => "verp",
-            Attribution::MessageId(_) => "message_id",
-            Attribution::TamperedToken => "tampered_token",
-            Attribution::NoReference => "no_reference",
-        }
-    }
-}
-
-/// The delivery id in a Message-ID we made: `DELIVERY_ID@domain`.
-fn delivery_of_message_id(message_id: &str) -> Option<DeliveryId> {
-    let id = message_id.trim().trim_start_matches('<');
-    DeliveryId::parse(id.split('@').next()?)
-}
-
-/// The record that speaks about our recipient: the one naming it, else the
-/// first that reports a failure or a complaint, else the first.
-pub fn record_for<'r>(records: &'r [Record], recipient: &str) -> Option<&'r Record> {
-    records
-        .iter()
-        .find(|r| {
-            r.recipient
-                .as_deref()
-                .is_some_and(|a| a.eq_ignore_ascii_case(recipient))
-        })
-        .or_else(|| {
-            records.iter().find(|r| {
-                matches!(
-                    r.kind,
-                    RecordKind::Bounce | RecordKind::Delay | RecordKind::Complaint
-                )
-            })
-        })
-        .or_else(|| records.first())
-}
-
-/// The event a record means for its delivery; `None` for what is only a
-/// note (auto-replies, success reports).
-pub fn event_details(record: &Record, reporting_domain: Option<&str>) -> Option<EventDetails> {
-    match record.kind {
-        RecordKind::Bounce => Some(EventDetails::Bounced(Bounced {
-            bounce_type: record.bounce_type,
-            reason: Some(record.reason.as_str().to_owned()),
-            smtp_code: record.reply_code,
-            enhanced_code: record.status.clone(),
-            reply_text: record.diagnostic.clone(),
-            origin: BounceOrigin::Async,
-            rule: Some(record.rule.to_owned()),
-            mx_host: record.remote_mta.clone(),
-        })),
-        RecordKind::Delay => Some(EventDetails::Deferred(Deferred {
-            attempt: 0,
-            smtp_code: record.reply_code,
-            enhanced_code: record.status.clone(),
-            reply_text: record.diagnostic.clone(),
-            next_retry_at: None,
-            mx_host: record.remote_mta.clone(),
-            ip: None,
-        })),
-        RecordKind::Complaint => Some(EventDetails::Complained(Complained {
-            feedback_type: record.feedback_type.clone(),
-            reporting_domain: reporting_domain.map(str::to_owned),
-        })),
-        RecordKind::Delivered | RecordKind::Vacation => None,
     }
 }
 
@@ -247,17 +131,18 @@ impl InboundHandler {
                 _ => None,
             })
             .collect();
-        // Mail to a copy's unsubscribe address unsubscribes its recipient,
-        // whatever it says (RFC 2369: the address is the request).
+        // Mail to a copy's unsubscribe address is attributed by its own
+        // token only: what it says does not matter (see `judge`).
         let unsubscribe_token = addresses.iter().find_map(|a| match a {
             OurAddress::Unsubscribe { token } => Some(token.clone()),
             _ => None,
         });
+        let verify = |token: &str| self.verp.verify(token);
         let attribution = match &unsubscribe_token {
-            Some(token) => Attribution::decide(&self.verp, std::slice::from_ref(token), &[]),
-            None => Attribution::decide(&self.verp, &envelope_tokens, &records),
+            Some(token) => Attribution::decide(verify, std::slice::from_ref(token), &[]),
+            None => Attribution::decide(verify, &envelope_tokens, &records),
         };
-        let owner = match attribution.delivery() {
+        let found = match attribution.delivery() {
             Some(delivery) => self
                 .state
                 .store
@@ -266,6 +151,17 @@ impl InboundHandler {
                 .map(|(tenant, recipient)| (delivery.clone(), tenant, recipient)),
             None => None,
         };
+        let reporting_domain = envelope
+            .mail_from
+            .rsplit_once('@')
+            .map(|(_, d)| d.to_ascii_lowercase());
+        let verdict = judge(Facts {
+            attribution: &attribution,
+            recipient: found.as_ref().map(|(_, _, recipient)| recipient.as_str()),
+            records: &records,
+            unsubscribe: unsubscribe_token.is_some(),
+            reporting_domain: reporting_domain.as_deref(),
+        });
         let mut record = InboundRecord {
             id: InboundId::generate(),
             received_at: now,
@@ -273,10 +169,7 @@ impl InboundHandler {
             delivery_id: None,
             mail_from: envelope.mail_from.clone(),
             rcpt_to: envelope.recipients.clone(),
-            kind: records
-                .first()
-                .map_or("not_bounce", |r| r.kind.as_str())
-                .to_owned(),
+            kind: String::new(),
             outcome: InboundOutcome::Orphan,
             orphan_reason: None,
             attribution: None,
@@ -285,37 +178,23 @@ impl InboundHandler {
             event_ids: Vec::new(),
         };
         let mut events = Vec::new();
-        match owner {
-            None => {
-                record.orphan_reason = Some(
-                    match attribution {
-                        Attribution::Verp(_) | Attribution::MessageId(_) => "unknown_delivery",
-                        other => other.name(),
-                    }
-                    .to_owned(),
-                );
-            }
-            Some((delivery, tenant, recipient)) => {
-                record.attribution = Some(attribution.name().to_owned());
-                let chosen = record_for(&records, &recipient);
-                if let Some(chosen) = chosen {
-                    record.kind = chosen.kind.as_str().to_owned();
-                }
-                let reporting_domain = envelope
-                    .mail_from
-                    .rsplit_once('@')
-                    .map(|(_, d)| d.to_ascii_lowercase());
-                let details = if unsubscribe_token.is_some() {
-                    record.kind = "unsubscribe".to_owned();
-                    Some(EventDetails::Unsubscribed(Unsubscribed {
-                        scope: UnsubscribeScope::Stream,
-                        method: Some("mailto".to_owned()),
-                    }))
-                } else {
-                    chosen.and_then(|r| event_details(r, reporting_domain.as_deref()))
-                };
+        match (verdict, found) {
+            (Verdict::Attributed { kind, by, details }, Some((delivery, tenant, _))) => {
+                record.kind = kind.as_str().to_owned();
+                record.attribution = Some(by.as_str().to_owned());
                 match details {
                     Some(details) => {
+                        // An unsubscribe counts once however it came (link,
+                        // one-click, mail): the tracker uses the same id. A
+                        // report counts once however often it is received.
+                        let external_id = if unsubscribe_token.is_some() {
+                            external_id::unsubscribe(&delivery, UnsubscribeScope::Stream)
+                        } else {
+                            external_id::inbound(
+                                &Sha256::digest(&raw)[..16],
+                                details.kind().as_str(),
+                            )
+                        };
                         // The time of arrival: a report's own dates are the
                         // remote clock's, and often missing.
                         events.push(NewEvent {
@@ -324,14 +203,7 @@ impl InboundHandler {
                             occurred_at: now,
                             recorded_at: now,
                             source: EventSource::InboundMx,
-                            // An unsubscribe counts once however it came
-                            // (link, one-click, mail): the tracker uses the
-                            // same id.
-                            external_id: Some(if unsubscribe_token.is_some() {
-                                format!("unsubscribe:{delivery}:stream")
-                            } else {
-                                external_id(&raw, details.kind().as_str())
-                            }),
+                            external_id: Some(external_id),
                             details,
                         });
                         record.outcome = InboundOutcome::Recorded;
@@ -340,6 +212,16 @@ impl InboundHandler {
                 }
                 record.tenant_id = Some(tenant);
                 record.delivery_id = Some(delivery);
+            }
+            (Verdict::Orphan { kind, reason }, _) => {
+                record.kind = kind.as_str().to_owned();
+                record.orphan_reason = Some(reason.as_str().to_owned());
+            }
+            // `judge` attributes only a delivery whose recipient it was
+            // given, that is one found; were it not, it is unknown.
+            (Verdict::Attributed { kind, .. }, None) => {
+                record.kind = kind.as_str().to_owned();
+                record.orphan_reason = Some(OrphanReason::UnknownDelivery.as_str().to_owned());
             }
         }
         let kept = self
@@ -364,13 +246,6 @@ impl InboundHandler {
         );
         Ok(kept)
     }
-}
-
-/// The same report received twice (a retransmission after a lost 250) must
-/// not count twice: the event's external id is a digest of the bytes.
-fn external_id(raw: &[u8], kind: &str) -> String {
-    let digest = Sha256::digest(raw);
-    format!("inbound:{}:{kind}", hex::encode(&digest[..16]))
 }
 
 #[async_trait::async_trait]
@@ -406,33 +281,14 @@ impl Handler for InboundHandler {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use posthorn_bounce::Reason;
+    use posthorn_bounce::{Reason, Record, RecordKind};
+    use posthorn_core::DeliveryId;
     use posthorn_core::status::BounceType;
 
     fn rules(domains: &[&str]) -> AcceptRules {
         AcceptRules {
             domains: domains.iter().map(|d| d.to_string()).collect(),
             complaint_local_part: "fbl".into(),
-        }
-    }
-
-    fn record(kind: RecordKind) -> Record {
-        Record {
-            kind,
-            recipient: Some("gone@example.com".into()),
-            status: Some("5.1.1".into()),
-            reply_code: Some(550),
-            diagnostic: Some("550 5.1.1 user unknown".into()),
-            remote_mta: Some("mx.example.com".into()),
-            reason: Reason::Userunknown,
-            bounce_type: BounceType::Hard,
-            rule: "dsn.status",
-            original_message_id: None,
-            envelope_id: None,
-            delivery_token: None,
-            feedback_type: None,
-            source_ip: None,
-            user_agent: None,
         }
     }
 
@@ -467,95 +323,37 @@ mod tests {
     }
 
     #[test]
-    fn attribution_prefers_a_genuine_token_and_never_trusts_a_forged_one() {
-        let verp = VerpSigner::new(b"secret");
-        let delivery = DeliveryId::generate();
-        let genuine = verp.token(&delivery);
-        let forged = VerpSigner::new(b"other").token(&delivery);
-        let mut with_id = record(RecordKind::Bounce);
-        with_id.original_message_id = Some(format!("{delivery}@sender.example"));
-
-        assert_eq!(
-            Attribution::decide(&verp, std::slice::from_ref(&genuine), &[]),
-            Attribution::Verp(delivery.clone())
-        );
-        // A forged envelope token, but a genuine one inside the report.
-        let mut inside = record(RecordKind::Bounce);
-        inside.delivery_token = Some(genuine);
-        assert_eq!(
-            Attribution::decide(&verp, std::slice::from_ref(&forged), &[inside]),
-            Attribution::Verp(delivery.clone())
-        );
-        assert_eq!(
-            Attribution::decide(&verp, &[forged], std::slice::from_ref(&with_id)),
-            Attribution::TamperedToken
-        );
-        assert_eq!(
-            Attribution::decide(&verp, &[], std::slice::from_ref(&with_id)),
-            Attribution::MessageId(delivery)
-        );
-        assert_eq!(
-            Attribution::decide(&verp, &[], &[record(RecordKind::Bounce)]),
-            Attribution::NoReference
-        );
-    }
-
-    #[test]
     fn after_a_secret_is_replaced_old_return_paths_are_attributed_and_strangers_are_not() {
         let verp = VerpSigner::new(b"new").also_accepting([b"old".as_slice()]);
         let delivery = DeliveryId::generate();
         let before_rotation = VerpSigner::new(b"old").token(&delivery);
         let unknown = VerpSigner::new(b"never listed").token(&delivery);
-        let mut with_id = record(RecordKind::Bounce);
-        with_id.original_message_id = Some(format!("{delivery}@sender.example"));
+        let with_id = Record {
+            kind: RecordKind::Bounce,
+            recipient: Some("gone@example.com".into()),
+            status: Some("5.1.1".into()),
+            reply_code: Some(550),
+            diagnostic: None,
+            remote_mta: None,
+            reason: Reason::Userunknown,
+            bounce_type: BounceType::Hard,
+            rule: "dsn.status",
+            original_message_id: Some(format!("{delivery}@sender.example")),
+            envelope_id: None,
+            delivery_token: None,
+            feedback_type: None,
+            source_ip: None,
+            user_agent: None,
+        };
+        let verify = |token: &str| verp.verify(token);
         assert_eq!(
-            Attribution::decide(&verp, &[before_rotation], &[]),
+            Attribution::decide(verify, &[before_rotation], &[]),
             Attribution::Verp(delivery.clone())
         );
         assert_eq!(
-            Attribution::decide(&verp, &[unknown], std::slice::from_ref(&with_id)),
+            Attribution::decide(verify, &[unknown], std::slice::from_ref(&with_id)),
             Attribution::TamperedToken,
             "a secret neither current nor listed is a forgery, Message-ID or not"
         );
-    }
-
-    #[test]
-    fn each_kind_becomes_its_event() {
-        let bounce = event_details(&record(RecordKind::Bounce), None).unwrap();
-        let EventDetails::Bounced(b) = bounce else {
-            panic!("not a bounce: {bounce:?}")
-        };
-        assert_eq!(b.origin, BounceOrigin::Async);
-        assert_eq!(b.bounce_type, BounceType::Hard);
-        assert_eq!(b.reason.as_deref(), Some("userunknown"));
-        assert_eq!(b.rule.as_deref(), Some("dsn.status"));
-        assert_eq!(b.smtp_code, Some(550));
-        assert!(matches!(
-            event_details(&record(RecordKind::Delay), None),
-            Some(EventDetails::Deferred(_))
-        ));
-        let mut complaint = record(RecordKind::Complaint);
-        complaint.feedback_type = Some("abuse".into());
-        assert_eq!(
-            event_details(&complaint, Some("fbl.example.net")),
-            Some(EventDetails::Complained(Complained {
-                feedback_type: Some("abuse".into()),
-                reporting_domain: Some("fbl.example.net".into()),
-            }))
-        );
-        assert_eq!(event_details(&record(RecordKind::Vacation), None), None);
-        assert_eq!(event_details(&record(RecordKind::Delivered), None), None);
-    }
-
-    #[test]
-    fn the_record_about_our_recipient_is_chosen() {
-        let mut other = record(RecordKind::Delivered);
-        other.recipient = Some("other@example.com".into());
-        let ours = record(RecordKind::Bounce);
-        let records = vec![other.clone(), ours.clone()];
-        assert_eq!(record_for(&records, "GONE@example.com"), Some(&ours));
-        assert_eq!(record_for(&records, "unknown@example.com"), Some(&ours));
-        assert_eq!(record_for(&[other.clone()], "x@y.z"), Some(&other));
-        assert_eq!(record_for(&[], "x@y.z"), None);
     }
 }

@@ -1,5 +1,4 @@
-//! Tracking at send time: what a copy tracks (message, stream, tenant,
-//! server default, in that order), its bodies rewritten by `posthorn-track`
+//! Tracking at send time: a copy's bodies rewritten by `posthorn-track`
 //! (click URLs, the open pixel, `{{unsubscribe_url}}`), and its
 //! `List-Unsubscribe` headers (RFC 2369, one-click per RFC 8058).
 
@@ -7,23 +6,12 @@ use crate::delivery::verp::VerpSigner;
 use posthorn_core::DeliveryId;
 use posthorn_core::config::Config;
 use posthorn_store::{DeliveryRecord, MessageRecord};
-use posthorn_track::{Key, RewriteOptions, SignedUrls, TokenKeys, TrackingUrls};
-
-/// The local part of the unsubscribe mailto address, before the token.
-pub const UNSUBSCRIBE_PREFIX: &str = "unsubscribe+";
+use posthorn_track::{Key, RewriteOptions, SignedUrls, TokenKeys, TrackingChoice, TrackingUrls};
 
 /// The tracker's keys and base URL.
 pub struct Tracking {
     pub keys: TokenKeys,
     pub public_url: String,
-}
-
-/// What one copy tracks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TrackingChoice {
-    pub opens: bool,
-    pub clicks: bool,
-    pub text_links: bool,
 }
 
 /// A copy's bodies and headers with tracking applied.
@@ -104,10 +92,8 @@ impl Tracking {
             links.extend(rewritten.links);
             rewritten.body
         });
-        let mailto = format!(
-            "{UNSUBSCRIBE_PREFIX}{}@{mailto_domain}",
-            verp.token(&delivery.id)
-        );
+        let mailto =
+            posthorn_core::address::unsubscribe_address(&verp.token(&delivery.id), mailto_domain);
         TrackedCopy {
             html,
             text,
@@ -120,78 +106,9 @@ impl Tracking {
     }
 }
 
-/// One party's say on tracking: `None` leaves it to the next.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Say {
-    pub opens: Option<bool>,
-    pub clicks: Option<bool>,
-}
-
-/// What a copy tracks: the message's say first, then its stream's, its
-/// tenant's, and the server's default.
-pub fn choice(config: &Config, stream: &str, message: Say, tenant: Say) -> TrackingChoice {
-    let stream = config.streams.get(stream);
-    TrackingChoice {
-        opens: message
-            .opens
-            .or(stream.and_then(|s| s.track_opens))
-            .or(tenant.opens)
-            .unwrap_or(config.tracking.opens),
-        clicks: message
-            .clicks
-            .or(stream.and_then(|s| s.track_clicks))
-            .or(tenant.clicks)
-            .unwrap_or(config.tracking.clicks),
-        text_links: config.tracking.text_links,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use posthorn_core::config::StreamConfig;
-
-    #[test]
-    fn the_most_specific_choice_wins() {
-        let opens = |config: &Config, message, tenant, stream| {
-            choice(
-                config,
-                stream,
-                Say {
-                    opens: message,
-                    clicks: None,
-                },
-                Say {
-                    opens: tenant,
-                    clicks: None,
-                },
-            )
-            .opens
-        };
-        let mut config = Config::default();
-        config.streams.insert(
-            "news".into(),
-            StreamConfig {
-                track_clicks: Some(false),
-                ..Default::default()
-            },
-        );
-        assert!(opens(&config, None, None, "transactional"));
-        assert!(!opens(&config, None, Some(false), "transactional"));
-        assert!(opens(&config, Some(true), Some(false), "news"));
-        let clicks = choice(
-            &config,
-            "news",
-            Say::default(),
-            Say {
-                opens: None,
-                clicks: Some(true),
-            },
-        );
-        assert!(!clicks.clicks, "the stream's say comes before the tenant's");
-        config.tracking.opens = false;
-        assert!(!opens(&config, None, None, "news"));
-    }
 
     #[test]
     fn keys_rotate_through_previous_secrets() {

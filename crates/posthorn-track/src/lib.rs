@@ -1,6 +1,8 @@
 //! Posthorn's engagement-tracking rules, pure: what goes into a message at
 //! send time and what a hit on a tracking URL means.
 //!
+//! * [`choice`]: what a copy tracks (the message's say, then its stream's,
+//!   its tenant's, the server's default).
 //! * [`token`]: compact signed tokens for the open pixel, tracked links and
 //!   the unsubscribe link, with key rotation.
 //! * [`rewrite`]: the HTML and text parts rewritten for tracking: links to
@@ -19,12 +21,14 @@
 //! (times are passed in), or panic on any input. The server crate wires it
 //! to HTTP and storage.
 
+pub mod choice;
 pub mod counts;
 pub mod machine;
 pub mod repeats;
 pub mod rewrite;
 pub mod token;
 
+pub use choice::{Say, TrackingChoice, choice};
 pub use counts::{Counts, Tally};
 pub use machine::{Hit, HitKind, PastHit, Thresholds, Verdict, judge};
 pub use repeats::{RepeatKey, STORED_PER_CLIENT};

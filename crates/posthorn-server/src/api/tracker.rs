@@ -13,7 +13,6 @@
 
 use crate::app::AppState;
 use crate::tracker_cache::{Cached, StoredCounts};
-use crate::tracking::{self, Say};
 use axum::body::Bytes;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{ConnectInfo, Path, State};
@@ -22,6 +21,7 @@ use axum::response::{Html, IntoResponse, Response};
 use posthorn_core::event::{Clicked, Engagement, EventDetails, UnsubscribeScope, Unsubscribed};
 use posthorn_core::{EventId, EventKind, EventSource};
 use posthorn_store::{NewEvent, NewRepeatedHit, RecordOutcome, RepeatedHits, TrackingFacts};
+use posthorn_track::Say;
 use posthorn_track::{
     Hit, HitKind, PastHit, Purpose, RepeatKey, STORED_PER_CLIENT, Target, verify_as,
 };
@@ -193,7 +193,7 @@ async fn record_hit(
     } else {
         HitKind::Open
     };
-    let open_tracking = tracking::choice(
+    let open_tracking = posthorn_track::choice(
         config,
         &facts.stream,
         Say {
@@ -484,10 +484,6 @@ async fn record_unsubscribe(
         Err(_) => return Err(()),
     };
     let now = state.now();
-    let scope_name = match scope {
-        UnsubscribeScope::Stream => "stream",
-        UnsubscribeScope::All => "all",
-    };
     let event = NewEvent {
         id: EventId::generate(),
         delivery_id: facts.delivery_id.clone(),
@@ -498,7 +494,10 @@ async fn record_unsubscribe(
             scope,
             method: Some(method.to_owned()),
         }),
-        external_id: Some(format!("unsubscribe:{}:{scope_name}", facts.delivery_id)),
+        external_id: Some(posthorn_core::external_id::unsubscribe(
+            &facts.delivery_id,
+            scope,
+        )),
     };
     match state.store.record_event(&facts.tenant_id, event).await {
         Ok(RecordOutcome::UnknownDelivery) => Ok(None),

@@ -4,26 +4,31 @@
 //! it ends. Retries are durable: they live in the queue, never in memory.
 //! Sessions hand what they record to the [`recorder`] and go on: they never
 //! wait for a commit.
+//!
+//! Map: this file claims and groups deliveries and finishes them;
+//! [`route`] decides where a domain's mail goes, `session` sends a batch
+//! over one connection, `copy` makes each delivery's copy, [`recorder`]
+//! writes what they record. What an attempt's result means is
+//! `posthorn_core::outcome`.
 
 pub mod build;
+mod copy;
 pub mod dns;
-pub mod outcome;
 pub mod recorder;
+pub mod route;
+mod session;
 pub mod verp;
 
 use crate::app::AppState;
 use crate::dkim::DkimKeys;
-use crate::tracking::{self, Say};
-use dns::{HostAnswer, MxAnswer, Resolver};
-use outcome::{Attempt, Classification};
-use posthorn_core::domain::SenderDomain;
-use posthorn_core::event::{BounceOrigin, Bounced, EventDetails, Sent};
-use posthorn_core::status::BounceType;
+use dns::Resolver;
+use posthorn_core::event::{BounceVerdict, EventDetails, Sent};
+use posthorn_core::outcome::{self, Attempt, AttemptResult, Next};
 use posthorn_core::{EventId, EventSource};
-use posthorn_smtp::tls::MaybeTls;
-use posthorn_smtp::{ClientError, Envelope, SmtpClient, Timeouts};
+use posthorn_smtp::Timeouts;
 use posthorn_store::{AttemptRecord, ClaimedDelivery, NewEvent, QueueNext};
 use recorder::{Pending, Recorder};
+use route::{Destination, Routing, Target};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -37,60 +42,17 @@ const IDLE_POLL: Duration = Duration::from_millis(500);
 /// How long a stop waits for the deliveries under way to be recorded.
 const STOP_GRACE: Duration = Duration::from_secs(30);
 
-/// One server to try for a domain.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Target {
-    pub host: String,
-    pub addr: SocketAddr,
-    /// Never send without TLS (domain policy, or a smarthost).
-    pub require_tls: bool,
-    /// AUTH PLAIN credentials (a smarthost).
-    pub auth: Option<(String, String)>,
-}
-
-impl std::fmt::Debug for Target {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Target")
-            .field("host", &self.host)
-            .field("addr", &self.addr)
-            .field("require_tls", &self.require_tls)
-            .field(
-                "auth",
-                &self.auth.as_ref().map(|(user, _)| (user, "<redacted>")),
-            )
-            .finish()
-    }
-}
-
-/// Where mail for a domain goes, or why it goes nowhere.
-enum Destination {
-    Targets(Vec<Target>),
-    /// The domain cannot receive mail: bounce every delivery.
-    Bounce {
-        reason: &'static str,
-        rule: &'static str,
-        text: String,
-    },
-    /// DNS failed for now: try again later.
-    Defer(String),
-    /// Every address found is one delivery must not connect to (loopback,
-    /// private, metadata, ...; `net::delivery_target`): try again later, in
-    /// case DNS or `allow_networks` changes (see `destination`).
-    Refuse(String),
-}
-
 pub struct DeliveryService {
     state: AppState,
     verp: VerpSigner,
     resolver: Arc<dyn Resolver>,
-    routes: HashMap<String, SocketAddr>,
+    routing: Routing,
     helo_name: String,
     timeouts: Timeouts,
     /// Connections per destination domain.
     per_domain: Mutex<HashMap<String, Arc<Semaphore>>>,
     /// Message rates per destination domain, where a policy sets one.
     rates: Mutex<HashMap<String, posthorn_core::retry::RateLimit>>,
-    smarthost: Option<Target>,
     /// Deliveries claimed and not finished, bounded so that a slow
     /// destination cannot make us lease the whole queue. A permit comes
     /// back once its delivery's outcome is durable.
@@ -107,9 +69,6 @@ pub struct DeliveryService {
     links_kept: Mutex<std::collections::HashSet<posthorn_core::MessageId>>,
 }
 
-/// How many message ids `links_kept` holds before it starts over.
-const LINKS_KEPT_MAX: usize = 10_000;
-
 impl DeliveryService {
     pub fn new(
         state: AppState,
@@ -119,14 +78,19 @@ impl DeliveryService {
         extra_routes: HashMap<String, SocketAddr>,
     ) -> Result<Self, crate::startup::RouteError> {
         let config = &state.config.delivery;
-        let mut routes = parse_routes(&config.routes)?;
+        let mut routes = route::parse_routes(&config.routes)?;
         routes.extend(extra_routes);
+        let routing = Routing {
+            routes,
+            smarthost: config
+                .smarthost
+                .as_ref()
+                .map(route::smarthost_target)
+                .transpose()?,
+            allow_networks: config.allow_networks.clone(),
+            mx_port: config.mx_port,
+        };
         let helo_name = config.helo_name.clone().unwrap_or_else(machine_name);
-        let smarthost = config
-            .smarthost
-            .as_ref()
-            .map(smarthost_target)
-            .transpose()?;
         let in_flight_max = config.claim_batch.saturating_mul(4);
         let in_flight = Arc::new(Semaphore::new(in_flight_max as usize));
         let lease = Duration::from_millis(u64::try_from(config.lease.0).unwrap_or(0));
@@ -135,12 +99,11 @@ impl DeliveryService {
             state,
             verp,
             resolver,
-            routes,
+            routing,
             helo_name,
             timeouts: Timeouts::default(),
             per_domain: Mutex::new(HashMap::new()),
             rates: Mutex::new(HashMap::new()),
-            smarthost,
             in_flight,
             in_flight_max,
             wake,
@@ -154,30 +117,6 @@ impl DeliveryService {
     pub fn with_timeouts(mut self, timeouts: Timeouts) -> Self {
         self.timeouts = timeouts;
         self
-    }
-
-    /// `copy` DKIM-signed for its From domain (or a parent) with a key of
-    /// a domain the message's tenant owns; unsigned when there is none.
-    /// Ownership is read when the copy leaves, so a domain given up or
-    /// moved since acceptance no longer signs.
-    async fn sign(
-        &self,
-        message: &posthorn_store::MessageRecord,
-        copy: Vec<u8>,
-    ) -> Result<Vec<u8>, posthorn_store::StoreError> {
-        if self.dkim.is_empty() {
-            return Ok(copy);
-        }
-        let from_domain = crate::dkim::author_domain(message);
-        let owners = self.state.store.domain_owners(&[&from_domain]).await?;
-        let tenant = &message.tenant_id;
-        let owns = |domain: &str| {
-            matches!(
-                SenderDomain::judge(tenant, domain, &owners),
-                SenderDomain::Own { .. }
-            )
-        };
-        Ok(self.dkim.sign(&from_domain, owns, &copy).unwrap_or(copy))
     }
 
     /// DKIM keys to sign with (none by default: mail goes unsigned).
@@ -338,41 +277,26 @@ impl DeliveryService {
         domain: String,
         items: Vec<(ClaimedDelivery, OwnedSemaphorePermit)>,
     ) {
-        let destination = self.destination(&domain).await;
+        let require_tls = self.policy(&domain).is_some_and(|p| p.require_tls);
+        let destination = self
+            .routing
+            .destination(&domain, require_tls, self.resolver.as_ref())
+            .await;
         let targets = match destination {
             Destination::Targets(t) => t,
-            Destination::Bounce { reason, rule, text } => {
+            Destination::Bounce(why) => {
                 for item in items {
-                    let details = EventDetails::Bounced(Bounced {
-                        bounce_type: BounceType::Hard,
-                        reason: Some(reason.into()),
-                        smtp_code: None,
-                        enhanced_code: None,
-                        reply_text: Some(text.clone()),
-                        origin: BounceOrigin::Sync,
-                        rule: Some(rule.into()),
-                        mx_host: None,
-                    });
-                    self.finish(item, details, QueueNext::Remove);
+                    let (details, next) = outcome::for_unroutable(&domain, why);
+                    self.finish(item, details, next);
                 }
                 return;
             }
             Destination::Defer(why) => {
-                let error = ClientError::Protocol {
-                    phase: posthorn_smtp::Phase::Connect,
-                    message: why,
-                    permanent: false,
-                };
-                self.defer_all(items, &error);
+                self.finish_all(items, &AttemptResult::DnsFailed(why));
                 return;
             }
             Destination::Refuse(why) => {
-                let error = ClientError::Reply {
-                    phase: posthorn_smtp::Phase::Connect,
-                    // RFC 3463 X.4.4: unable to route.
-                    reply: posthorn_smtp::Reply::local(451, "4.4.4", why),
-                };
-                self.defer_all(items, &error);
+                self.finish_all(items, &AttemptResult::Refused(why));
                 return;
             }
         };
@@ -408,236 +332,14 @@ impl DeliveryService {
     }
 
     /// Defers (or, past their lifetime, expires) deliveries that could not
-    /// be attempted at all.
-    fn defer_all(&self, items: Vec<(ClaimedDelivery, OwnedSemaphorePermit)>, error: &ClientError) {
-        for item in items {
-            self.finish_after_session_error(item, error, None, None);
-        }
-    }
-
-    /// Opens one session (trying each target in turn) and sends `items` over
-    /// it, one transaction per delivery.
-    async fn deliver_over_one_connection(
+    /// be attempted at all (DNS failed, or named no server we may use).
+    fn finish_all(
         &self,
-        domain: &str,
-        targets: &[Target],
         items: Vec<(ClaimedDelivery, OwnedSemaphorePermit)>,
+        result: &AttemptResult,
     ) {
-        let (mut client, target) = match self.open_session(targets).await {
-            Ok(session) => session,
-            Err((error, target)) => {
-                for item in items {
-                    self.finish_after_session_error(item, &error, target.as_ref(), None);
-                }
-                return;
-            }
-        };
-        let tls = client.tls_info();
-        let mut failed: Option<ClientError> = None;
         for item in items {
-            let attempt_start = self.state.now();
-            if let Some(error) = &failed {
-                // The session died under an earlier delivery: this one was
-                // not attempted, and is deferred with the same cause.
-                self.finish_after_session_error(item, error, Some(&target), tls.clone());
-                continue;
-            }
-            self.pace(domain).await;
-            self.record_sent(&item.0, &target);
-            let message = match self.prepare_copy(&item.0).await {
-                Ok(m) => m,
-                Err(e) => {
-                    let (details, next) =
-                        outcome::for_local_failure(format!("building the message failed: {e}"));
-                    self.finish(item, details, next);
-                    continue;
-                }
-            };
-            let message = match self.sign(&item.0.message, message).await {
-                Ok(m) => m,
-                Err(e) => {
-                    let (details, next) = outcome::for_local_failure(format!(
-                        "looking up the sending domain failed: {e}"
-                    ));
-                    self.finish(item, details, next);
-                    continue;
-                }
-            };
-            let claimed = &item.0;
-            let envelope = Envelope {
-                mail_from: self
-                    .verp
-                    .return_path(&claimed.delivery.id, &self.return_path_domain(claimed)),
-                recipients: vec![claimed.delivery.recipient.clone()],
-                envid: Some(claimed.delivery.id.to_string()),
-                notify: Some("FAILURE,DELAY".into()),
-            };
-            let result = client.send(&envelope, &message).await;
-            let mut attempt = self.attempt(claimed, Some(&target), tls.clone());
-            attempt.started_at = attempt_start;
-            let (details, next) = match &result {
-                Ok(transaction) => outcome::for_recipient(
-                    &attempt,
-                    &transaction.recipients[0],
-                    &self.schedule(),
-                    jitter(),
-                    &self.classifier(&claimed.delivery.recipient),
-                ),
-                Err(error) => outcome::for_session_error(
-                    &attempt,
-                    error,
-                    &self.schedule(),
-                    jitter(),
-                    &self.classifier(&claimed.delivery.recipient),
-                ),
-            };
-            self.finish(item, details, next);
-            if let Err(error) = result {
-                failed = Some(error);
-            }
-        }
-        if failed.is_none() {
-            client.quit().await;
-        }
-    }
-
-    async fn open_session(
-        &self,
-        targets: &[Target],
-    ) -> Result<(SmtpClient<MaybeTls>, Target), (ClientError, Option<Target>)> {
-        let mut last = (
-            ClientError::Io {
-                phase: posthorn_smtp::Phase::Connect,
-                message: "no server to connect to".into(),
-            },
-            None,
-        );
-        for target in targets {
-            match self.connect(target).await {
-                Ok(client) => return Ok((client, target.clone())),
-                Err(e) => {
-                    tracing::debug!(host = %target.host, addr = %target.addr, error = %e, "trying the next server");
-                    last = (e, Some(target.clone()));
-                }
-            }
-        }
-        Err(last)
-    }
-
-    /// Connect, EHLO, STARTTLS when offered, AUTH for a smarthost. TLS is
-    /// opportunistic (if the handshake fails the message goes in plain text
-    /// on a new connection, as MTAs do) unless the target requires it.
-    async fn connect(&self, target: &Target) -> Result<SmtpClient<MaybeTls>, ClientError> {
-        let tls_required = || ClientError::Protocol {
-            phase: posthorn_smtp::Phase::StartTls,
-            message: format!("TLS is required for {} but could not be used", target.host),
-            permanent: false,
-        };
-        let (mut client, _greeting) = SmtpClient::connect(target.addr, self.timeouts).await?;
-        client.hello(&self.helo_name).await?;
-        let mut client = if client.extensions.starttls {
-            match client.starttls(&target.host, &self.helo_name).await {
-                Ok(tls) => tls,
-                Err(_) if target.require_tls => return Err(tls_required()),
-                Err(e) => {
-                    tracing::info!(host = %target.host, error = %e, "STARTTLS failed; sending without TLS");
-                    let (mut plain, _) = SmtpClient::connect(target.addr, self.timeouts).await?;
-                    plain.hello(&self.helo_name).await?;
-                    plain
-                }
-            }
-        } else if target.require_tls {
-            return Err(tls_required());
-        } else {
-            client
-        };
-        if let Some((user, password)) = &target.auth {
-            client.auth_plain(user, password).await?;
-        }
-        Ok(client)
-    }
-
-    async fn destination(&self, domain: &str) -> Destination {
-        let require_tls = self.policy(domain).is_some_and(|p| p.require_tls);
-        if let Some(addr) = self.routes.get(domain) {
-            return Destination::Targets(vec![Target {
-                host: domain.to_owned(),
-                addr: *addr,
-                require_tls,
-                auth: None,
-            }]);
-        }
-        if let Some(relay) = &self.smarthost {
-            let mut relay = relay.clone();
-            relay.require_tls |= require_tls;
-            return Destination::Targets(vec![relay]);
-        }
-        let hosts = match self.resolver.mx(domain).await {
-            MxAnswer::Hosts(hosts) => hosts,
-            MxAnswer::NullMx => {
-                return Destination::Bounce {
-                    reason: "hostunknown",
-                    rule: "dns.null-mx",
-                    text: format!("556 5.1.10 {domain} accepts no mail (null MX, RFC 7505)"),
-                };
-            }
-            MxAnswer::NoSuchDomain => {
-                return Destination::Bounce {
-                    reason: "hostunknown",
-                    rule: "dns.nxdomain",
-                    text: format!("550 5.1.2 the domain {domain} does not exist"),
-                };
-            }
-            MxAnswer::TemporaryFailure(why) => {
-                return Destination::Defer(format!("DNS lookup failed: {why}"));
-            }
-        };
-        // Addresses found in DNS are checked (routes and the smarthost above
-        // are the operator's own and are not): a domain whose MX resolves
-        // to 127.0.0.1 or a metadata address must not make us connect to a
-        // service of our own network. Forbidden addresses are skipped; the
-        // others are tried as usual.
-        let allow = &self.state.config.delivery.allow_networks;
-        let mut targets = Vec::new();
-        let mut temporary = None;
-        let mut refused = Vec::new();
-        for host in hosts {
-            match self.resolver.host(&host).await {
-                HostAnswer::Addresses(ips) => {
-                    for ip in ips {
-                        match posthorn_core::net::delivery_target(ip, allow) {
-                            Ok(()) => targets.push(Target {
-                                host: host.clone(),
-                                addr: SocketAddr::new(ip, self.state.config.delivery.mx_port),
-                                require_tls,
-                                auth: None,
-                            }),
-                            Err(why) => {
-                                tracing::warn!(%domain, %host, %ip, reason = %why, "not connecting to a mail server outside the public internet");
-                                refused.push(format!("{host} ({ip}) is {why}"));
-                            }
-                        }
-                    }
-                }
-                HostAnswer::NoSuchHost => {}
-                HostAnswer::TemporaryFailure(why) => temporary = Some(why),
-            }
-        }
-        if targets.is_empty() && !refused.is_empty() {
-            return Destination::Refuse(format!(
-                "not connecting to the mail servers of {domain}: {}, not a permitted delivery \
-                 target (allow its network with [delivery] allow_networks)",
-                refused.join(", ")
-            ));
-        }
-        match (targets.is_empty(), temporary) {
-            (false, _) => Destination::Targets(targets),
-            (true, Some(why)) => Destination::Defer(format!("DNS lookup failed: {why}")),
-            (true, None) => Destination::Bounce {
-                reason: "hostunknown",
-                rule: "dns.no-address",
-                text: format!("550 5.1.2 no mail server of {domain} has an address"),
-            },
+            self.finish_unattempted(item, result, None, None);
         }
     }
 
@@ -645,86 +347,22 @@ impl DeliveryService {
         self.state.config.retry.schedule()
     }
 
-    fn return_path_domain(&self, item: &ClaimedDelivery) -> String {
-        self.state
-            .config
-            .delivery
-            .return_path_domain
-            .clone()
-            .unwrap_or_else(|| {
-                item.message
-                    .from_address
-                    .rsplit_once('@')
-                    .map_or("localhost", |(_, d)| d)
-                    .to_owned()
-            })
-    }
-
-    fn links_already_kept(&self, message: &posthorn_core::MessageId) -> bool {
-        self.links_kept
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains(message)
-    }
-
-    /// The copy for one delivery, tracking applied. Its links are kept
-    /// before it leaves, so no click can arrive before its URL is stored.
-    async fn prepare_copy(&self, item: &ClaimedDelivery) -> Result<Vec<u8>, String> {
-        let domain = self.return_path_domain(item);
-        let tenant = Say {
-            opens: item.tenant.track_opens,
-            clicks: item.tenant.track_clicks,
-        };
-        let message = Say {
-            opens: item.message.tracking_opens,
-            clicks: item.message.tracking_clicks,
-        };
-        let choice = tracking::choice(&self.state.config, &item.delivery.stream, message, tenant);
-        let copy =
-            self.state
-                .tracking
-                .prepare(&item.message, &item.delivery, choice, &self.verp, &domain);
-        if !copy.links.is_empty() && !self.links_already_kept(&item.message.id) {
-            self.state
-                .store
-                .put_message_links(&item.message.id, copy.links.clone())
-                .await
-                .map_err(|e| format!("keeping the tracked links: {e}"))?;
-            let mut kept = self.links_kept.lock().unwrap_or_else(|e| e.into_inner());
-            if kept.len() >= LINKS_KEPT_MAX {
-                kept.clear();
-            }
-            kept.insert(item.message.id.clone());
-        }
-        build::build(&item.message, &item.delivery, &domain, &copy).map_err(|e| e.to_string())
-    }
-
-    /// The attempt's context: its number, and the lifetime it has (per
-    /// stream, capped by the message's own `expires_at`).
+    /// The attempt's context: its number, and when its retries end.
     fn attempt(
         &self,
         item: &ClaimedDelivery,
         target: Option<&Target>,
-        tls: Option<posthorn_smtp::tls::TlsInfo>,
+        tls: Option<outcome::Tls>,
     ) -> Attempt {
-        let config = &self.state.config;
-        let accepted_at = item.message.send_at.map_or(item.delivery.created_at, |s| {
-            s.max(item.delivery.created_at)
-        });
-        let lifetime = config
-            .streams
-            .get(&item.delivery.stream)
-            .and_then(|s| s.lifetime)
-            .unwrap_or(config.retry.lifetime)
-            .0;
-        let mut deadline = accepted_at.saturating_add(lifetime);
-        if let Some(expires_at) = item.message.expires_at {
-            deadline = deadline.min(expires_at);
-        }
+        let deadline = posthorn_core::retry::deadline(
+            item.delivery.created_at,
+            item.message.send_at,
+            self.state.config.lifetime(&item.delivery.stream),
+            item.message.expires_at,
+        );
         let now = self.state.now();
         Attempt {
             number: item.attempt,
-            accepted_at,
             deadline,
             started_at: now,
             now,
@@ -756,19 +394,19 @@ impl DeliveryService {
         });
     }
 
-    /// Defers (or, past its lifetime, expires) a delivery whose session
-    /// failed before or during its attempt.
-    fn finish_after_session_error(
+    /// The outcome of a delivery that was not attempted itself: DNS failed,
+    /// or its session failed before its turn.
+    fn finish_unattempted(
         &self,
         item: (ClaimedDelivery, OwnedSemaphorePermit),
-        error: &ClientError,
+        result: &AttemptResult,
         target: Option<&Target>,
-        tls: Option<posthorn_smtp::tls::TlsInfo>,
+        tls: Option<outcome::Tls>,
     ) {
         let attempt = self.attempt(&item.0, target, tls);
-        let (details, next) = outcome::for_session_error(
+        let (details, next) = outcome::for_attempt(
             &attempt,
-            error,
+            result,
             &self.schedule(),
             jitter(),
             &self.classifier(&item.0.delivery.recipient),
@@ -797,8 +435,12 @@ impl DeliveryService {
         &self,
         (item, permit): (ClaimedDelivery, OwnedSemaphorePermit),
         details: EventDetails,
-        next: QueueNext,
+        next: Next,
     ) {
+        let next = match next {
+            Next::Remove => QueueNext::Remove,
+            Next::RetryAt(at) => QueueNext::RetryAt(at),
+        };
         tracing::debug!(delivery_id = %item.delivery.id, attempt = item.attempt, kind = %details.kind(), "attempt finished");
         let event = self.event(&item, details);
         self.recorder.record(Pending {
@@ -817,47 +459,6 @@ fn jitter() -> f64 {
     rand::random::<f64>()
 }
 
-/// The smarthost as a target (resolved once, at start).
-fn smarthost_target(
-    relay: &posthorn_core::config::SmarthostConfig,
-) -> Result<Target, crate::startup::RouteError> {
-    let addr = std::net::ToSocketAddrs::to_socket_addrs(relay.address.as_str())
-        .ok()
-        .and_then(|mut a| a.next())
-        .ok_or_else(|| crate::startup::RouteError::Smarthost(relay.address.clone()))?;
-    let host = relay
-        .address
-        .rsplit_once(':')
-        .map_or(relay.address.as_str(), |(h, _)| h);
-    Ok(Target {
-        host: host.to_owned(),
-        addr,
-        require_tls: relay.require_tls,
-        auth: relay
-            .username
-            .clone()
-            .zip(relay.password.as_ref().map(|p| p.0.clone())),
-    })
-}
-
-/// Parses `[delivery.routes]` / `--route` values (`host:port`).
-pub fn parse_routes(
-    routes: &std::collections::BTreeMap<String, String>,
-) -> Result<HashMap<String, SocketAddr>, crate::startup::RouteError> {
-    let mut parsed = HashMap::new();
-    for (domain, target) in routes {
-        let addr = std::net::ToSocketAddrs::to_socket_addrs(target.as_str())
-            .ok()
-            .and_then(|mut a| a.next())
-            .ok_or_else(|| crate::startup::RouteError::Route {
-                domain: domain.clone(),
-                target: target.clone(),
-            })?;
-        parsed.insert(domain.trim_end_matches('.').to_ascii_lowercase(), addr);
-    }
-    Ok(parsed)
-}
-
 /// This machine's host name, for EHLO.
 fn machine_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -873,7 +474,7 @@ impl DeliveryService {
     fn classifier<'a>(
         &'a self,
         recipient: &'a str,
-    ) -> impl Fn(u16, Option<&str>, &str) -> Classification + 'a {
+    ) -> impl Fn(u16, Option<&str>, &str) -> BounceVerdict + 'a {
         let domain = recipient.rsplit_once('@').map(|(_, domain)| domain);
         move |code, enhanced, text| {
             let class = self
@@ -888,7 +489,7 @@ impl DeliveryService {
 /// The built-in reply classifier alone, as synchronous bounces use it when
 /// the operator has no rules: `posthorn-bounce`, whose rule id is kept on
 /// the event so every verdict can be explained.
-pub fn classify_reply(code: u16, enhanced: Option<&str>, text: &str) -> Classification {
+pub fn classify_reply(code: u16, enhanced: Option<&str>, text: &str) -> BounceVerdict {
     classification(posthorn_bounce::reply::classify_reply(
         Some(code),
         enhanced,
@@ -896,8 +497,8 @@ pub fn classify_reply(code: u16, enhanced: Option<&str>, text: &str) -> Classifi
     ))
 }
 
-fn classification(class: posthorn_bounce::ReplyClass) -> Classification {
-    Classification {
+fn classification(class: posthorn_bounce::ReplyClass) -> BounceVerdict {
+    BounceVerdict {
         bounce_type: class.bounce_type,
         reason: class.reason.as_str().to_owned(),
         rule: class.rule.to_owned(),

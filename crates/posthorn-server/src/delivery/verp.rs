@@ -12,7 +12,6 @@ use sha2::Sha256;
 /// Bytes of the HMAC kept in a token: 80 bits, ample against forgery of
 /// bounce attributions, and the address stays well under 64 characters.
 const TAG_BYTES: usize = 10;
-const PREFIX: &str = "bounces+";
 
 /// Signs tokens with the server secret and checks them against it and the
 /// earlier secrets still accepted (`[delivery] previous_secrets`), so that
@@ -74,14 +73,16 @@ impl VerpSigner {
 
     /// The return path for a delivery.
     pub fn return_path(&self, delivery: &DeliveryId, domain: &str) -> String {
-        format!("{PREFIX}{}@{domain}", self.token(delivery))
+        posthorn_core::address::bounce_address(&self.token(delivery), domain)
     }
 
     /// The delivery a token (or a whole `bounces+TOKEN@domain` address) names,
     /// if its tag is genuine under the current secret or an earlier one.
     pub fn verify(&self, token_or_address: &str) -> Option<DeliveryId> {
         let local = token_or_address.split('@').next()?.to_ascii_lowercase();
-        let token = local.strip_prefix(PREFIX).unwrap_or(&local);
+        let token = local
+            .strip_prefix(posthorn_core::address::BOUNCE_PREFIX)
+            .unwrap_or(&local);
         let raw = unbase32(token)?;
         // One spelling per token: the unused low bits of the last
         // character must be zero (as `token` writes them), so a token
