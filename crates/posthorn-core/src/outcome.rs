@@ -107,7 +107,7 @@ pub type Classifier<'a> = &'a dyn Fn(u16, Option<&str>, &str) -> BounceVerdict;
 
 /// What happens to the queue entry after an attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Next {
+pub enum QueueNext {
     /// A verdict was reached (or the lifetime ended): leave the queue.
     Remove,
     /// Try again at this time.
@@ -121,7 +121,7 @@ pub fn for_attempt(
     schedule: &RetrySchedule,
     jitter: f64,
     classify: Classifier<'_>,
-) -> (EventDetails, Next) {
+) -> (EventDetails, QueueNext) {
     let reply = result.reply();
     if let AttemptResult::Delivered(_) = result {
         let delivered = Delivered {
@@ -135,7 +135,7 @@ pub fn for_attempt(
             attempt: attempt.number,
             latency_ms: Some((attempt.now - attempt.started_at).max(0) as u64),
         };
-        return (EventDetails::Delivered(delivered), Next::Remove);
+        return (EventDetails::Delivered(delivered), QueueNext::Remove);
     }
     if reply.is_permanent() {
         let verdict = classify(reply.code, reply.enhanced.as_deref(), &reply.text);
@@ -145,7 +145,7 @@ pub fn for_attempt(
             reply_text: Some(reply.line()),
         };
         let bounced = Bounced::new(verdict, BounceOrigin::Sync, words, attempt.mx_host.clone());
-        return (EventDetails::Bounced(bounced), Next::Remove);
+        return (EventDetails::Bounced(bounced), QueueNext::Remove);
     }
     retry_or_expire(attempt, &reply, schedule, jitter)
 }
@@ -163,7 +163,7 @@ pub enum Unroutable {
 
 /// The hard bounce of a delivery to a domain that takes no mail: decided
 /// from DNS before any server is asked, so no code or server goes with it.
-pub fn for_unroutable(domain: &str, why: Unroutable) -> (EventDetails, Next) {
+pub fn for_unroutable(domain: &str, why: Unroutable) -> (EventDetails, QueueNext) {
     let (rule, text) = match why {
         Unroutable::NullMx => (
             "dns.null-mx",
@@ -188,17 +188,17 @@ pub fn for_unroutable(domain: &str, why: Unroutable) -> (EventDetails, Next) {
         ..BounceWords::default()
     };
     let bounced = Bounced::new(verdict, BounceOrigin::Sync, words, None);
-    (EventDetails::Bounced(bounced), Next::Remove)
+    (EventDetails::Bounced(bounced), QueueNext::Remove)
 }
 
 /// A failure on our side (the message could not be built, the sending
 /// domain could not be looked up): final, with the error text.
-pub fn for_local_failure(error: impl Into<String>) -> (EventDetails, Next) {
+pub fn for_local_failure(error: impl Into<String>) -> (EventDetails, QueueNext) {
     (
         EventDetails::Failed(Failed {
             error: error.into(),
         }),
-        Next::Remove,
+        QueueNext::Remove,
     )
 }
 
@@ -207,7 +207,7 @@ fn retry_or_expire(
     reply: &Reply,
     schedule: &RetrySchedule,
     jitter: f64,
-) -> (EventDetails, Next) {
+) -> (EventDetails, QueueNext) {
     let hint = retry_hint(&reply.text);
     match schedule.next_before(attempt.number, attempt.now, hint, jitter, attempt.deadline) {
         RetryDecision::RetryAt(at) => {
@@ -220,14 +220,14 @@ fn retry_or_expire(
                 mx_host: attempt.mx_host.clone(),
                 ip: attempt.ip.clone(),
             };
-            (EventDetails::Deferred(deferred), Next::RetryAt(at))
+            (EventDetails::Deferred(deferred), QueueNext::RetryAt(at))
         }
         RetryDecision::Expire => {
             let expired = Expired {
                 attempts: attempt.number,
                 last_reply: Some(reply.line()),
             };
-            (EventDetails::Expired(expired), Next::Remove)
+            (EventDetails::Expired(expired), QueueNext::Remove)
         }
     }
 }
@@ -266,7 +266,7 @@ mod tests {
         }
     }
 
-    fn outcome(attempt: &Attempt, result: AttemptResult) -> (EventDetails, Next) {
+    fn outcome(attempt: &Attempt, result: AttemptResult) -> (EventDetails, QueueNext) {
         for_attempt(
             attempt,
             &result,
@@ -287,7 +287,7 @@ mod tests {
             &tls_attempt,
             AttemptResult::Delivered(reply(250, "2.0.0", "Ok: queued as X")),
         );
-        assert_eq!(next, Next::Remove);
+        assert_eq!(next, QueueNext::Remove);
         let EventDetails::Delivered(d) = event else {
             panic!("{event:?}")
         };
@@ -303,7 +303,7 @@ mod tests {
             &attempt(1, 1_000),
             AttemptResult::NotDelivered(reply(550, "5.1.1", "user unknown")),
         );
-        assert_eq!(next, Next::Remove);
+        assert_eq!(next, QueueNext::Remove);
         assert_eq!(event.bounce_type(), Some(BounceType::Hard));
         let (event, _) = outcome(
             &attempt(1, 1_000),
@@ -330,7 +330,7 @@ mod tests {
             &attempt(1, 1_000),
             AttemptResult::NotDelivered(reply(451, "4.3.0", "later")),
         );
-        assert_eq!(next, Next::RetryAt(1_000 + MINUTE));
+        assert_eq!(next, QueueNext::RetryAt(1_000 + MINUTE));
         let EventDetails::Deferred(d) = event else {
             panic!()
         };
@@ -339,12 +339,12 @@ mod tests {
             &attempt(1, 1_000),
             AttemptResult::NotDelivered(reply(450, "4.7.1", "greylisted, try again in 5 minutes")),
         );
-        assert_eq!(next, Next::RetryAt(1_000 + 5 * MINUTE));
+        assert_eq!(next, QueueNext::RetryAt(1_000 + 5 * MINUTE));
         let (event, next) = outcome(
             &attempt(30, 48 * HOUR),
             AttemptResult::NotDelivered(reply(451, "4.3.0", "later")),
         );
-        assert_eq!(next, Next::Remove);
+        assert_eq!(next, QueueNext::Remove);
         assert!(matches!(
             event,
             EventDetails::Expired(Expired { attempts: 30, .. })
@@ -361,7 +361,7 @@ mod tests {
             &short,
             AttemptResult::NotDelivered(reply(451, "4.3.0", "later")),
         );
-        assert_eq!(next, Next::Remove);
+        assert_eq!(next, QueueNext::Remove);
         assert!(matches!(event, EventDetails::Expired(_)));
     }
 
@@ -373,7 +373,7 @@ mod tests {
             &before_any_server,
             AttemptResult::DnsFailed("SERVFAIL for example.com".into()),
         );
-        assert_eq!(next, Next::RetryAt(1_000 + MINUTE));
+        assert_eq!(next, QueueNext::RetryAt(1_000 + MINUTE));
         assert_eq!(
             event,
             EventDetails::Deferred(Deferred {
@@ -402,7 +402,7 @@ mod tests {
     #[test]
     fn domains_that_take_no_mail_bounce_hard_with_their_dns_rule() {
         let (event, next) = for_unroutable("null.example", Unroutable::NullMx);
-        assert_eq!(next, Next::Remove);
+        assert_eq!(next, QueueNext::Remove);
         assert_eq!(
             event,
             EventDetails::Bounced(Bounced {
@@ -438,7 +438,7 @@ mod tests {
                 EventDetails::Failed(Failed {
                     error: "no route".into()
                 }),
-                Next::Remove
+                QueueNext::Remove
             )
         );
     }

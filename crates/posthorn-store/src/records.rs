@@ -443,14 +443,9 @@ pub struct AttemptRecord {
     pub next: Option<QueueNext>,
 }
 
-/// What happens to a queue entry after an attempt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum QueueNext {
-    /// A verdict was reached (or the lifetime ended): leave the queue.
-    Remove,
-    /// Try again at this time.
-    RetryAt(Millis),
-}
+/// What happens to a queue entry after an attempt: decided by the pure
+/// outcome rules, written by the store.
+pub use posthorn_core::outcome::QueueNext;
 
 /// What became of a message the inbound MX received.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -23,7 +23,7 @@ use crate::app::AppState;
 use crate::dkim::DkimKeys;
 use dns::Resolver;
 use posthorn_core::event::{BounceVerdict, EventDetails, Sent};
-use posthorn_core::outcome::{self, Attempt, AttemptResult, Next};
+use posthorn_core::outcome::{self, Attempt, AttemptResult};
 use posthorn_core::{EventId, EventSource};
 use posthorn_smtp::Timeouts;
 use posthorn_store::{AttemptRecord, ClaimedDelivery, NewEvent, QueueNext};
@@ -435,12 +435,8 @@ impl DeliveryService {
         &self,
         (item, permit): (ClaimedDelivery, OwnedSemaphorePermit),
         details: EventDetails,
-        next: Next,
+        next: QueueNext,
     ) {
-        let next = match next {
-            Next::Remove => QueueNext::Remove,
-            Next::RetryAt(at) => QueueNext::RetryAt(at),
-        };
         tracing::debug!(delivery_id = %item.delivery.id, attempt = item.attempt, kind = %details.kind(), "attempt finished");
         let event = self.event(&item, details);
         self.recorder.record(Pending {
