@@ -1,6 +1,7 @@
 //! Email address syntax (RFC 5321/5322 `addr-spec`, RFC 6531 UTF-8 local
 //! parts, IDN domains) and the few facts the policy needs about an address.
 
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
 
 /// Longest local part in octets (RFC 5321 §4.5.3.1.1).
@@ -114,9 +115,29 @@ impl fmt::Display for EmailAddress {
     }
 }
 
+/// Written as its text (`local@ascii-domain`).
+impl Serialize for EmailAddress {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+/// Read back through [`EmailAddress::parse`]: a text that is not a valid
+/// address is an error, never an address that skipped the rules.
+impl<'de> Deserialize<'de> for EmailAddress {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        EmailAddress::parse(&text).map_err(|e| serde::de::Error::custom(format!("{text:?}: {e}")))
+    }
+}
+
 /// An address with an optional display name: `"Alice" <alice@example.com>`,
 /// `Alice <alice@example.com>` or `alice@example.com`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Serialized as `{"name": "Alice", "address": "alice@example.com"}` (the
+/// name unquoted, `null` when there is none): the form a message's To and Cc
+/// lists are stored in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Mailbox {
     pub name: Option<String>,
     pub address: EmailAddress,
@@ -310,6 +331,36 @@ mod tests {
             Err(AddressError::ControlCharacter)
         );
         assert!(Mailbox::parse("Eve <eve@example.com").is_err());
+    }
+
+    /// The stored form of a To/Cc entry reads back as the same mailbox, and
+    /// a stored address that is not one is an error, not a guess.
+    #[test]
+    fn mailboxes_round_trip_through_their_stored_form() {
+        for input in [
+            "Alice Example <alice@example.com>",
+            "\"Doe, Jane \\\"JD\\\"\" <jane@example.com>",
+            "josé@bücher.example",
+            "Zoë Ärger <\"john doe\"@Example.COM>",
+        ] {
+            let m = Mailbox::parse(input).unwrap();
+            let text = serde_json::to_string(&m).unwrap();
+            assert_eq!(serde_json::from_str::<Mailbox>(&text).unwrap(), m, "{text}");
+        }
+        let stored = r#"{"address":"rcpt@xn--bcher-kva.example","name":null}"#;
+        let m: Mailbox = serde_json::from_str(stored).unwrap();
+        assert_eq!(
+            (m.name, m.address.to_string()),
+            (None, "rcpt@xn--bcher-kva.example".into())
+        );
+        for bad in [
+            r#"{"name":null,"address":"no-at-sign"}"#,
+            r#"{"name":null,"address":"a@b.example\r\nBcc: x@y.example"}"#,
+            r#"{"name":"Alice"}"#,
+            r#""alice@example.com""#,
+        ] {
+            assert!(serde_json::from_str::<Mailbox>(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -21,7 +21,9 @@ use posthorn_core::id::ApiKeyId;
 use posthorn_core::submission::{self, Draft, FieldError, RawHeaderRule};
 use posthorn_core::{DeliveryId, EventSource, MessageId};
 use posthorn_smtp::server::{Handler, ReceivedEnvelope, ServerReply, Session};
-use posthorn_store::{AcceptOutcome, NewMessage, NewRecipient, RecipientKind, Scope, SenderCheck};
+use posthorn_store::{
+    AcceptOutcome, MessageContent, NewMessage, NewRecipient, RecipientKind, Scope, SenderCheck,
+};
 
 pub struct SubmissionHandler {
     pub state: AppState,
@@ -129,18 +131,22 @@ impl Handler for SubmissionHandler {
                 require_own_domain: valid.require_own_domain,
             },
             tenant_id: tenant.id.clone(),
-            from_header,
             from_address,
-            to_header: None,
-            cc_header: None,
-            raw_mime: Some(raw),
-            reply_to: None,
-            subject: submitted.subject.unwrap_or_default(),
-            text: None,
-            html: None,
-            headers: serde_json::json!({}),
-            tags: Vec::new(),
-            metadata: serde_json::json!({}),
+            // What the API shows of a message that went out as the client
+            // built it: its From and Subject; the rest is in `raw_mime`.
+            content: MessageContent {
+                from: from_header,
+                reply_to: None,
+                to: Vec::new(),
+                cc: Vec::new(),
+                subject: submitted.subject.unwrap_or_default(),
+                text: None,
+                html: None,
+                headers: serde_json::json!({}),
+                tags: Vec::new(),
+                metadata: serde_json::json!({}),
+                raw_mime: Some(raw),
+            },
             campaign: valid.campaign,
             test: false,
             send_at: valid.send_at,

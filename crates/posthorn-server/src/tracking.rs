@@ -64,7 +64,7 @@ impl Tracking {
         let urls = self.urls(&delivery.id);
         let mut links = Vec::new();
         let mut next = 0;
-        let html = message.html.as_deref().map(|html| {
+        let html = message.content.html.as_deref().map(|html| {
             let options = RewriteOptions {
                 track_opens: choice.opens,
                 track_clicks: choice.clicks,
@@ -82,7 +82,7 @@ impl Tracking {
                 }
             }
         });
-        let text = message.text.as_deref().map(|text| {
+        let text = message.content.text.as_deref().map(|text| {
             let options = RewriteOptions {
                 track_opens: false,
                 track_clicks: choice.clicks && choice.text_links,

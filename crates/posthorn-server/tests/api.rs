@@ -3424,7 +3424,9 @@ async fn hostile_content_is_refused_with_its_field_and_writes_nothing() {
 async fn stored_extreme_times_read_back_without_panic() {
     use posthorn_core::event::EventDetails;
     use posthorn_core::{DeliveryId, EventId, EventKind, EventSource, MessageId};
-    use posthorn_store::{AcceptOutcome, NewEvent, NewMessage, NewRecipient, RecipientKind};
+    use posthorn_store::{
+        AcceptOutcome, MessageContent, NewEvent, NewMessage, NewRecipient, RecipientKind,
+    };
     let server = start().await;
     for (address, extreme) in [("max@example.com", i64::MAX), ("min@example.com", i64::MIN)] {
         let delivery_id = DeliveryId::generate();
@@ -3432,18 +3434,20 @@ async fn stored_extreme_times_read_back_without_panic() {
             sender_check: Default::default(),
             id: MessageId::generate(),
             tenant_id: server.tenant.id.clone(),
-            from_header: "sender@example.com".into(),
             from_address: "sender@example.com".into(),
-            to_header: None,
-            cc_header: None,
-            raw_mime: None,
-            reply_to: None,
-            subject: "extreme".into(),
-            text: Some("t".into()),
-            html: None,
-            headers: json!({}),
-            tags: Vec::new(),
-            metadata: json!({}),
+            content: MessageContent {
+                from: "sender@example.com".into(),
+                reply_to: None,
+                to: Vec::new(),
+                cc: Vec::new(),
+                subject: "extreme".into(),
+                text: Some("t".into()),
+                html: None,
+                headers: json!({}),
+                tags: Vec::new(),
+                metadata: json!({}),
+                raw_mime: None,
+            },
             stream: "transactional".into(),
             campaign: None,
             test: false,
@@ -4091,7 +4095,7 @@ async fn smtp_submission_keeps_bytes_and_removes_blind_copies() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(stored.subject, "Grüße aus Köln und mehr");
+    assert_eq!(stored.content.subject, "Grüße aus Köln und mehr");
     let expected = raw_message(
         &[
             subject,
@@ -4108,8 +4112,8 @@ async fn smtp_submission_keeps_bytes_and_removes_blind_copies() {
         b"Gr\xfc\xdfe\r\n..dot\r\n",
     );
     assert_eq!(
-        String::from_utf8_lossy(stored.raw_mime.as_deref().unwrap()),
+        String::from_utf8_lossy(stored.content.raw_mime.as_deref().unwrap()),
         String::from_utf8_lossy(&expected)
     );
-    assert_eq!(stored.raw_mime.as_deref(), Some(&expected[..]));
+    assert_eq!(stored.content.raw_mime.as_deref(), Some(&expected[..]));
 }

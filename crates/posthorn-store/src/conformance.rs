@@ -7,6 +7,7 @@
 //! time (times are fixed numbers).
 
 use crate::*;
+use posthorn_core::address::Mailbox;
 use posthorn_core::clock::DAY;
 use posthorn_core::contact::ContactStatus;
 use posthorn_core::event::{
@@ -70,18 +71,23 @@ pub fn message(tenant: &TenantId, to: &[&str]) -> NewMessage {
         sender_check: Default::default(),
         id: MessageId::generate(),
         tenant_id: tenant.clone(),
-        from_header: "News <news@sender.example>".into(),
         from_address: "news@sender.example".into(),
-        to_header: Some(to.join(", ")),
-        cc_header: None,
-        raw_mime: None,
-        reply_to: None,
-        subject: "Hello".into(),
-        text: Some("Hello there".into()),
-        html: None,
-        headers: serde_json::json!({}),
-        tags: vec!["welcome".into()],
-        metadata: serde_json::json!({"user": 42}),
+        content: MessageContent {
+            from: "News <news@sender.example>".into(),
+            reply_to: None,
+            to: to
+                .iter()
+                .map(|a| Mailbox::parse(a).expect("a test recipient is an address"))
+                .collect(),
+            cc: Vec::new(),
+            subject: "Hello".into(),
+            text: Some("Hello there".into()),
+            html: None,
+            headers: serde_json::json!({}),
+            tags: vec!["welcome".into()],
+            metadata: serde_json::json!({"user": 42}),
+            raw_mime: None,
+        },
         stream: "transactional".into(),
         campaign: None,
         test: false,
@@ -426,7 +432,15 @@ pub async fn accept_refuses_another_tenants_sender_domain(store: &dyn Store) {
 
 pub async fn accept_queues_and_creates_contact(store: &dyn Store) {
     let t = tenant(store, "acme").await;
-    let m = message(&t, &["bob@example.com"]);
+    let mut m = message(&t, &["bob@example.com"]);
+    // The content comes back as it went in, display names and non-ASCII
+    // included.
+    m.content.to[0].name = Some("Bob, \"the builder\"".into());
+    m.content.cc = vec![Mailbox::parse("Zoë Ärger <zoe@bücher.example>").unwrap()];
+    m.content.reply_to = Some("Help <help@sender.example>".into());
+    m.content.html = Some("<p>Hello there</p>".into());
+    m.content.headers = serde_json::json!({"X-Campaign-Ref": "spring"});
+    let content = m.content.clone();
     let message_id = m.id.clone();
     let receipt = accept(store, m).await;
     assert_eq!(receipt.id, message_id);
@@ -445,9 +459,8 @@ pub async fn accept_queues_and_creates_contact(store: &dyn Store) {
     assert_eq!(d.delivery_event_id.as_ref(), Some(&events[0].id));
     assert_eq!(store.queue_len(&t).await.unwrap(), 1);
     let stored = store.message(&t, &message_id).await.unwrap().unwrap();
-    assert_eq!(stored.subject, "Hello");
-    assert_eq!(stored.text.as_deref(), Some("Hello there"));
-    assert_eq!(stored.metadata["user"], 42);
+    assert_eq!(stored.content, content);
+    assert_eq!(stored.content.metadata["user"], 42);
     let contact = store.contact(&t, "bob@example.com").await.unwrap().unwrap();
     assert_eq!(contact.state.status, ContactStatus::Active);
 }
@@ -1070,10 +1083,14 @@ pub async fn queue_claims_leases_and_finishes(store: &dyn Store) {
     let claimed = store.claim_due(&n, T0, 10, T0 + 600_000).await.unwrap();
     assert_eq!(claimed.len(), 3, "the scheduled one is not due yet");
     assert!(claimed.iter().all(|c| c.attempt == 1));
-    assert_eq!(
-        claimed[0].message.to_header.as_deref(),
-        Some("a@example.com, b@example.com, c@example.com")
-    );
+    let to: Vec<String> = claimed[0]
+        .message
+        .content
+        .to
+        .iter()
+        .map(|m| m.address.to_string())
+        .collect();
+    assert_eq!(to, ["a@example.com", "b@example.com", "c@example.com"]);
     assert!(
         one_message_row(&claimed),
         "one message row shared by its deliveries"

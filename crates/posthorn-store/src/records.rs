@@ -1,5 +1,6 @@
 //! The values that go into and come out of a [`crate::Store`].
 
+use posthorn_core::address::Mailbox;
 use posthorn_core::contact::{ContactState, ContactStatus};
 use posthorn_core::domain::SenderDomainRefusal;
 use posthorn_core::event::EventDetails;
@@ -168,7 +169,34 @@ pub struct IdempotencyRequest {
     pub not_before: Millis,
 }
 
-/// A message as validated by the API, ready for the policy chain.
+/// A message's content as submitted, the same in every copy: what the
+/// submission doors validated, what the store keeps, what a copy is built
+/// from. The submission's settings (stream, campaign, times, tracking) and
+/// what the store adds (id, size, source, acceptance time) stay beside it in
+/// [`NewMessage`] and [`MessageRecord`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct MessageContent {
+    /// The From header as submitted (a mailbox: both doors check it).
+    pub from: String,
+    /// The Reply-To header as submitted (a mailbox).
+    pub reply_to: Option<String>,
+    /// The To header's mailboxes as submitted; empty when there were none.
+    pub to: Vec<Mailbox>,
+    /// The Cc header's mailboxes. Bcc never shows, so it is not here.
+    pub cc: Vec<Mailbox>,
+    pub subject: String,
+    pub text: Option<String>,
+    pub html: Option<String>,
+    /// Custom headers, a JSON object of name to value.
+    pub headers: serde_json::Value,
+    pub tags: Vec<String>,
+    pub metadata: serde_json::Value,
+    /// The MIME message as received over SMTP (sent as it is; the fields
+    /// above are then only what the door read from it).
+    pub raw_mime: Option<Vec<u8>>,
+}
+
+/// A message as validated by a submission door, ready for the policy chain.
 #[derive(Debug, Clone)]
 pub struct NewMessage {
     pub id: MessageId,
@@ -176,20 +204,9 @@ pub struct NewMessage {
     /// sending domains' owners (empty: no check).
     pub sender_check: SenderCheck,
     pub tenant_id: TenantId,
-    pub from_header: String,
+    /// The envelope sender, normalised (see `EmailAddress::normalized`).
     pub from_address: String,
-    /// The To and Cc headers as submitted (never Bcc).
-    pub to_header: Option<String>,
-    pub cc_header: Option<String>,
-    /// The MIME message as received over SMTP (sent as it is).
-    pub raw_mime: Option<Vec<u8>>,
-    pub reply_to: Option<String>,
-    pub subject: String,
-    pub text: Option<String>,
-    pub html: Option<String>,
-    pub headers: serde_json::Value,
-    pub tags: Vec<String>,
-    pub metadata: serde_json::Value,
+    pub content: MessageContent,
     pub stream: String,
     pub campaign: Option<String>,
     pub test: bool,
@@ -349,18 +366,9 @@ impl DeliveryRecord {
 pub struct MessageRecord {
     pub id: MessageId,
     pub tenant_id: TenantId,
-    pub from_header: String,
+    /// The envelope sender, normalised.
     pub from_address: String,
-    pub to_header: Option<String>,
-    pub cc_header: Option<String>,
-    pub raw_mime: Option<Vec<u8>>,
-    pub reply_to: Option<String>,
-    pub subject: String,
-    pub text: Option<String>,
-    pub html: Option<String>,
-    pub headers: serde_json::Value,
-    pub tags: Vec<String>,
-    pub metadata: serde_json::Value,
+    pub content: MessageContent,
     pub stream: String,
     pub campaign: Option<String>,
     pub test: bool,

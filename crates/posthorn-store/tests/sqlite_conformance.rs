@@ -195,3 +195,79 @@ async fn an_unreadable_stored_value_fails_the_read_and_names_it() {
         "{text}"
     );
 }
+
+/// A message's To and Cc are stored as the server has always written them
+/// (a JSON array of `{"name", "address"}`, NULL when empty), read back as
+/// mailboxes; a list that does not decode fails the read and names the
+/// column, rather than a copy going out with no To.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stored_to_and_cc_read_back_or_fail_the_read() {
+    let (store, dir) = fresh();
+    let tenant = store.create_tenant("acme", 1).await.unwrap();
+    let message = posthorn_store::conformance::message(&tenant.id, &["a@example.com"]);
+    let id = message.id.clone();
+    store.accept_message(message).await.unwrap();
+    let raw =
+        rusqlite::Connection::open(dir.path().join(posthorn_store::sqlite::DATABASE_FILE)).unwrap();
+    let stored: (Option<String>, Option<String>) = raw
+        .query_row("SELECT to_header, cc_header FROM messages", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    assert_eq!(
+        stored,
+        (
+            Some(r#"[{"name":null,"address":"a@example.com"}]"#.into()),
+            None
+        )
+    );
+
+    // What the API door wrote before the lists were typed (keys in another
+    // order, a display name, an IDN domain in its ASCII form) reads back.
+    raw.execute(
+        r#"UPDATE messages SET to_header = '[{"address":"a@example.com","name":"A, \"Jr\""}]',
+           cc_header = '[{"address":"z@xn--bcher-kva.example","name":null}]'"#,
+        [],
+    )
+    .unwrap();
+    let m = store.message(&tenant.id, &id).await.unwrap().unwrap();
+    let shown = |list: &[posthorn_core::address::Mailbox]| {
+        list.iter()
+            .map(|m| (m.name.clone(), m.address.to_string()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        shown(&m.content.to),
+        [(Some("A, \"Jr\"".into()), "a@example.com".into())]
+    );
+    assert_eq!(
+        shown(&m.content.cc),
+        [(None, "z@xn--bcher-kva.example".into())]
+    );
+
+    for (column, value) in [
+        // The conformance suite's own format until the lists were typed.
+        ("to_header", "a@example.com, b@example.com"),
+        ("to_header", r#"[{"name":null,"address":"not an address"}]"#),
+        ("cc_header", r#"[{"name":"no address"}]"#),
+        ("cc_header", "{}"),
+    ] {
+        raw.execute(
+            &format!("UPDATE messages SET to_header = NULL, cc_header = NULL, {column} = ?1"),
+            [value],
+        )
+        .unwrap();
+        let error = store
+            .message(&tenant.id, &id)
+            .await
+            .expect_err("an unreadable list is not read as an empty one");
+        assert!(
+            matches!(
+                &error,
+                StoreError::Corrupt { table: "messages", column: c, value: v }
+                    if *c == column && v == value
+            ),
+            "{value}: {error:?}"
+        );
+    }
+}

@@ -13,7 +13,8 @@ use posthorn_core::clock::DAY;
 use posthorn_core::submission::{self, Draft, FieldError};
 use posthorn_core::{DeliveryId, EventSource, MessageId};
 use posthorn_store::{
-    AcceptOutcome, IdempotencyRequest, NewMessage, NewRecipient, RecipientKind, Scope, SenderCheck,
+    AcceptOutcome, IdempotencyRequest, MessageContent, NewMessage, NewRecipient, RecipientKind,
+    Scope, SenderCheck,
 };
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -176,7 +177,7 @@ fn validate(
 
     let mut recipients = Vec::new();
     // The visible headers of every copy: To and Cc as given (Bcc never shows).
-    let (mut to_header, mut cc_header) = (Vec::new(), Vec::new());
+    let (mut to, mut cc) = (Vec::new(), Vec::new());
     for (kind, list) in [
         (RecipientKind::To, s.to),
         (RecipientKind::Cc, s.cc),
@@ -186,18 +187,13 @@ fn validate(
             let field = format!("{}[{i}]", kind.as_str());
             let mailbox = Mailbox::parse(raw).map_err(|e| address_error(field, e))?;
             recipients.push(recipient(kind, &mailbox.address));
-            let shown =
-                serde_json::json!({"name": mailbox.name, "address": mailbox.address.to_string()});
             match kind {
-                RecipientKind::To => to_header.push(shown),
-                RecipientKind::Cc => cc_header.push(shown),
+                RecipientKind::To => to.push(mailbox),
+                RecipientKind::Cc => cc.push(mailbox),
                 RecipientKind::Bcc => {}
             }
         }
     }
-    let header_list = |list: Vec<serde_json::Value>| {
-        (!list.is_empty()).then(|| serde_json::Value::Array(list).to_string())
-    };
     if recipients.is_empty() {
         return Err(ApiError::unprocessable(
             "missing_recipients",
@@ -264,18 +260,20 @@ fn validate(
             require_own_domain: valid.require_own_domain,
         },
         tenant_id: auth.tenant.id.clone(),
-        from_header: s.from.trim().to_owned(),
         from_address: from.address.normalized(),
-        to_header: header_list(to_header),
-        cc_header: header_list(cc_header),
-        raw_mime: None,
-        reply_to: reply_to.map(|_| s.reply_to.unwrap_or_default().trim().to_owned()),
-        subject: s.subject,
-        text: s.text,
-        html: s.html,
-        headers: serde_json::to_value(&s.headers).unwrap_or_default(),
-        tags: s.tags,
-        metadata,
+        content: MessageContent {
+            from: s.from.trim().to_owned(),
+            reply_to: reply_to.map(|_| s.reply_to.unwrap_or_default().trim().to_owned()),
+            to,
+            cc,
+            subject: s.subject,
+            text: s.text,
+            html: s.html,
+            headers: serde_json::to_value(&s.headers).unwrap_or_default(),
+            tags: s.tags,
+            metadata,
+            raw_mime: None,
+        },
         campaign: valid.campaign,
         test: s.test,
         send_at: valid.send_at,

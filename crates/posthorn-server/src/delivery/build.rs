@@ -22,31 +22,32 @@ pub fn build(
 ) -> std::io::Result<Vec<u8>> {
     // A message that arrived over SMTP goes out as the client built it,
     // with only the unsubscribe headers added if it has none.
-    if let Some(raw) = &message.raw_mime {
+    let content = &message.content;
+    if let Some(raw) = &content.raw_mime {
         return Ok(with_unsubscribe_headers(raw, &copy.list_unsubscribe));
     }
     let mut builder = MessageBuilder::new()
-        .from(mailbox(&message.from_header))
-        .subject(message.subject.as_str())
+        .from(mailbox(&content.from))
+        .subject(content.subject.as_str())
         // The time of acceptance, the same on every attempt.
         .date(message.created_at / 1000)
         .message_id(format!("{}@{id_domain}", delivery.id));
-    builder = match header_list(message.to_header.as_deref()) {
+    builder = match address_list(&content.to) {
         Some(to) => builder.to(to),
         // Only Bcc recipients: say so rather than leave To out.
         None => builder.header("To", Raw::new("undisclosed-recipients:;")),
     };
-    if let Some(cc) = header_list(message.cc_header.as_deref()) {
+    if let Some(cc) = address_list(&content.cc) {
         builder = builder.cc(cc);
     }
-    if let Some(reply_to) = &message.reply_to {
+    if let Some(reply_to) = &content.reply_to {
         builder = builder.reply_to(mailbox(reply_to));
     }
     // Custom headers are unstructured text: written as `Text`, which encodes
     // non-ASCII, control characters and over-long values (RFC 2047) and
     // folds (RFC 5322), so that no stored value, even one from before
     // validation refused it, goes out raw.
-    if let Some(headers) = message.headers.as_object() {
+    if let Some(headers) = content.headers.as_object() {
         for (name, value) in headers {
             if let Some(value) = value.as_str() {
                 builder = builder.header(name.clone(), Text::new(value.to_owned()));
@@ -92,16 +93,11 @@ fn mailbox(text: &str) -> Address<'static> {
     }
 }
 
-/// The stored To/Cc list: `[{"name": ..., "address": ...}]`.
-fn header_list(json: Option<&str>) -> Option<Address<'static>> {
-    let list: Vec<serde_json::Value> = serde_json::from_str(json?).ok()?;
+/// A To or Cc header's mailboxes; `None` when there are none.
+fn address_list(list: &[Mailbox]) -> Option<Address<'static>> {
     let addresses: Vec<Address<'static>> = list
         .iter()
-        .filter_map(|v| {
-            let address = v["address"].as_str()?.to_owned();
-            let name = v["name"].as_str().map(str::to_owned);
-            Some(Address::new_address(name, address))
-        })
+        .map(|m| Address::new_address(m.name.clone(), m.address.to_string()))
         .collect();
     (!addresses.is_empty()).then(|| Address::new_list(addresses))
 }
@@ -111,7 +107,7 @@ mod tests {
     use super::*;
     use posthorn_core::status::EngagementStatus;
     use posthorn_core::{DeliveryId, EventSource, MessageId, TenantId};
-    use posthorn_store::RecipientKind;
+    use posthorn_store::{MessageContent, RecipientKind};
     use serde_json::json;
 
     #[test]
@@ -147,20 +143,20 @@ mod tests {
         let message = MessageRecord {
             id: MessageId::generate(),
             tenant_id: TenantId::generate(),
-            from_header: "Jörg Müller <sender@example.com>".into(),
             from_address: "sender@example.com".into(),
-            to_header: Some(
-                json!([{"name": "Zoë Ärger", "address": "rcpt@example.com"}]).to_string(),
-            ),
-            cc_header: None,
-            raw_mime: None,
-            reply_to: Some("Ünïcode Support <help@example.com>".into()),
-            subject: subject.clone(),
-            text: Some("hello".into()),
-            html: None,
-            headers: json!({"X-Long": long, "X-Unicode": unicode, "X-Control": control}),
-            tags: Vec::new(),
-            metadata: json!({}),
+            content: MessageContent {
+                from: "Jörg Müller <sender@example.com>".into(),
+                reply_to: Some("Ünïcode Support <help@example.com>".into()),
+                to: vec![Mailbox::parse("Zoë Ärger <rcpt@example.com>").unwrap()],
+                cc: Vec::new(),
+                subject: subject.clone(),
+                text: Some("hello".into()),
+                html: None,
+                headers: json!({"X-Long": long, "X-Unicode": unicode, "X-Control": control}),
+                tags: Vec::new(),
+                metadata: json!({}),
+                raw_mime: None,
+            },
             stream: "transactional".into(),
             campaign: None,
             test: false,

@@ -175,7 +175,7 @@ fn read_signers(data_dir: &Path) -> Result<HashMap<String, DomainSigner>, DkimEr
 /// aligns with; an SMTP client's header may differ from its envelope
 /// sender), else the envelope sender's.
 pub fn author_domain(message: &posthorn_store::MessageRecord) -> String {
-    match posthorn_core::address::Mailbox::parse(message.from_header.trim()) {
+    match posthorn_core::address::Mailbox::parse(message.content.from.trim()) {
         Ok(mailbox) => mailbox.address.domain().to_owned(),
         Err(_) => message
             .from_address

@@ -192,15 +192,20 @@ fn message_row(r: &Row<'_>) -> rusqlite::Result<MessageRecord> {
     Ok(MessageRecord {
         id: MessageId::from_stored(r.get(0)?),
         tenant_id: TenantId::from_stored(r.get(1)?),
-        from_header: r.get(2)?,
         from_address: r.get(3)?,
-        reply_to: r.get(4)?,
-        subject: r.get(5)?,
-        text: r.get(6)?,
-        html: r.get(7)?,
-        headers: json(r.get(8)?),
-        tags: serde_json::from_str(&r.get::<_, String>(9)?).unwrap_or_default(),
-        metadata: json(r.get(10)?),
+        content: MessageContent {
+            from: r.get(2)?,
+            reply_to: r.get(4)?,
+            to: mailbox_list(r, 21, "to_header")?,
+            cc: mailbox_list(r, 22, "cc_header")?,
+            subject: r.get(5)?,
+            text: r.get(6)?,
+            html: r.get(7)?,
+            headers: json(r.get(8)?),
+            tags: serde_json::from_str(&r.get::<_, String>(9)?).unwrap_or_default(),
+            metadata: json(r.get(10)?),
+            raw_mime: r.get(23)?,
+        },
         stream: r.get(11)?,
         campaign: r.get(12)?,
         test: r.get(13)?,
@@ -211,10 +216,23 @@ fn message_row(r: &Row<'_>) -> rusqlite::Result<MessageRecord> {
         size: r.get::<_, i64>(18)? as u64,
         source: r.get::<_, String>(19)?.parse().unwrap_or(EventSource::Api),
         created_at: r.get(20)?,
-        to_header: r.get(21)?,
-        cc_header: r.get(22)?,
-        raw_mime: r.get(23)?,
     })
+}
+
+/// A stored To or Cc list: NULL when there were none, else the JSON array of
+/// `{"name", "address"}` the server has written since the column was added.
+/// Anything else (an address that is not one included) fails the read.
+fn mailbox_list(
+    r: &Row<'_>,
+    at: usize,
+    column: &'static str,
+) -> rusqlite::Result<Vec<posthorn_core::address::Mailbox>> {
+    match r.get::<_, Option<String>>(at)? {
+        None => Ok(Vec::new()),
+        Some(text) => decode_text(text, at, "messages", column, |t| {
+            serde_json::from_str(t).ok()
+        }),
+    }
 }
 
 pub(crate) fn message(

@@ -155,15 +155,15 @@ fn insert_message(c: &Connection, m: &NewMessage) -> StoreResult<()> {
     .execute(params![
         m.id.as_str(),
         m.tenant_id.as_str(),
-        m.from_header,
+        m.content.from,
         m.from_address,
-        m.reply_to,
-        m.subject,
-        m.text,
-        m.html,
-        m.headers.to_string(),
-        serde_json::to_string(&m.tags)?,
-        m.metadata.to_string(),
+        m.content.reply_to,
+        m.content.subject,
+        m.content.text,
+        m.content.html,
+        m.content.headers.to_string(),
+        serde_json::to_string(&m.content.tags)?,
+        m.content.metadata.to_string(),
         m.stream,
         m.campaign,
         m.test,
@@ -174,11 +174,21 @@ fn insert_message(c: &Connection, m: &NewMessage) -> StoreResult<()> {
         m.size as i64,
         m.source.as_str(),
         m.accepted_at,
-        m.to_header,
-        m.cc_header,
-        m.raw_mime
+        mailbox_list(&m.content.to)?,
+        mailbox_list(&m.content.cc)?,
+        m.content.raw_mime
     ])?;
     Ok(())
+}
+
+/// A To or Cc list as stored: a JSON array of `{"name", "address"}`, NULL
+/// when empty (see `reads::mailbox_list`).
+fn mailbox_list(list: &[posthorn_core::address::Mailbox]) -> StoreResult<Option<String>> {
+    Ok(if list.is_empty() {
+        None
+    } else {
+        Some(serde_json::to_string(list)?)
+    })
 }
 
 fn admit_recipient(
