@@ -16,8 +16,9 @@ pub struct EventView<'a> {
     pub occurred_at: String,
     pub recorded_at: String,
     pub source: &'static str,
-    /// The kind's details (`posthorn_core::event::EventDetails`) as stored.
-    pub details: &'a serde_json::Value,
+    /// The kind's details, the object `EventDetails::to_json` makes (and
+    /// the store keeps): without the kind, which is beside it.
+    pub details: serde_json::Value,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub external_id: Option<&'a str>,
     /// Why the event contradicts the delivery's status, when it does.
@@ -45,11 +46,11 @@ impl<'a> EventView<'a> {
     pub fn in_timeline(e: &'a EventRecord) -> Self {
         Self {
             id: &e.id,
-            kind: e.kind.as_str(),
+            kind: e.kind().as_str(),
             occurred_at: format_rfc3339(e.occurred_at),
             recorded_at: format_rfc3339(e.recorded_at),
             source: e.source.as_str(),
-            details: &e.details,
+            details: e.details.to_json(),
             external_id: e.external_id.as_deref(),
             anomaly: e.anomaly.as_deref(),
             outside_window: e.outside_window,
@@ -74,6 +75,7 @@ impl<'a> EventView<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use posthorn_core::event::EventDetails;
     use posthorn_core::{EventKind, EventSource};
     use serde_json::json;
 
@@ -85,11 +87,14 @@ mod tests {
             message_id: MessageId::from_stored("m1".into()),
             recipient: "r@example.com".into(),
             sender: "s@example.com".into(),
-            kind: EventKind::Delivered,
             occurred_at: 0,
             recorded_at: 1_000,
             source: EventSource::Delivery,
-            details: json!({"mx_host": "mx.example.com"}),
+            details: EventDetails::from_json(
+                EventKind::Delivered,
+                json!({"mx_host": "mx.example.com"}),
+            )
+            .unwrap(),
             external_id: None,
             anomaly: None,
             outside_window: false,
