@@ -13,6 +13,10 @@ use posthorn_core::event::{
     UnsubscribeScope, Unsubscribed,
 };
 
+// The stored names of what is decided here, kept in `posthorn-core` so that
+// the store can read them back.
+pub use posthorn_core::inbound::{AttributedBy, InboundKind, OrphanReason};
+
 /// How a message was tied to its delivery, or why it could not be.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Attribution {
@@ -26,63 +30,6 @@ pub enum Attribution {
     TamperedToken,
     /// Nothing points at a delivery.
     NoReference,
-}
-
-/// How an attributed message was tied to its delivery, as stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AttributedBy {
-    Verp,
-    MessageId,
-}
-
-impl AttributedBy {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AttributedBy::Verp => "verp",
-            AttributedBy::MessageId => "message_id",
-        }
-    }
-}
-
-/// Why a message was kept as an orphan, as stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OrphanReason {
-    /// It names a delivery (by token or Message-ID) that does not exist
-    /// (deleted since, or another installation's).
-    UnknownDelivery,
-    TamperedToken,
-    NoReference,
-}
-
-impl OrphanReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OrphanReason::UnknownDelivery => "unknown_delivery",
-            OrphanReason::TamperedToken => "tampered_token",
-            OrphanReason::NoReference => "no_reference",
-        }
-    }
-}
-
-/// What a received message is, as stored and counted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum InboundKind {
-    /// What the record about the delivery (or the first record) reports.
-    Report(RecordKind),
-    /// Mail to a copy's unsubscribe address.
-    Unsubscribe,
-    /// Nothing the parser recognised.
-    NotBounce,
-}
-
-impl InboundKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            InboundKind::Report(kind) => kind.as_str(),
-            InboundKind::Unsubscribe => "unsubscribe",
-            InboundKind::NotBounce => "not_bounce",
-        }
-    }
 }
 
 impl Attribution {

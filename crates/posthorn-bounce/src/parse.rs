@@ -13,33 +13,7 @@ use crate::{arf, autoreply, dsn, mime};
 use posthorn_core::status::BounceType;
 use serde::Serialize;
 
-/// What one record says happened.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RecordKind {
-    /// Delivery failed for good (`Action: failed`).
-    Bounce,
-    /// Delivery is delayed, the MTA keeps trying (`Action: delayed`).
-    Delay,
-    /// Delivery succeeded (`Action: delivered`, `relayed`, `expanded`).
-    Delivered,
-    /// A feedback (spam complaint) report.
-    Complaint,
-    /// An automatic reply (out of office and the like).
-    Vacation,
-}
-
-impl RecordKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RecordKind::Bounce => "bounce",
-            RecordKind::Delay => "delay",
-            RecordKind::Delivered => "delivered",
-            RecordKind::Complaint => "complaint",
-            RecordKind::Vacation => "vacation",
-        }
-    }
-}
+pub use posthorn_core::inbound::RecordKind;
 
 /// One recipient's fate as a returned message tells it. Fields a kind does
 /// not have are `None` (a complaint has no status, a bounce no feedback

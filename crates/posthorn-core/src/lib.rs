@@ -14,6 +14,7 @@ pub mod domain;
 pub mod event;
 pub mod external_id;
 pub mod id;
+pub mod inbound;
 pub mod net;
 pub mod outcome;
 pub mod policy;

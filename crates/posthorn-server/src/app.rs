@@ -534,7 +534,7 @@ fn follow_commits(state: &AppState) {
     );
     state.store.commits().observe(move |events| {
         metrics.count_committed(events);
-        if events.iter().any(|e| e.kind == EventKind::Queued) {
+        if events.iter().any(|e| e.kind() == EventKind::Queued) {
             wake.notify_one();
         }
         // The tracker appends its own hits to its memory; any other event

@@ -16,8 +16,9 @@ pub struct EventView<'a> {
     pub occurred_at: String,
     pub recorded_at: String,
     pub source: &'static str,
-    /// The kind's details (`posthorn_core::event::EventDetails`) as stored.
-    pub details: &'a serde_json::Value,
+    /// The kind's details, the object `EventDetails::to_json` makes (and
+    /// the store keeps): without the kind, which is beside it.
+    pub details: serde_json::Value,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub external_id: Option<&'a str>,
     /// Why the event contradicts the delivery's status, when it does.
@@ -45,11 +46,11 @@ impl<'a> EventView<'a> {
     pub fn in_timeline(e: &'a EventRecord) -> Self {
         Self {
             id: &e.id,
-            kind: e.kind.as_str(),
+            kind: e.kind().as_str(),
             occurred_at: format_rfc3339(e.occurred_at),
             recorded_at: format_rfc3339(e.recorded_at),
             source: e.source.as_str(),
-            details: &e.details,
+            details: e.details.to_json(),
             external_id: e.external_id.as_deref(),
             anomaly: e.anomaly.as_deref(),
             outside_window: e.outside_window,
@@ -74,6 +75,7 @@ impl<'a> EventView<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use posthorn_core::event::EventDetails;
     use posthorn_core::{EventKind, EventSource};
     use serde_json::json;
 
@@ -85,11 +87,14 @@ mod tests {
             message_id: MessageId::from_stored("m1".into()),
             recipient: "r@example.com".into(),
             sender: "s@example.com".into(),
-            kind: EventKind::Delivered,
             occurred_at: 0,
             recorded_at: 1_000,
             source: EventSource::Delivery,
-            details: json!({"mx_host": "mx.example.com"}),
+            details: EventDetails::from_json(
+                EventKind::Delivered,
+                json!({"mx_host": "mx.example.com"}),
+            )
+            .unwrap(),
             external_id: None,
             anomaly: None,
             outside_window: false,
@@ -107,7 +112,8 @@ mod tests {
                 "occurred_at": "1970-01-01T00:00:00.000Z",
                 "recorded_at": "1970-01-01T00:00:01.000Z",
                 "source": "delivery",
-                "details": {"mx_host": "mx.example.com"},
+                // As the store keeps a `delivered` event's details.
+                "details": {"attempt": 0, "mx_host": "mx.example.com"},
             })
         );
     }
@@ -126,5 +132,67 @@ mod tests {
         assert_eq!(v["external_id"], "x-1");
         assert_eq!(v["anomaly"], "event_after_dropped");
         assert_eq!(v["outside_window"], true);
+    }
+
+    /// Clients see the details as the store kept them: reading them back
+    /// typed and showing them again changes not one byte (the view used to
+    /// show the stored JSON as it was).
+    #[test]
+    fn details_are_shown_byte_for_byte_as_stored() {
+        let stored = [
+            (EventKind::Queued, json!({"size": 1234})),
+            (EventKind::Queued, json!({})),
+            (
+                EventKind::Dropped,
+                json!({"reason": "suppressed", "suppression": {"id": "s1",
+                    "reason": "hard_bounce", "stream": null, "created_at": 5}}),
+            ),
+            (EventKind::Dropped, json!({"reason": "invalid_address"})),
+            (
+                EventKind::Delivered,
+                json!({"mx_host": "mx.example.com", "smtp_code": 250, "attempt": 2,
+                    "reply_text": "250 2.0.0 Ok: queued as é", "latency_ms": 31}),
+            ),
+            (
+                EventKind::Bounced,
+                json!({"bounce_type": "hard", "origin": "async", "smtp_code": 550,
+                    "enhanced_code": "5.1.1", "reply_text": "550 5.1.1 <a@b>: no such user",
+                    "reason": "userunknown", "rule": "dsn.status"}),
+            ),
+            (
+                EventKind::Deferred,
+                json!({"attempt": 3, "next_retry_at": 99, "smtp_code": 451}),
+            ),
+            (EventKind::Opened, json!({})),
+            (
+                EventKind::Clicked,
+                json!({"url": "https://example.com/?a=1&b=2", "link_index": 0,
+                    "machine": true, "machine_reason": "scanner"}),
+            ),
+            (
+                EventKind::Unsubscribed,
+                json!({"scope": "stream", "method": "one-click"}),
+            ),
+            (EventKind::Complained, json!({"feedback_type": "abuse"})),
+        ];
+        for (kind, details) in stored {
+            // What the store writes: the details as `to_json` makes them.
+            let text = EventDetails::from_json(kind, details)
+                .unwrap()
+                .to_json()
+                .to_string();
+            let was = serde_json::from_str::<serde_json::Value>(&text).unwrap();
+            let mut e = record();
+            e.details =
+                EventDetails::from_json(kind, serde_json::from_str(&text).unwrap()).unwrap();
+            let shown = serde_json::to_value(EventView::in_timeline(&e)).unwrap();
+            assert_eq!(shown["kind"], kind.as_str());
+            assert_eq!(
+                serde_json::to_string(&shown["details"]).unwrap(),
+                serde_json::to_string(&was).unwrap(),
+                "{kind}"
+            );
+            assert_eq!(shown["details"].to_string(), text, "{kind}");
+        }
     }
 }

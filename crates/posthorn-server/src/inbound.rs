@@ -162,6 +162,7 @@ impl InboundHandler {
             unsubscribe: unsubscribe_token.is_some(),
             reporting_domain: reporting_domain.as_deref(),
         });
+        let (Verdict::Attributed { kind, .. } | Verdict::Orphan { kind, .. }) = verdict;
         let mut record = InboundRecord {
             id: InboundId::generate(),
             received_at: now,
@@ -169,7 +170,7 @@ impl InboundHandler {
             delivery_id: None,
             mail_from: envelope.mail_from.clone(),
             rcpt_to: envelope.recipients.clone(),
-            kind: String::new(),
+            kind,
             outcome: InboundOutcome::Orphan,
             orphan_reason: None,
             attribution: None,
@@ -179,9 +180,8 @@ impl InboundHandler {
         };
         let mut events = Vec::new();
         match (verdict, found) {
-            (Verdict::Attributed { kind, by, details }, Some((delivery, tenant, _))) => {
-                record.kind = kind.as_str().to_owned();
-                record.attribution = Some(by.as_str().to_owned());
+            (Verdict::Attributed { by, details, .. }, Some((delivery, tenant, _))) => {
+                record.attribution = Some(by);
                 match details {
                     Some(details) => {
                         // An unsubscribe counts once however it came (link,
@@ -213,15 +213,13 @@ impl InboundHandler {
                 record.tenant_id = Some(tenant);
                 record.delivery_id = Some(delivery);
             }
-            (Verdict::Orphan { kind, reason }, _) => {
-                record.kind = kind.as_str().to_owned();
-                record.orphan_reason = Some(reason.as_str().to_owned());
+            (Verdict::Orphan { reason, .. }, _) => {
+                record.orphan_reason = Some(reason);
             }
             // `judge` attributes only a delivery whose recipient it was
             // given, that is one found; were it not, it is unknown.
-            (Verdict::Attributed { kind, .. }, None) => {
-                record.kind = kind.as_str().to_owned();
-                record.orphan_reason = Some(OrphanReason::UnknownDelivery.as_str().to_owned());
+            (Verdict::Attributed { .. }, None) => {
+                record.orphan_reason = Some(OrphanReason::UnknownDelivery);
             }
         }
         let kept = self
@@ -235,12 +233,12 @@ impl InboundHandler {
             .await?;
         self.state
             .metrics
-            .count_inbound(&kept.kind, kept.outcome.as_str());
+            .count_inbound(kept.kind.as_str(), kept.outcome.as_str());
         tracing::info!(
             inbound = %kept.id,
-            kind = %kept.kind,
+            kind = kept.kind.as_str(),
             outcome = kept.outcome.as_str(),
-            reason = kept.orphan_reason.as_deref().unwrap_or(""),
+            reason = kept.orphan_reason.map_or("", OrphanReason::as_str),
             delivery = kept.delivery_id.as_ref().map(|d| d.to_string()).unwrap_or_default(),
             "inbound message kept"
         );

@@ -50,7 +50,9 @@ impl Metrics {
             match event.source {
                 // A submission's events are its deliveries' first ones.
                 EventSource::Api | EventSource::SmtpSubmission => accepted.push(event),
-                EventSource::Delivery if event.kind != EventKind::Sent => outcomes.push(event.kind),
+                EventSource::Delivery if event.kind() != EventKind::Sent => {
+                    outcomes.push(event.kind())
+                }
                 _ => {}
             }
         }
@@ -63,7 +65,7 @@ impl Metrics {
                 .fetch_add(messages.len() as u64, Ordering::Relaxed);
             if let Ok(mut map) = self.accepted.lock() {
                 for event in accepted {
-                    *map.entry(event.kind.as_str().to_owned()).or_default() += 1;
+                    *map.entry(event.kind().as_str().to_owned()).or_default() += 1;
                 }
             }
         }

@@ -15,6 +15,7 @@ use posthorn_core::event::{
     UnsubscribeScope, Unsubscribed,
 };
 use posthorn_core::id::{ApiKeyId, InboundId};
+use posthorn_core::inbound::{AttributedBy, InboundKind, OrphanReason, RecordKind};
 use posthorn_core::status::{BounceType, DeliveryStatus, EngagementStatus};
 use posthorn_core::suppression::SuppressionReason;
 use posthorn_core::{
@@ -175,9 +176,12 @@ async fn drop_reason(store: &dyn Store, tenant: &TenantId, delivery: &DeliveryId
     let events = store.delivery_events(tenant, delivery).await.unwrap();
     let dropped = events
         .iter()
-        .find(|e| e.kind == EventKind::Dropped)
+        .find(|e| e.kind() == EventKind::Dropped)
         .expect("a dropped event");
-    dropped.details["reason"].as_str().unwrap().to_owned()
+    dropped.details.to_json()["reason"]
+        .as_str()
+        .unwrap()
+        .to_owned()
 }
 
 pub async fn tenants_and_keys(store: &dyn Store) {
@@ -454,8 +458,8 @@ pub async fn accept_queues_and_creates_contact(store: &dyn Store) {
     assert_eq!(d.window_ends_at, T0 + 30 * DAY);
     let events = store.delivery_events(&t, &d.id).await.unwrap();
     assert_eq!(events.len(), 1);
-    assert_eq!(events[0].kind, EventKind::Queued);
-    assert_eq!(events[0].details["size"], 1234);
+    assert_eq!(events[0].kind(), EventKind::Queued);
+    assert_eq!(events[0].details.to_json()["size"], 1234);
     assert_eq!(d.delivery_event_id.as_ref(), Some(&events[0].id));
     assert_eq!(store.queue_len(&t).await.unwrap(), 1);
     let stored = store.message(&t, &message_id).await.unwrap().unwrap();
@@ -671,8 +675,11 @@ pub async fn hard_bounce_suppresses_next_message(store: &dyn Store) {
         .delivery_events(&t, &r.deliveries[0].id)
         .await
         .unwrap();
-    assert_eq!(events[0].details["reason"], "suppressed");
-    assert_eq!(events[0].details["suppression"]["reason"], "hard_bounce");
+    assert_eq!(events[0].details.to_json()["reason"], "suppressed");
+    assert_eq!(
+        events[0].details.to_json()["suppression"]["reason"],
+        "hard_bounce"
+    );
     // A soft bounce never suppresses.
     let (_, _) = record(
         store,
@@ -1263,7 +1270,7 @@ pub async fn events_are_numbered_and_published_in_commit_order(store: &dyn Store
         ..Default::default()
     };
     let all = store.events_after(&t, 0, &filter).await.unwrap();
-    let kinds: Vec<EventKind> = all.iter().map(|e| e.kind).collect();
+    let kinds: Vec<EventKind> = all.iter().map(|e| e.kind()).collect();
     assert_eq!(
         kinds,
         vec![
@@ -1287,7 +1294,7 @@ pub async fn events_are_numbered_and_published_in_commit_order(store: &dyn Store
     };
     let first_of_a = store.events_after(&t, 0, &only_a).await.unwrap();
     assert_eq!(first_of_a.len(), 1);
-    assert_eq!(first_of_a[0].kind, EventKind::Queued);
+    assert_eq!(first_of_a[0].kind(), EventKind::Queued);
     assert_eq!(first_of_a[0].delivery_id, *a);
     // What an event read back says is what the write returned.
     assert_eq!(
@@ -1326,10 +1333,10 @@ fn inbound(
         delivery_id: delivery.cloned(),
         mail_from: String::new(),
         rcpt_to: vec!["bounces+token@sender.example".into()],
-        kind: "bounce".into(),
+        kind: InboundKind::Report(RecordKind::Bounce),
         outcome,
-        orphan_reason: (outcome == InboundOutcome::Orphan).then(|| "no_token".into()),
-        attribution: delivery.map(|_| "verp".into()),
+        orphan_reason: (outcome == InboundOutcome::Orphan).then_some(OrphanReason::NoReference),
+        attribution: delivery.map(|_| AttributedBy::Verp),
         records: serde_json::json!([{"kind": "bounce", "reason": "userunknown"}]),
         size: 0,
         event_ids: Vec::new(),
@@ -1420,7 +1427,7 @@ pub async fn inbound_reports_record_events_with_their_source(store: &dyn Store) 
     assert_eq!(
         events
             .iter()
-            .filter(|e| e.kind == EventKind::Bounced)
+            .filter(|e| e.kind() == EventKind::Bounced)
             .count(),
         1
     );
@@ -1474,7 +1481,7 @@ pub async fn inbound_orphans_are_kept_apart(store: &dyn Store) {
     };
     let orphans = store.inbound_messages(None, &filter).await.unwrap();
     assert_eq!(orphans.len(), 1);
-    assert_eq!(orphans[0].orphan_reason.as_deref(), Some("no_token"));
+    assert_eq!(orphans[0].orphan_reason, Some(OrphanReason::NoReference));
     assert_eq!(
         store.inbound_raw(None, &orphan.id).await.unwrap(),
         Some(b"junk".to_vec())
@@ -1525,7 +1532,10 @@ pub async fn message_engagement_lists_opens_and_clicks_of_every_delivery(store: 
         .await
         .unwrap()
         .into_iter()
-        .map(|e| (e.delivery_id, e.kind))
+        .map(|e| {
+            let kind = e.kind();
+            (e.delivery_id, kind)
+        })
         .collect();
     found.sort();
     let mut want = vec![
@@ -1600,7 +1610,7 @@ pub async fn tracking_facts_give_the_delivery_time_and_earlier_hits(store: &dyn 
     let kinds: Vec<(EventKind, Millis)> = facts
         .engagement
         .iter()
-        .map(|e| (e.kind, e.occurred_at))
+        .map(|e| (e.kind(), e.occurred_at))
         .collect();
     assert_eq!(
         kinds,
@@ -1656,7 +1666,7 @@ pub async fn a_delivery_timeline_pages_oldest_first(store: &dyn Store) {
     );
     let engagement = store.delivery_engagement_events(&t, a).await.unwrap();
     assert_eq!(engagement.len(), 5);
-    assert!(engagement.iter().all(|e| e.kind == EventKind::Opened));
+    assert!(engagement.iter().all(|e| e.kind() == EventKind::Opened));
     assert!(
         store
             .delivery_engagement_events(&stranger, a)

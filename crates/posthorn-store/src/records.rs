@@ -5,6 +5,7 @@ use posthorn_core::contact::{ContactState, ContactStatus};
 use posthorn_core::domain::SenderDomainRefusal;
 use posthorn_core::event::EventDetails;
 use posthorn_core::id::{ApiKeyId, InboundId};
+use posthorn_core::inbound::{AttributedBy, InboundKind, OrphanReason};
 use posthorn_core::status::{DeliveryStatus, EngagementStatus};
 use posthorn_core::{DeliveryId, EventId, EventKind, EventSource, MessageId, Millis, TenantId};
 use serde::{Deserialize, Serialize};
@@ -140,11 +141,12 @@ impl RecipientKind {
             RecipientKind::Bcc => "bcc",
         }
     }
-    pub fn parse(s: &str) -> Self {
+    pub fn parse(s: &str) -> Option<Self> {
         match s {
-            "cc" => RecipientKind::Cc,
-            "bcc" => RecipientKind::Bcc,
-            _ => RecipientKind::To,
+            "to" => Some(RecipientKind::To),
+            "cc" => Some(RecipientKind::Cc),
+            "bcc" => Some(RecipientKind::Bcc),
+            _ => None,
         }
     }
 }
@@ -307,16 +309,23 @@ pub struct EventRecord {
     pub message_id: MessageId,
     pub recipient: String,
     pub sender: String,
-    pub kind: EventKind,
     pub occurred_at: Millis,
     pub recorded_at: Millis,
     pub source: EventSource,
-    pub details: serde_json::Value,
+    /// What happened, with its kind (see [`EventRecord::kind`]).
+    pub details: EventDetails,
     pub external_id: Option<String>,
     /// Set when the event contradicts the status (e.g. after `dropped`).
     pub anomaly: Option<String>,
     /// Recorded after the update window: did not change the status.
     pub outside_window: bool,
+}
+
+impl EventRecord {
+    /// The kind is the details': one value, so the two cannot disagree.
+    pub fn kind(&self) -> EventKind {
+        self.details.kind()
+    }
 }
 
 /// Filters of `GET /v1/events`. Results are newest first.
@@ -502,14 +511,12 @@ pub struct InboundRecord {
     pub delivery_id: Option<DeliveryId>,
     pub mail_from: String,
     pub rcpt_to: Vec<String>,
-    /// `bounce`, `delay`, `delivered`, `complaint`, `vacation` or `not_bounce`.
-    pub kind: String,
+    pub kind: InboundKind,
     pub outcome: InboundOutcome,
-    /// Why an orphan could not be attributed (`no_token`, `tampered_token`,
-    /// `unknown_delivery`, `not_a_report`, ...).
-    pub orphan_reason: Option<String>,
-    /// How it was attributed: `verp` or `message_id`.
-    pub attribution: Option<String>,
+    /// Why an orphan could not be attributed.
+    pub orphan_reason: Option<OrphanReason>,
+    /// How it was attributed.
+    pub attribution: Option<AttributedBy>,
     /// The parser's records, as JSON.
     pub records: serde_json::Value,
     pub size: u64,

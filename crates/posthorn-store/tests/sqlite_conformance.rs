@@ -196,6 +196,151 @@ async fn an_unreadable_stored_value_fails_the_read_and_names_it() {
     );
 }
 
+/// Writes `sql` into the store's file behind its back, as a newer version
+/// or a damaged file might have left it.
+fn tamper(dir: &tempfile::TempDir, sql: &str) {
+    let raw =
+        rusqlite::Connection::open(dir.path().join(posthorn_store::sqlite::DATABASE_FILE)).unwrap();
+    assert!(raw.execute(sql, []).unwrap() > 0, "{sql} changed nothing");
+}
+
+fn is_corrupt(error: &StoreError, table: &str, column: &str) -> bool {
+    matches!(error, StoreError::Corrupt { table: t, column: c, .. } if *t == table && *c == column)
+}
+
+/// An event's details are read as the details of its kind: JSON that is
+/// not, or is not that kind's, fails the read naming `events.details`
+/// (it used to read as `null`, shown to clients as if nothing were known).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreadable_event_details_fail_the_read_and_name_the_column() {
+    let (store, dir) = fresh();
+    let tenant = store.create_tenant("acme", 1).await.unwrap();
+    let message = posthorn_store::conformance::message(&tenant.id, &["a@example.com"]);
+    let posthorn_store::AcceptOutcome::Accepted(receipt) =
+        store.accept_message(message).await.unwrap()
+    else {
+        panic!("not accepted")
+    };
+    let delivery = &receipt.deliveries[0].id;
+    let events = store.delivery_events(&tenant.id, delivery).await.unwrap();
+    assert_eq!(events[0].kind(), posthorn_core::EventKind::Queued);
+
+    for (details, shown) in [
+        // Not JSON at all.
+        ("{\"size\": 12", "{\"size\": 12".to_owned()),
+        // JSON, but not a `queued` event's details.
+        ("{\"size\": \"big\"}", "{\"size\": \"big\"}".to_owned()),
+        (
+            "{\"mx_host\": \"mx.example.com\"}",
+            "{\"mx_host\": \"mx.example.com\"}".to_owned(),
+        ),
+        // A long value is named by its start.
+        (
+            &*format!("[{}", "1,".repeat(500)),
+            format!("[{}1…", "1,".repeat(59)),
+        ),
+    ] {
+        tamper(&dir, &format!("UPDATE events SET details = '{details}'"));
+        let error = store
+            .delivery_events(&tenant.id, delivery)
+            .await
+            .expect_err("unreadable details are not read as null");
+        assert!(is_corrupt(&error, "events", "details"), "{error:?}");
+        let StoreError::Corrupt { value, .. } = &error else {
+            unreachable!()
+        };
+        assert_eq!(value, &shown);
+        assert!(error.to_string().contains("events.details"), "{error}");
+    }
+}
+
+/// What the inbound MX decided is read back as the names it wrote; another
+/// text fails the read naming the column.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_inbound_kind_fails_the_read_and_names_it() {
+    use posthorn_core::inbound::{InboundKind, OrphanReason, RecordKind};
+    use posthorn_store::{InboundFilter, InboundOutcome, InboundRecord, NewInbound};
+    let (store, dir) = fresh();
+    let record = InboundRecord {
+        id: posthorn_core::id::InboundId::generate(),
+        received_at: 1,
+        tenant_id: None,
+        delivery_id: None,
+        mail_from: String::new(),
+        rcpt_to: vec!["bounces@sender.example".into()],
+        kind: InboundKind::Report(RecordKind::Bounce),
+        outcome: InboundOutcome::Orphan,
+        orphan_reason: Some(OrphanReason::TamperedToken),
+        attribution: None,
+        records: serde_json::json!([]),
+        size: 0,
+        event_ids: Vec::new(),
+    };
+    store
+        .record_inbound(NewInbound {
+            record: record.clone(),
+            raw: b"x".to_vec(),
+            events: Vec::new(),
+        })
+        .await
+        .unwrap();
+    let filter = InboundFilter {
+        limit: 10,
+        ..Default::default()
+    };
+    assert_eq!(
+        store.inbound_messages(None, &filter).await.unwrap(),
+        vec![record]
+    );
+
+    for (sql, column) in [
+        ("UPDATE inbound_messages SET kind = 'bounced'", "kind"),
+        (
+            "UPDATE inbound_messages SET kind = 'bounce', orphan_reason = 'no_token'",
+            "orphan_reason",
+        ),
+        (
+            "UPDATE inbound_messages SET orphan_reason = NULL, attribution = 'dkim'",
+            "attribution",
+        ),
+        (
+            "UPDATE inbound_messages SET attribution = NULL, records = '[{'",
+            "records",
+        ),
+    ] {
+        tamper(&dir, sql);
+        let error = store
+            .inbound_messages(None, &filter)
+            .await
+            .expect_err("an unknown value is not read as another");
+        assert!(
+            is_corrupt(&error, "inbound_messages", column),
+            "{sql}: {error:?}"
+        );
+    }
+}
+
+/// A message's JSON columns are read or the read fails: headers used to
+/// read as `null` and tags as none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreadable_message_json_fails_the_read_and_names_it() {
+    let (store, dir) = fresh();
+    let tenant = store.create_tenant("acme", 1).await.unwrap();
+    let message = posthorn_store::conformance::message(&tenant.id, &["a@example.com"]);
+    let id = message.id.clone();
+    store.accept_message(message).await.unwrap();
+    assert!(store.message(&tenant.id, &id).await.unwrap().is_some());
+    for column in ["headers", "tags", "metadata"] {
+        tamper(&dir, &format!("UPDATE messages SET {column} = 'nope'"));
+        let error = store
+            .message(&tenant.id, &id)
+            .await
+            .expect_err("unreadable JSON is not read as null");
+        assert!(is_corrupt(&error, "messages", column), "{error:?}");
+        tamper(&dir, &format!("UPDATE messages SET {column} = '[]'"));
+    }
+}
+
 /// A message's To and Cc are stored as the server has always written them
 /// (a JSON array of `{"name", "address"}`, NULL when empty), read back as
 /// mailboxes; a list that does not decode fails the read and names the

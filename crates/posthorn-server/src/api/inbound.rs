@@ -14,6 +14,7 @@ use axum::extract::{Query, State, rejection::QueryRejection};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use posthorn_core::id::InboundId;
+use posthorn_core::inbound::{AttributedBy, OrphanReason};
 use posthorn_core::{DeliveryId, EventId, TenantId};
 use posthorn_store::{InboundFilter, InboundOutcome, InboundRecord, Scope};
 use serde::Deserialize;
@@ -35,10 +36,10 @@ fn inbound_json(m: &InboundRecord) -> Value {
         "delivery_id": m.delivery_id,
         "mail_from": m.mail_from,
         "rcpt_to": m.rcpt_to,
-        "kind": m.kind,
+        "kind": m.kind.as_str(),
         "outcome": m.outcome.as_str(),
-        "orphan_reason": m.orphan_reason,
-        "attribution": m.attribution,
+        "orphan_reason": m.orphan_reason.map(OrphanReason::as_str),
+        "attribution": m.attribution.map(AttributedBy::as_str),
         "records": m.records,
         "size": m.size,
         "event_ids": m.event_ids,

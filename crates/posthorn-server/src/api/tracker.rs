@@ -325,20 +325,23 @@ async fn record_repeat(state: &AppState, facts: &TrackingFacts, hit: PastHit) ->
 fn stored_counts(events: &[posthorn_store::EventRecord]) -> StoredCounts {
     let mut counts = StoredCounts::new();
     for e in events {
-        let kind = match e.kind {
-            EventKind::Opened => HitKind::Open,
-            EventKind::Clicked => HitKind::Click,
+        let key = match &e.details {
+            EventDetails::Opened(o) => RepeatKey::new(
+                HitKind::Open,
+                None,
+                o.ip.as_deref(),
+                o.user_agent.as_deref(),
+                o.machine.unwrap_or(false),
+            ),
+            EventDetails::Clicked(c) => RepeatKey::new(
+                HitKind::Click,
+                c.link_index,
+                c.ip.as_deref(),
+                c.user_agent.as_deref(),
+                c.machine.unwrap_or(false),
+            ),
             _ => continue,
         };
-        let key = RepeatKey::new(
-            kind,
-            e.details["link_index"]
-                .as_u64()
-                .and_then(|i| u32::try_from(i).ok()),
-            e.details["ip"].as_str(),
-            e.details["user_agent"].as_str(),
-            e.details["machine"].as_bool().unwrap_or(false),
-        );
         *counts.entry(key).or_default() += 1;
     }
     counts
@@ -369,18 +372,16 @@ pub fn engagement_hits(events: &[posthorn_store::EventRecord]) -> Vec<PastHit> {
     events
         .iter()
         .filter_map(|e| {
-            let kind = match e.kind {
-                EventKind::Opened => HitKind::Open,
-                EventKind::Clicked => HitKind::Click,
+            let (kind, link_index, machine) = match &e.details {
+                EventDetails::Opened(o) => (HitKind::Open, None, o.machine),
+                EventDetails::Clicked(c) => (HitKind::Click, c.link_index, c.machine),
                 _ => return None,
             };
             Some(PastHit {
                 kind,
                 at: e.occurred_at,
-                link_index: e.details["link_index"]
-                    .as_u64()
-                    .and_then(|i| u32::try_from(i).ok()),
-                machine: e.details["machine"].as_bool().unwrap_or(false),
+                link_index,
+                machine: machine.unwrap_or(false),
             })
         })
         .collect()

@@ -2,11 +2,13 @@
 //! the events recorded from it, and orphans for an administrator.
 
 use super::prepare;
+use super::reads::{decode, decode_optional, json};
 use super::writer::WriteTx;
 use super::writes;
 use crate::records::*;
 use crate::{StoreError, StoreResult, StoreRules};
 use posthorn_core::id::InboundId;
+use posthorn_core::inbound::{AttributedBy, InboundKind, OrphanReason};
 use posthorn_core::{DeliveryId, EventId, TenantId};
 use rusqlite::{Connection, OptionalExtension, Row, ToSql};
 
@@ -75,10 +77,10 @@ pub(crate) fn record_inbound(
         record.delivery_id.as_ref().map(|d| d.as_str()),
         record.mail_from,
         rcpt_to,
-        record.kind,
+        record.kind.as_str(),
         record.outcome.as_str(),
-        record.orphan_reason,
-        record.attribution,
+        record.orphan_reason.map(OrphanReason::as_str),
+        record.attribution.map(AttributedBy::as_str),
         records,
         record.size as i64,
         inbound.raw,
@@ -193,30 +195,19 @@ pub(crate) fn operator_tenant(c: &Connection) -> StoreResult<Option<TenantId>> {
 }
 
 fn inbound_row(r: &Row<'_>) -> rusqlite::Result<InboundRecord> {
-    fn json<T: serde::de::DeserializeOwned>(i: usize, text: String) -> rusqlite::Result<T> {
-        serde_json::from_str(&text).map_err(|e| {
-            rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))
-        })
-    }
-    let outcome: String = r.get(7)?;
+    const TABLE: &str = "inbound_messages";
     Ok(InboundRecord {
         id: InboundId::from_stored(r.get::<_, String>(0)?),
         received_at: r.get(1)?,
         tenant_id: r.get::<_, Option<String>>(2)?.map(TenantId::from_stored),
         delivery_id: r.get::<_, Option<String>>(3)?.map(DeliveryId::from_stored),
         mail_from: r.get(4)?,
-        rcpt_to: json(5, r.get(5)?)?,
-        kind: r.get(6)?,
-        outcome: InboundOutcome::parse(&outcome).ok_or_else(|| {
-            rusqlite::Error::FromSqlConversionFailure(
-                7,
-                rusqlite::types::Type::Text,
-                format!("unknown inbound outcome `{outcome}`").into(),
-            )
-        })?,
-        orphan_reason: r.get(8)?,
-        attribution: r.get(9)?,
-        records: json(10, r.get(10)?)?,
+        rcpt_to: json(r, 5, TABLE, "rcpt_to")?,
+        kind: decode(r, 6, TABLE, "kind", InboundKind::parse)?,
+        outcome: decode(r, 7, TABLE, "outcome", InboundOutcome::parse)?,
+        orphan_reason: decode_optional(r, 8, TABLE, "orphan_reason", OrphanReason::parse)?,
+        attribution: decode_optional(r, 9, TABLE, "attribution", AttributedBy::parse)?,
+        records: json(r, 10, TABLE, "records")?,
         size: r.get::<_, i64>(11)? as u64,
         event_ids: Vec::new(),
     })

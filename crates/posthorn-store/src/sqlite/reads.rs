@@ -8,15 +8,16 @@ use super::prepare;
 use crate::StoreResult;
 use crate::records::*;
 use posthorn_core::contact::{ContactState, ContactStatus};
+use posthorn_core::event::EventDetails;
 use posthorn_core::id::{ApiKeyId, SuppressionId};
 use posthorn_core::status::{DeliveryStatus, EngagementStatus};
 use posthorn_core::suppression::{SuppressionEntry, SuppressionReason, SuppressionScope};
-use posthorn_core::{DeliveryId, EventId, EventSource, MessageId, Millis, TenantId};
+use posthorn_core::{DeliveryId, EventId, EventKind, MessageId, Millis, TenantId};
 use rusqlite::{Connection, OptionalExtension, Row, ToSql};
 
 /// Decodes the text in column `at` with `parse`, or fails naming the
 /// table, column and value (read as [`crate::StoreError::Corrupt`]).
-fn decode<T>(
+pub(crate) fn decode<T>(
     r: &Row<'_>,
     at: usize,
     table: &'static str,
@@ -24,6 +25,19 @@ fn decode<T>(
     parse: impl FnOnce(&str) -> Option<T>,
 ) -> rusqlite::Result<T> {
     decode_text(r.get(at)?, at, table, column, parse)
+}
+
+/// [`decode`] for a nullable column: NULL is `None`.
+pub(crate) fn decode_optional<T>(
+    r: &Row<'_>,
+    at: usize,
+    table: &'static str,
+    column: &'static str,
+    parse: impl FnOnce(&str) -> Option<T>,
+) -> rusqlite::Result<Option<T>> {
+    r.get::<_, Option<String>>(at)?
+        .map(|value| decode_text(value, at, table, column, parse))
+        .transpose()
 }
 
 /// [`decode`] for a value already read (a nullable column, once not null).
@@ -41,14 +55,36 @@ fn decode_text<T>(
             Box::new(Undecodable {
                 table,
                 column,
-                value,
+                value: excerpt(value),
             }),
         )
     })
 }
 
-fn json(text: String) -> serde_json::Value {
-    serde_json::from_str(&text).unwrap_or(serde_json::Value::Null)
+/// Decodes the JSON in column `at` as a `T`, or fails as [`decode`] does:
+/// never a default in place of what cannot be read.
+pub(crate) fn json<T: serde::de::DeserializeOwned>(
+    r: &Row<'_>,
+    at: usize,
+    table: &'static str,
+    column: &'static str,
+) -> rusqlite::Result<T> {
+    decode(r, at, table, column, |s| serde_json::from_str(s).ok())
+}
+
+/// The start of an unreadable value, enough to find it: a JSON column can
+/// hold a whole message's worth of text.
+fn excerpt(mut value: String) -> String {
+    const MAX: usize = 120;
+    if value.len() > MAX {
+        let mut end = MAX;
+        while !value.is_char_boundary(end) {
+            end -= 1;
+        }
+        value.truncate(end);
+        value.push('…');
+    }
+    value
 }
 
 pub(crate) const TENANT_COLUMNS: &str =
@@ -142,7 +178,7 @@ pub(crate) fn delivery_row(r: &Row<'_>) -> rusqlite::Result<DeliveryRecord> {
         tenant_id: TenantId::from_stored(r.get(1)?),
         message_id: MessageId::from_stored(r.get(2)?),
         recipient: r.get(3)?,
-        recipient_kind: RecipientKind::parse(&r.get::<_, String>(4)?),
+        recipient_kind: decode(r, 4, "deliveries", "recipient_kind", RecipientKind::parse)?,
         sender: r.get(5)?,
         stream: r.get(6)?,
         campaign: r.get(7)?,
@@ -201,9 +237,9 @@ fn message_row(r: &Row<'_>) -> rusqlite::Result<MessageRecord> {
             subject: r.get(5)?,
             text: r.get(6)?,
             html: r.get(7)?,
-            headers: json(r.get(8)?),
-            tags: serde_json::from_str(&r.get::<_, String>(9)?).unwrap_or_default(),
-            metadata: json(r.get(10)?),
+            headers: json(r, 8, "messages", "headers")?,
+            tags: json(r, 9, "messages", "tags")?,
+            metadata: json(r, 10, "messages", "metadata")?,
             raw_mime: r.get(23)?,
         },
         stream: r.get(11)?,
@@ -214,7 +250,7 @@ fn message_row(r: &Row<'_>) -> rusqlite::Result<MessageRecord> {
         tracking_opens: r.get(16)?,
         tracking_clicks: r.get(17)?,
         size: r.get::<_, i64>(18)? as u64,
-        source: r.get::<_, String>(19)?.parse().unwrap_or(EventSource::Api),
+        source: decode(r, 19, "messages", "source", |s| s.parse().ok())?,
         created_at: r.get(20)?,
     })
 }
@@ -250,26 +286,21 @@ pub(crate) const EVENT_COLUMNS: &str = "id, delivery_id, message_id, recipient, 
      source, details, external_id, anomaly, outside_window, seq";
 
 pub(crate) fn event_row(r: &Row<'_>) -> rusqlite::Result<EventRecord> {
-    let kind: String = r.get(5)?;
+    let kind: EventKind = decode(r, 5, "events", "kind", |s| s.parse().ok())?;
     Ok(EventRecord {
         id: EventId::from_stored(r.get(0)?),
         delivery_id: DeliveryId::from_stored(r.get(1)?),
         message_id: MessageId::from_stored(r.get(2)?),
         recipient: r.get(3)?,
         sender: r.get(4)?,
-        kind: kind
-            .parse()
-            .map_err(|e: posthorn_core::event::UnknownName| {
-                rusqlite::Error::FromSqlConversionFailure(
-                    5,
-                    rusqlite::types::Type::Text,
-                    Box::new(e),
-                )
-            })?,
         occurred_at: r.get(6)?,
         recorded_at: r.get(7)?,
         source: decode(r, 8, "events", "source", |s| s.parse().ok())?,
-        details: json(r.get(9)?),
+        // The details of the row's kind, as `EventDetails::to_json` wrote
+        // them: anything else is not an event this version knows.
+        details: decode(r, 9, "events", "details", |s| {
+            EventDetails::from_json(kind, serde_json::from_str(s).ok()?).ok()
+        })?,
         external_id: r.get(10)?,
         anomaly: r.get(11)?,
         outside_window: r.get(12)?,
@@ -498,9 +529,7 @@ pub(crate) fn contact(
                 address: r.get(0)?,
                 state: ContactState {
                     status: decode(r, 1, "contacts", "status", ContactStatus::parse)?,
-                    unsubscribed_streams: decode(r, 2, "contacts", "unsubscribed_streams", |s| {
-                        serde_json::from_str(s).ok()
-                    })?,
+                    unsubscribed_streams: json(r, 2, "contacts", "unsubscribed_streams")?,
                     consecutive_failed_deliveries: r.get(3)?,
                     consecutive_failed_attempts: r.get(4)?,
                 },

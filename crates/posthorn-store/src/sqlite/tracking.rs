@@ -63,14 +63,14 @@ pub(crate) fn tracking_facts(
     let first = |kind: EventKind| {
         events
             .iter()
-            .filter(|e| e.kind == kind)
+            .filter(|e| e.kind() == kind)
             .map(|e| e.occurred_at)
             .min()
     };
     let (delivered, sent) = (first(EventKind::Delivered), first(EventKind::Sent));
     let engagement = events
         .into_iter()
-        .filter(|e| matches!(e.kind, EventKind::Opened | EventKind::Clicked))
+        .filter(|e| matches!(e.kind(), EventKind::Opened | EventKind::Clicked))
         .collect();
     Ok(Some(TrackingFacts {
         repeats: delivery_repeated_hits(c, &tenant, delivery)?,
@@ -121,11 +121,10 @@ pub(crate) fn record_repeated_hit(
 const REPEAT_COLUMNS: &str = "r.delivery_id, r.kind, r.link_index, r.machine, r.hits, r.last_at";
 
 fn repeat_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RepeatedHits> {
-    let kind: String = r.get(1)?;
     let link: i64 = r.get(2)?;
     Ok(RepeatedHits {
         delivery_id: DeliveryId::from_stored(r.get(0)?),
-        kind: kind.parse().unwrap_or(EventKind::Opened),
+        kind: reads::decode(r, 1, "repeated_hits", "kind", |s| s.parse().ok())?,
         link_index: u32::try_from(link).ok(),
         machine: r.get(3)?,
         hits: r.get::<_, i64>(4)?.max(0) as u64,
