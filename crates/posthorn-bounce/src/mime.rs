@@ -166,8 +166,7 @@ pub fn split_headers(data: &[u8]) -> (Headers, &[u8]) {
 fn field_name_end(line: &[u8]) -> Option<usize> {
     let colon = line.iter().take(80).position(|&b| b == b':')?;
     let name = line[..colon].trim_ascii_end();
-    let ok = !name.is_empty() && name.iter().all(|&b| b.is_ascii_graphic() && b != b':');
-    ok.then_some(colon)
+    rfc5322::is_field_name(name).then_some(colon)
 }
 
 /// Unfolds a header value read by [`split_headers`]: line breaks of folded
