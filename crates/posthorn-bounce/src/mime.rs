@@ -8,6 +8,7 @@
 //! (nesting depth, number of parts, decoded size) keep hostile input linear.
 
 use encoding_rs::Encoding;
+use posthorn_core::rfc5322;
 
 /// How deep multiparts and attached messages may nest. Real bounces need
 /// three or four levels (report > original message > alternative).
@@ -109,46 +110,54 @@ pub fn normalize_line_ends(raw: &[u8]) -> Vec<u8> {
 /// Splits header lines from the body: the header block ends at the first
 /// empty line, or at the first line that is neither a field nor a
 /// continuation (malformed mail often has no empty line).
+///
+/// The fields are read by `posthorn_core::rfc5322`, the reader every part
+/// of Posthorn shares; the stricter rules above are this parser's. Lines
+/// end at LF only here: [`parse_message`] has made every line end LF, and
+/// a CR left by a decoded attachment is content (so a CRLF line is not the
+/// empty line, and a value keeps its CR, as it always has).
 pub fn split_headers(data: &[u8]) -> (Headers, &[u8]) {
     let mut fields: Vec<(String, String)> = Vec::new();
-    let mut pos = 0;
-    while pos < data.len() {
-        let end = data[pos..]
-            .iter()
-            .position(|&b| b == b'\n')
-            .map_or(data.len(), |at| pos + at);
-        let line = &data[pos..end];
-        let next = (end + 1).min(data.len());
-        if line.is_empty() {
-            return (Headers(fields), &data[next..]);
+    let mut reader = rfc5322::fields(data);
+    for field in reader.by_ref() {
+        let content = field.raw.strip_suffix(b"\n").unwrap_or(field.raw);
+        // The first line up to its LF, a CR before the LF kept.
+        let mut line = field.first_line();
+        if field.raw.get(line.len()) == Some(&b'\r') {
+            line = &field.raw[..=line.len()];
         }
-        // A parameter line that lost its indentation (`Content-Type:
-        // multipart/alternative;` then `boundary="..."` at the line start,
-        // as some Java mailers write it) continues the field it follows.
-        let lost_indent = fields
-            .last()
-            .is_some_and(|(_, v)| v.trim_end().ends_with(';'))
-            && field_name_end(line).is_none()
-            && line.contains(&b'=');
-        if matches!(line[0], b' ' | b'\t') || lost_indent {
-            if let Some((_, value)) = fields.last_mut() {
-                value.push('\n');
-                value.push_str(&String::from_utf8_lossy(line));
-                pos = next;
-                continue;
-            }
-        } else if let Some(colon) = field_name_end(line) {
+        if let Some(colon) = field_name_end(line) {
             let name = String::from_utf8_lossy(&line[..colon])
                 .trim_end()
                 .to_string();
-            let value = String::from_utf8_lossy(&line[colon + 1..]).to_string();
+            let value = String::from_utf8_lossy(&content[colon + 1..]).to_string();
             fields.push((name, value));
-            pos = next;
             continue;
         }
-        return (Headers(fields), &data[pos..]);
+        // A parameter line that lost its indentation (`Content-Type:
+        // multipart/alternative;` then `boundary="..."` at the line start,
+        // as some Java mailers write it) continues the field it follows,
+        // with any lines folded under it.
+        let lost_indent = line.contains(&b'=')
+            && fields
+                .last()
+                .is_some_and(|(_, v)| v.trim_end().ends_with(';'));
+        if lost_indent && let Some((_, value)) = fields.last_mut() {
+            value.push('\n');
+            value.push_str(&String::from_utf8_lossy(content));
+            continue;
+        }
+        return (Headers(fields), &data[field.range.start..]);
     }
-    (Headers(fields), &[])
+    let body_start = reader.body_start().unwrap_or(data.len());
+    // A CRLF empty line is not empty here (see above): the body starts at it.
+    let header_end = reader.header_end().unwrap_or(body_start);
+    let body_start = if &data[header_end..body_start] == b"\r\n" {
+        header_end
+    } else {
+        body_start
+    };
+    (Headers(fields), &data[body_start..])
 }
 
 /// Where the colon of a header field line is, if the line is one: a name of
@@ -157,8 +166,7 @@ pub fn split_headers(data: &[u8]) -> (Headers, &[u8]) {
 fn field_name_end(line: &[u8]) -> Option<usize> {
     let colon = line.iter().take(80).position(|&b| b == b':')?;
     let name = line[..colon].trim_ascii_end();
-    let ok = !name.is_empty() && name.iter().all(|&b| b.is_ascii_graphic() && b != b':');
-    ok.then_some(colon)
+    rfc5322::is_field_name(name).then_some(colon)
 }
 
 /// Unfolds a header value read by [`split_headers`]: line breaks of folded

@@ -19,6 +19,7 @@ pub mod net;
 pub mod outcome;
 pub mod policy;
 pub mod retry;
+pub mod rfc5322;
 pub mod status;
 pub mod submission;
 pub mod suppression;

@@ -270,9 +270,8 @@ pub fn header_owner(name: &str) -> HeaderOwner {
 /// set, and a value of header text within the limit.
 pub fn check_custom_header(name: &str, value: &str) -> Result<(), FieldError> {
     let field = format!("headers.{name}");
-    let valid_name = !name.is_empty()
-        && name.len() <= MAX_HEADER_NAME
-        && name.bytes().all(|b| b.is_ascii_graphic() && b != b':');
+    let valid_name =
+        crate::rfc5322::is_field_name(name.as_bytes()) && name.len() <= MAX_HEADER_NAME;
     if !valid_name {
         return Err(FieldError::new(
             field,

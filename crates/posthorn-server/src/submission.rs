@@ -18,6 +18,7 @@ use crate::headers::{HeaderBlock, unfold};
 use crate::keys::{self, KeyRefusal};
 use posthorn_core::address::{EmailAddress, Mailbox};
 use posthorn_core::id::ApiKeyId;
+use posthorn_core::rfc5322;
 use posthorn_core::submission::{self, Draft, FieldError, RawHeaderRule};
 use posthorn_core::{DeliveryId, EventSource, MessageId};
 use posthorn_smtp::server::{Handler, ReceivedEnvelope, ServerReply, Session};
@@ -223,7 +224,9 @@ fn read_message(
     settings: &submission::Settings<'_>,
 ) -> Result<Submitted, FieldError> {
     submission::check_body("message", message)?;
-    let (fields, _body_start) = crate::headers::raw_fields(message);
+    // A line that is not a field (no colon, or leading whitespace with no
+    // field to continue) is refused below, never skipped.
+    let (fields, _body_start) = rfc5322::read(message);
     let mut kept = KeptHeaders {
         header_end: fields.last().map_or(0, |f| f.range.end),
         ..Default::default()
@@ -231,9 +234,9 @@ fn read_message(
     let (mut subject, mut stream, mut campaign) = (None, None, None);
     for field in &fields {
         let name = field
-            .name
+            .name()
+            .filter(|n| rfc5322::is_field_name(n))
             .and_then(|n| std::str::from_utf8(n).ok())
-            .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_graphic() && b != b':'))
             .ok_or_else(|| {
                 FieldError::new(
                     "message",
@@ -253,7 +256,7 @@ fn read_message(
             RawHeaderRule::Consume => {
                 // Never sent: its value is judged as the API's field is
                 // (`stream`, `campaign`), so both doors answer alike.
-                let value = unfold(submission::raw_header_text(name, field.value)?);
+                let value = unfold(submission::raw_header_text(name, field.value())?);
                 let (slot, field, code) = if name.eq_ignore_ascii_case("x-posthorn-stream") {
                     (&mut stream, "stream", "invalid_stream")
                 } else {
@@ -271,9 +274,9 @@ fn read_message(
                 *slot = Some(value);
                 continue;
             }
-            RawHeaderRule::Keep => submission::check_raw_header(name, field.value)?,
+            RawHeaderRule::Keep => submission::check_raw_header(name, field.value())?,
         }
-        let value = unfold(submission::raw_header_text(name, field.value)?);
+        let value = unfold(submission::raw_header_text(name, field.value())?);
         if name.eq_ignore_ascii_case("subject") {
             subject.get_or_insert(value);
         }

@@ -202,25 +202,14 @@ fn crlf(message: &[u8]) -> std::borrow::Cow<'_, [u8]> {
     std::borrow::Cow::Owned(out)
 }
 
-/// Whether the header section of `message` has a field called `name`.
+/// Whether the header section of `message` has a field called `name`
+/// (whitespace around the name tolerated).
 fn has_header(message: &[u8], name: &str) -> bool {
-    for line in message.split(|b| *b == b'\n') {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.is_empty() {
-            return false;
-        }
-        if line[0] == b' ' || line[0] == b'\t' {
-            continue;
-        }
-        if let Some(colon) = line.iter().position(|b| *b == b':')
-            && line[..colon]
-                .trim_ascii()
-                .eq_ignore_ascii_case(name.as_bytes())
-        {
-            return true;
-        }
-    }
-    false
+    posthorn_core::rfc5322::fields(message).any(|field| {
+        field
+            .name()
+            .is_some_and(|n| n.trim_ascii().eq_ignore_ascii_case(name.as_bytes()))
+    })
 }
 
 #[cfg(test)]
