@@ -31,7 +31,9 @@ pub struct EnhancedCode {
 
 /// Why a text is not an enhanced status code.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("`{0}` is not an enhanced status code (class.subject.detail: 2, 4 or 5, then two numbers of 1 to 3 digits without leading zeros)")]
+#[error(
+    "`{0}` is not an enhanced status code (class.subject.detail: 2, 4 or 5, then two numbers of 1 to 3 digits without leading zeros)"
+)]
 pub struct InvalidEnhancedCode(pub String);
 
 impl EnhancedCode {
@@ -46,6 +48,18 @@ impl EnhancedCode {
             })
         } else {
             None
+        }
+    }
+
+    /// A code written into the program, such as the ones our own SMTP
+    /// server sends: `EnhancedCode::of(5, 7, 1)`. Panics if it does not
+    /// exist, a mistake of the program (in a `const`, one found when it
+    /// compiles); codes that come from outside go through [`Self::new`] or
+    /// [`Self::parse`].
+    pub const fn of(class: u8, subject: u16, detail: u16) -> Self {
+        match Self::new(class, subject, detail) {
+            Some(code) => code,
+            None => panic!("not an enhanced status code"),
         }
     }
 
@@ -157,8 +171,17 @@ mod tests {
     #[test]
     fn valid_codes_read_and_print_the_same() {
         for text in [
-            "2.0.0", "2.1.5", "4.4.7", "5.1.1", "5.7.26", "4.7.650", "5.0.900", "5.999.999",
-            "4.0.0", "5.10.0", "5.100.1",
+            "2.0.0",
+            "2.1.5",
+            "4.4.7",
+            "5.1.1",
+            "5.7.26",
+            "4.7.650",
+            "5.0.900",
+            "5.999.999",
+            "4.0.0",
+            "5.10.0",
+            "5.100.1",
         ] {
             let code: EnhancedCode = text.parse().unwrap();
             assert_eq!(code.to_string(), text);
@@ -166,6 +189,7 @@ mod tests {
         let code = EnhancedCode::parse("5.7.26").unwrap();
         assert_eq!((code.class(), code.subject(), code.detail()), (5, 7, 26));
         assert_eq!(EnhancedCode::new(5, 7, 26), Some(code));
+        assert_eq!(EnhancedCode::of(5, 7, 26), code);
     }
 
     #[test]
