@@ -19,7 +19,7 @@ fuzz_target!(|data: &[u8]| {
     match ReplyRules::parse(rules_text) {
         Ok(rules) => {
             let (code, enhanced, words) = parse_reply_line(reply);
-            let class = rules.classify(code, enhanced.as_deref(), &words, Some("example.com"));
+            let class = rules.classify(code, enhanced, &words, Some("example.com"));
             if class.source == RuleSource::Operator {
                 assert_ne!(class.bounce_type, BounceType::Undetermined);
             }

@@ -6,11 +6,11 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use posthorn_smtp::{ClientError, Envelope, SmtpClient, Timeouts};
+use posthorn_smtp::{ClientError, EnhancedCode, Envelope, SmtpClient, Timeouts};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-fn classify(code: u16, enhanced: Option<&str>, text: &str) {
+fn classify(code: u16, enhanced: Option<EnhancedCode>, text: &str) {
     let _ = posthorn_server::delivery::classify_reply(code, enhanced, text);
 }
 
@@ -45,7 +45,7 @@ fuzz_target!(|data: &[u8]| {
             let mut client = SmtpClient::new(ours, timeouts);
             let session = async {
                 let greeting = client.read_greeting().await?;
-                classify(greeting.code, greeting.enhanced.as_deref(), &greeting.text);
+                classify(greeting.code, greeting.enhanced, &greeting.text);
                 client.hello("fuzz.example").await?;
                 let envelope = Envelope {
                     mail_from: "bounces+x@fuzz.example".into(),
@@ -58,13 +58,13 @@ fuzz_target!(|data: &[u8]| {
                     .await?;
                 for r in &result.recipients {
                     let _ = r.delivered();
-                    classify(r.reply.code, r.reply.enhanced.as_deref(), &r.reply.text);
+                    classify(r.reply.code, r.reply.enhanced, &r.reply.text);
                 }
                 Ok::<_, ClientError>(())
             };
             if let Err(e) = session.await {
                 let reply = e.reply();
-                classify(reply.code, reply.enhanced.as_deref(), &reply.text);
+                classify(reply.code, reply.enhanced, &reply.text);
                 let _ = (e.is_transient(), e.is_permanent(), e.phase());
             }
             // QUIT, then our side closes: the server's read ends.

@@ -28,14 +28,16 @@ fn main() {
     }
     let bytes: usize = messages.iter().map(Vec::len).sum();
 
-    let replies: Vec<(Option<u16>, Option<String>, String)> =
+    let replies: Vec<(Option<u16>, Option<posthorn_bounce::EnhancedCode>, String)> =
         std::fs::read_to_string(root.join("smtp-replies.jsonl"))
             .expect("smtp-replies.jsonl")
             .lines()
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
             .map(|v| {
                 let code = v["reply_code"].as_str().and_then(|c| c.parse().ok());
-                let status = v["status"].as_str().map(str::to_string);
+                let status = v["status"]
+                    .as_str()
+                    .and_then(|s| posthorn_bounce::EnhancedCode::parse(s.trim()));
                 (code, status, v["text"].as_str().unwrap_or("").to_string())
             })
             .collect();
@@ -49,11 +51,7 @@ fn main() {
     let (reply_passes, reply_time, _) = time_passes(|| {
         replies
             .iter()
-            .map(|(c, s, t)| {
-                posthorn_bounce::classify_reply(*c, s.as_deref(), t)
-                    .rule
-                    .len()
-            })
+            .map(|(c, s, t)| posthorn_bounce::classify_reply(*c, *s, t).rule.len())
             .sum::<usize>()
     });
 

@@ -1,112 +1,65 @@
-//! Enhanced status codes (RFC 3463 `class.subject.detail`): parsing, finding
-//! one inside reply text, and the table that maps a code to a [`Reason`].
+//! Enhanced status codes (RFC 3463 `class.subject.detail`, parsed by
+//! [`EnhancedCode`]): finding one inside reply text, and the table that maps
+//! a code to a [`Reason`].
 //!
 //! The table is Sisimai's (go-sisimai `smtp/status`, the same rows as
 //! `tests/fixtures/smtp-status-codes.jsonl`, with the v5.6 reason names): it
 //! states what each registered code means, not what any one sample said.
 
 use crate::reply::Reason;
-use std::fmt;
+use posthorn_core::EnhancedCode;
 
-/// A syntactically valid enhanced status code. Only classes 2 (success),
-/// 4 (persistent transient failure) and 5 (permanent failure) exist.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct EnhancedStatus {
-    pub class: u8,
-    pub subject: u16,
-    pub detail: u16,
-}
-
-impl EnhancedStatus {
-    /// Parses a whole token such as `5.1.1` (surrounding blanks allowed).
-    pub fn parse(token: &str) -> Option<Self> {
-        let token = token.trim();
-        let (status, len) = Self::parse_prefix(token.as_bytes())?;
-        (len == token.len()).then_some(status)
-    }
-
-    /// Parses a code at the start of `bytes`; returns it and its length.
-    fn parse_prefix(bytes: &[u8]) -> Option<(Self, usize)> {
-        let class = match bytes.first()? {
-            b'2' => 2,
-            b'4' => 4,
-            b'5' => 5,
-            _ => return None,
-        };
-        if bytes.get(1) != Some(&b'.') {
+/// The first failure code (class 4 or 5) standing alone in `text`, with
+/// its byte offset. Success codes are not searched for: a stray `2.x.y`
+/// inside a failure text is more likely a version number than a status.
+/// A code must stand alone: `192.0.2.1` or `4.16.55.1` are not codes.
+pub(crate) fn find_in(text: &str) -> Option<(EnhancedCode, usize)> {
+    let bytes = text.as_bytes();
+    (0..bytes.len()).find_map(|at| {
+        if !matches!(bytes[at], b'4' | b'5') || (at > 0 && is_code_char(bytes[at - 1])) {
             return None;
         }
-        let (subject, subject_len) = number(&bytes[2..])?;
-        let detail_at = 2 + subject_len;
-        if bytes.get(detail_at) != Some(&b'.') {
-            return None;
-        }
-        let (detail, detail_len) = number(&bytes[detail_at + 1..])?;
-        let status = EnhancedStatus {
-            class,
-            subject,
-            detail,
+        let (status, len) = EnhancedCode::parse_prefix(&bytes[at..])?;
+        let end = at + len;
+        let continues = match bytes.get(end) {
+            None => false,
+            // "5.1.1." ends a sentence; "5.1.1.3" is something else.
+            Some(b'.') => bytes.get(end + 1).is_some_and(u8::is_ascii_digit),
+            Some(&b) => b.is_ascii_alphanumeric(),
         };
-        Some((status, detail_at + 1 + detail_len))
-    }
-
-    /// The first failure code (class 4 or 5) standing alone in `text`, with
-    /// its byte offset. Success codes are not searched for: a stray `2.x.y`
-    /// inside a failure text is more likely a version number than a status.
-    /// A code must stand alone: `192.0.2.1` or `4.16.55.1` are not codes.
-    pub fn find_in(text: &str) -> Option<(Self, usize)> {
-        let bytes = text.as_bytes();
-        (0..bytes.len()).find_map(|at| {
-            if !matches!(bytes[at], b'4' | b'5') || (at > 0 && is_code_char(bytes[at - 1])) {
-                return None;
-            }
-            let (status, len) = Self::parse_prefix(&bytes[at..])?;
-            let end = at + len;
-            let continues = match bytes.get(end) {
-                None => false,
-                // "5.1.1." ends a sentence; "5.1.1.3" is something else.
-                Some(b'.') => bytes.get(end + 1).is_some_and(u8::is_ascii_digit),
-                Some(&b) => b.is_ascii_alphanumeric(),
-            };
-            (!continues).then_some((status, at))
-        })
-    }
-
-    /// What the table says about this code: the row for the code itself,
-    /// else the row for the same code in the other failure class (the table
-    /// lists some codes only as 4.x.x or only as 5.x.x), else the row for
-    /// the subject's "other" code `class.subject.0`. A row found by a
-    /// fallback describes a code the table does not list, so it is only
-    /// trusted like a generic one.
-    pub fn lookup(self) -> Option<Lookup> {
-        let other_class = if self.class == 4 { 5 } else { 4 };
-        let candidates = [
-            self,
-            EnhancedStatus {
-                class: other_class,
-                ..self
-            },
-            EnhancedStatus { detail: 0, ..self },
-            EnhancedStatus {
-                class: other_class,
-                detail: 0,
-                ..self
-            },
-        ];
-        candidates.iter().enumerate().find_map(|(i, wanted)| {
-            let row = STATUS_TABLE
-                .iter()
-                .find(|row| EnhancedStatus::parse(row.code) == Some(*wanted))?;
-            Some(Lookup {
-                reason: row.reason,
-                rule: row.rule,
-                precise: i == 0 && row.precise,
-            })
-        })
-    }
+        (!continues).then_some((status, at))
+    })
 }
 
-/// The answer of [`EnhancedStatus::lookup`].
+/// What the table says about a code: the row for the code itself, else
+/// the row for the same code in the other failure class (the table lists
+/// some codes only as 4.x.x or only as 5.x.x), else the row for the
+/// subject's "other" code `class.subject.0`. A row found by a fallback
+/// describes a code the table does not list, so it is only trusted like a
+/// generic one.
+pub(crate) fn lookup(code: EnhancedCode) -> Option<Lookup> {
+    let other_class = if code.class() == 4 { 5 } else { 4 };
+    let other = code.with_class(other_class);
+    let candidates = [
+        Some(code),
+        other,
+        code.with_detail(0),
+        other.and_then(|o| o.with_detail(0)),
+    ];
+    candidates.iter().enumerate().find_map(|(i, wanted)| {
+        let wanted = (*wanted)?;
+        let row = STATUS_TABLE
+            .iter()
+            .find(|row| EnhancedCode::parse(row.code) == Some(wanted))?;
+        Some(Lookup {
+            reason: row.reason,
+            rule: row.rule,
+            precise: i == 0 && row.precise,
+        })
+    })
+}
+
+/// The answer of [`lookup`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Lookup {
     pub reason: Reason,
@@ -116,28 +69,10 @@ pub(crate) struct Lookup {
     pub precise: bool,
 }
 
-impl fmt::Display for EnhancedStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{}.{}", self.class, self.subject, self.detail)
-    }
-}
-
 /// Characters that make a digit part of a longer token (an IP address, a
 /// version, an identifier) rather than the start of a status code.
 fn is_code_char(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'.'
-}
-
-/// One to three ASCII digits at the start of `bytes`.
-fn number(bytes: &[u8]) -> Option<(u16, usize)> {
-    let len = bytes.iter().take_while(|b| b.is_ascii_digit()).count();
-    if !(1..=3).contains(&len) {
-        return None;
-    }
-    let value = bytes[..len]
-        .iter()
-        .fold(0u16, |acc, b| acc * 10 + u16::from(b - b'0'));
-    Some((value, len))
 }
 
 /// One row of the code table.
@@ -337,7 +272,7 @@ mod tests {
     #[test]
     fn every_row_is_a_valid_code_listed_once() {
         for (i, row) in STATUS_TABLE.iter().enumerate() {
-            assert!(EnhancedStatus::parse(row.code).is_some(), "{}", row.code);
+            assert!(EnhancedCode::parse(row.code).is_some(), "{}", row.code);
             assert!(
                 STATUS_TABLE[..i].iter().all(|other| other.code != row.code),
                 "{} listed twice",
@@ -348,7 +283,7 @@ mod tests {
 
     #[test]
     fn finds_codes_that_stand_alone() {
-        let found = |t: &str| EnhancedStatus::find_in(t).map(|(s, _)| s.to_string());
+        let found = |t: &str| find_in(t).map(|(s, _)| s.to_string());
         assert_eq!(
             found("550 5.1.1 <a@b>: user unknown").as_deref(),
             Some("5.1.1")
@@ -363,14 +298,10 @@ mod tests {
 
     #[test]
     fn lookup_falls_back_to_the_other_class_then_to_other() {
-        let rule = |t: &str| {
-            EnhancedStatus::parse(t)
-                .and_then(EnhancedStatus::lookup)
-                .map(|r| r.rule)
-        };
+        let rule = |t: &str| EnhancedCode::parse(t).and_then(lookup).map(|r| r.rule);
         let precise = |t: &str| {
-            EnhancedStatus::parse(t)
-                .and_then(EnhancedStatus::lookup)
+            EnhancedCode::parse(t)
+                .and_then(lookup)
                 .is_some_and(|r| r.precise)
         };
         assert!(precise("5.1.1"));

@@ -195,7 +195,7 @@ pub fn event_details(record: &Record, reporting_domain: Option<&str>) -> Option<
             };
             let words = BounceWords {
                 smtp_code: record.reply_code,
-                enhanced_code: record.status.clone(),
+                enhanced_code: record.status,
                 reply_text: record.diagnostic.clone(),
             };
             Some(EventDetails::Bounced(Bounced::new(
@@ -208,7 +208,7 @@ pub fn event_details(record: &Record, reporting_domain: Option<&str>) -> Option<
         RecordKind::Delay => Some(EventDetails::Deferred(Deferred {
             attempt: 0,
             smtp_code: record.reply_code,
-            enhanced_code: record.status.clone(),
+            enhanced_code: record.status,
             reply_text: record.diagnostic.clone(),
             next_retry_at: None,
             mx_host: record.remote_mta.clone(),
@@ -226,13 +226,14 @@ pub fn event_details(record: &Record, reporting_domain: Option<&str>) -> Option<
 mod tests {
     use super::*;
     use crate::Reason;
+    use posthorn_core::EnhancedCode;
     use posthorn_core::status::BounceType;
 
     fn record(kind: RecordKind) -> Record {
         Record {
             kind,
             recipient: Some("gone@example.com".into()),
-            status: Some("5.1.1".into()),
+            status: EnhancedCode::new(5, 1, 1),
             reply_code: Some(550),
             diagnostic: Some("550 5.1.1 user unknown".into()),
             remote_mta: Some("mx.example.com".into()),
@@ -405,7 +406,7 @@ mod tests {
                 bounce_type: BounceType::Hard,
                 reason: Some("userunknown".into()),
                 smtp_code: Some(550),
-                enhanced_code: Some("5.1.1".into()),
+                enhanced_code: EnhancedCode::new(5, 1, 1),
                 reply_text: Some("550 5.1.1 user unknown".into()),
                 origin: BounceOrigin::Async,
                 rule: Some("dsn.status".into()),

@@ -38,6 +38,7 @@ mod report;
 pub mod rules;
 
 pub use parse::{Record, RecordKind, parse, parse_with};
+pub use posthorn_core::EnhancedCode;
 pub use posthorn_core::status::BounceType;
 pub use reply::{Reason, ReplyClass, UnknownReason, classify_reply, parse_reply_line};
 pub use rules::{ReplyRules, RuleError, RuleSource};

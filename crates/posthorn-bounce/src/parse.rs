@@ -4,12 +4,13 @@
 //!
 //! Bytes in, records out; never panics, whatever the bytes.
 
-use crate::enhanced::EnhancedStatus;
+use crate::enhanced;
 use crate::formats::{self, Finding};
 use crate::reply::Reason;
 use crate::report::Report;
 use crate::rules::{ReplyRules, RuleSource};
 use crate::{arf, autoreply, dsn, mime};
+use posthorn_core::EnhancedCode;
 use posthorn_core::status::BounceType;
 use serde::Serialize;
 
@@ -25,7 +26,7 @@ pub struct Record {
     pub recipient: Option<String>,
     /// Enhanced status code (`5.1.1`), as found in the report or implied by
     /// the reply code and the reason.
-    pub status: Option<String>,
+    pub status: Option<EnhancedCode>,
     /// The remote server's basic reply code (`550`), when the report has one.
     pub reply_code: Option<u16>,
     /// The remote server's words (Diagnostic-Code or the MTA's text), with
@@ -258,8 +259,7 @@ fn dsn_findings(dsn: &dsn::Dsn, report: &Report) -> Vec<Finding> {
         finding.status = r
             .status
             .as_deref()
-            .and_then(EnhancedStatus::parse)
-            .map(|s| s.to_string());
+            .and_then(|s| EnhancedCode::parse(s.trim()));
         finding.remote_mta = r.remote_mta.clone();
         if r.diagnostic_type.as_deref() == Some("x-unix") {
             finding.hint = Some((Reason::Mailererror, "dsn.x-unix"));
@@ -311,37 +311,36 @@ fn finish(f: Finding, common: &Common, rules: &ReplyRules) -> Record {
     let (_, _, words) = crate::reply::parse_reply_line(&split_continuations(&f.diagnostic));
     let words = remote_reply(&words);
     let reply_code = f.reply_code.or_else(|| reply_code_in(&f.diagnostic));
-    let diag_status = EnhancedStatus::find_in(&diagnostic).map(|(s, _)| s);
-    let given = f.status.as_deref().and_then(EnhancedStatus::parse);
+    let diag_status = enhanced::find_in(&diagnostic).map(|(s, _)| s);
+    let given = f.status;
     // The server's own reply is the finer statement: a report's Status is
     // often the generic X.0.0, or the MTA's own verdict (4.4.7, "gave up")
     // over a server's 4.7.1. Its code wins when it is of the same class.
     let status_code = match (given, diag_status) {
-        (Some(g), Some(d)) if d.class == g.class => Some(d),
+        (Some(g), Some(d)) if d.class() == g.class() => Some(d),
         (Some(g), _) => Some(g),
         (None, d) => d,
     };
-    let status_text = status_code.map(|s| s.to_string());
     let domain = f
         .recipient
         .as_deref()
         .and_then(|r| r.rsplit_once('@'))
         .map(|(_, domain)| domain);
-    let mut class = rules.classify(reply_code, status_text.as_deref(), words, domain);
+    let mut class = rules.classify(reply_code, status_code, words, domain);
     let by_operator = class.source == RuleSource::Operator;
     // Postfix writes every RCPT restriction as "Recipient address
     // rejected: <why>". When only those words spoke, a specific status
     // code says the why better than "the recipient was refused".
     if class.rule == "text.userunknown.rejected-recipient"
-        && let Some(code) = status_code.filter(|s| !matches!(s.subject, 0 | 1 | 4))
+        && let Some(code) = status_code.filter(|s| !matches!(s.subject(), 0 | 1 | 4))
     {
-        let by_code = rules.classify(reply_code, status_text.as_deref(), "", domain);
+        let by_code = rules.classify(reply_code, status_code, "", domain);
         if by_code.reason != Reason::Undefined {
             class = by_code;
         }
         let _ = code;
     }
-    let status = status_code.map(|s| s.to_string()).or(class.status.clone());
+    let status = status_code.or(class.status);
     let (mut reason, mut rule) = match f.hint {
         Some(hint) if !by_operator && (f.force || class.reason == Reason::Undefined) => hint,
         _ => {
@@ -364,13 +363,14 @@ fn finish(f: Finding, common: &Common, rules: &ReplyRules) -> Record {
     // X.4.7 is the MTA's own verdict "delivery time expired": the trouble
     // its attempts met (refused or failed connections) is why they failed,
     // the failure reported is that it gave up.
-    let gave_up = status_code.is_some_and(|s| s.subject == 4 && s.detail == 7);
+    let gave_up = status_code.is_some_and(|s| s.subject() == 4 && s.detail() == 7);
     if gave_up && reason == Reason::Networkerror && rule.starts_with("text.") {
         (reason, rule) = (Reason::Expired, "context.expired.gave-up");
     }
     // A delay report says "still trying": a generic code (X.y.0) or a
     // gave-up code says nothing more than that.
-    let generic_code = rule.starts_with("enhanced.") && status_code.is_some_and(|s| s.detail == 0);
+    let generic_code =
+        rule.starts_with("enhanced.") && status_code.is_some_and(|s| s.detail() == 0);
     let (reason, bounce_type, rule) = match f.kind {
         RecordKind::Delivered => (
             Reason::Delivered,
@@ -387,7 +387,7 @@ fn finish(f: Finding, common: &Common, rules: &ReplyRules) -> Record {
             (Reason::Expired, BounceType::Soft, "dsn.action.delayed")
         }
         _ => {
-            let temporary = status.as_deref().is_some_and(|s| s.starts_with('4'));
+            let temporary = status.is_some_and(EnhancedCode::is_transient);
             let bounce_type = match reason {
                 // An operator's rule states its verdict.
                 _ if by_operator => class.bounce_type,
@@ -548,7 +548,7 @@ fn transcript_command(text: &str, recipient: &str) -> Option<SmtpCommand> {
 fn context_reason(
     reason: Reason,
     rule: &'static str,
-    status: Option<EnhancedStatus>,
+    status: Option<EnhancedCode>,
     command: Option<SmtpCommand>,
 ) -> Option<(Reason, &'static str)> {
     if crate::reply::is_provider_rule(rule) {
@@ -557,7 +557,7 @@ fn context_reason(
     let from_words =
         rule.starts_with("text.") || rule.starts_with("code.") || rule.starts_with("format.");
     // X.1.1 says "bad destination mailbox" whatever the stage.
-    let mailbox_code = status.is_some_and(|s| s.subject == 1 && s.detail == 1);
+    let mailbox_code = status.is_some_and(|s| s.subject() == 1 && s.detail() == 1);
     // Sisimai's reading of a "user unknown" that neither an address code
     // (X.1.y) nor the RCPT stage backs: words alone make an unknown user
     // only when the status names the address or the failing command was
@@ -570,8 +570,8 @@ fn context_reason(
     // command, `formats::lhost`, `formats::rhost`). Postfix's "Recipient
     // address rejected" wording is itself the RCPT stage, and Sisimai's own
     // X.0.9NN codes are not a server's word.
-    let address_code = status.is_some_and(|s| s.subject == 1);
-    let servers_code = status.is_none_or(|s| s.detail < 900);
+    let address_code = status.is_some_and(|s| s.subject() == 1);
+    let servers_code = status.is_none_or(|s| s.detail() < 900);
     if command.is_none()
         && reason == Reason::Userunknown
         && rule.starts_with("text.userunknown.")

@@ -41,10 +41,11 @@
 //! they match. The rules say what a phrase means in any server's reply;
 //! none of them is written for one sample line.
 
-use crate::enhanced::EnhancedStatus;
+use crate::enhanced;
 use crate::rules::{
     BUILTIN, Bigrams, ReplyRules, RuleSource, Subject, contains_phrase, first_match,
 };
+use posthorn_core::EnhancedCode;
 use posthorn_core::status::BounceType;
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -67,7 +68,7 @@ pub struct ReplyClass {
     /// The enhanced status code used: as given, else found in the text, else
     /// implied by the reason and the reply's class (`5.1.1` for an unknown
     /// user on a 550). `None` when there is no code of any kind.
-    pub status: Option<String>,
+    pub status: Option<EnhancedCode>,
     /// The rule that decided, e.g. `text.userunknown.no-such-user`,
     /// `enhanced.5.1.1`, `code.552`, or the id of an operator's rule.
     pub rule: &'static str,
@@ -276,7 +277,7 @@ impl FromStr for Reason {
 /// the texts of all lines joined by spaces. Missing parts are `None`; a DSN
 /// diagnostic prefix `smtp;` is dropped. Never fails: anything that is not a
 /// code is text.
-pub fn parse_reply_line(line: &str) -> (Option<u16>, Option<String>, String) {
+pub fn parse_reply_line(line: &str) -> (Option<u16>, Option<EnhancedCode>, String) {
     let mut code = None;
     let mut enhanced = None;
     let mut texts = Vec::new();
@@ -290,8 +291,8 @@ pub fn parse_reply_line(line: &str) -> (Option<u16>, Option<String>, String) {
             rest = after.trim_start();
         }
         let token_end = rest.find(char::is_whitespace).unwrap_or(rest.len());
-        if let Some(status) = EnhancedStatus::parse(&rest[..token_end]) {
-            enhanced = enhanced.or(Some(status.to_string()));
+        if let Some(status) = EnhancedCode::parse(&rest[..token_end]) {
+            enhanced = enhanced.or(Some(status));
             rest = &rest[token_end..];
         }
         let rest = rest.trim();
@@ -330,7 +331,7 @@ fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
 /// Classifies one reply by the built-in rules. `code` and `enhanced` are
 /// used when given (an invalid enhanced code is ignored); when missing they
 /// are looked for in `text`. Never fails and never panics.
-pub fn classify_reply(code: Option<u16>, enhanced: Option<&str>, text: &str) -> ReplyClass {
+pub fn classify_reply(code: Option<u16>, enhanced: Option<EnhancedCode>, text: &str) -> ReplyClass {
     ReplyRules::default().classify(code, enhanced, text, None)
 }
 
@@ -342,7 +343,7 @@ impl ReplyRules {
     pub fn classify(
         &self,
         code: Option<u16>,
-        enhanced: Option<&str>,
+        enhanced: Option<EnhancedCode>,
         text: &str,
         recipient_domain: Option<&str>,
     ) -> ReplyClass {
@@ -354,7 +355,7 @@ impl ReplyRules {
 fn classify_with(
     rules: &ReplyRules,
     code: Option<u16>,
-    enhanced: Option<&str>,
+    enhanced: Option<EnhancedCode>,
     text: &str,
     domain: Option<&str>,
 ) -> ReplyClass {
@@ -365,17 +366,17 @@ fn classify_with(
     let (code, found_status) = if local_program {
         (None, None)
     } else {
-        let found = EnhancedStatus::find_in(&text);
+        let found = enhanced::find_in(&text);
         let code = code
             .filter(|c| (200..=599).contains(c))
             .or_else(|| reply_code_in(&text, found.map(|(_, at)| at)));
         (code, found.map(|(status, _)| status))
     };
-    let status = enhanced.and_then(EnhancedStatus::parse).or(found_status);
+    let status = enhanced.or(found_status);
     // The enhanced code is the finer statement (a DSN says "554 4.4.7" for
     // a message that expired after temporary failures), so it wins.
     let temporary = match (status, code) {
-        (Some(status), _) => status.class == 4,
+        (Some(status), _) => status.is_transient(),
         (None, Some(code)) => code / 100 == 4,
         (None, None) => false,
     };
@@ -395,11 +396,9 @@ fn classify_with(
         _ => BounceType::Soft,
     });
     let class = status
-        .map(|s| s.class)
+        .map(EnhancedCode::class)
         .or_else(|| code.map(|c| (c / 100) as u8));
-    let status = status
-        .map(|s| s.to_string())
-        .or_else(|| class.map(|class| implied_status(reason, class)));
+    let status = status.or_else(|| class.and_then(|class| implied_status(reason, class)));
     ReplyClass {
         bounce_type,
         reason,
@@ -451,16 +450,16 @@ impl From<&crate::rules::Rule<'static>> for Decision {
 fn decide(
     rules: &ReplyRules,
     code: Option<u16>,
-    status: Option<EnhancedStatus>,
+    status: Option<EnhancedCode>,
     text: &str,
     domain: Option<&str>,
 ) -> Decision {
-    if status.is_some_and(|s| s.class == 2) {
+    if status.is_some_and(|s| s.class() == 2) {
         return Decision::builtin((Reason::Delivered, "enhanced.2.x.x"));
     }
     // A failure status beats a 2xx-looking number: "255 ... 554 5.3.0
     // unknown mailer error 255" is a program's exit status, not a reply.
-    if code.is_some_and(|c| c / 100 == 2) && status.is_none_or(|s| s.class == 2) {
+    if code.is_some_and(|c| c / 100 == 2) && status.is_none_or(|s| s.class() == 2) {
         return Decision::builtin((Reason::Delivered, "code.2xx"));
     }
     // One look at the text's byte pairs serves every phrase of every step.
@@ -482,7 +481,7 @@ fn decide(
     if let Some(rule) = first_match(&builtin.strong, &subject) {
         return rule.into();
     }
-    let row = status.and_then(EnhancedStatus::lookup);
+    let row = status.and_then(enhanced::lookup);
     if let Some(row) = row.filter(|row| row.precise) {
         return Decision::builtin((row.reason, row.rule));
     }
@@ -601,21 +600,22 @@ fn reply_code_in(text: &str, status_at: Option<usize>) -> Option<u16> {
 
 /// The code RFC 3463 gives the reason, in the reply's class, for replies
 /// that came with a basic code only.
-fn implied_status(reason: Reason, class: u8) -> String {
-    let subject_detail = match reason {
-        Reason::Delivered => "0.0",
-        Reason::Userunknown => "1.1",
-        Reason::Hostunknown => "1.2",
-        Reason::Hasmoved => "1.6",
-        Reason::Notaccept => "1.10",
-        Reason::Mailboxfull => "2.2",
-        Reason::Systemfull => "3.1",
-        Reason::Emailtoolarge => "3.4",
-        Reason::Requireptr => "7.25",
-        Reason::Authfailure => "7.26",
-        _ => "0.0",
+fn implied_status(reason: Reason, class: u8) -> Option<EnhancedCode> {
+    let (subject, detail) = match reason {
+        Reason::Delivered => (0, 0),
+        Reason::Userunknown => (1, 1),
+        Reason::Hostunknown => (1, 2),
+        Reason::Hasmoved => (1, 6),
+        Reason::Notaccept => (1, 10),
+        Reason::Mailboxfull => (2, 2),
+        Reason::Systemfull => (3, 1),
+        Reason::Emailtoolarge => (3, 4),
+        Reason::Requireptr => (7, 25),
+        Reason::Authfailure => (7, 26),
+        _ => (0, 0),
     };
-    format!("{class}.{subject_detail}")
+    // A 3xx reply implies no code: RFC 3463 has no class 3.
+    EnhancedCode::new(class, subject, detail)
 }
 
 /// Lowercase, whitespace runs collapsed to one space, and words that a

@@ -7,8 +7,8 @@
 //! Text in, rules out: nothing here reads a file. The server and the CLI
 //! read the operator's file and hand its text to [`ReplyRules::parse`].
 
-use crate::enhanced::EnhancedStatus;
 use crate::reply::{Reason, normalize};
+use posthorn_core::EnhancedCode;
 use posthorn_core::status::BounceType;
 use std::collections::HashMap;
 use std::fmt;
@@ -178,10 +178,10 @@ impl StatusPattern {
         })
     }
 
-    fn matches(self, status: EnhancedStatus) -> bool {
-        self.class.is_none_or(|c| c == status.class)
-            && self.subject.is_none_or(|s| s == status.subject)
-            && self.detail.is_none_or(|d| d == status.detail)
+    fn matches(self, status: EnhancedCode) -> bool {
+        self.class.is_none_or(|c| c == status.class())
+            && self.subject.is_none_or(|s| s == status.subject())
+            && self.detail.is_none_or(|d| d == status.detail())
     }
 }
 
@@ -246,7 +246,7 @@ impl DomainPattern {
 /// What a rule is matched against: one reply, already normalised.
 pub(crate) struct Subject<'t> {
     pub code: Option<u16>,
-    pub status: Option<EnhancedStatus>,
+    pub status: Option<EnhancedCode>,
     /// The recipient's domain, lower-case, no trailing dot; `None` when
     /// the caller does not know it (then no rule with a domain applies).
     pub domain: Option<&'t str>,

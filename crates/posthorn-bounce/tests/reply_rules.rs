@@ -13,7 +13,7 @@ fn rules(text: &str) -> ReplyRules {
 /// `"reason verdict rule source"` for one reply line.
 fn verdict(rules: &ReplyRules, line: &str, domain: Option<&str>) -> String {
     let (code, enhanced, text) = parse_reply_line(line);
-    let class = rules.classify(code, enhanced.as_deref(), &text, domain);
+    let class = rules.classify(code, enhanced, &text, domain);
     format!(
         "{} {} {} {}",
         class.reason,
@@ -136,8 +136,8 @@ fn no_operator_rules_is_the_built_in_classifier() {
     ] {
         let (code, enhanced, text) = parse_reply_line(line);
         assert_eq!(
-            ReplyRules::default().classify(code, enhanced.as_deref(), &text, Some("example.com")),
-            classify_reply(code, enhanced.as_deref(), &text),
+            ReplyRules::default().classify(code, enhanced, &text, Some("example.com")),
+            classify_reply(code, enhanced, &text),
             "{line:?}"
         );
     }
@@ -347,7 +347,7 @@ mod properties {
             match ReplyRules::parse(&text) {
                 Ok(rules) => {
                     let (code, enhanced, words) = parse_reply_line(&reply);
-                    let class = rules.classify(code, enhanced.as_deref(), &words, Some("example.com"));
+                    let class = rules.classify(code, enhanced, &words, Some("example.com"));
                     if class.source == RuleSource::Operator {
                         prop_assert!(class.bounce_type != BounceType::Undetermined);
                     }

@@ -3,7 +3,7 @@
 //! `cargo test -p posthorn-bounce --test smtp_replies -- --nocapture` to see
 //! the accuracy and every line that was classified differently.
 
-use posthorn_bounce::{BounceType, Reason, classify_reply};
+use posthorn_bounce::{BounceType, EnhancedCode, Reason, classify_reply};
 use serde_json::Value;
 use std::str::FromStr;
 
@@ -71,7 +71,9 @@ fn corpus_replies_are_classified_like_sisimai() {
         let line: Value = serde_json::from_str(raw).expect("corpus line is JSON");
         let text = line["text"].as_str().unwrap_or_default();
         let code = line["reply_code"].as_str().and_then(|c| c.parse().ok());
-        let status = line["status"].as_str();
+        let status = line["status"]
+            .as_str()
+            .and_then(|s| EnhancedCode::parse(s.trim()));
         let class = classify_reply(code, status, text);
 
         let mut wrong = Vec::new();

@@ -3,6 +3,7 @@
 //! API answer and (later) webhooks, the live feed and metrics.
 
 use crate::clock::Millis;
+use crate::enhanced::EnhancedCode;
 use crate::status::BounceType;
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -271,7 +272,7 @@ pub struct Deferred {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub smtp_code: Option<u16>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub enhanced_code: Option<String>,
+    pub enhanced_code: Option<EnhancedCode>,
     /// The remote server's reply, kept whole.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reply_text: Option<String>,
@@ -297,7 +298,7 @@ pub struct Delivered {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub smtp_code: Option<u16>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub enhanced_code: Option<String>,
+    pub enhanced_code: Option<EnhancedCode>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reply_text: Option<String>,
     #[serde(default)]
@@ -316,7 +317,7 @@ pub struct Bounced {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub smtp_code: Option<u16>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub enhanced_code: Option<String>,
+    pub enhanced_code: Option<EnhancedCode>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reply_text: Option<String>,
     pub origin: BounceOrigin,
@@ -342,7 +343,7 @@ pub struct BounceVerdict {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct BounceWords {
     pub smtp_code: Option<u16>,
-    pub enhanced_code: Option<String>,
+    pub enhanced_code: Option<EnhancedCode>,
     pub reply_text: Option<String>,
 }
 
@@ -514,6 +515,23 @@ mod tests {
         assert_eq!(details.bounce_type(), Some(BounceType::Hard));
         let back = EventDetails::from_json(EventKind::Bounced, details.to_json()).unwrap();
         assert_eq!(back, details);
+    }
+
+    #[test]
+    fn an_enhanced_code_is_stored_as_the_text_it_was() {
+        let json = serde_json::json!({"attempt": 2, "smtp_code": 451, "enhanced_code": "4.7.650",
+            "reply_text": "451 4.7.650 rate limited"});
+        let details = EventDetails::from_json(EventKind::Deferred, json.clone()).unwrap();
+        let EventDetails::Deferred(deferred) = &details else {
+            panic!("{details:?}")
+        };
+        assert_eq!(deferred.enhanced_code, EnhancedCode::new(4, 7, 650));
+        assert_eq!(details.to_json(), json);
+        // A stored text that is no code is an error to the typed reader,
+        // not a panic and not a silently different code.
+        let bad = serde_json::json!({"enhanced_code": "4.07.1"});
+        let err = EventDetails::from_json(EventKind::Deferred, bad).unwrap_err();
+        assert!(err.to_string().contains("4.07.1"), "{err}");
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod clock;
 pub mod config;
 pub mod contact;
 pub mod domain;
+pub mod enhanced;
 pub mod event;
 pub mod external_id;
 pub mod id;
@@ -25,6 +26,7 @@ pub mod submission;
 pub mod suppression;
 
 pub use clock::{Clock, Millis, SystemClock};
+pub use enhanced::EnhancedCode;
 pub use event::{EventKind, EventSource};
 pub use id::{DeliveryId, EventId, MessageId, NodeId, TenantId};
 pub use status::{BounceType, DeliveryState, DeliveryStatus, EngagementStatus};

@@ -5,6 +5,7 @@
 //! the edge, so these rules know nothing of sockets and are tested alone.
 
 use crate::clock::Millis;
+use crate::enhanced::EnhancedCode;
 use crate::event::{
     BounceOrigin, BounceVerdict, BounceWords, Bounced, Deferred, Delivered, EventDetails, Expired,
     Failed,
@@ -17,15 +18,15 @@ use crate::status::BounceType;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reply {
     pub code: u16,
-    pub enhanced: Option<String>,
+    pub enhanced: Option<EnhancedCode>,
     pub text: String,
 }
 
 impl Reply {
-    pub fn new(code: u16, enhanced: Option<&str>, text: impl Into<String>) -> Self {
+    pub fn new(code: u16, enhanced: Option<EnhancedCode>, text: impl Into<String>) -> Self {
         Self {
             code,
-            enhanced: enhanced.map(str::to_owned),
+            enhanced,
             text: text.into(),
         }
     }
@@ -39,7 +40,7 @@ impl Reply {
     /// `550 5.1.1 <bob@example.com>: user unknown`.
     pub fn line(&self) -> String {
         let text = self.text.replace('\n', " ");
-        match &self.enhanced {
+        match self.enhanced {
             Some(e) => format!("{} {e} {text}", self.code),
             None => format!("{} {text}", self.code),
         }
@@ -72,12 +73,17 @@ impl AttemptResult {
         match self {
             AttemptResult::Delivered(reply) | AttemptResult::NotDelivered(reply) => reply.clone(),
             AttemptResult::DnsFailed(why) => {
-                Reply::new(451, Some("4.5.0"), format!("DNS lookup failed: {why}"))
+                Reply::new(451, Some(DNS_FAILED), format!("DNS lookup failed: {why}"))
             }
-            AttemptResult::Refused(why) => Reply::new(451, Some("4.4.4"), why.clone()),
+            AttemptResult::Refused(why) => Reply::new(451, Some(UNABLE_TO_ROUTE), why.clone()),
         }
     }
 }
+
+/// The code stored for a DNS failure ("other or undefined protocol status").
+const DNS_FAILED: EnhancedCode = EnhancedCode::of(4, 5, 0);
+/// The code stored for a refused address (RFC 3463 "unable to route").
+const UNABLE_TO_ROUTE: EnhancedCode = EnhancedCode::of(4, 4, 4);
 
 /// The TLS an attempt used.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,7 +109,7 @@ pub struct Attempt {
 /// Classifies a permanent reply (code, enhanced code, text) to the
 /// attempt's recipient: the delivery workers' is `posthorn-bounce` with the
 /// operator's rules, tests give their own.
-pub type Classifier<'a> = &'a dyn Fn(u16, Option<&str>, &str) -> BounceVerdict;
+pub type Classifier<'a> = &'a dyn Fn(u16, Option<EnhancedCode>, &str) -> BounceVerdict;
 
 /// What happens to the queue entry after an attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,7 +136,7 @@ pub fn for_attempt(
             tls_version: attempt.tls.as_ref().map(|t| t.version.clone()),
             tls_cipher: attempt.tls.as_ref().map(|t| t.cipher.clone()),
             smtp_code: Some(reply.code),
-            enhanced_code: reply.enhanced.clone(),
+            enhanced_code: reply.enhanced,
             reply_text: Some(reply.line()),
             attempt: attempt.number,
             latency_ms: Some((attempt.now - attempt.started_at).max(0) as u64),
@@ -138,10 +144,10 @@ pub fn for_attempt(
         return (EventDetails::Delivered(delivered), QueueNext::Remove);
     }
     if reply.is_permanent() {
-        let verdict = classify(reply.code, reply.enhanced.as_deref(), &reply.text);
+        let verdict = classify(reply.code, reply.enhanced, &reply.text);
         let words = BounceWords {
             smtp_code: Some(reply.code),
-            enhanced_code: reply.enhanced.clone(),
+            enhanced_code: reply.enhanced,
             reply_text: Some(reply.line()),
         };
         let bounced = Bounced::new(verdict, BounceOrigin::Sync, words, attempt.mx_host.clone());
@@ -214,7 +220,7 @@ fn retry_or_expire(
             let deferred = Deferred {
                 attempt: attempt.number,
                 smtp_code: Some(reply.code),
-                enhanced_code: reply.enhanced.clone(),
+                enhanced_code: reply.enhanced,
                 reply_text: Some(reply.line()),
                 next_retry_at: Some(at),
                 mx_host: attempt.mx_host.clone(),
@@ -250,11 +256,11 @@ mod tests {
     }
 
     fn reply(code: u16, enhanced: &str, text: &str) -> Reply {
-        Reply::new(code, Some(enhanced), text)
+        Reply::new(code, Some(enhanced.parse().unwrap()), text)
     }
 
-    fn hard_on_511(_: u16, enhanced: Option<&str>, _: &str) -> BounceVerdict {
-        let hard = enhanced == Some("5.1.1");
+    fn hard_on_511(_: u16, enhanced: Option<EnhancedCode>, _: &str) -> BounceVerdict {
+        let hard = enhanced == EnhancedCode::new(5, 1, 1);
         BounceVerdict {
             bounce_type: if hard {
                 BounceType::Hard
@@ -315,7 +321,7 @@ mod tests {
                 bounce_type: BounceType::Soft,
                 reason: Some("blocked".into()),
                 smtp_code: Some(554),
-                enhanced_code: Some("5.7.1".into()),
+                enhanced_code: EnhancedCode::new(5, 7, 1),
                 reply_text: Some("554 5.7.1 rejected as spam".into()),
                 origin: BounceOrigin::Sync,
                 rule: Some("test".into()),
@@ -379,7 +385,7 @@ mod tests {
             EventDetails::Deferred(Deferred {
                 attempt: 1,
                 smtp_code: Some(451),
-                enhanced_code: Some("4.5.0".into()),
+                enhanced_code: EnhancedCode::new(4, 5, 0),
                 reply_text: Some("451 4.5.0 DNS lookup failed: SERVFAIL for example.com".into()),
                 next_retry_at: Some(1_000 + MINUTE),
                 mx_host: None,

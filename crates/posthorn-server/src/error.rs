@@ -4,6 +4,7 @@
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use posthorn_core::EnhancedCode;
 use posthorn_store::{StoreError, Unavailable};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -156,10 +157,14 @@ pub fn smtp_store_failure(e: &StoreError) -> posthorn_smtp::server::ServerReply 
     if e.is_storage_full() {
         ServerReply::new(
             452,
-            "4.3.1",
+            EnhancedCode::of(4, 3, 1),
             "insufficient system storage; nothing was kept; try again later",
         )
     } else {
-        ServerReply::new(451, "4.3.0", "temporary failure on our side; try again")
+        ServerReply::new(
+            451,
+            EnhancedCode::of(4, 3, 0),
+            "temporary failure on our side; try again",
+        )
     }
 }

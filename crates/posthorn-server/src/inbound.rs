@@ -13,6 +13,7 @@
 use crate::app::AppState;
 use crate::delivery::verp::VerpSigner;
 use posthorn_bounce::inbound::{Attribution, Facts, OrphanReason, Verdict, judge};
+use posthorn_core::EnhancedCode;
 use posthorn_core::address::{BOUNCE_PREFIX, UNSUBSCRIBE_PREFIX};
 use posthorn_core::config::Config;
 use posthorn_core::event::UnsubscribeScope;
@@ -63,14 +64,18 @@ impl AcceptRules {
 
     /// What an envelope recipient is to us, or the refusal to give.
     pub fn recipient(&self, address: &str) -> Result<OurAddress, ServerReply> {
-        let (local, domain) = address
-            .rsplit_once('@')
-            .ok_or_else(|| ServerReply::new(501, "5.1.3", "bad recipient address syntax"))?;
+        let (local, domain) = address.rsplit_once('@').ok_or_else(|| {
+            ServerReply::new(
+                501,
+                EnhancedCode::of(5, 1, 3),
+                "bad recipient address syntax",
+            )
+        })?;
         let domain = domain.trim_end_matches('.').to_ascii_lowercase();
         if !self.domains.is_empty() && !self.domains.contains(&domain) {
             return Err(ServerReply::new(
                 550,
-                "5.7.1",
+                EnhancedCode::of(5, 7, 1),
                 format!("relay access denied: this server takes no mail for {domain}"),
             ));
         }
@@ -94,7 +99,7 @@ impl AcceptRules {
         }
         Err(ServerReply::new(
             550,
-            "5.1.1",
+            EnhancedCode::of(5, 1, 1),
             format!("<{address}>: no such mailbox here (this server only takes returned mail)"),
         ))
     }
@@ -267,7 +272,11 @@ impl Handler for InboundHandler {
         message: Vec<u8>,
     ) -> ServerReply {
         match self.receive(envelope, message).await {
-            Ok(kept) => ServerReply::new(250, "2.0.0", format!("kept as {}", kept.id)),
+            Ok(kept) => ServerReply::new(
+                250,
+                EnhancedCode::of(2, 0, 0),
+                format!("kept as {}", kept.id),
+            ),
             Err(e) => {
                 tracing::error!(error = %e, "inbound MX: could not keep a message");
                 crate::error::smtp_store_failure(&e)
@@ -329,7 +338,7 @@ mod tests {
         let with_id = Record {
             kind: RecordKind::Bounce,
             recipient: Some("gone@example.com".into()),
-            status: Some("5.1.1".into()),
+            status: EnhancedCode::new(5, 1, 1),
             reply_code: Some(550),
             diagnostic: None,
             remote_mta: None,

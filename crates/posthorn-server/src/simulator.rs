@@ -21,6 +21,7 @@
 //! inbound MX, as a remote server would send them, so they take the same
 //! path as returned mail from the internet.
 
+use posthorn_core::EnhancedCode;
 use posthorn_smtp::server::{Handler, ReceivedEnvelope, ServerReply, ServerSettings, Session};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -95,17 +96,17 @@ impl Handler for Simulator {
         match local_part(address).as_str() {
             "bounce" => Err(ServerReply::new(
                 550,
-                "5.1.1",
+                EnhancedCode::of(5, 1, 1),
                 format!("<{address}>: user unknown"),
             )),
             "mailbox-full" => Err(ServerReply::new(
                 552,
-                "5.2.2",
+                EnhancedCode::of(5, 2, 2),
                 format!("<{address}>: mailbox full"),
             )),
             "expire" => Err(ServerReply::new(
                 451,
-                "4.3.0",
+                EnhancedCode::of(4, 3, 0),
                 "try again later (this address never accepts)",
             )),
             "defer" => {
@@ -113,7 +114,11 @@ impl Handler for Simulator {
                 let seen = attempts.entry(envelope.mail_from.clone()).or_default();
                 *seen += 1;
                 if *seen == 1 {
-                    Err(ServerReply::new(451, "4.3.0", "try again later"))
+                    Err(ServerReply::new(
+                        451,
+                        EnhancedCode::of(4, 3, 0),
+                        "try again later",
+                    ))
                 } else {
                     Ok(())
                 }
@@ -130,7 +135,7 @@ impl Handler for Simulator {
     ) -> ServerReply {
         let locals: Vec<String> = envelope.recipients.iter().map(|r| local_part(r)).collect();
         if locals.iter().any(|l| l == "blocked") {
-            return ServerReply::new(554, "5.7.1", "message rejected as spam");
+            return ServerReply::new(554, EnhancedCode::of(5, 7, 1), "message rejected as spam");
         }
         if locals.iter().any(|l| l == "slow") {
             tokio::time::sleep(self.slow).await;
@@ -153,7 +158,11 @@ impl Handler for Simulator {
                 tokio::spawn(send_report(*inbound, to, message));
             }
         }
-        ServerReply::new(250, "2.0.0", "delivered to the Posthorn mailbox simulator")
+        ServerReply::new(
+            250,
+            EnhancedCode::of(2, 0, 0),
+            "delivered to the Posthorn mailbox simulator",
+        )
     }
 }
 

@@ -16,6 +16,7 @@
 use crate::app::AppState;
 use crate::headers::{HeaderBlock, unfold};
 use crate::keys::{self, KeyRefusal};
+use posthorn_core::EnhancedCode;
 use posthorn_core::address::{EmailAddress, Mailbox};
 use posthorn_core::id::ApiKeyId;
 use posthorn_core::rfc5322;
@@ -31,7 +32,11 @@ pub struct SubmissionHandler {
 }
 
 fn temporary_failure() -> ServerReply {
-    ServerReply::new(451, "4.3.0", "temporary failure on our side; try again")
+    ServerReply::new(
+        451,
+        EnhancedCode::of(4, 3, 0),
+        "temporary failure on our side; try again",
+    )
 }
 
 #[async_trait::async_trait]
@@ -44,14 +49,18 @@ impl Handler for SubmissionHandler {
             // A revoked key is refused like a wrong one: SMTP has one
             // reply for both.
             Err(KeyRefusal::Invalid | KeyRefusal::Revoked) => {
-                return Err(ServerReply::new(535, "5.7.8", "authentication failed"));
+                return Err(ServerReply::new(
+                    535,
+                    EnhancedCode::of(5, 7, 8),
+                    "authentication failed",
+                ));
             }
             Err(KeyRefusal::Store(_)) => return Err(temporary_failure()),
         };
         if !key.allows(Scope::Send) {
             return Err(ServerReply::new(
                 535,
-                "5.7.8",
+                EnhancedCode::of(5, 7, 8),
                 "this API key lacks the `send` scope",
             ));
         }
@@ -59,9 +68,13 @@ impl Handler for SubmissionHandler {
     }
 
     async fn mail_from(&self, _session: &Session, address: &str) -> Result<(), ServerReply> {
-        EmailAddress::parse(address)
-            .map(|_| ())
-            .map_err(|e| ServerReply::new(553, "5.1.7", format!("bad sender address: {e}")))
+        EmailAddress::parse(address).map(|_| ()).map_err(|e| {
+            ServerReply::new(
+                553,
+                EnhancedCode::of(5, 1, 7),
+                format!("bad sender address: {e}"),
+            )
+        })
     }
 
     async fn rcpt_to(
@@ -70,9 +83,13 @@ impl Handler for SubmissionHandler {
         _envelope: &ReceivedEnvelope,
         address: &str,
     ) -> Result<(), ServerReply> {
-        EmailAddress::parse(address)
-            .map(|_| ())
-            .map_err(|e| ServerReply::new(553, "5.1.3", format!("bad recipient address: {e}")))
+        EmailAddress::parse(address).map(|_| ()).map_err(|e| {
+            ServerReply::new(
+                553,
+                EnhancedCode::of(5, 1, 3),
+                format!("bad recipient address: {e}"),
+            )
+        })
     }
 
     async fn data(
@@ -82,11 +99,17 @@ impl Handler for SubmissionHandler {
         message: Vec<u8>,
     ) -> ServerReply {
         let Some(key_id) = session.identity.as_deref().and_then(ApiKeyId::parse) else {
-            return ServerReply::new(530, "5.7.0", "authentication required");
+            return ServerReply::new(530, EnhancedCode::of(5, 7, 0), "authentication required");
         };
         let tenant = match self.state.store.api_key(&key_id).await {
             Ok(Some((key, tenant))) if key.revoked_at.is_none() => tenant,
-            Ok(_) => return ServerReply::new(535, "5.7.8", "the API key is no longer valid"),
+            Ok(_) => {
+                return ServerReply::new(
+                    535,
+                    EnhancedCode::of(5, 7, 8),
+                    "the API key is no longer valid",
+                );
+            }
             Err(_) => return temporary_failure(),
         };
         // The content rules first, as the API applies them: nothing about
@@ -103,12 +126,18 @@ impl Handler for SubmissionHandler {
         let now = self.state.now();
         let from_address = match EmailAddress::parse(&envelope.mail_from) {
             Ok(a) => a.normalized(),
-            Err(_) => return ServerReply::new(553, "5.1.7", "bad sender address"),
+            Err(_) => {
+                return ServerReply::new(553, EnhancedCode::of(5, 1, 7), "bad sender address");
+            }
         };
         let mut recipients = Vec::new();
         for rcpt in &envelope.recipients {
             let Ok(address) = EmailAddress::parse(rcpt) else {
-                return ServerReply::new(553, "5.1.3", format!("bad recipient address <{rcpt}>"));
+                return ServerReply::new(
+                    553,
+                    EnhancedCode::of(5, 1, 3),
+                    format!("bad recipient address <{rcpt}>"),
+                );
             };
             recipients.push(NewRecipient {
                 delivery_id: DeliveryId::generate(),
@@ -165,11 +194,13 @@ impl Handler for SubmissionHandler {
         };
         match self.state.store.accept_message(new).await {
             Ok(AcceptOutcome::Accepted(_)) => {
-                ServerReply::new(250, "2.0.0", format!("queued as {id}"))
+                ServerReply::new(250, EnhancedCode::of(2, 0, 0), format!("queued as {id}"))
             }
-            Ok(AcceptOutcome::SenderRefused { refusal, domain }) => {
-                ServerReply::new(550, "5.7.1", format!("{refusal}: {domain}"))
-            }
+            Ok(AcceptOutcome::SenderRefused { refusal, domain }) => ServerReply::new(
+                550,
+                EnhancedCode::of(5, 7, 1),
+                format!("{refusal}: {domain}"),
+            ),
             Ok(_) => temporary_failure(),
             Err(e) => {
                 tracing::error!(error = %e, "accepting an SMTP submission failed");
@@ -304,9 +335,9 @@ fn read_message(
 /// the field and the API's error code, so both doors read alike.
 fn refusal(e: &FieldError) -> ServerReply {
     let (code, enhanced) = if e.is_policy() {
-        (550, "5.7.1")
+        (550, EnhancedCode::of(5, 7, 1))
     } else {
-        (554, "5.6.0")
+        (554, EnhancedCode::of(5, 6, 0))
     };
     ServerReply::new(
         code,
@@ -390,7 +421,10 @@ mod tests {
     fn refusals_name_the_code_and_the_field() {
         let e = read(b"DKIM-Signature: v=1; d=victim.example\r\n\r\nhi").unwrap_err();
         let reply = refusal(&e);
-        assert_eq!((reply.code, reply.enhanced), (550, "5.7.1"));
+        assert_eq!(
+            (reply.code, reply.enhanced),
+            (550, EnhancedCode::of(5, 7, 1))
+        );
         assert!(
             reply.text.ends_with("(reserved_header: DKIM-Signature)"),
             "{}",
@@ -398,7 +432,10 @@ mod tests {
         );
         let e = read(b"X-Posthorn-Stream: Bad\r\n\r\nhi").unwrap_err();
         let reply = refusal(&e);
-        assert_eq!((reply.code, reply.enhanced), (554, "5.6.0"));
+        assert_eq!(
+            (reply.code, reply.enhanced),
+            (554, EnhancedCode::of(5, 6, 0))
+        );
         assert!(
             reply.text.ends_with("(invalid_stream: stream)"),
             "{}",
@@ -416,7 +453,10 @@ mod tests {
             ),
         ] {
             let reply = refusal(&read(message).unwrap_err());
-            assert_eq!((reply.code, reply.enhanced), (554, "5.6.0"));
+            assert_eq!(
+                (reply.code, reply.enhanced),
+                (554, EnhancedCode::of(5, 6, 0))
+            );
             assert!(reply.text.ends_with(ending), "{}", reply.text);
         }
     }

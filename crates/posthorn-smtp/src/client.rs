@@ -8,6 +8,7 @@
 
 use crate::reply::{Parsed, Reply, ReplyReader};
 use crate::tls::{MaybeTls, TlsInfo};
+use posthorn_core::EnhancedCode;
 use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -133,24 +134,30 @@ impl ClientError {
             ClientError::Reply { reply, .. } => reply.clone(),
             ClientError::Timeout { phase, after } => Reply::local(
                 451,
-                "4.4.2",
+                EnhancedCode::of(4, 4, 2),
                 format!("timed out after {after:?} waiting at {phase}"),
             ),
             ClientError::Io {
                 phase: Phase::Connect,
                 message,
-            } => Reply::local(451, "4.4.1", format!("could not connect: {message}")),
+            } => Reply::local(
+                451,
+                EnhancedCode::of(4, 4, 1),
+                format!("could not connect: {message}"),
+            ),
             ClientError::Io { phase, message } => Reply::local(
                 451,
-                "4.4.2",
+                EnhancedCode::of(4, 4, 2),
                 format!("connection lost at {phase}: {message}"),
             ),
             ClientError::Protocol {
                 message,
                 permanent: true,
                 ..
-            } => Reply::local(554, "5.5.0", message.clone()),
-            ClientError::Protocol { message, .. } => Reply::local(451, "4.5.0", message.clone()),
+            } => Reply::local(554, EnhancedCode::of(5, 5, 0), message.clone()),
+            ClientError::Protocol { message, .. } => {
+                Reply::local(451, EnhancedCode::of(4, 5, 0), message.clone())
+            }
         }
     }
 }
@@ -458,7 +465,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SmtpClient<S> {
         {
             return Some(Reply::local(
                 552,
-                "5.3.4",
+                EnhancedCode::of(5, 3, 4),
                 format!("message of {size} bytes exceeds the server's SIZE limit of {limit}"),
             ));
         }
@@ -466,14 +473,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SmtpClient<S> {
         if addresses.clone().any(|a| a.chars().any(char::is_control)) {
             return Some(Reply::local(
                 501,
-                "5.1.3",
+                EnhancedCode::of(5, 1, 3),
                 "an address contains a control character",
             ));
         }
         if !self.extensions.smtputf8 && addresses.clone().any(|a| !a.is_ascii()) {
             return Some(Reply::local(
                 553,
-                "5.6.7",
+                EnhancedCode::of(5, 6, 7),
                 "the address is not ASCII and the server does not offer SMTPUTF8",
             ));
         }
@@ -832,15 +839,15 @@ mod tests {
             after: Duration::from_secs(600),
         };
         assert!(t.is_transient());
-        assert_eq!(t.reply().enhanced.as_deref(), Some("4.4.2"));
+        assert_eq!(t.reply().enhanced, EnhancedCode::new(4, 4, 2));
         let refused = ClientError::Io {
             phase: Phase::Connect,
             message: "refused".into(),
         };
-        assert_eq!(refused.reply().enhanced.as_deref(), Some("4.4.1"));
+        assert_eq!(refused.reply().enhanced, EnhancedCode::new(4, 4, 1));
         let no_service = ClientError::Reply {
             phase: Phase::Greeting,
-            reply: Reply::local(554, "5.3.2", "no SMTP service here"),
+            reply: Reply::local(554, EnhancedCode::of(5, 3, 2), "no SMTP service here"),
         };
         assert!(no_service.is_permanent());
     }

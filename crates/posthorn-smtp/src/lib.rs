@@ -21,4 +21,5 @@ pub use client::{
     ClientError, Envelope, Extensions, Phase, RecipientResult, SmtpClient, Timeouts,
     TransactionResult,
 };
+pub use posthorn_core::EnhancedCode;
 pub use reply::Reply;

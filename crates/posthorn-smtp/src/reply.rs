@@ -1,5 +1,6 @@
 //! An SMTP reply as the remote server sent it, and reading one from a stream.
 
+use posthorn_core::EnhancedCode;
 use smtp_proto::response::parser::ResponseReceiver;
 use std::fmt;
 
@@ -8,7 +9,7 @@ use std::fmt;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reply {
     pub code: u16,
-    pub enhanced: Option<String>,
+    pub enhanced: Option<EnhancedCode>,
     pub text: String,
 }
 
@@ -29,7 +30,7 @@ impl Reply {
     /// `550 5.1.1 <bob@example.com>: user unknown`.
     pub fn line(&self) -> String {
         let text = self.text.replace('\n', " ");
-        match &self.enhanced {
+        match self.enhanced {
             Some(e) => format!("{} {e} {text}", self.code),
             None => format!("{} {text}", self.code),
         }
@@ -37,10 +38,10 @@ impl Reply {
 
     /// A reply we make up for a failure that has no remote reply (a timeout,
     /// a dropped connection), so that events always carry a readable line.
-    pub fn local(code: u16, enhanced: &str, text: impl Into<String>) -> Self {
+    pub fn local(code: u16, enhanced: EnhancedCode, text: impl Into<String>) -> Self {
         Self {
             code,
-            enhanced: Some(enhanced.to_owned()),
+            enhanced: Some(enhanced),
             text: text.into(),
         }
     }
@@ -109,17 +110,12 @@ impl ReplyReader {
                         "a reply whose lines differ in code: {line:?}"
                     ));
                 }
+                let (enhanced, text) = enhanced_code(reply, response.esc, &response.message);
                 self.buf.drain(..consumed);
-                let enhanced = (response.esc[0] > 0).then(|| {
-                    format!(
-                        "{}.{}.{}",
-                        response.esc[0], response.esc[1], response.esc[2]
-                    )
-                });
                 Parsed::Reply(Reply {
                     code: response.code,
                     enhanced,
-                    text: response.message.trim_end().to_owned(),
+                    text,
                 })
             }
             Err(smtp_proto::Error::NeedsMoreData { .. }) => Parsed::NeedMore,
@@ -128,6 +124,39 @@ impl ReplyReader {
                     String::from_utf8_lossy(&self.buf[..self.buf.len().min(200)]).into_owned();
                 Parsed::Garbage(format!("{e:?} in {line:?}"))
             }
+        }
+    }
+}
+
+/// The reply's enhanced status code (RFC 2034: right after the reply code
+/// and its separator) and its text. smtp-proto recognises a code by shape
+/// but keeps it in bytes (so `4.7.650` came out as 4.7.255) and lets any
+/// class through (`6.8.9`): the code is read here, from the lines
+/// themselves, the one place a reply's code is parsed. As smtp-proto does,
+/// the last line that carries one gives it. When what smtp-proto took for a
+/// code is none, the text is rebuilt from the lines, so that no word the
+/// server said is lost.
+fn enhanced_code(reply: &[u8], esc: [u8; 3], message: &str) -> (Option<EnhancedCode>, String) {
+    let text = message.trim_end();
+    if esc[0] == 0 {
+        return (None, text.to_owned());
+    }
+    let lines = reply
+        .split(|&b| b == b'\n')
+        .map(|line| line.strip_suffix(b"\r").unwrap_or(line))
+        .filter(|line| !line.is_empty());
+    let code = lines.clone().rev().find_map(|line| {
+        let rest = line.get(4..)?;
+        let (code, len) = EnhancedCode::parse_prefix(rest)?;
+        matches!(rest.get(len), None | Some(b' ')).then_some(code)
+    });
+    match code {
+        Some(code) => (Some(code), text.to_owned()),
+        None => {
+            let lines: Vec<_> = lines
+                .map(|line| String::from_utf8_lossy(line.get(4..).unwrap_or_default()))
+                .collect();
+            (None, lines.join("\n").trim_end().to_owned())
         }
     }
 }
@@ -151,9 +180,9 @@ mod tests {
         let replies = parse_all(b"250 2.1.0 Ok\r\n550-5.1.1 The email account does not exist.\r\n550 5.1.1 Please try again.\r\n451 Try later\r\n");
         assert_eq!(replies.len(), 3);
         assert_eq!(replies[0].code, 250);
-        assert_eq!(replies[0].enhanced.as_deref(), Some("2.1.0"));
+        assert_eq!(replies[0].enhanced, EnhancedCode::new(2, 1, 0));
         assert_eq!(replies[1].code, 550);
-        assert_eq!(replies[1].enhanced.as_deref(), Some("5.1.1"));
+        assert_eq!(replies[1].enhanced, EnhancedCode::new(5, 1, 1));
         assert!(
             replies[1].text.contains("does not exist") && replies[1].text.contains("try again")
         );
@@ -161,6 +190,31 @@ mod tests {
         assert_eq!(replies[2].text, "Try later");
         assert!(replies[1].is_permanent() && replies[2].is_transient() && replies[0].is_positive());
         assert_eq!(replies[2].line(), "451 Try later");
+    }
+
+    #[test]
+    fn the_enhanced_code_is_read_once_from_the_line() {
+        let replies = parse_all(
+            b"451 4.7.650 The mail server [192.0.2.1] has been temporarily rate limited\r\n\
+              550 6.8.9 no such class\r\n\
+              550 5.01.1 leading zero\r\n\
+              250 2.0.0\r\n",
+        );
+        assert_eq!(replies.len(), 4);
+        // Beyond a byte: smtp-proto alone would say 4.7.255.
+        assert_eq!(replies[0].enhanced, EnhancedCode::new(4, 7, 650));
+        assert!(replies[0].text.starts_with("The mail server"));
+        // Not codes: no code, and the words stay in the text.
+        assert_eq!(replies[1].enhanced, None);
+        assert_eq!(replies[1].line(), "550 6.8.9 no such class");
+        assert_eq!(replies[2].enhanced, None);
+        assert_eq!(replies[2].line(), "550 5.01.1 leading zero");
+        assert_eq!(replies[3].enhanced, EnhancedCode::new(2, 0, 0));
+        assert_eq!(replies[3].line(), "250 2.0.0 ");
+        // A code on a later line only, as smtp-proto reads it.
+        let late = parse_all(b"250-mx.example.com\r\n250 2.0.0 ok\r\n");
+        assert_eq!(late[0].enhanced, EnhancedCode::new(2, 0, 0));
+        assert_eq!(late[0].text, "mx.example.com\nok");
     }
 
     #[test]

@@ -13,6 +13,7 @@
 
 use crate::listen::{AcceptBackoff, ConnectionLimiter, ConnectionLimits, ListenerStats, Refusal};
 use crate::tls::ServerTlsConfig;
+use posthorn_core::EnhancedCode;
 use smtp_proto::{Error as ProtoError, Request};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,13 +25,12 @@ use tokio::net::TcpStream;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerReply {
     pub code: u16,
-    /// `x.y.z`
-    pub enhanced: &'static str,
+    pub enhanced: EnhancedCode,
     pub text: String,
 }
 
 impl ServerReply {
-    pub fn new(code: u16, enhanced: &'static str, text: impl Into<String>) -> Self {
+    pub fn new(code: u16, enhanced: EnhancedCode, text: impl Into<String>) -> Self {
         Self {
             code,
             enhanced,
@@ -66,7 +66,7 @@ pub trait Handler: Send + Sync + 'static {
     async fn auth(&self, _username: &str, _password: &str) -> Result<String, ServerReply> {
         Err(ServerReply::new(
             535,
-            "5.7.8",
+            EnhancedCode::of(5, 7, 8),
             "authentication is not offered here",
         ))
     }
@@ -286,7 +286,8 @@ impl Connection {
         if reply.code >= 500 {
             self.errors += 1;
             if self.errors >= MAX_ERRORS {
-                let bye = ServerReply::new(421, "4.7.0", "too many errors, closing");
+                let bye =
+                    ServerReply::new(421, EnhancedCode::of(4, 7, 0), "too many errors, closing");
                 self.write(bye.line().as_bytes()).await?;
                 return Err(End::TooManyErrors);
             }
@@ -365,20 +366,32 @@ impl Connection {
         let mut envelope: Option<ReceivedEnvelope> = None;
         loop {
             let Some(line) = self.line().await? else {
-                self.reply(&ServerReply::new(500, "5.5.2", "line too long"))
-                    .await?;
+                self.reply(&ServerReply::new(
+                    500,
+                    EnhancedCode::of(5, 5, 2),
+                    "line too long",
+                ))
+                .await?;
                 continue;
             };
             let request = match Request::parse(&mut line.iter()) {
                 Ok(r) => r.into_owned(),
                 Err(ProtoError::UnknownCommand) => {
-                    self.reply(&ServerReply::new(500, "5.5.1", "command not recognised"))
-                        .await?;
+                    self.reply(&ServerReply::new(
+                        500,
+                        EnhancedCode::of(5, 5, 1),
+                        "command not recognised",
+                    ))
+                    .await?;
                     continue;
                 }
                 Err(_) => {
-                    self.reply(&ServerReply::new(501, "5.5.4", "syntax error"))
-                        .await?;
+                    self.reply(&ServerReply::new(
+                        501,
+                        EnhancedCode::of(5, 5, 4),
+                        "syntax error",
+                    ))
+                    .await?;
                     continue;
                 }
             };
@@ -397,12 +410,20 @@ impl Connection {
                 }
                 Request::StartTls => {
                     let Some(tls) = self.settings.tls.clone().filter(|_| !self.session.tls) else {
-                        self.reply(&ServerReply::new(502, "5.5.1", "STARTTLS not available"))
-                            .await?;
+                        self.reply(&ServerReply::new(
+                            502,
+                            EnhancedCode::of(5, 5, 1),
+                            "STARTTLS not available",
+                        ))
+                        .await?;
                         continue;
                     };
-                    self.reply(&ServerReply::new(220, "2.0.0", "ready to start TLS"))
-                        .await?;
+                    self.reply(&ServerReply::new(
+                        220,
+                        EnhancedCode::of(2, 0, 0),
+                        "ready to start TLS",
+                    ))
+                    .await?;
                     let Stream::Plain(tcp) = std::mem::replace(&mut self.stream, Stream::Upgrading)
                     else {
                         return Err(End::Gone);
@@ -429,23 +450,40 @@ impl Connection {
                 }
                 Request::Mail { from } => {
                     if from.address.chars().any(char::is_control) {
-                        self.reply(&ServerReply::new(501, "5.1.7", "bad sender address syntax"))
-                            .await?;
+                        self.reply(&ServerReply::new(
+                            501,
+                            EnhancedCode::of(5, 1, 7),
+                            "bad sender address syntax",
+                        ))
+                        .await?;
                     } else if self.session.helo.is_none() {
-                        self.reply(&ServerReply::new(503, "5.5.1", "say EHLO first"))
-                            .await?;
+                        self.reply(&ServerReply::new(
+                            503,
+                            EnhancedCode::of(5, 5, 1),
+                            "say EHLO first",
+                        ))
+                        .await?;
                     } else if self.settings.require_auth && self.session.identity.is_none() {
-                        self.reply(&ServerReply::new(530, "5.7.0", "authentication required"))
-                            .await?;
+                        self.reply(&ServerReply::new(
+                            530,
+                            EnhancedCode::of(5, 7, 0),
+                            "authentication required",
+                        ))
+                        .await?;
                     } else if envelope.is_some() {
-                        self.reply(&ServerReply::new(503, "5.5.1", "nested MAIL command"))
-                            .await?;
+                        self.reply(&ServerReply::new(
+                            503,
+                            EnhancedCode::of(5, 5, 1),
+                            "nested MAIL command",
+                        ))
+                        .await?;
                     } else if from.size > self.settings.max_message_size {
                         let text = format!(
                             "message size exceeds the limit of {} bytes",
                             self.settings.max_message_size
                         );
-                        self.reply(&ServerReply::new(552, "5.3.4", text)).await?;
+                        self.reply(&ServerReply::new(552, EnhancedCode::of(5, 3, 4), text))
+                            .await?;
                     } else {
                         match handler.mail_from(&self.session, &from.address).await {
                             Ok(()) => {
@@ -457,8 +495,12 @@ impl Connection {
                                 // phase already; elsewhere (the MX) an
                                 // accepted MAIL does.
                                 self.established();
-                                self.reply(&ServerReply::new(250, "2.1.0", "sender ok"))
-                                    .await?;
+                                self.reply(&ServerReply::new(
+                                    250,
+                                    EnhancedCode::of(2, 1, 0),
+                                    "sender ok",
+                                ))
+                                .await?;
                             }
                             Err(reply) => self.reply(&reply).await?,
                         }
@@ -466,38 +508,54 @@ impl Connection {
                 }
                 Request::Rcpt { to } => {
                     let Some(env) = envelope.as_mut() else {
-                        self.reply(&ServerReply::new(503, "5.5.1", "need MAIL before RCPT"))
-                            .await?;
+                        self.reply(&ServerReply::new(
+                            503,
+                            EnhancedCode::of(5, 5, 1),
+                            "need MAIL before RCPT",
+                        ))
+                        .await?;
                         continue;
                     };
                     if to.address.chars().any(char::is_control) {
                         self.reply(&ServerReply::new(
                             501,
-                            "5.1.3",
+                            EnhancedCode::of(5, 1, 3),
                             "bad recipient address syntax",
                         ))
                         .await?;
                         continue;
                     }
                     if env.recipients.len() >= self.settings.max_recipients {
-                        self.reply(&ServerReply::new(452, "4.5.3", "too many recipients"))
-                            .await?;
+                        self.reply(&ServerReply::new(
+                            452,
+                            EnhancedCode::of(4, 5, 3),
+                            "too many recipients",
+                        ))
+                        .await?;
                         continue;
                     }
                     let snapshot = env.clone();
                     match handler.rcpt_to(&self.session, &snapshot, &to.address).await {
                         Ok(()) => {
                             env.recipients.push(to.address);
-                            self.reply(&ServerReply::new(250, "2.1.5", "recipient ok"))
-                                .await?;
+                            self.reply(&ServerReply::new(
+                                250,
+                                EnhancedCode::of(2, 1, 5),
+                                "recipient ok",
+                            ))
+                            .await?;
                         }
                         Err(reply) => self.reply(&reply).await?,
                     }
                 }
                 Request::Data => {
                     let Some(env) = envelope.take().filter(|e| !e.recipients.is_empty()) else {
-                        self.reply(&ServerReply::new(554, "5.5.1", "no valid recipients"))
-                            .await?;
+                        self.reply(&ServerReply::new(
+                            554,
+                            EnhancedCode::of(5, 5, 1),
+                            "no valid recipients",
+                        ))
+                        .await?;
                         continue;
                     };
                     self.write(b"354 end data with <CR><LF>.<CR><LF>\r\n")
@@ -506,7 +564,7 @@ impl Connection {
                         Some(message) => handler.data(&self.session, &env, message).await,
                         None => ServerReply::new(
                             552,
-                            "5.3.4",
+                            EnhancedCode::of(5, 3, 4),
                             format!(
                                 "message size exceeds the limit of {} bytes",
                                 self.settings.max_message_size
@@ -517,24 +575,33 @@ impl Connection {
                 }
                 Request::Rset => {
                     envelope = None;
-                    self.reply(&ServerReply::new(250, "2.0.0", "reset")).await?;
+                    self.reply(&ServerReply::new(250, EnhancedCode::of(2, 0, 0), "reset"))
+                        .await?;
                 }
-                Request::Noop { .. } => self.reply(&ServerReply::new(250, "2.0.0", "ok")).await?,
+                Request::Noop { .. } => {
+                    self.reply(&ServerReply::new(250, EnhancedCode::of(2, 0, 0), "ok"))
+                        .await?
+                }
                 Request::Vrfy { .. } => {
                     self.reply(&ServerReply::new(
                         252,
-                        "2.5.0",
+                        EnhancedCode::of(2, 5, 0),
                         "cannot verify, but will try",
                     ))
                     .await?
                 }
                 Request::Quit => {
-                    self.reply(&ServerReply::new(221, "2.0.0", "bye")).await?;
+                    self.reply(&ServerReply::new(221, EnhancedCode::of(2, 0, 0), "bye"))
+                        .await?;
                     return Ok(());
                 }
                 _ => {
-                    self.reply(&ServerReply::new(502, "5.5.1", "command not implemented"))
-                        .await?
+                    self.reply(&ServerReply::new(
+                        502,
+                        EnhancedCode::of(5, 5, 1),
+                        "command not implemented",
+                    ))
+                    .await?
                 }
             }
         }
@@ -570,21 +637,29 @@ impl Connection {
         let b64 = base64::engine::general_purpose::STANDARD;
         if !self.settings.require_auth {
             return self
-                .reply(&ServerReply::new(502, "5.5.1", "AUTH not offered"))
+                .reply(&ServerReply::new(
+                    502,
+                    EnhancedCode::of(5, 5, 1),
+                    "AUTH not offered",
+                ))
                 .await;
         }
         if !self.auth_allowed() {
             return self
                 .reply(&ServerReply::new(
                     538,
-                    "5.7.11",
+                    EnhancedCode::of(5, 7, 11),
                     "encryption required: use STARTTLS first",
                 ))
                 .await;
         }
         if self.session.identity.is_some() {
             return self
-                .reply(&ServerReply::new(503, "5.5.1", "already authenticated"))
+                .reply(&ServerReply::new(
+                    503,
+                    EnhancedCode::of(5, 5, 1),
+                    "already authenticated",
+                ))
                 .await;
         }
         let credentials = if mechanism == smtp_proto::AUTH_PLAIN {
@@ -618,14 +693,18 @@ impl Connection {
             decode(&user).zip(decode(&pass))
         } else {
             return self
-                .reply(&ServerReply::new(504, "5.5.4", "mechanism not supported"))
+                .reply(&ServerReply::new(
+                    504,
+                    EnhancedCode::of(5, 5, 4),
+                    "mechanism not supported",
+                ))
                 .await;
         };
         let Some((user, pass)) = credentials else {
             return self
                 .reply(&ServerReply::new(
                     501,
-                    "5.5.2",
+                    EnhancedCode::of(5, 5, 2),
                     "cannot decode the credentials",
                 ))
                 .await;
@@ -634,8 +713,12 @@ impl Connection {
             Ok(identity) => {
                 self.session.identity = Some(identity);
                 self.established();
-                self.reply(&ServerReply::new(235, "2.7.0", "authentication succeeded"))
-                    .await
+                self.reply(&ServerReply::new(
+                    235,
+                    EnhancedCode::of(2, 7, 0),
+                    "authentication succeeded",
+                ))
+                .await
             }
             Err(reply) => self.reply(&reply).await,
         }

@@ -12,6 +12,7 @@
 //! Time is paused: nothing waits on a clock, so a client that waits for a
 //! reply the script never gives times out at once instead of hanging.
 
+use posthorn_smtp::EnhancedCode;
 use posthorn_smtp::server::{
     Handler, ReceivedEnvelope, ServerReply, ServerSettings, Session, serve_stream,
 };
@@ -602,7 +603,11 @@ impl Handler for Mailbox {
     async fn auth(&self, username: &str, password: &str) -> Result<String, ServerReply> {
         match password {
             "right" => Ok(username.into()),
-            _ => Err(ServerReply::new(535, "5.7.8", "authentication failed")),
+            _ => Err(ServerReply::new(
+                535,
+                EnhancedCode::of(5, 7, 8),
+                "authentication failed",
+            )),
         }
     }
     async fn rcpt_to(
@@ -624,7 +629,7 @@ impl Handler for Mailbox {
             identity: session.identity.clone(),
             message,
         });
-        ServerReply::new(250, "2.0.0", "queued")
+        ServerReply::new(250, EnhancedCode::of(2, 0, 0), "queued")
     }
 }
 

@@ -1,6 +1,7 @@
 //! The server session against misbehaving clients over a real socket: every
 //! bad input gets a clear reply, and nothing half-received is handed on.
 
+use posthorn_smtp::EnhancedCode;
 use posthorn_smtp::listen::ConnectionLimits;
 use posthorn_smtp::server::{
     Handler, ReceivedEnvelope, ServerReply, ServerSettings, Session, serve,
@@ -24,7 +25,11 @@ impl Handler for Recorder {
         if password == "right" {
             Ok("me".into())
         } else {
-            Err(ServerReply::new(535, "5.7.8", "authentication failed"))
+            Err(ServerReply::new(
+                535,
+                EnhancedCode::of(5, 7, 8),
+                "authentication failed",
+            ))
         }
     }
     async fn rcpt_to(
@@ -34,7 +39,11 @@ impl Handler for Recorder {
         address: &str,
     ) -> Result<(), ServerReply> {
         if address.starts_with("nobody@") {
-            return Err(ServerReply::new(550, "5.1.1", "no such user"));
+            return Err(ServerReply::new(
+                550,
+                EnhancedCode::of(5, 1, 1),
+                "no such user",
+            ));
         }
         Ok(())
     }
@@ -48,7 +57,7 @@ impl Handler for Recorder {
             .lock()
             .unwrap()
             .push((envelope.clone(), message));
-        ServerReply::new(250, "2.0.0", "queued")
+        ServerReply::new(250, EnhancedCode::of(2, 0, 0), "queued")
     }
 }
 

@@ -9,6 +9,7 @@
 //! answering ends by its own timeout (a `421 4.4.2` that fails the case)
 //! the moment both ends wait, instead of hanging the test.
 
+use posthorn_smtp::EnhancedCode;
 use posthorn_smtp::server::{
     Handler, ReceivedEnvelope, ServerReply, ServerSettings, Session, serve_stream,
 };
@@ -45,7 +46,11 @@ impl Handler for Recorder {
         if password == "right" {
             Ok(username.into())
         } else {
-            Err(ServerReply::new(535, "5.7.8", "authentication failed"))
+            Err(ServerReply::new(
+                535,
+                EnhancedCode::of(5, 7, 8),
+                "authentication failed",
+            ))
         }
     }
     async fn rcpt_to(
@@ -55,7 +60,11 @@ impl Handler for Recorder {
         address: &str,
     ) -> Result<(), ServerReply> {
         if address.starts_with("nobody@") {
-            return Err(ServerReply::new(550, "5.1.1", "no such user"));
+            return Err(ServerReply::new(
+                550,
+                EnhancedCode::of(5, 1, 1),
+                "no such user",
+            ));
         }
         Ok(())
     }
@@ -72,7 +81,7 @@ impl Handler for Recorder {
             identity: session.identity.clone(),
             tls: session.tls,
         });
-        ServerReply::new(250, "2.0.0", "queued")
+        ServerReply::new(250, EnhancedCode::of(2, 0, 0), "queued")
     }
 }
 

@@ -149,7 +149,7 @@ fn bounce(bounce_type: BounceType) -> EventDetails {
         bounce_type,
         reason: None,
         smtp_code: Some(550),
-        enhanced_code: Some("5.1.1".into()),
+        enhanced_code: posthorn_core::EnhancedCode::new(5, 1, 1),
         reply_text: Some("550 5.1.1 user unknown".into()),
         origin: BounceOrigin::Sync,
         rule: None,

@@ -134,9 +134,7 @@ fn file_json(file: &str, bytes: &[u8], rules: &Rules) -> Vec<Value> {
 fn reply_json(line: &str, recipient: Option<&str>, rules: &Rules) -> Value {
     let (code, enhanced, text) = posthorn_bounce::parse_reply_line(line);
     let domain = recipient.map(|r| r.rsplit_once('@').map_or(r, |(_, domain)| domain));
-    let class = rules
-        .rules
-        .classify(code, enhanced.as_deref(), &text, domain);
+    let class = rules.rules.classify(code, enhanced, &text, domain);
     let mut out = json!({
         "reply": line,
         "reply_code": code,

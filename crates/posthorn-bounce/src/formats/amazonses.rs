@@ -5,6 +5,7 @@
 
 use super::Finding;
 use crate::parse::RecordKind;
+use posthorn_core::EnhancedCode;
 use serde_json::Value;
 
 /// What one SES notification says.
@@ -49,9 +50,9 @@ pub fn read(text: &str) -> Vec<Event> {
                         .to_string();
                     let mut f =
                         Finding::new("format.amazonses", str_of(r, "emailAddress"), diagnostic);
-                    f.status = str_of(r, "status");
+                    f.status = str_of(r, "status").and_then(|s| EnhancedCode::parse(s.trim()));
                     if str_of(r, "action").as_deref() == Some("delayed")
-                        || transient && f.status.as_deref().is_some_and(|s| s.starts_with('4'))
+                        || transient && f.status.is_some_and(EnhancedCode::is_transient)
                     {
                         f.kind = RecordKind::Delay;
                     }

@@ -23,6 +23,7 @@ pub mod x6;
 use crate::parse::RecordKind;
 use crate::reply::Reason;
 use crate::report::Report;
+use posthorn_core::EnhancedCode;
 
 /// One recipient's failure as a text tells it.
 #[derive(Debug, Clone)]
@@ -30,7 +31,7 @@ pub struct Finding {
     pub recipient: Option<String>,
     pub kind: RecordKind,
     /// An enhanced status code the text states, if any.
-    pub status: Option<String>,
+    pub status: Option<EnhancedCode>,
     pub reply_code: Option<u16>,
     /// The text that says why.
     pub diagnostic: String,

@@ -13,6 +13,7 @@ use super::Finding;
 use super::generic::truncate;
 use crate::parse::SmtpCommand;
 use crate::reply::Reason;
+use posthorn_core::EnhancedCode;
 
 /// Gives the findings whose answer comes from one of the known providers
 /// the provider's documented reason, as a forced hint.
@@ -124,11 +125,11 @@ fn spectrum(diagnostic: &str) -> Option<(Reason, &'static str)> {
 /// recipient's reception filter refusing the sender.
 fn docomo(diagnostic: &str, f: &Finding) -> Option<(Reason, &'static str)> {
     const RULE: &str = "format.rhost.docomo";
-    let status = f.status.as_deref().unwrap_or("");
-    if status == "5.1.1" {
+    let status = f.status;
+    if status == EnhancedCode::new(5, 1, 1) {
         return Some((Reason::Userunknown, RULE));
     }
-    if status == "5.2.0" {
+    if status == EnhancedCode::new(5, 2, 0) {
         return Some((Reason::Filtered, RULE));
     }
     if diagnostic.contains("552 too much mail data") {

@@ -22,6 +22,7 @@ pub mod verp;
 use crate::app::AppState;
 use crate::dkim::DkimKeys;
 use dns::Resolver;
+use posthorn_core::EnhancedCode;
 use posthorn_core::event::{BounceVerdict, EventDetails, Sent};
 use posthorn_core::outcome::{self, Attempt, AttemptResult};
 use posthorn_core::{EventId, EventSource};
@@ -470,7 +471,7 @@ impl DeliveryService {
     fn classifier<'a>(
         &'a self,
         recipient: &'a str,
-    ) -> impl Fn(u16, Option<&str>, &str) -> BounceVerdict + 'a {
+    ) -> impl Fn(u16, Option<EnhancedCode>, &str) -> BounceVerdict + 'a {
         let domain = recipient.rsplit_once('@').map(|(_, domain)| domain);
         move |code, enhanced, text| {
             let class = self
@@ -485,7 +486,7 @@ impl DeliveryService {
 /// The built-in reply classifier alone, as synchronous bounces use it when
 /// the operator has no rules: `posthorn-bounce`, whose rule id is kept on
 /// the event so every verdict can be explained.
-pub fn classify_reply(code: u16, enhanced: Option<&str>, text: &str) -> BounceVerdict {
+pub fn classify_reply(code: u16, enhanced: Option<EnhancedCode>, text: &str) -> BounceVerdict {
     classification(posthorn_bounce::reply::classify_reply(
         Some(code),
         enhanced,

@@ -174,7 +174,7 @@ fn session_failure(error: &ClientError) -> AttemptResult {
 fn outcome_reply(reply: &posthorn_smtp::Reply) -> outcome::Reply {
     outcome::Reply {
         code: reply.code,
-        enhanced: reply.enhanced.clone(),
+        enhanced: reply.enhanced,
         text: reply.text.clone(),
     }
 }
@@ -182,6 +182,7 @@ fn outcome_reply(reply: &posthorn_smtp::Reply) -> outcome::Reply {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use posthorn_core::EnhancedCode;
     use posthorn_smtp::Phase;
     use std::time::Duration;
 
@@ -198,11 +199,11 @@ mod tests {
             },
             ClientError::Reply {
                 phase: Phase::MailFrom,
-                reply: posthorn_smtp::Reply::local(421, "4.7.0", "closing"),
+                reply: posthorn_smtp::Reply::local(421, EnhancedCode::of(4, 7, 0), "closing"),
             },
             ClientError::Reply {
                 phase: Phase::MailFrom,
-                reply: posthorn_smtp::Reply::local(554, "5.7.1", "go away"),
+                reply: posthorn_smtp::Reply::local(554, EnhancedCode::of(5, 7, 1), "go away"),
             },
             ClientError::Protocol {
                 phase: Phase::Ehlo,
@@ -221,6 +222,61 @@ mod tests {
             };
             assert_eq!(reply.is_permanent(), error.is_permanent(), "{error:?}");
             assert_eq!(reply.line(), error.reply().line());
+        }
+    }
+
+    /// The code a server wrote on its reply line is the one the event
+    /// stores, text for text: read once by the SMTP client, carried typed
+    /// through the classifier, written back as the same string.
+    #[tokio::test]
+    async fn a_reply_lines_enhanced_code_reaches_the_stored_event_unchanged() {
+        use posthorn_core::outcome::{Attempt, QueueNext, for_attempt};
+        use posthorn_core::retry::RetrySchedule;
+        use posthorn_smtp::{SmtpClient, Timeouts};
+        use tokio::io::AsyncWriteExt;
+
+        for (line, kind) in [
+            (
+                "554 5.7.26 Unauthenticated email is not accepted",
+                "bounced",
+            ),
+            (
+                "451 4.7.650 The mail server has been rate limited",
+                "deferred",
+            ),
+            ("550 5.1.10 null MX", "bounced"),
+        ] {
+            let (ours, mut theirs) = tokio::io::duplex(4096);
+            theirs
+                .write_all(format!("{line}\r\n").as_bytes())
+                .await
+                .unwrap();
+            let mut client = SmtpClient::new(ours, Timeouts::default());
+            let error = client.read_greeting().await.unwrap_err();
+            let attempt = Attempt {
+                number: 1,
+                deadline: 1_000_000_000,
+                started_at: 0,
+                now: 10,
+                mx_host: Some("mx.example.com".into()),
+                ip: None,
+                tls: None,
+            };
+            let (details, next) = for_attempt(
+                &attempt,
+                &session_failure(&error),
+                &RetrySchedule::default(),
+                0.5,
+                &crate::delivery::classify_reply,
+            );
+            assert_eq!(details.kind().as_str(), kind, "{line}");
+            assert_eq!(matches!(next, QueueNext::Remove), kind == "bounced");
+            let json = details.to_json();
+            let code = line.split(' ').nth(1).unwrap();
+            assert_eq!(json["enhanced_code"], code, "{line}");
+            assert_eq!(json["reply_text"], line);
+            let back = posthorn_core::event::EventDetails::from_json(details.kind(), json).unwrap();
+            assert_eq!(back, details);
         }
     }
 }
