@@ -254,6 +254,59 @@ async fn unreadable_event_details_fail_the_read_and_name_the_column() {
     }
 }
 
+/// Events stored by an older version with an "enhanced code" that RFC 3463
+/// does not allow (`3.0.0` implied for a 3xx reply, a class-6 token) are
+/// mended by migration 0010: the code goes, the reply text stays, and the
+/// event reads back; valid codes are left as they were.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn codes_that_are_not_rfc_3463_codes_are_dropped_by_the_migration() {
+    let (store, dir) = fresh();
+    let tenant = store.create_tenant("acme", 1).await.unwrap();
+    let message = posthorn_store::conformance::message(&tenant.id, &["a@example.com"]);
+    let posthorn_store::AcceptOutcome::Accepted(receipt) =
+        store.accept_message(message).await.unwrap()
+    else {
+        panic!("not accepted")
+    };
+    let delivery = receipt.deliveries[0].id.clone();
+    drop(store);
+    let cases = [
+        ("3.0.0", None),
+        ("6.8.9", None),
+        ("5.01.1", None),
+        ("5.1.1000", None),
+        ("5.1.1", Some("5.1.1")),
+        ("4.7.650", Some("4.7.650")),
+        ("2.0.0", Some("2.0.0")),
+    ];
+    for (stored, kept) in cases {
+        // As a version before the migration left it.
+        tamper(&dir, "DELETE FROM schema_migrations WHERE version >= 10");
+        tamper(
+            &dir,
+            &format!(
+                "UPDATE events SET kind = 'deferred', details = \
+                 '{{\"attempt\": 1, \"smtp_code\": 451, \"enhanced_code\": \"{stored}\", \"reply_text\": \"451 {stored} later\"}}'"
+            ),
+        );
+        let store =
+            SqliteStore::open(dir.path(), &StoreConfig::default(), StoreRules::default()).unwrap();
+        let events = store.delivery_events(&tenant.id, &delivery).await.unwrap();
+        let posthorn_core::event::EventDetails::Deferred(deferred) = &events[0].details else {
+            panic!("{:?}", events[0].details)
+        };
+        assert_eq!(
+            deferred.enhanced_code.map(|c| c.to_string()).as_deref(),
+            kept,
+            "{stored}"
+        );
+        assert_eq!(
+            deferred.reply_text.as_deref(),
+            Some(format!("451 {stored} later").as_str())
+        );
+    }
+}
+
 /// What the inbound MX decided is read back as the names it wrote; another
 /// text fails the read naming the column.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -65,6 +65,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0007_sending_domains.sql"),
     include_str!("../../migrations/sqlite/0008_repeated_hits.sql"),
     include_str!("../../migrations/sqlite/0009_event_sequence.sql"),
+    include_str!("../../migrations/sqlite/0010_rfc3463_enhanced_codes.sql"),
 ];
 
 /// The file name of the database inside the data directory.
