@@ -98,10 +98,16 @@ struct ServeArgs {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
+    // A benchmark prints its tables and nothing else: the stores it opens
+    // in-process log only warnings and errors unless POSTHORN_LOG says more.
+    let default_level = match cli.command {
+        Command::Bench(_) => "warn",
+        _ => "info",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("POSTHORN_LOG")
-                .unwrap_or_else(|_| "info".into()),
+                .unwrap_or_else(|_| default_level.into()),
         )
         .with_writer(std::io::stderr)
         .init();
