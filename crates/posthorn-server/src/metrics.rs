@@ -43,10 +43,10 @@ impl Metrics {
     /// stream, so every event is counted once, after it is durable):
     /// deliveries accepted by their first event, the messages they belong
     /// to, and the outcomes of delivery attempts.
-    pub fn count_committed(&self, events: &[EventRecord]) {
+    pub fn count_committed(&self, events: &[Arc<EventRecord>]) {
         let mut accepted: Vec<&EventRecord> = Vec::new();
         let mut outcomes: Vec<EventKind> = Vec::new();
-        for event in events {
+        for event in events.iter().map(Arc::as_ref) {
             match event.source {
                 // A submission's events are its deliveries' first ones.
                 EventSource::Api | EventSource::SmtpSubmission => accepted.push(event),

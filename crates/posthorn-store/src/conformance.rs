@@ -139,7 +139,7 @@ async fn record(
         external_id: None,
     };
     match store.record_event(tenant, event).await.expect("record") {
-        RecordOutcome::Recorded { event, delivery } => (event, delivery),
+        RecordOutcome::Recorded { event, delivery } => ((*event).clone(), delivery),
         other => panic!("expected Recorded, got {other:?}"),
     }
 }

@@ -17,12 +17,12 @@ use std::sync::{Arc, RwLock};
 use tokio::sync::broadcast;
 
 /// The events of one commit, in `seq` order.
-pub type CommittedEvents = Arc<[EventRecord]>;
+pub type CommittedEvents = Arc<[Arc<EventRecord>]>;
 
 /// How many commits a subscriber may fall behind before it lags.
 const SUBSCRIBER_BACKLOG: usize = 4096;
 
-type Observer = Box<dyn Fn(&[EventRecord]) + Send + Sync>;
+type Observer = Box<dyn Fn(&[Arc<EventRecord>]) + Send + Sync>;
 
 pub struct CommitFeed {
     observers: RwLock<Vec<Observer>>,
@@ -49,7 +49,7 @@ impl std::fmt::Debug for CommitFeed {
 impl CommitFeed {
     /// Calls `observer` with the events of every later commit, on the
     /// committing thread. It must be quick and must not block or await.
-    pub fn observe(&self, observer: impl Fn(&[EventRecord]) + Send + Sync + 'static) {
+    pub fn observe(&self, observer: impl Fn(&[Arc<EventRecord>]) + Send + Sync + 'static) {
         self.observers
             .write()
             .unwrap_or_else(|e| e.into_inner())
@@ -62,7 +62,7 @@ impl CommitFeed {
     }
 
     /// Publishes one commit's events (nothing when it wrote none).
-    pub(crate) fn publish(&self, events: Vec<EventRecord>) {
+    pub(crate) fn publish(&self, events: Vec<Arc<EventRecord>>) {
         if events.is_empty() {
             return;
         }

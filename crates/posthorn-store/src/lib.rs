@@ -284,7 +284,7 @@ pub trait Store: Send + Sync + 'static {
         events: Vec<NewEvent>,
         delivery: &DeliveryId,
         next: QueueNext,
-    ) -> StoreResult<Vec<EventRecord>> {
+    ) -> StoreResult<Vec<std::sync::Arc<EventRecord>>> {
         self.record_attempts(vec![AttemptRecord {
             tenant: tenant.clone(),
             delivery: delivery.clone(),
@@ -295,7 +295,10 @@ pub trait Store: Send + Sync + 'static {
     }
     /// Records several attempts in one transaction, in order (a delivery's
     /// `sent` before its outcome): all or nothing. Returns the events stored.
-    async fn record_attempts(&self, attempts: Vec<AttemptRecord>) -> StoreResult<Vec<EventRecord>>;
+    async fn record_attempts(
+        &self,
+        attempts: Vec<AttemptRecord>,
+    ) -> StoreResult<Vec<std::sync::Arc<EventRecord>>>;
 
     // --- inbound mail (the inbound MX's view: all tenants) ---
     /// The tenant and recipient of a delivery, whichever tenant it belongs

@@ -285,13 +285,14 @@ pub struct NewEvent {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum RecordOutcome {
+    /// (Shared with the commit stream, which publishes the same record.)
     Recorded {
-        event: EventRecord,
+        event: std::sync::Arc<EventRecord>,
         delivery: DeliveryRecord,
     },
     /// An event with this external id was already recorded.
     Duplicate {
-        event: EventRecord,
+        event: std::sync::Arc<EventRecord>,
         delivery: DeliveryRecord,
     },
     /// No such delivery for this tenant.

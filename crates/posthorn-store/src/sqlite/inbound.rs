@@ -47,9 +47,9 @@ pub(crate) fn record_inbound(
             match writes::record_event(c, rules, &tenant, event)? {
                 RecordOutcome::Recorded { event, .. } => {
                     new_events += 1;
-                    record.event_ids.push(event.id);
+                    record.event_ids.push(event.id.clone());
                 }
-                RecordOutcome::Duplicate { event, .. } => record.event_ids.push(event.id),
+                RecordOutcome::Duplicate { event, .. } => record.event_ids.push(event.id.clone()),
                 RecordOutcome::UnknownDelivery => {
                     return Err(StoreError::backend(format!(
                         "delivery {} of tenant {tenant} does not exist",

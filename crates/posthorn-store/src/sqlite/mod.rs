@@ -569,7 +569,10 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn record_attempts(&self, attempts: Vec<AttemptRecord>) -> StoreResult<Vec<EventRecord>> {
+    async fn record_attempts(
+        &self,
+        attempts: Vec<AttemptRecord>,
+    ) -> StoreResult<Vec<std::sync::Arc<EventRecord>>> {
         let rules = self.rules;
         self.writer
             .write(move |c| {

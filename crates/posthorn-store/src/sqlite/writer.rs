@@ -40,7 +40,7 @@ pub(crate) struct WriteTx<'c> {
     conn: &'c Connection,
     /// The last sequence number given to an event (committed or not).
     last_seq: Cell<i64>,
-    written: RefCell<Vec<EventRecord>>,
+    written: RefCell<Vec<Arc<EventRecord>>>,
 }
 
 impl std::ops::Deref for WriteTx<'_> {
@@ -69,7 +69,7 @@ impl<'c> WriteTx<'c> {
     }
 
     /// Notes an event stored in this transaction, to publish at its commit.
-    pub(crate) fn stored(&self, event: EventRecord) {
+    pub(crate) fn stored(&self, event: Arc<EventRecord>) {
         self.written.borrow_mut().push(event);
     }
 
@@ -525,7 +525,7 @@ mod tests {
     fn store_event(tx: &WriteTx<'_>) -> StoreResult<()> {
         let seq = tx.next_event_seq();
         tx.execute("INSERT INTO t (x) VALUES (?1)", [seq])?;
-        tx.stored(EventRecord {
+        tx.stored(Arc::new(EventRecord {
             seq,
             id: posthorn_core::EventId::generate(),
             delivery_id: posthorn_core::DeliveryId::generate(),
@@ -539,7 +539,7 @@ mod tests {
             external_id: None,
             anomaly: None,
             outside_window: false,
-        });
+        }));
         Ok(())
     }
 

@@ -16,6 +16,7 @@ use posthorn_core::status::{AxisValue, DeliveryState, FoldInput};
 use posthorn_core::suppression::{SuppressionReason, SuppressionScope};
 use posthorn_core::{Millis, TenantId};
 use rusqlite::{Connection, params};
+use std::sync::Arc;
 
 pub(crate) fn create_tenant(c: &Connection, name: &str, now: Millis) -> StoreResult<Tenant> {
     if reads::tenant_by_name(c, name)?.is_some() {
@@ -352,7 +353,10 @@ pub(crate) fn record_event(
             };
             let event = existing.ok_or_else(|| StoreError::backend("duplicate event vanished"))?;
             let delivery = reads::delivery(c, tenant, &event.delivery_id)?.unwrap_or(delivery);
-            Ok(RecordOutcome::Duplicate { event, delivery })
+            Ok(RecordOutcome::Duplicate {
+                event: Arc::new(event),
+                delivery,
+            })
         }
     }
 }
@@ -367,7 +371,7 @@ fn apply_event(
     rules: &StoreRules,
     delivery: &mut DeliveryRecord,
     e: &NewEvent,
-) -> StoreResult<Option<EventRecord>> {
+) -> StoreResult<Option<Arc<EventRecord>>> {
     let mut state = state_of(delivery);
     let fold = state.apply(&FoldInput {
         id: &e.id,
@@ -417,6 +421,7 @@ fn apply_event(
     if inserted == 0 {
         return Ok(None);
     }
+    let record = Arc::new(record);
     c.stored(record.clone());
 
     if state != state_of(delivery) {
@@ -733,7 +738,7 @@ pub(crate) fn record_attempt(
     c: &WriteTx<'_>,
     rules: &StoreRules,
     attempt: &AttemptRecord,
-) -> StoreResult<Vec<EventRecord>> {
+) -> StoreResult<Vec<Arc<EventRecord>>> {
     let delivery_id = &attempt.delivery;
     let Some(mut delivery) = reads::delivery(c, &attempt.tenant, delivery_id)? else {
         return Err(StoreError::backend(format!(
