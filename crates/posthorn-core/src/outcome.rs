@@ -13,8 +13,11 @@ use crate::event::{
 use crate::retry::{RetryDecision, RetrySchedule, retry_hint};
 use crate::status::BounceType;
 
-/// An SMTP reply as the outcome rules read it: the remote server's, or one
-/// the delivery workers made up to describe a failure that has none.
+/// An SMTP reply: the code, the enhanced status code if the server gave one
+/// (RFC 3463), and the whole text (all lines, joined by `\n`, without
+/// codes). The remote server's, as the SMTP client reads it
+/// (`posthorn_smtp::Reply` is this type), or one made up to describe a
+/// failure that has none.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reply {
     pub code: u16,
@@ -31,6 +34,19 @@ impl Reply {
         }
     }
 
+    /// A reply made up for a failure that has no remote reply (a timeout,
+    /// a dropped connection), so that events always carry a readable line.
+    pub fn local(code: u16, enhanced: EnhancedCode, text: impl Into<String>) -> Self {
+        Self::new(code, Some(enhanced), text)
+    }
+
+    pub fn is_positive(&self) -> bool {
+        (200..400).contains(&self.code)
+    }
+    /// 4xx: try again later.
+    pub fn is_transient(&self) -> bool {
+        (400..500).contains(&self.code)
+    }
     /// 5xx: trying again with the same input cannot help.
     pub fn is_permanent(&self) -> bool {
         self.code >= 500
@@ -44,6 +60,12 @@ impl Reply {
             Some(e) => format!("{} {e} {text}", self.code),
             None => format!("{} {text}", self.code),
         }
+    }
+}
+
+impl std::fmt::Display for Reply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.line())
     }
 }
 

@@ -506,19 +506,15 @@ fn load_or_create_node_id(data_dir: &std::path::Path) -> Result<NodeId, StartErr
         }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             crate::data_dir::create_private_dir(data_dir).map_err(StartError::io(data_dir))?;
-            let node = NodeId::parse(&format!("node-{}", &uuid_hex()[..12]))
+            let mut bytes = [0u8; 6];
+            rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
+            let node = NodeId::parse(&format!("node-{}", hex::encode(bytes)))
                 .expect("a generated node name is valid");
             write_private_file(&path, &format!("{node}\n")).map_err(StartError::io(&path))?;
             Ok(node)
         }
         Err(e) => Err(StartError::io(path)(e)),
     }
-}
-
-fn uuid_hex() -> String {
-    let mut bytes = [0u8; 16];
-    rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
-    hex::encode(bytes)
 }
 
 /// What hangs off the store's commit stream: counting delivery outcomes

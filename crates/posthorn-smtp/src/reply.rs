@@ -2,56 +2,10 @@
 
 use posthorn_core::EnhancedCode;
 use smtp_proto::response::parser::ResponseReceiver;
-use std::fmt;
 
-/// One reply: the code, the enhanced status code if the server gave one
-/// (RFC 3463), and the whole text (all lines, joined by `\n`, without codes).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reply {
-    pub code: u16,
-    pub enhanced: Option<EnhancedCode>,
-    pub text: String,
-}
-
-impl Reply {
-    pub fn is_positive(&self) -> bool {
-        (200..400).contains(&self.code)
-    }
-    /// 4xx: try again later.
-    pub fn is_transient(&self) -> bool {
-        (400..500).contains(&self.code)
-    }
-    /// 5xx: do not try again with the same input.
-    pub fn is_permanent(&self) -> bool {
-        self.code >= 500
-    }
-
-    /// The reply as one line, the way people quote it:
-    /// `550 5.1.1 <bob@example.com>: user unknown`.
-    pub fn line(&self) -> String {
-        let text = self.text.replace('\n', " ");
-        match self.enhanced {
-            Some(e) => format!("{} {e} {text}", self.code),
-            None => format!("{} {text}", self.code),
-        }
-    }
-
-    /// A reply we make up for a failure that has no remote reply (a timeout,
-    /// a dropped connection), so that events always carry a readable line.
-    pub fn local(code: u16, enhanced: EnhancedCode, text: impl Into<String>) -> Self {
-        Self {
-            code,
-            enhanced: Some(enhanced),
-            text: text.into(),
-        }
-    }
-}
-
-impl fmt::Display for Reply {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.line())
-    }
-}
+/// One reply: the outcome rules' type, so the client's replies reach them
+/// as they were read.
+pub use posthorn_core::outcome::Reply;
 
 /// Bytes read from the peer and not yet consumed, and the reply parser.
 #[derive(Default)]

@@ -155,7 +155,7 @@ impl DeliveryService {
 
 /// The SMTP client's answer for our recipient, as the outcome rules read it.
 fn recipient_result(result: &RecipientResult) -> AttemptResult {
-    let reply = outcome_reply(&result.reply);
+    let reply = result.reply.clone();
     if result.delivered() {
         AttemptResult::Delivered(reply)
     } else {
@@ -168,15 +168,7 @@ fn recipient_result(result: &RecipientResult) -> AttemptResult {
 /// connection, 554 for a permanent protocol failure) whose class says
 /// whether trying again can help.
 fn session_failure(error: &ClientError) -> AttemptResult {
-    AttemptResult::NotDelivered(outcome_reply(&error.reply()))
-}
-
-fn outcome_reply(reply: &posthorn_smtp::Reply) -> outcome::Reply {
-    outcome::Reply {
-        code: reply.code,
-        enhanced: reply.enhanced,
-        text: reply.text.clone(),
-    }
+    AttemptResult::NotDelivered(error.reply())
 }
 
 #[cfg(test)]
