@@ -23,46 +23,22 @@
 //!   status must equal it (or an `alt_labels` row's).
 //! - **not a bounce**: each file of `sisimai-not-bounce/` must give no record.
 //!
-//! Fails below: recipient 98 %, hard/soft 97 %, reason 90 %, status 95 %,
+//! Fails below: recipient 98 %, hard/soft 97 %, reason 92 %, status 95 %,
 //! or on any record from a not-bounce file. Every fixture is first checked
 //! byte for byte against `MANIFEST.tsv`.
 
-use posthorn_bounce::{Reason, Record, parse};
+use posthorn_bounce::{Reason, parse};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+
+mod scoring;
+use scoring::{Score, describe, verify_manifest};
 
 const SETS: &[&str] = &["sisimai", "sisimai-crlf", "sisimai-cr"];
 
 fn corpus_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/corpus")
-}
-
-#[derive(Default, Clone, Copy)]
-struct Score {
-    right: usize,
-    total: usize,
-}
-
-impl Score {
-    fn add(&mut self, ok: bool) {
-        self.total += 1;
-        if ok {
-            self.right += 1;
-        }
-    }
-    fn pct(self) -> f64 {
-        if self.total == 0 {
-            100.0
-        } else {
-            100.0 * self.right as f64 / self.total as f64
-        }
-    }
-    fn show(self) -> String {
-        format!("{:6.2} % ({}/{})", self.pct(), self.right, self.total)
-    }
 }
 
 #[derive(Default, Clone, Copy)]
@@ -101,51 +77,11 @@ fn reason_matches(line: &Value, got: Reason) -> bool {
     })
 }
 
-fn verify_manifest(dir: &Path) {
-    let manifest = std::fs::read_to_string(dir.join("MANIFEST.tsv")).expect("MANIFEST.tsv");
-    let mut checked = 0;
-    for row in manifest.lines().skip(1) {
-        let cols: Vec<&str> = row.split('\t').collect();
-        let (path, sha) = (cols[0], cols[3]);
-        let bytes = std::fs::read(dir.join(path)).unwrap_or_else(|e| panic!("{path}: {e}"));
-        let got = hex(&Sha256::digest(&bytes));
-        assert_eq!(
-            got, sha,
-            "{path} differs from MANIFEST.tsv (line ends rewritten?)"
-        );
-        checked += 1;
-    }
-    assert!(checked > 500, "only {checked} fixtures in MANIFEST.tsv");
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().fold(String::new(), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
-}
-
-fn describe(r: Option<&Record>) -> String {
-    match r {
-        None => "no record".into(),
-        Some(r) => format!(
-            "{} {} {} {} {:?} {} [{}] {:.90}",
-            r.kind.as_str(),
-            r.recipient.as_deref().unwrap_or("-"),
-            r.reason,
-            r.status.map_or("-".into(), |s| s.to_string()),
-            r.hard_bounce(),
-            r.reply_code.map_or("-".into(), |c| c.to_string()),
-            r.rule,
-            r.diagnostic.as_deref().unwrap_or("-"),
-        ),
-    }
-}
-
 #[test]
 fn corpus_accuracy() {
     let dir = corpus_dir();
-    verify_manifest(&dir);
+    let checked = verify_manifest(&dir, "sha256");
+    assert!(checked > 500, "only {checked} fixtures in MANIFEST.tsv");
     let mut total = Scores::default();
     let mut modules: BTreeMap<String, Scores> = BTreeMap::new();
     let mut misses: Vec<String> = Vec::new();
@@ -316,6 +252,6 @@ fn corpus_accuracy() {
         total.recipient.show()
     );
     assert!(total.hard.pct() >= 97.0, "hard/soft {}", total.hard.show());
-    assert!(total.reason.pct() >= 90.0, "reason {}", total.reason.show());
+    assert!(total.reason.pct() >= 92.0, "reason {}", total.reason.show());
     assert!(total.status.pct() >= 95.0, "status {}", total.status.show());
 }
