@@ -572,12 +572,21 @@ fn context_reason(
     // X.0.9NN codes are not a server's word.
     let address_code = status.is_some_and(|s| s.subject() == 1);
     let servers_code = status.is_none_or(|s| s.detail() < 900);
+    // Only a code that states the mailbox's or the mail system's condition
+    // (RFC 3463 subjects 2 and 3: "mailbox disabled", "system not
+    // accepting") contradicts the words: the mailbox exists and refused.
+    // With no code, or one about something else (X.0.y undefined, X.5.y
+    // protocol), nothing does, and the words stand: the hand-labelled
+    // corpora of other projects (flufl.bounce, BounceParser) read "user
+    // unknown" with no stage as an unknown user, hard.
+    let mailbox_state_code = status.is_some_and(|s| matches!(s.subject(), 2 | 3));
     if command.is_none()
         && reason == Reason::Userunknown
         && rule.starts_with("text.userunknown.")
         && rule != "text.userunknown.access-denied-recipient"
         && servers_code
         && !address_code
+        && mailbox_state_code
     {
         return Some((Reason::Filtered, "context.filtered.not-at-rcpt"));
     }

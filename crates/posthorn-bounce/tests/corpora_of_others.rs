@@ -53,8 +53,8 @@ const FLUFL: Set = Set {
     dir: "corpus-flufl",
     floor: Floor {
         recipient: 97.0,
-        hard: 71.0,
-        reason: 67.0,
+        hard: 91.5,
+        reason: 86.0,
     },
     family: |line| {
         str_field(line, "source_detector")
@@ -67,8 +67,8 @@ const BOUNCEPARSER: Set = Set {
     dir: "corpus-bounceparser",
     floor: Floor {
         recipient: 96.5,
-        hard: 89.0,
-        reason: 86.0,
+        hard: 97.0,
+        reason: 93.0,
     },
     // Files are named after the sender or the kind of notice
     // (`aol-senderblock.msg`, `spam-rejection7.msg`, `boxbe-cr.msg`).

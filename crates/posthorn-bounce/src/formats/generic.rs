@@ -117,8 +117,14 @@ fn bracketed_addresses(lines: &[&str], excluded: &[String]) -> Vec<(usize, Strin
                 break;
             };
             let inner = &line[start..start + close];
+            if inner.contains(char::is_whitespace) {
+                // Not an address in brackets, but a transcript's arrows
+                // ("Sent <<< RCPT TO:<a@b>"): look again from the next `<`.
+                search = start;
+                continue;
+            }
             search = start + close + 1;
-            if !inner.contains('@') || inner.contains(char::is_whitespace) {
+            if !inner.contains('@') {
                 continue;
             }
             if let Some(addr) = address::clean(inner)
