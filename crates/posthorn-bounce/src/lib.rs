@@ -3,7 +3,7 @@
 //! status code + text -> hard/soft/undetermined, a reason and the id of the
 //! rule that decided, see [`reply`]), and the reading of returned mail into
 //! records ([`parse`]): DSNs (RFC 3464) and the home-made texts of real MTAs
-//! (`formats/`), complaints (ARF, RFC 5965; Amazon SES and Microsoft JMRP
+//! (`formats/`; challenge-response notices are none, `challenge.rs`), complaints (ARF, RFC 5965; Amazon SES and Microsoft JMRP
 //! notifications) and auto-replies (RFC 3834).
 //!
 //! The phrases the classifier reads are data (`rules/replies.txt`, compiled
@@ -27,6 +27,7 @@
 mod address;
 mod arf;
 mod autoreply;
+mod challenge;
 mod dsn;
 mod enhanced;
 mod formats;

@@ -116,6 +116,9 @@ pub fn parse_with(raw: &[u8], rules: &ReplyRules) -> Vec<Record> {
             .collect();
     }
 
+    if crate::challenge::is_notice(&report) {
+        return Vec::new();
+    }
     let mut findings = Vec::new();
     if let Some(dsn_text) = &report.dsn_text {
         let dsn = dsn::parse(dsn_text);
