@@ -1,5 +1,5 @@
 //! Throughput of the bounce rules, single thread: `parse` over every
-//! message of the corpus (messages/s) and `classify_reply` over every line
+//! message of the corpora (messages/s) and `classify_reply` over every line
 //! of `smtp-replies.jsonl` (lines/s). Each is timed over repeated passes
 //! of at least two seconds, after one warm-up pass.
 //!
@@ -11,17 +11,26 @@ use std::time::{Duration, Instant};
 fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
     let mut messages = Vec::new();
-    for set in [
-        "sisimai",
-        "sisimai-crlf",
-        "sisimai-cr",
-        "sisimai-not-bounce",
-    ] {
-        let dir = root.join("corpus").join(set);
+    // The Sisimai sets and the corpora of other projects (every message
+    // file: `.eml`, flufl's `.txt`, BounceParser's `.msg`).
+    let sets = [
+        "corpus/sisimai",
+        "corpus/sisimai-crlf",
+        "corpus/sisimai-cr",
+        "corpus/sisimai-not-bounce",
+        "corpus-flufl",
+        "corpus-bounceparser",
+    ];
+    for set in sets {
+        let dir = root.join(set);
         let mut paths: Vec<_> = std::fs::read_dir(&dir)
             .expect("corpus directory")
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|e| e == "eml"))
+            .filter(|p| {
+                let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                [".eml", ".msg"].iter().any(|ext| name.ends_with(ext))
+                    || name.ends_with(".txt") && set == "corpus-flufl"
+            })
             .collect();
         paths.sort();
         messages.extend(paths.iter().map(|p| std::fs::read(p).expect("corpus file")));
