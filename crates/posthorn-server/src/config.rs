@@ -33,26 +33,49 @@ pub fn load(
     parse_checked(&text, &source, env, check_files)
 }
 
-/// Parses configuration text (TOML) plus environment overrides. Reads no
-/// file: what the configuration names is checked by [`load`].
+/// Parses configuration text (TOML) plus environment overrides and checks
+/// its values. Reads no file: what the configuration names is checked by
+/// [`load`].
 pub fn parse(
     text: &str,
     source: &str,
     env: impl IntoIterator<Item = (String, String)>,
 ) -> Result<Config, ConfigErrors> {
-    parse_checked(text, source, env, |_| Vec::new())
+    parse_checked(text, source, env, check_values)
 }
 
-/// The files a configuration names that must be read and parsed at start:
-/// their errors, each prefixed with the setting that names the file.
+/// The files a configuration names that must be read and parsed at start,
+/// and the values that deserialise but make no sense: their errors, each
+/// prefixed with the setting.
 fn check_files(config: &Config) -> Vec<String> {
-    match crate::reply_rules::load(config.bounce.rules_file.as_deref()) {
-        Ok(_) => Vec::new(),
-        Err(errors) => errors
-            .into_iter()
-            .map(|e| format!("bounce.rules_file: {e}"))
-            .collect(),
+    let mut errors: Vec<String> =
+        match crate::reply_rules::load(config.bounce.rules_file.as_deref()) {
+            Ok(_) => Vec::new(),
+            Err(errors) => errors
+                .into_iter()
+                .map(|e| format!("bounce.rules_file: {e}"))
+                .collect(),
+        };
+    errors.extend(check_values(config));
+    let machine = &config.tracking.machine;
+    if let Err(e) = crate::machine_networks::load(machine.networks_file.as_deref()) {
+        errors.extend(
+            e.into_iter()
+                .map(|e| format!("tracking.machine.networks_file: {e}")),
+        );
     }
+    errors
+}
+
+/// Values that deserialise but make no sense, prefixed with their setting.
+fn check_values(config: &Config) -> Vec<String> {
+    config
+        .tracking
+        .machine
+        .problems()
+        .into_iter()
+        .map(|e| format!("tracking.machine.{e}"))
+        .collect()
 }
 
 /// [`parse`], then `check` on the configuration that deserialised (with

@@ -118,6 +118,7 @@ mod tests {
             at,
             link_index,
             machine,
+            network: None,
         }
     }
 
