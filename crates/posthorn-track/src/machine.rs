@@ -478,16 +478,19 @@ mod tests {
         }
     }
 
-    fn verdict(hit: &Hit<'_>, history: &[PastHit]) -> (bool, &'static str) {
+    /// machine, reason
+    type Expected = (bool, &'static str);
+
+    fn verdict(hit: &Hit<'_>, history: &[PastHit]) -> Expected {
         let v = judge(hit, history, &Thresholds::default(), &nets());
         (v.machine, v.reason)
     }
 
-    fn machine(reason: &'static str) -> (bool, &'static str) {
+    fn machine(reason: &'static str) -> Expected {
         (true, reason)
     }
 
-    fn person(reason: &'static str) -> (bool, &'static str) {
+    fn person(reason: &'static str) -> Expected {
         (false, reason)
     }
 
@@ -528,7 +531,7 @@ mod tests {
         before.delivered_at = Some(DELIVERED);
         let soon_click = click(CHROME, 1, DELIVERED + 4 * SECOND);
 
-        let rows: Vec<(&str, Hit<'_>, Vec<PastHit>, (bool, &str))> = vec![
+        let rows: Vec<(&str, Hit<'_>, Vec<PastHit>, Expected)> = vec![
             ("HEAD", head, vec![], machine("head_request")),
             ("prefetch", prefetch, opened.clone(), machine("prefetch")),
             (
