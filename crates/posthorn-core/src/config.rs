@@ -81,25 +81,66 @@ pub struct TrackingConfig {
     pub machine: MachineThresholds,
 }
 
-/// The configurable limits of the timing rules. Every field has a default;
-/// unknown fields are refused so that a typo in the config is an error.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// The settings of the person-or-machine rules (posthorn-track's
+/// `machine` module). Every field has a default; unknown fields are refused
+/// so that a typo in the config is an error.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MachineThresholds {
-    /// Hits sooner than this after delivery are machines (default `10s`):
-    /// security gateways fetch while they scan, before anyone can read.
+    /// Hits sooner than this after delivery strengthen other evidence
+    /// (default `10s`): a second link, or a client that is no browser.
+    /// Alone it never makes a machine: transactional mail is read at once.
     pub min_after_delivery: HumanDuration,
     /// Clicks on different links closer together than this form a burst
     /// (default `2s`).
     pub burst_window: HumanDuration,
     /// A burst covering this many different links is a machine even when
-    /// the message has more (default 3; at least 2 is used).
+    /// the message has more (default 3; at least 2).
     pub burst_links: u32,
-    /// Judge a click with no open before it a machine when open tracking
-    /// was on (default `true`).
-    pub click_without_open: bool,
+    /// Removed (issue #13): a click without an open is no longer a
+    /// machine, it implies an open. Kept only to say so when a
+    /// configuration still sets it.
+    #[serde(default, skip_serializing)]
+    pub click_without_open: Option<bool>,
     /// Judge a hit without a `User-Agent` a machine (default `true`).
     pub missing_user_agent: bool,
+    /// The machine networks (Apple's proxy, link scanners, hosting) in the
+    /// format of `crates/posthorn-track/data/machine-networks.txt`, read at
+    /// start instead of the compiled-in copy. Unset: the compiled-in list.
+    pub networks_file: Option<PathBuf>,
+}
+
+impl MachineThresholds {
+    /// Values that deserialise but make no sense, as `setting: problem`.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.click_without_open.is_some() {
+            problems.push(
+                "click_without_open: removed: a click without an open now counts as a \
+                 person's (it implies an open, marked inferred); delete the setting"
+                    .to_owned(),
+            );
+        }
+        if self.burst_links < 2 {
+            problems.push(format!(
+                "burst_links: {} is too few: a burst needs at least 2 different links",
+                self.burst_links
+            ));
+        }
+        if self.burst_window.0 <= 0 || self.burst_window.0 > MINUTE {
+            problems.push(format!(
+                "burst_window: {} is out of range (more than 0, at most 1m)",
+                self.burst_window
+            ));
+        }
+        if self.min_after_delivery.0 < 0 || self.min_after_delivery.0 > 10 * MINUTE {
+            problems.push(format!(
+                "min_after_delivery: {} is out of range (0 to 10m)",
+                self.min_after_delivery
+            ));
+        }
+        problems
+    }
 }
 
 impl Default for MachineThresholds {
@@ -108,8 +149,9 @@ impl Default for MachineThresholds {
             min_after_delivery: HumanDuration(10 * SECOND),
             burst_window: HumanDuration(2 * SECOND),
             burst_links: 3,
-            click_without_open: true,
+            click_without_open: None,
             missing_user_agent: true,
+            networks_file: None,
         }
     }
 }

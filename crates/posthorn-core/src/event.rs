@@ -411,8 +411,15 @@ pub struct Clicked {
     pub user_agent: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub machine: Option<bool>,
+    /// The rule that gave the verdict, for a person's click as for a
+    /// machine's (posthorn-track's `machine` module).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub machine_reason: Option<String>,
+    /// `true`: a person's click with no person's open before it. It
+    /// implies the message was opened; the open is inferred (counted, and
+    /// marked as such), never stored as an `opened` event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub implied_open: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

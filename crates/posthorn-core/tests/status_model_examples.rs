@@ -127,6 +127,7 @@ fn clicked() -> EventDetails {
         user_agent: None,
         machine: Some(false),
         machine_reason: None,
+        implied_open: None,
     })
 }
 fn unsubscribed(scope: UnsubscribeScope) -> EventDetails {

@@ -73,6 +73,7 @@ fn details_strategy() -> impl Strategy<Value = EventDetails> {
             user_agent: None,
             machine: None,
             machine_reason: None,
+            implied_open: None,
         })),
         1 => Just(EventDetails::Unsubscribed(Unsubscribed { scope: UnsubscribeScope::Stream, method: None })),
         1 => Just(EventDetails::Unsubscribed(Unsubscribed { scope: UnsubscribeScope::All, method: None })),

@@ -61,6 +61,9 @@ pub struct Shared {
     /// The operator's reply rules (`[bounce] rules_file`), tried before
     /// the built-in ones on synchronous bounces and returned mail.
     pub reply_rules: Arc<posthorn_bounce::ReplyRules>,
+    /// The machine networks (`[tracking.machine] networks_file`, or the
+    /// compiled-in list) the tracker judges hits by.
+    pub machine_networks: Arc<posthorn_track::Networks>,
 }
 
 impl AppState {
@@ -154,6 +157,9 @@ impl App {
         // still an error to start with one that no longer parses.
         let reply_rules = crate::reply_rules::load(config.bounce.rules_file.as_deref())
             .map_err(StartError::ReplyRules)?;
+        let machine_networks =
+            crate::machine_networks::load(config.tracking.machine.networks_file.as_deref())
+                .map_err(StartError::MachineNetworks)?;
         let node = match &config.server.node_id {
             Some(node) => node.clone(),
             None => load_or_create_node_id(&config.server.data_dir)?,
@@ -169,6 +175,7 @@ impl App {
             dkim,
             node,
             reply_rules: Arc::new(reply_rules),
+            machine_networks: Arc::new(machine_networks),
         }));
         follow_commits(&state);
         Ok(Self { state, verp })

@@ -33,26 +33,49 @@ pub fn load(
     parse_checked(&text, &source, env, check_files)
 }
 
-/// Parses configuration text (TOML) plus environment overrides. Reads no
-/// file: what the configuration names is checked by [`load`].
+/// Parses configuration text (TOML) plus environment overrides and checks
+/// its values. Reads no file: what the configuration names is checked by
+/// [`load`].
 pub fn parse(
     text: &str,
     source: &str,
     env: impl IntoIterator<Item = (String, String)>,
 ) -> Result<Config, ConfigErrors> {
-    parse_checked(text, source, env, |_| Vec::new())
+    parse_checked(text, source, env, check_values)
 }
 
-/// The files a configuration names that must be read and parsed at start:
-/// their errors, each prefixed with the setting that names the file.
+/// The files a configuration names that must be read and parsed at start,
+/// and the values that deserialise but make no sense: their errors, each
+/// prefixed with the setting.
 fn check_files(config: &Config) -> Vec<String> {
-    match crate::reply_rules::load(config.bounce.rules_file.as_deref()) {
-        Ok(_) => Vec::new(),
-        Err(errors) => errors
-            .into_iter()
-            .map(|e| format!("bounce.rules_file: {e}"))
-            .collect(),
+    let mut errors: Vec<String> =
+        match crate::reply_rules::load(config.bounce.rules_file.as_deref()) {
+            Ok(_) => Vec::new(),
+            Err(errors) => errors
+                .into_iter()
+                .map(|e| format!("bounce.rules_file: {e}"))
+                .collect(),
+        };
+    errors.extend(check_values(config));
+    let machine = &config.tracking.machine;
+    if let Err(e) = crate::machine_networks::load(machine.networks_file.as_deref()) {
+        errors.extend(
+            e.into_iter()
+                .map(|e| format!("tracking.machine.networks_file: {e}")),
+        );
     }
+    errors
+}
+
+/// Values that deserialise but make no sense, prefixed with their setting.
+fn check_values(config: &Config) -> Vec<String> {
+    config
+        .tracking
+        .machine
+        .problems()
+        .into_iter()
+        .map(|e| format!("tracking.machine.{e}"))
+        .collect()
 }
 
 /// [`parse`], then `check` on the configuration that deserialised (with
@@ -262,6 +285,67 @@ mod tests {
     /// Through the loading path `serve` uses: a bad rules file is a
     /// configuration error naming the setting, the file and the line, and
     /// is reported with the file's other errors.
+    #[test]
+    fn machine_settings_and_networks_file_are_checked_at_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let networks = dir.path().join("networks.txt");
+        std::fs::write(
+            &networks,
+            "source ours https://example.com/ranges 2026-12-07\n\
+             198.51.100.0/24 hosting ours\n198.51.100.1/24 hosting ours\n",
+        )
+        .unwrap();
+        let config_file = dir.path().join("posthorn.toml");
+        let toml = format!(
+            "[tracking.machine]\nnetworks_file = {:?}\nclick_without_open = true\nburst_links = 1\n",
+            networks.display().to_string()
+        );
+        std::fs::write(&config_file, toml).unwrap();
+        let errors = load(Some(&config_file), env(&[])).unwrap_err().0;
+        assert_eq!(errors.len(), 3, "{errors:?}");
+        assert!(
+            errors[0].starts_with("tracking.machine.click_without_open: removed"),
+            "{errors:?}"
+        );
+        assert!(
+            errors[1].starts_with("tracking.machine.burst_links: "),
+            "{errors:?}"
+        );
+        let want = format!("tracking.machine.networks_file: {}:3: ", networks.display());
+        assert!(
+            errors[2].starts_with(&want) && errors[2].contains("host bits"),
+            "{errors:?}"
+        );
+        // Text alone (no files read) still checks the values.
+        let errors = parse("[tracking.machine]\nburst_window = \"0s\"\n", "t", env(&[]))
+            .unwrap_err()
+            .0;
+        assert!(
+            errors[0].starts_with("tracking.machine.burst_window: "),
+            "{errors:?}"
+        );
+
+        // Fixed, it loads, and the environment can name the file.
+        std::fs::write(
+            &networks,
+            "source ours https://example.com/ranges 2026-12-07\n198.51.100.0/24 hosting ours\n",
+        )
+        .unwrap();
+        std::fs::write(&config_file, "").unwrap();
+        let config = load(
+            Some(&config_file),
+            env(&[(
+                "POSTHORN_TRACKING__MACHINE__NETWORKS_FILE",
+                &networks.display().to_string(),
+            )]),
+        )
+        .unwrap();
+        assert_eq!(
+            config.tracking.machine.networks_file.as_deref(),
+            Some(networks.as_path())
+        );
+    }
+
     #[test]
     fn a_bad_rules_file_is_a_configuration_error_with_its_line() {
         let dir = tempfile::tempdir().unwrap();

@@ -19,6 +19,7 @@ pub mod headers;
 pub mod http_server;
 pub mod inbound;
 pub mod keys;
+pub mod machine_networks;
 pub mod metrics;
 pub mod open_files;
 pub mod reply_rules;

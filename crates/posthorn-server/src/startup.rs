@@ -33,6 +33,10 @@ pub enum StartError {
     /// `[bounce] rules_file` does not parse (every error, one a line).
     #[error("{}", .0.join("\n"))]
     ReplyRules(Vec<String>),
+    /// `[tracking.machine] networks_file` does not parse (every error, one
+    /// a line).
+    #[error("{}", .0.join("\n"))]
+    MachineNetworks(Vec<String>),
     /// Only one of `[submission] cert_file` and `key_file` is set.
     #[error("set both [submission] cert_file and key_file, or neither")]
     CertificatePair,

@@ -292,14 +292,16 @@ mod tests {
             at,
             link_index: (kind == HitKind::Click).then_some(0),
             machine: false,
+            network: Some(posthorn_track::network_of("192.0.2.1".parse().unwrap())),
         }
     }
 
     /// A person's click a minute after delivery, judged on `history`.
-    fn click_reason(history: &[PastHit]) -> Option<&'static str> {
+    fn click_reason(history: &[PastHit]) -> &'static str {
         let hit = Hit {
             kind: HitKind::Click,
             method_head: false,
+            prefetch: false,
             ip: Some("192.0.2.1".parse().unwrap()),
             user_agent: Some(
                 "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) \
@@ -311,7 +313,13 @@ mod tests {
             links_in_message: 1,
             open_tracking: true,
         };
-        judge(&hit, history, &Thresholds::default()).reason
+        judge(
+            &hit,
+            history,
+            &Thresholds::default(),
+            &posthorn_track::Networks::builtin(),
+        )
+        .reason
     }
 
     #[test]
@@ -320,19 +328,19 @@ mod tests {
         let f = facts(true);
         let id = f.delivery_id.clone();
         cache.insert(f, Vec::new(), StoredCounts::new());
-        // Without the open, the click is a scanner's.
+        // Without the open, the click implies one.
         let before = cache.get(&id).unwrap();
         assert!(before.facts.engagement.is_empty());
-        assert_eq!(click_reason(&before.history), Some("click_without_open"));
+        assert_eq!(click_reason(&before.history), "click_implies_open");
         // The open is recorded (committed), then appended: the click that
-        // follows sees it and is a person's.
+        // follows sees it, from the same network.
         cache.append(&id, past(HitKind::Open, DELIVERED + 30_000), None);
         let after = cache.get(&id).unwrap();
         assert_eq!(
             *after.history,
             vec![past(HitKind::Open, DELIVERED + 30_000)]
         );
-        assert_eq!(click_reason(&after.history), None);
+        assert_eq!(click_reason(&after.history), "mail_client_then_browser");
         // A look-up is a snapshot: the hit appended while `before` was held
         // did not change it (the shared history was copied, not written).
         assert!(before.history.is_empty());
@@ -426,7 +434,7 @@ mod tests {
             ))
         );
         // So a click still counts its open.
-        assert_eq!(click_reason(&history), None);
+        assert_eq!(click_reason(&history), "mail_client_then_browser");
         // The same bound when a long history is read from the store.
         let f = facts(true);
         let long: Vec<PastHit> = std::iter::once(past(HitKind::Open, DELIVERED + 1))

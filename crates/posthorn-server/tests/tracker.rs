@@ -26,9 +26,14 @@ struct Server {
 }
 
 async fn start() -> Server {
+    start_with(|_| {}).await
+}
+
+async fn start_with(configure: impl FnOnce(&mut Config)) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let mut config = Config::default();
     config.server.data_dir = dir.path().to_path_buf();
+    configure(&mut config);
     let store = Arc::new(
         SqliteStore::open(
             &config.server.data_dir,
@@ -113,6 +118,49 @@ impl Server {
         )
         .await;
         DeliveryId::parse(&id).unwrap()
+    }
+
+    /// A delivery of a message with two links, delivered `ago` ms ago.
+    async fn delivered_with_links(&self, ago: i64) -> DeliveryId {
+        let receipt = self
+            .post(
+                "/v1/messages",
+                json!({"from": "shop@sender.example", "to": ["ann@example.org"],
+                       "subject": "Your sign-in link", "stream": "transactional",
+                       "html": "<p><a href=\"https://shop.example/login?t=1\">Sign in</a> \
+                                <a href=\"https://shop.example/help\">Help</a></p>"}),
+            )
+            .await;
+        let id = receipt["deliveries"][0]["id"].as_str().unwrap().to_owned();
+        // What sending keeps: the original URLs of the rewritten links.
+        let message = posthorn_core::MessageId::parse(receipt["id"].as_str().unwrap()).unwrap();
+        self.store
+            .put_message_links(
+                &message,
+                vec![
+                    "https://shop.example/login?t=1".into(),
+                    "https://shop.example/help".into(),
+                ],
+            )
+            .await
+            .unwrap();
+        let then =
+            posthorn_core::clock::format_rfc3339(posthorn_core::Clock::now_ms(&SystemClock) - ago);
+        self.post(
+            "/v1/events",
+            json!({"delivery_id": id, "kind": "delivered", "occurred_at": then}),
+        )
+        .await;
+        DeliveryId::parse(&id).unwrap()
+    }
+
+    /// A tracker hit with extra headers; its status.
+    async fn hit_with(&self, path: &str, headers: &[(&str, &str)]) -> u16 {
+        let mut request = self.http.get(self.url(path));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.send().await.unwrap().status().as_u16()
     }
 
     /// A tracker hit; its status.
@@ -300,4 +348,88 @@ async fn a_long_timeline_comes_in_pages() {
     assert_eq!(status, 404);
     let (status, _) = server.get("/v1/deliveries/%FF/events").await;
     assert_eq!(status, 404);
+}
+
+/// Issue #13: a person who clicks a transactional mail's link seconds after
+/// it arrives, in a client that blocks images, is a person, and the click
+/// implies the open (inferred); a click from a link scanner's network is a
+/// machine's whatever browser it claims to be.
+#[tokio::test]
+async fn a_quick_click_without_an_open_is_a_person_and_a_scanner_network_is_not() {
+    const EDGE: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 \
+        (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36 Edg/131.0.0.0";
+    // The tracker sits behind a proxy on loopback, which names the client.
+    let server = start_with(|c| {
+        c.tracking.trust_proxy = vec!["127.0.0.0/8".parse().unwrap()];
+    })
+    .await;
+
+    // The person: two seconds after delivery, no open (images blocked).
+    let id = server.delivered_with_links(2_000).await;
+    let link = format!("/c/{}", sign(&server.keys, &Target::Click(id.clone(), 0)));
+    let home = [("user-agent", EDGE), ("x-forwarded-for", "203.0.113.10")];
+    assert_eq!(server.hit_with(&link, &home).await, 302);
+    let (_, d) = server.get(&format!("/v1/deliveries/{id}")).await;
+    let events = server.all_pages(&id, 100).await;
+    let clicked: Vec<&Value> = events.iter().filter(|e| e["kind"] == "clicked").collect();
+    assert_eq!(clicked.len(), 1, "{events:?}");
+    let details = &clicked[0]["details"];
+    assert_eq!(details["machine"], false, "{details}");
+    assert_eq!(details["machine_reason"], "click_implies_open", "{details}");
+    assert_eq!(details["implied_open"], true, "{details}");
+    assert!(
+        events.iter().all(|e| e["kind"] != "opened"),
+        "the open is inferred, not stored: {events:?}"
+    );
+    let human = &d["engagement"]["human"];
+    assert_eq!(human["clicked"], true, "{d}");
+    assert_eq!(human["opened"], true, "{d}");
+    assert_eq!(human["open_inferred"], true, "{d}");
+    assert_eq!(human["opens"], 0, "{d}");
+    assert_eq!(d["status"], "clicked", "{d}");
+    let (_, message) = server
+        .get(&format!(
+            "/v1/messages/{}",
+            d["message_id"].as_str().unwrap()
+        ))
+        .await;
+    let sums = &message["engagement"]["human"];
+    assert_eq!(sums["opened_deliveries"], 1, "{message}");
+    assert_eq!(sums["opened_inferred_deliveries"], 1, "{message}");
+    assert_eq!(sums["clicked_deliveries"], 1, "{message}");
+
+    // A second delivery, hit by Microsoft's gateway (Exchange Online
+    // Protection's range) with an ordinary browser's agent, then by a
+    // browser's prefetch.
+    let id = server.delivered_with_links(2_000).await;
+    let link = format!("/c/{}", sign(&server.keys, &Target::Click(id.clone(), 1)));
+    let eop = [("user-agent", EDGE), ("x-forwarded-for", "40.107.22.51")];
+    assert_eq!(server.hit_with(&link, &eop).await, 302);
+    let prefetch = [
+        ("user-agent", EDGE),
+        ("x-forwarded-for", "203.0.113.10"),
+        ("sec-purpose", "prefetch;prerender"),
+    ];
+    assert_eq!(server.hit_with(&link, &prefetch).await, 302);
+    let events = server.all_pages(&id, 100).await;
+    let reasons: Vec<(&Value, &Value, &Value)> = events
+        .iter()
+        .filter(|e| e["kind"] == "clicked")
+        .map(|e| {
+            let d = &e["details"];
+            (&d["machine"], &d["machine_reason"], &d["implied_open"])
+        })
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            (&json!(true), &json!("link_scanner_network"), &Value::Null),
+            (&json!(true), &json!("prefetch"), &Value::Null),
+        ],
+        "{events:?}"
+    );
+    let (_, d) = server.get(&format!("/v1/deliveries/{id}")).await;
+    assert_eq!(d["engagement"]["human"]["clicked"], false, "{d}");
+    assert_eq!(d["engagement"]["human"]["opened"], false, "{d}");
+    assert_eq!(d["engagement"]["all"]["clicked"], true, "{d}");
 }

@@ -1597,6 +1597,7 @@ pub async fn tracking_facts_give_the_delivery_time_and_earlier_hits(store: &dyn 
             user_agent: None,
             machine: None,
             machine_reason: None,
+            implied_open: None,
         }),
     )
     .await;

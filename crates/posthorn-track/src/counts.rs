@@ -16,15 +16,20 @@ use std::collections::BTreeMap;
 /// Figures over one set of hits (all of them, or the human ones).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
 pub struct Tally {
-    /// At least one open: counts once towards unique opens.
+    /// Opened: at least one open, or a click, which implies one (issue
+    /// #13: images blocked, the pixel never loads, yet the reader clicked).
+    /// Counts once towards unique opens.
     pub opened: bool,
+    /// `opened` by inference only: clicked, and no open hit in this set.
+    /// Shown beside the figures, as an inferred delivery is (STATUS_MODEL
+    /// rule 4), so the pixel's own rate is `opened` minus these.
+    pub open_inferred: bool,
     /// At least one click: counts once towards unique clicks.
     pub clicked: bool,
-    /// Opened or clicked. A click proves the message was seen even when
-    /// images were blocked and no open was recorded; kept apart from
-    /// `opened` so the open rate stays the pixel's.
+    /// Opened or clicked; the same as `opened` since a click implies an
+    /// open, kept for the readers that use it.
     pub engaged: bool,
-    /// Every open hit.
+    /// Every open hit (the pixel's; inferred opens are no hits).
     pub opens: u64,
     /// Every click hit.
     pub clicks: u64,
@@ -36,10 +41,7 @@ pub struct Tally {
 impl Tally {
     fn add(&mut self, hit: &PastHit) {
         match hit.kind {
-            HitKind::Open => {
-                self.opened = true;
-                self.opens += 1;
-            }
+            HitKind::Open => self.opens += 1,
             HitKind::Click => {
                 self.clicked = true;
                 self.clicks += 1;
@@ -48,7 +50,10 @@ impl Tally {
                 }
             }
         }
+        self.opened = true;
         self.engaged = true;
+        // Whatever the order: an open hit, once seen, ends the inference.
+        self.open_inferred = self.opens == 0;
     }
 }
 
@@ -118,6 +123,7 @@ mod tests {
             at,
             link_index,
             machine,
+            network: None,
         }
     }
 
@@ -179,9 +185,32 @@ mod tests {
     }
 
     #[test]
-    fn click_without_open_is_engaged_not_opened() {
+    fn a_click_without_an_open_implies_one_marked_inferred() {
         let c = Counts::from_hits(&[hit(HitKind::Click, 9, Some(2), false)]);
-        assert!(!c.human.opened && c.human.clicked && c.human.engaged);
+        assert!(c.human.opened && c.human.open_inferred && c.human.clicked);
+        assert_eq!((c.human.opens, c.first_human_open), (0, None));
+        // Only machines opened (MPP): the person's click still implies the
+        // person's open; over all hits the pixel was fetched.
+        let c = Counts::from_hits(&[
+            hit(HitKind::Click, 9, Some(2), false),
+            hit(HitKind::Open, 5, None, true),
+        ]);
+        assert!(c.human.opened && c.human.open_inferred);
+        assert!(c.all.opened && !c.all.open_inferred);
+        // An open, in either order, ends the inference.
+        for hits in [
+            [
+                hit(HitKind::Click, 9, Some(2), false),
+                hit(HitKind::Open, 5, None, false),
+            ],
+            [
+                hit(HitKind::Open, 5, None, false),
+                hit(HitKind::Click, 9, Some(2), false),
+            ],
+        ] {
+            let c = Counts::from_hits(&hits);
+            assert!(c.human.opened && !c.human.open_inferred);
+        }
     }
 
     proptest! {
@@ -207,6 +236,10 @@ mod tests {
             prop_assert_eq!(Counts::from_hits(&hits), Counts::from_hits(&shuffled));
             let c = Counts::from_hits(&hits);
             prop_assert!(c.human.opens <= c.all.opens && c.human.clicks <= c.all.clicks);
+            for t in [&c.all, &c.human] {
+                prop_assert_eq!(t.open_inferred, t.clicked && t.opens == 0);
+                prop_assert_eq!(t.opened, t.opens > 0 || t.clicked);
+            }
         }
     }
 }

@@ -12,6 +12,8 @@
 //! * [`machine`]: whether one open or click was made by a person or a
 //!   machine (Apple Mail Privacy Protection, security scanners, ...), with
 //!   the rule that decided; image proxies are told apart from both.
+//! * [`networks`]: the networks whose hits are machines' (Apple's proxy,
+//!   link-scanning gateways, hosting), a data file with its sources.
 //! * [`counts`]: unique and total opens and clicks of a delivery, human-only
 //!   and all.
 //! * [`repeats`]: which hits repeat each other, and how many of them are
@@ -24,13 +26,15 @@
 pub mod choice;
 pub mod counts;
 pub mod machine;
+pub mod networks;
 pub mod repeats;
 pub mod rewrite;
 pub mod token;
 
 pub use choice::{Say, TrackingChoice, choice};
 pub use counts::{Counts, Tally};
-pub use machine::{Hit, HitKind, PastHit, Thresholds, Verdict, judge};
+pub use machine::{Hit, HitKind, PastHit, Thresholds, Verdict, is_prefetch, judge, network_of};
+pub use networks::{NetCategory, Networks, NetworksError};
 pub use repeats::{RepeatKey, STORED_PER_CLIENT};
 pub use rewrite::{
     RewriteError, RewriteOptions, Rewritten, SignedUrls, TrackingUrls, rewrite_html, rewrite_text,

@@ -290,7 +290,13 @@ fn a_browser_opens_clicks_and_unsubscribes_as_a_person() {
     }
     assert_eq!(clicked.len(), 1, "{kinds:?}");
     assert_eq!(clicked[0]["details"]["machine"], false, "{}", clicked[0]);
-    assert!(clicked[0]["details"]["machine_reason"].is_null());
+    // The open, then one link from the same network: the sequence a
+    // person makes.
+    assert_eq!(
+        clicked[0]["details"]["machine_reason"], "mail_client_then_browser",
+        "{}",
+        clicked[0]
+    );
     assert_eq!(clicked[0]["details"]["url"], first.as_str());
     assert_eq!(clicked[0]["details"]["link_index"], 0);
     assert_eq!(clicked[0]["details"]["user_agent"], DESKTOP_CHROME_UA);

@@ -76,6 +76,7 @@ pub fn engagement_json(c: &posthorn_track::Counts) -> Value {
     let tally = |t: &posthorn_track::Tally| {
         json!({
             "opened": t.opened,
+            "open_inferred": t.open_inferred,
             "clicked": t.clicked,
             "opens": t.opens,
             "clicks": t.clicks,
@@ -251,6 +252,7 @@ struct MessageEngagement {
 #[derive(Default)]
 struct Sum {
     opened: u64,
+    opened_inferred: u64,
     clicked: u64,
     opens: u64,
     clicks: u64,
@@ -260,6 +262,7 @@ struct Sum {
 impl Sum {
     fn add(&mut self, t: &posthorn_track::Tally) {
         self.opened += u64::from(t.opened);
+        self.opened_inferred += u64::from(t.open_inferred);
         self.clicked += u64::from(t.clicked);
         self.opens += t.opens;
         self.clicks += t.clicks;
@@ -271,6 +274,7 @@ impl Sum {
     fn json(&self) -> Value {
         json!({
             "opened_deliveries": self.opened,
+            "opened_inferred_deliveries": self.opened_inferred,
             "clicked_deliveries": self.clicked,
             "opens": self.opens,
             "clicks": self.clicks,

@@ -209,6 +209,7 @@ async fn record_hit(
     let hit = Hit {
         kind,
         method_head: method == Method::HEAD,
+        prefetch: posthorn_track::is_prefetch(header),
         ip: Some(ip),
         user_agent: user_agent.as_deref(),
         at: now,
@@ -217,16 +218,25 @@ async fn record_hit(
         links_in_message: u32::try_from(facts.links.len()).unwrap_or(u32::MAX),
         open_tracking,
     };
-    let verdict = posthorn_track::judge(&hit, &history, &config.tracking.machine);
+    let verdict = posthorn_track::judge(
+        &hit,
+        &history,
+        &config.tracking.machine,
+        &state.machine_networks,
+    );
     // Let go of the shared history before this hit is appended to it, so
     // the append does not have to copy it.
     drop(history);
+    // The network only, and only when `[tracking] ip` keeps an address:
+    // the same a stored event would give after a restart.
+    let network = config.tracking.ip.apply(ip).map(posthorn_track::network_of);
     let ip = config.tracking.ip.apply(ip).map(|ip| ip.to_string());
     let past = PastHit {
         kind,
         at: now,
         link_index: target.link_index(),
         machine: verdict.machine,
+        network,
     };
     // Keyed by what the event would store, so the counts can be rebuilt
     // from stored events alone (see `stored_counts`).
@@ -244,7 +254,7 @@ async fn record_hit(
             .await
             .map(|known| known.then(|| url.unwrap_or_default()));
     }
-    let machine_reason = verdict.reason.map(str::to_owned);
+    let machine_reason = Some(verdict.reason.to_owned());
     let details = match &url {
         Some(url) => EventDetails::Clicked(Clicked {
             url: url.clone(),
@@ -253,6 +263,7 @@ async fn record_hit(
             user_agent,
             machine: Some(verdict.machine),
             machine_reason,
+            implied_open: verdict.implied_open.then_some(true),
         }),
         None => EventDetails::Opened(Engagement {
             ip,
@@ -355,6 +366,7 @@ pub fn repeated_hits(repeats: &[RepeatedHits]) -> impl Iterator<Item = PastHit> 
         at: r.last_at,
         link_index: r.link_index,
         machine: r.machine,
+        network: None,
     })
 }
 
@@ -372,9 +384,9 @@ pub fn engagement_hits(events: &[posthorn_store::EventRecord]) -> Vec<PastHit> {
     events
         .iter()
         .filter_map(|e| {
-            let (kind, link_index, machine) = match &e.details {
-                EventDetails::Opened(o) => (HitKind::Open, None, o.machine),
-                EventDetails::Clicked(c) => (HitKind::Click, c.link_index, c.machine),
+            let (kind, link_index, machine, ip) = match &e.details {
+                EventDetails::Opened(o) => (HitKind::Open, None, o.machine, &o.ip),
+                EventDetails::Clicked(c) => (HitKind::Click, c.link_index, c.machine, &c.ip),
                 _ => return None,
             };
             Some(PastHit {
@@ -382,6 +394,12 @@ pub fn engagement_hits(events: &[posthorn_store::EventRecord]) -> Vec<PastHit> {
                 at: e.occurred_at,
                 link_index,
                 machine: machine.unwrap_or(false),
+                // Stored as kept (`[tracking] ip`): full or truncated give
+                // the same network; none gives none.
+                network: ip
+                    .as_deref()
+                    .and_then(|ip| ip.parse().ok())
+                    .map(posthorn_track::network_of),
             })
         })
         .collect()
