@@ -69,9 +69,9 @@ const BOUNCEPARSER: Set = Set {
     dir: "corpus-bounceparser",
     floor: Floor {
         kind: 100.0,
-        recipient: 96.5,
+        recipient: 100.0,
         hard: 97.0,
-        reason: 93.0,
+        reason: 95.0,
     },
     // Files are named after the sender or the kind of notice
     // (`aol-senderblock.msg`, `spam-rejection7.msg`, `boxbe-cr.msg`).

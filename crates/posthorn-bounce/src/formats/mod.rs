@@ -8,6 +8,7 @@
 //! server's answer).
 
 pub mod amazonses;
+pub mod aol;
 pub mod apachejames;
 pub mod dragonfly;
 pub mod fml;
@@ -71,6 +72,7 @@ pub fn read(report: &Report) -> Vec<Finding> {
         apachejames::read,
         googlegroups::read,
         googleworkspace::read,
+        aol::read,
         mailmarshal::read,
         x6::read,
         dragonfly::read,
