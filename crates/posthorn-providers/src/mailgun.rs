@@ -150,7 +150,12 @@ pub fn parse(body: &[u8]) -> Result<Vec<Mapped>, PayloadError> {
         .as_ref()
         .and_then(|m| m.headers.as_ref())
         .and_then(|h| h.message_id.as_deref())
-        .map(|m| m.trim().trim_start_matches('<').trim_end_matches('>').to_owned())
+        .map(|m| {
+            m.trim()
+                .trim_start_matches('<')
+                .trim_end_matches('>')
+                .to_owned()
+        })
         .filter(|m| !m.is_empty())
         .ok_or_else(|| PayloadError::new("event-data.message.headers.message-id is missing"))?;
     let address = e
@@ -161,7 +166,10 @@ pub fn parse(body: &[u8]) -> Result<Vec<Mapped>, PayloadError> {
     let status = e.delivery_status.as_ref();
     let smtp_code = status
         .and_then(|s| s.code.as_ref())
-        .and_then(|c| c.as_u64().or_else(|| c.as_str().and_then(|s| s.parse().ok())))
+        .and_then(|c| {
+            c.as_u64()
+                .or_else(|| c.as_str().and_then(|s| s.parse().ok()))
+        })
         .and_then(|c| u16::try_from(c).ok())
         .filter(|c| (200..600).contains(c));
     let enhanced = status
@@ -278,10 +286,9 @@ pub fn parse(body: &[u8]) -> Result<Vec<Mapped>, PayloadError> {
     };
     // Mailgun's event ids are unique only within a day: the day is part
     // of the key.
-    let event_id = e
-        .id
-        .filter(|id| !id.is_empty())
-        .map(|id| format!("{}:{id}", occurred_at.div_euclid(DAY)));
+    let event_id =
+        e.id.filter(|id| !id.is_empty())
+            .map(|id| format!("{}:{id}", occurred_at.div_euclid(DAY)));
     Ok(vec![Mapped::Event(Box::new(MappedEvent {
         message_id,
         recipient: address,
@@ -344,18 +351,39 @@ mod tests {
 
     #[test]
     fn failures_map_by_severity_and_reply() {
-        let hard = parse(&body("1", "t", "s", failed("permanent", 550,
-            "5.1.1 The email account that you tried to reach does not exist."))).unwrap();
+        let hard = parse(&body(
+            "1",
+            "t",
+            "s",
+            failed(
+                "permanent",
+                550,
+                "5.1.1 The email account that you tried to reach does not exist.",
+            ),
+        ))
+        .unwrap();
         let Mapped::Event(e) = &hard[0] else { panic!() };
         assert_eq!(e.message_id, "20130503182626.18666.16540@example.com");
         assert_eq!(e.event_id.as_deref(), Some("17696:G9Bn5sl1TC6nu79C8C0bwg"));
-        let EventDetails::Bounced(b) = &e.details else { panic!("{:?}", e.details) };
+        let EventDetails::Bounced(b) = &e.details else {
+            panic!("{:?}", e.details)
+        };
         assert_eq!(b.bounce_type, BounceType::Hard);
         assert_eq!(b.smtp_code, Some(550));
         assert_eq!(b.reason.as_deref(), Some("userunknown"));
-        let soft = parse(&body("1", "t", "s", failed("temporary", 452, "4.2.2 mailbox full"))).unwrap();
+        let soft = parse(&body(
+            "1",
+            "t",
+            "s",
+            failed("temporary", 452, "4.2.2 mailbox full"),
+        ))
+        .unwrap();
         assert_eq!(crate::kind_of(&soft[0]), Some(EventKind::Deferred));
-        let mut suppressed = failed("permanent", 605, "Not delivering to previously bounced address");
+        let mut suppressed = failed(
+            "permanent",
+            605,
+            "Not delivering to previously bounced address",
+        );
         suppressed["reason"] = "suppress-bounce".into();
         let dropped = parse(&body("1", "t", "s", suppressed)).unwrap();
         assert_eq!(crate::kind_of(&dropped[0]), Some(EventKind::Dropped));

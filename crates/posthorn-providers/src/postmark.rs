@@ -8,7 +8,7 @@ use crate::{Mapped, MappedEvent, PayloadError, Provider, ProviderBounce, Refusal
 use base64::Engine;
 use posthorn_core::clock::parse_rfc3339;
 use posthorn_core::event::{
-    Clicked, Complained, Delivered, EventDetails, Engagement, UnsubscribeScope, Unsubscribed,
+    Clicked, Complained, Delivered, Engagement, EventDetails, UnsubscribeScope, Unsubscribed,
 };
 use posthorn_core::status::BounceType;
 use serde::Deserialize;
@@ -80,7 +80,8 @@ struct Geo {
 
 fn time(field: &'static str, value: Option<&str>) -> Result<posthorn_core::Millis, PayloadError> {
     let value = value.ok_or_else(|| PayloadError::new(format!("{field} is missing")))?;
-    parse_rfc3339(value).ok_or_else(|| PayloadError::new(format!("{field} is not a time: {value:?}")))
+    parse_rfc3339(value)
+        .ok_or_else(|| PayloadError::new(format!("{field} is not a time: {value:?}")))
 }
 
 /// Reads one Postmark webhook body.
@@ -118,14 +119,26 @@ pub fn parse(body: &[u8]) -> Result<Vec<Mapped>, PayloadError> {
             // Transient, DnsError, AutoResponder and the like are not.
             let stated = match kind.as_str() {
                 "HardBounce" | "BadEmailAddress" | "ManuallyDeactivated" => Some(BounceType::Hard),
-                "SoftBounce" | "Transient" | "DnsError" | "SpamNotification" | "Blocked"
-                | "SMTPApiError" | "ChallengeVerification" | "AddressChange" | "Unknown" => {
-                    Some(BounceType::Soft)
-                }
+                "SoftBounce"
+                | "Transient"
+                | "DnsError"
+                | "SpamNotification"
+                | "Blocked"
+                | "SMTPApiError"
+                | "ChallengeVerification"
+                | "AddressChange"
+                | "Unknown" => Some(BounceType::Soft),
                 _ => None,
             };
-            let text = r.details.clone().filter(|d| !d.is_empty()).or(r.description.clone());
-            let code = r.type_code.map(|c| format!("{kind}({c})")).unwrap_or(kind.clone());
+            let text = r
+                .details
+                .clone()
+                .filter(|d| !d.is_empty())
+                .or(r.description.clone());
+            let code = r
+                .type_code
+                .map(|c| format!("{kind}({c})"))
+                .unwrap_or(kind.clone());
             (
                 time("BouncedAt", r.bounced_at.as_deref())?,
                 ProviderBounce {
@@ -224,7 +237,10 @@ mod tests {
             verify(Some("Bearer x"), &expected),
             Err(Refusal::WrongCredentials)
         );
-        assert_eq!(verify(None, &expected), Err(Refusal::Missing("basic-auth credentials")));
+        assert_eq!(
+            verify(None, &expected),
+            Err(Refusal::Missing("basic-auth credentials"))
+        );
     }
 
     #[test]
@@ -238,14 +254,21 @@ mod tests {
             "BouncedAt": "2019-11-05T16:33:54.9070259Z", "MessageStream": "outbound"
         });
         let mapped = parse(body.to_string().as_bytes()).unwrap();
-        let Mapped::Event(e) = &mapped[0] else { panic!("{mapped:?}") };
+        let Mapped::Event(e) = &mapped[0] else {
+            panic!("{mapped:?}")
+        };
         assert_eq!(e.recipient, "john@example.com");
         assert_eq!(e.event_id.as_deref(), Some("4323372036854775807"));
-        let EventDetails::Bounced(b) = &e.details else { panic!() };
+        let EventDetails::Bounced(b) = &e.details else {
+            panic!()
+        };
         assert_eq!(b.bounce_type, BounceType::Hard);
         assert_eq!(b.rule.as_deref(), Some("provider.postmark.HardBounce(1)"));
         assert!(b.reply_text.as_deref().unwrap().contains("does not exist"));
-        assert_eq!(e.occurred_at, parse_rfc3339("2019-11-05T16:33:54.907Z").unwrap());
+        assert_eq!(
+            e.occurred_at,
+            parse_rfc3339("2019-11-05T16:33:54.907Z").unwrap()
+        );
     }
 
     #[test]
@@ -255,24 +278,42 @@ mod tests {
                 "Recipient": "a@example.com", "DeliveredAt": "2019-11-05T16:33:54Z",
                 "ReceivedAt": "2019-11-05T16:34:54Z", "BouncedAt": "2019-11-05T16:35:54Z",
                 "Email": "a@example.com", "ChangedAt": "2019-11-05T16:36:54Z"});
-            v.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+            v.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
             parse(v.to_string().as_bytes()).unwrap().remove(0)
         };
-        assert_eq!(crate::kind_of(&base("Delivery", serde_json::json!({}))), Some(EventKind::Delivered));
-        assert_eq!(crate::kind_of(&base("Open", serde_json::json!({}))), Some(EventKind::Opened));
         assert_eq!(
-            crate::kind_of(&base("Click", serde_json::json!({"OriginalLink": "https://x.example/"}))),
+            crate::kind_of(&base("Delivery", serde_json::json!({}))),
+            Some(EventKind::Delivered)
+        );
+        assert_eq!(
+            crate::kind_of(&base("Open", serde_json::json!({}))),
+            Some(EventKind::Opened)
+        );
+        assert_eq!(
+            crate::kind_of(&base(
+                "Click",
+                serde_json::json!({"OriginalLink": "https://x.example/"})
+            )),
             Some(EventKind::Clicked)
         );
-        assert_eq!(crate::kind_of(&base("SpamComplaint", serde_json::json!({}))), Some(EventKind::Complained));
         assert_eq!(
-            crate::kind_of(&base("SubscriptionChange",
-                serde_json::json!({"SuppressSending": true, "SuppressionReason": "ManualSuppression"}))),
+            crate::kind_of(&base("SpamComplaint", serde_json::json!({}))),
+            Some(EventKind::Complained)
+        );
+        assert_eq!(
+            crate::kind_of(&base(
+                "SubscriptionChange",
+                serde_json::json!({"SuppressSending": true, "SuppressionReason": "ManualSuppression"})
+            )),
             Some(EventKind::Unsubscribed)
         );
         assert_eq!(
-            crate::kind_of(&base("SubscriptionChange",
-                serde_json::json!({"SuppressSending": false, "SuppressionReason": null}))),
+            crate::kind_of(&base(
+                "SubscriptionChange",
+                serde_json::json!({"SuppressSending": false, "SuppressionReason": null})
+            )),
             None
         );
         assert!(parse(b"{\"RecordType\": \"Delivery\"}").is_err());

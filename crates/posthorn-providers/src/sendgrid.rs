@@ -10,8 +10,8 @@
 //! [`crate::MappedEvent::content_key`]).
 
 use crate::{
-    Mapped, MappedEvent, PayloadError, Provider, ProviderBounce, Refusal, leading_code,
-    recipient, seconds_to_millis,
+    Mapped, MappedEvent, PayloadError, Provider, ProviderBounce, Refusal, leading_code, recipient,
+    seconds_to_millis,
 };
 use base64::Engine;
 use posthorn_core::EnhancedCode;
@@ -131,7 +131,12 @@ fn message_id(e: &Event) -> Option<String> {
     // Message-ID header.
     e.smtp_id
         .as_deref()
-        .map(|s| s.trim().trim_start_matches('<').trim_end_matches('>').to_owned())
+        .map(|s| {
+            s.trim()
+                .trim_start_matches('<')
+                .trim_end_matches('>')
+                .to_owned()
+        })
         .filter(|s| !s.is_empty())
 }
 
@@ -157,8 +162,7 @@ fn parse_one(raw: serde_json::Value) -> Result<Mapped, PayloadError> {
         .timestamp
         .and_then(seconds_to_millis)
         .ok_or_else(|| PayloadError::new("timestamp is missing or not a time"))?;
-    let message_id =
-        message_id(&e).ok_or_else(|| PayloadError::new("sg_message_id is missing"))?;
+    let message_id = message_id(&e).ok_or_else(|| PayloadError::new("sg_message_id is missing"))?;
     let address = e
         .email
         .as_deref()
@@ -167,7 +171,10 @@ fn parse_one(raw: serde_json::Value) -> Result<Mapped, PayloadError> {
     let attempt = e
         .attempt
         .as_ref()
-        .and_then(|a| a.as_u64().or_else(|| a.as_str().and_then(|s| s.parse().ok())))
+        .and_then(|a| {
+            a.as_u64()
+                .or_else(|| a.as_str().and_then(|s| s.parse().ok()))
+        })
         .and_then(|a| u32::try_from(a).ok())
         .unwrap_or(0);
     let details = match kind.as_str() {
@@ -338,7 +345,9 @@ mod tests {
         let mapped = parse(body.to_string().as_bytes()).unwrap();
         assert_eq!(mapped.len(), 3);
         assert_eq!(crate::kind_of(&mapped[0]), Some(EventKind::Queued));
-        let Mapped::Event(b) = &mapped[1] else { panic!() };
+        let Mapped::Event(b) = &mapped[1] else {
+            panic!()
+        };
         assert_eq!(b.message_id, "14c5d75ce93.dfd.64b469");
         assert_eq!(b.details.bounce_type(), Some(BounceType::Hard));
         assert!(matches!(mapped[2], Mapped::Ignored { .. }));

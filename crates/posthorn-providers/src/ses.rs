@@ -6,9 +6,7 @@
 //! each. Opens and clicks name no recipient: they are attributed only when
 //! the message had one (`mail.destination`).
 
-use crate::{
-    Mapped, MappedEvent, PayloadError, Provider, ProviderBounce, leading_code, recipient,
-};
+use crate::{Mapped, MappedEvent, PayloadError, Provider, ProviderBounce, leading_code, recipient};
 use posthorn_core::EnhancedCode;
 use posthorn_core::clock::parse_rfc3339;
 use posthorn_core::event::{
@@ -120,7 +118,8 @@ struct Subscription {
 }
 
 fn time(field: &str, value: &str) -> Result<posthorn_core::Millis, PayloadError> {
-    parse_rfc3339(value).ok_or_else(|| PayloadError::new(format!("{field} is not a time: {value:?}")))
+    parse_rfc3339(value)
+        .ok_or_else(|| PayloadError::new(format!("{field} is not a time: {value:?}")))
 }
 
 /// Reads one SES record (the SNS notification's `Message`). `sns_id` is
@@ -135,19 +134,20 @@ pub fn parse(message: &str, sns_id: &str) -> Result<Vec<Mapped>, PayloadError> {
         .or(r.notification_type.clone())
         .ok_or_else(|| PayloadError::new("eventType (or notificationType) is missing"))?;
     let sender = r.mail.source.as_deref().and_then(recipient);
-    let event = |address: &str, occurred_at, details, id_part: &str| -> Result<Mapped, PayloadError> {
-        let address = recipient(address)
-            .ok_or_else(|| PayloadError::new(format!("{address:?} is not an address")))?;
-        Ok(Mapped::Event(Box::new(MappedEvent {
-            message_id: r.mail.message_id.clone(),
-            event_id: Some(format!("{sns_id}:{id_part}:{address}")),
-            recipient: address,
-            sender: sender.clone(),
-            occurred_at,
-            details,
-            raw: raw.clone(),
-        })))
-    };
+    let event =
+        |address: &str, occurred_at, details, id_part: &str| -> Result<Mapped, PayloadError> {
+            let address = recipient(address)
+                .ok_or_else(|| PayloadError::new(format!("{address:?} is not an address")))?;
+            Ok(Mapped::Event(Box::new(MappedEvent {
+                message_id: r.mail.message_id.clone(),
+                event_id: Some(format!("{sns_id}:{id_part}:{address}")),
+                recipient: address,
+                sender: sender.clone(),
+                occurred_at,
+                details,
+                raw: raw.clone(),
+            })))
+        };
     let missing = |what: &str| PayloadError::new(format!("{kind} without `{what}`"));
     // Every recipient of the message (Send and Reject are about all).
     let all = |details: EventDetails, at| -> Result<Vec<Mapped>, PayloadError> {
@@ -251,7 +251,10 @@ pub fn parse(message: &str, sns_id: &str) -> Result<Vec<Mapped>, PayloadError> {
                 .collect()
         }
         "DeliveryDelay" => {
-            let d = r.delivery_delay.as_ref().ok_or_else(|| missing("deliveryDelay"))?;
+            let d = r
+                .delivery_delay
+                .as_ref()
+                .ok_or_else(|| missing("deliveryDelay"))?;
             let at = time("deliveryDelay.timestamp", &d.timestamp)?;
             d.delayed_recipients
                 .iter()
@@ -296,7 +299,10 @@ pub fn parse(message: &str, sns_id: &str) -> Result<Vec<Mapped>, PayloadError> {
             )
         }
         "Subscription" => {
-            let s = r.subscription.as_ref().ok_or_else(|| missing("subscription"))?;
+            let s = r
+                .subscription
+                .as_ref()
+                .ok_or_else(|| missing("subscription"))?;
             single(
                 EventDetails::Unsubscribed(Unsubscribed {
                     scope: if s.contact_list.is_some() {
@@ -333,9 +339,13 @@ mod tests {
                 "timestamp": "2017-08-05T00:41:02.669Z", "feedbackId": "fb-1"}});
         let mapped = parse(&m.to_string(), "sns-1").unwrap();
         assert_eq!(mapped.len(), 1);
-        let Mapped::Event(e) = &mapped[0] else { panic!() };
+        let Mapped::Event(e) = &mapped[0] else {
+            panic!()
+        };
         assert_eq!(e.event_id.as_deref(), Some("sns-1:fb-1:a@example.com"));
-        let EventDetails::Bounced(b) = &e.details else { panic!() };
+        let EventDetails::Bounced(b) = &e.details else {
+            panic!()
+        };
         assert_eq!(b.bounce_type, BounceType::Hard);
         assert_eq!(b.smtp_code, Some(550));
         assert_eq!(b.reply_text.as_deref(), Some("550 5.1.1 user unknown"));

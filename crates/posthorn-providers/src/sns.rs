@@ -55,7 +55,8 @@ impl Envelope {
     /// `Name\nvalue\n`; `Subject` only when present (SNS documentation,
     /// "Verifying the signatures of Amazon SNS messages").
     pub fn string_to_sign(&self) -> Option<String> {
-        let mut fields: Vec<(&str, &str)> = vec![("Message", &self.message), ("MessageId", &self.message_id)];
+        let mut fields: Vec<(&str, &str)> =
+            vec![("Message", &self.message), ("MessageId", &self.message_id)];
         match self.message_type()? {
             MessageType::Notification => {
                 if let Some(subject) = &self.subject {
@@ -100,7 +101,8 @@ fn is_sns_host(host: &str) -> bool {
     region.is_some_and(|r| {
         !r.is_empty()
             && r.len() <= 32
-            && r.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && r.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
     })
 }
 
@@ -113,7 +115,9 @@ fn https_host_and_rest(url: &str) -> Option<(&str, &str)> {
     if host.is_empty()
         || host.contains(['@', ':', '%', '\\'])
         || url.contains('#')
-        || url.bytes().any(|b| b.is_ascii_control() || b == b' ' || !b.is_ascii())
+        || url
+            .bytes()
+            .any(|b| b.is_ascii_control() || b == b' ' || !b.is_ascii())
     {
         return None;
     }
@@ -138,7 +142,8 @@ pub fn check_certificate_url(url: &str) -> Result<(), Refusal> {
 pub fn check_subscribe_url(url: &str) -> Result<(), Refusal> {
     let refuse = || Refusal::CertificateUrl(url.chars().take(200).collect());
     let (host, path) = https_host_and_rest(url).ok_or_else(refuse)?;
-    if !is_sns_host(host) || !path.starts_with("/?") || !path.contains("Action=ConfirmSubscription") {
+    if !is_sns_host(host) || !path.starts_with("/?") || !path.contains("Action=ConfirmSubscription")
+    {
         return Err(refuse());
     }
     Ok(())
@@ -187,7 +192,9 @@ pub fn verify(envelope: &Envelope, key: &SigningKey, now: Millis) -> Result<(), 
             "2" => &ring::signature::RSA_PKCS1_2048_8192_SHA256,
             other => return Err(Refusal::SignatureVersion(other.chars().take(10).collect())),
         };
-    let signed = envelope.string_to_sign().ok_or(Refusal::Missing("the signed fields"))?;
+    let signed = envelope
+        .string_to_sign()
+        .ok_or(Refusal::Missing("the signed fields"))?;
     let signature = base64::engine::general_purpose::STANDARD
         .decode(envelope.signature.trim())
         .map_err(|_| Refusal::BadSignature)?;
@@ -227,7 +234,9 @@ mod tests {
             "https://sns.us-west-2.amazonaws.com/?Action=ConfirmSubscription&TopicArn=arn:aws:sns:us-west-2:123456789012:MyTopic&Token=2336412f37"
         ).is_ok());
         assert!(check_subscribe_url("https://evil.example/?Action=ConfirmSubscription").is_err());
-        assert!(check_subscribe_url("https://sns.us-west-2.amazonaws.com/?Action=Publish").is_err());
+        assert!(
+            check_subscribe_url("https://sns.us-west-2.amazonaws.com/?Action=Publish").is_err()
+        );
     }
 
     #[test]
