@@ -61,6 +61,8 @@ pub struct Shared {
     /// The operator's reply rules (`[bounce] rules_file`), tried before
     /// the built-in ones on synchronous bounces and returned mail.
     pub reply_rules: Arc<posthorn_bounce::ReplyRules>,
+    /// SNS signing certificates for SES ingest sources (`[ingest]`).
+    pub sns: Arc<crate::ingest::SnsCertificates>,
 }
 
 impl AppState {
@@ -154,6 +156,8 @@ impl App {
         // still an error to start with one that no longer parses.
         let reply_rules = crate::reply_rules::load(config.bounce.rules_file.as_deref())
             .map_err(StartError::ReplyRules)?;
+        let sns = crate::ingest::SnsCertificates::from_config(&config.ingest)
+            .map_err(StartError::Ingest)?;
         let node = match &config.server.node_id {
             Some(node) => node.clone(),
             None => load_or_create_node_id(&config.server.data_dir)?,
@@ -169,6 +173,7 @@ impl App {
             dkim,
             node,
             reply_rules: Arc::new(reply_rules),
+            sns: Arc::new(sns),
         }));
         follow_commits(&state);
         Ok(Self { state, verp })
