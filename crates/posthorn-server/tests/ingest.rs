@@ -865,3 +865,241 @@ async fn mailgun_out_of_order_arrival_gives_the_same_status() {
     );
     assert!(statuses.iter().all(|s| *s == statuses[0]), "{statuses:?}");
 }
+
+// ---------------------------------------------------------------------------
+// SendGrid
+// ---------------------------------------------------------------------------
+
+struct SendgridKey(ring::signature::EcdsaKeyPair);
+
+impl SendgridKey {
+    fn new() -> Self {
+        use ring::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair};
+        let rng = ring::rand::SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &rng).unwrap();
+        SendgridKey(
+            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_ref(), &rng)
+                .unwrap(),
+        )
+    }
+
+    /// The verification key as SendGrid shows it: base64 DER SPKI.
+    fn public(&self) -> String {
+        use ring::signature::KeyPair;
+        posthorn_providers::sendgrid::PublicKey::from_point(self.0.public_key().as_ref())
+            .unwrap()
+            .to_base64()
+    }
+
+    /// The two headers SendGrid sends with a batch.
+    fn sign(&self, timestamp: &str, body: &[u8]) -> Vec<(&'static str, String)> {
+        let mut signed = timestamp.as_bytes().to_vec();
+        signed.extend_from_slice(body);
+        let sig = self
+            .0
+            .sign(&ring::rand::SystemRandom::new(), &signed)
+            .unwrap();
+        vec![
+            (
+                "X-Twilio-Email-Event-Webhook-Signature",
+                base64::engine::general_purpose::STANDARD.encode(sig.as_ref()),
+            ),
+            (
+                "X-Twilio-Email-Event-Webhook-Timestamp",
+                timestamp.to_owned(),
+            ),
+        ]
+    }
+}
+
+fn sendgrid_event(kind: &str, id: &str, to: &str, message: &str, at: i64, extra: Value) -> Value {
+    let mut v = json!({"email": to, "timestamp": at, "event": kind, "sg_event_id": id,
+        "sg_message_id": format!("{message}.filter0001.16648.5515E0B88.0"),
+        "smtp-id": format!("<{message}@ismtpd-555>"), "category": ["cat facts"]});
+    v.as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
+    v
+}
+
+#[tokio::test]
+async fn sendgrid_batches_are_verified_and_recorded_once_even_with_new_ids() {
+    let s = start(|_| {}).await;
+    let key = SendgridKey::new();
+    let source = s
+        .source(json!({"provider": "sendgrid", "public_key": key.public()}))
+        .await;
+    let path = Server::path_of(&source["url"]);
+    let msg = "14c5d75ce93.dfd.64b469";
+    let batch = |suffix: &str| {
+        serde_json::to_vec(&json!([
+            sendgrid_event("processed", &format!("p{suffix}"), "a@example.com", msg, 1513299569, json!({})),
+            sendgrid_event("delivered", &format!("d{suffix}"), "a@example.com", msg, 1513299570,
+                json!({"response": "250 OK", "ip": "168.1.1.1", "tls": 1})),
+            sendgrid_event("processed", &format!("q{suffix}"), "b@example.com", msg, 1513299569, json!({})),
+            sendgrid_event("bounce", &format!("b{suffix}"), "b@example.com", msg, 1513299571,
+                json!({"reason": "550 5.1.1 The email account that you tried to reach does not exist.",
+                    "status": "5.1.1", "type": "bounce", "bounce_classification": "Invalid Address"})),
+            sendgrid_event("open", &format!("o{suffix}"), "a@example.com", msg, 1513299600,
+                json!({"useragent": "Mozilla/5.0", "ip": "255.255.255.255", "sg_machine_open": false})),
+            sendgrid_event("spamreport", &format!("s{suffix}"), "c@example.com", msg, 1513299650, json!({})),
+            sendgrid_event("group_resubscribe", &format!("g{suffix}"), "a@example.com", msg, 1513299700,
+                json!({"asm_group_id": 10})),
+        ]))
+        .unwrap()
+    };
+    let first = batch("1");
+    let r = s
+        .webhook(&path, &first, &key.sign("1513299569", &first))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(
+        (r.json["recorded"].clone(), r.json["ignored"].clone()),
+        (json!(6), json!(1)),
+        "{}",
+        r.text
+    );
+    let a = s.delivery_of(&r, 1).await;
+    assert_eq!(
+        (a["status"].clone(), a["delivery_status"].clone()),
+        (json!("opened"), json!("delivered"))
+    );
+    let b = s.delivery_of(&r, 3).await;
+    assert_eq!(
+        (b["status"].clone(), b["bounce_type"].clone()),
+        (json!("bounced"), json!("hard"))
+    );
+    assert_eq!(
+        a["message_id"], b["message_id"],
+        "one SendGrid message, one Posthorn message"
+    );
+    assert_eq!(
+        s.suppressed("b@example.com").await.as_deref(),
+        Some("hard_bounce")
+    );
+    assert_eq!(
+        s.contact_status("c@example.com").await.as_deref(),
+        Some("complained")
+    );
+    assert_eq!(
+        s.suppressed("c@example.com").await.as_deref(),
+        Some("complaint")
+    );
+    assert_eq!(
+        s.contact_status("a@example.com").await.as_deref(),
+        Some("active")
+    );
+
+    // SendGrid retries with new sg_event_ids: the content counts once.
+    let addresses = [
+        "a@example.com",
+        "b@example.com",
+        "c@example.com",
+        "d@example.com",
+    ];
+    let before = s.snapshot(&addresses).await;
+    let retry = batch("2");
+    let r = s
+        .webhook(&path, &retry, &key.sign("1513299999", &retry))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(
+        (r.json["recorded"].clone(), r.json["duplicates"].clone()),
+        (json!(0), json!(6)),
+        "{}",
+        r.text
+    );
+    assert_eq!(s.snapshot(&addresses).await, before);
+
+    // Refusals: a changed body, another key, a changed timestamp, no headers.
+    let evil = serde_json::to_vec(&json!([sendgrid_event(
+        "bounce",
+        "x",
+        "d@example.com",
+        msg,
+        1513299571,
+        json!({"reason": "550 5.1.1 unknown", "type": "bounce"})
+    )]))
+    .unwrap();
+    let other = SendgridKey::new();
+    let mut tampered = key.sign("1513299569", &first);
+    tampered[1].1 = "1513299570".into();
+    for (body, headers) in [
+        (evil.clone(), key.sign("1513299569", &first)),
+        (evil.clone(), other.sign("1513299569", &evil)),
+        (first.clone(), tampered),
+        (evil.clone(), vec![]),
+    ] {
+        let r = s.webhook(&path, &body, &headers).await;
+        assert_refused(&s, &before, &addresses, r).await;
+    }
+}
+
+#[tokio::test]
+async fn sendgrid_out_of_order_arrival_gives_the_same_status() {
+    let s = start(|_| {}).await;
+    let key = SendgridKey::new();
+    let source = s
+        .source(json!({"provider": "sendgrid", "public_key": key.public()}))
+        .await;
+    let path = Server::path_of(&source["url"]);
+    let mut statuses = Vec::new();
+    for (m, order) in [
+        ("m1", [0, 1, 2, 3]),
+        ("m2", [3, 2, 1, 0]),
+        ("m3", [1, 3, 0, 2]),
+    ] {
+        let events = [
+            sendgrid_event(
+                "processed",
+                &format!("{m}p"),
+                "a@example.com",
+                m,
+                1513299569,
+                json!({}),
+            ),
+            sendgrid_event(
+                "deferred",
+                &format!("{m}f"),
+                "a@example.com",
+                m,
+                1513299570,
+                json!({"response": "400 try again later", "attempt": "1"}),
+            ),
+            sendgrid_event(
+                "delivered",
+                &format!("{m}d"),
+                "a@example.com",
+                m,
+                1513299600,
+                json!({"response": "250 OK"}),
+            ),
+            sendgrid_event(
+                "click",
+                &format!("{m}c"),
+                "a@example.com",
+                m,
+                1513299700,
+                json!({"url": "https://example.com/x", "useragent": "Mozilla/5.0", "ip": "192.0.2.1"}),
+            ),
+        ];
+        // One event per batch, in this order.
+        let mut last = None;
+        for i in order {
+            let body = serde_json::to_vec(&json!([events[i]])).unwrap();
+            let r = s.webhook(&path, &body, &key.sign("1", &body)).await;
+            last = Some(s.delivery_of(&r, 0).await);
+        }
+        let d = last.unwrap();
+        statuses.push((
+            d["status"].clone(),
+            d["delivery_status"].clone(),
+            d["engagement_status"].clone(),
+        ));
+    }
+    assert_eq!(
+        statuses[0],
+        (json!("clicked"), json!("delivered"), json!("clicked"))
+    );
+    assert!(statuses.iter().all(|s| *s == statuses[0]), "{statuses:?}");
+}
