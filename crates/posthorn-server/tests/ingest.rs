@@ -1103,3 +1103,327 @@ async fn sendgrid_out_of_order_arrival_gives_the_same_status() {
     );
     assert!(statuses.iter().all(|s| *s == statuses[0]), "{statuses:?}");
 }
+
+// ---------------------------------------------------------------------------
+// Amazon SES through SNS
+// ---------------------------------------------------------------------------
+
+const TOPIC: &str = "arn:aws:sns:us-west-2:123456789012:ses-events";
+const CERT_URL: &str = "https://sns.us-west-2.amazonaws.com/SimpleNotificationService-7506a1e35b36ef5a444dd1a8e7cc3ed8.pem";
+
+/// An SNS signing key and its self-signed certificate, made by the test.
+struct SnsSigner {
+    key: rsa::RsaPrivateKey,
+    cert_pem: String,
+}
+
+impl SnsSigner {
+    fn new() -> Self {
+        use rsa::pkcs8::{EncodePrivateKey, LineEnding};
+        let key = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).unwrap();
+        let pem = key.to_pkcs8_pem(LineEnding::LF).unwrap();
+        let pair =
+            rcgen::KeyPair::from_pkcs8_pem_and_sign_algo(&pem, &rcgen::PKCS_RSA_SHA256).unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["sns.amazonaws.com".to_owned()])
+            .unwrap()
+            .self_signed(&pair)
+            .unwrap();
+        SnsSigner {
+            key,
+            cert_pem: cert.pem(),
+        }
+    }
+
+    /// Signs an SNS message as SNS does: the documented fields, each as
+    /// `Name\nvalue\n` in this order, with SHA1withRSA (version 1) or
+    /// SHA256withRSA (version 2). Written here from the SNS documentation,
+    /// apart from the server's own code.
+    fn sign(&self, message: &mut Value, version: &str) {
+        let names: &[&str] = if message["Type"] == "Notification" {
+            &[
+                "Message",
+                "MessageId",
+                "Subject",
+                "Timestamp",
+                "TopicArn",
+                "Type",
+            ]
+        } else {
+            &[
+                "Message",
+                "MessageId",
+                "SubscribeURL",
+                "Timestamp",
+                "Token",
+                "TopicArn",
+                "Type",
+            ]
+        };
+        let mut text = String::new();
+        for name in names {
+            if let Some(value) = message[*name].as_str() {
+                text.push_str(&format!("{name}\n{value}\n"));
+            }
+        }
+        // PKCS#1 v1.5: DigestInfo (algorithm, digest), then the padding.
+        let (prefix, digest): (&[u8], _) = if version == "1" {
+            (
+                &[
+                    0x30, 0x21, 0x30, 0x09, 0x06, 0x05, 0x2b, 0x0e, 0x03, 0x02, 0x1a, 0x05, 0x00,
+                    0x04, 0x14,
+                ],
+                ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, text.as_bytes()),
+            )
+        } else {
+            (
+                &[
+                    0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04,
+                    0x02, 0x01, 0x05, 0x00, 0x04, 0x20,
+                ],
+                ring::digest::digest(&ring::digest::SHA256, text.as_bytes()),
+            )
+        };
+        let mut info = prefix.to_vec();
+        info.extend_from_slice(digest.as_ref());
+        let sig = self
+            .key
+            .sign(rsa::Pkcs1v15Sign::new_unprefixed(), &info)
+            .unwrap();
+        message["SignatureVersion"] = json!(version);
+        message["Signature"] = json!(base64::engine::general_purpose::STANDARD.encode(sig));
+    }
+}
+
+fn sns_notification(id: &str, ses: &Value) -> Value {
+    json!({"Type": "Notification", "MessageId": id, "TopicArn": TOPIC,
+        "Message": ses.to_string(), "Timestamp": "2017-08-05T00:41:02.669Z",
+        "SigningCertURL": CERT_URL,
+        "UnsubscribeURL": "https://sns.us-west-2.amazonaws.com/?Action=Unsubscribe&SubscriptionArn=x"})
+}
+
+fn ses_mail(message: &str, to: &[&str]) -> Value {
+    json!({"timestamp": "2017-08-05T00:40:01.123Z", "source": "Sender Name <sender@example.com>",
+        "sourceArn": "arn:aws:ses:us-west-2:123456789012:identity/sender@example.com",
+        "sendingAccountId": "123456789012", "messageId": message, "destination": to,
+        "headersTruncated": false, "tags": {"ses:configuration-set": ["ConfigSet"]}})
+}
+
+#[tokio::test]
+async fn ses_notifications_are_verified_against_the_signing_certificate() {
+    let signer = SnsSigner::new();
+    let s = start(|_| {}).await;
+    let source = s
+        .source(
+            json!({"provider": "ses", "topic_arns": [TOPIC], "certificate_pem": signer.cert_pem}),
+        )
+        .await;
+    let path = Server::path_of(&source["url"]);
+    let msg = "0000014644fe5ef6-9a483358-9170-4cb4-a269-f5dcdf415321-000000";
+
+    // The subscription is confirmed: with fetching off, its URL is kept
+    // for an operator (and nothing is fetched).
+    let subscribe = "https://sns.us-west-2.amazonaws.com/?Action=ConfirmSubscription&TopicArn=arn:aws:sns:us-west-2:123456789012:ses-events&Token=2336412f37fb687f5d51e6e2425c464de";
+    let mut confirm = json!({"Type": "SubscriptionConfirmation", "MessageId": "165545c9-2a5c-472c-8df2-7ff2be2b3b1b",
+        "Token": "2336412f37fb687f5d51e6e2425c464de", "TopicArn": TOPIC,
+        "Message": "You have chosen to subscribe to the topic. To confirm the subscription, visit the SubscribeURL included in this message.",
+        "SubscribeURL": subscribe, "Timestamp": "2012-04-26T20:45:04.751Z", "SigningCertURL": CERT_URL});
+    signer.sign(&mut confirm, "1");
+    let r = s
+        .webhook(&path, &serde_json::to_vec(&confirm).unwrap(), &[])
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json["confirmed"], false);
+    let list = s.api(Method::GET, "/v1/ingest/sources", None).await;
+    assert_eq!(
+        list.json["data"][0]["pending_confirmation"], subscribe,
+        "{}",
+        list.text
+    );
+
+    // Version 1: a delivery to a, signed SHA1withRSA.
+    let delivery = json!({"eventType": "Delivery", "mail": ses_mail(msg, &["a@example.com", "b@example.com"]),
+        "delivery": {"timestamp": "2017-08-05T00:41:01.669Z", "processingTimeMillis": 3760,
+            "recipients": ["a@example.com"], "smtpResponse": "250 2.6.0 Message received",
+            "reportingMTA": "a8-70.smtp-out.amazonses.com"}});
+    let mut n1 = sns_notification("n-1", &delivery);
+    signer.sign(&mut n1, "1");
+    let r = s
+        .webhook(&path, &serde_json::to_vec(&n1).unwrap(), &[])
+        .await;
+    assert_eq!(s.delivery_of(&r, 0).await["status"], "delivered");
+
+    // Version 2: a permanent bounce for b, signed SHA256withRSA.
+    let bounce = json!({"eventType": "Bounce", "mail": ses_mail(msg, &["a@example.com", "b@example.com"]),
+        "bounce": {"bounceType": "Permanent", "bounceSubType": "General",
+            "bouncedRecipients": [{"emailAddress": "b@example.com", "action": "failed", "status": "5.1.1",
+                "diagnosticCode": "smtp; 550 5.1.1 user unknown"}],
+            "timestamp": "2017-08-05T00:41:02.669Z", "feedbackId": "01000157c44f053b-61b59c11-9236-11e6-8f96-7be8aexample-000000",
+            "reportingMTA": "dsn; mta.example.com"}});
+    let mut n2 = sns_notification("n-2", &bounce);
+    signer.sign(&mut n2, "2");
+    let n2 = serde_json::to_vec(&n2).unwrap();
+    let r = s.webhook(&path, &n2, &[]).await;
+    let b = s.delivery_of(&r, 0).await;
+    assert_eq!(
+        (b["status"].clone(), b["bounce_type"].clone()),
+        (json!("bounced"), json!("hard"))
+    );
+    assert_eq!(b["message_id"], s.delivery_of(&r, 0).await["message_id"]);
+    assert_eq!(
+        s.suppressed("b@example.com").await.as_deref(),
+        Some("hard_bounce")
+    );
+    // SNS delivers at least once: the same notification again counts once.
+    let r = s.webhook(&path, &n2, &[]).await;
+    assert_eq!(r.json["duplicates"], 1, "{}", r.text);
+
+    // A complaint.
+    let complaint = json!({"notificationType": "Complaint", "mail": ses_mail(msg, &["a@example.com", "b@example.com"]),
+        "complaint": {"complainedRecipients": [{"emailAddress": "a@example.com"}],
+            "timestamp": "2017-08-05T01:00:00.000Z", "feedbackId": "fb-c1", "complaintFeedbackType": "abuse",
+            "userAgent": "ExampleCorp Feedback Loop (V0.01)"}});
+    let mut n3 = sns_notification("n-3", &complaint);
+    signer.sign(&mut n3, "2");
+    let r = s
+        .webhook(&path, &serde_json::to_vec(&n3).unwrap(), &[])
+        .await;
+    assert_eq!(
+        s.delivery_of(&r, 0).await["engagement_status"],
+        "complained"
+    );
+    assert_eq!(
+        s.suppressed("a@example.com").await.as_deref(),
+        Some("complaint")
+    );
+
+    // Opens name no recipient: attributed when the message had one only.
+    let open = |m: &str, to: &[&str]| {
+        json!({"eventType": "Open", "mail": ses_mail(m, to),
+        "open": {"ipAddress": "192.0.2.1", "timestamp": "2017-08-09T22:00:19.652Z",
+            "userAgent": "Mozilla/5.0"}})
+    };
+    let mut one = sns_notification("n-4", &open("single", &["solo@example.com"]));
+    signer.sign(&mut one, "2");
+    let r = s
+        .webhook(&path, &serde_json::to_vec(&one).unwrap(), &[])
+        .await;
+    assert_eq!(s.delivery_of(&r, 0).await["engagement_status"], "opened");
+    let mut many = sns_notification("n-5", &open(msg, &["a@example.com", "b@example.com"]));
+    signer.sign(&mut many, "2");
+    let r = s
+        .webhook(&path, &serde_json::to_vec(&many).unwrap(), &[])
+        .await;
+    assert_eq!(
+        (r.json["recorded"].clone(), r.json["ignored"].clone()),
+        (json!(0), json!(1)),
+        "{}",
+        r.text
+    );
+
+    // Refusals, each writing nothing.
+    let addresses = ["a@example.com", "b@example.com", "c@example.com"];
+    let before = s.snapshot(&addresses).await;
+    let c_bounce = json!({"eventType": "Bounce", "mail": ses_mail("m-c", &["c@example.com"]),
+        "bounce": {"bounceType": "Permanent", "bounceSubType": "General",
+            "bouncedRecipients": [{"emailAddress": "c@example.com"}], "timestamp": "2017-08-05T00:41:02.669Z"}});
+    let signed = |f: &dyn Fn(&mut Value), version: &str, after: &dyn Fn(&mut Value)| {
+        let mut n = sns_notification("n-x", &c_bounce);
+        f(&mut n);
+        signer.sign(&mut n, version);
+        after(&mut n);
+        serde_json::to_vec(&n).unwrap()
+    };
+    let other = SnsSigner::new();
+    let mut by_other = sns_notification("n-y", &c_bounce);
+    other.sign(&mut by_other, "2");
+    for body in [
+        // Another topic than the source's.
+        signed(
+            &|n| n["TopicArn"] = json!("arn:aws:sns:us-west-2:123456789012:other"),
+            "2",
+            &|_| {},
+        ),
+        // The message changed after signing (both versions).
+        signed(&|_| {}, "1", &|n| {
+            n["Message"] = json!(
+                n["Message"]
+                    .as_str()
+                    .unwrap()
+                    .replace("c@example.com", "b@example.com")
+            )
+        }),
+        signed(&|_| {}, "2", &|n| {
+            n["Timestamp"] = json!("2017-08-05T00:41:03.000Z")
+        }),
+        // A certificate URL outside SNS.
+        signed(
+            &|n| n["SigningCertURL"] = json!("https://evil.example/cert.pem"),
+            "2",
+            &|_| {},
+        ),
+        // An unknown signature version.
+        signed(&|_| {}, "2", &|n| n["SignatureVersion"] = json!("3")),
+        // Signed with another key.
+        serde_json::to_vec(&by_other).unwrap(),
+    ] {
+        let r = s.webhook(&path, &body, &[]).await;
+        assert_refused(&s, &before, &addresses, r).await;
+    }
+}
+
+#[tokio::test]
+async fn ses_uses_the_configured_certificate_file_and_folds_out_of_order() {
+    let signer = SnsSigner::new();
+    let cert_dir = tempfile::tempdir().unwrap();
+    let cert_file = cert_dir.path().join("sns.pem");
+    std::fs::write(&cert_file, &signer.cert_pem).unwrap();
+    let s = start(|c| c.ingest.sns_certificate_file = Some(cert_file.clone())).await;
+    let source = s
+        .source(json!({"provider": "ses", "topic_arns": [TOPIC]}))
+        .await;
+    let path = Server::path_of(&source["url"]);
+    let mut statuses = Vec::new();
+    let mut n = 0;
+    for (m, order) in [
+        ("m1", [0, 1, 2, 3]),
+        ("m2", [3, 2, 1, 0]),
+        ("m3", [2, 0, 3, 1]),
+    ] {
+        let mail = ses_mail(m, &["a@example.com"]);
+        let events = [
+            json!({"eventType": "Send", "mail": mail, "send": {}}),
+            json!({"eventType": "DeliveryDelay", "mail": mail, "deliveryDelay": {
+                "timestamp": "2017-08-05T00:40:30.000Z", "delayType": "TransientCommunicationFailure",
+                "expirationTime": "2017-08-06T00:40:01.123Z",
+                "delayedRecipients": [{"emailAddress": "a@example.com", "status": "4.4.1",
+                    "diagnosticCode": "smtp; 421 4.4.1 Unable to connect"}]}}),
+            json!({"eventType": "Delivery", "mail": mail, "delivery": {
+                "timestamp": "2017-08-05T00:41:01.669Z", "recipients": ["a@example.com"],
+                "smtpResponse": "250 ok"}}),
+            json!({"eventType": "Click", "mail": mail, "click": {"ipAddress": "192.0.2.1",
+                "link": "https://example.com/x", "timestamp": "2017-08-05T00:50:00.000Z",
+                "userAgent": "Mozilla/5.0"}}),
+        ];
+        let mut last = None;
+        for i in order {
+            n += 1;
+            let mut note = sns_notification(&format!("o-{n}"), &events[i]);
+            signer.sign(&mut note, if n % 2 == 0 { "1" } else { "2" });
+            let r = s
+                .webhook(&path, &serde_json::to_vec(&note).unwrap(), &[])
+                .await;
+            last = Some(s.delivery_of(&r, 0).await);
+        }
+        let d = last.unwrap();
+        statuses.push((
+            d["status"].clone(),
+            d["delivery_status"].clone(),
+            d["engagement_status"].clone(),
+        ));
+    }
+    assert_eq!(
+        statuses[0],
+        (json!("clicked"), json!("delivered"), json!("clicked"))
+    );
+    assert!(statuses.iter().all(|s| *s == statuses[0]), "{statuses:?}");
+}
