@@ -213,7 +213,7 @@ pub(crate) fn recipient(text: &str) -> Option<String> {
 
 /// Seconds (maybe fractional) since the epoch as milliseconds.
 pub(crate) fn seconds_to_millis(s: f64) -> Option<Millis> {
-    (s.is_finite() && s >= 0.0 && s < 1e11).then(|| (s * 1000.0).round() as Millis)
+    (0.0..1e11).contains(&s).then(|| (s * 1000.0).round() as Millis)
 }
 
 /// The kind a mapped event has, for tests and logs.
