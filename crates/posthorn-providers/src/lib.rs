@@ -162,7 +162,8 @@ impl ProviderBounce<'_> {
         let text = self.text.as_deref().unwrap_or("");
         let smtp_code = self.smtp_code.or_else(|| leading_code(text));
         let enhanced = self.enhanced.or_else(|| {
-            text.split_whitespace()
+            without_diagnostic_type(text)
+                .split_whitespace()
                 .take(3)
                 .find_map(|w| EnhancedCode::parse(w.trim_matches(|c: char| !c.is_ascii_digit())))
         });
@@ -189,12 +190,23 @@ impl ProviderBounce<'_> {
 }
 
 /// A reply's leading three-digit code (`550 5.1.1 ...` -> 550).
+/// A diagnostic in DSN form (`smtp; 550 ...`, as SES and Postmark give
+/// it) counts from after its type.
 pub(crate) fn leading_code(text: &str) -> Option<u16> {
-    let word = text.trim_start().split([' ', '-']).next()?;
+    let word = without_diagnostic_type(text).split([' ', '-']).next()?;
     (word.len() == 3 && word.bytes().all(|b| b.is_ascii_digit()))
         .then(|| word.parse().ok())
         .flatten()
         .filter(|c| (200..600).contains(c))
+}
+
+/// The text after a DSN diagnostic type (`smtp;`), else the text.
+pub(crate) fn without_diagnostic_type(text: &str) -> &str {
+    let t = text.trim_start();
+    match t.get(..5) {
+        Some(p) if p.eq_ignore_ascii_case("smtp;") => t[5..].trim_start(),
+        _ => t,
+    }
 }
 
 /// An address as the store keeps it: trimmed, lower-cased, without angle
@@ -213,7 +225,9 @@ pub(crate) fn recipient(text: &str) -> Option<String> {
 
 /// Seconds (maybe fractional) since the epoch as milliseconds.
 pub(crate) fn seconds_to_millis(s: f64) -> Option<Millis> {
-    (0.0..1e11).contains(&s).then(|| (s * 1000.0).round() as Millis)
+    (0.0..1e11)
+        .contains(&s)
+        .then(|| (s * 1000.0).round() as Millis)
 }
 
 /// The kind a mapped event has, for tests and logs.
@@ -232,6 +246,8 @@ mod tests {
     fn leading_codes_and_recipients() {
         assert_eq!(leading_code("550 5.1.1 no such user"), Some(550));
         assert_eq!(leading_code("550-5.1.1 no"), Some(550));
+        assert_eq!(leading_code("smtp;550 5.1.1 no"), Some(550));
+        assert_eq!(leading_code("SMTP; 452 4.2.2 full"), Some(452));
         assert_eq!(leading_code("OK"), None);
         assert_eq!(leading_code("999 nope"), None);
         assert_eq!(

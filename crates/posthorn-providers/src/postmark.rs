@@ -265,6 +265,9 @@ mod tests {
         assert_eq!(b.bounce_type, BounceType::Hard);
         assert_eq!(b.rule.as_deref(), Some("provider.postmark.HardBounce(1)"));
         assert!(b.reply_text.as_deref().unwrap().contains("does not exist"));
+        assert_eq!(b.smtp_code, Some(550));
+        assert_eq!(b.enhanced_code, posthorn_core::EnhancedCode::parse("5.1.1"));
+        assert_eq!(b.reason.as_deref(), Some("userunknown"));
         assert_eq!(
             e.occurred_at,
             parse_rfc3339("2019-11-05T16:33:54.907Z").unwrap()

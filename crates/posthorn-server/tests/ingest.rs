@@ -500,6 +500,22 @@ async fn postmark_webhooks_fold_into_statuses_contacts_and_suppressions() {
         "{}",
         timeline.text
     );
+    // The reply's codes, read from Postmark's `smtp;550 5.1.1 ...`.
+    assert!(
+        timeline.text.contains("\"smtp_code\":550"),
+        "{}",
+        timeline.text
+    );
+    assert!(
+        timeline.text.contains("\"enhanced_code\":\"5.1.1\""),
+        "{}",
+        timeline.text
+    );
+    assert!(
+        timeline.text.contains("\"reason\":\"userunknown\""),
+        "{}",
+        timeline.text
+    );
     assert!(
         timeline.text.contains("provider-webhook"),
         "{}",
@@ -1426,4 +1442,38 @@ async fn ses_uses_the_configured_certificate_file_and_folds_out_of_order() {
         (json!("clicked"), json!("delivered"), json!("clicked"))
     );
     assert!(statuses.iter().all(|s| *s == statuses[0]), "{statuses:?}");
+}
+
+#[tokio::test]
+async fn a_webhook_body_over_the_limit_is_refused_unread() {
+    let s = start(|c| c.ingest.max_body = posthorn_core::config::ByteSize(2048)).await;
+    let source = s
+        .source(json!({"provider": "postmark", "username": "u", "password": "p"}))
+        .await;
+    let path = Server::path_of(&source["url"]);
+    let before = s.snapshot(&["big@example.com"]).await;
+    let big = postmark(
+        "Delivery",
+        "m",
+        "big@example.com",
+        "2019-11-05T16:33:54Z",
+        json!({"Details": "x".repeat(4096)}),
+    );
+    let r = s
+        .webhook(&path, &big, &[("authorization", basic("u", "p"))])
+        .await;
+    assert_eq!(r.status, 413, "{}", r.text);
+    assert_eq!(s.snapshot(&["big@example.com"]).await, before);
+    // Within the limit the same source takes it.
+    let small = postmark(
+        "Delivery",
+        "m",
+        "big@example.com",
+        "2019-11-05T16:33:54Z",
+        json!({}),
+    );
+    let r = s
+        .webhook(&path, &small, &[("authorization", basic("u", "p"))])
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
 }
