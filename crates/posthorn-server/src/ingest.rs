@@ -16,7 +16,13 @@ const CACHE_LIMIT: usize = 64;
 /// Gets a URL's body over HTTPS. Tests and offline servers have none.
 #[async_trait::async_trait]
 pub trait Fetcher: Send + Sync {
+    /// The body of a `200` answer.
     async fn get(&self, url: &str) -> Result<Vec<u8>, String>;
+    /// Whether the answer was `200` (its body unread: SNS's answer to a
+    /// confirmation says nothing more).
+    async fn visit(&self, url: &str) -> Result<(), String> {
+        self.get(url).await.map(|_| ())
+    }
 }
 
 /// SNS signing certificates: the configured file, else fetched (only from
@@ -97,7 +103,7 @@ impl SnsCertificates {
         match &self.fetcher {
             None => Ok(false),
             Some(f) => f
-                .get(subscribe_url)
+                .visit(subscribe_url)
                 .await
                 .map(|_| true)
                 .map_err(Refusal::Certificate),
@@ -112,14 +118,18 @@ struct HttpsFetcher;
 #[async_trait::async_trait]
 impl Fetcher for HttpsFetcher {
     async fn get(&self, url: &str) -> Result<Vec<u8>, String> {
-        https_get(url).await
+        https_get(url, true).await
+    }
+
+    async fn visit(&self, url: &str) -> Result<(), String> {
+        https_get(url, false).await.map(|_| ())
     }
 }
 
 /// Largest answer read (certificates are a few KB).
 const MAX_ANSWER: usize = 64 * 1024;
 
-async fn https_get(url: &str) -> Result<Vec<u8>, String> {
+async fn https_get(url: &str, need_body: bool) -> Result<Vec<u8>, String> {
     use rustls_platform_verifier::BuilderVerifierExt;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let rest = url.strip_prefix("https://").ok_or("not https")?;
@@ -148,16 +158,29 @@ async fn https_get(url: &str) -> Result<Vec<u8>, String> {
             .await
             .map_err(|e| e.to_string())?;
         let mut answer = Vec::new();
-        (&mut tls)
+        let read = (&mut tls)
             .take(MAX_ANSWER as u64 + 1)
             .read_to_end(&mut answer)
-            .await
-            .map_err(|e| e.to_string())?;
+            .await;
+        match read {
+            Ok(_) => {}
+            // Many servers close without TLS close_notify; with
+            // `Connection: close` the answer has ended all the same.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !answer.is_empty() => {}
+            Err(e) => return Err(e.to_string()),
+        }
         Ok::<_, String>(answer)
     };
     let answer = tokio::time::timeout(std::time::Duration::from_secs(10), fetch)
         .await
         .map_err(|_| "timed out".to_owned())??;
+    read_answer(&answer, need_body)
+}
+
+/// The body of an HTTP/1.1 answer read whole (`Connection: close`), when
+/// its status is 200; chunked bodies are not read (SNS sends certificates
+/// with a length).
+fn read_answer(answer: &[u8], need_body: bool) -> Result<Vec<u8>, String> {
     if answer.len() > MAX_ANSWER {
         return Err("answer too large".into());
     }
@@ -172,6 +195,9 @@ async fn https_get(url: &str) -> Result<Vec<u8>, String> {
         .is_some_and(|l| l.split_whitespace().nth(1) == Some("200"));
     if !status_ok {
         return Err(format!("answered {:?}", head.lines().next().unwrap_or("")));
+    }
+    if !need_body {
+        return Ok(Vec::new());
     }
     if head
         .to_ascii_lowercase()
@@ -195,6 +221,21 @@ mod tests {
             self.0.fetch_add(1, Ordering::SeqCst);
             Err("offline".into())
         }
+    }
+
+    #[test]
+    fn answers_are_read_by_status_and_framing() {
+        let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nbody";
+        assert_eq!(read_answer(ok, true).unwrap(), b"body");
+        let not_found = b"HTTP/1.1 404 Not Found\r\n\r\nno";
+        assert!(read_answer(not_found, true).unwrap_err().contains("404"));
+        let chunked =
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nbody\r\n0\r\n\r\n";
+        assert!(read_answer(chunked, true).is_err());
+        // A confirmation only needs the 200.
+        assert_eq!(read_answer(chunked, false).unwrap(), b"");
+        assert!(read_answer(b"garbage", false).is_err());
+        assert!(read_answer(&vec![b'x'; MAX_ANSWER + 1], false).is_err());
     }
 
     #[tokio::test]
