@@ -1477,3 +1477,102 @@ async fn a_webhook_body_over_the_limit_is_refused_unread() {
         .await;
     assert_eq!(r.status, 200, "{}", r.text);
 }
+
+#[tokio::test]
+async fn a_source_writes_only_for_its_own_tenant() {
+    let s = start(|_| {}).await;
+    // Tenant t2 with its own admin key and its own Mailgun source.
+    let t2 = s.store.create_tenant("t2", now()).await.unwrap();
+    let k2 = posthorn_server::keys::generate();
+    s.store
+        .insert_api_key(posthorn_store::NewApiKey {
+            id: k2.id.clone(),
+            tenant_id: t2.id.clone(),
+            name: None,
+            scopes: vec![posthorn_store::Scope::Admin],
+            secret_hash: k2.secret_hash.clone(),
+            created_at: now(),
+        })
+        .await
+        .unwrap();
+    let r = s
+        .send(
+            s.http
+                .post(s.url("/v1/ingest/sources"))
+                .bearer_auth(&k2.token)
+                .json(&json!({"provider": "mailgun", "signing_key": "their-key"})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let theirs = Server::path_of(&r.json["url"]);
+    let ours = Server::path_of(
+        &s.source(json!({"provider": "mailgun", "signing_key": MAILGUN_KEY}))
+            .await["url"],
+    );
+    let ts = now() / 1000;
+    let event = |id: &str| {
+        mailgun_event(
+            "failed",
+            id,
+            "x@example.com",
+            "shared@m",
+            ts as f64,
+            json!({"severity": "permanent", "reason": "bounce",
+                "delivery-status": {"code": 550, "message": "5.1.1 user unknown"}}),
+        )
+    };
+    // Signed with our key, sent to their URL: refused.
+    let r = s
+        .webhook(
+            &theirs,
+            &mailgun(MAILGUN_KEY, ts, &token(1), event("e1")),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 401, "{}", r.text);
+    // Signed with their key to their URL: theirs only.
+    let r = s
+        .webhook(
+            &theirs,
+            &mailgun("their-key", ts, &token(2), event("e1")),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let delivery = r.json["events"][0]["delivery_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mine = s
+        .api(Method::GET, &format!("/v1/deliveries/{delivery}"), None)
+        .await;
+    assert_eq!(
+        mine.status, 404,
+        "another tenant's delivery is not found: {}",
+        mine.text
+    );
+    assert_eq!(s.contact_status("x@example.com").await, None);
+    assert_eq!(s.suppressed("x@example.com").await, None);
+    let t2_contact = s.store.contact(&t2.id, "x@example.com").await.unwrap();
+    assert_eq!(
+        t2_contact
+            .map(|c| c.state.status.as_str().to_owned())
+            .as_deref(),
+        Some("bounced")
+    );
+    // The same provider message and event id at our source is ours, new.
+    let r = s
+        .webhook(
+            &ours,
+            &mailgun(MAILGUN_KEY, ts, &token(3), event("e1")),
+            &[],
+        )
+        .await;
+    assert_eq!(
+        (r.json["recorded"].clone(), r.json["duplicates"].clone()),
+        (json!(1), json!(0)),
+        "{}",
+        r.text
+    );
+    assert_ne!(r.json["events"][0]["delivery_id"], delivery.as_str());
+}
