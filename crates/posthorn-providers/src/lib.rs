@@ -41,6 +41,8 @@ pub enum Refusal {
     ReplayedToken,
     #[error("the signing certificate URL {0:?} is not an SNS certificate URL")]
     CertificateUrl(String),
+    #[error("the subscription URL {0:?} is not an SNS confirmation URL")]
+    SubscribeUrl(String),
     #[error("the signing certificate cannot be used: {0}")]
     Certificate(String),
     #[error("signature version {0:?} is not supported")]

@@ -140,7 +140,7 @@ pub fn check_certificate_url(url: &str) -> Result<(), Refusal> {
 /// Checks a `SubscribeURL` before it is fetched to confirm a
 /// subscription: https, an SNS host, the `ConfirmSubscription` action.
 pub fn check_subscribe_url(url: &str) -> Result<(), Refusal> {
-    let refuse = || Refusal::CertificateUrl(url.chars().take(200).collect());
+    let refuse = || Refusal::SubscribeUrl(url.chars().take(200).collect());
     let (host, path) = https_host_and_rest(url).ok_or_else(refuse)?;
     if !is_sns_host(host) || !path.starts_with("/?") || !path.contains("Action=ConfirmSubscription")
     {

@@ -1576,3 +1576,37 @@ async fn a_source_writes_only_for_its_own_tenant() {
     );
     assert_ne!(r.json["events"][0]["delivery_id"], delivery.as_str());
 }
+
+#[tokio::test]
+async fn an_ses_subscription_to_a_foreign_url_is_refused_and_kept_nowhere() {
+    let signer = SnsSigner::new();
+    let s = start(|_| {}).await;
+    let source = s
+        .source(
+            json!({"provider": "ses", "topic_arns": [TOPIC], "certificate_pem": signer.cert_pem}),
+        )
+        .await;
+    let path = Server::path_of(&source["url"]);
+    for url in [
+        "https://169.254.169.254/latest/meta-data/?Action=ConfirmSubscription",
+        "http://sns.us-west-2.amazonaws.com/?Action=ConfirmSubscription&Token=x",
+        "https://sns.us-west-2.amazonaws.com.evil.example/?Action=ConfirmSubscription",
+    ] {
+        // Signed properly: only the URL is wrong.
+        let mut confirm = json!({"Type": "SubscriptionConfirmation", "MessageId": "m",
+            "Token": "t", "TopicArn": TOPIC, "Message": "confirm", "SubscribeURL": url,
+            "Timestamp": "2012-04-26T20:45:04.751Z", "SigningCertURL": CERT_URL});
+        signer.sign(&mut confirm, "2");
+        let r = s
+            .webhook(&path, &serde_json::to_vec(&confirm).unwrap(), &[])
+            .await;
+        assert_eq!(r.status, 401, "{url}: {}", r.text);
+        let list = s.api(Method::GET, "/v1/ingest/sources", None).await;
+        assert_eq!(
+            list.json["data"][0]["pending_confirmation"],
+            Value::Null,
+            "{}",
+            list.text
+        );
+    }
+}

@@ -446,7 +446,7 @@ async fn confirm_subscription(
         .as_deref()
         .ok_or_else(|| refused(Refusal::Missing("SubscribeURL")))?;
     let confirmed = state.sns.confirm(url).await.map_err(|e| match e {
-        Refusal::CertificateUrl(_) => refused(e),
+        Refusal::SubscribeUrl(_) => refused(e),
         // SNS could not be reached: SNS sends the confirmation again.
         other => ApiError::new(
             StatusCode::BAD_GATEWAY,
