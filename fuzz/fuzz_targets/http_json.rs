@@ -19,6 +19,7 @@ const ENDPOINTS: &[(&str, &str)] = &[
     ("PUT", "/v1/contacts/ann@example.com"),
     ("PATCH", "/v1/settings"),
     ("POST", "/v1/domains"),
+    ("POST", "/v1/ingest/sources"),
 ];
 
 const DOMAINS: usize = 4;

@@ -42,6 +42,37 @@ pub struct Config {
     pub tracking: TrackingConfig,
     /// How remote servers' replies and returned mail are classified.
     pub bounce: BounceConfig,
+    /// Other providers' event webhooks (`/v1/ingest/...`).
+    pub ingest: IngestConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    /// The SNS signing certificate (PEM) to verify SES notifications with,
+    /// instead of fetching it from the `SigningCertURL` (for a server with
+    /// no way out to the internet). A source's own certificate comes first.
+    pub sns_certificate_file: Option<PathBuf>,
+    /// Fetch SNS signing certificates and confirm SNS subscriptions over
+    /// the internet (default on). Off: only configured certificates are
+    /// used, and a subscription's confirmation URL is kept on the source
+    /// for an operator to open.
+    pub fetch: bool,
+    /// The stream given to messages first seen through a provider webhook.
+    pub stream: String,
+    /// Largest webhook body (default 1 MiB; SendGrid batches are big).
+    pub max_body: ByteSize,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self {
+            sns_certificate_file: None,
+            fetch: true,
+            stream: crate::submission::DEFAULT_STREAM.to_owned(),
+            max_body: ByteSize(1024 * 1024),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]

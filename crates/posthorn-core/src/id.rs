@@ -75,6 +75,12 @@ id_type!(
     InboundId
 );
 
+id_type!(
+    /// A provider ingest source: where one provider's event webhooks for
+    /// one tenant arrive.
+    IngestSourceId
+);
+
 /// One node (a `posthorn serve` process) of an installation: what holds a
 /// lease on a queued delivery, so that a node's restart frees only its own.
 /// 1 to 64 characters of `A-Z a-z 0-9 . _ -`.

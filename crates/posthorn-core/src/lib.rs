@@ -19,6 +19,7 @@ pub mod inbound;
 pub mod net;
 pub mod outcome;
 pub mod policy;
+pub mod provider;
 pub mod retry;
 pub mod rfc5322;
 pub mod status;

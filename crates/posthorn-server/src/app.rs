@@ -64,6 +64,8 @@ pub struct Shared {
     /// The machine networks (`[tracking.machine] networks_file`, or the
     /// compiled-in list) the tracker judges hits by.
     pub machine_networks: Arc<posthorn_track::Networks>,
+    /// SNS signing certificates for SES ingest sources (`[ingest]`).
+    pub sns: Arc<crate::ingest::SnsCertificates>,
 }
 
 impl AppState {
@@ -160,6 +162,8 @@ impl App {
         let machine_networks =
             crate::machine_networks::load(config.tracking.machine.networks_file.as_deref())
                 .map_err(StartError::MachineNetworks)?;
+        let sns = crate::ingest::SnsCertificates::from_config(&config.ingest)
+            .map_err(StartError::Ingest)?;
         let node = match &config.server.node_id {
             Some(node) => node.clone(),
             None => load_or_create_node_id(&config.server.data_dir)?,
@@ -176,6 +180,7 @@ impl App {
             node,
             reply_rules: Arc::new(reply_rules),
             machine_networks: Arc::new(machine_networks),
+            sns: Arc::new(sns),
         }));
         follow_commits(&state);
         Ok(Self { state, verp })

@@ -64,6 +64,17 @@ fn check_files(config: &Config) -> Vec<String> {
                 .map(|e| format!("tracking.machine.networks_file: {e}")),
         );
     }
+    if config.ingest.sns_certificate_file.is_some()
+        && let Err(e) = crate::ingest::SnsCertificates::from_config(&config.ingest)
+    {
+        errors.push(e);
+    }
+    if !posthorn_core::submission::valid_stream_name(&config.ingest.stream) {
+        errors.push(format!(
+            "ingest.stream: `{}` is not a stream name (1 to 64 of a-z 0-9 - _)",
+            config.ingest.stream
+        ));
+    }
     errors
 }
 
@@ -397,6 +408,37 @@ mod tests {
         assert!(
             errors[0].starts_with("bounce.rules_file: ") && errors[0].contains("missing.txt"),
             "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn ingest_settings_are_checked_at_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let bad = dir.path().join("sns.pem");
+        std::fs::write(&bad, "not a certificate").unwrap();
+        let errors = load(
+            None,
+            env(&[
+                (
+                    "POSTHORN_INGEST__SNS_CERTIFICATE_FILE",
+                    &bad.display().to_string(),
+                ),
+                ("POSTHORN_INGEST__STREAM", "Not A Stream"),
+            ]),
+        )
+        .unwrap_err()
+        .0;
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(
+            errors[0].starts_with("ingest.sns_certificate_file "),
+            "{errors:?}"
+        );
+        assert!(errors[1].starts_with("ingest.stream: "), "{errors:?}");
+        let config = load(None, env(&[])).unwrap();
+        assert!(config.ingest.fetch);
+        assert_eq!(
+            config.ingest.stream,
+            posthorn_core::submission::DEFAULT_STREAM
         );
     }
 

@@ -18,6 +18,7 @@ pub mod event_view;
 pub mod headers;
 pub mod http_server;
 pub mod inbound;
+pub mod ingest;
 pub mod keys;
 pub mod machine_networks;
 pub mod metrics;

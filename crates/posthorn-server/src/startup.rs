@@ -47,6 +47,9 @@ pub enum StartError {
     Simulator(std::io::Error),
     #[error(transparent)]
     Routes(#[from] RouteError),
+    /// `[ingest] sns_certificate_file` cannot be read or used.
+    #[error("{0}")]
+    Ingest(String),
 }
 
 impl StartError {

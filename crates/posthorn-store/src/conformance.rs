@@ -45,7 +45,8 @@ macro_rules! conformance_tests {
             a_delivery_timeline_pages_oldest_first,
             repeated_hits_are_counted_per_target_and_verdict,
             leases_belong_to_the_node_that_claimed_them,
-            events_are_numbered_and_published_in_commit_order);
+            events_are_numbered_and_published_in_commit_order,
+            ingest_sources_belong_to_their_tenant, provider_events_make_deliveries_and_count_once);
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
         $(
@@ -1759,4 +1760,347 @@ pub async fn repeated_hits_are_counted_per_target_and_verdict(store: &dyn Store)
             .unwrap()
             .is_empty()
     );
+}
+
+// --- provider ingest ---
+
+fn ingest_source(tenant: &TenantId, token_hash: &str) -> IngestSource {
+    IngestSource {
+        id: posthorn_core::id::IngestSourceId::generate(),
+        tenant_id: tenant.clone(),
+        name: Some("mailgun main".into()),
+        token_hash: token_hash.into(),
+        verification: SourceVerification::Mailgun {
+            signing_key: "key-1".into(),
+        },
+        created_at: T0,
+        pending_confirmation: None,
+    }
+}
+
+fn provider_event(
+    message: &str,
+    to: &str,
+    keys: &[&str],
+    at: Millis,
+    details: EventDetails,
+) -> ProviderEvent {
+    ProviderEvent {
+        provider_message_id: message.into(),
+        recipient: to.into(),
+        sender: Some("news@sender.example".into()),
+        keys: keys.iter().map(|k| k.to_string()).collect(),
+        id: EventId::generate(),
+        occurred_at: at,
+        details,
+        raw: format!("{{\"at\":{at}}}").into_bytes(),
+    }
+}
+
+fn batch(
+    t: &TenantId,
+    source: &IngestSource,
+    token: Option<&str>,
+    events: Vec<ProviderEvent>,
+) -> ProviderBatch {
+    ProviderBatch {
+        tenant: t.clone(),
+        source: source.id.clone(),
+        provider: posthorn_core::provider::Provider::Mailgun,
+        token: token.map(|t| (t.to_owned(), T0 + DAY)),
+        events,
+        stream: "default".into(),
+        now: T0 + 10,
+    }
+}
+
+pub async fn ingest_sources_belong_to_their_tenant(store: &dyn Store) {
+    let a = tenant(store, "a").await;
+    let b = tenant(store, "b").await;
+    let source = store
+        .create_ingest_source(ingest_source(&a, "hash-a"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.ingest_sources(&a).await.unwrap(),
+        vec![source.clone()]
+    );
+    assert!(store.ingest_sources(&b).await.unwrap().is_empty());
+    let found = store.ingest_source_by_token("hash-a").await.unwrap();
+    assert_eq!(found.as_ref().map(|s| &s.tenant_id), Some(&a));
+    assert_eq!(found.unwrap().verification, source.verification);
+    assert!(
+        store
+            .ingest_source_by_token("hash-b")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // A second source with the same token hash is refused.
+    assert!(
+        store
+            .create_ingest_source(ingest_source(&b, "hash-a"))
+            .await
+            .is_err()
+    );
+    assert!(
+        store
+            .set_ingest_pending_confirmation(&a, &source.id, Some("https://sns.example/".into()))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.ingest_sources(&a).await.unwrap()[0]
+            .pending_confirmation
+            .as_deref(),
+        Some("https://sns.example/")
+    );
+    // Another tenant can neither change nor remove it.
+    assert!(
+        !store
+            .set_ingest_pending_confirmation(&b, &source.id, None)
+            .await
+            .unwrap()
+    );
+    assert!(!store.delete_ingest_source(&b, &source.id).await.unwrap());
+    assert!(store.delete_ingest_source(&a, &source.id).await.unwrap());
+    assert!(
+        store
+            .ingest_source_by_token("hash-a")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(!store.delete_ingest_source(&a, &source.id).await.unwrap());
+}
+
+pub async fn provider_events_make_deliveries_and_count_once(store: &dyn Store) {
+    let t = tenant(store, "acme").await;
+    let other = tenant(store, "other").await;
+    let source = store
+        .create_ingest_source(ingest_source(&t, "h"))
+        .await
+        .unwrap();
+    let hard = || bounce(BounceType::Hard);
+    // Delivered to a, bounced for b: one message, two deliveries.
+    let first = store
+        .record_provider_events(batch(
+            &t,
+            &source,
+            Some("tok-1"),
+            vec![
+                provider_event(
+                    "pm-1",
+                    "a@example.com",
+                    &["id:1", "content:1"],
+                    T0 + 5,
+                    EventDetails::Delivered(Delivered::default()),
+                ),
+                provider_event(
+                    "pm-1",
+                    "b@example.com",
+                    &["id:2", "content:2"],
+                    T0 + 6,
+                    hard(),
+                ),
+            ],
+        ))
+        .await
+        .unwrap();
+    let ProviderOutcome::Recorded(outcomes) = first else {
+        panic!("{first:?}")
+    };
+    assert_eq!(outcomes.len(), 2);
+    assert!(outcomes.iter().all(|o| !o.duplicate));
+    assert_eq!(outcomes[0].message_id, outcomes[1].message_id);
+    assert_ne!(outcomes[0].delivery_id, outcomes[1].delivery_id);
+    let message = store
+        .message(&t, &outcomes[0].message_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(message.source, EventSource::ProviderWebhook);
+    assert_eq!(
+        store.queue_len(&t).await.unwrap(),
+        0,
+        "the provider sends it, not us"
+    );
+    let b = store
+        .delivery(&t, &outcomes[1].delivery_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        b.delivery_status,
+        Some(DeliveryStatus::Bounced(BounceType::Hard))
+    );
+    assert_eq!(
+        store
+            .contact(&t, "b@example.com")
+            .await
+            .unwrap()
+            .unwrap()
+            .state
+            .status,
+        ContactStatus::Bounced
+    );
+    assert!(
+        store
+            .suppressions(&t, T0 + 10)
+            .await
+            .unwrap()
+            .iter()
+            .any(|s| s.target == "b@example.com")
+    );
+    assert_eq!(
+        store
+            .contact(&t, "a@example.com")
+            .await
+            .unwrap()
+            .unwrap()
+            .state
+            .status,
+        ContactStatus::Active
+    );
+    // The raw payload is kept per event, for its tenant only.
+    assert_eq!(
+        store
+            .provider_payload(&t, &outcomes[0].event_id)
+            .await
+            .unwrap(),
+        Some(format!("{{\"at\":{}}}", T0 + 5).into_bytes())
+    );
+    assert_eq!(
+        store
+            .provider_payload(&other, &outcomes[0].event_id)
+            .await
+            .unwrap(),
+        None
+    );
+
+    // The same token again: nothing written, whatever the events.
+    let replay = store
+        .record_provider_events(batch(
+            &t,
+            &source,
+            Some("tok-1"),
+            vec![provider_event(
+                "pm-2",
+                "c@example.com",
+                &["id:9"],
+                T0 + 7,
+                hard(),
+            )],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(replay, ProviderOutcome::ReplayedToken);
+    assert!(store.contact(&t, "c@example.com").await.unwrap().is_none());
+
+    // A retry with a new event id but the same content counts once, and
+    // an earlier event of the same delivery (out of order) joins it.
+    let again = store
+        .record_provider_events(batch(
+            &t,
+            &source,
+            Some("tok-2"),
+            vec![
+                provider_event(
+                    "pm-1",
+                    "a@example.com",
+                    &["id:1b", "content:1"],
+                    T0 + 5,
+                    EventDetails::Delivered(Delivered::default()),
+                ),
+                provider_event(
+                    "pm-1",
+                    "a@example.com",
+                    &["id:3", "content:3"],
+                    T0 + 1,
+                    EventDetails::Queued(Default::default()),
+                ),
+            ],
+        ))
+        .await
+        .unwrap();
+    let ProviderOutcome::Recorded(again) = again else {
+        panic!()
+    };
+    assert!(again[0].duplicate);
+    assert_eq!(again[0].event_id, outcomes[0].event_id);
+    assert!(!again[1].duplicate);
+    assert_eq!(again[1].delivery_id, outcomes[0].delivery_id);
+    let a = store
+        .delivery(&t, &outcomes[0].delivery_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(a.delivery_status, Some(DeliveryStatus::Delivered));
+    assert_eq!(store.delivery_events(&t, &a.id).await.unwrap().len(), 2);
+    // The key the retry brought is known now too.
+    let third = store
+        .record_provider_events(batch(
+            &t,
+            &source,
+            None,
+            vec![provider_event(
+                "pm-1",
+                "a@example.com",
+                &["id:1b"],
+                T0 + 99,
+                EventDetails::Delivered(Delivered::default()),
+            )],
+        ))
+        .await
+        .unwrap();
+    let ProviderOutcome::Recorded(third) = third else {
+        panic!()
+    };
+    assert!(third[0].duplicate);
+
+    // The other tenant's same provider message is its own.
+    let theirs = store
+        .create_ingest_source(ingest_source(&other, "h2"))
+        .await
+        .unwrap();
+    let ProviderOutcome::Recorded(o) = store
+        .record_provider_events(batch(
+            &other,
+            &theirs,
+            Some("tok-1"),
+            vec![provider_event(
+                "pm-1",
+                "a@example.com",
+                &["id:1", "content:1"],
+                T0 + 5,
+                EventDetails::Delivered(Delivered::default()),
+            )],
+        ))
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert!(!o[0].duplicate);
+    assert_ne!(o[0].delivery_id, outcomes[0].delivery_id);
+    // A removed source records nothing.
+    assert!(store.delete_ingest_source(&t, &source.id).await.unwrap());
+    assert!(
+        store
+            .record_provider_events(batch(
+                &t,
+                &source,
+                None,
+                vec![provider_event(
+                    "pm-5",
+                    "e@example.com",
+                    &["id:5"],
+                    T0,
+                    hard()
+                ),]
+            ))
+            .await
+            .is_err()
+    );
+    assert!(store.contact(&t, "e@example.com").await.unwrap().is_none());
 }

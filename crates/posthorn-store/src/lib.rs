@@ -10,16 +10,18 @@
 
 pub mod conformance;
 pub mod feed;
+mod ingest;
 mod records;
 pub mod sqlite;
 
 pub use feed::{CommitFeed, CommittedEvents};
+pub use ingest::*;
 pub use records::*;
 pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;
 use posthorn_core::domain::DomainOwner;
-use posthorn_core::id::{ApiKeyId, InboundId};
+use posthorn_core::id::{ApiKeyId, InboundId, IngestSourceId};
 use posthorn_core::suppression::SuppressionEntry;
 use posthorn_core::{DeliveryId, EventId, MessageId, Millis, NodeId, TenantId};
 
@@ -360,6 +362,40 @@ pub trait Store: Send + Sync + 'static {
         tenant: &TenantId,
         message: &MessageId,
     ) -> StoreResult<Vec<RepeatedHits>>;
+
+    // --- provider ingest ---
+    /// Keeps a new ingest source (its id and token hash are the caller's).
+    async fn create_ingest_source(&self, source: IngestSource) -> StoreResult<IngestSource>;
+    /// A tenant's ingest sources, oldest first.
+    async fn ingest_sources(&self, tenant: &TenantId) -> StoreResult<Vec<IngestSource>>;
+    /// The source whose capability token hashes to `token_hash`, whichever
+    /// tenant it belongs to (the token names it before the tenant is known).
+    async fn ingest_source_by_token(&self, token_hash: &str) -> StoreResult<Option<IngestSource>>;
+    /// Removes a tenant's source (and its remembered tokens); false when
+    /// the tenant has no such source. Events recorded from it stay.
+    async fn delete_ingest_source(
+        &self,
+        tenant: &TenantId,
+        id: &IngestSourceId,
+    ) -> StoreResult<bool>;
+    /// Notes (or clears, with `None`) a subscription confirmation URL that
+    /// was not fetched; false when the tenant has no such source.
+    async fn set_ingest_pending_confirmation(
+        &self,
+        tenant: &TenantId,
+        id: &IngestSourceId,
+        url: Option<String>,
+    ) -> StoreResult<bool>;
+    /// Records a verified request's provider events in one transaction
+    /// (see [`ProviderBatch`]): a replayed token writes nothing; each event
+    /// is recorded once by any of its keys.
+    async fn record_provider_events(&self, batch: ProviderBatch) -> StoreResult<ProviderOutcome>;
+    /// The provider's payload an event of `tenant` was recorded from.
+    async fn provider_payload(
+        &self,
+        tenant: &TenantId,
+        event: &EventId,
+    ) -> StoreResult<Option<Vec<u8>>>;
 
     /// Counters about the store itself, for `/metrics`.
     fn stats(&self) -> StoreStats;

@@ -133,6 +133,14 @@ pub async fn event_raw(
     let tenant = &auth.tenant.id;
     let id = EventId::parse(&id).ok_or_else(|| ApiError::not_found("event"))?;
     let Some(source) = state.store.event_inbound(tenant, &id).await? else {
+        // An event from another provider's webhook: the provider's JSON.
+        if let Some(payload) = state.store.provider_payload(tenant, &id).await? {
+            return Ok((
+                [(axum::http::header::CONTENT_TYPE, "application/json")],
+                payload,
+            )
+                .into_response());
+        }
         // Tell "no such event" from "an event without a raw message" (a
         // synchronous bounce's reply is in its details).
         return Err(if state.store.event(tenant, &id).await?.is_some() {

@@ -5,6 +5,7 @@ mod contacts;
 pub mod domains;
 mod events;
 mod inbound;
+mod ingest;
 mod messages;
 mod tracker;
 
@@ -55,6 +56,12 @@ pub fn routes() -> Router<AppState> {
             "/v1/domains/{domain}",
             axum::routing::delete(domains::remove),
         )
+        .route("/v1/ingest/sources", get(ingest::list).post(ingest::create))
+        .route(
+            "/v1/ingest/sources/{id}",
+            axum::routing::delete(ingest::remove),
+        )
+        .route("/v1/ingest/{token}", post(ingest::receive))
         .route(
             "/v1/settings",
             get(contacts::get_settings).patch(contacts::patch_settings),

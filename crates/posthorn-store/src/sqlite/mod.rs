@@ -13,6 +13,7 @@ mod checkpoint;
 mod domains;
 mod error;
 mod inbound;
+mod ingest;
 mod reads;
 mod tracking;
 mod wal_buffer;
@@ -20,12 +21,13 @@ mod writer;
 mod writes;
 
 use crate::feed::CommitFeed;
+use crate::ingest::*;
 use crate::records::*;
 use crate::{Store, StoreError, StoreResult, StoreRules};
 use async_trait::async_trait;
 use posthorn_core::config::{StoreConfig, Synchronous};
 use posthorn_core::domain::DomainOwner;
-use posthorn_core::id::{ApiKeyId, InboundId};
+use posthorn_core::id::{ApiKeyId, InboundId, IngestSourceId};
 use posthorn_core::suppression::SuppressionEntry;
 use posthorn_core::{DeliveryId, EventId, MessageId, Millis, NodeId, TenantId};
 use rusqlite::{CachedStatement, Connection, OpenFlags};
@@ -66,6 +68,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0008_repeated_hits.sql"),
     include_str!("../../migrations/sqlite/0009_event_sequence.sql"),
     include_str!("../../migrations/sqlite/0010_rfc3463_enhanced_codes.sql"),
+    include_str!("../../migrations/sqlite/0011_provider_ingest.sql"),
 ];
 
 /// The file name of the database inside the data directory.
@@ -672,6 +675,63 @@ impl Store for SqliteStore {
     ) -> StoreResult<Vec<RepeatedHits>> {
         let (tenant, message) = (tenant.clone(), message.clone());
         self.read(move |c| tracking::message_repeated_hits(c, &tenant, &message))
+            .await
+    }
+
+    async fn create_ingest_source(&self, source: IngestSource) -> StoreResult<IngestSource> {
+        self.writer
+            .write(move |c| ingest::create_source(c, &source))
+            .await
+    }
+
+    async fn ingest_sources(&self, tenant: &TenantId) -> StoreResult<Vec<IngestSource>> {
+        let tenant = tenant.clone();
+        self.read(move |c| ingest::sources(c, &tenant)).await
+    }
+
+    async fn ingest_source_by_token(&self, token_hash: &str) -> StoreResult<Option<IngestSource>> {
+        let token_hash = token_hash.to_owned();
+        self.read(move |c| ingest::source_by_token(c, &token_hash))
+            .await
+    }
+
+    async fn delete_ingest_source(
+        &self,
+        tenant: &TenantId,
+        id: &IngestSourceId,
+    ) -> StoreResult<bool> {
+        let (tenant, id) = (tenant.clone(), id.clone());
+        self.writer
+            .write(move |c| ingest::delete_source(c, &tenant, &id))
+            .await
+    }
+
+    async fn set_ingest_pending_confirmation(
+        &self,
+        tenant: &TenantId,
+        id: &IngestSourceId,
+        url: Option<String>,
+    ) -> StoreResult<bool> {
+        let (tenant, id) = (tenant.clone(), id.clone());
+        self.writer
+            .write(move |c| ingest::set_pending_confirmation(c, &tenant, &id, url.as_deref()))
+            .await
+    }
+
+    async fn record_provider_events(&self, batch: ProviderBatch) -> StoreResult<ProviderOutcome> {
+        let rules = self.rules;
+        self.writer
+            .write(move |c| ingest::record_batch(c, &rules, &batch))
+            .await
+    }
+
+    async fn provider_payload(
+        &self,
+        tenant: &TenantId,
+        event: &EventId,
+    ) -> StoreResult<Option<Vec<u8>>> {
+        let (tenant, event) = (tenant.clone(), event.clone());
+        self.read(move |c| ingest::payload(c, &tenant, &event))
             .await
     }
 

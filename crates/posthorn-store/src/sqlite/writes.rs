@@ -310,7 +310,7 @@ fn admit_recipient(
     Ok(delivery)
 }
 
-fn insert_delivery(c: &Connection, d: &DeliveryRecord) -> StoreResult<()> {
+pub(crate) fn insert_delivery(c: &Connection, d: &DeliveryRecord) -> StoreResult<()> {
     prepare(
         c,
         "INSERT INTO deliveries (id, tenant_id, message_id, recipient, recipient_kind, sender, stream, campaign, test, \
@@ -366,7 +366,7 @@ pub(crate) fn record_event(
 /// Returns `None`, changing nothing, when an event with the same id or
 /// external id exists (the unique indexes decide, so the common case costs
 /// no extra lookup).
-fn apply_event(
+pub(crate) fn apply_event(
     c: &WriteTx<'_>,
     rules: &StoreRules,
     delivery: &mut DeliveryRecord,
@@ -538,7 +538,7 @@ fn suppress(
     Ok(())
 }
 
-fn save_contact(
+pub(crate) fn save_contact(
     c: &Connection,
     tenant: &TenantId,
     address: &str,
