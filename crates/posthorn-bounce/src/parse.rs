@@ -344,8 +344,18 @@ fn finish(f: Finding, common: &Common, rules: &ReplyRules) -> Record {
         let _ = code;
     }
     let status = status_code.or(class.status);
+    // A format's or a report field's own statement (an X-Unix diagnostic is
+    // a local program's failure) says more than a code that only names a
+    // class of trouble ("4.3.0 other mail system problem").
+    let only_a_vague_code =
+        class.rule.starts_with("enhanced.") && status_code.is_some_and(|s| s.detail() == 0);
     let (mut reason, mut rule) = match f.hint {
-        Some(hint) if !by_operator && (f.force || class.reason == Reason::Undefined) => hint,
+        Some(hint)
+            if !by_operator
+                && (f.force || class.reason == Reason::Undefined || only_a_vague_code) =>
+        {
+            hint
+        }
         _ => {
             // Nothing in the words decided: the format that found the
             // failure is the only explanation there is.
