@@ -11,6 +11,7 @@ pub mod api;
 pub mod app;
 pub mod config;
 pub mod data_dir;
+pub mod data_file;
 pub mod delivery;
 pub mod dkim;
 pub mod error;

@@ -9,17 +9,7 @@ use std::path::Path;
 /// The networks of `path`; no path: the compiled-in list. Errors are
 /// `FILE:LINE: what is wrong`, one per problem.
 pub fn load(path: Option<&Path>) -> Result<Networks, Vec<String>> {
-    let Some(path) = path else {
-        return Ok(Networks::builtin());
-    };
-    let text =
-        std::fs::read_to_string(path).map_err(|e| vec![format!("{}: {e}", path.display())])?;
-    Networks::parse(&text).map_err(|errors| {
-        errors
-            .into_iter()
-            .map(|e| format!("{}:{}: {}", path.display(), e.line, e.message))
-            .collect()
-    })
+    crate::data_file::load(path, Networks::builtin, Networks::parse)
 }
 
 #[cfg(test)]

@@ -10,17 +10,7 @@ use std::path::Path;
 /// The rules of `path`; no path: the built-in rules only. Errors are
 /// `FILE:LINE: what is wrong`, one per problem, as compilers write them.
 pub fn load(path: Option<&Path>) -> Result<ReplyRules, Vec<String>> {
-    let Some(path) = path else {
-        return Ok(ReplyRules::default());
-    };
-    let text =
-        std::fs::read_to_string(path).map_err(|e| vec![format!("{}: {e}", path.display())])?;
-    ReplyRules::parse(&text).map_err(|errors| {
-        errors
-            .into_iter()
-            .map(|e| format!("{}:{}: {}", path.display(), e.line, e.message))
-            .collect()
-    })
+    crate::data_file::load(path, ReplyRules::default, ReplyRules::parse)
 }
 
 #[cfg(test)]
