@@ -149,7 +149,7 @@ pub fn parse_with(raw: &[u8], rules: &ReplyRules) -> Vec<Record> {
             .collect();
     }
 
-    if let Some(rule) = autoreply::detect(&message.headers) {
+    if let Some(rule) = autoreply::detect(&message.headers, &report.text) {
         return vec![vacation(rule, &report, &common)];
     }
     Vec::new()
