@@ -31,7 +31,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 mod scoring;
-use scoring::{Score, describe, verify_manifest};
+use scoring::{Score, describe, take_record, verify_manifest};
 
 /// The lowest figures a set may show (percent): the targets.
 struct Floor {
@@ -41,21 +41,21 @@ struct Floor {
     reason: f64,
 }
 
+const FLOOR: Floor = Floor {
+    kind: 100.0,
+    recipient: 97.0,
+    hard: 95.0,
+    reason: 85.0,
+};
+
 struct Set {
     dir: &'static str,
-    floor: Floor,
     /// The family a line is counted under.
     family: fn(&Value) -> String,
 }
 
 const FLUFL: Set = Set {
     dir: "corpus-flufl",
-    floor: Floor {
-        kind: 100.0,
-        recipient: 97.0,
-        hard: 95.0,
-        reason: 85.0,
-    },
     family: |line| {
         str_field(line, "source_detector")
             .unwrap_or("(no detector)")
@@ -65,12 +65,6 @@ const FLUFL: Set = Set {
 
 const BOUNCEPARSER: Set = Set {
     dir: "corpus-bounceparser",
-    floor: Floor {
-        kind: 100.0,
-        recipient: 97.0,
-        hard: 95.0,
-        reason: 85.0,
-    },
     // Files are named after the sender or the kind of notice
     // (`aol-senderblock.msg`, `spam-rejection7.msg`, `boxbe-cr.msg`).
     family: |line| {
@@ -178,20 +172,12 @@ fn score(set: &Set) -> Outcome {
             }
 
             let wanted = recipients(line);
-            let by_rcpt = (0..records.len()).find(|&i| {
-                !used[i]
-                    && records[i]
-                        .recipient
-                        .as_deref()
-                        .is_some_and(|got| wanted.contains(&clean(got)))
-            });
-            let by_index = index
-                .checked_sub(1)
-                .filter(|&i| i < records.len() && !used[i]);
-            let matched = by_rcpt.or(by_index);
-            if let Some(i) = matched {
-                used[i] = true;
-            }
+            let matched = take_record(
+                &records,
+                &mut used,
+                |got| wanted.contains(&clean(got)),
+                index,
+            );
             let got = matched.map(|i| &records[i]);
 
             let kind_ok = got.is_some_and(|r| r.kind.as_str() == want_kind);
@@ -291,7 +277,7 @@ fn check(set: &Set) {
     report(set, &out);
     let s = out.scores;
     assert!(out.files >= 60, "only {} files in {}", out.files, set.dir);
-    let floor = &set.floor;
+    let floor = &FLOOR;
     assert!(s.kind.pct() >= floor.kind, "kind {}", s.kind.show());
     assert!(
         s.recipient.pct() >= floor.recipient,

@@ -37,7 +37,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 mod scoring;
-use scoring::{Score, describe, verify_manifest};
+use scoring::{Score, describe, take_record, verify_manifest};
 
 const SETS: &[&str] = &["sisimai", "sisimai-crlf", "sisimai-cr"];
 
@@ -109,22 +109,12 @@ fn corpus_accuracy() {
             for line in &lines {
                 let want_rcpt = str_field(line, "recipient");
                 let index = line.get("index").and_then(Value::as_u64).unwrap_or(1) as usize;
-                let by_rcpt = want_rcpt.and_then(|want| {
-                    (0..records.len()).find(|&i| {
-                        !used[i]
-                            && records[i]
-                                .recipient
-                                .as_deref()
-                                .is_some_and(|got| got.eq_ignore_ascii_case(want))
-                    })
-                });
-                let by_index = index
-                    .checked_sub(1)
-                    .filter(|&i| i < records.len() && !used[i]);
-                let matched = by_rcpt.or(by_index);
-                if let Some(i) = matched {
-                    used[i] = true;
-                }
+                let matched = take_record(
+                    &records,
+                    &mut used,
+                    |got| want_rcpt.is_some_and(|want| got.eq_ignore_ascii_case(want)),
+                    index,
+                );
                 let got = matched.map(|i| &records[i]);
                 let module = str_field(line, "module").unwrap_or("?").to_string();
                 let m = modules.entry(module.clone()).or_default();

@@ -34,6 +34,27 @@ impl Score {
     }
 }
 
+/// The record a line of the expected answers is scored against, marked
+/// used: the first unused record whose recipient the line accepts, else the
+/// unused record at the line's 1-based `index`, else none.
+pub fn take_record(
+    records: &[Record],
+    used: &mut [bool],
+    accepts: impl Fn(&str) -> bool,
+    index: usize,
+) -> Option<usize> {
+    let by_recipient = (0..records.len())
+        .find(|&i| !used[i] && records[i].recipient.as_deref().is_some_and(&accepts));
+    let by_index = index
+        .checked_sub(1)
+        .filter(|&i| i < records.len() && !used[i]);
+    let matched = by_recipient.or(by_index);
+    if let Some(i) = matched {
+        used[i] = true;
+    }
+    matched
+}
+
 /// Checks every file of `dir/MANIFEST.tsv` against its SHA-256 (in the
 /// column named `sha_column`) and returns how many were checked: a
 /// fixture whose line ends were rewritten on checkout would be scored as
