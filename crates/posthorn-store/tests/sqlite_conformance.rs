@@ -2,6 +2,7 @@
 //! show: data survives closing and reopening.
 
 use posthorn_core::config::StoreConfig;
+use posthorn_core::{DeliveryId, TenantId};
 use posthorn_store::{SqliteStore, Store, StoreError, StoreRules};
 
 fn fresh() -> (SqliteStore, tempfile::TempDir) {
@@ -13,27 +14,31 @@ fn fresh() -> (SqliteStore, tempfile::TempDir) {
 
 posthorn_store::conformance_tests!(fresh());
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn committed_writes_survive_reopening() {
-    let dir = tempfile::tempdir().unwrap();
-    let open =
-        || SqliteStore::open(dir.path(), &StoreConfig::default(), StoreRules::default()).unwrap();
-    let store = open();
+/// A tenant `acme` with one message to `a@example.com`: the tenant and the
+/// message's one delivery.
+async fn one_delivery(store: &SqliteStore) -> (TenantId, DeliveryId) {
     let tenant = store.create_tenant("acme", 1).await.unwrap();
     let message = posthorn_store::conformance::message(&tenant.id, &["a@example.com"]);
     let outcome = store.accept_message(message).await.unwrap();
     let posthorn_store::AcceptOutcome::Accepted(receipt) = outcome else {
         panic!("{outcome:?}")
     };
+    (tenant.id, receipt.deliveries[0].id.clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn committed_writes_survive_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let open =
+        || SqliteStore::open(dir.path(), &StoreConfig::default(), StoreRules::default()).unwrap();
+    let store = open();
+    let (tenant, delivery) = one_delivery(&store).await;
     drop(store);
 
     let reopened = open();
-    let delivery = reopened
-        .delivery(&tenant.id, &receipt.deliveries[0].id)
-        .await
-        .unwrap();
+    let delivery = reopened.delivery(&tenant, &delivery).await.unwrap();
     assert_eq!(delivery.map(|d| d.status()), Some("queued"));
-    assert_eq!(reopened.queue_len(&tenant.id).await.unwrap(), 1);
+    assert_eq!(reopened.queue_len(&tenant).await.unwrap(), 1);
     assert_eq!(
         reopened.tenant_count().await.unwrap(),
         1,
@@ -214,15 +219,8 @@ fn is_corrupt(error: &StoreError, table: &str, column: &str) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreadable_event_details_fail_the_read_and_name_the_column() {
     let (store, dir) = fresh();
-    let tenant = store.create_tenant("acme", 1).await.unwrap();
-    let message = posthorn_store::conformance::message(&tenant.id, &["a@example.com"]);
-    let posthorn_store::AcceptOutcome::Accepted(receipt) =
-        store.accept_message(message).await.unwrap()
-    else {
-        panic!("not accepted")
-    };
-    let delivery = &receipt.deliveries[0].id;
-    let events = store.delivery_events(&tenant.id, delivery).await.unwrap();
+    let (tenant, delivery) = one_delivery(&store).await;
+    let events = store.delivery_events(&tenant, &delivery).await.unwrap();
     assert_eq!(events[0].kind(), posthorn_core::EventKind::Queued);
 
     for (details, shown) in [
@@ -242,7 +240,7 @@ async fn unreadable_event_details_fail_the_read_and_name_the_column() {
     ] {
         tamper(&dir, &format!("UPDATE events SET details = '{details}'"));
         let error = store
-            .delivery_events(&tenant.id, delivery)
+            .delivery_events(&tenant, &delivery)
             .await
             .expect_err("unreadable details are not read as null");
         assert!(is_corrupt(&error, "events", "details"), "{error:?}");
@@ -261,14 +259,7 @@ async fn unreadable_event_details_fail_the_read_and_name_the_column() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn codes_that_are_not_rfc_3463_codes_are_dropped_by_the_migration() {
     let (store, dir) = fresh();
-    let tenant = store.create_tenant("acme", 1).await.unwrap();
-    let message = posthorn_store::conformance::message(&tenant.id, &["a@example.com"]);
-    let posthorn_store::AcceptOutcome::Accepted(receipt) =
-        store.accept_message(message).await.unwrap()
-    else {
-        panic!("not accepted")
-    };
-    let delivery = receipt.deliveries[0].id.clone();
+    let (tenant, delivery) = one_delivery(&store).await;
     drop(store);
     let cases = [
         ("3.0.0", None),
@@ -291,7 +282,7 @@ async fn codes_that_are_not_rfc_3463_codes_are_dropped_by_the_migration() {
         );
         let store =
             SqliteStore::open(dir.path(), &StoreConfig::default(), StoreRules::default()).unwrap();
-        let events = store.delivery_events(&tenant.id, &delivery).await.unwrap();
+        let events = store.delivery_events(&tenant, &delivery).await.unwrap();
         let posthorn_core::event::EventDetails::Deferred(deferred) = &events[0].details else {
             panic!("{:?}", events[0].details)
         };
