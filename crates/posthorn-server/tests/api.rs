@@ -10,14 +10,16 @@ use posthorn_core::clock::{HOUR, format_rfc3339};
 use posthorn_core::config::{ByteSize, Config, StreamConfig};
 use posthorn_core::id::ApiKeyId;
 use posthorn_core::{Clock, SystemClock};
-use posthorn_server::{App, Bootstrap, keys};
-use posthorn_store::{EventFilter, NewApiKey, Scope, SqliteStore, Store, StoreRules, Tenant};
+use posthorn_server::keys;
+use posthorn_store::{EventFilter, NewApiKey, Scope, SqliteStore, Store, Tenant};
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+
+mod common;
 
 // ---------------------------------------------------------------------------
 // Harness
@@ -69,59 +71,33 @@ async fn start() -> Server {
 }
 
 async fn start_with(configure: impl FnOnce(&mut Config)) -> Server {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let mut config = Config::default();
-    config.server.data_dir = dir.path().to_path_buf();
-    configure(&mut config);
-    let store = Arc::new(
-        SqliteStore::open(
-            &config.server.data_dir,
-            &config.store,
-            StoreRules::from_config(&config),
-        )
-        .expect("open store"),
+    let booted = common::boot(|config, _| configure(config)).await;
+    assert_eq!(
+        std::fs::read_to_string(&booted.key_file).unwrap().trim(),
+        booted.admin,
+        "the initial key is written to the key file"
     );
-    let app = App::with_store(config, store.clone(), Arc::new(SystemClock)).expect("app");
-    let admin = match app.bootstrap().await.expect("bootstrap") {
-        Bootstrap::Created { key, key_file } => {
-            assert_eq!(
-                std::fs::read_to_string(&key_file).unwrap().trim(),
-                key,
-                "the initial key is written to the key file"
-            );
-            key
-        }
-        other => panic!("first start must create the admin key, got {other:?}"),
-    };
-    let tenant = store
+    let tenant = booted
+        .store
         .tenant_by_name("default")
         .await
         .unwrap()
         .expect("tenant `default` exists after bootstrap");
     let submission_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let submission = submission_listener.local_addr().unwrap();
-    app.start_submission(submission_listener)
+    booted
+        .app
+        .start_submission(submission_listener)
         .expect("submission starts");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        app.serve(listener, std::future::pending())
-            .await
-            .expect("serve");
-    });
-    let http = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap();
+    common::serve(booted.app, booted.listener);
     Server {
-        addr,
-        http,
-        store,
-        admin,
+        addr: booted.addr,
+        http: common::http_client(),
+        store: booted.store,
+        admin: booted.admin,
         tenant,
         submission,
-        _dir: dir,
+        _dir: booted.dir,
     }
 }
 

@@ -9,13 +9,13 @@
 use base64::Engine;
 use posthorn_core::config::Config;
 use posthorn_core::{Clock, SystemClock};
-use posthorn_server::{App, Bootstrap};
-use posthorn_store::{EventFilter, SqliteStore, Store, StoreRules, Tenant};
+use posthorn_store::{EventFilter, SqliteStore, Store, Tenant};
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+
+mod common;
 
 fn now() -> i64 {
     SystemClock.now_ms()
@@ -46,46 +46,28 @@ struct Snapshot {
 }
 
 async fn start(configure: impl FnOnce(&mut Config)) -> Server {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let mut config = Config::default();
-    config.server.data_dir = dir.path().to_path_buf();
-    // The URLs handed out point at this server.
-    config.server.public_url = Some(format!("http://{addr}"));
-    // Never out to the internet from a test.
-    config.ingest.fetch = false;
-    configure(&mut config);
-    let store = Arc::new(
-        SqliteStore::open(
-            &config.server.data_dir,
-            &config.store,
-            StoreRules::from_config(&config),
-        )
-        .expect("open store"),
-    );
-    let app = App::with_store(config, store.clone(), Arc::new(SystemClock)).expect("app");
-    let Bootstrap::Created { key: admin, .. } = app.bootstrap().await.expect("bootstrap") else {
-        panic!("first start creates the admin key")
-    };
-    let tenant = store.tenant_by_name("default").await.unwrap().unwrap();
-    tokio::spawn(async move {
-        app.serve(listener, std::future::pending())
-            .await
-            .expect("serve");
-    });
-    let http = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(30))
-        .build()
+    let booted = common::boot(|config, addr| {
+        // The URLs handed out point at this server.
+        config.server.public_url = Some(format!("http://{addr}"));
+        // Never out to the internet from a test.
+        config.ingest.fetch = false;
+        configure(config);
+    })
+    .await;
+    let tenant = booted
+        .store
+        .tenant_by_name("default")
+        .await
+        .unwrap()
         .unwrap();
+    common::serve(booted.app, booted.listener);
     Server {
-        addr,
-        http,
-        store,
-        admin,
+        addr: booted.addr,
+        http: common::http_client(),
+        store: booted.store,
+        admin: booted.admin,
         tenant,
-        _dir: dir,
+        _dir: booted.dir,
     }
 }
 

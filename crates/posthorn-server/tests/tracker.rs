@@ -4,14 +4,14 @@
 
 use posthorn_core::config::Config;
 use posthorn_core::{DeliveryId, SystemClock};
-use posthorn_server::{App, Bootstrap};
-use posthorn_store::{SqliteStore, Store, StoreRules};
+use posthorn_store::{SqliteStore, Store};
 use posthorn_track::{Target, sign};
 use serde_json::{Value, json};
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+
+mod common;
 
 const BROWSER: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0";
 
@@ -30,41 +30,18 @@ async fn start() -> Server {
 }
 
 async fn start_with(configure: impl FnOnce(&mut Config)) -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::default();
-    config.server.data_dir = dir.path().to_path_buf();
-    configure(&mut config);
-    let store = Arc::new(
-        SqliteStore::open(
-            &config.server.data_dir,
-            &config.store,
-            StoreRules::from_config(&config),
-        )
-        .unwrap(),
-    );
-    let app = App::with_store(config, store.clone(), Arc::new(SystemClock)).unwrap();
-    let Bootstrap::Created { key: admin, .. } = app.bootstrap().await.unwrap() else {
-        panic!("first start creates the admin key");
-    };
-    let keys = app.state.tracking.keys.clone();
-    let state = app.state.clone();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { app.serve(listener, std::future::pending()).await });
-    let http = reqwest::Client::builder()
-        .no_proxy()
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap();
+    let booted = common::boot(|config, _| configure(config)).await;
+    let keys = booted.app.state.tracking.keys.clone();
+    let state = booted.app.state.clone();
+    common::serve(booted.app, booted.listener);
     Server {
-        addr,
-        http,
-        store,
-        admin,
+        addr: booted.addr,
+        http: common::http_client(),
+        store: booted.store,
+        admin: booted.admin,
         keys,
         state,
-        _dir: dir,
+        _dir: booted.dir,
     }
 }
 
