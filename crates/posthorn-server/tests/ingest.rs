@@ -490,37 +490,17 @@ async fn postmark_webhooks_fold_into_statuses_contacts_and_suppressions() {
             None,
         )
         .await;
-    assert!(
-        timeline.text.contains("provider.postmark.HardBounce(1)"),
-        "{}",
-        timeline.text
-    );
-    assert!(
-        timeline.text.contains("does not exist"),
-        "{}",
-        timeline.text
-    );
-    // The reply's codes, read from Postmark's `smtp;550 5.1.1 ...`.
-    assert!(
-        timeline.text.contains("\"smtp_code\":550"),
-        "{}",
-        timeline.text
-    );
-    assert!(
-        timeline.text.contains("\"enhanced_code\":\"5.1.1\""),
-        "{}",
-        timeline.text
-    );
-    assert!(
-        timeline.text.contains("\"reason\":\"userunknown\""),
-        "{}",
-        timeline.text
-    );
-    assert!(
-        timeline.text.contains("provider-webhook"),
-        "{}",
-        timeline.text
-    );
+    for shown in [
+        "provider.postmark.HardBounce(1)",
+        "does not exist",
+        // The reply's codes, read from Postmark's `smtp;550 5.1.1 ...`.
+        "\"smtp_code\":550",
+        "\"enhanced_code\":\"5.1.1\"",
+        "\"reason\":\"userunknown\"",
+        "provider-webhook",
+    ] {
+        assert!(timeline.text.contains(shown), "{shown}: {}", timeline.text);
+    }
     let raw = s
         .api(Method::GET, &format!("/v1/events/{event_id}/raw"), None)
         .await;
