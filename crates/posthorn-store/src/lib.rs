@@ -4,11 +4,13 @@
 //! embedded default, `sqlite`), which alone names `rusqlite`.
 //!
 //! SQL text lives in the backend and nowhere else. The rules (status fold, contact and
-//! suppression rules, the policy chain) come from `posthorn-core`: the store
-//! gathers the facts inside a transaction, asks the rule, and writes the
-//! result in the same transaction.
+//! suppression rules, the policy chain) come from `posthorn-core`; the
+//! write engine (`engine`) gathers the facts inside a transaction, asks the
+//! rule, and writes the result in the same transaction, once for every
+//! backend, through the backend's statements (`engine::WriteTx`).
 
 pub mod conformance;
+mod engine;
 pub mod feed;
 mod ingest;
 mod records;

@@ -1,12 +1,11 @@
-//! Mail received by the inbound MX: kept whole, with what was read from it,
-//! the events recorded from it, and orphans for an administrator.
+//! Mail received by the inbound MX, kept whole with what was read from it
+//! and the events recorded from it, and orphans for an administrator: the
+//! reads (the writes are the engine's, `engine::record_inbound`).
 
 use super::prepare;
 use super::reads::{decode, decode_optional, json};
-use super::writer::WriteTx;
-use super::writes;
+use crate::StoreResult;
 use crate::records::*;
-use crate::{StoreError, StoreResult, StoreRules};
 use posthorn_core::id::InboundId;
 use posthorn_core::inbound::{AttributedBy, InboundKind, OrphanReason};
 use posthorn_core::{DeliveryId, EventId, TenantId};
@@ -27,74 +26,6 @@ pub(crate) fn delivery_owner(
         Ok((TenantId::from_stored(r.get::<_, String>(0)?), r.get(1)?))
     })
     .optional()?)
-}
-
-/// Records the events of a received message, then keeps the message and links
-/// each event to it; one transaction (the writer's job). Returns the stored
-/// record, its outcome adjusted when every event had been recorded before.
-pub(crate) fn record_inbound(
-    c: &WriteTx<'_>,
-    rules: &StoreRules,
-    inbound: &NewInbound,
-) -> StoreResult<InboundRecord> {
-    let mut record = inbound.record.clone();
-    let mut new_events = 0u64;
-    if !inbound.events.is_empty() {
-        let tenant = record.tenant_id.clone().ok_or_else(|| {
-            StoreError::backend("an inbound message with events needs its tenant")
-        })?;
-        for event in &inbound.events {
-            match writes::record_event(c, rules, &tenant, event)? {
-                RecordOutcome::Recorded { event, .. } => {
-                    new_events += 1;
-                    record.event_ids.push(event.id.clone());
-                }
-                RecordOutcome::Duplicate { event, .. } => record.event_ids.push(event.id.clone()),
-                RecordOutcome::UnknownDelivery => {
-                    return Err(StoreError::backend(format!(
-                        "delivery {} of tenant {tenant} does not exist",
-                        event.delivery_id
-                    )));
-                }
-            }
-        }
-        if new_events == 0 {
-            record.outcome = InboundOutcome::Duplicate;
-        }
-    }
-    let rcpt_to = serde_json::to_string(&record.rcpt_to)?;
-    let records = serde_json::to_string(&record.records)?;
-    prepare(
-        c,
-        "INSERT INTO inbound_messages (id, received_at, tenant_id, delivery_id, mail_from, rcpt_to, \
-         kind, outcome, orphan_reason, attribution, records, size, raw) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-    )?
-    .execute(rusqlite::params![
-        record.id.as_str(),
-        record.received_at,
-        record.tenant_id.as_ref().map(|t| t.as_str()),
-        record.delivery_id.as_ref().map(|d| d.as_str()),
-        record.mail_from,
-        rcpt_to,
-        record.kind.as_str(),
-        record.outcome.as_str(),
-        record.orphan_reason.map(OrphanReason::as_str),
-        record.attribution.map(AttributedBy::as_str),
-        records,
-        record.size as i64,
-        inbound.raw,
-    ])?;
-    // A report received again links to the events the first copy recorded;
-    // those keep pointing at the first copy.
-    let mut link = prepare(
-        c,
-        "INSERT INTO inbound_events (event_id, inbound_id) VALUES ($1, $2) ON CONFLICT (event_id) DO NOTHING",
-    )?;
-    for event in &record.event_ids {
-        link.execute([event.as_str(), record.id.as_str()])?;
-    }
-    Ok(record)
 }
 
 pub(crate) fn inbound_messages(

@@ -2,12 +2,13 @@
 //! writer thread with group commit ([`writer`]), a small pool of read
 //! connections, and migrations under `migrations/sqlite/`.
 //!
-//! Where things are: `writes` holds the operations the writer runs in its
-//! transaction, `reads` the SELECTs and row mapping (readers and writer
-//! both use them), `domains`, `inbound` and `tracking` both kinds for
-//! their part of the schema; `error` maps SQLite's failures onto
-//! [`StoreError`] kinds; `wal_buffer` and `checkpoint` look after the
-//! log file.
+//! Where things are: every write is the engine's (`crate::engine`), run
+//! by the writer in its batch transaction through `tx`, the engine's
+//! statements in SQLite's SQL; `reads` holds the SELECTs and row mapping
+//! (readers and `tx` both use them), `domains`, `inbound`, `ingest` and
+//! `tracking` those for their part of the schema; `error` maps SQLite's
+//! failures onto [`StoreError`] kinds; `wal_buffer` and `checkpoint` look
+//! after the log file.
 
 mod checkpoint;
 mod domains;
@@ -16,10 +17,11 @@ mod inbound;
 mod ingest;
 mod reads;
 mod tracking;
+mod tx;
 mod wal_buffer;
 mod writer;
-mod writes;
 
+use crate::engine;
 use crate::feed::CommitFeed;
 use crate::ingest::*;
 use crate::records::*;
@@ -34,6 +36,7 @@ use rusqlite::{CachedStatement, Connection, OpenFlags};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
+use tx::SqliteTx;
 use writer::Writer;
 
 /// Prepares (or reuses) a statement. Placeholders are written `$1`, `$2`, ...
@@ -123,6 +126,17 @@ impl SqliteStore {
         F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
     {
         self.reads.run(f).await
+    }
+
+    /// Runs a write of the engine in the writer's next batch.
+    async fn write<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: Fn(&mut dyn engine::WriteTx) -> StoreResult<T> + Send + 'static,
+    {
+        self.writer
+            .write(move |batch| f(&mut SqliteTx::new(batch)))
+            .await
     }
 }
 
@@ -272,8 +286,7 @@ impl ReadPool {
 impl Store for SqliteStore {
     async fn create_tenant(&self, name: &str, now: Millis) -> StoreResult<Tenant> {
         let name = name.to_owned();
-        self.writer
-            .write(move |c| writes::create_tenant(c, &name, now))
+        self.write(move |tx| engine::create_tenant(tx, &name, now))
             .await
     }
 
@@ -300,29 +313,15 @@ impl Store for SqliteStore {
         patch: TenantSettingsPatch,
     ) -> StoreResult<Option<Tenant>> {
         let tenant = tenant.clone();
-        self.writer
-            .write(move |c| {
-                for (column, value) in [
-                    ("campaign_dedupe", patch.campaign_dedupe),
-                    ("track_opens", patch.track_opens),
-                    ("track_clicks", patch.track_clicks),
-                ] {
-                    if let Some(value) = value {
-                        c.execute(
-                            &format!("UPDATE tenants SET {column} = $1 WHERE id = $2"),
-                            rusqlite::params![value, tenant.as_str()],
-                        )?;
-                    }
-                }
-                reads::tenant_by_id(c, &tenant)
-            })
-            .await
+        self.write(move |tx| {
+            tx.update_tenant_settings(&tenant, &patch)?;
+            tx.tenant(&tenant)
+        })
+        .await
     }
 
     async fn insert_api_key(&self, key: NewApiKey) -> StoreResult<ApiKeyRecord> {
-        self.writer
-            .write(move |c| writes::insert_api_key(c, &key))
-            .await
+        self.write(move |tx| engine::insert_api_key(tx, &key)).await
     }
 
     async fn api_key(&self, id: &ApiKeyId) -> StoreResult<Option<(ApiKeyRecord, Tenant)>> {
@@ -338,15 +337,7 @@ impl Store for SqliteStore {
 
     async fn revoke_api_key(&self, id: &ApiKeyId, now: Millis) -> StoreResult<bool> {
         let id = id.clone();
-        self.writer
-            .write(move |c| {
-                let n = c.execute(
-                    "UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
-                    rusqlite::params![now, id.as_str()],
-                )?;
-                Ok(n > 0)
-            })
-            .await
+        self.write(move |tx| tx.revoke_api_key(&id, now)).await
     }
 
     async fn claim_sending_domain(
@@ -356,8 +347,7 @@ impl Store for SqliteStore {
         now: Millis,
     ) -> StoreResult<DomainClaim> {
         let (tenant, domain) = (tenant.clone(), domain.to_owned());
-        self.writer
-            .write(move |c| domains::claim(c, &tenant, &domain, now))
+        self.write(move |tx| engine::claim_sending_domain(tx, &tenant, &domain, now))
             .await
     }
 
@@ -368,28 +358,25 @@ impl Store for SqliteStore {
 
     async fn release_sending_domain(&self, tenant: &TenantId, domain: &str) -> StoreResult<bool> {
         let (tenant, domain) = (tenant.clone(), domain.to_owned());
-        self.writer
-            .write(move |c| domains::release(c, &tenant, &domain))
+        self.write(move |tx| tx.delete_sending_domain(&tenant, &domain))
             .await
     }
 
     async fn domain_owners(&self, domains: &[&str]) -> StoreResult<Vec<DomainOwner>> {
-        let candidates = domains::candidates(domains);
+        let candidates = engine::domain_candidates(domains);
         self.read(move |c| domains::owners(c, &candidates)).await
     }
 
     async fn accept_message(&self, message: NewMessage) -> StoreResult<AcceptOutcome> {
         let rules = self.rules;
-        self.writer
-            .write(move |c| writes::accept_message(c, &rules, &message))
+        self.write(move |tx| engine::accept_message(tx, &rules, &message))
             .await
     }
 
     async fn record_event(&self, tenant: &TenantId, event: NewEvent) -> StoreResult<RecordOutcome> {
         let rules = self.rules;
         let tenant = tenant.clone();
-        self.writer
-            .write(move |c| writes::record_event(c, &rules, &tenant, &event))
+        self.write(move |tx| engine::record_event(tx, &rules, &tenant, &event))
             .await
     }
 
@@ -509,8 +496,7 @@ impl Store for SqliteStore {
         now: Millis,
     ) -> StoreResult<ContactRecord> {
         let (tenant, address) = (tenant.clone(), address.to_owned());
-        self.writer
-            .write(move |c| writes::put_contact(c, &tenant, &address, status, now))
+        self.write(move |tx| engine::put_contact(tx, &tenant, &address, status, now))
             .await
     }
 
@@ -548,15 +534,7 @@ impl Store for SqliteStore {
 
     async fn release_leases(&self, node: &NodeId) -> StoreResult<u64> {
         let node = node.clone();
-        self.writer
-            .write(move |c| {
-                Ok(c.execute(
-                    "UPDATE send_queue SET lease_until = NULL, lease_owner = NULL \
-                     WHERE lease_owner = $1",
-                    [node.as_str()],
-                )? as u64)
-            })
-            .await
+        self.write(move |tx| tx.release_leases(&node)).await
     }
 
     async fn claim_due(
@@ -567,8 +545,7 @@ impl Store for SqliteStore {
         lease_until: Millis,
     ) -> StoreResult<Vec<ClaimedDelivery>> {
         let node = node.clone();
-        self.writer
-            .write(move |c| writes::claim_due(c, &node, now, limit, lease_until))
+        self.write(move |tx| engine::claim_due(tx, &node, now, limit, lease_until))
             .await
     }
 
@@ -577,14 +554,7 @@ impl Store for SqliteStore {
         attempts: Vec<AttemptRecord>,
     ) -> StoreResult<Vec<std::sync::Arc<EventRecord>>> {
         let rules = self.rules;
-        self.writer
-            .write(move |c| {
-                let mut stored = Vec::new();
-                for attempt in &attempts {
-                    stored.extend(writes::record_attempt(c, &rules, attempt)?);
-                }
-                Ok(stored)
-            })
+        self.write(move |tx| engine::record_attempts(tx, &rules, &attempts))
             .await
     }
 
@@ -595,8 +565,7 @@ impl Store for SqliteStore {
 
     async fn record_inbound(&self, new: NewInbound) -> StoreResult<InboundRecord> {
         let rules = self.rules;
-        self.writer
-            .write(move |c| inbound::record_inbound(c, &rules, &new))
+        self.write(move |tx| engine::record_inbound(tx, &rules, &new))
             .await
     }
 
@@ -636,8 +605,7 @@ impl Store for SqliteStore {
 
     async fn put_message_links(&self, message: &MessageId, links: Vec<String>) -> StoreResult<()> {
         let message = message.clone();
-        self.writer
-            .write(move |c| tracking::put_message_links(c, &message, &links))
+        self.write(move |tx| tx.insert_message_links(&message, &links))
             .await
     }
 
@@ -653,8 +621,7 @@ impl Store for SqliteStore {
         hit: NewRepeatedHit,
     ) -> StoreResult<bool> {
         let tenant = tenant.clone();
-        self.writer
-            .write(move |c| tracking::record_repeated_hit(c, &tenant, &hit))
+        self.write(move |tx| tx.count_repeated_hit(&tenant, &hit))
             .await
     }
 
@@ -679,9 +646,11 @@ impl Store for SqliteStore {
     }
 
     async fn create_ingest_source(&self, source: IngestSource) -> StoreResult<IngestSource> {
-        self.writer
-            .write(move |c| ingest::create_source(c, &source))
-            .await
+        self.write(move |tx| {
+            tx.insert_ingest_source(&source)?;
+            Ok(source.clone())
+        })
+        .await
     }
 
     async fn ingest_sources(&self, tenant: &TenantId) -> StoreResult<Vec<IngestSource>> {
@@ -701,8 +670,7 @@ impl Store for SqliteStore {
         id: &IngestSourceId,
     ) -> StoreResult<bool> {
         let (tenant, id) = (tenant.clone(), id.clone());
-        self.writer
-            .write(move |c| ingest::delete_source(c, &tenant, &id))
+        self.write(move |tx| tx.delete_ingest_source(&tenant, &id))
             .await
     }
 
@@ -713,15 +681,13 @@ impl Store for SqliteStore {
         url: Option<String>,
     ) -> StoreResult<bool> {
         let (tenant, id) = (tenant.clone(), id.clone());
-        self.writer
-            .write(move |c| ingest::set_pending_confirmation(c, &tenant, &id, url.as_deref()))
+        self.write(move |tx| tx.set_ingest_pending_confirmation(&tenant, &id, url.as_deref()))
             .await
     }
 
     async fn record_provider_events(&self, batch: ProviderBatch) -> StoreResult<ProviderOutcome> {
         let rules = self.rules;
-        self.writer
-            .write(move |c| ingest::record_batch(c, &rules, &batch))
+        self.write(move |tx| engine::record_provider_events(tx, &rules, &batch))
             .await
     }
 

@@ -9,7 +9,7 @@ use crate::StoreResult;
 use crate::records::*;
 use posthorn_core::contact::{ContactState, ContactStatus};
 use posthorn_core::event::EventDetails;
-use posthorn_core::id::{ApiKeyId, SuppressionId};
+use posthorn_core::id::ApiKeyId;
 use posthorn_core::status::{DeliveryStatus, EngagementStatus};
 use posthorn_core::suppression::{SuppressionEntry, SuppressionReason, SuppressionScope};
 use posthorn_core::{DeliveryId, EventId, EventKind, MessageId, Millis, TenantId};
@@ -614,10 +614,6 @@ pub(crate) fn suppressions(
 }
 
 /// A new suppression id (UUIDv7 text).
-pub(crate) fn new_suppression_id() -> String {
-    SuppressionId::generate().to_string()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,4 +1,4 @@
-//! What the tracker reads and writes besides events: the original URLs of
+//! What the tracker reads besides events: the original URLs of
 //! tracked links, and the facts a hit is judged on.
 
 use super::prepare;
@@ -7,22 +7,6 @@ use crate::StoreResult;
 use crate::records::*;
 use posthorn_core::{DeliveryId, EventKind, MessageId, TenantId};
 use rusqlite::{Connection, OptionalExtension};
-
-pub(crate) fn put_message_links(
-    c: &Connection,
-    message: &MessageId,
-    links: &[String],
-) -> StoreResult<()> {
-    let mut insert = prepare(
-        c,
-        "INSERT INTO message_links (message_id, position, url) VALUES ($1, $2, $3) \
-         ON CONFLICT (message_id, position) DO NOTHING",
-    )?;
-    for (position, url) in links.iter().enumerate() {
-        insert.execute(rusqlite::params![message.as_str(), position as i64, url])?;
-    }
-    Ok(())
-}
 
 pub(crate) fn message_links(c: &Connection, message: &MessageId) -> StoreResult<Vec<String>> {
     let mut stmt = prepare(
@@ -86,36 +70,6 @@ pub(crate) fn tracking_facts(
         delivered_known: delivered.is_some(),
         engagement,
     }))
-}
-
-/// The open pixel's `link_index` in `repeated_hits` (a key column cannot
-/// be NULL).
-const PIXEL: i64 = -1;
-
-pub(crate) fn record_repeated_hit(
-    c: &Connection,
-    tenant: &TenantId,
-    hit: &NewRepeatedHit,
-) -> StoreResult<bool> {
-    // The SELECT both checks that the delivery is the tenant's and names
-    // the row; `WHERE` keeps SQLite from reading `ON CONFLICT` as a join
-    // constraint.
-    let changed = prepare(
-        c,
-        "INSERT INTO repeated_hits (delivery_id, kind, link_index, machine, hits, last_at) \
-         SELECT $1, $2, $3, $4, 1, $5 FROM deliveries WHERE id = $1 AND tenant_id = $6 \
-         ON CONFLICT (delivery_id, kind, link_index, machine) DO UPDATE \
-         SET hits = hits + 1, last_at = max(last_at, excluded.last_at)",
-    )?
-    .execute(rusqlite::params![
-        hit.delivery_id.as_str(),
-        hit.kind.as_str(),
-        hit.link_index.map_or(PIXEL, i64::from),
-        hit.machine,
-        hit.at,
-        tenant.as_str(),
-    ])?;
-    Ok(changed > 0)
 }
 
 const REPEAT_COLUMNS: &str = "r.delivery_id, r.kind, r.link_index, r.machine, r.hits, r.last_at";

@@ -18,7 +18,7 @@
 //! 452 and is retried once space returns. The writer checks for this with
 //! `is_autocommit` after each job (a flag read, nothing on the disk).
 //!
-//! Jobs run in a [`WriteTx`]: the connection, plus the events the batch has
+//! Jobs run in a [`BatchTx`]: the connection, plus the events the batch has
 //! written. Each event gets its sequence number there, in the order the
 //! single writer writes them, so `seq` order is commit order. After the
 //! commit the batch's events are published once on the [`CommitFeed`],
@@ -36,21 +36,21 @@ use tokio::sync::{mpsc, oneshot};
 
 /// The transaction a write runs in: the connection (which it derefs to)
 /// and the events written so far in this batch.
-pub(crate) struct WriteTx<'c> {
+pub(crate) struct BatchTx<'c> {
     conn: &'c Connection,
     /// The last sequence number given to an event (committed or not).
     last_seq: Cell<i64>,
     written: RefCell<Vec<Arc<EventRecord>>>,
 }
 
-impl std::ops::Deref for WriteTx<'_> {
+impl std::ops::Deref for BatchTx<'_> {
     type Target = Connection;
     fn deref(&self) -> &Connection {
         self.conn
     }
 }
 
-impl<'c> WriteTx<'c> {
+impl<'c> BatchTx<'c> {
     fn new(conn: &'c Connection, last_seq: i64) -> Self {
         Self {
             conn,
@@ -105,7 +105,7 @@ pub(crate) fn saved_sequence(conn: &Connection) -> StoreResult<i64> {
 trait Job: Send {
     /// Runs the write in the transaction; its error if it failed.
     /// Called again if its batch is replayed: the last run's result counts.
-    fn run(&mut self, tx: &WriteTx<'_>) -> StoreResult<()>;
+    fn run(&mut self, tx: &BatchTx<'_>) -> StoreResult<()>;
     /// Answers the caller once the batch's commit has `committed` (or not).
     fn answer(self: Box<Self>, committed: StoreResult<()>);
 }
@@ -118,10 +118,10 @@ struct Write<F, T> {
 
 impl<F, T> Job for Write<F, T>
 where
-    F: Fn(&WriteTx<'_>) -> StoreResult<T> + Send,
+    F: Fn(&BatchTx<'_>) -> StoreResult<T> + Send,
     T: Send,
 {
-    fn run(&mut self, tx: &WriteTx<'_>) -> StoreResult<()> {
+    fn run(&mut self, tx: &BatchTx<'_>) -> StoreResult<()> {
         let result = std::panic::catch_unwind(AssertUnwindSafe(|| (self.f)(tx)))
             .unwrap_or_else(|_| Err(StoreError::backend("a write panicked")));
         let outcome = match &result {
@@ -192,7 +192,7 @@ impl Writer {
     pub async fn write<T, F>(&self, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
-        F: Fn(&WriteTx<'_>) -> StoreResult<T> + Send + 'static,
+        F: Fn(&BatchTx<'_>) -> StoreResult<T> + Send + 'static,
     {
         let (reply, rx) = oneshot::channel::<StoreResult<T>>();
         let job = Box::new(Write {
@@ -225,7 +225,7 @@ impl WriterThread {
         let mut in_flight = self.max_batch;
         while let Some(first) = rx.blocking_recv() {
             let cap = batch_cap(in_flight, self.max_batch);
-            let tx = WriteTx::new(&self.conn, self.last_seq);
+            let tx = BatchTx::new(&self.conn, self.last_seq);
             let (jobs, commit) = commit_batch(&tx, first, &mut rx, cap, &self.counters);
             in_flight = jobs.len() + rx.len();
             if commit.is_ok() {
@@ -282,7 +282,7 @@ fn batch_cap(in_flight: usize, max_batch: usize) -> usize {
 /// grows to the number of callers in flight. Returns the batch's jobs, to
 /// answer, and the commit's result.
 fn commit_batch(
-    tx: &WriteTx<'_>,
+    tx: &BatchTx<'_>,
     first: Box<dyn Job>,
     rx: &mut mpsc::Receiver<Box<dyn Job>>,
     max_batch: usize,
@@ -354,7 +354,7 @@ fn begin(conn: &Connection) -> StoreResult<()> {
 /// on a full disk or an I/O error): the jobs before are undone too, and the
 /// jobs after must not run outside a transaction, where each statement would
 /// commit on its own. The batch then fails as a whole, with that error.
-fn replay_in_savepoints(tx: &WriteTx<'_>, jobs: &mut [Box<dyn Job>]) -> StoreResult<()> {
+fn replay_in_savepoints(tx: &BatchTx<'_>, jobs: &mut [Box<dyn Job>]) -> StoreResult<()> {
     let conn: &Connection = tx;
     // Cached statements: these run twice per job.
     let run = |sql: &str| {
@@ -395,7 +395,7 @@ mod tests {
     fn job(f: impl Fn(&Connection) -> StoreResult<()> + Send + 'static) -> (Box<dyn Job>, Reply) {
         let (reply, rx) = oneshot::channel();
         let job = Write {
-            f: move |tx: &WriteTx<'_>| f(tx),
+            f: move |tx: &BatchTx<'_>| f(tx),
             result: None,
             reply,
         };
@@ -440,7 +440,7 @@ mod tests {
         counters: &WriterCounters,
     ) -> (usize, StoreResult<()>) {
         let first = rx.try_recv().expect("a write waits");
-        let (ran, commit) = commit_batch(&WriteTx::new(conn, 0), first, rx, 1024, counters);
+        let (ran, commit) = commit_batch(&BatchTx::new(conn, 0), first, rx, 1024, counters);
         let size = ran.len();
         for j in ran {
             j.answer(commit.clone());
@@ -522,7 +522,7 @@ mod tests {
     }
 
     /// A write that notes the event it stored, as `writes::apply_event` does.
-    fn store_event(tx: &WriteTx<'_>) -> StoreResult<()> {
+    fn store_event(tx: &BatchTx<'_>) -> StoreResult<()> {
         let seq = tx.next_event_seq();
         tx.execute("INSERT INTO t (x) VALUES (?1)", [seq])?;
         tx.stored(Arc::new(EventRecord {
@@ -544,7 +544,7 @@ mod tests {
     }
 
     fn event_job(
-        f: impl Fn(&WriteTx<'_>) -> StoreResult<()> + Send + 'static,
+        f: impl Fn(&BatchTx<'_>) -> StoreResult<()> + Send + 'static,
     ) -> (Box<dyn Job>, Reply) {
         let (reply, rx) = oneshot::channel();
         (
@@ -571,7 +571,7 @@ mod tests {
             store_event(tx)?;
             Err(StoreError::backend("refused"))
         });
-        let tx = WriteTx::new(&conn, saved_sequence(&conn).unwrap());
+        let tx = BatchTx::new(&conn, saved_sequence(&conn).unwrap());
         let (_, commit) = commit_batch(&tx, a, &mut queue(vec![b]), 1024, &counters);
         assert!(commit.is_ok());
         assert_eq!(counters.replays.load(Ordering::Relaxed), 1);
@@ -583,7 +583,7 @@ mod tests {
 
         // The next batch goes on after every number given, from the database.
         let (c, _rc) = event_job(store_event);
-        let tx = WriteTx::new(&conn, saved_sequence(&conn).unwrap());
+        let tx = BatchTx::new(&conn, saved_sequence(&conn).unwrap());
         let (_, commit) = commit_batch(&tx, c, &mut queue(vec![]), 1024, &counters);
         assert!(commit.is_ok());
         let published: Vec<i64> = tx.written.take().iter().map(|e| e.seq).collect();
