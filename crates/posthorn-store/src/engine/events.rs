@@ -168,7 +168,7 @@ pub(crate) fn new_contact(
     status: ContactStatus,
     now: Millis,
 ) -> StoreResult<()> {
-    tx.insert_contact(tenant, address, &ContactState::new(status), now)
+    tx.insert_contact_unless_exists(tenant, address, &ContactState::new(status), now)
 }
 
 /// Creates a contact, or confirms (or un-confirms) an opted-in one. A

@@ -142,8 +142,18 @@ pub(crate) trait WriteTx {
     // --- contacts and suppressions ---
     /// The contact, locked: its state is about to change.
     fn contact(&mut self, tenant: &TenantId, address: &str) -> StoreResult<Option<ContactRecord>>;
-    /// Inserts a contact unless one exists (then changes nothing).
+    /// Inserts a contact that [`WriteTx::contact`] did not find. One
+    /// inserted meanwhile by a concurrent transaction must fail this one in
+    /// a way that runs it again (it then finds and locks that contact).
     fn insert_contact(
+        &mut self,
+        tenant: &TenantId,
+        address: &str,
+        state: &ContactState,
+        now: Millis,
+    ) -> StoreResult<()>;
+    /// Inserts a contact unless one exists (then changes nothing).
+    fn insert_contact_unless_exists(
         &mut self,
         tenant: &TenantId,
         address: &str,

@@ -370,6 +370,18 @@ impl engine::WriteTx for SqliteTx<'_, '_> {
         s: &ContactState,
         now: Millis,
     ) -> StoreResult<()> {
+        // One writer: no contact can appear between the engine's read and
+        // this insert.
+        self.insert_contact_unless_exists(tenant, address, s, now)
+    }
+
+    fn insert_contact_unless_exists(
+        &mut self,
+        tenant: &TenantId,
+        address: &str,
+        s: &ContactState,
+        now: Millis,
+    ) -> StoreResult<()> {
         prepare(
             self.conn(),
             "INSERT INTO contacts (tenant_id, address, status, unsubscribed_streams, consecutive_failed_deliveries, \
