@@ -88,6 +88,19 @@ impl From<StoreError> for ApiError {
                 }
                 ApiError::storage_full()
             }
+            // PostgreSQL away (restarting, network): nothing was written,
+            // and the same request succeeds once it is back.
+            StoreError::Unavailable {
+                cause: Unavailable::Unreachable,
+                detail,
+            } => {
+                tracing::error!(%detail, "storage unreachable");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "storage_unavailable",
+                    "the server's database cannot be reached; nothing was written; retry later",
+                )
+            }
             // Which value is unreadable is for operators: the client is
             // told only that it failed on our side.
             e @ StoreError::Corrupt { .. } => {

@@ -1,7 +1,9 @@
 //! Posthorn's storage: the [`Store`] trait every backend implements, its
 //! errors, the records it returns and a conformance suite that any backend
 //! must pass (`conformance`), apart from the SQLite implementation (the
-//! embedded default, `sqlite`), which alone names `rusqlite`.
+//! embedded default, `sqlite`), which alone names `rusqlite`, and the
+//! PostgreSQL one (`postgres`, for several nodes), which alone names the
+//! `postgres` crate.
 //!
 //! SQL text lives in the backend and nowhere else. The rules (status fold, contact and
 //! suppression rules, the policy chain) come from `posthorn-core`; the
@@ -13,9 +15,11 @@ pub mod conformance;
 mod engine;
 pub mod feed;
 mod ingest;
+pub mod postgres;
 mod records;
 pub mod sqlite;
 
+pub use self::postgres::PgStore;
 pub use feed::{CommitFeed, CommittedEvents};
 pub use ingest::*;
 pub use records::*;
@@ -74,6 +78,11 @@ pub enum Unavailable {
     /// in this process too.
     #[error("storage full")]
     StorageFull,
+    /// The database server cannot be reached, or refuses connections now
+    /// (PostgreSQL restarting, a network failure, too many connections):
+    /// nothing was written, and the same request succeeds once it is back.
+    #[error("the database is unreachable")]
+    Unreachable,
 }
 
 impl StoreError {

@@ -1,11 +1,13 @@
 //! Test support: finding the real programs tests talk to (Postfix's
-//! `smtp-sink`, `swaks`, Python with aiosmtpd, curl, ...), free loopback
-//! ports, and waiting for a peer on a deadline instead of a fixed sleep.
+//! `smtp-sink`, `swaks`, Python with aiosmtpd, curl, ...), a fresh
+//! PostgreSQL database per test (`postgres`), free loopback ports, and
+//! waiting for a peer on a deadline instead of a fixed sleep.
 //!
 //! A test whose peer is missing is skipped with a loud message, except when
 //! `POSTHORN_REQUIRE_PEERS=1` (as `.ci/run` sets it): then it fails.
 
 pub mod postfix;
+pub mod postgres;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;

@@ -1,0 +1,884 @@
+//! The PostgreSQL backend, for any number of Posthorn nodes sharing one
+//! database (issue #14). The only module that names the `postgres` crate.
+//!
+//! The driver is the synchronous `postgres` crate: the write engine is
+//! synchronous (SQLite's single writer thread runs it), so one engine serves
+//! both backends only if PostgreSQL is driven synchronously too, from
+//! threads of its own: writer threads, and reads on the blocking pool
+//! (`spawn_blocking`), as SQLite's are. A `postgres::Client` blocks on a
+//! small runtime of its own, so it must never be used (nor dropped) on an
+//! async worker thread; every use here is on a blocking or plain thread.
+//!
+//! What is here so far: connecting (with migrations under
+//! `migrations/postgres/`, applied once however many nodes start at once),
+//! the monthly partitions of `events`, a read pool, and every read of
+//! [`crate::Store`] ([`reads`] and its siblings, over any client so the
+//! writer can call them inside its transaction). `PgStore` implements
+//! `Store` once the backend-neutral write engine lands; until then its
+//! reads are inherent methods with the trait's names and signatures.
+//!
+//! Where things are: `reads` holds the SELECTs and row mapping, `domains`,
+//! `inbound`, `tracking` and `ingest` the reads of their part of the
+//! schema, `position` the event positions (`seq`) and the bound that makes
+//! `events_after` gap-safe, `error` the mapping of PostgreSQL's failures
+//! onto [`StoreError`] kinds.
+
+mod domains;
+mod error;
+mod inbound;
+mod ingest;
+mod position;
+mod reads;
+mod tracking;
+
+pub use position::{
+    EVENTS_PER_TRANSACTION, MAX_XID, POSITION_BITS, current_xid, event_position, position_xid,
+};
+
+use crate::ingest::*;
+use crate::records::*;
+use crate::{StoreError, StoreResult, StoreRules, Unavailable};
+use ::postgres::config::Host;
+use ::postgres::{Client, NoTls};
+use posthorn_core::config::StoreConfig;
+use posthorn_core::domain::DomainOwner;
+use posthorn_core::id::{ApiKeyId, InboundId};
+use posthorn_core::suppression::SuppressionEntry;
+use posthorn_core::{DeliveryId, EventId, MessageId, Millis, TenantId};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Migrations in order; the version is the position (1-based).
+const MIGRATIONS: &[&str] = &[include_str!("../../migrations/postgres/0001_init.sql")];
+
+/// The advisory lock key that one node at a time holds while it migrates:
+/// "posthorn" in ASCII. (The partition maker in the schema uses this + 1.)
+const MIGRATION_LOCK: i64 = 0x706f_7374_686f_726e;
+
+/// How long connecting may take when the URL does not say
+/// (`connect_timeout`): an address that drops packets fails in this time
+/// instead of hanging the start.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Months of event partitions made ahead of the current one at connect.
+const PARTITION_MONTHS_AHEAD: i32 = 1;
+
+/// A PostgreSQL store: the connection settings, a read pool and the rules
+/// the write side will apply.
+pub struct PgStore {
+    reads: ReadPool,
+    rules: StoreRules,
+    applied: Vec<i64>,
+}
+
+// The connection settings hold the password: only the address is shown.
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore")
+            .field("target", &self.reads.target)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PgStore {
+    /// Connects to the database at `url` (`postgres://USER[:PASSWORD]@HOST
+    /// [:PORT]/DB[?OPTIONS]`), applies pending migrations (one node at a
+    /// time, under an advisory lock) and makes the event partitions of this
+    /// month and the next. A URL of another scheme is refused; an
+    /// unreachable database is [`Unavailable::Unreachable`] naming
+    /// HOST:PORT/DB, never the password.
+    ///
+    /// Blocking, like `SqliteStore::open`; the work runs on a thread of its
+    /// own, so this may be called from async code as well as plain code.
+    pub fn connect(url: &str, config: &StoreConfig, rules: StoreRules) -> StoreResult<PgStore> {
+        let settings = Settings::parse(url)?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as Millis);
+        let applied = on_own_thread(|| {
+            let mut client = settings.connect()?;
+            let applied = migrate(&mut client)?;
+            make_partitions(&mut client, now, PARTITION_MONTHS_AHEAD)?;
+            Ok(applied)
+        })
+        .map_err(|e| settings.name_in(e))?;
+        Ok(PgStore {
+            reads: ReadPool {
+                target: settings.target.clone(),
+                settings: Arc::new(settings),
+                idle: Mutex::new(Vec::new()),
+                permits: tokio::sync::Semaphore::new(config.read_connections.max(1)),
+            },
+            rules,
+            applied,
+        })
+    }
+
+    /// The migration versions this connect applied (none when another
+    /// node, or an earlier start, had applied them all).
+    pub fn applied_migrations(&self) -> &[i64] {
+        &self.applied
+    }
+
+    /// Where the store is: HOST:PORT/DB (no user, no password).
+    pub fn target(&self) -> &str {
+        &self.reads.target
+    }
+
+    /// The rules the write side applies.
+    pub fn rules(&self) -> &StoreRules {
+        &self.rules
+    }
+
+    /// Makes the monthly event partitions for the month holding `at` and
+    /// the `months_ahead` after it, unless they exist; returns how many
+    /// were made. Safe to call from several nodes at once and as often as
+    /// liked (a node that runs for months calls it, say, daily). Blocking.
+    pub fn make_event_partitions(&self, at: Millis, months_ahead: u32) -> StoreResult<u32> {
+        let months = i32::try_from(months_ahead)
+            .map_err(|_| StoreError::backend("too many months of partitions"))?;
+        let settings = &self.reads.settings;
+        on_own_thread(|| make_partitions(&mut settings.connect()?, at, months))
+            .map_err(|e| settings.name_in(e))
+    }
+
+    async fn read<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Client) -> StoreResult<T> + Send + 'static,
+    {
+        self.reads.run(f).await
+    }
+}
+
+/// Runs `work` on a thread of its own and waits for it: a
+/// `postgres::Client` must not be used where a runtime is running.
+fn on_own_thread<T: Send>(work: impl FnOnce() -> StoreResult<T> + Send) -> StoreResult<T> {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(work)
+            .join()
+            .unwrap_or_else(|_| Err(StoreError::backend("the PostgreSQL thread panicked")))
+    })
+}
+
+/// The parsed connection settings and the address they name.
+struct Settings {
+    config: ::postgres::Config,
+    /// HOST:PORT/DB, for messages: never the user's password.
+    target: String,
+}
+
+// The settings hold the password: only the address is shown.
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("target", &self.target)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Settings {
+    fn parse(url: &str) -> StoreResult<Settings> {
+        // postgres::Config also reads `key=value` strings, and would take a
+        // typo'd scheme for one: only the URL form is accepted, so that a
+        // store URL is always recognisably PostgreSQL's.
+        let scheme = url.split_once("://").map(|(s, _)| s);
+        if !matches!(scheme, Some("postgres" | "postgresql")) {
+            let shown = scheme.map_or_else(|| "no scheme".to_owned(), |s| format!("`{s}://`"));
+            return Err(StoreError::backend(format!(
+                "the store URL must start with postgres:// or postgresql:// (it has {shown})"
+            )));
+        }
+        let mut config: ::postgres::Config = url.parse().map_err(|e| {
+            StoreError::backend(format!("the store URL is not a PostgreSQL URL: {e}"))
+        })?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        if config.get_application_name().is_none() {
+            config.application_name("posthorn");
+        }
+        let target = describe(&config);
+        Ok(Settings { config, target })
+    }
+
+    fn connect(&self) -> StoreResult<Client> {
+        self.config.connect(NoTls).map_err(connect_error)
+    }
+
+    /// `e` with the database's address in front, so an operator knows
+    /// which database failed.
+    fn name_in(&self, e: StoreError) -> StoreError {
+        let target = &self.target;
+        match e {
+            StoreError::Unavailable { cause, detail } => StoreError::Unavailable {
+                cause,
+                detail: format!("PostgreSQL at {target}: {detail}"),
+            },
+            StoreError::Backend(source) => {
+                StoreError::backend(format!("PostgreSQL at {target}: {source}"))
+            }
+            other => other,
+        }
+    }
+}
+
+/// A failed connect: unreachable when the server could not be reached or
+/// would not take the connection now; otherwise (a wrong password, a
+/// database that does not exist) the driver's words as a backend failure.
+fn connect_error(e: ::postgres::Error) -> StoreError {
+    let unreachable = error::classify(&e) == error::Failure::Unreachable;
+    // The driver's top-level text is "error connecting to server"; the
+    // cause (refused, timed out, ...) is its source.
+    let mut detail = e.to_string();
+    if let Some(source) = std::error::Error::source(&e) {
+        detail = format!("{detail}: {source}");
+    }
+    if unreachable {
+        StoreError::Unavailable {
+            cause: Unavailable::Unreachable,
+            detail,
+        }
+    } else {
+        StoreError::backend(detail)
+    }
+}
+
+/// HOST:PORT/DB of `config` (the first host, and how many more).
+fn describe(config: &::postgres::Config) -> String {
+    let hosts = config.get_hosts();
+    let host = match hosts.first() {
+        Some(Host::Tcp(name)) => name.clone(),
+        Some(Host::Unix(path)) => path.display().to_string(),
+        None => "localhost".to_owned(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    // Without a database name PostgreSQL uses the user's.
+    let db = config
+        .get_dbname()
+        .or(config.get_user())
+        .unwrap_or("postgres");
+    let more = match hosts.len() {
+        0 | 1 => String::new(),
+        n => format!(" (and {} more hosts)", n - 1),
+    };
+    format!("{host}:{port}/{db}{more}")
+}
+
+/// Applies the migrations this database lacks, holding the migration lock
+/// so that nodes starting together apply them once: the others wait, then
+/// find them applied. Each migration commits with its version.
+fn migrate(c: &mut Client) -> StoreResult<Vec<i64>> {
+    c.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])?;
+    let applied = apply_pending(c);
+    // Released even when a migration failed (a lost connection releases it
+    // by itself).
+    let unlocked = c.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]);
+    let applied = applied?;
+    unlocked?;
+    Ok(applied)
+}
+
+fn apply_pending(c: &mut Client) -> StoreResult<Vec<i64>> {
+    c.batch_execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version bigint PRIMARY KEY, applied_at bigint NOT NULL)",
+    )?;
+    let current: i64 = c
+        .query_one(
+            "SELECT COALESCE(MAX(version), 0)::bigint FROM schema_migrations",
+            &[],
+        )?
+        .try_get(0)?;
+    let mut applied = Vec::new();
+    for (index, sql) in MIGRATIONS.iter().enumerate() {
+        let version = index as i64 + 1;
+        if version <= current {
+            continue;
+        }
+        let mut tx = c.transaction()?;
+        tx.batch_execute(sql)?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, applied_at) \
+             VALUES ($1, (extract(epoch FROM clock_timestamp()) * 1000)::bigint)",
+            &[&version],
+        )?;
+        tx.commit()?;
+        tracing::info!(version, "applied database migration");
+        applied.push(version);
+    }
+    Ok(applied)
+}
+
+/// Runs the schema's partition maker (see `posthorn_event_partitions` in
+/// `0001_init.sql`).
+fn make_partitions(c: &mut Client, at: Millis, months_ahead: i32) -> StoreResult<u32> {
+    let made: i32 = c
+        .query_one(
+            "SELECT posthorn_event_partitions($1, $2)",
+            &[&at, &months_ahead],
+        )?
+        .try_get(0)?;
+    if made > 0 {
+        tracing::info!(made, "made event partitions");
+    }
+    Ok(made.max(0) as u32)
+}
+
+/// Read connections, reused; reads run on the blocking thread pool so they
+/// never stall the async runtime. At most `read_connections` reads run at
+/// once, each on a connection of its own; the others wait for a permit. A
+/// connection that broke is dropped instead of reused, so reads recover by
+/// themselves once the database is back.
+struct ReadPool {
+    settings: Arc<Settings>,
+    target: String,
+    idle: Mutex<Vec<Client>>,
+    permits: tokio::sync::Semaphore,
+}
+
+impl ReadPool {
+    async fn run<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Client) -> StoreResult<T> + Send + 'static,
+    {
+        // A permit per connection: holding one means a connection is idle
+        // or may be opened.
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| StoreError::closed())?;
+        let idle = self.idle.lock().map_err(|_| StoreError::closed())?.pop();
+        let settings = self.settings.clone();
+        let (client, result) = tokio::task::spawn_blocking(move || {
+            let mut client = match idle {
+                Some(c) if !c.is_closed() => c,
+                // A closed one is dropped here, on a blocking thread.
+                _ => match open_reader(&settings) {
+                    Ok(c) => c,
+                    Err(e) => return (None, Err(settings.name_in(e))),
+                },
+            };
+            let result = f(&mut client);
+            let broken = client.is_closed()
+                || matches!(
+                    &result,
+                    Err(StoreError::Unavailable {
+                        cause: Unavailable::Unreachable,
+                        ..
+                    })
+                );
+            if broken {
+                return (None, result);
+            }
+            (Some(client), result)
+        })
+        .await
+        .map_err(|e| StoreError::backend(format!("read task: {e}")))?;
+        if let Some(client) = client {
+            self.idle
+                .lock()
+                .map_err(|_| StoreError::closed())?
+                .push(client);
+        }
+        result
+    }
+}
+
+/// A read connection: its transactions are read-only, so a read can never
+/// write by mistake.
+fn open_reader(settings: &Settings) -> StoreResult<Client> {
+    let mut client = settings.connect()?;
+    client.batch_execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")?;
+    Ok(client)
+}
+
+impl Drop for ReadPool {
+    /// Closing a connection blocks on its own runtime, which is not allowed
+    /// on an async worker thread (where a store is usually dropped): the
+    /// idle connections are closed on a thread of their own.
+    fn drop(&mut self) {
+        let idle = match self.idle.get_mut() {
+            Ok(idle) => std::mem::take(idle),
+            Err(poisoned) => std::mem::take(poisoned.into_inner()),
+        };
+        if !idle.is_empty() {
+            let _ = std::thread::spawn(move || drop(idle)).join();
+        }
+    }
+}
+
+/// The reads of [`crate::Store`], with its names and signatures: they
+/// become its methods when the write engine lands.
+impl PgStore {
+    pub async fn tenant_by_name(&self, name: &str) -> StoreResult<Option<Tenant>> {
+        let name = name.to_owned();
+        self.read(move |c| reads::tenant_by_name(c, &name)).await
+    }
+
+    pub async fn tenant_count(&self) -> StoreResult<u64> {
+        self.read(reads::tenant_count).await
+    }
+
+    pub async fn tenant(&self, id: &TenantId) -> StoreResult<Option<Tenant>> {
+        let id = id.clone();
+        self.read(move |c| reads::tenant_by_id(c, &id)).await
+    }
+
+    pub async fn api_key(&self, id: &ApiKeyId) -> StoreResult<Option<(ApiKeyRecord, Tenant)>> {
+        let id = id.clone();
+        self.read(move |c| reads::api_key_with_tenant(c, &id)).await
+    }
+
+    pub async fn api_keys(&self, tenant: Option<&TenantId>) -> StoreResult<Vec<ApiKeyRecord>> {
+        let tenant = tenant.cloned();
+        self.read(move |c| reads::api_keys(c, tenant.as_ref()))
+            .await
+    }
+
+    pub async fn sending_domains(
+        &self,
+        tenant: Option<&TenantId>,
+    ) -> StoreResult<Vec<SendingDomain>> {
+        let tenant = tenant.cloned();
+        self.read(move |c| domains::list(c, tenant.as_ref())).await
+    }
+
+    pub async fn domain_owners(&self, domains: &[&str]) -> StoreResult<Vec<DomainOwner>> {
+        let candidates = domains::candidates(domains);
+        self.read(move |c| domains::owners(c, &candidates)).await
+    }
+
+    pub async fn events(
+        &self,
+        tenant: &TenantId,
+        filter: &EventFilter,
+    ) -> StoreResult<Vec<EventRecord>> {
+        let (tenant, filter) = (tenant.clone(), filter.clone());
+        self.read(move |c| reads::events(c, &tenant, &filter)).await
+    }
+
+    /// Events after position `after`, up to the settled bound (see
+    /// [`event_position`]): a reader that goes on from the
+    /// last `seq` it got misses none, however many nodes write.
+    pub async fn events_after(
+        &self,
+        tenant: &TenantId,
+        after: i64,
+        filter: &EventFilter,
+    ) -> StoreResult<Vec<EventRecord>> {
+        let (tenant, filter) = (tenant.clone(), filter.clone());
+        self.read(move |c| reads::events_after(c, &tenant, after, &filter))
+            .await
+    }
+
+    pub async fn event(&self, tenant: &TenantId, id: &EventId) -> StoreResult<Option<EventRecord>> {
+        let (tenant, id) = (tenant.clone(), id.clone());
+        self.read(move |c| reads::event_by_id(c, &tenant, &id))
+            .await
+    }
+
+    pub async fn message(
+        &self,
+        tenant: &TenantId,
+        id: &MessageId,
+    ) -> StoreResult<Option<MessageRecord>> {
+        let (tenant, id) = (tenant.clone(), id.clone());
+        self.read(move |c| reads::message(c, &tenant, &id)).await
+    }
+
+    pub async fn deliveries_of_message(
+        &self,
+        tenant: &TenantId,
+        id: &MessageId,
+    ) -> StoreResult<Vec<DeliveryRecord>> {
+        let (tenant, id) = (tenant.clone(), id.clone());
+        self.read(move |c| reads::deliveries_of_message(c, &tenant, &id))
+            .await
+    }
+
+    pub async fn delivery(
+        &self,
+        tenant: &TenantId,
+        id: &DeliveryId,
+    ) -> StoreResult<Option<DeliveryRecord>> {
+        let (tenant, id) = (tenant.clone(), id.clone());
+        self.read(move |c| reads::delivery(c, &tenant, &id)).await
+    }
+
+    pub async fn delivery_events(
+        &self,
+        tenant: &TenantId,
+        id: &DeliveryId,
+    ) -> StoreResult<Vec<EventRecord>> {
+        let (tenant, id) = (tenant.clone(), id.clone());
+        self.read(move |c| reads::delivery_events(c, &tenant, &id))
+            .await
+    }
+
+    pub async fn delivery_events_page(
+        &self,
+        tenant: &TenantId,
+        id: &DeliveryId,
+        after: Option<&EventId>,
+        limit: u32,
+    ) -> StoreResult<Vec<EventRecord>> {
+        let (tenant, id, after) = (tenant.clone(), id.clone(), after.cloned());
+        self.read(move |c| reads::delivery_events_page(c, &tenant, &id, after.as_ref(), limit))
+            .await
+    }
+
+    pub async fn delivery_engagement_events(
+        &self,
+        tenant: &TenantId,
+        id: &DeliveryId,
+    ) -> StoreResult<Vec<EventRecord>> {
+        let (tenant, id) = (tenant.clone(), id.clone());
+        self.read(move |c| reads::delivery_engagement_events(c, &tenant, &id))
+            .await
+    }
+
+    pub async fn message_engagement_events(
+        &self,
+        tenant: &TenantId,
+        message: &MessageId,
+    ) -> StoreResult<Vec<EventRecord>> {
+        let (tenant, message) = (tenant.clone(), message.clone());
+        self.read(move |c| reads::message_engagement_events(c, &tenant, &message))
+            .await
+    }
+
+    pub async fn contact(
+        &self,
+        tenant: &TenantId,
+        address: &str,
+    ) -> StoreResult<Option<ContactRecord>> {
+        let (tenant, address) = (tenant.clone(), address.to_owned());
+        self.read(move |c| reads::contact(c, &tenant, &address))
+            .await
+    }
+
+    pub async fn contact_changes(
+        &self,
+        tenant: &TenantId,
+        address: &str,
+    ) -> StoreResult<Vec<ContactChange>> {
+        let (tenant, address) = (tenant.clone(), address.to_owned());
+        self.read(move |c| reads::contact_changes(c, &tenant, &address))
+            .await
+    }
+
+    pub async fn suppressions(
+        &self,
+        tenant: &TenantId,
+        now: Millis,
+    ) -> StoreResult<Vec<SuppressionEntry>> {
+        let tenant = tenant.clone();
+        self.read(move |c| reads::suppressions(c, &tenant, now))
+            .await
+    }
+
+    pub async fn queue_len(&self, tenant: &TenantId) -> StoreResult<u64> {
+        let tenant = tenant.clone();
+        self.read(move |c| reads::queue_len(c, &tenant)).await
+    }
+
+    pub async fn delivery_owner(&self, id: &DeliveryId) -> StoreResult<Option<(TenantId, String)>> {
+        let id = id.clone();
+        self.read(move |c| inbound::delivery_owner(c, &id)).await
+    }
+
+    pub async fn inbound_messages(
+        &self,
+        tenant: Option<&TenantId>,
+        filter: &InboundFilter,
+    ) -> StoreResult<Vec<InboundRecord>> {
+        let (tenant, filter) = (tenant.cloned(), filter.clone());
+        self.read(move |c| inbound::inbound_messages(c, tenant.as_ref(), &filter))
+            .await
+    }
+
+    pub async fn inbound_raw(
+        &self,
+        tenant: Option<&TenantId>,
+        id: &InboundId,
+    ) -> StoreResult<Option<Vec<u8>>> {
+        let (tenant, id) = (tenant.cloned(), id.clone());
+        self.read(move |c| inbound::inbound_raw(c, tenant.as_ref(), &id))
+            .await
+    }
+
+    pub async fn event_inbound(
+        &self,
+        tenant: &TenantId,
+        event: &EventId,
+    ) -> StoreResult<Option<InboundId>> {
+        let (tenant, event) = (tenant.clone(), event.clone());
+        self.read(move |c| inbound::event_inbound(c, &tenant, &event))
+            .await
+    }
+
+    pub async fn operator_tenant(&self) -> StoreResult<Option<TenantId>> {
+        self.read(inbound::operator_tenant).await
+    }
+
+    pub async fn tracking_facts(
+        &self,
+        delivery: &DeliveryId,
+    ) -> StoreResult<Option<TrackingFacts>> {
+        let delivery = delivery.clone();
+        self.read(move |c| tracking::tracking_facts(c, &delivery))
+            .await
+    }
+
+    pub async fn delivery_repeated_hits(
+        &self,
+        tenant: &TenantId,
+        id: &DeliveryId,
+    ) -> StoreResult<Vec<RepeatedHits>> {
+        let (tenant, id) = (tenant.clone(), id.clone());
+        self.read(move |c| tracking::delivery_repeated_hits(c, &tenant, &id))
+            .await
+    }
+
+    pub async fn message_repeated_hits(
+        &self,
+        tenant: &TenantId,
+        message: &MessageId,
+    ) -> StoreResult<Vec<RepeatedHits>> {
+        let (tenant, message) = (tenant.clone(), message.clone());
+        self.read(move |c| tracking::message_repeated_hits(c, &tenant, &message))
+            .await
+    }
+
+    pub async fn ingest_sources(&self, tenant: &TenantId) -> StoreResult<Vec<IngestSource>> {
+        let tenant = tenant.clone();
+        self.read(move |c| ingest::sources(c, &tenant)).await
+    }
+
+    pub async fn ingest_source_by_token(
+        &self,
+        token_hash: &str,
+    ) -> StoreResult<Option<IngestSource>> {
+        let token_hash = token_hash.to_owned();
+        self.read(move |c| ingest::source_by_token(c, &token_hash))
+            .await
+    }
+
+    pub async fn provider_payload(
+        &self,
+        tenant: &TenantId,
+        event: &EventId,
+    ) -> StoreResult<Option<Vec<u8>>> {
+        let (tenant, event) = (tenant.clone(), event.clone());
+        self.read(move |c| ingest::payload(c, &tenant, &event))
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_postgres_urls_are_taken() {
+        for url in [
+            "mysql://u:secret@db/posthorn",
+            "sqlite:///var/lib/posthorn",
+            "host=db user=u password=secret",
+            "",
+        ] {
+            let e = Settings::parse(url).unwrap_err().to_string();
+            assert!(e.contains("postgres://"), "{url}: {e}");
+            assert!(!e.contains("secret"), "{url}: {e}");
+        }
+        for url in [
+            "postgres://u@db/posthorn",
+            "postgresql://u@db:6543/posthorn",
+        ] {
+            assert!(Settings::parse(url).is_ok(), "{url}");
+        }
+    }
+
+    #[test]
+    fn the_target_names_host_port_and_database_but_no_password() {
+        let s = Settings::parse("postgres://alice:s3cret@db.internal:6543/mail").unwrap();
+        assert_eq!(s.target, "db.internal:6543/mail");
+        let s = Settings::parse("postgres://alice@db").unwrap();
+        assert_eq!(
+            s.target, "db:5432/alice",
+            "the database defaults to the user's"
+        );
+        let s = Settings::parse("postgres://alice:s3cret@a:5433,b:5434/mail").unwrap();
+        assert_eq!(s.target, "a:5433/mail (and 1 more hosts)");
+        let debug = format!("{:?}", s.target);
+        assert!(!debug.contains("s3cret"));
+    }
+
+    #[test]
+    fn a_connect_timeout_is_set_unless_the_url_has_one() {
+        let s = Settings::parse("postgres://u@db/x").unwrap();
+        assert_eq!(s.config.get_connect_timeout(), Some(&CONNECT_TIMEOUT));
+        let s = Settings::parse("postgres://u@db/x?connect_timeout=3").unwrap();
+        assert_eq!(
+            s.config.get_connect_timeout(),
+            Some(&Duration::from_secs(3))
+        );
+    }
+}
+
+/// The crate-private parts that need a server: the error mapping on real
+/// failures, and the reads only the write side uses.
+#[cfg(test)]
+mod db_tests {
+    use super::*;
+    use posthorn_testkit::postgres::TestDatabase;
+
+    /// A migrated test database and a plain client to it.
+    fn database() -> Option<(TestDatabase, Client)> {
+        let db = TestDatabase::create()?;
+        let store = PgStore::connect(db.url(), &StoreConfig::default(), StoreRules::default())
+            .expect("connect");
+        drop(store);
+        let client = db.client();
+        Some((db, client))
+    }
+
+    /// The error a statement raising SQLSTATE `code` becomes.
+    fn raised(c: &mut Client, code: &str) -> StoreError {
+        let sql = format!("DO $$ BEGIN RAISE EXCEPTION 'test' USING ERRCODE = '{code}'; END $$");
+        c.batch_execute(&sql).expect_err("raises").into()
+    }
+
+    #[test]
+    fn failures_map_onto_store_error_kinds() {
+        let Some((_db, mut c)) = database() else {
+            return;
+        };
+        for code in ["40001", "40P01", "23505"] {
+            let e = raised(&mut c, code);
+            assert!(error::is_retryable(&e), "{code}: {e:?}");
+            assert!(matches!(e, StoreError::Backend(_)), "{code}: {e:?}");
+        }
+        for code in ["57P01", "57P03", "53300", "08006"] {
+            let e = raised(&mut c, code);
+            assert!(
+                matches!(
+                    e,
+                    StoreError::Unavailable {
+                        cause: Unavailable::Unreachable,
+                        ..
+                    }
+                ),
+                "{code}: {e:?}"
+            );
+            assert!(e.is_transient() && !error::is_retryable(&e), "{code}");
+        }
+        assert!(raised(&mut c, "53100").is_storage_full());
+        let other = raised(&mut c, "22012");
+        assert!(matches!(other, StoreError::Backend(_)), "{other:?}");
+        assert!(!error::is_retryable(&other) && !other.is_transient());
+    }
+
+    #[test]
+    fn a_tenant_name_taken_concurrently_is_a_conflict() {
+        let Some((_db, mut c)) = database() else {
+            return;
+        };
+        let insert = "INSERT INTO tenants (id, name, created_at) VALUES ($1, 'acme', 1)";
+        c.execute(insert, &[&"t1"]).unwrap();
+        let e: StoreError = c.execute(insert, &[&"t2"]).unwrap_err().into();
+        assert!(matches!(e, StoreError::Conflict(_)), "{e:?}");
+        assert!(!error::is_retryable(&e));
+        // Another unique violation is a lost race, run again.
+        let e: StoreError = c
+            .execute(
+                "INSERT INTO tenants (id, name, created_at) VALUES ('t1', 'other', 1)",
+                &[],
+            )
+            .unwrap_err()
+            .into();
+        assert!(error::is_retryable(&e), "{e:?}");
+    }
+
+    #[test]
+    fn a_connection_ended_by_the_server_is_unreachable() {
+        let Some((db, mut c)) = database() else {
+            return;
+        };
+        let mut admin = db.client();
+        let pid: i32 = c.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
+        admin
+            .execute("SELECT pg_terminate_backend($1)", &[&pid])
+            .unwrap();
+        let e: StoreError = c.query_one("SELECT 1", &[]).unwrap_err().into();
+        assert!(
+            matches!(
+                e,
+                StoreError::Unavailable {
+                    cause: Unavailable::Unreachable,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn the_write_side_s_reads_find_suppressions_and_external_ids() {
+        let Some((_db, mut c)) = database() else {
+            return;
+        };
+        c.batch_execute(
+            "INSERT INTO tenants (id, name, created_at) VALUES ('t1', 'acme', 1);
+             INSERT INTO messages (id, tenant_id, from_header, from_address, subject, headers, tags,
+                                   metadata, stream, test, size, source, created_at)
+             VALUES ('m1', 't1', 's@x.org', 's@x.org', '', '{}', '[]', '{}', 'default', false, 0, 'api', 1);
+             INSERT INTO deliveries (id, tenant_id, message_id, recipient, recipient_kind, sender,
+                                     stream, test, created_at, window_ends_at, updated_at)
+             VALUES ('d1', 't1', 'm1', 'a@example.com', 'to', 's@x.org', 'default', false, 1, 2, 1);
+             INSERT INTO events (seq, id, tenant_id, delivery_id, message_id, recipient, sender, kind,
+                                 occurred_at, recorded_at, source, details, external_id, outside_window)
+             VALUES (1, 'e1', 't1', 'd1', 'm1', 'a@example.com', 's@x.org', 'queued', 1, 1, 'api',
+                     '{}', 'provider-1', false);
+             INSERT INTO suppressions (id, tenant_id, target, stream, reason, created_at, expires_at)
+             VALUES ('s1', 't1', '@example.com', NULL, 'hard_bounce', 1, NULL),
+                    ('s2', 't1', 'a@example.com', 'news', 'unsubscribe', 1, 50),
+                    ('s3', 't1', 'b@example.com', NULL, 'hard_bounce', 1, NULL);",
+        )
+        .unwrap();
+        let t1 = TenantId::from_stored("t1".into());
+        let found = reads::event_by_external_id(&mut c, &t1, "provider-1").unwrap();
+        assert_eq!(found.map(|e| e.id.to_string()), Some("e1".to_owned()));
+        let other = TenantId::from_stored("t2".into());
+        assert!(
+            reads::event_by_external_id(&mut c, &other, "provider-1")
+                .unwrap()
+                .is_none()
+        );
+        let ids = |v: Vec<SuppressionEntry>| v.into_iter().map(|s| s.id).collect::<Vec<_>>();
+        assert_eq!(
+            ids(reads::suppressions_for(&mut c, &t1, "a@example.com", 10).unwrap()),
+            vec!["s1", "s2"]
+        );
+        assert_eq!(
+            ids(reads::suppressions_for(&mut c, &t1, "a@example.com", 60).unwrap()),
+            vec!["s1"],
+            "expired at 50"
+        );
+        // Inside a transaction the reads see its own writes.
+        let mut tx = c.transaction().unwrap();
+        tx.execute(
+            "UPDATE suppressions SET removed_at = 5 WHERE id = 's1'",
+            &[],
+        )
+        .unwrap();
+        assert!(
+            reads::suppressions_for(&mut tx, &t1, "a@example.com", 60)
+                .unwrap()
+                .is_empty()
+        );
+    }
+}

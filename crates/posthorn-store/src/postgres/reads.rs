@@ -1,0 +1,721 @@
+//! Reads: the SELECT statements and the mapping of their rows to records,
+//! over any client (`&mut impl GenericClient`: a pooled connection, or the
+//! writer's open transaction, which sees its own writes). A value this
+//! version cannot read fails with [`StoreError::Corrupt`] naming its table
+//! and column, never a panic and never a default in its place.
+//!
+//! Ported from `sqlite::reads` with the same answers; the SQL differs only
+//! where PostgreSQL needs it (typed parameters, `seq` bounded by the
+//! settled position, no `+column` planner hints).
+
+use super::position::settled_bound_sql;
+use crate::records::*;
+use crate::{StoreError, StoreResult};
+use ::postgres::types::ToSql;
+use ::postgres::{GenericClient, Row};
+use posthorn_core::contact::{ContactState, ContactStatus};
+use posthorn_core::event::EventDetails;
+use posthorn_core::id::ApiKeyId;
+use posthorn_core::status::{BounceType, DeliveryStatus, EngagementStatus};
+use posthorn_core::suppression::{SuppressionEntry, SuppressionReason, SuppressionScope};
+use posthorn_core::{DeliveryId, EventId, MessageId, Millis, TenantId};
+
+/// A parameter list as the driver takes it.
+pub(crate) type Params<'a> = [&'a (dyn ToSql + Sync)];
+
+/// Column `at` as `T` (the schema's own type; a mismatch is a backend
+/// failure, not a stored value).
+pub(crate) fn get<'r, T: ::postgres::types::FromSql<'r>>(r: &'r Row, at: usize) -> StoreResult<T> {
+    Ok(r.try_get(at)?)
+}
+
+/// The text in column `at`, decoded with `parse`, or [`StoreError::Corrupt`].
+pub(crate) fn decode<T>(
+    r: &Row,
+    at: usize,
+    table: &'static str,
+    column: &'static str,
+    parse: impl FnOnce(&str) -> Option<T>,
+) -> StoreResult<T> {
+    let value: String = get(r, at)?;
+    parse(&value).ok_or_else(|| corrupt(table, column, value))
+}
+
+/// [`decode`] for a nullable column: NULL is `None`.
+pub(crate) fn decode_optional<T>(
+    r: &Row,
+    at: usize,
+    table: &'static str,
+    column: &'static str,
+    parse: impl FnOnce(&str) -> Option<T>,
+) -> StoreResult<Option<T>> {
+    let value: Option<String> = get(r, at)?;
+    value
+        .map(|value| parse(&value).ok_or_else(|| corrupt(table, column, value)))
+        .transpose()
+}
+
+/// The JSON (jsonb) in column `at` as a `T`, or [`StoreError::Corrupt`]:
+/// jsonb is always JSON, but not always the JSON of a `T`.
+pub(crate) fn json<T: serde::de::DeserializeOwned>(
+    r: &Row,
+    at: usize,
+    table: &'static str,
+    column: &'static str,
+) -> StoreResult<T> {
+    let value: serde_json::Value = get(r, at)?;
+    from_json(value, table, column)
+}
+
+/// [`json`] for a value already read.
+fn from_json<T: serde::de::DeserializeOwned>(
+    value: serde_json::Value,
+    table: &'static str,
+    column: &'static str,
+) -> StoreResult<T> {
+    T::deserialize(&value).map_err(|_| corrupt(table, column, value.to_string()))
+}
+
+/// A counter kept as bigint and read as `u32`: a negative or too large
+/// value is not one this version wrote.
+fn counter(r: &Row, at: usize, table: &'static str, column: &'static str) -> StoreResult<u32> {
+    let value: i64 = get(r, at)?;
+    u32::try_from(value).map_err(|_| corrupt(table, column, value.to_string()))
+}
+
+/// A size kept as bigint and read as `u64`.
+fn size(r: &Row, at: usize, table: &'static str) -> StoreResult<u64> {
+    let value: i64 = get(r, at)?;
+    u64::try_from(value).map_err(|_| corrupt(table, "size", value.to_string()))
+}
+
+pub(crate) fn corrupt(table: &'static str, column: &'static str, value: String) -> StoreError {
+    StoreError::Corrupt {
+        table,
+        column,
+        value: excerpt(value),
+    }
+}
+
+/// The start of an unreadable value, enough to find it: a JSON column can
+/// hold a whole message's worth of text.
+fn excerpt(mut value: String) -> String {
+    const MAX: usize = 120;
+    if value.len() > MAX {
+        let mut end = MAX;
+        while !value.is_char_boundary(end) {
+            end -= 1;
+        }
+        value.truncate(end);
+        value.push('…');
+    }
+    value
+}
+
+/// Runs `sql` and maps every row.
+fn rows<T>(
+    c: &mut impl GenericClient,
+    sql: &str,
+    params: &Params<'_>,
+    map: impl Fn(&Row) -> StoreResult<T>,
+) -> StoreResult<Vec<T>> {
+    c.query(sql, params)?.iter().map(map).collect()
+}
+
+/// Runs `sql` and maps the row it finds, if any.
+fn row<T>(
+    c: &mut impl GenericClient,
+    sql: &str,
+    params: &Params<'_>,
+    map: impl Fn(&Row) -> StoreResult<T>,
+) -> StoreResult<Option<T>> {
+    c.query_opt(sql, params)?.as_ref().map(map).transpose()
+}
+
+/// A count as `u64`.
+fn count(c: &mut impl GenericClient, sql: &str, params: &Params<'_>) -> StoreResult<u64> {
+    let n: i64 = get(&c.query_one(sql, params)?, 0)?;
+    Ok(n.max(0) as u64)
+}
+
+// --- tenants and keys ---
+
+pub(crate) const TENANT_COLUMNS: &str =
+    "id, name, created_at, campaign_dedupe, track_opens, track_clicks";
+
+pub(crate) fn tenant_row(r: &Row, at: usize) -> StoreResult<Tenant> {
+    Ok(Tenant {
+        id: TenantId::from_stored(get(r, at)?),
+        name: get(r, at + 1)?,
+        created_at: get(r, at + 2)?,
+        campaign_dedupe: get(r, at + 3)?,
+        track_opens: get(r, at + 4)?,
+        track_clicks: get(r, at + 5)?,
+    })
+}
+
+pub(crate) fn tenant_by_name(
+    c: &mut impl GenericClient,
+    name: &str,
+) -> StoreResult<Option<Tenant>> {
+    let sql = format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE name = $1");
+    row(c, &sql, &[&name], |r| tenant_row(r, 0))
+}
+
+pub(crate) fn tenant_by_id(
+    c: &mut impl GenericClient,
+    id: &TenantId,
+) -> StoreResult<Option<Tenant>> {
+    let sql = format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE id = $1");
+    row(c, &sql, &[&id.as_str()], |r| tenant_row(r, 0))
+}
+
+pub(crate) fn tenant_count(c: &mut impl GenericClient) -> StoreResult<u64> {
+    count(c, "SELECT COUNT(*) FROM tenants", &[])
+}
+
+const KEY_COLUMNS: &str =
+    "k.id, k.tenant_id, k.name, k.scopes, k.secret_hash, k.created_at, k.revoked_at";
+
+fn api_key_row(r: &Row) -> StoreResult<ApiKeyRecord> {
+    let scopes: String = get(r, 3)?;
+    Ok(ApiKeyRecord {
+        id: ApiKeyId::from_stored(get(r, 0)?),
+        tenant_id: TenantId::from_stored(get(r, 1)?),
+        name: get(r, 2)?,
+        // An unknown scope grants nothing (as on SQLite): dropping it can
+        // only take a permission away.
+        scopes: scopes.split(',').filter_map(Scope::parse).collect(),
+        secret_hash: get(r, 4)?,
+        created_at: get(r, 5)?,
+        revoked_at: get(r, 6)?,
+    })
+}
+
+pub(crate) fn api_key_with_tenant(
+    c: &mut impl GenericClient,
+    id: &ApiKeyId,
+) -> StoreResult<Option<(ApiKeyRecord, Tenant)>> {
+    let sql = format!(
+        "SELECT {KEY_COLUMNS}, t.id, t.name, t.created_at, t.campaign_dedupe, t.track_opens, t.track_clicks
+         FROM api_keys k JOIN tenants t ON t.id = k.tenant_id WHERE k.id = $1"
+    );
+    row(c, &sql, &[&id.as_str()], |r| {
+        Ok((api_key_row(r)?, tenant_row(r, 7)?))
+    })
+}
+
+pub(crate) fn api_keys(
+    c: &mut impl GenericClient,
+    tenant: Option<&TenantId>,
+) -> StoreResult<Vec<ApiKeyRecord>> {
+    match tenant {
+        Some(t) => {
+            let sql = format!(
+                "SELECT {KEY_COLUMNS} FROM api_keys k WHERE k.tenant_id = $1 ORDER BY k.created_at, k.id"
+            );
+            rows(c, &sql, &[&t.as_str()], api_key_row)
+        }
+        None => {
+            let sql = format!("SELECT {KEY_COLUMNS} FROM api_keys k ORDER BY k.created_at, k.id");
+            rows(c, &sql, &[], api_key_row)
+        }
+    }
+}
+
+// --- deliveries and messages ---
+
+pub(crate) const DELIVERY_COLUMNS: &str = "id, tenant_id, message_id, recipient, recipient_kind, sender, stream, campaign, test, \
+     created_at, window_ends_at, delivery_status, bounce_type, delivery_event_id, delivery_occurred_at, \
+     engagement_status, engagement_event_id, engagement_occurred_at, updated_at";
+
+pub(crate) fn delivery_row(r: &Row) -> StoreResult<DeliveryRecord> {
+    const TABLE: &str = "deliveries";
+    let bounce_type = decode_optional(r, 12, TABLE, "bounce_type", BounceType::parse)?;
+    let delivery_status = decode_optional(r, 11, TABLE, "delivery_status", |s| {
+        DeliveryStatus::from_parts(s, bounce_type.map(BounceType::as_str))
+    })?;
+    let engagement_status =
+        decode_optional(r, 15, TABLE, "engagement_status", EngagementStatus::parse)?
+            .unwrap_or(EngagementStatus::None);
+    Ok(DeliveryRecord {
+        id: DeliveryId::from_stored(get(r, 0)?),
+        tenant_id: TenantId::from_stored(get(r, 1)?),
+        message_id: MessageId::from_stored(get(r, 2)?),
+        recipient: get(r, 3)?,
+        recipient_kind: decode(r, 4, TABLE, "recipient_kind", RecipientKind::parse)?,
+        sender: get(r, 5)?,
+        stream: get(r, 6)?,
+        campaign: get(r, 7)?,
+        test: get(r, 8)?,
+        created_at: get(r, 9)?,
+        window_ends_at: get(r, 10)?,
+        delivery_status,
+        delivery_event_id: get::<Option<String>>(r, 13)?.map(EventId::from_stored),
+        delivery_occurred_at: get(r, 14)?,
+        engagement_status,
+        engagement_event_id: get::<Option<String>>(r, 16)?.map(EventId::from_stored),
+        engagement_occurred_at: get(r, 17)?,
+        updated_at: get(r, 18)?,
+    })
+}
+
+pub(crate) fn delivery(
+    c: &mut impl GenericClient,
+    tenant: &TenantId,
+    id: &DeliveryId,
+) -> StoreResult<Option<DeliveryRecord>> {
+    let sql = format!("SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id = $1 AND tenant_id = $2");
+    row(c, &sql, &[&id.as_str(), &tenant.as_str()], delivery_row)
+}
+
+pub(crate) fn deliveries_of_message(
+    c: &mut impl GenericClient,
+    tenant: &TenantId,
+    id: &MessageId,
+) -> StoreResult<Vec<DeliveryRecord>> {
+    let sql = format!(
+        "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE message_id = $1 AND tenant_id = $2 ORDER BY id"
+    );
+    rows(c, &sql, &[&id.as_str(), &tenant.as_str()], delivery_row)
+}
+
+const MESSAGE_COLUMNS: &str = "id, tenant_id, from_header, from_address, reply_to, subject, text_body, html_body, \
+     headers, tags, metadata, stream, campaign, test, send_at, expires_at, tracking_opens, tracking_clicks, size, \
+     source, created_at, to_header, cc_header, raw_mime";
+
+fn message_row(r: &Row) -> StoreResult<MessageRecord> {
+    const TABLE: &str = "messages";
+    Ok(MessageRecord {
+        id: MessageId::from_stored(get(r, 0)?),
+        tenant_id: TenantId::from_stored(get(r, 1)?),
+        from_address: get(r, 3)?,
+        content: MessageContent {
+            from: get(r, 2)?,
+            reply_to: get(r, 4)?,
+            to: mailbox_list(r, 21, "to_header")?,
+            cc: mailbox_list(r, 22, "cc_header")?,
+            subject: get(r, 5)?,
+            text: get(r, 6)?,
+            html: get(r, 7)?,
+            headers: json(r, 8, TABLE, "headers")?,
+            tags: json(r, 9, TABLE, "tags")?,
+            metadata: json(r, 10, TABLE, "metadata")?,
+            raw_mime: get(r, 23)?,
+        },
+        stream: get(r, 11)?,
+        campaign: get(r, 12)?,
+        test: get(r, 13)?,
+        send_at: get(r, 14)?,
+        expires_at: get(r, 15)?,
+        tracking_opens: get(r, 16)?,
+        tracking_clicks: get(r, 17)?,
+        size: size(r, 18, TABLE)?,
+        source: decode(r, 19, TABLE, "source", |s| s.parse().ok())?,
+        created_at: get(r, 20)?,
+    })
+}
+
+/// A stored To or Cc list: NULL when there were none, else an array of
+/// `{"name", "address"}`; anything else (an address that is not one
+/// included) fails the read.
+fn mailbox_list(
+    r: &Row,
+    at: usize,
+    column: &'static str,
+) -> StoreResult<Vec<posthorn_core::address::Mailbox>> {
+    match get::<Option<serde_json::Value>>(r, at)? {
+        None => Ok(Vec::new()),
+        Some(value) => from_json(value, "messages", column),
+    }
+}
+
+pub(crate) fn message(
+    c: &mut impl GenericClient,
+    tenant: &TenantId,
+    id: &MessageId,
+) -> StoreResult<Option<MessageRecord>> {
+    let sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = $1 AND tenant_id = $2");
+    row(c, &sql, &[&id.as_str(), &tenant.as_str()], message_row)
+}
+
+// --- events ---
+
+pub(crate) const EVENT_COLUMNS: &str = "id, delivery_id, message_id, recipient, sender, kind, occurred_at, recorded_at, \
+     source, details, external_id, anomaly, outside_window, seq";
+
+pub(crate) fn event_row(r: &Row) -> StoreResult<EventRecord> {
+    const TABLE: &str = "events";
+    let kind = decode(r, 5, TABLE, "kind", |s| s.parse().ok())?;
+    // The details of the row's kind, as `EventDetails::to_json` wrote
+    // them: anything else is not an event this version knows.
+    let details: serde_json::Value = get(r, 9)?;
+    let details = match EventDetails::from_json(kind, details.clone()) {
+        Ok(d) => d,
+        Err(_) => return Err(corrupt(TABLE, "details", details.to_string())),
+    };
+    Ok(EventRecord {
+        id: EventId::from_stored(get(r, 0)?),
+        delivery_id: DeliveryId::from_stored(get(r, 1)?),
+        message_id: MessageId::from_stored(get(r, 2)?),
+        recipient: get(r, 3)?,
+        sender: get(r, 4)?,
+        occurred_at: get(r, 6)?,
+        recorded_at: get(r, 7)?,
+        source: decode(r, 8, TABLE, "source", |s| s.parse().ok())?,
+        details,
+        external_id: get(r, 10)?,
+        anomaly: get(r, 11)?,
+        outside_window: get(r, 12)?,
+        seq: get(r, 13)?,
+    })
+}
+
+pub(crate) fn event_by_id(
+    c: &mut impl GenericClient,
+    tenant: &TenantId,
+    id: &EventId,
+) -> StoreResult<Option<EventRecord>> {
+    let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = $1 AND tenant_id = $2");
+    row(c, &sql, &[&id.as_str(), &tenant.as_str()], event_row)
+}
+
+#[cfg_attr(
+    not(test),
+    expect(dead_code, reason = "the write engine's, next in issue #14")
+)]
+pub(crate) fn event_by_external_id(
+    c: &mut impl GenericClient,
+    tenant: &TenantId,
+    external_id: &str,
+) -> StoreResult<Option<EventRecord>> {
+    let sql =
+        format!("SELECT {EVENT_COLUMNS} FROM events WHERE tenant_id = $1 AND external_id = $2");
+    row(c, &sql, &[&tenant.as_str(), &external_id], event_row)
+}
+
+/// Events newest first, filtered.
+pub(crate) fn events(
+    c: &mut impl GenericClient,
+    tenant: &TenantId,
+    filter: &EventFilter,
+) -> StoreResult<Vec<EventRecord>> {
+    let (sql, values) = events_query(tenant, filter, Page::NewestBefore(filter.before.as_ref()));
+    query_events(c, &sql, &values)
+}
+
+/// Events at positions after `after` and below the settled bound (see
+/// `position`), in position order, filtered (`filter.before` is not used).
+/// What the bound holds back is returned by a later call: a reader that
+/// goes on from the last `seq` it got misses none.
+pub(crate) fn events_after(
+    c: &mut impl GenericClient,
+    tenant: &TenantId,
+    after: i64,
+    filter: &EventFilter,
+) -> StoreResult<Vec<EventRecord>> {
+    let (sql, values) = events_query(tenant, filter, Page::CommittedAfter(after));
+    query_events(c, &sql, &values)
+}
+
+fn query_events(
+    c: &mut impl GenericClient,
+    sql: &str,
+    values: &[Box<dyn ToSql + Sync>],
+) -> StoreResult<Vec<EventRecord>> {
+    let params: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| v.as_ref()).collect();
+    rows(c, sql, &params, event_row)
+}
+
+/// Which page of the matching events a query reads.
+enum Page<'a> {
+    /// Newest first, with ids below the given one (the previous page's last).
+    NewestBefore(Option<&'a EventId>),
+    /// In position order, after the given position.
+    CommittedAfter(i64),
+}
+
+/// The query of [`events`] and [`events_after`] and its parameters, each
+/// condition added with its value so the two cannot fall out of step.
+fn events_query(
+    tenant: &TenantId,
+    filter: &EventFilter,
+    page: Page<'_>,
+) -> (String, Vec<Box<dyn ToSql + Sync>>) {
+    let mut conditions = vec!["tenant_id = $1".to_owned()];
+    let mut values: Vec<Box<dyn ToSql + Sync>> = vec![Box::new(tenant.as_str().to_owned())];
+    let mut add = |condition: &str, value: Box<dyn ToSql + Sync>| {
+        values.push(value);
+        conditions.push(condition.replace('?', &format!("${}", values.len())));
+    };
+    if let Some(d) = &filter.delivery_id {
+        add("delivery_id = ?", Box::new(d.as_str().to_owned()));
+    }
+    if let Some(r) = &filter.recipient {
+        // A recipient's events are found through its deliveries (their
+        // index), as on SQLite.
+        add(
+            "delivery_id IN (SELECT id FROM deliveries WHERE tenant_id = $1 AND recipient = ?)",
+            Box::new(r.clone()),
+        );
+    }
+    if let Some(s) = &filter.sender {
+        add("sender = ?", Box::new(s.clone()));
+    }
+    if let Some(k) = filter.kind {
+        add("kind = ?", Box::new(k.as_str().to_owned()));
+    }
+    let order = match page {
+        Page::NewestBefore(before) => {
+            if let Some(before) = before {
+                add("id < ?", Box::new(before.as_str().to_owned()));
+            }
+            "id DESC"
+        }
+        Page::CommittedAfter(after) => {
+            add("seq > ?", Box::new(after));
+            conditions.push(format!("seq < {}", settled_bound_sql()));
+            "seq"
+        }
+    };
+    values.push(Box::new(i64::from(filter.limit)));
+    let sql = format!(
+        "SELECT {EVENT_COLUMNS} FROM events WHERE {} ORDER BY {order} LIMIT ${}",
+        conditions.join(" AND "),
+        values.len()
+    );
+    (sql, values)
+}
+
+/// Opens and clicks of a message's deliveries, in no particular order.
+pub(crate) fn message_engagement_events(
+    c: &mut impl GenericClient,
+    tenant: &TenantId,
+    message: &MessageId,
+) -> StoreResult<Vec<EventRecord>> {
+    let sql = format!(
+        "SELECT {EVENT_COLUMNS} FROM events WHERE delivery_id IN \
+         (SELECT id FROM deliveries WHERE message_id = $1 AND tenant_id = $2) \
+         AND kind IN ('opened', 'clicked')"
+    );
+    rows(c, &sql, &[&message.as_str(), &tenant.as_str()], event_row)
+}
+
+/// At most `limit` events of one delivery after `after`, oldest first.
+pub(crate) fn delivery_events_page(
+    c: &mut impl GenericClient,
+    tenant: &TenantId,
+    delivery: &DeliveryId,
+    after: Option<&EventId>,
+    limit: u32,
+) -> StoreResult<Vec<EventRecord>> {
+    let sql = format!(
+        "SELECT {EVENT_COLUMNS} FROM events WHERE delivery_id = $1 AND tenant_id = $2 \
+         AND id > $3 ORDER BY id LIMIT $4"
+    );
+    let after = after.map_or("", |a| a.as_str());
+    rows(
+        c,
+        &sql,
+        &[
+            &delivery.as_str(),
+            &tenant.as_str(),
+            &after,
+            &i64::from(limit),
+        ],
+        event_row,
+    )
+}
+
+/// The opens and clicks of one delivery, oldest first.
+pub(crate) fn delivery_engagement_events(
+    c: &mut impl GenericClient,
+    tenant: &TenantId,
+    delivery: &DeliveryId,
+) -> StoreResult<Vec<EventRecord>> {
+    let sql = format!(
+        "SELECT {EVENT_COLUMNS} FROM events WHERE delivery_id = $1 AND tenant_id = $2 \
+         AND kind IN ('opened', 'clicked') ORDER BY id"
+    );
+    rows(c, &sql, &[&delivery.as_str(), &tenant.as_str()], event_row)
+}
+
+/// Events of one delivery, oldest first.
+pub(crate) fn delivery_events(
+    c: &mut impl GenericClient,
+    tenant: &TenantId,
+    delivery: &DeliveryId,
+) -> StoreResult<Vec<EventRecord>> {
+    let sql = format!(
+        "SELECT {EVENT_COLUMNS} FROM events WHERE delivery_id = $1 AND tenant_id = $2 ORDER BY id"
+    );
+    rows(c, &sql, &[&delivery.as_str(), &tenant.as_str()], event_row)
+}
+
+// --- contacts and suppressions ---
+
+pub(crate) fn contact(
+    c: &mut impl GenericClient,
+    tenant: &TenantId,
+    address: &str,
+) -> StoreResult<Option<ContactRecord>> {
+    const TABLE: &str = "contacts";
+    let sql = "SELECT address, status, unsubscribed_streams, consecutive_failed_deliveries, \
+               consecutive_failed_attempts, created_at, updated_at FROM contacts \
+               WHERE tenant_id = $1 AND address = $2";
+    row(c, sql, &[&tenant.as_str(), &address], |r| {
+        Ok(ContactRecord {
+            address: get(r, 0)?,
+            state: ContactState {
+                status: decode(r, 1, TABLE, "status", ContactStatus::parse)?,
+                unsubscribed_streams: json(r, 2, TABLE, "unsubscribed_streams")?,
+                consecutive_failed_deliveries: counter(
+                    r,
+                    3,
+                    TABLE,
+                    "consecutive_failed_deliveries",
+                )?,
+                consecutive_failed_attempts: counter(r, 4, TABLE, "consecutive_failed_attempts")?,
+            },
+            created_at: get(r, 5)?,
+            updated_at: get(r, 6)?,
+        })
+    })
+}
+
+pub(crate) fn contact_changes(
+    c: &mut impl GenericClient,
+    tenant: &TenantId,
+    address: &str,
+) -> StoreResult<Vec<ContactChange>> {
+    const TABLE: &str = "contact_changes";
+    let sql = "SELECT from_status, to_status, reason, cause_event_id, at FROM contact_changes \
+               WHERE tenant_id = $1 AND address = $2 ORDER BY id";
+    rows(c, sql, &[&tenant.as_str(), &address], |r| {
+        Ok(ContactChange {
+            from: decode(r, 0, TABLE, "from_status", ContactStatus::parse)?,
+            to: decode(r, 1, TABLE, "to_status", ContactStatus::parse)?,
+            reason: get(r, 2)?,
+            cause_event_id: get::<Option<String>>(r, 3)?.map(EventId::from_stored),
+            at: get(r, 4)?,
+        })
+    })
+}
+
+const SUPPRESSION_COLUMNS: &str =
+    "id, target, stream, reason, cause_event_id, created_at, expires_at";
+
+fn suppression_row(r: &Row) -> StoreResult<SuppressionEntry> {
+    Ok(SuppressionEntry {
+        id: get(r, 0)?,
+        target: get(r, 1)?,
+        scope: SuppressionScope::from_stream(get(r, 2)?),
+        reason: decode(r, 3, "suppressions", "reason", SuppressionReason::parse)?,
+        cause_event_id: get::<Option<String>>(r, 4)?.map(EventId::from_stored),
+        created_at: get(r, 5)?,
+        expires_at: get(r, 6)?,
+    })
+}
+
+/// Active entries whose target is the address or its domain (any scope).
+#[cfg_attr(
+    not(test),
+    expect(dead_code, reason = "the write engine's, next in issue #14")
+)]
+pub(crate) fn suppressions_for(
+    c: &mut impl GenericClient,
+    tenant: &TenantId,
+    address: &str,
+    now: Millis,
+) -> StoreResult<Vec<SuppressionEntry>> {
+    let [addr, domain] = posthorn_core::suppression::lookup_targets(address);
+    let sql = format!(
+        "SELECT {SUPPRESSION_COLUMNS} FROM suppressions WHERE tenant_id = $1 AND target IN ($2, $3) \
+         AND removed_at IS NULL AND (expires_at IS NULL OR expires_at > $4) ORDER BY id"
+    );
+    rows(
+        c,
+        &sql,
+        &[&tenant.as_str(), &addr, &domain, &now],
+        suppression_row,
+    )
+}
+
+/// Active (unexpired, not removed) entries, newest first.
+pub(crate) fn suppressions(
+    c: &mut impl GenericClient,
+    tenant: &TenantId,
+    now: Millis,
+) -> StoreResult<Vec<SuppressionEntry>> {
+    let sql = format!(
+        "SELECT {SUPPRESSION_COLUMNS} FROM suppressions WHERE tenant_id = $1 AND removed_at IS NULL \
+         AND (expires_at IS NULL OR expires_at > $2) ORDER BY id DESC"
+    );
+    rows(c, &sql, &[&tenant.as_str(), &now], suppression_row)
+}
+
+/// Entries in the send queue of a tenant.
+pub(crate) fn queue_len(c: &mut impl GenericClient, tenant: &TenantId) -> StoreResult<u64> {
+    count(
+        c,
+        "SELECT COUNT(*) FROM send_queue WHERE tenant_id = $1",
+        &[&tenant.as_str()],
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sql_of(filter: &EventFilter, page: Page<'_>) -> (String, usize) {
+        let (sql, values) = events_query(&TenantId::from_stored("t".into()), filter, page);
+        (sql, values.len())
+    }
+
+    /// Every placeholder has its value, in order, whatever the filters.
+    #[test]
+    fn the_events_query_numbers_its_parameters_in_order() {
+        let filter = EventFilter {
+            delivery_id: Some(DeliveryId::from_stored("d".into())),
+            recipient: Some("r@example.com".into()),
+            sender: Some("s@example.com".into()),
+            kind: Some(posthorn_core::EventKind::Opened),
+            before: Some(EventId::from_stored("e".into())),
+            limit: 10,
+        };
+        let (sql, n) = sql_of(&filter, Page::NewestBefore(filter.before.as_ref()));
+        assert_eq!(n, 7);
+        for i in 1..=n {
+            assert!(sql.contains(&format!("${i}")), "{sql}");
+        }
+        assert!(!sql.contains(&format!("${}", n + 1)), "{sql}");
+        assert!(sql.ends_with("ORDER BY id DESC LIMIT $7"), "{sql}");
+    }
+
+    /// Reading on from a position stops at the settled bound, in the same
+    /// statement (one snapshot for both).
+    #[test]
+    fn events_after_a_position_stop_at_the_settled_bound() {
+        let filter = EventFilter {
+            limit: 5,
+            ..Default::default()
+        };
+        let (sql, n) = sql_of(&filter, Page::CommittedAfter(42));
+        assert_eq!(n, 3);
+        assert!(
+            sql.contains("seq > $2 AND seq < (pg_snapshot_xmin(pg_current_snapshot())"),
+            "{sql}"
+        );
+        assert!(sql.ends_with("ORDER BY seq LIMIT $3"), "{sql}");
+    }
+
+    #[test]
+    fn long_unreadable_values_are_named_by_their_start() {
+        let e = corrupt("events", "details", "é".repeat(100));
+        let StoreError::Corrupt { value, .. } = e else {
+            unreachable!()
+        };
+        assert!(value.ends_with('…'));
+        assert!(value.len() <= 120 + '…'.len_utf8());
+    }
+}
