@@ -704,6 +704,10 @@ pub struct StoreConfig {
     /// Read connections beside the one writer: at most this many reads run
     /// at once.
     pub read_connections: usize,
+    /// PostgreSQL only: connections that write, each running one write
+    /// transaction at a time; at most this many writes of this node run at
+    /// once (SQLite has one writer, which commits writes in groups).
+    pub write_connections: usize,
     /// `full` (default): a commit survives power loss. `normal`: survives a
     /// crash of Posthorn but not of the machine; faster on slow disks.
     pub synchronous: Synchronous,
@@ -714,6 +718,7 @@ impl Default for StoreConfig {
         Self {
             max_batch: 1024,
             read_connections: 4,
+            write_connections: 8,
             synchronous: Synchronous::Full,
         }
     }

@@ -46,7 +46,11 @@ macro_rules! conformance_tests {
             repeated_hits_are_counted_per_target_and_verdict,
             leases_belong_to_the_node_that_claimed_them,
             events_are_numbered_and_published_in_commit_order,
-            ingest_sources_belong_to_their_tenant, provider_events_make_deliveries_and_count_once);
+            ingest_sources_belong_to_their_tenant, provider_events_make_deliveries_and_count_once,
+            concurrent_events_of_one_delivery_end_at_the_folds_maximum,
+            concurrent_hard_bounces_make_one_suppression, concurrent_claimers_never_share_a_delivery,
+            one_idempotency_key_used_at_once_makes_one_message,
+            concurrent_admissions_of_one_campaign_recipient_send_once);
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
         $(
@@ -1270,7 +1274,7 @@ pub async fn events_are_numbered_and_published_in_commit_order(store: &dyn Store
         limit: 100,
         ..Default::default()
     };
-    let all = store.events_after(&t, 0, &filter).await.unwrap();
+    let all = events_after_settled(store, &t, 0, &filter, 4).await;
     let kinds: Vec<EventKind> = all.iter().map(|e| e.kind()).collect();
     assert_eq!(
         kinds,
@@ -1283,7 +1287,7 @@ pub async fn events_are_numbered_and_published_in_commit_order(store: &dyn Store
     );
     assert!(all.windows(2).all(|w| w[0].seq < w[1].seq));
     // Reading on from any of them gives exactly the rest.
-    let rest = store.events_after(&t, all[1].seq, &filter).await.unwrap();
+    let rest = events_after_settled(store, &t, all[1].seq, &filter, 2).await;
     assert_eq!(rest.len(), 2);
     assert_eq!(rest[0].id, recorded.id);
     assert_eq!(rest[1].id, finished[0].id);
@@ -1293,7 +1297,7 @@ pub async fn events_are_numbered_and_published_in_commit_order(store: &dyn Store
         limit: 1,
         ..Default::default()
     };
-    let first_of_a = store.events_after(&t, 0, &only_a).await.unwrap();
+    let first_of_a = events_after_settled(store, &t, 0, &only_a, 1).await;
     assert_eq!(first_of_a.len(), 1);
     assert_eq!(first_of_a[0].kind(), EventKind::Queued);
     assert_eq!(first_of_a[0].delivery_id, *a);
@@ -1313,6 +1317,30 @@ pub async fn events_are_numbered_and_published_in_commit_order(store: &dyn Store
         received.extend(batch.iter().map(|e| e.seq));
     }
     assert_eq!(received, observed);
+}
+
+/// `events_after`, asked again until it gives `count` events (or for a
+/// few seconds, then what it gives). A backend with concurrent writers
+/// makes a committed event readable by position once every transaction
+/// that may hold a lower position has ended (see `Store::events_after`):
+/// at once when nothing else writes, a moment later under load (other
+/// tests on the same server).
+async fn events_after_settled(
+    store: &dyn Store,
+    tenant: &TenantId,
+    after: i64,
+    filter: &EventFilter,
+    count: usize,
+) -> Vec<EventRecord> {
+    let mut events = Vec::new();
+    for _ in 0..500 {
+        events = store.events_after(tenant, after, filter).await.unwrap();
+        if events.len() >= count {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    events
 }
 
 fn one_message_row(claimed: &[ClaimedDelivery]) -> bool {
@@ -2103,4 +2131,177 @@ pub async fn provider_events_make_deliveries_and_count_once(store: &dyn Store) {
             .is_err()
     );
     assert!(store.contact(&t, "e@example.com").await.unwrap().is_none());
+}
+
+// --- races: what a backend with concurrent writers must still get right ---
+//
+// Each case sends its writes together (polled in one task: on PostgreSQL
+// they run on several connections at once, on SQLite they meet in the one
+// writer's batches) and checks the outcome a one-at-a-time run gives.
+
+/// Events of different rank for one delivery, recorded at once, end at the
+/// fold's maximum: the same status as the same events recorded one by one.
+pub async fn concurrent_events_of_one_delivery_end_at_the_folds_maximum(store: &dyn Store) {
+    let t = tenant(store, "acme").await;
+    let r = accept(store, message(&t, &["a@example.com", "b@example.com"])).await;
+    let (together, one_by_one) = (&r.deliveries[0].id, &r.deliveries[1].id);
+    let details = || {
+        let mut all = vec![delivered(), opened(), bounce(BounceType::Soft)];
+        all.extend((0..5).map(|_| opened()));
+        all
+    };
+    let event = |id: &DeliveryId, i: usize, details: EventDetails| NewEvent {
+        id: EventId::generate(),
+        delivery_id: id.clone(),
+        occurred_at: T0 + 1 + i as Millis,
+        recorded_at: T0 + 1 + i as Millis,
+        source: EventSource::Tracker,
+        details,
+        external_id: None,
+    };
+    let writes = details()
+        .into_iter()
+        .enumerate()
+        .map(|(i, d)| store.record_event(&t, event(together, i, d)));
+    for outcome in futures_util::future::join_all(writes).await {
+        assert!(
+            matches!(outcome, Ok(RecordOutcome::Recorded { .. })),
+            "{outcome:?}"
+        );
+    }
+    for (i, d) in details().into_iter().enumerate() {
+        store
+            .record_event(&t, event(one_by_one, i, d))
+            .await
+            .unwrap();
+    }
+    let a = store.delivery(&t, together).await.unwrap().unwrap();
+    let b = store.delivery(&t, one_by_one).await.unwrap().unwrap();
+    assert_eq!(a.status(), b.status());
+    assert_eq!(a.delivery_status, b.delivery_status);
+    assert_eq!(a.engagement_status, b.engagement_status);
+    assert_eq!(store.delivery_events(&t, together).await.unwrap().len(), 9);
+}
+
+/// Two hard bounces of one address, recorded at once, make one suppression
+/// and one change of the contact.
+pub async fn concurrent_hard_bounces_make_one_suppression(store: &dyn Store) {
+    let t = tenant(store, "acme").await;
+    let first = accept(store, message(&t, &["gone@example.com"])).await;
+    let second = accept(store, message(&t, &["gone@example.com"])).await;
+    let bounce_of = |r: &Receipt| NewEvent {
+        id: EventId::generate(),
+        delivery_id: r.deliveries[0].id.clone(),
+        occurred_at: T0 + 1,
+        recorded_at: T0 + 1,
+        source: EventSource::Delivery,
+        details: bounce(BounceType::Hard),
+        external_id: None,
+    };
+    let (a, b) = futures_util::future::join(
+        store.record_event(&t, bounce_of(&first)),
+        store.record_event(&t, bounce_of(&second)),
+    )
+    .await;
+    assert!(matches!(a, Ok(RecordOutcome::Recorded { .. })), "{a:?}");
+    assert!(matches!(b, Ok(RecordOutcome::Recorded { .. })), "{b:?}");
+    let list = store.suppressions(&t, T0 + 2).await.unwrap();
+    assert_eq!(list.len(), 1, "{list:?}");
+    let changes = store.contact_changes(&t, "gone@example.com").await.unwrap();
+    assert_eq!(changes.len(), 1, "{changes:?}");
+    assert_eq!(changes[0].to, ContactStatus::Bounced);
+}
+
+/// Claimers on several nodes, at once, never hold the same delivery, and
+/// together they take every due one.
+pub async fn concurrent_claimers_never_share_a_delivery(store: &dyn Store) {
+    let t = tenant(store, "acme").await;
+    for i in 0..20 {
+        let to: Vec<String> = (0..3).map(|j| format!("r{i}-{j}@example.com")).collect();
+        let to: Vec<&str> = to.iter().map(String::as_str).collect();
+        accept(store, message(&t, &to)).await;
+    }
+    let nodes: Vec<NodeId> = (0..6).map(|i| node(&format!("node-{i}"))).collect();
+    let claims = nodes
+        .iter()
+        .map(|n| store.claim_due(n, T0 + 1, 15, T0 + 600_000));
+    let mut held = std::collections::HashSet::new();
+    let mut total = 0;
+    for claimed in futures_util::future::join_all(claims).await {
+        for c in claimed.unwrap() {
+            total += 1;
+            assert!(
+                held.insert(c.delivery.id.clone()),
+                "claimed twice: {}",
+                c.delivery.id
+            );
+        }
+    }
+    assert_eq!(total, 60, "six claimers of fifteen take all sixty");
+    assert!(
+        store
+            .claim_due(&nodes[0], T0 + 2, 100, T0 + 600_000)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// One idempotency key used by several requests at once (as from several
+/// nodes) makes one message; the others replay its receipt.
+pub async fn one_idempotency_key_used_at_once_makes_one_message(store: &dyn Store) {
+    let t = tenant(store, "acme").await;
+    let requests: Vec<NewMessage> = (0..4)
+        .map(|_| {
+            let mut m = message(&t, &["a@example.com"]);
+            m.idempotency = Some(IdempotencyRequest {
+                key: "order-7".into(),
+                body_hash: "h".into(),
+                not_before: T0 - DAY,
+            });
+            m
+        })
+        .collect();
+    let outcomes =
+        futures_util::future::join_all(requests.into_iter().map(|m| store.accept_message(m))).await;
+    let mut accepted = Vec::new();
+    let mut replayed = Vec::new();
+    for outcome in outcomes {
+        match outcome.unwrap() {
+            AcceptOutcome::Accepted(r) => accepted.push(r),
+            AcceptOutcome::Replayed(r) => replayed.push(r),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(accepted.len(), 1);
+    assert_eq!(replayed.len(), 3);
+    assert!(replayed.iter().all(|r| *r == accepted[0]));
+    assert_eq!(store.queue_len(&t).await.unwrap(), 1);
+}
+
+/// With the campaign rule on, one campaign submitted to one recipient
+/// several times at once is queued once; the rest are dropped as
+/// duplicates.
+pub async fn concurrent_admissions_of_one_campaign_recipient_send_once(store: &dyn Store) {
+    let t = tenant(store, "acme").await;
+    let requests: Vec<NewMessage> = (0..4)
+        .map(|_| {
+            let mut m = message(&t, &["a@example.com"]);
+            m.campaign = Some("spring".into());
+            m.campaign_dedupe = true;
+            m
+        })
+        .collect();
+    let outcomes =
+        futures_util::future::join_all(requests.into_iter().map(|m| store.accept_message(m))).await;
+    let mut all: Vec<String> = outcomes
+        .into_iter()
+        .map(|o| match o.unwrap() {
+            AcceptOutcome::Accepted(r) => r.deliveries[0].status.clone(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    all.sort();
+    assert_eq!(all, vec!["dropped", "dropped", "dropped", "queued"]);
+    assert_eq!(store.queue_len(&t).await.unwrap(), 1);
 }

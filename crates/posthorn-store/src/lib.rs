@@ -190,8 +190,10 @@ pub trait Store: Send + Sync + 'static {
     /// Events of `tenant` committed after the event numbered `after` (its
     /// `seq`; 0 for the first), in commit order, at most `filter.limit`,
     /// matching the filter (whose `before` is not used). A reader that
-    /// goes on from the last `seq` it got misses none: a later commit's
-    /// events always have higher numbers.
+    /// goes on from the last `seq` it got misses none: an event it has not
+    /// seen yet never has a lower number. With concurrent writers
+    /// (PostgreSQL) a committed event is returned once every transaction
+    /// that may hold a lower number has ended, a moment after its commit.
     async fn events_after(
         &self,
         tenant: &TenantId,

@@ -11,7 +11,9 @@
 use posthorn_core::config::StoreConfig;
 use posthorn_core::{DeliveryId, EventId, MessageId, TenantId};
 use posthorn_store::postgres::{current_xid, event_position};
-use posthorn_store::{EventFilter, InboundFilter, PgStore, StoreError, StoreRules, Unavailable};
+use posthorn_store::{
+    EventFilter, InboundFilter, PgStore, Store, StoreError, StoreRules, Unavailable,
+};
 use posthorn_testkit::postgres::TestDatabase;
 use std::time::Duration;
 
@@ -596,28 +598,6 @@ fn the_schema_refuses_a_second_active_suppression_and_campaign_duplicate() {
         )
         .unwrap();
     assert_eq!(n, 0);
-
-    let delivery = |c: &mut postgres::Client, id: &str, dedupe: bool, status: &str| {
-        c.execute(
-            "INSERT INTO deliveries (id, tenant_id, message_id, recipient, recipient_kind, sender, stream,
-                                     campaign, test, created_at, window_ends_at, updated_at,
-                                     delivery_status, campaign_dedupe)
-             VALUES ($1, 't1', 'm1', 'c@example.com', 'to', 's@example.com', 'default',
-                     'black-friday', false, 1, 2, 1, $2, $3)",
-            &[&id, &status, &dedupe],
-        )
-    };
-    delivery(&mut c, "c1", true, "queued").unwrap();
-    let e = delivery(&mut c, "c2", true, "queued").unwrap_err();
-    assert_eq!(e.code(), Some(&postgres::error::SqlState::UNIQUE_VIOLATION));
-    delivery(&mut c, "c3", true, "dropped").expect("a dropped duplicate is kept");
-    delivery(&mut c, "c4", false, "queued").expect("the campaign rule switched off");
-    c.execute(
-        "UPDATE deliveries SET delivery_status = 'dropped' WHERE id = 'c1'",
-        &[],
-    )
-    .unwrap();
-    delivery(&mut c, "c5", true, "queued").expect("the first one was dropped since");
 }
 
 /// Rows recorded in a month without a partition of its own wait in the

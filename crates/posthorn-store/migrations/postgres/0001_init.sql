@@ -13,10 +13,12 @@
 -- What differs from SQLite, and why:
 -- * Where SQLite's single writer relied on an EXISTS check before an
 --   insert, a unique index makes the database refuse the second of two
---   concurrent inserts (suppressions, campaign duplicates; idempotency keys
---   and tenant names were unique already). The loser's transaction is run
---   again, and its check then sees the winner. Campaign duplicates need
---   one column SQLite does not have: `deliveries.campaign_dedupe`.
+--   concurrent inserts (suppressions; idempotency keys and tenant names
+--   were unique already), or, where no index can say it (a campaign's
+--   recipient once among deliveries not dropped, with the rule on), the
+--   writer holds a transaction-scoped advisory lock over check and insert
+--   (`postgres::tx`). The loser is run again, and its check then sees the
+--   winner.
 -- * `events` is partitioned by month of `recorded_at`, and its `seq` is a
 --   position derived from the writing transaction's id (docs/decisions.md,
 --   "Issue #14: the PostgreSQL backend"). A partitioned table's unique
@@ -97,26 +99,11 @@ CREATE TABLE deliveries (
     engagement_status      text COLLATE "C",
     engagement_event_id    text COLLATE "C",
     engagement_occurred_at bigint,
-    updated_at             bigint NOT NULL,
-    -- PostgreSQL only: this delivery was admitted under the campaign rule
-    -- (`campaign_dedupe` of its submission). Only such deliveries are held
-    -- to one per campaign and recipient: with the rule switched off, a
-    -- campaign may reach a recipient twice (the conformance suite says
-    -- so), which a unique index over every delivery would refuse. The
-    -- default keeps every statement written for SQLite valid here.
-    campaign_dedupe        boolean NOT NULL DEFAULT false
+    updated_at             bigint NOT NULL
 );
 CREATE INDEX deliveries_message ON deliveries (message_id);
 CREATE INDEX deliveries_campaign ON deliveries (tenant_id, campaign, recipient) WHERE campaign IS NOT NULL;
 CREATE INDEX deliveries_recipient ON deliveries (tenant_id, recipient);
--- One delivery per tenant, campaign and recipient that is not dropped,
--- among those admitted under the campaign rule. `<>` leaves out a NULL
--- status as SQLite's check does: a delivery is inserted before its first
--- event sets the status, and one about to be dropped as a duplicate must
--- not collide before it is.
-CREATE UNIQUE INDEX deliveries_campaign_once ON deliveries (tenant_id, campaign, recipient)
-    WHERE campaign IS NOT NULL AND campaign_dedupe AND delivery_status <> 'dropped';
-
 -- Events, partitioned by month of recording so that retention can drop
 -- whole partitions. `seq` is the event's position: (transaction id << 20)
 -- | its number within the transaction (see `postgres::position`).

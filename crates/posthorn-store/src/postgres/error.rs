@@ -94,10 +94,6 @@ fn io_failure(e: &::postgres::Error) -> bool {
 /// Whether a failed write should be run again from the start (see
 /// [`Failure::Retry`]). Works on the [`StoreError`] a driver error became,
 /// so a retry loop around code that answers `StoreResult` can ask.
-#[cfg_attr(
-    not(test),
-    expect(dead_code, reason = "the write engine's, next in issue #14")
-)]
 pub(crate) fn is_retryable(e: &StoreError) -> bool {
     match e {
         StoreError::Backend(source) => source

@@ -9,13 +9,12 @@
 //! small runtime of its own, so it must never be used (nor dropped) on an
 //! async worker thread; every use here is on a blocking or plain thread.
 //!
-//! What is here so far: connecting (with migrations under
-//! `migrations/postgres/`, applied once however many nodes start at once),
-//! the monthly partitions of `events`, a read pool, and every read of
-//! [`crate::Store`] ([`reads`] and its siblings, over any client so the
-//! writer can call them inside its transaction). `PgStore` implements
-//! `Store` once the backend-neutral write engine lands; until then its
-//! reads are inherent methods with the trait's names and signatures.
+//! Connecting applies the migrations under `migrations/postgres/` (once
+//! however many nodes start at once) and makes the monthly partitions of
+//! `events`. Every write is the engine's (`crate::engine`), run by
+//! `writer` in a transaction of its own through `tx`, the engine's
+//! statements in PostgreSQL's SQL, with the locks and unique guards that
+//! several concurrent writers need.
 //!
 //! Where things are: `reads` holds the SELECTs and row mapping, `domains`,
 //! `inbound`, `tracking` and `ingest` the reads of their part of the
@@ -30,21 +29,26 @@ mod ingest;
 mod position;
 mod reads;
 mod tracking;
+mod tx;
+mod writer;
 
 pub use position::{
     EVENTS_PER_TRANSACTION, MAX_XID, POSITION_BITS, current_xid, event_position, position_xid,
 };
 
+use crate::feed::CommitFeed;
 use crate::ingest::*;
 use crate::records::*;
-use crate::{StoreError, StoreResult, StoreRules, Unavailable};
+use crate::{Store, StoreError, StoreResult, StoreRules, Unavailable, engine};
 use ::postgres::config::Host;
 use ::postgres::{Client, NoTls};
+use async_trait::async_trait;
 use posthorn_core::config::StoreConfig;
 use posthorn_core::domain::DomainOwner;
-use posthorn_core::id::{ApiKeyId, InboundId};
+use posthorn_core::id::{ApiKeyId, InboundId, IngestSourceId};
 use posthorn_core::suppression::SuppressionEntry;
-use posthorn_core::{DeliveryId, EventId, MessageId, Millis, TenantId};
+use posthorn_core::{DeliveryId, EventId, MessageId, Millis, NodeId, TenantId};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -63,11 +67,13 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Months of event partitions made ahead of the current one at connect.
 const PARTITION_MONTHS_AHEAD: i32 = 1;
 
-/// A PostgreSQL store: the connection settings, a read pool and the rules
-/// the write side will apply.
+/// A PostgreSQL store: a read pool, a write pool, the rules the writes
+/// apply, and the feed of this node's commits.
 pub struct PgStore {
     reads: ReadPool,
+    writes: writer::WritePool,
     rules: StoreRules,
+    feed: Arc<CommitFeed>,
     applied: Vec<i64>,
 }
 
@@ -102,14 +108,18 @@ impl PgStore {
             Ok(applied)
         })
         .map_err(|e| settings.name_in(e))?;
+        let settings = Arc::new(settings);
+        let feed = Arc::new(CommitFeed::default());
         Ok(PgStore {
             reads: ReadPool {
                 target: settings.target.clone(),
-                settings: Arc::new(settings),
-                idle: Mutex::new(Vec::new()),
+                settings: settings.clone(),
+                idle: Arc::default(),
                 permits: tokio::sync::Semaphore::new(config.read_connections.max(1)),
             },
+            writes: writer::WritePool::new(settings, config.write_connections, feed.clone()),
             rules,
+            feed,
             applied,
         })
     }
@@ -123,11 +133,6 @@ impl PgStore {
     /// Where the store is: HOST:PORT/DB (no user, no password).
     pub fn target(&self) -> &str {
         &self.reads.target
-    }
-
-    /// The rules the write side applies.
-    pub fn rules(&self) -> &StoreRules {
-        &self.rules
     }
 
     /// Makes the monthly event partitions for the month holding `at` and
@@ -148,6 +153,14 @@ impl PgStore {
         F: FnOnce(&mut Client) -> StoreResult<T> + Send + 'static,
     {
         self.reads.run(f).await
+    }
+
+    async fn write<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: Fn(&mut dyn engine::WriteTx) -> StoreResult<T> + Send + 'static,
+    {
+        self.writes.write(f).await
     }
 }
 
@@ -333,7 +346,7 @@ fn make_partitions(c: &mut Client, at: Millis, months_ahead: i32) -> StoreResult
 struct ReadPool {
     settings: Arc<Settings>,
     target: String,
-    idle: Mutex<Vec<Client>>,
+    idle: Arc<Mutex<Vec<Client>>>,
     permits: tokio::sync::Semaphore,
 }
 
@@ -396,62 +409,62 @@ fn open_reader(settings: &Settings) -> StoreResult<Client> {
 }
 
 impl Drop for ReadPool {
-    /// Closing a connection blocks on its own runtime, which is not allowed
-    /// on an async worker thread (where a store is usually dropped): the
-    /// idle connections are closed on a thread of their own.
     fn drop(&mut self) {
-        let idle = match self.idle.get_mut() {
-            Ok(idle) => std::mem::take(idle),
-            Err(poisoned) => std::mem::take(poisoned.into_inner()),
-        };
-        if !idle.is_empty() {
-            let _ = std::thread::spawn(move || drop(idle)).join();
-        }
+        close_off_runtime(&self.idle);
     }
 }
 
-/// The reads of [`crate::Store`], with its names and signatures: they
-/// become its methods when the write engine lands.
-impl PgStore {
-    pub async fn tenant_by_name(&self, name: &str) -> StoreResult<Option<Tenant>> {
+/// Closes a pool's idle connections. Closing one blocks on its own
+/// runtime, which is not allowed on an async worker thread (where a store
+/// is usually dropped): they are closed on a thread of their own.
+fn close_off_runtime(idle: &Mutex<Vec<Client>>) {
+    let idle = match idle.lock() {
+        Ok(mut idle) => std::mem::take(&mut *idle),
+        Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
+    };
+    if !idle.is_empty() {
+        let _ = std::thread::spawn(move || drop(idle)).join();
+    }
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn tenant_by_name(&self, name: &str) -> StoreResult<Option<Tenant>> {
         let name = name.to_owned();
         self.read(move |c| reads::tenant_by_name(c, &name)).await
     }
 
-    pub async fn tenant_count(&self) -> StoreResult<u64> {
+    async fn tenant_count(&self) -> StoreResult<u64> {
         self.read(reads::tenant_count).await
     }
 
-    pub async fn tenant(&self, id: &TenantId) -> StoreResult<Option<Tenant>> {
+    async fn tenant(&self, id: &TenantId) -> StoreResult<Option<Tenant>> {
         let id = id.clone();
         self.read(move |c| reads::tenant_by_id(c, &id)).await
     }
 
-    pub async fn api_key(&self, id: &ApiKeyId) -> StoreResult<Option<(ApiKeyRecord, Tenant)>> {
+    async fn api_key(&self, id: &ApiKeyId) -> StoreResult<Option<(ApiKeyRecord, Tenant)>> {
         let id = id.clone();
         self.read(move |c| reads::api_key_with_tenant(c, &id)).await
     }
 
-    pub async fn api_keys(&self, tenant: Option<&TenantId>) -> StoreResult<Vec<ApiKeyRecord>> {
+    async fn api_keys(&self, tenant: Option<&TenantId>) -> StoreResult<Vec<ApiKeyRecord>> {
         let tenant = tenant.cloned();
         self.read(move |c| reads::api_keys(c, tenant.as_ref()))
             .await
     }
 
-    pub async fn sending_domains(
-        &self,
-        tenant: Option<&TenantId>,
-    ) -> StoreResult<Vec<SendingDomain>> {
+    async fn sending_domains(&self, tenant: Option<&TenantId>) -> StoreResult<Vec<SendingDomain>> {
         let tenant = tenant.cloned();
         self.read(move |c| domains::list(c, tenant.as_ref())).await
     }
 
-    pub async fn domain_owners(&self, domains: &[&str]) -> StoreResult<Vec<DomainOwner>> {
+    async fn domain_owners(&self, domains: &[&str]) -> StoreResult<Vec<DomainOwner>> {
         let candidates = domains::candidates(domains);
         self.read(move |c| domains::owners(c, &candidates)).await
     }
 
-    pub async fn events(
+    async fn events(
         &self,
         tenant: &TenantId,
         filter: &EventFilter,
@@ -463,7 +476,7 @@ impl PgStore {
     /// Events after position `after`, up to the settled bound (see
     /// [`event_position`]): a reader that goes on from the
     /// last `seq` it got misses none, however many nodes write.
-    pub async fn events_after(
+    async fn events_after(
         &self,
         tenant: &TenantId,
         after: i64,
@@ -474,13 +487,13 @@ impl PgStore {
             .await
     }
 
-    pub async fn event(&self, tenant: &TenantId, id: &EventId) -> StoreResult<Option<EventRecord>> {
+    async fn event(&self, tenant: &TenantId, id: &EventId) -> StoreResult<Option<EventRecord>> {
         let (tenant, id) = (tenant.clone(), id.clone());
         self.read(move |c| reads::event_by_id(c, &tenant, &id))
             .await
     }
 
-    pub async fn message(
+    async fn message(
         &self,
         tenant: &TenantId,
         id: &MessageId,
@@ -489,7 +502,7 @@ impl PgStore {
         self.read(move |c| reads::message(c, &tenant, &id)).await
     }
 
-    pub async fn deliveries_of_message(
+    async fn deliveries_of_message(
         &self,
         tenant: &TenantId,
         id: &MessageId,
@@ -499,7 +512,7 @@ impl PgStore {
             .await
     }
 
-    pub async fn delivery(
+    async fn delivery(
         &self,
         tenant: &TenantId,
         id: &DeliveryId,
@@ -508,7 +521,7 @@ impl PgStore {
         self.read(move |c| reads::delivery(c, &tenant, &id)).await
     }
 
-    pub async fn delivery_events(
+    async fn delivery_events(
         &self,
         tenant: &TenantId,
         id: &DeliveryId,
@@ -518,7 +531,7 @@ impl PgStore {
             .await
     }
 
-    pub async fn delivery_events_page(
+    async fn delivery_events_page(
         &self,
         tenant: &TenantId,
         id: &DeliveryId,
@@ -530,7 +543,7 @@ impl PgStore {
             .await
     }
 
-    pub async fn delivery_engagement_events(
+    async fn delivery_engagement_events(
         &self,
         tenant: &TenantId,
         id: &DeliveryId,
@@ -540,7 +553,7 @@ impl PgStore {
             .await
     }
 
-    pub async fn message_engagement_events(
+    async fn message_engagement_events(
         &self,
         tenant: &TenantId,
         message: &MessageId,
@@ -550,7 +563,7 @@ impl PgStore {
             .await
     }
 
-    pub async fn contact(
+    async fn contact(
         &self,
         tenant: &TenantId,
         address: &str,
@@ -560,7 +573,7 @@ impl PgStore {
             .await
     }
 
-    pub async fn contact_changes(
+    async fn contact_changes(
         &self,
         tenant: &TenantId,
         address: &str,
@@ -570,7 +583,7 @@ impl PgStore {
             .await
     }
 
-    pub async fn suppressions(
+    async fn suppressions(
         &self,
         tenant: &TenantId,
         now: Millis,
@@ -580,17 +593,17 @@ impl PgStore {
             .await
     }
 
-    pub async fn queue_len(&self, tenant: &TenantId) -> StoreResult<u64> {
+    async fn queue_len(&self, tenant: &TenantId) -> StoreResult<u64> {
         let tenant = tenant.clone();
         self.read(move |c| reads::queue_len(c, &tenant)).await
     }
 
-    pub async fn delivery_owner(&self, id: &DeliveryId) -> StoreResult<Option<(TenantId, String)>> {
+    async fn delivery_owner(&self, id: &DeliveryId) -> StoreResult<Option<(TenantId, String)>> {
         let id = id.clone();
         self.read(move |c| inbound::delivery_owner(c, &id)).await
     }
 
-    pub async fn inbound_messages(
+    async fn inbound_messages(
         &self,
         tenant: Option<&TenantId>,
         filter: &InboundFilter,
@@ -600,7 +613,7 @@ impl PgStore {
             .await
     }
 
-    pub async fn inbound_raw(
+    async fn inbound_raw(
         &self,
         tenant: Option<&TenantId>,
         id: &InboundId,
@@ -610,7 +623,7 @@ impl PgStore {
             .await
     }
 
-    pub async fn event_inbound(
+    async fn event_inbound(
         &self,
         tenant: &TenantId,
         event: &EventId,
@@ -620,20 +633,17 @@ impl PgStore {
             .await
     }
 
-    pub async fn operator_tenant(&self) -> StoreResult<Option<TenantId>> {
+    async fn operator_tenant(&self) -> StoreResult<Option<TenantId>> {
         self.read(inbound::operator_tenant).await
     }
 
-    pub async fn tracking_facts(
-        &self,
-        delivery: &DeliveryId,
-    ) -> StoreResult<Option<TrackingFacts>> {
+    async fn tracking_facts(&self, delivery: &DeliveryId) -> StoreResult<Option<TrackingFacts>> {
         let delivery = delivery.clone();
         self.read(move |c| tracking::tracking_facts(c, &delivery))
             .await
     }
 
-    pub async fn delivery_repeated_hits(
+    async fn delivery_repeated_hits(
         &self,
         tenant: &TenantId,
         id: &DeliveryId,
@@ -643,7 +653,7 @@ impl PgStore {
             .await
     }
 
-    pub async fn message_repeated_hits(
+    async fn message_repeated_hits(
         &self,
         tenant: &TenantId,
         message: &MessageId,
@@ -653,21 +663,18 @@ impl PgStore {
             .await
     }
 
-    pub async fn ingest_sources(&self, tenant: &TenantId) -> StoreResult<Vec<IngestSource>> {
+    async fn ingest_sources(&self, tenant: &TenantId) -> StoreResult<Vec<IngestSource>> {
         let tenant = tenant.clone();
         self.read(move |c| ingest::sources(c, &tenant)).await
     }
 
-    pub async fn ingest_source_by_token(
-        &self,
-        token_hash: &str,
-    ) -> StoreResult<Option<IngestSource>> {
+    async fn ingest_source_by_token(&self, token_hash: &str) -> StoreResult<Option<IngestSource>> {
         let token_hash = token_hash.to_owned();
         self.read(move |c| ingest::source_by_token(c, &token_hash))
             .await
     }
 
-    pub async fn provider_payload(
+    async fn provider_payload(
         &self,
         tenant: &TenantId,
         event: &EventId,
@@ -675,6 +682,174 @@ impl PgStore {
         let (tenant, event) = (tenant.clone(), event.clone());
         self.read(move |c| ingest::payload(c, &tenant, &event))
             .await
+    }
+
+    async fn create_tenant(&self, name: &str, now: Millis) -> StoreResult<Tenant> {
+        let name = name.to_owned();
+        self.write(move |tx| engine::create_tenant(tx, &name, now))
+            .await
+    }
+
+    async fn update_tenant_settings(
+        &self,
+        tenant: &TenantId,
+        patch: TenantSettingsPatch,
+    ) -> StoreResult<Option<Tenant>> {
+        let tenant = tenant.clone();
+        self.write(move |tx| {
+            tx.update_tenant_settings(&tenant, &patch)?;
+            tx.tenant(&tenant)
+        })
+        .await
+    }
+
+    async fn insert_api_key(&self, key: NewApiKey) -> StoreResult<ApiKeyRecord> {
+        self.write(move |tx| engine::insert_api_key(tx, &key)).await
+    }
+
+    async fn revoke_api_key(&self, id: &ApiKeyId, now: Millis) -> StoreResult<bool> {
+        let id = id.clone();
+        self.write(move |tx| tx.revoke_api_key(&id, now)).await
+    }
+
+    async fn claim_sending_domain(
+        &self,
+        tenant: &TenantId,
+        domain: &str,
+        now: Millis,
+    ) -> StoreResult<DomainClaim> {
+        let (tenant, domain) = (tenant.clone(), domain.to_owned());
+        self.write(move |tx| engine::claim_sending_domain(tx, &tenant, &domain, now))
+            .await
+    }
+
+    async fn release_sending_domain(&self, tenant: &TenantId, domain: &str) -> StoreResult<bool> {
+        let (tenant, domain) = (tenant.clone(), domain.to_owned());
+        self.write(move |tx| tx.delete_sending_domain(&tenant, &domain))
+            .await
+    }
+
+    async fn accept_message(&self, message: NewMessage) -> StoreResult<AcceptOutcome> {
+        let rules = self.rules;
+        self.write(move |tx| engine::accept_message(tx, &rules, &message))
+            .await
+    }
+
+    async fn record_event(&self, tenant: &TenantId, event: NewEvent) -> StoreResult<RecordOutcome> {
+        let rules = self.rules;
+        let tenant = tenant.clone();
+        self.write(move |tx| engine::record_event(tx, &rules, &tenant, &event))
+            .await
+    }
+
+    async fn put_contact(
+        &self,
+        tenant: &TenantId,
+        address: &str,
+        status: ContactInput,
+        now: Millis,
+    ) -> StoreResult<ContactRecord> {
+        let (tenant, address) = (tenant.clone(), address.to_owned());
+        self.write(move |tx| engine::put_contact(tx, &tenant, &address, status, now))
+            .await
+    }
+
+    async fn release_leases(&self, node: &NodeId) -> StoreResult<u64> {
+        let node = node.clone();
+        self.write(move |tx| tx.release_leases(&node)).await
+    }
+
+    async fn claim_due(
+        &self,
+        node: &NodeId,
+        now: Millis,
+        limit: u32,
+        lease_until: Millis,
+    ) -> StoreResult<Vec<ClaimedDelivery>> {
+        let node = node.clone();
+        self.write(move |tx| engine::claim_due(tx, &node, now, limit, lease_until))
+            .await
+    }
+
+    async fn record_attempts(
+        &self,
+        attempts: Vec<AttemptRecord>,
+    ) -> StoreResult<Vec<std::sync::Arc<EventRecord>>> {
+        let rules = self.rules;
+        self.write(move |tx| engine::record_attempts(tx, &rules, &attempts))
+            .await
+    }
+
+    async fn record_inbound(&self, new: NewInbound) -> StoreResult<InboundRecord> {
+        let rules = self.rules;
+        self.write(move |tx| engine::record_inbound(tx, &rules, &new))
+            .await
+    }
+
+    async fn put_message_links(&self, message: &MessageId, links: Vec<String>) -> StoreResult<()> {
+        let message = message.clone();
+        self.write(move |tx| tx.insert_message_links(&message, &links))
+            .await
+    }
+
+    async fn record_repeated_hit(
+        &self,
+        tenant: &TenantId,
+        hit: NewRepeatedHit,
+    ) -> StoreResult<bool> {
+        let tenant = tenant.clone();
+        self.write(move |tx| tx.count_repeated_hit(&tenant, &hit))
+            .await
+    }
+
+    async fn create_ingest_source(&self, source: IngestSource) -> StoreResult<IngestSource> {
+        self.write(move |tx| {
+            tx.insert_ingest_source(&source)?;
+            Ok(source.clone())
+        })
+        .await
+    }
+
+    async fn delete_ingest_source(
+        &self,
+        tenant: &TenantId,
+        id: &IngestSourceId,
+    ) -> StoreResult<bool> {
+        let (tenant, id) = (tenant.clone(), id.clone());
+        self.write(move |tx| tx.delete_ingest_source(&tenant, &id))
+            .await
+    }
+
+    async fn set_ingest_pending_confirmation(
+        &self,
+        tenant: &TenantId,
+        id: &IngestSourceId,
+        url: Option<String>,
+    ) -> StoreResult<bool> {
+        let (tenant, id) = (tenant.clone(), id.clone());
+        self.write(move |tx| tx.set_ingest_pending_confirmation(&tenant, &id, url.as_deref()))
+            .await
+    }
+
+    async fn record_provider_events(&self, batch: ProviderBatch) -> StoreResult<ProviderOutcome> {
+        let rules = self.rules;
+        self.write(move |tx| engine::record_provider_events(tx, &rules, &batch))
+            .await
+    }
+
+    fn commits(&self) -> &CommitFeed {
+        &self.feed
+    }
+
+    fn stats(&self) -> StoreStats {
+        let counters = &self.writes.counters;
+        StoreStats {
+            // Every write is a transaction of its own.
+            batches: counters.writes.load(Ordering::Relaxed),
+            writes: counters.writes.load(Ordering::Relaxed),
+            replays: counters.retries.load(Ordering::Relaxed),
+            events: counters.events.load(Ordering::Relaxed),
+        }
     }
 }
 

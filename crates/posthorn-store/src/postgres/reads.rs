@@ -380,10 +380,6 @@ pub(crate) fn event_by_id(
     row(c, &sql, &[&id.as_str(), &tenant.as_str()], event_row)
 }
 
-#[cfg_attr(
-    not(test),
-    expect(dead_code, reason = "the write engine's, next in issue #14")
-)]
 pub(crate) fn event_by_external_id(
     c: &mut impl GenericClient,
     tenant: &TenantId,
@@ -618,10 +614,6 @@ fn suppression_row(r: &Row) -> StoreResult<SuppressionEntry> {
 }
 
 /// Active entries whose target is the address or its domain (any scope).
-#[cfg_attr(
-    not(test),
-    expect(dead_code, reason = "the write engine's, next in issue #14")
-)]
 pub(crate) fn suppressions_for(
     c: &mut impl GenericClient,
     tenant: &TenantId,

@@ -1,0 +1,146 @@
+//! Writes on PostgreSQL: each one a transaction of its own on a pooled
+//! connection, on the blocking thread pool, several at once (other nodes
+//! write at the same time anyway). A write that loses a race to a
+//! concurrent one (serialization failure, deadlock, a unique violation
+//! where its check did not see the winner) is rolled back and run again
+//! from the start, where it sees the winner; the engine acts only through
+//! its transaction, so that is always safe. PostgreSQL gathers the commits
+//! of concurrent transactions into shared log flushes by itself.
+
+use super::error::is_retryable;
+use super::tx::PgTx;
+use super::{Settings, close_off_runtime};
+use crate::engine;
+use crate::feed::CommitFeed;
+use crate::{StoreError, StoreResult, Unavailable};
+use ::postgres::Client;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Runs of one write before its last failure is the answer.
+const ATTEMPTS: u32 = 8;
+
+#[derive(Debug, Default)]
+pub(crate) struct WriteCounters {
+    pub writes: AtomicU64,
+    pub events: AtomicU64,
+    /// Writes run again after losing a race.
+    pub retries: AtomicU64,
+}
+
+pub(crate) struct WritePool {
+    settings: Arc<Settings>,
+    idle: Arc<Mutex<Vec<Client>>>,
+    permits: tokio::sync::Semaphore,
+    feed: Arc<CommitFeed>,
+    pub counters: Arc<WriteCounters>,
+}
+
+impl WritePool {
+    pub(crate) fn new(settings: Arc<Settings>, connections: usize, feed: Arc<CommitFeed>) -> Self {
+        Self {
+            settings,
+            idle: Arc::default(),
+            permits: tokio::sync::Semaphore::new(connections.max(1)),
+            feed,
+            counters: Arc::default(),
+        }
+    }
+
+    /// Runs `f` in a transaction, again if it loses a race, and returns
+    /// its result once committed; the events it stored are published on
+    /// the commit feed first.
+    pub(crate) async fn write<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: Fn(&mut dyn engine::WriteTx) -> StoreResult<T> + Send + 'static,
+    {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| StoreError::closed())?;
+        let idle = self.idle.lock().map_err(|_| StoreError::closed())?.pop();
+        let settings = self.settings.clone();
+        let feed = self.feed.clone();
+        let counters = self.counters.clone();
+        let (client, result) = tokio::task::spawn_blocking(move || {
+            let mut client = match idle {
+                Some(c) if !c.is_closed() => c,
+                _ => match settings.connect() {
+                    Ok(c) => c,
+                    Err(e) => return (None, Err(settings.name_in(e))),
+                },
+            };
+            let result = run_with_retries(&mut client, &f, &counters).map(|(value, events)| {
+                counters.writes.fetch_add(1, Ordering::Relaxed);
+                counters
+                    .events
+                    .fetch_add(events.len() as u64, Ordering::Relaxed);
+                feed.publish(events);
+                value
+            });
+            let broken = client.is_closed()
+                || matches!(
+                    &result,
+                    Err(StoreError::Unavailable {
+                        cause: Unavailable::Unreachable,
+                        ..
+                    })
+                );
+            (if broken { None } else { Some(client) }, result)
+        })
+        .await
+        .map_err(|e| StoreError::backend(format!("write task: {e}")))?;
+        if let Some(client) = client {
+            self.idle
+                .lock()
+                .map_err(|_| StoreError::closed())?
+                .push(client);
+        }
+        result
+    }
+}
+
+type Written = Vec<Arc<crate::records::EventRecord>>;
+
+fn run_with_retries<T>(
+    client: &mut Client,
+    f: &dyn Fn(&mut dyn engine::WriteTx) -> StoreResult<T>,
+    counters: &WriteCounters,
+) -> StoreResult<(T, Written)> {
+    let mut attempt = 1;
+    loop {
+        match run_once(client, f) {
+            Err(e) if attempt < ATTEMPTS && is_retryable(&e) => {
+                counters.retries.fetch_add(1, Ordering::Relaxed);
+                // A little later each time, so that two writers that keep
+                // colliding stop doing it in step.
+                std::thread::sleep(Duration::from_millis(u64::from(attempt) * 2));
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+fn run_once<T>(
+    client: &mut Client,
+    f: &dyn Fn(&mut dyn engine::WriteTx) -> StoreResult<T>,
+) -> StoreResult<(T, Written)> {
+    let mut tx = client.transaction()?;
+    let mut pg = PgTx::new(&mut tx);
+    let value = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut pg)))
+        .unwrap_or_else(|_| Err(StoreError::backend("a write panicked")))?;
+    let written = std::mem::take(&mut pg.written);
+    // Dropping an uncommitted transaction (on an error above) rolls it back.
+    tx.commit()?;
+    Ok((value, written))
+}
+
+impl Drop for WritePool {
+    fn drop(&mut self) {
+        close_off_runtime(&self.idle);
+    }
+}
