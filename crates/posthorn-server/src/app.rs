@@ -21,7 +21,7 @@ use posthorn_core::{Clock, EventKind, EventSource, NodeId, SystemClock};
 use posthorn_smtp::listen::ConnectionLimits;
 use posthorn_smtp::server::ServerSettings;
 use posthorn_smtp::tls::ServerTlsConfig;
-use posthorn_store::{NewApiKey, Scope, SqliteStore, Store, StoreRules};
+use posthorn_store::{NewApiKey, Origin, Scope, SqliteStore, Store, StoreRules};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -540,18 +540,23 @@ fn follow_commits(state: &AppState) {
         state.delivery_wake.clone(),
         state.tracker_cache.clone(),
     );
-    state.store.commits().observe(move |events| {
-        metrics.count_committed(events);
+    state.store.commits().observe(move |events, origin| {
+        let here = origin == Origin::ThisNode;
+        if here {
+            metrics.count_committed(events);
+        }
+        // New work, here or on another node sharing the database.
         if events.iter().any(|e| e.kind() == EventKind::Queued) {
             wake.notify_one();
         }
-        // The tracker appends its own hits to its memory; any other event
-        // (the events API, a bounce or complaint from the inbound MX) may
-        // change what it knows of the delivery.
+        // This node's tracker appends its own hits to its memory; any other
+        // event (the events API, a bounce or complaint from the inbound MX,
+        // a hit taken by another node's tracker) may change what it knows
+        // of the delivery.
         cache.forget_each(
             events
                 .iter()
-                .filter(|e| e.source != EventSource::Tracker)
+                .filter(|e| !here || e.source != EventSource::Tracker)
                 .map(|e| &e.delivery_id),
         );
     });

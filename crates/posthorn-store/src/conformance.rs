@@ -1222,7 +1222,8 @@ pub async fn leases_belong_to_the_node_that_claimed_them(store: &dyn Store) {
 pub async fn events_are_numbered_and_published_in_commit_order(store: &dyn Store) {
     let observed = std::sync::Arc::new(std::sync::Mutex::new(Vec::<i64>::new()));
     let seen = observed.clone();
-    store.commits().observe(move |events| {
+    store.commits().observe(move |events, origin| {
+        assert_eq!(origin, crate::Origin::ThisNode);
         seen.lock().unwrap().extend(events.iter().map(|e| e.seq));
     });
     let mut subscriber = store.commits().subscribe();
@@ -1307,8 +1308,15 @@ pub async fn events_are_numbered_and_published_in_commit_order(store: &dyn Store
         recorded.seq
     );
 
-    // Published: every event of both tenants once, in commit order, to the
-    // observer and to the subscriber alike.
+    // Published: every event of both tenants once, in `seq` order, to the
+    // observer and to the subscriber alike (on PostgreSQL once they have
+    // settled, a moment after their commits).
+    for _ in 0..500 {
+        if observed.lock().unwrap().len() >= 5 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
     let observed = observed.lock().unwrap().clone();
     assert_eq!(observed.len(), 5);
     assert!(observed.windows(2).all(|w| w[0] < w[1]), "{observed:?}");

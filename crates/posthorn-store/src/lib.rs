@@ -20,7 +20,7 @@ mod records;
 pub mod sqlite;
 
 pub use self::postgres::PgStore;
-pub use feed::{CommitFeed, CommittedEvents};
+pub use feed::{CommitFeed, CommittedEvents, Origin};
 pub use ingest::*;
 pub use records::*;
 pub use sqlite::SqliteStore;

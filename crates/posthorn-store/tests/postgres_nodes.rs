@@ -125,3 +125,77 @@ async fn a_reader_tailing_events_after_sees_every_commit_of_two_nodes_once() {
     assert_eq!(seen.len(), 20 + 480);
     assert!(recorded.iter().all(|id| unique.contains(id)));
 }
+
+/// Every node publishes every node's commits on its commit stream, each
+/// marked with where it was written: new work queued on one node wakes the
+/// others, and a hit taken by another node's tracker reaches this one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn each_node_publishes_the_commits_of_both_marked_with_their_origin() {
+    use posthorn_store::Origin;
+    use std::sync::Mutex;
+    let Some(db) = TestDatabase::create() else {
+        return;
+    };
+    let (a, b) = (node(&db), node(&db));
+    type Seen = Arc<Mutex<Vec<(EventId, Origin)>>>;
+    let watch = |store: &PgStore| {
+        let seen: Seen = Arc::default();
+        let sink = seen.clone();
+        store.commits().observe(move |events, origin| {
+            let mut sink = sink.lock().unwrap();
+            sink.extend(events.iter().map(|e| (e.id.clone(), origin)));
+        });
+        seen
+    };
+    let (seen_by_a, seen_by_b) = (watch(&a), watch(&b));
+
+    let tenant = a.create_tenant("acme", 1).await.unwrap().id;
+    let receipt = match a
+        .accept_message(posthorn_store::conformance::message(
+            &tenant,
+            &["x@example.com"],
+        ))
+        .await
+        .unwrap()
+    {
+        AcceptOutcome::Accepted(r) => r,
+        other => panic!("{other:?}"),
+    };
+    let delivery = b
+        .delivery(&tenant, &receipt.deliveries[0].id)
+        .await
+        .unwrap()
+        .unwrap();
+    let open = match b.record_event(&tenant, opened(&delivery, 5)).await.unwrap() {
+        RecordOutcome::Recorded { event, .. } => event,
+        other => panic!("{other:?}"),
+    };
+    let queued = a
+        .delivery_events(&tenant, &delivery.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|e| e.id != open.id)
+        .expect("the queued event");
+
+    // Published a moment after they settle: wait for both on both nodes.
+    for _ in 0..500 {
+        if seen_by_a.lock().unwrap().len() >= 2 && seen_by_b.lock().unwrap().len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let expect = |here: &str| {
+        let (queued_origin, open_origin) = if here == "a" {
+            (Origin::ThisNode, Origin::OtherNode)
+        } else {
+            (Origin::OtherNode, Origin::ThisNode)
+        };
+        vec![
+            (queued.id.clone(), queued_origin),
+            (open.id.clone(), open_origin),
+        ]
+    };
+    assert_eq!(*seen_by_a.lock().unwrap(), expect("a"));
+    assert_eq!(*seen_by_b.lock().unwrap(), expect("b"));
+}

@@ -131,6 +131,8 @@ CREATE TABLE events_default PARTITION OF events DEFAULT;
 -- (the live feed), by id, a delivery's timeline, the newest of a tenant
 -- (optionally by sender or kind), and by external id.
 CREATE INDEX events_seq ON events (tenant_id, seq);
+-- Every node's commit stream follows all tenants' events by position.
+CREATE INDEX events_position ON events (seq);
 CREATE INDEX events_id ON events (id);
 CREATE INDEX events_delivery ON events (delivery_id, id);
 CREATE INDEX events_tenant_time ON events (tenant_id, id);

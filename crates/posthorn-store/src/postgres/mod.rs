@@ -28,6 +28,7 @@ mod inbound;
 mod ingest;
 mod position;
 mod reads;
+mod tail;
 mod tracking;
 mod tx;
 mod writer;
@@ -74,6 +75,7 @@ pub struct PgStore {
     writes: writer::WritePool,
     rules: StoreRules,
     feed: Arc<CommitFeed>,
+    _tail: tail::Tail,
     applied: Vec<i64>,
 }
 
@@ -110,6 +112,10 @@ impl PgStore {
         .map_err(|e| settings.name_in(e))?;
         let settings = Arc::new(settings);
         let feed = Arc::new(CommitFeed::default());
+        let local = Arc::new(tail::LocalTransactions::default());
+        let tail =
+            on_own_thread(|| tail::Tail::start(settings.clone(), feed.clone(), local.clone()))
+                .map_err(|e| settings.name_in(e))?;
         Ok(PgStore {
             reads: ReadPool {
                 target: settings.target.clone(),
@@ -117,9 +123,10 @@ impl PgStore {
                 idle: Arc::default(),
                 permits: tokio::sync::Semaphore::new(config.read_connections.max(1)),
             },
-            writes: writer::WritePool::new(settings, config.write_connections, feed.clone()),
+            writes: writer::WritePool::new(settings, config.write_connections, local),
             rules,
             feed,
+            _tail: tail,
             applied,
         })
     }

@@ -414,6 +414,29 @@ pub(crate) fn events_after(
     query_events(c, &sql, &values)
 }
 
+/// Every tenant's events after position `after`, below the settled bound,
+/// in position order: what the commit stream publishes (`tail`).
+pub(crate) fn settled_events_after(
+    c: &mut impl GenericClient,
+    after: i64,
+    limit: i64,
+) -> StoreResult<Vec<EventRecord>> {
+    let sql = format!(
+        "SELECT {EVENT_COLUMNS} FROM events WHERE seq > $1 AND seq < {} ORDER BY seq LIMIT $2",
+        settled_bound_sql()
+    );
+    rows(c, &sql, &[&after, &limit], event_row)
+}
+
+/// The position of the last settled event (0 when there is none).
+pub(crate) fn settled_end(c: &mut impl GenericClient) -> StoreResult<i64> {
+    let sql = format!(
+        "SELECT COALESCE(MAX(seq), 0)::bigint FROM events WHERE seq < {}",
+        settled_bound_sql()
+    );
+    Ok(c.query_one(&sql, &[])?.try_get(0)?)
+}
+
 fn query_events(
     c: &mut impl GenericClient,
     sql: &str,

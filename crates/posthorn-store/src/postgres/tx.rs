@@ -33,8 +33,8 @@ pub(crate) struct PgTx<'t, 'c> {
     xid: Option<i64>,
     /// Events numbered so far in this transaction.
     numbered: u32,
-    /// Events stored, to publish once the transaction commits.
-    pub(crate) written: Vec<Arc<EventRecord>>,
+    /// Events stored.
+    pub(crate) written: u64,
 }
 
 impl<'t, 'c> PgTx<'t, 'c> {
@@ -43,8 +43,13 @@ impl<'t, 'c> PgTx<'t, 'c> {
             tx,
             xid: None,
             numbered: 0,
-            written: Vec::new(),
+            written: 0,
         }
+    }
+
+    /// This transaction's id, once it has stored an event.
+    pub(crate) fn xid(&self) -> Option<i64> {
+        self.xid
     }
 
     fn execute(&mut self, sql: &str, params: Params<'_>) -> StoreResult<u64> {
@@ -416,9 +421,8 @@ impl engine::WriteTx for PgTx<'_, '_> {
                 &event.outside_window,
             ],
         )?;
-        let event = Arc::new(event);
-        self.written.push(event.clone());
-        Ok(Some(event))
+        self.written += 1;
+        Ok(Some(Arc::new(event)))
     }
 
     fn event_by_id(&mut self, tenant: &TenantId, id: &EventId) -> StoreResult<Option<EventRecord>> {

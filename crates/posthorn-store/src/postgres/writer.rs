@@ -6,12 +6,16 @@
 //! from the start, where it sees the winner; the engine acts only through
 //! its transaction, so that is always safe. PostgreSQL gathers the commits
 //! of concurrent transactions into shared log flushes by itself.
+//!
+//! A write that stored events notifies the commit stream's channel once,
+//! with its commit, and notes its transaction as this node's (`tail`
+//! publishes the events once they have settled).
 
 use super::error::is_retryable;
+use super::tail::{CHANNEL, LocalTransactions};
 use super::tx::PgTx;
 use super::{Settings, close_off_runtime};
 use crate::engine;
-use crate::feed::CommitFeed;
 use crate::{StoreError, StoreResult, Unavailable};
 use ::postgres::Client;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,24 +37,27 @@ pub(crate) struct WritePool {
     settings: Arc<Settings>,
     idle: Arc<Mutex<Vec<Client>>>,
     permits: tokio::sync::Semaphore,
-    feed: Arc<CommitFeed>,
+    local: Arc<LocalTransactions>,
     pub counters: Arc<WriteCounters>,
 }
 
 impl WritePool {
-    pub(crate) fn new(settings: Arc<Settings>, connections: usize, feed: Arc<CommitFeed>) -> Self {
+    pub(crate) fn new(
+        settings: Arc<Settings>,
+        connections: usize,
+        local: Arc<LocalTransactions>,
+    ) -> Self {
         Self {
             settings,
             idle: Arc::default(),
             permits: tokio::sync::Semaphore::new(connections.max(1)),
-            feed,
+            local,
             counters: Arc::default(),
         }
     }
 
     /// Runs `f` in a transaction, again if it loses a race, and returns
-    /// its result once committed; the events it stored are published on
-    /// the commit feed first.
+    /// its result once committed.
     pub(crate) async fn write<T, F>(&self, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
@@ -63,7 +70,7 @@ impl WritePool {
             .map_err(|_| StoreError::closed())?;
         let idle = self.idle.lock().map_err(|_| StoreError::closed())?.pop();
         let settings = self.settings.clone();
-        let feed = self.feed.clone();
+        let local = self.local.clone();
         let counters = self.counters.clone();
         let (client, result) = tokio::task::spawn_blocking(move || {
             let mut client = match idle {
@@ -73,14 +80,12 @@ impl WritePool {
                     Err(e) => return (None, Err(settings.name_in(e))),
                 },
             };
-            let result = run_with_retries(&mut client, &f, &counters).map(|(value, events)| {
-                counters.writes.fetch_add(1, Ordering::Relaxed);
-                counters
-                    .events
-                    .fetch_add(events.len() as u64, Ordering::Relaxed);
-                feed.publish(events);
-                value
-            });
+            let result =
+                run_with_retries(&mut client, &f, &local, &counters).map(|(value, events)| {
+                    counters.writes.fetch_add(1, Ordering::Relaxed);
+                    counters.events.fetch_add(events, Ordering::Relaxed);
+                    value
+                });
             let broken = client.is_closed()
                 || matches!(
                     &result,
@@ -103,16 +108,18 @@ impl WritePool {
     }
 }
 
-type Written = Vec<Arc<crate::records::EventRecord>>;
+/// Events a committed write stored.
+type Written = u64;
 
 fn run_with_retries<T>(
     client: &mut Client,
     f: &dyn Fn(&mut dyn engine::WriteTx) -> StoreResult<T>,
+    local: &LocalTransactions,
     counters: &WriteCounters,
 ) -> StoreResult<(T, Written)> {
     let mut attempt = 1;
     loop {
-        match run_once(client, f) {
+        match run_once(client, f, local) {
             Err(e) if attempt < ATTEMPTS && is_retryable(&e) => {
                 counters.retries.fetch_add(1, Ordering::Relaxed);
                 // A little later each time, so that two writers that keep
@@ -128,12 +135,18 @@ fn run_with_retries<T>(
 fn run_once<T>(
     client: &mut Client,
     f: &dyn Fn(&mut dyn engine::WriteTx) -> StoreResult<T>,
+    local: &LocalTransactions,
 ) -> StoreResult<(T, Written)> {
     let mut tx = client.transaction()?;
     let mut pg = PgTx::new(&mut tx);
     let value = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut pg)))
         .unwrap_or_else(|_| Err(StoreError::backend("a write panicked")))?;
-    let written = std::mem::take(&mut pg.written);
+    let (written, xid) = (pg.written, pg.xid());
+    if let Some(xid) = xid {
+        local.note(xid);
+        // Delivered with the commit, and only if it commits.
+        tx.execute(&format!("NOTIFY {CHANNEL}"), &[])?;
+    }
     // Dropping an uncommitted transaction (on an error above) rolls it back.
     tx.commit()?;
     Ok((value, written))

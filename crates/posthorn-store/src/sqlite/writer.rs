@@ -240,7 +240,7 @@ impl WriterThread {
                 self.counters
                     .events
                     .fetch_add(events.len() as u64, Ordering::Relaxed);
-                self.feed.publish(events);
+                self.feed.publish(events, crate::Origin::ThisNode);
             }
             for job in jobs {
                 job.answer(commit.clone());
