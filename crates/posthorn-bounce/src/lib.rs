@@ -38,6 +38,7 @@ pub mod reply;
 mod report;
 pub mod rules;
 
+pub use dsn::MAX_RECIPIENTS;
 pub use parse::{Record, RecordKind, parse, parse_with};
 pub use posthorn_core::EnhancedCode;
 pub use posthorn_core::status::BounceType;

@@ -134,11 +134,12 @@ pub fn parse_with(raw: &[u8], rules: &ReplyRules) -> Vec<Record> {
         }
     }
     if !findings.is_empty() {
+        let rcpt_lines = transcript_rcpt_lines(&report.text);
         for f in &mut findings {
             if f.command.is_none()
                 && let Some(recipient) = f.recipient.as_deref()
             {
-                f.command = transcript_command(&report.text, recipient);
+                f.command = transcript_command(&rcpt_lines, recipient);
             }
         }
         formats::lhost::apply(&report, &mut findings);
@@ -519,17 +520,19 @@ pub fn smtp_command(text: &str) -> Option<SmtpCommand> {
         .map(|(_, command)| command)
 }
 
-/// The command a session transcript shows the recipient refused at:
-/// Sendmail's and InterScan's ">>> RCPT To:<a@b>" / "Sent <<< RCPT
-/// TO:<a@b>" answered, on the next line, by a 4xx or 5xx reply.
-fn transcript_command(text: &str, recipient: &str) -> Option<SmtpCommand> {
-    let recipient = recipient.to_ascii_lowercase();
-    let mut lines = text
+/// The "RCPT TO:" lines of a session transcript (Sendmail's and
+/// InterScan's ">>> RCPT To:<a@b>" / "Sent <<< RCPT TO:<a@b>"), lowercased,
+/// each with whether the next line answers it with a 4xx or 5xx reply.
+/// Read once per message: a report may name thousands of recipients.
+fn transcript_rcpt_lines(text: &str) -> Vec<(String, bool)> {
+    let lines: Vec<&str> = text
         .lines()
         .take(2000)
         .map(str::trim)
-        .filter(|l| !l.is_empty());
-    while let Some(line) = lines.next() {
+        .filter(|l| !l.is_empty())
+        .collect();
+    let mut found = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
         if line.len() > 400 {
             continue;
         }
@@ -537,20 +540,33 @@ fn transcript_command(text: &str, recipient: &str) -> Option<SmtpCommand> {
         let Some(at) = lower.find("rcpt to:") else {
             continue;
         };
-        let marked =
-            lower[..at].trim_end().ends_with(">>>") || lower[..at].trim_end().ends_with("<<<");
-        if !marked || !lower[at..].contains(&recipient) {
+        let before = lower[..at].trim_end();
+        if !(before.ends_with(">>>") || before.ends_with("<<<")) {
             continue;
         }
-        let reply = lines.next().unwrap_or("");
-        let arrow = reply.find("<<<").or_else(|| reply.find(">>>"))?;
-        let code = reply[arrow + 3..].trim_start().as_bytes();
-        let refused = code.len() >= 3
-            && matches!(code[0], b'4' | b'5')
-            && code[1..3].iter().all(u8::is_ascii_digit);
-        return refused.then_some(SmtpCommand::Rcpt);
+        let reply = lines.get(i + 1).copied().unwrap_or("");
+        let refused = reply
+            .find("<<<")
+            .or_else(|| reply.find(">>>"))
+            .is_some_and(|arrow| {
+                let code = reply[arrow + 3..].trim_start().as_bytes();
+                code.len() >= 3
+                    && matches!(code[0], b'4' | b'5')
+                    && code[1..3].iter().all(u8::is_ascii_digit)
+            });
+        found.push((lower[at..].to_owned(), refused));
     }
-    None
+    found
+}
+
+/// The command a session transcript shows the recipient refused at: the
+/// first "RCPT TO:" line naming it, when its reply refused it.
+fn transcript_command(rcpt_lines: &[(String, bool)], recipient: &str) -> Option<SmtpCommand> {
+    let recipient = recipient.to_ascii_lowercase();
+    let (_, refused) = rcpt_lines
+        .iter()
+        .find(|(line, _)| line.contains(&recipient))?;
+    refused.then_some(SmtpCommand::Rcpt)
 }
 
 /// What the stage of the SMTP dialogue says about a reason read from the
@@ -741,21 +757,39 @@ mod tests {
     fn transcript_rcpt_refused() {
         let text = "While talking to mx.example.org:\n>>> RCPT To:<a@example.org>\n<<< 550 <a@example.org>, User Unknown\n";
         assert_eq!(
-            transcript_command(text, "a@example.org"),
+            transcript_command(&transcript_rcpt_lines(text), "a@example.org"),
             Some(SmtpCommand::Rcpt)
         );
         // Accepted at RCPT: the failure came later.
         let text = ">>> RCPT To:<a@example.org>\n<<< 250 ok\n>>> DATA\n<<< 554 rejected\n";
-        assert_eq!(transcript_command(text, "a@example.org"), None);
+        assert_eq!(
+            transcript_command(&transcript_rcpt_lines(text), "a@example.org"),
+            None
+        );
         // Another recipient's line, or no transcript marks.
         assert_eq!(
-            transcript_command(">>> RCPT To:<b@example.org>\n<<< 550 no\n", "a@example.org"),
+            transcript_command(
+                &transcript_rcpt_lines(">>> RCPT To:<b@example.org>\n<<< 550 no\n"),
+                "a@example.org"
+            ),
             None
         );
         assert_eq!(
-            transcript_command("RCPT TO: a@example.org\n550 no\n", "a@example.org"),
+            transcript_command(
+                &transcript_rcpt_lines("RCPT TO: a@example.org\n550 no\n"),
+                "a@example.org"
+            ),
             None
         );
+        // Pipelined: the replies follow all the commands; each RCPT line is
+        // read against the line after it, as before.
+        let text = ">>> RCPT To:<a@example.org>\n>>> RCPT To:<b@example.org>\n<<< 550 no\n";
+        let lines = transcript_rcpt_lines(text);
+        assert_eq!(
+            transcript_command(&lines, "b@example.org"),
+            Some(SmtpCommand::Rcpt)
+        );
+        assert_eq!(transcript_command(&lines, "a@example.org"), None);
     }
 
     #[test]

@@ -5,7 +5,6 @@
 use posthorn_bounce::parse;
 use proptest::prelude::*;
 use std::path::Path;
-use std::time::Instant;
 
 fn corpus_files() -> Vec<Vec<u8>> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/corpus/sisimai");
@@ -68,10 +67,12 @@ thread_local! {
     static CORPUS: std::rc::Rc<Vec<Vec<u8>>> = std::rc::Rc::new(corpus_files());
 }
 
-/// Deep nesting, huge headers and boundary storms finish in bounded time
-/// (generous bound: this only catches quadratic or exponential blowups).
+/// Deep nesting, huge headers, boundary storms and thousands of report
+/// blocks are read to the end without panicking, giving at most
+/// `MAX_RECIPIENTS` records. (How fast is for `examples/bench_parse.rs`
+/// to measure: tests assert no times.)
 #[test]
-fn pathological_shapes_stay_fast() {
+fn pathological_shapes_are_read_with_bounded_output() {
     let mut deep = String::new();
     for i in 0..2000 {
         deep.push_str(&format!(
@@ -95,9 +96,8 @@ fn pathological_shapes_stay_fast() {
         "<".repeat(100_000)
     );
     for input in [deep, storm, long_line, many_fields, brackets] {
-        let start = Instant::now();
-        let _ = parse(input.as_bytes());
-        assert!(start.elapsed().as_secs() < 20, "took {:?}", start.elapsed());
+        let records = parse(input.as_bytes());
+        assert!(records.len() <= posthorn_bounce::MAX_RECIPIENTS);
     }
 }
 

@@ -13,9 +13,13 @@
 //! it also reads every [`POLL`] without one, so a lost notification (or a
 //! commit held back by an older transaction without events) only delays.
 //! Events of this node's transactions are marked [`Origin::ThisNode`].
+//!
+//! The same thread makes the coming months' event partitions once a day,
+//! so a node that runs for months never writes into the default partition
+//! for long (making them is safe from every node at once).
 
 use super::position::position_xid;
-use super::{Settings, reads};
+use super::{PARTITION_MONTHS_AHEAD, Settings, make_partitions, reads};
 use crate::StoreResult;
 use crate::feed::{CommitFeed, Origin};
 use crate::records::EventRecord;
@@ -39,6 +43,9 @@ const SETTLE: Duration = Duration::from_millis(100);
 
 /// Events read per query.
 const PAGE: i64 = 1000;
+
+/// How often the coming months' event partitions are made.
+const PARTITIONS_EVERY: Duration = Duration::from_secs(24 * 3600);
 
 /// The transaction ids of this node's writes that stored events, until the
 /// tail has published past them.
@@ -101,6 +108,8 @@ impl Tail {
             local,
             stop: stop.clone(),
             last: start,
+            // `connect` made them just now.
+            partitions_due: Instant::now() + PARTITIONS_EVERY,
         };
         std::thread::Builder::new()
             .name("posthorn-pg-tail".into())
@@ -123,6 +132,8 @@ struct Follower {
     stop: Arc<AtomicBool>,
     /// The position of the last event published.
     last: i64,
+    /// When to make the coming months' partitions next.
+    partitions_due: Instant,
 }
 
 impl Follower {
@@ -145,6 +156,13 @@ impl Follower {
     /// Publishes what has settled, then waits for news; returns after one
     /// round (or on a database failure).
     fn follow(&mut self, client: &mut Client) -> StoreResult<()> {
+        if Instant::now() >= self.partitions_due {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as posthorn_core::Millis);
+            make_partitions(client, now, PARTITION_MONTHS_AHEAD)?;
+            self.partitions_due = Instant::now() + PARTITIONS_EVERY;
+        }
         if self.publish_settled(client)? {
             return Ok(());
         }
