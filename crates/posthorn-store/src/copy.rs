@@ -432,9 +432,10 @@ pub fn copy_sqlite_to_postgres(
     let mut client = store.plain_client()?;
     drop(store);
     let in_target = |e: StoreError| match e {
-        StoreError::Backend(source) => {
-            StoreError::backend(format!("copying into PostgreSQL at {target}: {source}"))
-        }
+        StoreError::Backend(source) => StoreError::backend(format!(
+            "copying into PostgreSQL at {target}: {}",
+            server_words(&*source)
+        )),
         other => other,
     };
 
@@ -494,6 +495,28 @@ pub fn copy_sqlite_to_postgres(
     }
     tx.commit().map_err(|e| in_target(e.into()))?;
     Ok(CopyReport { target, tables })
+}
+
+/// A failure in the server's own words where it has some: the driver's
+/// text of a database error is only "db error", and the operator needs
+/// the message (which value, which constraint) to fix the source.
+fn server_words(e: &(dyn std::error::Error + 'static)) -> String {
+    match e
+        .downcast_ref::<::postgres::Error>()
+        .and_then(|pg| pg.as_db_error())
+    {
+        Some(db) => {
+            let mut words = db.message().to_owned();
+            if let Some(detail) = db.detail() {
+                words = format!("{words} ({detail})");
+            }
+            if let Some(table) = db.table() {
+                words = format!("{table}: {words}");
+            }
+            words
+        }
+        None => e.to_string(),
+    }
 }
 
 /// The SQLite database of `data_dir`, opened read-only (nothing is
@@ -598,11 +621,11 @@ fn make_partitions(source: &Connection, tx: &mut Transaction<'_>) -> StoreResult
         return Ok(());
     };
     tx.execute(
-        "SELECT posthorn_event_partitions($1, \
+        "SELECT posthorn_event_partitions($1::bigint, \
             ((extract(year FROM hi) - extract(year FROM lo)) * 12 \
              + extract(month FROM hi) - extract(month FROM lo))::integer) \
-         FROM (SELECT to_timestamp($1 / 1000.0) AT TIME ZONE 'UTC' AS lo, \
-                      to_timestamp($2 / 1000.0) AT TIME ZONE 'UTC' AS hi) AS months",
+         FROM (SELECT to_timestamp($1::bigint / 1000.0) AT TIME ZONE 'UTC' AS lo, \
+                      to_timestamp($2::bigint / 1000.0) AT TIME ZONE 'UTC' AS hi) AS months",
         &[&first, &last],
     )?;
     Ok(())
@@ -933,6 +956,10 @@ mod tests {
             assert_eq!(columns, copied, "columns of {name}");
         }
         let copied = tables.iter().filter(|t| !not_copied.contains(&t.as_str()));
-        assert_eq!(TABLES.len(), copied.count(), "a table copied is not in the schema");
+        assert_eq!(
+            TABLES.len(),
+            copied.count(),
+            "a table copied is not in the schema"
+        );
     }
 }
