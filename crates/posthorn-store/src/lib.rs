@@ -3,7 +3,8 @@
 //! must pass (`conformance`), apart from the SQLite implementation (the
 //! embedded default, `sqlite`), which alone names `rusqlite`, and the
 //! PostgreSQL one (`postgres`, for several nodes), which alone names the
-//! `postgres` crate.
+//! `postgres` crate; `copy` (moving an embedded store onto PostgreSQL)
+//! names both.
 //!
 //! SQL text lives in the backend and nowhere else. The rules (status fold, contact and
 //! suppression rules, the policy chain) come from `posthorn-core`; the
@@ -12,6 +13,7 @@
 //! backend, through the backend's statements (`engine::WriteTx`).
 
 pub mod conformance;
+pub mod copy;
 mod engine;
 pub mod feed;
 mod ingest;

@@ -10,6 +10,7 @@ mod classify;
 mod client;
 mod domains;
 mod keys;
+mod store;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -44,6 +45,10 @@ enum Command {
     /// Measure ingest speed; results go to docs/benchmarks.md by hand.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Work on a whole store: `store copy` moves the embedded store into
+    /// an empty PostgreSQL database.
+    #[command(subcommand)]
+    Store(store::StoreCommand),
 }
 
 #[derive(clap::Args)]
@@ -124,6 +129,7 @@ fn main() -> Result<()> {
             Command::Domains(command) => domains::run(command).await,
             Command::Bench(command) => bench::run(command).await,
             Command::Classify(args) => classify::run(args),
+            Command::Store(command) => store::run(command).await,
         }
     })
 }

@@ -154,6 +154,14 @@ impl PgStore {
             .map_err(|e| settings.name_in(e))
     }
 
+    /// A plain connection with this store's settings, for work that is
+    /// not the engine's (`crate::copy`). Blocking: use it on a thread of
+    /// its own, never on an async worker.
+    pub(crate) fn plain_client(&self) -> StoreResult<Client> {
+        let settings = &self.reads.settings;
+        settings.connect().map_err(|e| settings.name_in(e))
+    }
+
     async fn read<T, F>(&self, f: F) -> StoreResult<T>
     where
         T: Send + 'static,

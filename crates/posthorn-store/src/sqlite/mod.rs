@@ -59,8 +59,9 @@ pub(crate) fn prepare<'c>(
     Ok(stmt)
 }
 
-/// Migrations in order; the version is the position (1-based).
-const MIGRATIONS: &[&str] = &[
+/// Migrations in order; the version is the position (1-based). `copy`
+/// checks that a store it reads has them all.
+pub(crate) const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0001_init.sql"),
     include_str!("../../migrations/sqlite/0002_delivery.sql"),
     include_str!("../../migrations/sqlite/0003_raw_messages.sql"),

@@ -1,0 +1,74 @@
+//! `posthorn store copy` as users run it: a data directory made by the
+//! binary itself copied into an empty PostgreSQL database
+//! (`POSTHORN_TEST_POSTGRES`), then refused into the same database again
+//! and into a URL that is not PostgreSQL, with a non-zero exit each time.
+
+mod common;
+
+use common::BIN;
+use posthorn_testkit::postgres::TestDatabase;
+use std::process::Command;
+
+fn posthorn(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .env("POSTHORN_LOG", "warn")
+        .output()
+        .expect("run posthorn");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn store_copy_moves_a_data_directory_into_postgres_once() {
+    let Some(db) = TestDatabase::create() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+    for tenant in ["acme", "other"] {
+        let (ok, _, err) = posthorn(&["keys", "create", "--tenant", tenant, "--data-dir", data]);
+        assert!(ok, "{err}");
+    }
+
+    let (ok, out, err) = posthorn(&["store", "copy", "--from", data, "--to", db.url()]);
+    assert!(ok, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(out.contains("the counts of every table match"), "{out}");
+    let tenants = out
+        .lines()
+        .find(|l| l.trim_start().starts_with("tenants "))
+        .unwrap_or_else(|| panic!("a line for tenants:\n{out}"));
+    assert_eq!(tenants.split_whitespace().last(), Some("2"), "{out}");
+    assert!(err.contains("rows/s"), "progress on stderr:\n{err}");
+    let mut c = db.client();
+    let keys: i64 = c
+        .query_one("SELECT COUNT(*) FROM api_keys", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(keys, 2);
+
+    let (ok, out, err) = posthorn(&["store", "copy", "--from", data, "--to", db.url()]);
+    assert!(!ok, "a second copy is refused:\n{out}");
+    assert!(err.contains("not empty"), "{err}");
+    assert!(err.contains("nothing was changed"), "{err}");
+    let tenants: i64 = c
+        .query_one("SELECT COUNT(*) FROM tenants", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(tenants, 2);
+
+    let (ok, _, err) = posthorn(&[
+        "store",
+        "copy",
+        "--from",
+        data,
+        "--to",
+        "mysql://root@127.0.0.1/posthorn",
+    ]);
+    assert!(!ok);
+    assert!(err.contains("postgres://"), "{err}");
+}
