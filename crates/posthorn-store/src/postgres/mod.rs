@@ -124,6 +124,13 @@ impl PgStore {
         })
     }
 
+    /// Whether `url` is a PostgreSQL URL this store can connect with,
+    /// without connecting: for checking a configuration before start. The
+    /// error says what is wrong, never with the password.
+    pub fn check_url(url: &str) -> Result<(), String> {
+        parse_url(url).map(|_| ())
+    }
+
     /// The migration versions this connect applied (none when another
     /// node, or an earlier start, had applied them all).
     pub fn applied_migrations(&self) -> &[i64] {
@@ -193,19 +200,7 @@ impl std::fmt::Debug for Settings {
 
 impl Settings {
     fn parse(url: &str) -> StoreResult<Settings> {
-        // postgres::Config also reads `key=value` strings, and would take a
-        // typo'd scheme for one: only the URL form is accepted, so that a
-        // store URL is always recognisably PostgreSQL's.
-        let scheme = url.split_once("://").map(|(s, _)| s);
-        if !matches!(scheme, Some("postgres" | "postgresql")) {
-            let shown = scheme.map_or_else(|| "no scheme".to_owned(), |s| format!("`{s}://`"));
-            return Err(StoreError::backend(format!(
-                "the store URL must start with postgres:// or postgresql:// (it has {shown})"
-            )));
-        }
-        let mut config: ::postgres::Config = url.parse().map_err(|e| {
-            StoreError::backend(format!("the store URL is not a PostgreSQL URL: {e}"))
-        })?;
+        let mut config = parse_url(url).map_err(StoreError::backend)?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
@@ -235,6 +230,22 @@ impl Settings {
             other => other,
         }
     }
+}
+
+/// The driver's settings from a store URL, or what is wrong with it.
+fn parse_url(url: &str) -> Result<::postgres::Config, String> {
+    // postgres::Config also reads `key=value` strings, and would take a
+    // typo'd scheme for one: only the URL form is accepted, so that a
+    // store URL is always recognisably PostgreSQL's.
+    let scheme = url.split_once("://").map(|(s, _)| s);
+    if !matches!(scheme, Some("postgres" | "postgresql")) {
+        let shown = scheme.map_or_else(|| "no scheme".to_owned(), |s| format!("`{s}://`"));
+        return Err(format!(
+            "the store URL must start with postgres:// or postgresql:// (it has {shown})"
+        ));
+    }
+    url.parse()
+        .map_err(|e| format!("the store URL is not a PostgreSQL URL: {e}"))
 }
 
 /// A failed connect: unreachable when the server could not be reached or
@@ -365,6 +376,7 @@ impl ReadPool {
             .map_err(|_| StoreError::closed())?;
         let idle = self.idle.lock().map_err(|_| StoreError::closed())?.pop();
         let settings = self.settings.clone();
+        let pool = self.idle.clone();
         let (client, result) = tokio::task::spawn_blocking(move || {
             let mut client = match idle {
                 Some(c) if !c.is_closed() => c,
@@ -375,15 +387,8 @@ impl ReadPool {
                 },
             };
             let result = f(&mut client);
-            let broken = client.is_closed()
-                || matches!(
-                    &result,
-                    Err(StoreError::Unavailable {
-                        cause: Unavailable::Unreachable,
-                        ..
-                    })
-                );
-            if broken {
+            if lost_connection(&client, &result) {
+                drop_idle(&pool);
                 return (None, result);
             }
             (Some(client), result)
@@ -417,6 +422,36 @@ impl Drop for ReadPool {
 /// Closes a pool's idle connections. Closing one blocks on its own
 /// runtime, which is not allowed on an async worker thread (where a store
 /// is usually dropped): they are closed on a thread of their own.
+/// Whether `client` broke while it ran (`result` is what it answered):
+/// the database went away, restarted or cut the connection. A broken
+/// connection is dropped instead of going back to its pool.
+fn lost_connection<T>(client: &Client, result: &StoreResult<T>) -> bool {
+    client.is_closed()
+        || matches!(
+            result,
+            Err(StoreError::Unavailable {
+                cause: Unavailable::Unreachable,
+                ..
+            })
+        )
+}
+
+/// After a lost connection: the pool's idle connections went to the same
+/// database, and are most likely broken too (a restarted server ended
+/// them all). Dropped now, each would otherwise fail one more request
+/// once the database is back; the next requests connect afresh. Closed on
+/// a thread of their own and not waited for: closing a connection to a
+/// host that stopped answering may take long.
+fn drop_idle(idle: &Mutex<Vec<Client>>) {
+    let idle = match idle.lock() {
+        Ok(mut idle) => std::mem::take(&mut *idle),
+        Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
+    };
+    if !idle.is_empty() {
+        std::thread::spawn(move || drop(idle));
+    }
+}
+
 fn close_off_runtime(idle: &Mutex<Vec<Client>>) {
     let idle = match idle.lock() {
         Ok(mut idle) => std::mem::take(&mut *idle),

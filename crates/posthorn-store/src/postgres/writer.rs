@@ -9,10 +9,10 @@
 
 use super::error::is_retryable;
 use super::tx::PgTx;
-use super::{Settings, close_off_runtime};
+use super::{Settings, close_off_runtime, drop_idle, lost_connection};
 use crate::engine;
 use crate::feed::CommitFeed;
-use crate::{StoreError, StoreResult, Unavailable};
+use crate::{StoreError, StoreResult};
 use ::postgres::Client;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -65,6 +65,7 @@ impl WritePool {
         let settings = self.settings.clone();
         let feed = self.feed.clone();
         let counters = self.counters.clone();
+        let pool = self.idle.clone();
         let (client, result) = tokio::task::spawn_blocking(move || {
             let mut client = match idle {
                 Some(c) if !c.is_closed() => c,
@@ -81,15 +82,11 @@ impl WritePool {
                 feed.publish(events);
                 value
             });
-            let broken = client.is_closed()
-                || matches!(
-                    &result,
-                    Err(StoreError::Unavailable {
-                        cause: Unavailable::Unreachable,
-                        ..
-                    })
-                );
-            (if broken { None } else { Some(client) }, result)
+            if lost_connection(&client, &result) {
+                drop_idle(&pool);
+                return (None, result);
+            }
+            (Some(client), result)
         })
         .await
         .map_err(|e| StoreError::backend(format!("write task: {e}")))?;
