@@ -157,7 +157,7 @@ impl PgStore {
     async fn read<T, F>(&self, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
-        F: FnOnce(&mut Client) -> StoreResult<T> + Send + 'static,
+        F: Fn(&mut Client) -> StoreResult<T> + Send + 'static,
     {
         self.reads.run(f).await
     }
@@ -365,7 +365,7 @@ impl ReadPool {
     async fn run<T, F>(&self, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
-        F: FnOnce(&mut Client) -> StoreResult<T> + Send + 'static,
+        F: Fn(&mut Client) -> StoreResult<T> + Send + 'static,
     {
         // A permit per connection: holding one means a connection is idle
         // or may be opened.
@@ -378,6 +378,7 @@ impl ReadPool {
         let settings = self.settings.clone();
         let pool = self.idle.clone();
         let (client, result) = tokio::task::spawn_blocking(move || {
+            let reused = idle.as_ref().is_some_and(|c| !c.is_closed());
             let mut client = match idle {
                 Some(c) if !c.is_closed() => c,
                 // A closed one is dropped here, on a blocking thread.
@@ -386,10 +387,23 @@ impl ReadPool {
                     Err(e) => return (None, Err(settings.name_in(e))),
                 },
             };
-            let result = f(&mut client);
+            let mut result = f(&mut client);
             if lost_connection(&client, &result) {
                 drop_idle(&pool);
-                return (None, result);
+                // A read changes nothing, so one that failed on a
+                // connection kept from before the database went away runs
+                // once more on a new one (which fails at once while the
+                // database is still away).
+                if reused {
+                    client = match open_reader(&settings) {
+                        Ok(c) => c,
+                        Err(e) => return (None, Err(settings.name_in(e))),
+                    };
+                    result = f(&mut client);
+                }
+                if lost_connection(&client, &result) {
+                    return (None, result);
+                }
             }
             (Some(client), result)
         })

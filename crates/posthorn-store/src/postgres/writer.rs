@@ -67,14 +67,32 @@ impl WritePool {
         let counters = self.counters.clone();
         let pool = self.idle.clone();
         let (client, result) = tokio::task::spawn_blocking(move || {
-            let mut client = match idle {
-                Some(c) if !c.is_closed() => c,
+            let (mut client, mut reused) = match idle {
+                Some(c) if !c.is_closed() => (c, true),
                 _ => match settings.connect() {
-                    Ok(c) => c,
+                    Ok(c) => (c, false),
                     Err(e) => return (None, Err(settings.name_in(e))),
                 },
             };
-            let result = run_with_retries(&mut client, &f, &counters).map(|(value, events)| {
+            let result = loop {
+                let mut begun = false;
+                let result = run_with_retries(&mut client, &f, &counters, &mut begun);
+                // A connection kept from before the database went away (or
+                // restarted) fails at its first statement, so the write
+                // never began: it runs once more on a new connection,
+                // instead of failing a request after the database is back.
+                if reused && !begun && lost_connection(&client, &result) {
+                    drop_idle(&pool);
+                    client = match settings.connect() {
+                        Ok(c) => c,
+                        Err(e) => return (None, Err(settings.name_in(e))),
+                    };
+                    reused = false;
+                    continue;
+                }
+                break result;
+            };
+            let result = result.map(|(value, events)| {
                 counters.writes.fetch_add(1, Ordering::Relaxed);
                 counters
                     .events
@@ -102,14 +120,17 @@ impl WritePool {
 
 type Written = Vec<Arc<crate::records::EventRecord>>;
 
+/// Runs `f` until it commits, fails for good or runs out of attempts;
+/// `begun` is set once a transaction has begun on `client`.
 fn run_with_retries<T>(
     client: &mut Client,
     f: &dyn Fn(&mut dyn engine::WriteTx) -> StoreResult<T>,
     counters: &WriteCounters,
+    begun: &mut bool,
 ) -> StoreResult<(T, Written)> {
     let mut attempt = 1;
     loop {
-        match run_once(client, f) {
+        match run_once(client, f, begun) {
             Err(e) if attempt < ATTEMPTS && is_retryable(&e) => {
                 counters.retries.fetch_add(1, Ordering::Relaxed);
                 // A little later each time, so that two writers that keep
@@ -125,8 +146,10 @@ fn run_with_retries<T>(
 fn run_once<T>(
     client: &mut Client,
     f: &dyn Fn(&mut dyn engine::WriteTx) -> StoreResult<T>,
+    begun: &mut bool,
 ) -> StoreResult<(T, Written)> {
     let mut tx = client.transaction()?;
+    *begun = true;
     let mut pg = PgTx::new(&mut tx);
     let value = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut pg)))
         .unwrap_or_else(|_| Err(StoreError::backend("a write panicked")))?;
