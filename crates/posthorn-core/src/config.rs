@@ -696,9 +696,13 @@ pub struct StreamConfig {
     pub track_clicks: Option<bool>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
+    /// A PostgreSQL database (`postgres://USER[:PASSWORD]@HOST[:PORT]/DB`)
+    /// that any number of nodes share. None (the default): the embedded
+    /// SQLite database in the data directory.
+    pub url: Option<String>,
     /// Most writes committed together in one transaction (group commit).
     pub max_batch: usize,
     /// Read connections beside the one writer: at most this many reads run
@@ -713,9 +717,38 @@ pub struct StoreConfig {
     pub synchronous: Synchronous,
 }
 
+// By hand: the URL may hold a password, and a configuration is printed
+// with `{:?}` in places (errors, tests); only the URL without its user
+// part is shown.
+impl std::fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreConfig")
+            .field("url", &self.url.as_deref().map(without_user))
+            .field("max_batch", &self.max_batch)
+            .field("read_connections", &self.read_connections)
+            .field("write_connections", &self.write_connections)
+            .field("synchronous", &self.synchronous)
+            .finish()
+    }
+}
+
+/// `url` with its user part (`USER:PASSWORD@`) left out: what may be shown.
+pub fn without_user(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    // Everything up to the last `@`: a password badly encoded (holding `/`,
+    // `?` or `@`) is hidden too, at worst with part of the options.
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, after)| after);
+    if scheme.is_empty() {
+        rest.to_owned()
+    } else {
+        format!("{scheme}://{rest}")
+    }
+}
+
 impl Default for StoreConfig {
     fn default() -> Self {
         Self {
+            url: None,
             max_batch: 1024,
             read_connections: 4,
             write_connections: 8,
@@ -851,6 +884,25 @@ mod tests {
         assert!(smarthost.require_tls, "TLS is required by default");
         assert_eq!(smarthost.password.as_ref().unwrap().0, "hunter2");
         assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn store_url_passwords_never_show_in_debug() {
+        let c: Config =
+            toml::from_str("[store]\nurl = \"postgres://app:hunter2@db.example:5433/mail\"\n")
+                .unwrap();
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("postgres://db.example:5433/mail"), "{shown}");
+        assert_eq!(Config::default().store.url, None, "SQLite by default");
+        for (url, want) in [
+            ("postgres://u:p@h/db", "postgres://h/db"),
+            ("postgres://h/db", "postgres://h/db"),
+            ("postgres://u:p/w?x@h/db?a=1", "postgres://h/db?a=1"),
+            ("u:p@h", "h"),
+        ] {
+            assert_eq!(without_user(url), want, "{url}");
+        }
     }
 
     #[test]

@@ -21,7 +21,7 @@ use posthorn_core::{Clock, EventKind, EventSource, NodeId, SystemClock};
 use posthorn_smtp::listen::ConnectionLimits;
 use posthorn_smtp::server::ServerSettings;
 use posthorn_smtp::tls::ServerTlsConfig;
-use posthorn_store::{NewApiKey, Origin, Scope, SqliteStore, Store, StoreRules};
+use posthorn_store::{NewApiKey, Origin, PgStore, Scope, SqliteStore, Store, StoreRules};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -128,19 +128,34 @@ impl DeliveryHandle {
 }
 
 impl App {
-    /// Opens the SQLite store in the configured data directory, after
-    /// making the directory private (`data_dir::secure`).
+    /// Opens the store: the PostgreSQL database of `[store] url` when set,
+    /// else SQLite in the configured data directory; either way after
+    /// making the data directory private (`data_dir::secure`), since it
+    /// holds the server secret, the node name and the DKIM keys on both.
+    ///
+    /// A URL that is not PostgreSQL's, or a database that cannot be
+    /// reached, is an error naming HOST:PORT/DB (never the password):
+    /// never SQLite instead, which would leave this node alone with a
+    /// queue its peers cannot see.
     pub fn open(config: Config) -> Result<Self, StartError> {
         // Before the store opens the database, so that SQLite's log files
         // take the tightened mode of an existing database file.
         crate::data_dir::secure(&config.server.data_dir)
             .map_err(StartError::io(&config.server.data_dir))?;
-        let store = SqliteStore::open(
-            &config.server.data_dir,
-            &config.store,
-            StoreRules::from_config(&config),
-        )?;
-        Self::with_store(config, Arc::new(store), Arc::new(SystemClock))
+        let rules = StoreRules::from_config(&config);
+        let store: Arc<dyn Store> = match &config.store.url {
+            Some(url) => {
+                let store = PgStore::connect(url, &config.store, rules)?;
+                tracing::info!(store = %store.target(), "on PostgreSQL");
+                Arc::new(store)
+            }
+            None => Arc::new(SqliteStore::open(
+                &config.server.data_dir,
+                &config.store,
+                rules,
+            )?),
+        };
+        Self::with_store(config, store, Arc::new(SystemClock))
     }
 
     /// An application on a given store; the server secret is read from (or

@@ -80,13 +80,21 @@ fn check_files(config: &Config) -> Vec<String> {
 
 /// Values that deserialise but make no sense, prefixed with their setting.
 fn check_values(config: &Config) -> Vec<String> {
-    config
+    let mut errors: Vec<String> = config
         .tracking
         .machine
         .problems()
         .into_iter()
         .map(|e| format!("tracking.machine.{e}"))
-        .collect()
+        .collect();
+    // Refused here, before anything starts: a store URL of another kind
+    // must never leave the node on SQLite while its peers share a database.
+    if let Some(url) = &config.store.url
+        && let Err(e) = posthorn_store::PgStore::check_url(url)
+    {
+        errors.push(format!("store.url: {e}"));
+    }
+    errors
 }
 
 /// [`parse`], then `check` on the configuration that deserialised (with
@@ -440,6 +448,39 @@ mod tests {
             config.ingest.stream,
             posthorn_core::submission::DEFAULT_STREAM
         );
+    }
+
+    #[test]
+    fn the_store_url_comes_from_the_file_or_the_environment_and_must_be_postgres() {
+        let config = parse("", "x", env(&[])).unwrap();
+        assert_eq!(config.store.url, None, "SQLite by default");
+        let config = parse(
+            "[store]\nurl = \"postgres://file@db/a\"\n",
+            "x",
+            env(&[("POSTHORN_STORE__URL", "postgresql://env:secret@db:6432/b")]),
+        )
+        .unwrap();
+        assert_eq!(
+            config.store.url.as_deref(),
+            Some("postgresql://env:secret@db:6432/b"),
+            "the environment overrides the file"
+        );
+        for bad in [
+            "mysql://u:secret@db/a",
+            "sqlite:///var/posthorn.db",
+            "",
+            "db/a",
+        ] {
+            let errors = parse("", "x", env(&[("POSTHORN_STORE__URL", bad)]))
+                .unwrap_err()
+                .0;
+            assert_eq!(errors.len(), 1, "{bad}: {errors:?}");
+            assert!(
+                errors[0].starts_with("store.url: ") && errors[0].contains("postgres://"),
+                "{bad}: {errors:?}"
+            );
+            assert!(!errors[0].contains("secret"), "{errors:?}");
+        }
     }
 
     #[test]

@@ -6,6 +6,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use posthorn_core::EnhancedCode;
 use posthorn_store::{StoreError, Unavailable};
+use std::sync::atomic::AtomicU64;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
@@ -83,18 +84,24 @@ impl From<StoreError> for ApiError {
                 cause: Unavailable::StorageFull,
                 detail,
             } => {
-                if full_disk_log_due() {
+                static LAST: AtomicU64 = AtomicU64::new(0);
+                if log_due(&LAST) {
                     tracing::error!(%detail, "storage full: refusing writes until space returns");
                 }
                 ApiError::storage_full()
             }
             // PostgreSQL away (restarting, network): nothing was written,
-            // and the same request succeeds once it is back.
+            // and the same request succeeds once it is back (the pools
+            // drop broken connections and open new ones). Logged like a
+            // full disk: every request fails while it lasts.
             StoreError::Unavailable {
                 cause: Unavailable::Unreachable,
                 detail,
             } => {
-                tracing::error!(%detail, "storage unreachable");
+                static LAST: AtomicU64 = AtomicU64::new(0);
+                if log_due(&LAST) {
+                    tracing::error!(%detail, "database unreachable: answering 503 until it is back");
+                }
                 ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "storage_unavailable",
@@ -115,18 +122,18 @@ impl From<StoreError> for ApiError {
     }
 }
 
-/// Whether to log a refusal for a full disk now: at most one line every
+/// Whether to log a refusal for a full disk (or a lost database) now, of
+/// which `last` is the second of the last line: at most one line every
 /// 10 s, however many requests are refused (the log may share the disk).
-fn full_disk_log_due() -> bool {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static LAST: AtomicU64 = AtomicU64::new(0);
+fn log_due(last: &AtomicU64) -> bool {
+    use std::sync::atomic::Ordering;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let last = LAST.load(Ordering::Relaxed);
-    now >= last + 10
-        && LAST
-            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+    let previous = last.load(Ordering::Relaxed);
+    now >= previous + 10
+        && last
+            .compare_exchange(previous, now, Ordering::Relaxed, Ordering::Relaxed)
             .is_ok()
 }
 
@@ -142,7 +149,8 @@ impl IntoResponse for ApiError {
         )
             .into_response();
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
-            // Each 503 is a state that passes (shutting down, a full disk).
+            // Each 503 is a state that passes (shutting down, a full disk, a
+            // database away).
             response.headers_mut().insert(
                 axum::http::header::RETRY_AFTER,
                 axum::http::HeaderValue::from_static("30"),

@@ -1,13 +1,17 @@
 //! Test support: finding the real programs tests talk to (Postfix's
 //! `smtp-sink`, `swaks`, Python with aiosmtpd, curl, ...), a fresh
-//! PostgreSQL database per test (`postgres`), free loopback ports, and
+//! PostgreSQL database per test (`postgres`), a TCP forwarder that cuts a
+//! connection to a peer on demand (`forwarder`), free loopback ports, and
 //! waiting for a peer on a deadline instead of a fixed sleep.
 //!
 //! A test whose peer is missing is skipped with a loud message, except when
 //! `POSTHORN_REQUIRE_PEERS=1` (as `.ci/run` sets it): then it fails.
 
+pub mod forwarder;
 pub mod postfix;
 pub mod postgres;
+
+pub use forwarder::TcpForwarder;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;

@@ -1,18 +1,18 @@
 //! `posthorn domains ...`: sending domains of tenants and their DKIM keys,
-//! managed directly in the data directory (the service may be running).
-//! A domain belongs to one tenant; its keys are files in the data directory
-//! (`dkim/<domain>.<selector>.pem`). Ownership takes effect at once; a
+//! managed directly (the service may be running). A domain belongs to one
+//! tenant, recorded in the store (SQLite in the data directory, or the
+//! PostgreSQL database of `--store`); its keys are files in the data
+//! directory (`dkim/<domain>.<selector>.pem`), on PostgreSQL too for now. Ownership takes effect at once; a
 //! running `serve` signs with a key added here after its next restart
 //! (keys added through `POST /v1/domains` sign at once).
 
+use crate::store_args::StoreArgs;
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Subcommand;
-use posthorn_core::config::Config;
 use posthorn_core::{Clock, SystemClock, TenantId};
 use posthorn_server::dkim;
 use posthorn_server::sending_domains::{self, DomainView, ExistingKey};
-use posthorn_store::{SqliteStore, Store, StoreRules};
-use std::path::{Path, PathBuf};
+use posthorn_store::Store;
 
 #[derive(Subcommand)]
 pub enum DomainsCommand {
@@ -30,8 +30,8 @@ pub enum DomainsCommand {
         /// [default: posthorn].
         #[arg(long)]
         selector: Option<String>,
-        #[arg(long, env = "POSTHORN_DATA_DIR", default_value = "posthorn-data")]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        at: StoreArgs,
     },
     /// List sending domains and their DKIM keys with the TXT record each
     /// needs.
@@ -39,8 +39,8 @@ pub enum DomainsCommand {
         /// Only this tenant's domains.
         #[arg(long)]
         tenant: Option<String>,
-        #[arg(long, env = "POSTHORN_DATA_DIR", default_value = "posthorn-data")]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        at: StoreArgs,
     },
     /// Take DOMAIN from its tenant and delete its DKIM keys; with
     /// --selector, delete only that key (the end of a key rotation).
@@ -48,19 +48,13 @@ pub enum DomainsCommand {
         domain: String,
         #[arg(long)]
         selector: Option<String>,
-        #[arg(long, env = "POSTHORN_DATA_DIR", default_value = "posthorn-data")]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        at: StoreArgs,
     },
 }
 
-fn open(data_dir: &Path) -> Result<SqliteStore> {
-    let config = Config::default();
-    SqliteStore::open(data_dir, &config.store, StoreRules::from_config(&config))
-        .with_context(|| format!("opening the data directory {}", data_dir.display()))
-}
-
 /// The tenant called `name`, or the only tenant when no name is given.
-async fn tenant_id(store: &SqliteStore, name: Option<&str>) -> Result<TenantId> {
+async fn tenant_id(store: &dyn Store, name: Option<&str>) -> Result<TenantId> {
     match name {
         Some(name) => Ok(store
             .tenant_by_name(name)
@@ -102,13 +96,14 @@ pub async fn run(command: DomainsCommand) -> Result<()> {
             domain,
             tenant,
             selector,
-            data_dir,
+            at,
         } => {
-            let store = open(&data_dir)?;
-            let tenant = tenant_id(&store, tenant.as_deref()).await?;
+            let data_dir = &at.data_dir;
+            let store = at.open()?;
+            let tenant = tenant_id(&*store, tenant.as_deref()).await?;
             let (view, new) = sending_domains::add(
-                &store,
-                &data_dir,
+                &*store,
+                data_dir,
                 &tenant,
                 &domain,
                 selector.as_deref(),
@@ -129,13 +124,14 @@ pub async fn run(command: DomainsCommand) -> Result<()> {
                 view.domain
             );
         }
-        DomainsCommand::List { tenant, data_dir } => {
-            let store = open(&data_dir)?;
+        DomainsCommand::List { tenant, at } => {
+            let data_dir = &at.data_dir;
+            let store = at.open()?;
             let only = match &tenant {
-                Some(name) => Some(tenant_id(&store, Some(name)).await?),
+                Some(name) => Some(tenant_id(&*store, Some(name)).await?),
                 None => None,
             };
-            let domains = sending_domains::list(&store, &data_dir, only.as_ref())
+            let domains = sending_domains::list(&*store, data_dir, only.as_ref())
                 .await
                 .map_err(|e| anyhow!(e))?;
             println!(
@@ -165,7 +161,7 @@ pub async fn run(command: DomainsCommand) -> Result<()> {
                 }
             }
             if only.is_none() {
-                for key in dkim::list(&data_dir)? {
+                for key in dkim::list(data_dir)? {
                     if !domains.iter().any(|(_, v)| v.domain == key.domain) {
                         println!(
                             "{:<28}  {:<16}  {:<12}  unowned: signs nothing until `posthorn domains add {} --tenant NAME`",
@@ -181,9 +177,10 @@ pub async fn run(command: DomainsCommand) -> Result<()> {
         DomainsCommand::Remove {
             domain,
             selector: Some(selector),
-            data_dir,
+            at,
         } => {
-            let removed = dkim::remove(&data_dir, &domain, Some(&selector))?;
+            let data_dir = &at.data_dir;
+            let removed = dkim::remove(data_dir, &domain, Some(&selector))?;
             if removed == 0 {
                 bail!("{domain} has no DKIM key with selector `{selector}`");
             }
@@ -195,9 +192,10 @@ pub async fn run(command: DomainsCommand) -> Result<()> {
         DomainsCommand::Remove {
             domain,
             selector: None,
-            data_dir,
+            at,
         } => {
-            let store = open(&data_dir)?;
+            let data_dir = &at.data_dir;
+            let store = at.open()?;
             let normalized = dkim::normalize_domain(&domain)?;
             let owner = store
                 .domain_owners(&[&normalized])
@@ -206,13 +204,13 @@ pub async fn run(command: DomainsCommand) -> Result<()> {
                 .find(|o| o.domain == normalized);
             match owner {
                 Some(owner) => {
-                    sending_domains::remove(&store, &data_dir, &owner.tenant, &normalized)
+                    sending_domains::remove(&*store, data_dir, &owner.tenant, &normalized)
                         .await
                         .map_err(|e| anyhow!(e))?
                 }
                 // A key made before domains had owners.
                 None => {
-                    if dkim::remove(&data_dir, &normalized, None)? == 0 {
+                    if dkim::remove(data_dir, &normalized, None)? == 0 {
                         bail!("{normalized} is not a sending domain");
                     }
                 }

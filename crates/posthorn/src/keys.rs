@@ -1,13 +1,13 @@
-//! `posthorn keys ...`: API keys, managed directly in the data directory (the
-//! service may be running: SQLite lets both write, one at a time).
+//! `posthorn keys ...`: API keys, managed directly in the store: SQLite in
+//! the data directory (the service may be running: SQLite lets both write,
+//! one at a time), or the PostgreSQL database of `--store`.
 
+use crate::store_args::StoreArgs;
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
-use posthorn_core::config::Config;
 use posthorn_core::id::ApiKeyId;
 use posthorn_core::{Clock, SystemClock};
-use posthorn_store::{NewApiKey, Scope, SqliteStore, Store, StoreRules};
-use std::path::{Path, PathBuf};
+use posthorn_store::{NewApiKey, Scope};
 
 #[derive(Subcommand)]
 pub enum KeysCommand {
@@ -23,29 +23,23 @@ pub enum KeysCommand {
         /// A label to recognise the key by.
         #[arg(long)]
         name: Option<String>,
-        #[arg(long, env = "POSTHORN_DATA_DIR", default_value = "posthorn-data")]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        at: StoreArgs,
     },
     /// List keys (never their secrets).
     List {
         /// Only this tenant's keys.
         #[arg(long)]
         tenant: Option<String>,
-        #[arg(long, env = "POSTHORN_DATA_DIR", default_value = "posthorn-data")]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        at: StoreArgs,
     },
     /// Revoke a key by its id (as shown by `keys list`).
     Revoke {
         id: String,
-        #[arg(long, env = "POSTHORN_DATA_DIR", default_value = "posthorn-data")]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        at: StoreArgs,
     },
-}
-
-fn open(data_dir: &Path) -> Result<SqliteStore> {
-    let config = Config::default();
-    SqliteStore::open(data_dir, &config.store, StoreRules::from_config(&config))
-        .with_context(|| format!("opening the data directory {}", data_dir.display()))
 }
 
 pub fn parse_scopes(text: &str) -> Result<Vec<Scope>> {
@@ -70,13 +64,13 @@ pub async fn run(command: KeysCommand) -> Result<()> {
             tenant,
             scope,
             name,
-            data_dir,
+            at,
         } => {
             let scopes = parse_scopes(&scope)?;
             if tenant.trim().is_empty() {
                 bail!("--tenant must not be empty");
             }
-            let store = open(&data_dir)?;
+            let store = at.open()?;
             let tenant = match store.tenant_by_name(&tenant).await? {
                 Some(t) => t,
                 None => {
@@ -104,8 +98,8 @@ pub async fn run(command: KeysCommand) -> Result<()> {
             );
             println!("{}", key.token);
         }
-        KeysCommand::List { tenant, data_dir } => {
-            let store = open(&data_dir)?;
+        KeysCommand::List { tenant, at } => {
+            let store = at.open()?;
             let tenant_id = match &tenant {
                 Some(name) => Some(
                     store
@@ -135,10 +129,10 @@ pub async fn run(command: KeysCommand) -> Result<()> {
                 );
             }
         }
-        KeysCommand::Revoke { id, data_dir } => {
+        KeysCommand::Revoke { id, at } => {
             let id =
                 ApiKeyId::parse(&id).context("that is not a key id (see `posthorn keys list`)")?;
-            let store = open(&data_dir)?;
+            let store = at.open()?;
             if store.revoke_api_key(&id, now).await? {
                 println!("revoked {id}");
             } else {

@@ -1,8 +1,9 @@
 //! `posthorn`: self-hosted email sending and delivery tracking.
 //!
 //! The command line: `serve` runs the service; `send` and `status` talk to a
-//! running one over its HTTP API; `keys` manages API keys and `domains` DKIM
-//! keys in the data directory; `classify` shows how returned mail and SMTP
+//! running one over its HTTP API; `keys` manages API keys and `domains`
+//! sending domains and their DKIM keys (in the data directory's store, or
+//! the `--store` database); `classify` shows how returned mail and SMTP
 //! replies are read; `bench` measures ingest speed.
 
 mod bench;
@@ -11,6 +12,7 @@ mod client;
 mod domains;
 mod keys;
 mod store;
+mod store_args;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -26,7 +28,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the service (HTTP API) on the embedded SQLite store.
+    /// Run the service (HTTP API) on the embedded SQLite store, or on a
+    /// PostgreSQL database with --store.
     Serve(ServeArgs),
     /// Submit a message through a running service's API.
     Send(client::SendArgs),
@@ -59,6 +62,12 @@ struct ServeArgs {
     /// Where the database and generated files live [default: ./posthorn-data].
     #[arg(long, env = "POSTHORN_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// Keep messages and events in this PostgreSQL database, which several
+    /// nodes may share (`postgres://USER[:PASSWORD]@HOST[:PORT]/DB`),
+    /// instead of SQLite in the data directory. Also `[store] url`, or
+    /// `POSTHORN_STORE__URL`, which this flag overrides.
+    #[arg(long, value_name = "URL")]
+    store: Option<String>,
     /// HTTP listen address [default: 127.0.0.1:8025].
     #[arg(long, env = "POSTHORN_HTTP")]
     http: Option<String>,
@@ -137,7 +146,15 @@ fn main() -> Result<()> {
 /// Loads the configuration: defaults, the file, `POSTHORN_*__*` variables,
 /// then the flags.
 fn load_config(args: &ServeArgs) -> Result<posthorn_core::config::Config> {
-    let mut config = posthorn_server::config::load(args.config.as_deref(), std::env::vars())?;
+    // `--store` goes in as the last `POSTHORN_STORE__URL`, so that it
+    // overrides the file and the environment and is checked where they
+    // are: one setting, one check, whichever of the three gave it.
+    let store_flag = args
+        .store
+        .clone()
+        .map(|url| ("POSTHORN_STORE__URL".to_owned(), url));
+    let mut config =
+        posthorn_server::config::load(args.config.as_deref(), std::env::vars().chain(store_flag))?;
     if let Some(dir) = &args.data_dir {
         config.server.data_dir = dir.clone();
     }
@@ -214,8 +231,20 @@ async fn serve(args: ServeArgs) -> Result<()> {
     config.server.http = listener.local_addr()?.to_string();
     let data_dir = config.server.data_dir.clone();
     let public_url = config.server.public_url();
-    let app =
-        App::open(config).map_err(|e| anyhow::anyhow!("opening {}: {e}", data_dir.display()))?;
+    // What the log may say about the store: never the user or password.
+    let store = config.store.url.as_deref().map_or_else(
+        || data_dir.join("posthorn.db").display().to_string(),
+        posthorn_core::config::without_user,
+    );
+    let on_postgres = config.store.url.is_some();
+    let app = App::open(config).map_err(|e| {
+        if on_postgres {
+            // The error names the database (HOST:PORT/DB) itself.
+            anyhow::anyhow!("starting on PostgreSQL: {e}")
+        } else {
+            anyhow::anyhow!("opening {}: {e}", data_dir.display())
+        }
+    })?;
     if let Bootstrap::Created { key, key_file } =
         app.bootstrap().await.map_err(|e| anyhow::anyhow!("{e}"))?
     {
@@ -275,7 +304,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
             .map_err(|e| anyhow::anyhow!("SMTP submission: {e}"))?;
         Some(addr)
     };
-    tracing::info!(%http, %public_url, data_dir = %data_dir.display(), "posthorn is ready");
+    tracing::info!(%http, %public_url, data_dir = %data_dir.display(), %store, "posthorn is ready");
     if let Some(addr) = inbound {
         println!("Inbound MX on {addr} (bounces, complaints and auto-replies come back here)");
     }

@@ -541,3 +541,87 @@ fn serve_refuses_to_start_with_a_bad_rules_file() {
     );
     assert!(!dir.path().join("data").exists(), "nothing was created");
 }
+
+/// `serve --store` on PostgreSQL, and `keys` with the same `--store` from
+/// another data directory: the key is made in the shared database, so the
+/// server takes it at once (issue #14).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_with_store_act_on_the_database_serve_uses() {
+    let Some(db) = posthorn_testkit::postgres::TestDatabase::create() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        dir.path(),
+        &["--store".to_owned(), db.url().to_owned()],
+        &[("POSTHORN_DELIVERY__ENABLED", "false")],
+    );
+    assert!(
+        !dir.path().join("posthorn.db").exists(),
+        "on PostgreSQL, no SQLite database"
+    );
+    let elsewhere = tempfile::tempdir().unwrap();
+    let (ok, key, err) = posthorn(
+        &["keys", "create", "--tenant", "acme", "--store", db.url()],
+        elsewhere.path(),
+    );
+    assert!(ok, "{err}");
+    assert!(
+        !elsewhere.path().join("posthorn.db").exists(),
+        "the key went to the database, not to a SQLite store"
+    );
+    let key = key.trim().to_owned();
+    let client = reqwest::Client::new();
+    let r = submit(&client, &server.base, &key, "bob@example.com").await;
+    assert_eq!(r.status(), 202, "a key made with --store works at once");
+    let (ok, list, err) = posthorn(&["keys", "list", "--store", db.url()], elsewhere.path());
+    assert!(ok, "{err}");
+    assert!(list.contains("initial admin key"), "{list}");
+    assert_eq!(
+        list.lines().filter(|l| l.contains("active")).count(),
+        2,
+        "{list}"
+    );
+    server.terminate();
+}
+
+/// A `--store` that is not PostgreSQL, or a database nobody answers for:
+/// `serve` stops with a clear error (the address, never the password) and
+/// never falls back to SQLite.
+#[test]
+fn serve_refuses_a_store_it_cannot_use() {
+    let port = posthorn_testkit::free_port();
+    let unreachable = format!("postgres://posthorn:hunter2@127.0.0.1:{port}/mail");
+    for (url, want) in [
+        ("mysql://posthorn:hunter2@db.example/mail", "store.url: "),
+        (unreachable.as_str(), &format!("127.0.0.1:{port}/mail")[..]),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new(BIN)
+            .args([
+                "serve",
+                "--http",
+                "127.0.0.1:0",
+                "--submission",
+                "off",
+                "--mx",
+                "off",
+            ])
+            .args(["--store", url, "--data-dir"])
+            .arg(dir.path())
+            .env("POSTHORN_LOG", "warn")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{url}: {err}");
+        assert!(err.contains(want), "{url}: {err}");
+        assert!(
+            !err.contains("hunter2") && !err.contains("panicked"),
+            "{err}"
+        );
+        assert!(
+            !dir.path().join("posthorn.db").exists(),
+            "{url}: no SQLite instead"
+        );
+    }
+}

@@ -137,7 +137,7 @@ impl DeliveryService {
         let store = &self.state.store;
         let lease = self.state.config.delivery.lease.0;
         let batch = self.state.config.delivery.claim_batch;
-        let mut claims_failing_full = false;
+        let mut claims_failing = false;
         loop {
             let room = (self.in_flight.available_permits() as u32).min(batch);
             let claimed = if room == 0 {
@@ -149,17 +149,21 @@ impl DeliveryService {
                     .await
                 {
                     Ok(c) => {
-                        claims_failing_full = false;
+                        if claims_failing {
+                            tracing::info!("claiming due deliveries works again");
+                        }
+                        claims_failing = false;
                         c
                     }
                     Err(e) => {
-                        // A full disk fails every claim until space
-                        // returns: said once, not every poll.
-                        let full = e.is_storage_full();
-                        if !(full && claims_failing_full) {
+                        // A full disk, or a database away, fails every
+                        // claim until it passes: said once, not every
+                        // poll; polling on is what recovers.
+                        let passes = e.is_transient();
+                        if !(passes && claims_failing) {
                             tracing::error!(error = %e, "claiming due deliveries failed");
                         }
-                        claims_failing_full = full;
+                        claims_failing = passes;
                         Vec::new()
                     }
                 }

@@ -69,7 +69,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const PARTITION_MONTHS_AHEAD: i32 = 1;
 
 /// A PostgreSQL store: a read pool, a write pool, the rules the writes
-/// apply, and the feed of this node's commits.
+/// apply, and the commit feed (every node's commits, see `tail`).
 pub struct PgStore {
     reads: ReadPool,
     writes: writer::WritePool,
@@ -131,6 +131,13 @@ impl PgStore {
         })
     }
 
+    /// Whether `url` is a PostgreSQL URL this store can connect with,
+    /// without connecting: for checking a configuration before start. The
+    /// error says what is wrong, never with the password.
+    pub fn check_url(url: &str) -> Result<(), String> {
+        parse_url(url).map(|_| ())
+    }
+
     /// The migration versions this connect applied (none when another
     /// node, or an earlier start, had applied them all).
     pub fn applied_migrations(&self) -> &[i64] {
@@ -165,7 +172,7 @@ impl PgStore {
     async fn read<T, F>(&self, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
-        F: FnOnce(&mut Client) -> StoreResult<T> + Send + 'static,
+        F: Fn(&mut Client) -> StoreResult<T> + Send + 'static,
     {
         self.reads.run(f).await
     }
@@ -208,19 +215,7 @@ impl std::fmt::Debug for Settings {
 
 impl Settings {
     fn parse(url: &str) -> StoreResult<Settings> {
-        // postgres::Config also reads `key=value` strings, and would take a
-        // typo'd scheme for one: only the URL form is accepted, so that a
-        // store URL is always recognisably PostgreSQL's.
-        let scheme = url.split_once("://").map(|(s, _)| s);
-        if !matches!(scheme, Some("postgres" | "postgresql")) {
-            let shown = scheme.map_or_else(|| "no scheme".to_owned(), |s| format!("`{s}://`"));
-            return Err(StoreError::backend(format!(
-                "the store URL must start with postgres:// or postgresql:// (it has {shown})"
-            )));
-        }
-        let mut config: ::postgres::Config = url.parse().map_err(|e| {
-            StoreError::backend(format!("the store URL is not a PostgreSQL URL: {e}"))
-        })?;
+        let mut config = parse_url(url).map_err(StoreError::backend)?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
@@ -250,6 +245,22 @@ impl Settings {
             other => other,
         }
     }
+}
+
+/// The driver's settings from a store URL, or what is wrong with it.
+fn parse_url(url: &str) -> Result<::postgres::Config, String> {
+    // postgres::Config also reads `key=value` strings, and would take a
+    // typo'd scheme for one: only the URL form is accepted, so that a
+    // store URL is always recognisably PostgreSQL's.
+    let scheme = url.split_once("://").map(|(s, _)| s);
+    if !matches!(scheme, Some("postgres" | "postgresql")) {
+        let shown = scheme.map_or_else(|| "no scheme".to_owned(), |s| format!("`{s}://`"));
+        return Err(format!(
+            "the store URL must start with postgres:// or postgresql:// (it has {shown})"
+        ));
+    }
+    url.parse()
+        .map_err(|e| format!("the store URL is not a PostgreSQL URL: {e}"))
 }
 
 /// A failed connect: unreachable when the server could not be reached or
@@ -369,7 +380,7 @@ impl ReadPool {
     async fn run<T, F>(&self, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
-        F: FnOnce(&mut Client) -> StoreResult<T> + Send + 'static,
+        F: Fn(&mut Client) -> StoreResult<T> + Send + 'static,
     {
         // A permit per connection: holding one means a connection is idle
         // or may be opened.
@@ -380,7 +391,9 @@ impl ReadPool {
             .map_err(|_| StoreError::closed())?;
         let idle = self.idle.lock().map_err(|_| StoreError::closed())?.pop();
         let settings = self.settings.clone();
+        let pool = self.idle.clone();
         let (client, result) = tokio::task::spawn_blocking(move || {
+            let reused = idle.as_ref().is_some_and(|c| !c.is_closed());
             let mut client = match idle {
                 Some(c) if !c.is_closed() => c,
                 // A closed one is dropped here, on a blocking thread.
@@ -389,17 +402,23 @@ impl ReadPool {
                     Err(e) => return (None, Err(settings.name_in(e))),
                 },
             };
-            let result = f(&mut client);
-            let broken = client.is_closed()
-                || matches!(
-                    &result,
-                    Err(StoreError::Unavailable {
-                        cause: Unavailable::Unreachable,
-                        ..
-                    })
-                );
-            if broken {
-                return (None, result);
+            let mut result = f(&mut client);
+            if lost_connection(&client, &result) {
+                drop_idle(&pool);
+                // A read changes nothing, so one that failed on a
+                // connection kept from before the database went away runs
+                // once more on a new one (which fails at once while the
+                // database is still away).
+                if reused {
+                    client = match open_reader(&settings) {
+                        Ok(c) => c,
+                        Err(e) => return (None, Err(settings.name_in(e))),
+                    };
+                    result = f(&mut client);
+                }
+                if lost_connection(&client, &result) {
+                    return (None, result);
+                }
             }
             (Some(client), result)
         })
@@ -432,6 +451,36 @@ impl Drop for ReadPool {
 /// Closes a pool's idle connections. Closing one blocks on its own
 /// runtime, which is not allowed on an async worker thread (where a store
 /// is usually dropped): they are closed on a thread of their own.
+/// Whether `client` broke while it ran (`result` is what it answered):
+/// the database went away, restarted or cut the connection. A broken
+/// connection is dropped instead of going back to its pool.
+fn lost_connection<T>(client: &Client, result: &StoreResult<T>) -> bool {
+    client.is_closed()
+        || matches!(
+            result,
+            Err(StoreError::Unavailable {
+                cause: Unavailable::Unreachable,
+                ..
+            })
+        )
+}
+
+/// After a lost connection: the pool's idle connections went to the same
+/// database, and are most likely broken too (a restarted server ended
+/// them all). Dropped now, each would otherwise fail one more request
+/// once the database is back; the next requests connect afresh. Closed on
+/// a thread of their own and not waited for: closing a connection to a
+/// host that stopped answering may take long.
+fn drop_idle(idle: &Mutex<Vec<Client>>) {
+    let idle = match idle.lock() {
+        Ok(mut idle) => std::mem::take(&mut *idle),
+        Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
+    };
+    if !idle.is_empty() {
+        std::thread::spawn(move || drop(idle));
+    }
+}
+
 fn close_off_runtime(idle: &Mutex<Vec<Client>>) {
     let idle = match idle.lock() {
         Ok(mut idle) => std::mem::take(&mut *idle),

@@ -14,9 +14,9 @@
 use super::error::is_retryable;
 use super::tail::{CHANNEL, LocalTransactions};
 use super::tx::PgTx;
-use super::{Settings, close_off_runtime};
+use super::{Settings, close_off_runtime, drop_idle, lost_connection};
 use crate::engine;
-use crate::{StoreError, StoreResult, Unavailable};
+use crate::{StoreError, StoreResult};
 use ::postgres::Client;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -72,29 +72,43 @@ impl WritePool {
         let settings = self.settings.clone();
         let local = self.local.clone();
         let counters = self.counters.clone();
+        let pool = self.idle.clone();
         let (client, result) = tokio::task::spawn_blocking(move || {
-            let mut client = match idle {
-                Some(c) if !c.is_closed() => c,
+            let (mut client, mut reused) = match idle {
+                Some(c) if !c.is_closed() => (c, true),
                 _ => match settings.connect() {
-                    Ok(c) => c,
+                    Ok(c) => (c, false),
                     Err(e) => return (None, Err(settings.name_in(e))),
                 },
             };
-            let result =
-                run_with_retries(&mut client, &f, &local, &counters).map(|(value, events)| {
-                    counters.writes.fetch_add(1, Ordering::Relaxed);
-                    counters.events.fetch_add(events, Ordering::Relaxed);
-                    value
-                });
-            let broken = client.is_closed()
-                || matches!(
-                    &result,
-                    Err(StoreError::Unavailable {
-                        cause: Unavailable::Unreachable,
-                        ..
-                    })
-                );
-            (if broken { None } else { Some(client) }, result)
+            let result = loop {
+                let mut begun = false;
+                let result = run_with_retries(&mut client, &f, &local, &counters, &mut begun);
+                // A connection kept from before the database went away (or
+                // restarted) fails at its first statement, so the write
+                // never began: it runs once more on a new connection,
+                // instead of failing a request after the database is back.
+                if reused && !begun && lost_connection(&client, &result) {
+                    drop_idle(&pool);
+                    client = match settings.connect() {
+                        Ok(c) => c,
+                        Err(e) => return (None, Err(settings.name_in(e))),
+                    };
+                    reused = false;
+                    continue;
+                }
+                break result;
+            };
+            let result = result.map(|(value, events)| {
+                counters.writes.fetch_add(1, Ordering::Relaxed);
+                counters.events.fetch_add(events, Ordering::Relaxed);
+                value
+            });
+            if lost_connection(&client, &result) {
+                drop_idle(&pool);
+                return (None, result);
+            }
+            (Some(client), result)
         })
         .await
         .map_err(|e| StoreError::backend(format!("write task: {e}")))?;
@@ -111,15 +125,18 @@ impl WritePool {
 /// Events a committed write stored.
 type Written = u64;
 
+/// Runs `f` until it commits, fails for good or runs out of attempts;
+/// `begun` is set once a transaction has begun on `client`.
 fn run_with_retries<T>(
     client: &mut Client,
     f: &dyn Fn(&mut dyn engine::WriteTx) -> StoreResult<T>,
     local: &LocalTransactions,
     counters: &WriteCounters,
+    begun: &mut bool,
 ) -> StoreResult<(T, Written)> {
     let mut attempt = 1;
     loop {
-        match run_once(client, f, local) {
+        match run_once(client, f, local, begun) {
             Err(e) if attempt < ATTEMPTS && is_retryable(&e) => {
                 counters.retries.fetch_add(1, Ordering::Relaxed);
                 // A little later each time, so that two writers that keep
@@ -136,8 +153,10 @@ fn run_once<T>(
     client: &mut Client,
     f: &dyn Fn(&mut dyn engine::WriteTx) -> StoreResult<T>,
     local: &LocalTransactions,
+    begun: &mut bool,
 ) -> StoreResult<(T, Written)> {
     let mut tx = client.transaction()?;
+    *begun = true;
     let mut pg = PgTx::new(&mut tx);
     let value = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut pg)))
         .unwrap_or_else(|_| Err(StoreError::backend("a write panicked")))?;
