@@ -143,19 +143,22 @@ impl App {
         crate::data_dir::secure(&config.server.data_dir)
             .map_err(StartError::io(&config.server.data_dir))?;
         let rules = StoreRules::from_config(&config);
-        let store: Arc<dyn Store> = match &config.store.url {
+        match &config.store.url {
             Some(url) => {
                 let store = PgStore::connect(url, &config.store, rules)?;
                 tracing::info!(store = %store.target(), "on PostgreSQL");
-                Arc::new(store)
+                // Every node signs and verifies return paths and tracking
+                // links with one secret: the first node's, kept in the
+                // database (this node's file only seeds it).
+                let seed = load_or_create_secret(&config.server.data_dir)?;
+                let secret = store.shared_secret(SERVER_SECRET, seed)?;
+                Self::assemble(config, Arc::new(store), Arc::new(SystemClock), secret)
             }
-            None => Arc::new(SqliteStore::open(
-                &config.server.data_dir,
-                &config.store,
-                rules,
-            )?),
-        };
-        Self::with_store(config, store, Arc::new(SystemClock))
+            None => {
+                let store = SqliteStore::open(&config.server.data_dir, &config.store, rules)?;
+                Self::with_store(config, Arc::new(store), Arc::new(SystemClock))
+            }
+        }
     }
 
     /// An application on a given store; the server secret is read from (or
@@ -166,6 +169,15 @@ impl App {
         clock: Arc<dyn Clock>,
     ) -> Result<Self, StartError> {
         let secret = load_or_create_secret(&config.server.data_dir)?;
+        Self::assemble(config, store, clock, secret)
+    }
+
+    fn assemble(
+        config: Config,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        secret: Vec<u8>,
+    ) -> Result<Self, StartError> {
         let tracking = Arc::new(crate::tracking::Tracking::new(&secret, &config));
         let verp = VerpSigner::new(&secret)
             .also_accepting(config.delivery.previous_secrets.iter().map(|s| &s.0));
@@ -502,6 +514,9 @@ fn smtp_timeouts(t: &posthorn_core::config::SmtpTimeouts) -> posthorn_smtp::Time
 
 /// The 32-byte server secret, created (readable only by its owner) on the
 /// first start.
+/// The name the server secret is kept under in a store that nodes share.
+pub const SERVER_SECRET: &str = "server";
+
 fn load_or_create_secret(data_dir: &std::path::Path) -> Result<Vec<u8>, StartError> {
     let path = data_dir.join(SECRET_FILE);
     match std::fs::read_to_string(&path) {

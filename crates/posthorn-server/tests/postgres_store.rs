@@ -379,3 +379,37 @@ async fn a_database_lost_while_serving_gives_503_and_the_server_recovers_by_itse
     assert_eq!(count(&db, "deliveries"), accepted.len() as i64 + 2);
     drop(forwarder);
 }
+
+/// Nodes sharing a database sign with one secret, the first node's, kept
+/// in the database (each data directory's own file only seeds it): a
+/// return path made by one node is one the other recognises.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_on_one_database_share_the_server_secret() {
+    let Some(db) = TestDatabase::create() else {
+        return;
+    };
+    let open = || async {
+        let prepared = common::prepare(|config, _| {
+            config.store.url = Some(db.url().to_owned());
+        })
+        .await;
+        let app = App::open(prepared.config).expect("the app starts on PostgreSQL");
+        (app, prepared.dir)
+    };
+    let (first, first_dir) = open().await;
+    let (second, second_dir) = open().await;
+    let file = |dir: &tempfile::TempDir| {
+        std::fs::read_to_string(dir.path().join(posthorn_server::app::SECRET_FILE)).unwrap()
+    };
+    assert_ne!(
+        file(&first_dir),
+        file(&second_dir),
+        "each data directory made its own secret file"
+    );
+    let delivery = posthorn_core::DeliveryId::generate();
+    assert_eq!(
+        first.verp.return_path(&delivery, "bounces.example"),
+        second.verp.return_path(&delivery, "bounces.example"),
+        "both nodes sign with the first node's secret"
+    );
+}

@@ -199,3 +199,18 @@ async fn each_node_publishes_the_commits_of_both_marked_with_their_origin() {
     assert_eq!(*seen_by_a.lock().unwrap(), expect("a"));
     assert_eq!(*seen_by_b.lock().unwrap(), expect("b"));
 }
+
+/// The first node to keep a shared secret decides it; later nodes get it,
+/// whatever they offer.
+#[test]
+fn the_first_node_s_secret_is_every_node_s() {
+    let Some(db) = TestDatabase::create() else {
+        return;
+    };
+    let connect =
+        || PgStore::connect(db.url(), &StoreConfig::default(), StoreRules::default()).unwrap();
+    let (a, b) = (connect(), connect());
+    assert_eq!(a.shared_secret("server", vec![1; 32]).unwrap(), vec![1; 32]);
+    assert_eq!(b.shared_secret("server", vec![2; 32]).unwrap(), vec![1; 32]);
+    assert_eq!(a.shared_secret("other", vec![3; 8]).unwrap(), vec![3; 8]);
+}

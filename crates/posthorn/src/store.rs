@@ -3,9 +3,12 @@
 //! database (issue #14, point 7), showing its progress on stderr and a
 //! summary on stdout.
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::Subcommand;
+use posthorn_core::config::StoreConfig;
+use posthorn_server::app::{SECRET_FILE, SERVER_SECRET};
 use posthorn_store::copy::{CopyProgress, copy_sqlite_to_postgres};
+use posthorn_store::{PgStore, StoreRules};
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -53,6 +56,29 @@ fn copy(from: PathBuf, to: String) -> Result<()> {
     for (table, rows) in &report.tables {
         println!("  {table:<20} {rows:>12}");
     }
+    keep_secret(&from, &to)
+}
+
+/// Return paths and tracking links sent before the move are signed with
+/// the data directory's secret: the nodes on PostgreSQL share the secret
+/// kept in the database, so it becomes that one, and they keep verifying
+/// them.
+fn keep_secret(from: &std::path::Path, to: &str) -> Result<()> {
+    let path = from.join(SECRET_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let secret = hex::decode(text.trim()).with_context(|| format!("reading {}", path.display()))?;
+    let store = PgStore::connect(to, &StoreConfig::default(), StoreRules::default())?;
+    if store.shared_secret(SERVER_SECRET, secret.clone())? != secret {
+        bail!(
+            "the database already keeps another server secret: links and return paths sent \
+             before the move will not verify on it"
+        );
+    }
+    println!("kept {} as the server secret of every node", path.display());
     Ok(())
 }
 

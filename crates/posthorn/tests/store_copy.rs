@@ -35,9 +35,15 @@ fn store_copy_moves_a_data_directory_into_postgres_once() {
         assert!(ok, "{err}");
     }
 
+    // The node's secret: links and return paths it signed must keep
+    // verifying on the nodes that share the database after the move.
+    let secret = "ab".repeat(32);
+    std::fs::write(dir.path().join("data/secret.key"), format!("{secret}\n")).unwrap();
+
     let (ok, out, err) = posthorn(&["store", "copy", "--from", data, "--to", db.url()]);
     assert!(ok, "stdout:\n{out}\nstderr:\n{err}");
     assert!(out.contains("the counts of every table match"), "{out}");
+    assert!(out.contains("as the server secret"), "{out}");
     let tenants = out
         .lines()
         .find(|l| l.trim_start().starts_with("tenants "))
@@ -50,6 +56,11 @@ fn store_copy_moves_a_data_directory_into_postgres_once() {
         .unwrap()
         .get(0);
     assert_eq!(keys, 2);
+    let kept: Vec<u8> = c
+        .query_one("SELECT value FROM shared_secrets WHERE name = 'server'", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(hex::encode(kept), secret);
 
     let (ok, out, err) = posthorn(&["store", "copy", "--from", data, "--to", db.url()]);
     assert!(!ok, "a second copy is refused:\n{out}");

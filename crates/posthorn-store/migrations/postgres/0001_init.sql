@@ -369,3 +369,12 @@ BEGIN
     RETURN made;
 END
 $$;
+
+-- Secrets every node sharing the database must use alike (the server
+-- secret that signs return paths and tracking links), kept by the first
+-- node to start.
+CREATE TABLE shared_secrets (
+    name       text COLLATE "C" PRIMARY KEY,
+    value      bytea NOT NULL,
+    created_at bigint NOT NULL
+);

@@ -144,6 +144,27 @@ impl PgStore {
         &self.applied
     }
 
+    /// The secret kept under `name` for every node sharing this database,
+    /// keeping `seed` first when none is (the first node to start decides,
+    /// however many start at once). Blocking, like `connect`; for start-up.
+    pub fn shared_secret(&self, name: &str, seed: Vec<u8>) -> StoreResult<Vec<u8>> {
+        let settings = &self.reads.settings;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as Millis);
+        on_own_thread(|| {
+            let mut c = settings.connect()?;
+            c.execute(
+                "INSERT INTO shared_secrets (name, value, created_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (name) DO NOTHING",
+                &[&name, &seed, &now],
+            )?;
+            let row = c.query_one("SELECT value FROM shared_secrets WHERE name = $1", &[&name])?;
+            Ok(row.try_get(0)?)
+        })
+        .map_err(|e| settings.name_in(e))
+    }
+
     /// Where the store is: HOST:PORT/DB (no user, no password).
     pub fn target(&self) -> &str {
         &self.reads.target
