@@ -57,7 +57,10 @@ fn store_copy_moves_a_data_directory_into_postgres_once() {
         .get(0);
     assert_eq!(keys, 2);
     let kept: Vec<u8> = c
-        .query_one("SELECT value FROM shared_secrets WHERE name = 'server'", &[])
+        .query_one(
+            "SELECT value FROM shared_secrets WHERE name = 'server'",
+            &[],
+        )
         .unwrap()
         .get(0);
     assert_eq!(hex::encode(kept), secret);

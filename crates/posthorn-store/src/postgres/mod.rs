@@ -492,7 +492,7 @@ fn lost_connection<T>(client: &Client, result: &StoreResult<T>) -> bool {
 /// once the database is back; the next requests connect afresh. Closed on
 /// a thread of their own and not waited for: closing a connection to a
 /// host that stopped answering may take long.
-fn drop_idle(idle: &Mutex<Vec<Client>>) {
+fn drop_idle<T: Send + 'static>(idle: &Mutex<Vec<T>>) {
     let idle = match idle.lock() {
         Ok(mut idle) => std::mem::take(&mut *idle),
         Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
@@ -502,7 +502,7 @@ fn drop_idle(idle: &Mutex<Vec<Client>>) {
     }
 }
 
-fn close_off_runtime(idle: &Mutex<Vec<Client>>) {
+fn close_off_runtime<T: Send + 'static>(idle: &Mutex<Vec<T>>) {
     let idle = match idle.lock() {
         Ok(mut idle) => std::mem::take(&mut *idle),
         Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),

@@ -14,20 +14,27 @@ use crate::engine::{self, DueEntry, ExternalMessage, ProviderMessageRef};
 use crate::ingest::IngestSource;
 use crate::records::*;
 use ::postgres::types::{Json, ToSql};
-use ::postgres::{Row, Transaction};
+use ::postgres::{Row, Statement, Transaction};
 use posthorn_core::contact::ContactState;
 use posthorn_core::domain::DomainOwner;
 use posthorn_core::id::{ApiKeyId, IngestSourceId};
 use posthorn_core::inbound::{AttributedBy, OrphanReason};
 use posthorn_core::suppression::SuppressionEntry;
 use posthorn_core::{DeliveryId, EventId, EventSource, MessageId, Millis, NodeId, TenantId};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
 
+/// A write connection's prepared statements, by their SQL. Preparing
+/// takes a round trip of its own; a statement prepared once serves every
+/// later transaction on the connection.
+pub(crate) type Statements = HashMap<String, Statement>;
+
 /// One write transaction of a PostgreSQL writer.
 pub(crate) struct PgTx<'t, 'c> {
     tx: &'t mut Transaction<'c>,
+    statements: &'t mut Statements,
     /// This transaction's id, read at its first event (positions are
     /// derived from it).
     xid: Option<i64>,
@@ -38,9 +45,10 @@ pub(crate) struct PgTx<'t, 'c> {
 }
 
 impl<'t, 'c> PgTx<'t, 'c> {
-    pub(crate) fn new(tx: &'t mut Transaction<'c>) -> Self {
+    pub(crate) fn new(tx: &'t mut Transaction<'c>, statements: &'t mut Statements) -> Self {
         Self {
             tx,
+            statements,
             xid: None,
             numbered: 0,
             written: 0,
@@ -52,16 +60,28 @@ impl<'t, 'c> PgTx<'t, 'c> {
         self.xid
     }
 
+    fn statement(&mut self, sql: &str) -> StoreResult<Statement> {
+        if let Some(statement) = self.statements.get(sql) {
+            return Ok(statement.clone());
+        }
+        let statement = self.tx.prepare(sql)?;
+        self.statements.insert(sql.to_owned(), statement.clone());
+        Ok(statement)
+    }
+
     fn execute(&mut self, sql: &str, params: Params<'_>) -> StoreResult<u64> {
-        Ok(self.tx.execute(sql, params)?)
+        let statement = self.statement(sql)?;
+        Ok(self.tx.execute(&statement, params)?)
     }
 
     fn query_opt(&mut self, sql: &str, params: Params<'_>) -> StoreResult<Option<Row>> {
-        Ok(self.tx.query_opt(sql, params)?)
+        let statement = self.statement(sql)?;
+        Ok(self.tx.query_opt(&statement, params)?)
     }
 
     fn query(&mut self, sql: &str, params: Params<'_>) -> StoreResult<Vec<Row>> {
-        Ok(self.tx.query(sql, params)?)
+        let statement = self.statement(sql)?;
+        Ok(self.tx.query(&statement, params)?)
     }
 
     /// Serialises this transaction with every other that takes the same

@@ -13,7 +13,7 @@
 
 use super::error::is_retryable;
 use super::tail::{CHANNEL, LocalTransactions};
-use super::tx::PgTx;
+use super::tx::{PgTx, Statements};
 use super::{Settings, close_off_runtime, drop_idle, lost_connection};
 use crate::engine;
 use crate::{StoreError, StoreResult};
@@ -35,7 +35,7 @@ pub(crate) struct WriteCounters {
 
 pub(crate) struct WritePool {
     settings: Arc<Settings>,
-    idle: Arc<Mutex<Vec<Client>>>,
+    idle: Arc<Mutex<Vec<Connection>>>,
     permits: tokio::sync::Semaphore,
     local: Arc<LocalTransactions>,
     pub counters: Arc<WriteCounters>,
@@ -74,23 +74,23 @@ impl WritePool {
         let counters = self.counters.clone();
         let pool = self.idle.clone();
         let (client, result) = tokio::task::spawn_blocking(move || {
-            let (mut client, mut reused) = match idle {
-                Some(c) if !c.is_closed() => (c, true),
-                _ => match settings.connect() {
+            let (mut conn, mut reused) = match idle {
+                Some(c) if !c.client.is_closed() => (c, true),
+                _ => match Connection::open(&settings) {
                     Ok(c) => (c, false),
                     Err(e) => return (None, Err(settings.name_in(e))),
                 },
             };
             let result = loop {
                 let mut begun = false;
-                let result = run_with_retries(&mut client, &f, &local, &counters, &mut begun);
+                let result = run_with_retries(&mut conn, &f, &local, &counters, &mut begun);
                 // A connection kept from before the database went away (or
                 // restarted) fails at its first statement, so the write
                 // never began: it runs once more on a new connection,
                 // instead of failing a request after the database is back.
-                if reused && !begun && lost_connection(&client, &result) {
+                if reused && !begun && lost_connection(&conn.client, &result) {
                     drop_idle(&pool);
-                    client = match settings.connect() {
+                    conn = match Connection::open(&settings) {
                         Ok(c) => c,
                         Err(e) => return (None, Err(settings.name_in(e))),
                     };
@@ -104,11 +104,11 @@ impl WritePool {
                 counters.events.fetch_add(events, Ordering::Relaxed);
                 value
             });
-            if lost_connection(&client, &result) {
+            if lost_connection(&conn.client, &result) {
                 drop_idle(&pool);
                 return (None, result);
             }
-            (Some(client), result)
+            (Some(conn), result)
         })
         .await
         .map_err(|e| StoreError::backend(format!("write task: {e}")))?;
@@ -128,7 +128,7 @@ type Written = u64;
 /// Runs `f` until it commits, fails for good or runs out of attempts;
 /// `begun` is set once a transaction has begun on `client`.
 fn run_with_retries<T>(
-    client: &mut Client,
+    conn: &mut Connection,
     f: &dyn Fn(&mut dyn engine::WriteTx) -> StoreResult<T>,
     local: &LocalTransactions,
     counters: &WriteCounters,
@@ -136,7 +136,7 @@ fn run_with_retries<T>(
 ) -> StoreResult<(T, Written)> {
     let mut attempt = 1;
     loop {
-        match run_once(client, f, local, begun) {
+        match run_once(conn, f, local, begun) {
             Err(e) if attempt < ATTEMPTS && is_retryable(&e) => {
                 counters.retries.fetch_add(1, Ordering::Relaxed);
                 // A little later each time, so that two writers that keep
@@ -150,14 +150,14 @@ fn run_with_retries<T>(
 }
 
 fn run_once<T>(
-    client: &mut Client,
+    conn: &mut Connection,
     f: &dyn Fn(&mut dyn engine::WriteTx) -> StoreResult<T>,
     local: &LocalTransactions,
     begun: &mut bool,
 ) -> StoreResult<(T, Written)> {
-    let mut tx = client.transaction()?;
+    let mut tx = conn.client.transaction()?;
     *begun = true;
-    let mut pg = PgTx::new(&mut tx);
+    let mut pg = PgTx::new(&mut tx, &mut conn.statements);
     let value = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut pg)))
         .unwrap_or_else(|_| Err(StoreError::backend("a write panicked")))?;
     let (written, xid) = (pg.written, pg.xid());
@@ -169,6 +169,21 @@ fn run_once<T>(
     // Dropping an uncommitted transaction (on an error above) rolls it back.
     tx.commit()?;
     Ok((value, written))
+}
+
+/// A write connection and the statements prepared on it.
+struct Connection {
+    client: Client,
+    statements: Statements,
+}
+
+impl Connection {
+    fn open(settings: &Settings) -> StoreResult<Connection> {
+        Ok(Connection {
+            client: settings.connect()?,
+            statements: Statements::new(),
+        })
+    }
 }
 
 impl Drop for WritePool {
