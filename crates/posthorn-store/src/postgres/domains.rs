@@ -6,7 +6,7 @@ use crate::StoreResult;
 use crate::records::SendingDomain;
 use ::postgres::{GenericClient, Row};
 use posthorn_core::TenantId;
-use posthorn_core::domain::{DomainOwner, domain_and_parents};
+use posthorn_core::domain::DomainOwner;
 
 fn domain_row(r: &Row) -> StoreResult<SendingDomain> {
     Ok(SendingDomain {
@@ -59,18 +59,4 @@ pub(crate) fn owners(
                 })
         })
         .collect())
-}
-
-/// Each of `domains` and its parents, once each, as owned strings (for a
-/// lookup on a blocking thread).
-pub(crate) fn candidates(domains: &[&str]) -> Vec<String> {
-    let mut all: Vec<String> = Vec::new();
-    for domain in domains {
-        for candidate in domain_and_parents(domain) {
-            if !all.iter().any(|d| d == candidate) {
-                all.push(candidate.to_owned());
-            }
-        }
-    }
-    all
 }

@@ -545,7 +545,7 @@ impl Store for PgStore {
     }
 
     async fn domain_owners(&self, domains: &[&str]) -> StoreResult<Vec<DomainOwner>> {
-        let candidates = domains::candidates(domains);
+        let candidates = engine::domain_candidates(domains);
         self.read(move |c| domains::owners(c, &candidates)).await
     }
 

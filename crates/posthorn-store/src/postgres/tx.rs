@@ -84,6 +84,35 @@ impl<'t, 'c> PgTx<'t, 'c> {
         Ok(self.tx.query(&statement, params)?)
     }
 
+    /// Inserts a contact row, `on_conflict` saying what a row already there
+    /// does (nothing said: the insert fails).
+    fn insert_contact_row(
+        &mut self,
+        tenant: &TenantId,
+        address: &str,
+        s: &ContactState,
+        now: Millis,
+        on_conflict: &str,
+    ) -> StoreResult<()> {
+        let sql = format!(
+            "INSERT INTO contacts (tenant_id, address, status, unsubscribed_streams, consecutive_failed_deliveries, \
+             consecutive_failed_attempts, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $7) {on_conflict}"
+        );
+        self.execute(
+            &sql,
+            &[
+                &tenant.as_str(),
+                &address,
+                &s.status.as_str(),
+                &Json(&s.unsubscribed_streams),
+                &i64::from(s.consecutive_failed_deliveries),
+                &i64::from(s.consecutive_failed_attempts),
+                &now,
+            ],
+        )?;
+        Ok(())
+    }
+
     /// Serialises this transaction with every other that takes the same
     /// key, until it ends: for checks over rows that may not exist yet.
     fn advisory_lock(&mut self, parts: &[&str]) -> StoreResult<()> {
@@ -474,20 +503,7 @@ impl engine::WriteTx for PgTx<'_, '_> {
     ) -> StoreResult<()> {
         // No ON CONFLICT: a contact inserted meanwhile is a unique
         // violation, and the write runs again and finds it.
-        self.execute(
-            "INSERT INTO contacts (tenant_id, address, status, unsubscribed_streams, consecutive_failed_deliveries, \
-             consecutive_failed_attempts, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
-            &[
-                &tenant.as_str(),
-                &address,
-                &s.status.as_str(),
-                &Json(&s.unsubscribed_streams),
-                &i64::from(s.consecutive_failed_deliveries),
-                &i64::from(s.consecutive_failed_attempts),
-                &now,
-            ],
-        )?;
-        Ok(())
+        self.insert_contact_row(tenant, address, s, now, "")
     }
 
     fn insert_contact_unless_exists(
@@ -497,21 +513,13 @@ impl engine::WriteTx for PgTx<'_, '_> {
         s: &ContactState,
         now: Millis,
     ) -> StoreResult<()> {
-        self.execute(
-            "INSERT INTO contacts (tenant_id, address, status, unsubscribed_streams, consecutive_failed_deliveries, \
-             consecutive_failed_attempts, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $7) \
-             ON CONFLICT (tenant_id, address) DO NOTHING",
-            &[
-                &tenant.as_str(),
-                &address,
-                &s.status.as_str(),
-                &Json(&s.unsubscribed_streams),
-                &i64::from(s.consecutive_failed_deliveries),
-                &i64::from(s.consecutive_failed_attempts),
-                &now,
-            ],
-        )?;
-        Ok(())
+        self.insert_contact_row(
+            tenant,
+            address,
+            s,
+            now,
+            "ON CONFLICT (tenant_id, address) DO NOTHING",
+        )
     }
 
     fn update_contact(
