@@ -38,10 +38,8 @@ pub(crate) struct PgTx<'t, 'c> {
     /// This transaction's id, read at its first event (positions are
     /// derived from it).
     xid: Option<i64>,
-    /// Events numbered so far in this transaction.
+    /// Events stored (and numbered) so far in this transaction.
     numbered: u32,
-    /// Events stored.
-    pub(crate) written: u64,
 }
 
 impl<'t, 'c> PgTx<'t, 'c> {
@@ -51,13 +49,17 @@ impl<'t, 'c> PgTx<'t, 'c> {
             statements,
             xid: None,
             numbered: 0,
-            written: 0,
         }
     }
 
     /// This transaction's id, once it has stored an event.
     pub(crate) fn xid(&self) -> Option<i64> {
         self.xid
+    }
+
+    /// How many events this transaction stored.
+    pub(crate) fn events_stored(&self) -> u64 {
+        u64::from(self.numbered)
     }
 
     fn statement(&mut self, sql: &str) -> StoreResult<Statement> {
@@ -470,7 +472,6 @@ impl engine::WriteTx for PgTx<'_, '_> {
                 &event.outside_window,
             ],
         )?;
-        self.written += 1;
         Ok(Some(Arc::new(event)))
     }
 

@@ -160,7 +160,7 @@ fn run_once<T>(
     let mut pg = PgTx::new(&mut tx, &mut conn.statements);
     let value = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut pg)))
         .unwrap_or_else(|_| Err(StoreError::backend("a write panicked")))?;
-    let (written, xid) = (pg.written, pg.xid());
+    let (written, xid) = (pg.events_stored(), pg.xid());
     if let Some(xid) = xid {
         local.note(xid);
         // Delivered with the commit, and only if it commits.
