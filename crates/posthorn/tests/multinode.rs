@@ -30,7 +30,7 @@
 //! node's tracker hits from its commit stream, a moment after they
 //! commit; until then its tracker cache judges a hit on the history it
 //! had. With `POSTHORN_MULTINODE_BACK_TO_BACK=1` the first delivery's hits
-//! go to A and B with nothing between them, and in about two runs of five
+//! go to A and B with nothing between them, and in 3 runs of 9
 //! one more of the repeated client's opens is stored than the bound
 //! allows on one node (11 stored and 2 counted instead of 10 and 3). The
 //! person/machine verdicts stayed the same in those runs, but a verdict
