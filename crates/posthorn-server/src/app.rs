@@ -12,6 +12,7 @@ use crate::metrics::Metrics;
 use crate::simulator::{SIMULATOR_DOMAIN, Simulator};
 use crate::startup::StartError;
 use crate::submission::SubmissionHandler;
+use crate::tracker_cache::TrackerCache;
 use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::{self, Next};
@@ -152,7 +153,18 @@ impl App {
                 // database (this node's file only seeds it).
                 let seed = load_or_create_secret(&config.server.data_dir)?;
                 let secret = store.shared_secret(SERVER_SECRET, seed)?;
-                Self::assemble(config, Arc::new(store), Arc::new(SystemClock), secret)
+                // The tracker judges a hit on the delivery's earlier hits;
+                // a cached history would miss another node's until the
+                // commit stream brings them, a moment later. So every hit
+                // reads them from the database.
+                let tracker_cache = TrackerCache::new(0);
+                Self::assemble(
+                    config,
+                    Arc::new(store),
+                    Arc::new(SystemClock),
+                    secret,
+                    tracker_cache,
+                )
             }
             None => {
                 let store = SqliteStore::open(&config.server.data_dir, &config.store, rules)?;
@@ -169,7 +181,7 @@ impl App {
         clock: Arc<dyn Clock>,
     ) -> Result<Self, StartError> {
         let secret = load_or_create_secret(&config.server.data_dir)?;
-        Self::assemble(config, store, clock, secret)
+        Self::assemble(config, store, clock, secret, TrackerCache::default())
     }
 
     fn assemble(
@@ -177,6 +189,7 @@ impl App {
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
         secret: Vec<u8>,
+        tracker_cache: TrackerCache,
     ) -> Result<Self, StartError> {
         let tracking = Arc::new(crate::tracking::Tracking::new(&secret, &config));
         let verp = VerpSigner::new(&secret)
@@ -202,7 +215,7 @@ impl App {
             metrics: Arc::new(Metrics::default()),
             delivery_wake: Arc::new(tokio::sync::Notify::new()),
             tracking,
-            tracker_cache: Arc::default(),
+            tracker_cache: Arc::new(tracker_cache),
             dkim,
             node,
             reply_rules: Arc::new(reply_rules),
