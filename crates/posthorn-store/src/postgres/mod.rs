@@ -26,6 +26,7 @@ mod domains;
 mod error;
 mod inbound;
 mod ingest;
+mod pool;
 mod position;
 mod reads;
 mod tail;
@@ -50,7 +51,7 @@ use posthorn_core::id::{ApiKeyId, InboundId, IngestSourceId};
 use posthorn_core::suppression::SuppressionEntry;
 use posthorn_core::{DeliveryId, EventId, MessageId, Millis, NodeId, TenantId};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Migrations in order; the version is the position (1-based).
@@ -120,8 +121,7 @@ impl PgStore {
             reads: ReadPool {
                 target: settings.target.clone(),
                 settings: settings.clone(),
-                idle: Arc::default(),
-                permits: tokio::sync::Semaphore::new(config.read_connections.max(1)),
+                pool: pool::Pool::new(settings.clone(), config.read_connections),
             },
             writes: writer::WritePool::new(settings, config.write_connections, local),
             rules,
@@ -385,16 +385,12 @@ fn make_partitions(c: &mut Client, at: Millis, months_ahead: i32) -> StoreResult
     Ok(made.max(0) as u32)
 }
 
-/// Read connections, reused; reads run on the blocking thread pool so they
-/// never stall the async runtime. At most `read_connections` reads run at
-/// once, each on a connection of its own; the others wait for a permit. A
-/// connection that broke is dropped instead of reused, so reads recover by
-/// themselves once the database is back.
+/// Read connections (see `pool`): at most `read_connections` reads run at
+/// once.
 struct ReadPool {
     settings: Arc<Settings>,
     target: String,
-    idle: Arc<Mutex<Vec<Client>>>,
-    permits: tokio::sync::Semaphore,
+    pool: pool::Pool<ReadConnection>,
 }
 
 impl ReadPool {
@@ -403,112 +399,29 @@ impl ReadPool {
         T: Send + 'static,
         F: Fn(&mut Client) -> StoreResult<T> + Send + 'static,
     {
-        // A permit per connection: holding one means a connection is idle
-        // or may be opened.
-        let _permit = self
-            .permits
-            .acquire()
+        // A read changes nothing: it may always run again.
+        self.pool
+            .run(move |c: &mut ReadConnection| pool::Attempt {
+                result: f(&mut c.0),
+                untouched: true,
+            })
             .await
-            .map_err(|_| StoreError::closed())?;
-        let idle = self.idle.lock().map_err(|_| StoreError::closed())?.pop();
-        let settings = self.settings.clone();
-        let pool = self.idle.clone();
-        let (client, result) = tokio::task::spawn_blocking(move || {
-            let reused = idle.as_ref().is_some_and(|c| !c.is_closed());
-            let mut client = match idle {
-                Some(c) if !c.is_closed() => c,
-                // A closed one is dropped here, on a blocking thread.
-                _ => match open_reader(&settings) {
-                    Ok(c) => c,
-                    Err(e) => return (None, Err(settings.name_in(e))),
-                },
-            };
-            let mut result = f(&mut client);
-            if lost_connection(&client, &result) {
-                drop_idle(&pool);
-                // A read changes nothing, so one that failed on a
-                // connection kept from before the database went away runs
-                // once more on a new one (which fails at once while the
-                // database is still away).
-                if reused {
-                    client = match open_reader(&settings) {
-                        Ok(c) => c,
-                        Err(e) => return (None, Err(settings.name_in(e))),
-                    };
-                    result = f(&mut client);
-                }
-                if lost_connection(&client, &result) {
-                    return (None, result);
-                }
-            }
-            (Some(client), result)
-        })
-        .await
-        .map_err(|e| StoreError::backend(format!("read task: {e}")))?;
-        if let Some(client) = client {
-            self.idle
-                .lock()
-                .map_err(|_| StoreError::closed())?
-                .push(client);
-        }
-        result
     }
 }
 
 /// A read connection: its transactions are read-only, so a read can never
 /// write by mistake.
-fn open_reader(settings: &Settings) -> StoreResult<Client> {
-    let mut client = settings.connect()?;
-    client.batch_execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")?;
-    Ok(client)
-}
+struct ReadConnection(Client);
 
-impl Drop for ReadPool {
-    fn drop(&mut self) {
-        close_off_runtime(&self.idle);
+impl pool::Pooled for ReadConnection {
+    fn open(settings: &Settings) -> StoreResult<Self> {
+        let mut client = settings.connect()?;
+        client.batch_execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")?;
+        Ok(ReadConnection(client))
     }
-}
 
-/// Closes a pool's idle connections. Closing one blocks on its own
-/// runtime, which is not allowed on an async worker thread (where a store
-/// is usually dropped): they are closed on a thread of their own.
-/// Whether `client` broke while it ran (`result` is what it answered):
-/// the database went away, restarted or cut the connection. A broken
-/// connection is dropped instead of going back to its pool.
-fn lost_connection<T>(client: &Client, result: &StoreResult<T>) -> bool {
-    client.is_closed()
-        || matches!(
-            result,
-            Err(StoreError::Unavailable {
-                cause: Unavailable::Unreachable,
-                ..
-            })
-        )
-}
-
-/// After a lost connection: the pool's idle connections went to the same
-/// database, and are most likely broken too (a restarted server ended
-/// them all). Dropped now, each would otherwise fail one more request
-/// once the database is back; the next requests connect afresh. Closed on
-/// a thread of their own and not waited for: closing a connection to a
-/// host that stopped answering may take long.
-fn drop_idle<T: Send + 'static>(idle: &Mutex<Vec<T>>) {
-    let idle = match idle.lock() {
-        Ok(mut idle) => std::mem::take(&mut *idle),
-        Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
-    };
-    if !idle.is_empty() {
-        std::thread::spawn(move || drop(idle));
-    }
-}
-
-fn close_off_runtime<T: Send + 'static>(idle: &Mutex<Vec<T>>) {
-    let idle = match idle.lock() {
-        Ok(mut idle) => std::mem::take(&mut *idle),
-        Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
-    };
-    if !idle.is_empty() {
-        let _ = std::thread::spawn(move || drop(idle)).join();
+    fn client(&self) -> &Client {
+        &self.0
     }
 }
 

@@ -573,33 +573,33 @@ pub(crate) fn delivery_events(
 
 // --- contacts and suppressions ---
 
+/// The columns [`contact_row`] reads.
+pub(crate) const CONTACT_COLUMNS: &str = "address, status, unsubscribed_streams, \
+     consecutive_failed_deliveries, consecutive_failed_attempts, created_at, updated_at";
+
+pub(crate) fn contact_row(r: &Row) -> StoreResult<ContactRecord> {
+    const TABLE: &str = "contacts";
+    Ok(ContactRecord {
+        address: get(r, 0)?,
+        state: ContactState {
+            status: decode(r, 1, TABLE, "status", ContactStatus::parse)?,
+            unsubscribed_streams: json(r, 2, TABLE, "unsubscribed_streams")?,
+            consecutive_failed_deliveries: counter(r, 3, TABLE, "consecutive_failed_deliveries")?,
+            consecutive_failed_attempts: counter(r, 4, TABLE, "consecutive_failed_attempts")?,
+        },
+        created_at: get(r, 5)?,
+        updated_at: get(r, 6)?,
+    })
+}
+
 pub(crate) fn contact(
     c: &mut impl GenericClient,
     tenant: &TenantId,
     address: &str,
 ) -> StoreResult<Option<ContactRecord>> {
-    const TABLE: &str = "contacts";
-    let sql = "SELECT address, status, unsubscribed_streams, consecutive_failed_deliveries, \
-               consecutive_failed_attempts, created_at, updated_at FROM contacts \
-               WHERE tenant_id = $1 AND address = $2";
-    row(c, sql, &[&tenant.as_str(), &address], |r| {
-        Ok(ContactRecord {
-            address: get(r, 0)?,
-            state: ContactState {
-                status: decode(r, 1, TABLE, "status", ContactStatus::parse)?,
-                unsubscribed_streams: json(r, 2, TABLE, "unsubscribed_streams")?,
-                consecutive_failed_deliveries: counter(
-                    r,
-                    3,
-                    TABLE,
-                    "consecutive_failed_deliveries",
-                )?,
-                consecutive_failed_attempts: counter(r, 4, TABLE, "consecutive_failed_attempts")?,
-            },
-            created_at: get(r, 5)?,
-            updated_at: get(r, 6)?,
-        })
-    })
+    let sql =
+        format!("SELECT {CONTACT_COLUMNS} FROM contacts WHERE tenant_id = $1 AND address = $2");
+    row(c, &sql, &[&tenant.as_str(), &address], contact_row)
 }
 
 pub(crate) fn contact_changes(

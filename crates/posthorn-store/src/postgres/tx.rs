@@ -488,11 +488,15 @@ impl engine::WriteTx for PgTx<'_, '_> {
     }
 
     fn contact(&mut self, tenant: &TenantId, address: &str) -> StoreResult<Option<ContactRecord>> {
-        self.execute(
-            "SELECT 1 FROM contacts WHERE tenant_id = $1 AND address = $2 FOR UPDATE",
-            &[&tenant.as_str(), &address],
-        )?;
-        reads::contact(self.tx, tenant, address)
+        // Read and locked in one statement: every admitted recipient and
+        // every contact signal asks for its contact.
+        let sql = format!(
+            "SELECT {} FROM contacts WHERE tenant_id = $1 AND address = $2 FOR UPDATE",
+            reads::CONTACT_COLUMNS
+        );
+        self.query_opt(&sql, &[&tenant.as_str(), &address])?
+            .map(|r| reads::contact_row(&r))
+            .transpose()
     }
 
     fn insert_contact(

@@ -11,15 +11,16 @@
 //! with its commit, and notes its transaction as this node's (`tail`
 //! publishes the events once they have settled).
 
+use super::Settings;
 use super::error::is_retryable;
+use super::pool::{Attempt, Pool, Pooled};
 use super::tail::{CHANNEL, LocalTransactions};
 use super::tx::{PgTx, Statements};
-use super::{Settings, close_off_runtime, drop_idle, lost_connection};
 use crate::engine;
 use crate::{StoreError, StoreResult};
 use ::postgres::Client;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Runs of one write before its last failure is the answer.
@@ -34,9 +35,7 @@ pub(crate) struct WriteCounters {
 }
 
 pub(crate) struct WritePool {
-    settings: Arc<Settings>,
-    idle: Arc<Mutex<Vec<Connection>>>,
-    permits: tokio::sync::Semaphore,
+    pool: Pool<Connection>,
     local: Arc<LocalTransactions>,
     pub counters: Arc<WriteCounters>,
 }
@@ -48,9 +47,7 @@ impl WritePool {
         local: Arc<LocalTransactions>,
     ) -> Self {
         Self {
-            settings,
-            idle: Arc::default(),
-            permits: tokio::sync::Semaphore::new(connections.max(1)),
+            pool: Pool::new(settings, connections),
             local,
             counters: Arc::default(),
         }
@@ -63,62 +60,23 @@ impl WritePool {
         T: Send + 'static,
         F: Fn(&mut dyn engine::WriteTx) -> StoreResult<T> + Send + 'static,
     {
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| StoreError::closed())?;
-        let idle = self.idle.lock().map_err(|_| StoreError::closed())?.pop();
-        let settings = self.settings.clone();
-        let local = self.local.clone();
-        let counters = self.counters.clone();
-        let pool = self.idle.clone();
-        let (client, result) = tokio::task::spawn_blocking(move || {
-            let (mut conn, mut reused) = match idle {
-                Some(c) if !c.client.is_closed() => (c, true),
-                _ => match Connection::open(&settings) {
-                    Ok(c) => (c, false),
-                    Err(e) => return (None, Err(settings.name_in(e))),
-                },
-            };
-            let result = loop {
+        let (local, counters) = (self.local.clone(), self.counters.clone());
+        let (value, events) = self
+            .pool
+            .run(move |conn: &mut Connection| {
                 let mut begun = false;
-                let result = run_with_retries(&mut conn, &f, &local, &counters, &mut begun);
-                // A connection kept from before the database went away (or
-                // restarted) fails at its first statement, so the write
-                // never began: it runs once more on a new connection,
-                // instead of failing a request after the database is back.
-                if reused && !begun && lost_connection(&conn.client, &result) {
-                    drop_idle(&pool);
-                    conn = match Connection::open(&settings) {
-                        Ok(c) => c,
-                        Err(e) => return (None, Err(settings.name_in(e))),
-                    };
-                    reused = false;
-                    continue;
+                let result = run_with_retries(conn, &f, &local, &counters, &mut begun);
+                // A write whose transaction never began (a connection kept
+                // from before an outage fails at BEGIN) may run again.
+                Attempt {
+                    result,
+                    untouched: !begun,
                 }
-                break result;
-            };
-            let result = result.map(|(value, events)| {
-                counters.writes.fetch_add(1, Ordering::Relaxed);
-                counters.events.fetch_add(events, Ordering::Relaxed);
-                value
-            });
-            if lost_connection(&conn.client, &result) {
-                drop_idle(&pool);
-                return (None, result);
-            }
-            (Some(conn), result)
-        })
-        .await
-        .map_err(|e| StoreError::backend(format!("write task: {e}")))?;
-        if let Some(client) = client {
-            self.idle
-                .lock()
-                .map_err(|_| StoreError::closed())?
-                .push(client);
-        }
-        result
+            })
+            .await?;
+        self.counters.writes.fetch_add(1, Ordering::Relaxed);
+        self.counters.events.fetch_add(events, Ordering::Relaxed);
+        Ok(value)
     }
 }
 
@@ -177,17 +135,15 @@ struct Connection {
     statements: Statements,
 }
 
-impl Connection {
+impl Pooled for Connection {
     fn open(settings: &Settings) -> StoreResult<Connection> {
         Ok(Connection {
             client: settings.connect()?,
             statements: Statements::new(),
         })
     }
-}
 
-impl Drop for WritePool {
-    fn drop(&mut self) {
-        close_off_runtime(&self.idle);
+    fn client(&self) -> &Client {
+        &self.client
     }
 }
