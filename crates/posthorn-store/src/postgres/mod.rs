@@ -50,8 +50,8 @@ use posthorn_core::domain::DomainOwner;
 use posthorn_core::id::{ApiKeyId, InboundId, IngestSourceId};
 use posthorn_core::suppression::SuppressionEntry;
 use posthorn_core::{DeliveryId, EventId, MessageId, Millis, NodeId, TenantId};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 /// Migrations in order; the version is the position (1-based).
