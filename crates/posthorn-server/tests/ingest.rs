@@ -191,6 +191,27 @@ impl Server {
 }
 
 /// Asserts a refusal: 401 `verification_failed`, and nothing written.
+/// A new API key of `tenant` with one scope, stored directly.
+async fn key_of(
+    s: &Server,
+    tenant: &posthorn_core::TenantId,
+    scope: posthorn_store::Scope,
+) -> posthorn_server::keys::GeneratedKey {
+    let key = posthorn_server::keys::generate();
+    s.store
+        .insert_api_key(posthorn_store::NewApiKey {
+            id: key.id.clone(),
+            tenant_id: tenant.clone(),
+            name: None,
+            scopes: vec![scope],
+            secret_hash: key.secret_hash.clone(),
+            created_at: now(),
+        })
+        .await
+        .unwrap();
+    key
+}
+
 async fn assert_refused(server: &Server, before: &Snapshot, addresses: &[&str], r: Resp) {
     assert_eq!(r.status, 401, "{}", r.text);
     assert_eq!(r.json["error"]["code"], "verification_failed", "{}", r.text);
@@ -303,18 +324,7 @@ async fn sources_are_created_listed_and_removed_by_admins_of_their_tenant() {
     assert_eq!(list.json["data"].as_array().unwrap().len(), 3);
 
     // A key without the admin scope may not.
-    let read = posthorn_server::keys::generate();
-    s.store
-        .insert_api_key(posthorn_store::NewApiKey {
-            id: read.id.clone(),
-            tenant_id: s.tenant.id.clone(),
-            name: None,
-            scopes: vec![posthorn_store::Scope::Read],
-            secret_hash: read.secret_hash.clone(),
-            created_at: now(),
-        })
-        .await
-        .unwrap();
+    let read = key_of(&s, &s.tenant.id, posthorn_store::Scope::Read).await;
     let r = s
         .send(
             s.http
@@ -326,18 +336,7 @@ async fn sources_are_created_listed_and_removed_by_admins_of_their_tenant() {
 
     // Another tenant's admin sees none and removes none.
     let t2 = s.store.create_tenant("t2", now()).await.unwrap();
-    let k2 = posthorn_server::keys::generate();
-    s.store
-        .insert_api_key(posthorn_store::NewApiKey {
-            id: k2.id.clone(),
-            tenant_id: t2.id.clone(),
-            name: None,
-            scopes: vec![posthorn_store::Scope::Admin],
-            secret_hash: k2.secret_hash.clone(),
-            created_at: now(),
-        })
-        .await
-        .unwrap();
+    let k2 = key_of(&s, &t2.id, posthorn_store::Scope::Admin).await;
     let id = mailgun["id"].as_str().unwrap();
     let theirs = s
         .send(
@@ -1427,18 +1426,7 @@ async fn a_source_writes_only_for_its_own_tenant() {
     let s = start(|_| {}).await;
     // Tenant t2 with its own admin key and its own Mailgun source.
     let t2 = s.store.create_tenant("t2", now()).await.unwrap();
-    let k2 = posthorn_server::keys::generate();
-    s.store
-        .insert_api_key(posthorn_store::NewApiKey {
-            id: k2.id.clone(),
-            tenant_id: t2.id.clone(),
-            name: None,
-            scopes: vec![posthorn_store::Scope::Admin],
-            secret_hash: k2.secret_hash.clone(),
-            created_at: now(),
-        })
-        .await
-        .unwrap();
+    let k2 = key_of(&s, &t2.id, posthorn_store::Scope::Admin).await;
     let r = s
         .send(
             s.http
