@@ -745,13 +745,32 @@ pub fn without_user(url: &str) -> String {
     }
 }
 
+/// `url` with its database (the path) replaced by `database`; the query,
+/// if any, is kept.
+pub fn with_database(url: &str, database: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("postgres", url));
+    let (before_query, query) = match rest.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (rest, None),
+    };
+    let authority = before_query
+        .split_once('/')
+        .map_or(before_query, |(a, _)| a);
+    let mut out = format!("{scheme}://{authority}/{database}");
+    if let Some(query) = query {
+        out.push('?');
+        out.push_str(query);
+    }
+    out
+}
+
 impl Default for StoreConfig {
     fn default() -> Self {
         Self {
             url: None,
             max_batch: 1024,
             read_connections: 4,
-            write_connections: 8,
+            write_connections: 2,
             synchronous: Synchronous::Full,
         }
     }
@@ -861,6 +880,27 @@ impl<'de> Deserialize<'de> for ByteSize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_database_of_a_url_is_replaced_and_the_rest_kept() {
+        for (url, want) in [
+            (
+                "postgres://postgres@127.0.0.1:5432/test",
+                "postgres://postgres@127.0.0.1:5432/x",
+            ),
+            (
+                "postgresql://u:p@h/test?sslmode=disable",
+                "postgresql://u:p@h/x?sslmode=disable",
+            ),
+            ("postgres://u@h", "postgres://u@h/x"),
+            (
+                "postgres://u@h?connect_timeout=2",
+                "postgres://u@h/x?connect_timeout=2",
+            ),
+        ] {
+            assert_eq!(with_database(url, "x"), want, "{url}");
+        }
+    }
 
     #[test]
     fn human_durations_and_sizes() {

@@ -50,7 +50,10 @@ macro_rules! conformance_tests {
             concurrent_events_of_one_delivery_end_at_the_folds_maximum,
             concurrent_hard_bounces_make_one_suppression, concurrent_claimers_never_share_a_delivery,
             one_idempotency_key_used_at_once_makes_one_message,
-            concurrent_admissions_of_one_campaign_recipient_send_once);
+            concurrent_admissions_of_one_campaign_recipient_send_once,
+            a_failing_write_among_concurrent_ones_fails_alone,
+            one_event_id_recorded_at_once_is_stored_once,
+            concurrent_messages_to_one_recipient_make_one_contact);
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
         $(
@@ -2312,4 +2315,152 @@ pub async fn concurrent_admissions_of_one_campaign_recipient_send_once(store: &d
     all.sort();
     assert_eq!(all, vec!["dropped", "dropped", "dropped", "queued"]);
     assert_eq!(store.queue_len(&t).await.unwrap(), 1);
+}
+
+/// Writes that arrive together may share a transaction (group commit): a
+/// write that fails among them fails alone, and every other one commits.
+pub async fn a_failing_write_among_concurrent_ones_fails_alone(store: &dyn Store) {
+    let t = tenant(store, "acme").await;
+    let creates = (0..40).map(|i| {
+        // Every fourth asks for a name that exists: a conflict.
+        let name = if i % 4 == 0 {
+            "acme".to_owned()
+        } else {
+            format!("tenant-{i}")
+        };
+        async move { (name.clone(), store.create_tenant(&name, T0).await) }
+    });
+    let accepts =
+        (0..40).map(|i| store.accept_message(message(&t, &[&format!("r{i}@example.com")])));
+    let (created, accepted) = futures_util::future::join(
+        futures_util::future::join_all(creates),
+        futures_util::future::join_all(accepts),
+    )
+    .await;
+    for (name, result) in &created {
+        match (name.as_str(), result) {
+            ("acme", Err(StoreError::Conflict(_))) => {}
+            ("acme", other) => panic!("a second `acme` gave {other:?}"),
+            (_, Ok(tenant)) => assert_eq!(&tenant.name, name),
+            (_, Err(e)) => panic!("{name}: {e}"),
+        }
+    }
+    for outcome in accepted {
+        assert!(
+            matches!(outcome, Ok(AcceptOutcome::Accepted(_))),
+            "{outcome:?}"
+        );
+    }
+    assert_eq!(store.tenant_count().await.unwrap(), 31);
+    assert_eq!(store.queue_len(&t).await.unwrap(), 40);
+    for i in [1, 2, 3, 5, 39] {
+        let name = format!("tenant-{i}");
+        assert!(
+            store.tenant_by_name(&name).await.unwrap().is_some(),
+            "{name}"
+        );
+    }
+}
+
+/// One event id recorded by many writes at once is stored once; the others
+/// change nothing.
+pub async fn one_event_id_recorded_at_once_is_stored_once(store: &dyn Store) {
+    let t = tenant(store, "acme").await;
+    let r = accept(store, message(&t, &["a@example.com"])).await;
+    let delivery = r.deliveries[0].id.clone();
+    let event = NewEvent {
+        id: EventId::generate(),
+        delivery_id: delivery.clone(),
+        occurred_at: T0 + 5,
+        recorded_at: T0 + 5,
+        source: EventSource::Delivery,
+        details: delivered(),
+        external_id: None,
+    };
+    // Other writes around it, so that the copies land in shared
+    // transactions with fresh events of other deliveries.
+    let others: Vec<DeliveryId> = {
+        let mut ids = Vec::new();
+        for i in 0..10 {
+            let r = accept(store, message(&t, &[&format!("o{i}@example.com")])).await;
+            ids.push(r.deliveries[0].id.clone());
+        }
+        ids
+    };
+    let copies = (0..20).map(|_| store.record_event(&t, event.clone()));
+    let fresh = others.iter().map(|d| {
+        store.record_event(
+            &t,
+            NewEvent {
+                id: EventId::generate(),
+                delivery_id: d.clone(),
+                occurred_at: T0 + 5,
+                recorded_at: T0 + 5,
+                source: EventSource::Delivery,
+                details: delivered(),
+                external_id: None,
+            },
+        )
+    });
+    let (copies, fresh) = futures_util::future::join(
+        futures_util::future::join_all(copies),
+        futures_util::future::join_all(fresh),
+    )
+    .await;
+    let recorded = copies
+        .iter()
+        .filter(|o| matches!(o, Ok(RecordOutcome::Recorded { .. })))
+        .count();
+    assert_eq!(recorded, 1, "{copies:?}");
+    for outcome in &copies {
+        assert!(outcome.is_ok(), "{outcome:?}");
+    }
+    let stored = store.delivery_events(&t, &delivery).await.unwrap();
+    assert_eq!(stored.iter().filter(|e| e.id == event.id).count(), 1);
+    for (outcome, d) in fresh.iter().zip(&others) {
+        assert!(
+            matches!(outcome, Ok(RecordOutcome::Recorded { .. })),
+            "{outcome:?}"
+        );
+        let status = store
+            .delivery(&t, d)
+            .await
+            .unwrap()
+            .unwrap()
+            .delivery_status;
+        assert_eq!(status, Some(DeliveryStatus::Delivered));
+    }
+}
+
+/// Messages to the same recipients accepted at once: each recipient gets
+/// one contact, and every message its delivery, queued once.
+pub async fn concurrent_messages_to_one_recipient_make_one_contact(store: &dyn Store) {
+    let t = tenant(store, "acme").await;
+    let addresses = ["a@example.com", "b@example.com", "c@example.com"];
+    let accepts = (0..30).map(|i| store.accept_message(message(&t, &[addresses[i % 3]])));
+    let outcomes = futures_util::future::join_all(accepts).await;
+    let mut deliveries = Vec::new();
+    for outcome in outcomes {
+        match outcome {
+            Ok(AcceptOutcome::Accepted(r)) => {
+                assert_eq!(statuses(&r), ["queued"]);
+                deliveries.push(r.deliveries[0].id.clone());
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(store.queue_len(&t).await.unwrap(), 30);
+    for address in addresses {
+        let contact = store.contact(&t, address).await.unwrap();
+        assert_eq!(
+            contact.map(|c| c.state.status),
+            Some(ContactStatus::Active),
+            "{address}"
+        );
+    }
+    for d in &deliveries {
+        let events = store.delivery_events(&t, d).await.unwrap();
+        let kinds: Vec<EventKind> = events.iter().map(|e| e.kind()).collect();
+        assert_eq!(kinds, [EventKind::Queued], "{d}");
+    }
 }

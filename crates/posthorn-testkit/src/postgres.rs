@@ -10,6 +10,7 @@
 //! an async test's thread: the administrative work here (create, drop)
 //! runs on a thread of its own, and tests may call it from anywhere.
 
+pub use posthorn_core::config::with_database;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 /// The variable that names the test server.
@@ -98,49 +99,9 @@ fn admin(server: &str, statement: &str) -> Result<(), String> {
     .unwrap_or_else(|_| Err("the admin thread panicked".into()))
 }
 
-/// `url` with its database (the path) replaced by `database`; the query,
-/// if any, is kept.
-pub fn with_database(url: &str, database: &str) -> String {
-    let (scheme, rest) = url.split_once("://").unwrap_or(("postgres", url));
-    let (before_query, query) = match rest.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (rest, None),
-    };
-    let authority = before_query
-        .split_once('/')
-        .map_or(before_query, |(a, _)| a);
-    let mut out = format!("{scheme}://{authority}/{database}");
-    if let Some(query) = query {
-        out.push('?');
-        out.push_str(query);
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_database_of_a_url_is_replaced_and_the_rest_kept() {
-        for (url, want) in [
-            (
-                "postgres://postgres@127.0.0.1:5432/test",
-                "postgres://postgres@127.0.0.1:5432/x",
-            ),
-            (
-                "postgresql://u:p@h/test?sslmode=disable",
-                "postgresql://u:p@h/x?sslmode=disable",
-            ),
-            ("postgres://u@h", "postgres://u@h/x"),
-            (
-                "postgres://u@h?connect_timeout=2",
-                "postgres://u@h/x?connect_timeout=2",
-            ),
-        ] {
-            assert_eq!(with_database(url, "x"), want, "{url}");
-        }
-    }
 
     #[test]
     fn names_do_not_repeat() {

@@ -19,13 +19,81 @@ use anyhow::{Context, Result, bail};
 use posthorn_core::config::StoreConfig;
 use posthorn_core::event::{Engagement, EventDetails};
 use posthorn_core::{Clock, DeliveryId, EventId, EventSource, SystemClock, TenantId};
-use posthorn_store::{AcceptOutcome, NewEvent, SqliteStore, Store, StoreRules};
+use posthorn_store::{AcceptOutcome, NewEvent, PgStore, SqliteStore, Store, StoreRules};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+mod postgres;
 mod tracker;
+
+/// `--store`: the benchmark runs on SQLite and then again on PostgreSQL.
+#[derive(clap::Args, Clone)]
+pub struct StoreArg {
+    /// Also run on PostgreSQL: on a scratch database made for each run on
+    /// the server of this URL (`postgres://USER@HOST[:PORT]/DB`; DB is only
+    /// used to connect) and dropped afterwards.
+    #[arg(long, value_name = "URL")]
+    store: Option<String>,
+}
+
+impl StoreArg {
+    /// SQLite first, then PostgreSQL when asked for.
+    fn backends(&self) -> Vec<Backend<'_>> {
+        let mut backends = vec![Backend::Sqlite];
+        backends.extend(self.store.as_deref().map(Backend::Postgres));
+        backends
+    }
+}
+
+/// Where a benchmark's store lives.
+#[derive(Clone, Copy)]
+enum Backend<'a> {
+    /// The data directory's SQLite file.
+    Sqlite,
+    /// A scratch database on the PostgreSQL server of this URL.
+    Postgres(&'a str),
+}
+
+/// A store opened for one run, with the scratch database it lives in.
+struct BenchStore {
+    store: Arc<dyn Store>,
+    database: Option<postgres::ScratchDatabase>,
+}
+
+impl Backend<'_> {
+    fn name(&self) -> &'static str {
+        match self {
+            Backend::Sqlite => "SQLite",
+            Backend::Postgres(_) => "PostgreSQL",
+        }
+    }
+
+    /// A new, empty store for one run (`dir` holds the SQLite file).
+    async fn open(&self, dir: &Path) -> Result<BenchStore> {
+        let rules = StoreRules::default();
+        match self {
+            Backend::Sqlite => Ok(BenchStore {
+                store: Arc::new(SqliteStore::open(dir, &StoreConfig::default(), rules)?),
+                database: None,
+            }),
+            Backend::Postgres(server) => {
+                let database = postgres::ScratchDatabase::create(server)?;
+                let url = database.url().to_owned();
+                // The driver blocks on a runtime of its own.
+                let store = tokio::task::spawn_blocking(move || {
+                    PgStore::connect(&url, &StoreConfig::default(), rules)
+                })
+                .await??;
+                Ok(BenchStore {
+                    store: Arc::new(store),
+                    database: Some(database),
+                })
+            }
+        }
+    }
+}
 
 #[derive(clap::Subcommand)]
 pub enum BenchCommand {
@@ -57,6 +125,8 @@ pub struct DeliveryArgs {
     /// Scratch directory (created, then removed).
     #[arg(long, default_value = "posthorn-bench")]
     dir: PathBuf,
+    #[command(flatten)]
+    store: StoreArg,
 }
 
 #[derive(clap::Args)]
@@ -73,6 +143,8 @@ pub struct IngestArgs {
     /// Scratch directory (created, then removed).
     #[arg(long, default_value = "posthorn-bench")]
     dir: PathBuf,
+    #[command(flatten)]
+    store: StoreArg,
 }
 
 pub async fn run(command: BenchCommand) -> Result<()> {
@@ -113,44 +185,59 @@ fn log_file(dir: &Path, name: &str) -> Result<std::process::Stdio> {
 }
 
 async fn ingest(args: &IngestArgs) -> Result<()> {
-    println!("## Store writer (record_event, group commit, synchronous=FULL)\n");
-    println!("| writers | events | seconds | events/s | writes per commit |");
-    println!("|---:|---:|---:|---:|---:|");
-    let mut rate_256 = 0.0;
-    for writers in [1usize, 16, 256] {
-        let events = if writers == 1 {
-            args.events / 10
-        } else {
-            args.events
-        };
-        let dir = args.dir.join(format!("writers-{writers}"));
-        let (secs, rate, per_commit) = store_writers(&dir, writers, events).await?;
-        println!("| {writers} | {events} | {secs:.2} | {rate:.0} | {per_commit:.1} |");
-        rate_256 = rate;
-    }
-    println!("\n## Plain SQLite: the same rows in batched transactions\n");
-    println!("| rows per commit | rows | seconds | rows/s |\n|---:|---:|---:|---:|");
-    let mut ceiling = 0.0;
-    for per_commit in [1024u64, 256] {
-        let dir = args.dir.join(format!("plain-{per_commit}"));
-        let (secs, rate) = plain_sqlite(&dir, args.events, per_commit).await?;
-        println!("| {per_commit} | {} | {secs:.2} | {rate:.0} |", args.events);
-        if per_commit == 1024 {
-            ceiling = rate;
+    for backend in args.store.backends() {
+        let dir = args.dir.join(backend.name().to_lowercase());
+        println!("# {}\n", backend.name());
+        println!("## Store writer (record_event, group commit, durable commits)\n");
+        println!("| writers | events | seconds | events/s | writes per commit |");
+        println!("|---:|---:|---:|---:|---:|");
+        let mut rate_256 = 0.0;
+        for writers in [1usize, 16, 256] {
+            let events = if writers == 1 {
+                args.events / 10
+            } else {
+                args.events
+            };
+            let dir = dir.join(format!("writers-{writers}"));
+            let (secs, rate, per_commit) = store_writers(&dir, backend, writers, events).await?;
+            println!("| {writers} | {events} | {secs:.2} | {rate:.0} | {per_commit:.1} |");
+            rate_256 = rate;
         }
-    }
-    println!(
-        "\nRatio at 256 writers: {:.0} % of the ceiling (1,024 rows per commit).\n",
-        100.0 * rate_256 / ceiling
-    );
+        println!(
+            "\n## The ceiling: the same rows in plain batched transactions ({})\n",
+            match backend {
+                Backend::Sqlite => "one prepared statement per row",
+                Backend::Postgres(_) => "multi-row statements, one per table per batch",
+            }
+        );
+        println!("| rows per commit | rows | seconds | rows/s |\n|---:|---:|---:|---:|");
+        let mut ceiling = 0.0;
+        for per_commit in [1024u64, 256] {
+            let dir = dir.join(format!("plain-{per_commit}"));
+            let (secs, rate) = plain_rows(&dir, backend, args.events, per_commit).await?;
+            println!("| {per_commit} | {} | {secs:.2} | {rate:.0} |", args.events);
+            if per_commit == 1024 {
+                ceiling = rate;
+            }
+        }
+        println!(
+            "\nRatio at 256 writers: {:.0} % of the ceiling (1,024 rows per commit).\n",
+            100.0 * rate_256 / ceiling
+        );
 
-    println!("## HTTP submissions (POST /v1/messages, 1 recipient, ~2 KB)\n");
-    http_submissions(&args.dir.join("http"), args.messages, args.clients).await
+        println!("## HTTP submissions (POST /v1/messages, 1 recipient, ~2 KB)\n");
+        http_submissions(&dir.join("http"), backend, args.messages, args.clients).await?;
+    }
+    Ok(())
 }
 
 /// A store with one tenant and 256 queued deliveries to write events for.
-async fn seeded_store(dir: &Path) -> Result<(SqliteStore, TenantId, Vec<DeliveryId>)> {
-    let store = SqliteStore::open(dir, &StoreConfig::default(), StoreRules::default())?;
+async fn seeded_store(
+    dir: &Path,
+    backend: Backend<'_>,
+) -> Result<(BenchStore, TenantId, Vec<DeliveryId>)> {
+    let opened = backend.open(dir).await?;
+    let store = &opened.store;
     let tenant = store.create_tenant("bench", SystemClock.now_ms()).await?.id;
     let mut deliveries = Vec::new();
     for i in 0..256 {
@@ -162,14 +249,19 @@ async fn seeded_store(dir: &Path) -> Result<(SqliteStore, TenantId, Vec<Delivery
             other => bail!("seeding: {other:?}"),
         }
     }
-    Ok((store, tenant, deliveries))
+    Ok((opened, tenant, deliveries))
 }
 
 /// Returns seconds, events per second and the mean number of writes that
 /// shared one commit.
-async fn store_writers(dir: &Path, writers: usize, events: u64) -> Result<(f64, f64, f64)> {
-    let (store, tenant, deliveries) = seeded_store(dir).await?;
-    let store: Arc<dyn Store> = Arc::new(store);
+async fn store_writers(
+    dir: &Path,
+    backend: Backend<'_>,
+    writers: usize,
+    events: u64,
+) -> Result<(f64, f64, f64)> {
+    let (opened, tenant, deliveries) = seeded_store(dir, backend).await?;
+    let store = opened.store.clone();
     let before = store.stats();
     let next = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
@@ -204,6 +296,35 @@ async fn store_writers(dir: &Path, writers: usize, events: u64) -> Result<(f64, 
     Ok((secs, events as f64 / secs, per_commit))
 }
 
+/// The ceiling for the store writer's rows on `backend`: see
+/// [`plain_sqlite`] and [`postgres::events_ceiling`].
+async fn plain_rows(
+    dir: &Path,
+    backend: Backend<'_>,
+    rows: u64,
+    per_commit: u64,
+) -> Result<(f64, f64)> {
+    let (opened, tenant, ids) = seeded_store(dir, backend).await?;
+    let mut deliveries = Vec::with_capacity(ids.len());
+    for id in &ids {
+        deliveries.push(
+            opened
+                .store
+                .delivery(&tenant, id)
+                .await?
+                .context("seeded delivery")?,
+        );
+    }
+    let BenchStore { store, database } = opened;
+    drop(store);
+    match database {
+        None => plain_sqlite(dir, &tenant, deliveries, rows, per_commit).await,
+        Some(database) => {
+            postgres::events_ceiling(database.url(), &tenant, deliveries, rows, per_commit).await
+        }
+    }
+}
+
 /// The ceiling: the rows `record_event` writes for the same load, by one
 /// prepared statement in plain transactions of `per_commit` rows. Same
 /// database, schema, indexes and connection settings as the store; each row
@@ -212,19 +333,14 @@ async fn store_writers(dir: &Path, writers: usize, events: u64) -> Result<(f64, 
 /// JSON; and, as the fold does, the first `opened` event of each delivery
 /// also updates its status columns. No savepoints, no reads, no checkpoint
 /// while timing: the most generous plain-SQLite number for these rows.
-async fn plain_sqlite(dir: &Path, rows: u64, per_commit: u64) -> Result<(f64, f64)> {
-    let (store, tenant, ids) = seeded_store(dir).await?;
-    let mut deliveries = Vec::with_capacity(ids.len());
-    for id in &ids {
-        deliveries.push(
-            store
-                .delivery(&tenant, id)
-                .await?
-                .context("seeded delivery")?,
-        );
-    }
-    drop(store);
-    let dir = dir.to_owned();
+async fn plain_sqlite(
+    dir: &Path,
+    tenant: &TenantId,
+    deliveries: Vec<posthorn_store::DeliveryRecord>,
+    rows: u64,
+    per_commit: u64,
+) -> Result<(f64, f64)> {
+    let (dir, tenant) = (dir.to_owned(), tenant.clone());
     tokio::task::spawn_blocking(move || {
         let conn = posthorn_store::sqlite::raw_connection(&dir, posthorn_core::config::Synchronous::Full)?;
         let insert = "INSERT INTO events (id, tenant_id, delivery_id, message_id, recipient, sender, kind, occurred_at, \
@@ -277,11 +393,17 @@ async fn plain_sqlite(dir: &Path, rows: u64, per_commit: u64) -> Result<(f64, f6
     .await?
 }
 
-async fn http_submissions(dir: &Path, messages: u64, clients: usize) -> Result<()> {
+async fn http_submissions(
+    dir: &Path,
+    backend: Backend<'_>,
+    messages: u64,
+    clients: usize,
+) -> Result<()> {
     // This measures ingest: no delivery attempts (and no DNS) meanwhile.
+    let (args, _database) = serve_store(backend)?;
     let child = Child::start(
         dir,
-        &[],
+        &args,
         &[("POSTHORN_DELIVERY__ENABLED", "false")],
         clients,
     )
@@ -310,6 +432,21 @@ async fn http_submissions(dir: &Path, messages: u64, clients: usize) -> Result<(
     );
     child.stop().await;
     Ok(())
+}
+
+/// The `serve` arguments for a fresh store on `backend`, and the scratch
+/// database to keep until the server has stopped.
+fn serve_store(backend: Backend<'_>) -> Result<(Vec<String>, Option<postgres::ScratchDatabase>)> {
+    Ok(match backend {
+        Backend::Sqlite => (Vec::new(), None),
+        Backend::Postgres(server) => {
+            let database = postgres::ScratchDatabase::create(server)?;
+            (
+                vec!["--store".to_owned(), database.url().to_owned()],
+                Some(database),
+            )
+        }
+    })
 }
 
 /// A loopback port nothing listens on (yet).
@@ -506,20 +643,30 @@ async fn delivery(args: &DeliveryArgs) -> Result<()> {
     let ceiling_secs = start.elapsed().as_secs_f64();
     let ceiling = args.messages as f64 / ceiling_secs;
 
-    // (b) The same messages through Posthorn: API in, SMTP out.
+    // (b) The same messages through Posthorn: API in, SMTP out; (c)
+    // fan-out: 10 recipients per message. On each store asked for.
     let route = vec!["--route".to_owned(), format!("example.com={sink_addr}")];
     let text = "Hello! ".repeat(2048 / 7);
-    let (secs_b, cpu_b) =
-        end_to_end(&args.dir.join("e2e"), &route, args.messages, 1, &text).await?;
-    // (c) Fan-out: 10 recipients per message.
-    let (secs_c, cpu_c) = end_to_end(
-        &args.dir.join("fanout"),
-        &route,
-        args.fanout_messages,
-        10,
-        &text,
-    )
-    .await?;
+    let mut runs = Vec::new();
+    for backend in args.store.backends() {
+        let (store_args, _database) = serve_store(backend)?;
+        let serve_args = [route.clone(), store_args].concat();
+        let dir = args.dir.join(backend.name().to_lowercase());
+        let (secs_b, cpu_b) =
+            end_to_end(&dir.join("e2e"), &serve_args, args.messages, 1, &text).await?;
+        // A store of its own, as the SQLite run has its own directory.
+        let (fanout_store_args, _fanout_database) = serve_store(backend)?;
+        let fanout_args = [route.clone(), fanout_store_args].concat();
+        let (secs_c, cpu_c) = end_to_end(
+            &dir.join("fanout"),
+            &fanout_args,
+            args.fanout_messages,
+            10,
+            &text,
+        )
+        .await?;
+        runs.push((backend.name(), secs_b, cpu_b, secs_c, cpu_c));
+    }
 
     println!("## SMTP delivery end to end (API in, SMTP out to smtp-sink, every event durable)\n");
     println!("| run | messages | deliveries | seconds | deliveries/s | CPU ms per delivery |");
@@ -536,18 +683,29 @@ async fn delivery(args: &DeliveryArgs) -> Result<()> {
             1000.0 * cpu / deliveries as f64
         );
     };
-    row("Posthorn, 1 recipient", args.messages, 1, secs_b, cpu_b);
-    row(
-        "Posthorn, 10 recipients",
-        args.fanout_messages,
-        10,
-        secs_c,
-        cpu_c,
-    );
-    println!(
-        "\nRatio (b)/(a): {:.0} %\n",
-        100.0 * (args.messages as f64 / secs_b) / ceiling
-    );
+    for (name, secs_b, cpu_b, secs_c, cpu_c) in &runs {
+        row(
+            &format!("Posthorn on {name}, 1 recipient"),
+            args.messages,
+            1,
+            *secs_b,
+            *cpu_b,
+        );
+        row(
+            &format!("Posthorn on {name}, 10 recipients"),
+            args.fanout_messages,
+            10,
+            *secs_c,
+            *cpu_c,
+        );
+    }
+    for (name, secs_b, ..) in &runs {
+        println!(
+            "\nRatio (b)/(a) on {name}: {:.0} %",
+            100.0 * (args.messages as f64 / secs_b) / ceiling
+        );
+    }
+    println!();
 
     // (d) Memory with a large queue: the sink answers DATA after an hour.
     let (_slow, slow_addr) = start_sink(&args.dir.join("queued"), &["-w", "3600"])?;

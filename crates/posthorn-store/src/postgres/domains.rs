@@ -1,10 +1,10 @@
 //! Sending domains: who owns which domain (the reads; claims and releases
 //! are writes, built on the write engine).
 
-use super::reads::get;
+use super::reads::{Query, get};
 use crate::StoreResult;
 use crate::records::SendingDomain;
-use ::postgres::{GenericClient, Row};
+use ::postgres::Row;
 use posthorn_core::TenantId;
 use posthorn_core::domain::DomainOwner;
 
@@ -18,7 +18,7 @@ fn domain_row(r: &Row) -> StoreResult<SendingDomain> {
 
 /// One tenant's sending domains, or every tenant's, by domain.
 pub(crate) fn list(
-    c: &mut impl GenericClient,
+    c: &mut impl Query,
     tenant: Option<&TenantId>,
 ) -> StoreResult<Vec<SendingDomain>> {
     let found = match tenant {
@@ -35,10 +35,7 @@ pub(crate) fn list(
 }
 
 /// The owners of `domains`, in their order, in one query.
-pub(crate) fn owners(
-    c: &mut impl GenericClient,
-    domains: &[String],
-) -> StoreResult<Vec<DomainOwner>> {
+pub(crate) fn owners(c: &mut impl Query, domains: &[String]) -> StoreResult<Vec<DomainOwner>> {
     let found = c.query(
         "SELECT domain, tenant_id FROM sending_domains WHERE domain = ANY($1)",
         &[&domains],

@@ -2,11 +2,11 @@
 //! read from it, the events recorded from it, and orphans for an
 //! administrator.
 
-use super::reads::{decode, decode_optional, get, json};
+use super::reads::{Query, decode, decode_optional, get, json};
 use crate::StoreResult;
 use crate::records::*;
+use ::postgres::Row;
 use ::postgres::types::ToSql;
-use ::postgres::{GenericClient, Row};
 use posthorn_core::id::InboundId;
 use posthorn_core::inbound::{AttributedBy, InboundKind, OrphanReason};
 use posthorn_core::{DeliveryId, EventId, TenantId};
@@ -15,7 +15,7 @@ const INBOUND_COLUMNS: &str = "id, received_at, tenant_id, delivery_id, mail_fro
      outcome, orphan_reason, attribution, records, size";
 
 pub(crate) fn delivery_owner(
-    c: &mut impl GenericClient,
+    c: &mut impl Query,
     id: &DeliveryId,
 ) -> StoreResult<Option<(TenantId, String)>> {
     c.query_opt(
@@ -27,7 +27,7 @@ pub(crate) fn delivery_owner(
 }
 
 pub(crate) fn inbound_messages(
-    c: &mut impl GenericClient,
+    c: &mut impl Query,
     tenant: Option<&TenantId>,
     filter: &InboundFilter,
 ) -> StoreResult<Vec<InboundRecord>> {
@@ -81,7 +81,7 @@ pub(crate) fn inbound_messages(
 }
 
 pub(crate) fn inbound_raw(
-    c: &mut impl GenericClient,
+    c: &mut impl Query,
     tenant: Option<&TenantId>,
     id: &InboundId,
 ) -> StoreResult<Option<Vec<u8>>> {
@@ -99,7 +99,7 @@ pub(crate) fn inbound_raw(
 }
 
 pub(crate) fn event_inbound(
-    c: &mut impl GenericClient,
+    c: &mut impl Query,
     tenant: &TenantId,
     event: &EventId,
 ) -> StoreResult<Option<InboundId>> {
@@ -115,7 +115,7 @@ pub(crate) fn event_inbound(
 /// The tenant created first. SQLite breaks a tie of creation times by
 /// insertion order (its rowid); here the id does, which is time-ordered
 /// (UUIDv7) too.
-pub(crate) fn operator_tenant(c: &mut impl GenericClient) -> StoreResult<Option<TenantId>> {
+pub(crate) fn operator_tenant(c: &mut impl Query) -> StoreResult<Option<TenantId>> {
     c.query_opt(
         "SELECT id FROM tenants ORDER BY created_at, id LIMIT 1",
         &[],

@@ -1,10 +1,10 @@
 //! Provider ingest (the reads): sources and the payloads events were
 //! recorded from.
 
-use super::reads::{get, json};
+use super::reads::{Query, get, json};
 use crate::StoreResult;
 use crate::ingest::*;
-use ::postgres::{GenericClient, Row};
+use ::postgres::Row;
 use posthorn_core::id::IngestSourceId;
 use posthorn_core::{EventId, TenantId};
 
@@ -24,10 +24,7 @@ fn source_row(r: &Row) -> StoreResult<IngestSource> {
 }
 
 /// A tenant's sources, oldest first.
-pub(crate) fn sources(
-    c: &mut impl GenericClient,
-    tenant: &TenantId,
-) -> StoreResult<Vec<IngestSource>> {
+pub(crate) fn sources(c: &mut impl Query, tenant: &TenantId) -> StoreResult<Vec<IngestSource>> {
     let sql =
         format!("SELECT {SOURCE_COLUMNS} FROM ingest_sources WHERE tenant_id = $1 ORDER BY id");
     c.query(&sql, &[&tenant.as_str()])?
@@ -37,7 +34,7 @@ pub(crate) fn sources(
 }
 
 pub(crate) fn source_by_token(
-    c: &mut impl GenericClient,
+    c: &mut impl Query,
     token_hash: &str,
 ) -> StoreResult<Option<IngestSource>> {
     let sql = format!("SELECT {SOURCE_COLUMNS} FROM ingest_sources WHERE token_hash = $1");
@@ -48,7 +45,7 @@ pub(crate) fn source_by_token(
 }
 
 pub(crate) fn payload(
-    c: &mut impl GenericClient,
+    c: &mut impl Query,
     tenant: &TenantId,
     event: &EventId,
 ) -> StoreResult<Option<Vec<u8>>> {

@@ -22,6 +22,7 @@
 //! `events_after` gap-safe, `error` the mapping of PostgreSQL's failures
 //! onto [`StoreError`] kinds.
 
+mod behind;
 mod domains;
 mod error;
 mod inbound;
@@ -123,7 +124,12 @@ impl PgStore {
                 settings: settings.clone(),
                 pool: pool::Pool::new(settings.clone(), config.read_connections),
             },
-            writes: writer::WritePool::new(settings, config.write_connections, local),
+            writes: writer::WritePool::new(
+                settings,
+                config.write_connections,
+                config.max_batch,
+                local,
+            ),
             rules,
             feed,
             _tail: tail,
@@ -193,7 +199,7 @@ impl PgStore {
     async fn read<T, F>(&self, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
-        F: Fn(&mut Client) -> StoreResult<T> + Send + 'static,
+        F: Fn(&mut Reader<'_>) -> StoreResult<T> + Send + 'static,
     {
         self.reads.run(f).await
     }
@@ -397,31 +403,43 @@ impl ReadPool {
     async fn run<T, F>(&self, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
-        F: Fn(&mut Client) -> StoreResult<T> + Send + 'static,
+        F: Fn(&mut Reader<'_>) -> StoreResult<T> + Send + 'static,
     {
         // A read changes nothing: it may always run again.
         self.pool
             .run(move |c: &mut ReadConnection| pool::Attempt {
-                result: f(&mut c.0),
+                result: f(&mut reads::Cached {
+                    client: &mut c.client,
+                    statements: &mut c.statements,
+                }),
                 untouched: true,
             })
             .await
     }
 }
 
+/// What a read runs on: a pooled connection and its prepared statements.
+type Reader<'a> = reads::Cached<'a, Client>;
+
 /// A read connection: its transactions are read-only, so a read can never
 /// write by mistake.
-struct ReadConnection(Client);
+struct ReadConnection {
+    client: Client,
+    statements: reads::Statements,
+}
 
 impl pool::Pooled for ReadConnection {
     fn open(settings: &Settings) -> StoreResult<Self> {
         let mut client = settings.connect()?;
         client.batch_execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")?;
-        Ok(ReadConnection(client))
+        Ok(ReadConnection {
+            client,
+            statements: reads::Statements::new(),
+        })
     }
 
     fn client(&self) -> &Client {
-        &self.0
+        &self.client
     }
 }
 
@@ -433,7 +451,7 @@ impl Store for PgStore {
     }
 
     async fn tenant_count(&self) -> StoreResult<u64> {
-        self.read(reads::tenant_count).await
+        self.read(|c| reads::tenant_count(c)).await
     }
 
     async fn tenant(&self, id: &TenantId) -> StoreResult<Option<Tenant>> {
@@ -632,7 +650,7 @@ impl Store for PgStore {
     }
 
     async fn operator_tenant(&self) -> StoreResult<Option<TenantId>> {
-        self.read(inbound::operator_tenant).await
+        self.read(|c| inbound::operator_tenant(c)).await
     }
 
     async fn tracking_facts(&self, delivery: &DeliveryId) -> StoreResult<Option<TrackingFacts>> {
@@ -842,10 +860,9 @@ impl Store for PgStore {
     fn stats(&self) -> StoreStats {
         let counters = &self.writes.counters;
         StoreStats {
-            // Every write is a transaction of its own.
-            batches: counters.writes.load(Ordering::Relaxed),
+            batches: counters.commits.load(Ordering::Relaxed),
             writes: counters.writes.load(Ordering::Relaxed),
-            replays: counters.retries.load(Ordering::Relaxed),
+            replays: counters.split_groups.load(Ordering::Relaxed),
             events: counters.events.load(Ordering::Relaxed),
         }
     }

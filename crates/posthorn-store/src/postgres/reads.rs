@@ -1,6 +1,7 @@
 //! Reads: the SELECT statements and the mapping of their rows to records,
-//! over any client (`&mut impl GenericClient`: a pooled connection, or the
-//! writer's open transaction, which sees its own writes). A value this
+//! over any client ([`Query`]: a pooled connection, or the writer's open
+//! transaction, which sees its own writes), with the statements kept
+//! prepared where the client has a cache ([`Cached`]). A value this
 //! version cannot read fails with [`StoreError::Corrupt`] naming its table
 //! and column, never a panic and never a default in its place.
 //!
@@ -12,16 +13,80 @@ use super::position::settled_bound_sql;
 use crate::records::*;
 use crate::{StoreError, StoreResult};
 use ::postgres::types::ToSql;
-use ::postgres::{GenericClient, Row};
+use ::postgres::{GenericClient, Row, Statement};
 use posthorn_core::contact::{ContactState, ContactStatus};
 use posthorn_core::event::EventDetails;
 use posthorn_core::id::ApiKeyId;
 use posthorn_core::status::{BounceType, DeliveryStatus, EngagementStatus};
 use posthorn_core::suppression::{SuppressionEntry, SuppressionReason, SuppressionScope};
 use posthorn_core::{DeliveryId, EventId, MessageId, Millis, TenantId};
+use std::collections::HashMap;
 
 /// A parameter list as the driver takes it.
 pub(crate) type Params<'a> = [&'a (dyn ToSql + Sync)];
+
+/// A connection's prepared statements, by their SQL. Preparing takes a
+/// round trip of its own (as much as a small query): a statement prepared
+/// once serves every later use on the connection.
+pub(crate) type Statements = HashMap<String, Statement>;
+
+/// Statements a connection keeps prepared at most; SQL beyond that (a
+/// filter combination never seen) is prepared for its one use.
+const KEPT_STATEMENTS: usize = 512;
+
+/// What reads run on.
+pub(crate) trait Query {
+    fn query(&mut self, sql: &str, params: &Params<'_>) -> StoreResult<Vec<Row>>;
+    fn query_opt(&mut self, sql: &str, params: &Params<'_>) -> StoreResult<Option<Row>>;
+    fn query_one(&mut self, sql: &str, params: &Params<'_>) -> StoreResult<Row>;
+}
+
+/// Any client, preparing each statement for its one use.
+impl<C: GenericClient> Query for C {
+    fn query(&mut self, sql: &str, params: &Params<'_>) -> StoreResult<Vec<Row>> {
+        Ok(GenericClient::query(self, sql, params)?)
+    }
+    fn query_opt(&mut self, sql: &str, params: &Params<'_>) -> StoreResult<Option<Row>> {
+        Ok(GenericClient::query_opt(self, sql, params)?)
+    }
+    fn query_one(&mut self, sql: &str, params: &Params<'_>) -> StoreResult<Row> {
+        Ok(GenericClient::query_one(self, sql, params)?)
+    }
+}
+
+/// A client with the statements prepared on its connection.
+pub(crate) struct Cached<'a, C> {
+    pub client: &'a mut C,
+    pub statements: &'a mut Statements,
+}
+
+impl<C: GenericClient> Cached<'_, C> {
+    fn prepared(&mut self, sql: &str) -> StoreResult<Statement> {
+        if let Some(statement) = self.statements.get(sql) {
+            return Ok(statement.clone());
+        }
+        let statement = self.client.prepare(sql)?;
+        if self.statements.len() < KEPT_STATEMENTS {
+            self.statements.insert(sql.to_owned(), statement.clone());
+        }
+        Ok(statement)
+    }
+}
+
+impl<C: GenericClient> Query for Cached<'_, C> {
+    fn query(&mut self, sql: &str, params: &Params<'_>) -> StoreResult<Vec<Row>> {
+        let statement = self.prepared(sql)?;
+        Ok(self.client.query(&statement, params)?)
+    }
+    fn query_opt(&mut self, sql: &str, params: &Params<'_>) -> StoreResult<Option<Row>> {
+        let statement = self.prepared(sql)?;
+        Ok(self.client.query_opt(&statement, params)?)
+    }
+    fn query_one(&mut self, sql: &str, params: &Params<'_>) -> StoreResult<Row> {
+        let statement = self.prepared(sql)?;
+        Ok(self.client.query_one(&statement, params)?)
+    }
+}
 
 /// Column `at` as `T` (the schema's own type; a mismatch is a backend
 /// failure, not a stored value).
@@ -114,7 +179,7 @@ fn excerpt(mut value: String) -> String {
 
 /// Runs `sql` and maps every row.
 fn rows<T>(
-    c: &mut impl GenericClient,
+    c: &mut impl Query,
     sql: &str,
     params: &Params<'_>,
     map: impl Fn(&Row) -> StoreResult<T>,
@@ -124,7 +189,7 @@ fn rows<T>(
 
 /// Runs `sql` and maps the row it finds, if any.
 fn row<T>(
-    c: &mut impl GenericClient,
+    c: &mut impl Query,
     sql: &str,
     params: &Params<'_>,
     map: impl Fn(&Row) -> StoreResult<T>,
@@ -133,7 +198,7 @@ fn row<T>(
 }
 
 /// A count as `u64`.
-fn count(c: &mut impl GenericClient, sql: &str, params: &Params<'_>) -> StoreResult<u64> {
+fn count(c: &mut impl Query, sql: &str, params: &Params<'_>) -> StoreResult<u64> {
     let n: i64 = get(&c.query_one(sql, params)?, 0)?;
     Ok(n.max(0) as u64)
 }
@@ -154,23 +219,17 @@ pub(crate) fn tenant_row(r: &Row, at: usize) -> StoreResult<Tenant> {
     })
 }
 
-pub(crate) fn tenant_by_name(
-    c: &mut impl GenericClient,
-    name: &str,
-) -> StoreResult<Option<Tenant>> {
+pub(crate) fn tenant_by_name(c: &mut impl Query, name: &str) -> StoreResult<Option<Tenant>> {
     let sql = format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE name = $1");
     row(c, &sql, &[&name], |r| tenant_row(r, 0))
 }
 
-pub(crate) fn tenant_by_id(
-    c: &mut impl GenericClient,
-    id: &TenantId,
-) -> StoreResult<Option<Tenant>> {
+pub(crate) fn tenant_by_id(c: &mut impl Query, id: &TenantId) -> StoreResult<Option<Tenant>> {
     let sql = format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE id = $1");
     row(c, &sql, &[&id.as_str()], |r| tenant_row(r, 0))
 }
 
-pub(crate) fn tenant_count(c: &mut impl GenericClient) -> StoreResult<u64> {
+pub(crate) fn tenant_count(c: &mut impl Query) -> StoreResult<u64> {
     count(c, "SELECT COUNT(*) FROM tenants", &[])
 }
 
@@ -193,7 +252,7 @@ fn api_key_row(r: &Row) -> StoreResult<ApiKeyRecord> {
 }
 
 pub(crate) fn api_key_with_tenant(
-    c: &mut impl GenericClient,
+    c: &mut impl Query,
     id: &ApiKeyId,
 ) -> StoreResult<Option<(ApiKeyRecord, Tenant)>> {
     let sql = format!(
@@ -206,7 +265,7 @@ pub(crate) fn api_key_with_tenant(
 }
 
 pub(crate) fn api_keys(
-    c: &mut impl GenericClient,
+    c: &mut impl Query,
     tenant: Option<&TenantId>,
 ) -> StoreResult<Vec<ApiKeyRecord>> {
     match tenant {
@@ -261,7 +320,7 @@ pub(crate) fn delivery_row(r: &Row) -> StoreResult<DeliveryRecord> {
 }
 
 pub(crate) fn delivery(
-    c: &mut impl GenericClient,
+    c: &mut impl Query,
     tenant: &TenantId,
     id: &DeliveryId,
 ) -> StoreResult<Option<DeliveryRecord>> {
@@ -270,7 +329,7 @@ pub(crate) fn delivery(
 }
 
 pub(crate) fn deliveries_of_message(
-    c: &mut impl GenericClient,
+    c: &mut impl Query,
     tenant: &TenantId,
     id: &MessageId,
 ) -> StoreResult<Vec<DeliveryRecord>> {
@@ -331,7 +390,7 @@ fn mailbox_list(
 }
 
 pub(crate) fn message(
-    c: &mut impl GenericClient,
+    c: &mut impl Query,
     tenant: &TenantId,
     id: &MessageId,
 ) -> StoreResult<Option<MessageRecord>> {
@@ -372,7 +431,7 @@ pub(crate) fn event_row(r: &Row) -> StoreResult<EventRecord> {
 }
 
 pub(crate) fn event_by_id(
-    c: &mut impl GenericClient,
+    c: &mut impl Query,
     tenant: &TenantId,
     id: &EventId,
 ) -> StoreResult<Option<EventRecord>> {
@@ -381,7 +440,7 @@ pub(crate) fn event_by_id(
 }
 
 pub(crate) fn event_by_external_id(
-    c: &mut impl GenericClient,
+    c: &mut impl Query,
     tenant: &TenantId,
     external_id: &str,
 ) -> StoreResult<Option<EventRecord>> {
@@ -392,7 +451,7 @@ pub(crate) fn event_by_external_id(
 
 /// Events newest first, filtered.
 pub(crate) fn events(
-    c: &mut impl GenericClient,
+    c: &mut impl Query,
     tenant: &TenantId,
     filter: &EventFilter,
 ) -> StoreResult<Vec<EventRecord>> {
@@ -405,7 +464,7 @@ pub(crate) fn events(
 /// What the bound holds back is returned by a later call: a reader that
 /// goes on from the last `seq` it got misses none.
 pub(crate) fn events_after(
-    c: &mut impl GenericClient,
+    c: &mut impl Query,
     tenant: &TenantId,
     after: i64,
     filter: &EventFilter,
@@ -417,7 +476,7 @@ pub(crate) fn events_after(
 /// Every tenant's events after position `after`, below the settled bound,
 /// in position order: what the commit stream publishes (`tail`).
 pub(crate) fn settled_events_after(
-    c: &mut impl GenericClient,
+    c: &mut impl Query,
     after: i64,
     limit: i64,
 ) -> StoreResult<Vec<EventRecord>> {
@@ -429,7 +488,7 @@ pub(crate) fn settled_events_after(
 }
 
 /// The position of the last settled event (0 when there is none).
-pub(crate) fn settled_end(c: &mut impl GenericClient) -> StoreResult<i64> {
+pub(crate) fn settled_end(c: &mut impl Query) -> StoreResult<i64> {
     let sql = format!(
         "SELECT COALESCE(MAX(seq), 0)::bigint FROM events WHERE seq < {}",
         settled_bound_sql()
@@ -438,7 +497,7 @@ pub(crate) fn settled_end(c: &mut impl GenericClient) -> StoreResult<i64> {
 }
 
 fn query_events(
-    c: &mut impl GenericClient,
+    c: &mut impl Query,
     sql: &str,
     values: &[Box<dyn ToSql + Sync>],
 ) -> StoreResult<Vec<EventRecord>> {
@@ -508,7 +567,7 @@ fn events_query(
 
 /// Opens and clicks of a message's deliveries, in no particular order.
 pub(crate) fn message_engagement_events(
-    c: &mut impl GenericClient,
+    c: &mut impl Query,
     tenant: &TenantId,
     message: &MessageId,
 ) -> StoreResult<Vec<EventRecord>> {
@@ -522,7 +581,7 @@ pub(crate) fn message_engagement_events(
 
 /// At most `limit` events of one delivery after `after`, oldest first.
 pub(crate) fn delivery_events_page(
-    c: &mut impl GenericClient,
+    c: &mut impl Query,
     tenant: &TenantId,
     delivery: &DeliveryId,
     after: Option<&EventId>,
@@ -548,7 +607,7 @@ pub(crate) fn delivery_events_page(
 
 /// The opens and clicks of one delivery, oldest first.
 pub(crate) fn delivery_engagement_events(
-    c: &mut impl GenericClient,
+    c: &mut impl Query,
     tenant: &TenantId,
     delivery: &DeliveryId,
 ) -> StoreResult<Vec<EventRecord>> {
@@ -561,7 +620,7 @@ pub(crate) fn delivery_engagement_events(
 
 /// Events of one delivery, oldest first.
 pub(crate) fn delivery_events(
-    c: &mut impl GenericClient,
+    c: &mut impl Query,
     tenant: &TenantId,
     delivery: &DeliveryId,
 ) -> StoreResult<Vec<EventRecord>> {
@@ -593,7 +652,7 @@ pub(crate) fn contact_row(r: &Row) -> StoreResult<ContactRecord> {
 }
 
 pub(crate) fn contact(
-    c: &mut impl GenericClient,
+    c: &mut impl Query,
     tenant: &TenantId,
     address: &str,
 ) -> StoreResult<Option<ContactRecord>> {
@@ -603,7 +662,7 @@ pub(crate) fn contact(
 }
 
 pub(crate) fn contact_changes(
-    c: &mut impl GenericClient,
+    c: &mut impl Query,
     tenant: &TenantId,
     address: &str,
 ) -> StoreResult<Vec<ContactChange>> {
@@ -638,7 +697,7 @@ fn suppression_row(r: &Row) -> StoreResult<SuppressionEntry> {
 
 /// Active entries whose target is the address or its domain (any scope).
 pub(crate) fn suppressions_for(
-    c: &mut impl GenericClient,
+    c: &mut impl Query,
     tenant: &TenantId,
     address: &str,
     now: Millis,
@@ -658,7 +717,7 @@ pub(crate) fn suppressions_for(
 
 /// Active (unexpired, not removed) entries, newest first.
 pub(crate) fn suppressions(
-    c: &mut impl GenericClient,
+    c: &mut impl Query,
     tenant: &TenantId,
     now: Millis,
 ) -> StoreResult<Vec<SuppressionEntry>> {
@@ -670,7 +729,7 @@ pub(crate) fn suppressions(
 }
 
 /// Entries in the send queue of a tenant.
-pub(crate) fn queue_len(c: &mut impl GenericClient, tenant: &TenantId) -> StoreResult<u64> {
+pub(crate) fn queue_len(c: &mut impl Query, tenant: &TenantId) -> StoreResult<u64> {
     count(
         c,
         "SELECT COUNT(*) FROM send_queue WHERE tenant_id = $1",

@@ -1,16 +1,13 @@
 //! What the tracker reads besides events: the original URLs of tracked
 //! links, the facts a hit is judged on, and the counted repeats.
 
-use super::reads::{self, decode, get};
+use super::reads::{self, Query, decode, get};
 use crate::StoreResult;
 use crate::records::*;
-use ::postgres::{GenericClient, Row};
+use ::postgres::Row;
 use posthorn_core::{DeliveryId, EventKind, MessageId, TenantId};
 
-pub(crate) fn message_links(
-    c: &mut impl GenericClient,
-    message: &MessageId,
-) -> StoreResult<Vec<String>> {
+pub(crate) fn message_links(c: &mut impl Query, message: &MessageId) -> StoreResult<Vec<String>> {
     c.query(
         "SELECT url FROM message_links WHERE message_id = $1 ORDER BY position",
         &[&message.as_str()],
@@ -21,7 +18,7 @@ pub(crate) fn message_links(
 }
 
 pub(crate) fn tracking_facts(
-    c: &mut impl GenericClient,
+    c: &mut impl Query,
     delivery: &DeliveryId,
 ) -> StoreResult<Option<TrackingFacts>> {
     let Some(found) = c.query_opt(
@@ -82,7 +79,7 @@ fn repeat_row(r: &Row) -> StoreResult<RepeatedHits> {
 }
 
 pub(crate) fn delivery_repeated_hits(
-    c: &mut impl GenericClient,
+    c: &mut impl Query,
     tenant: &TenantId,
     delivery: &DeliveryId,
 ) -> StoreResult<Vec<RepeatedHits>> {
@@ -97,7 +94,7 @@ pub(crate) fn delivery_repeated_hits(
 }
 
 pub(crate) fn message_repeated_hits(
-    c: &mut impl GenericClient,
+    c: &mut impl Query,
     tenant: &TenantId,
     message: &MessageId,
 ) -> StoreResult<Vec<RepeatedHits>> {

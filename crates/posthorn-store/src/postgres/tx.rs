@@ -7,6 +7,7 @@
 //! a unique violation, which the writer answers by running the whole write
 //! again (`error::is_retryable`); the second run sees the winner.
 
+use super::behind::{StatusColumns, WriteBehind};
 use super::position::{current_xid, event_position};
 use super::{domains, reads};
 use crate::StoreResult;
@@ -21,15 +22,11 @@ use posthorn_core::id::{ApiKeyId, IngestSourceId};
 use posthorn_core::inbound::{AttributedBy, OrphanReason};
 use posthorn_core::suppression::SuppressionEntry;
 use posthorn_core::{DeliveryId, EventId, EventSource, MessageId, Millis, NodeId, TenantId};
-use std::collections::HashMap;
 use std::sync::Arc;
 
 type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
 
-/// A write connection's prepared statements, by their SQL. Preparing
-/// takes a round trip of its own; a statement prepared once serves every
-/// later transaction on the connection.
-pub(crate) type Statements = HashMap<String, Statement>;
+pub(crate) use super::reads::Statements;
 
 /// One write transaction of a PostgreSQL writer.
 pub(crate) struct PgTx<'t, 'c> {
@@ -40,15 +37,63 @@ pub(crate) struct PgTx<'t, 'c> {
     xid: Option<i64>,
     /// Events stored (and numbered) so far in this transaction.
     numbered: u32,
+    /// A group's rows kept to be written together (see `behind`); `None`
+    /// for a write alone, where every statement runs at once.
+    behind: Option<WriteBehind>,
 }
 
 impl<'t, 'c> PgTx<'t, 'c> {
+    /// A transaction whose every statement runs at once.
     pub(crate) fn new(tx: &'t mut Transaction<'c>, statements: &'t mut Statements) -> Self {
         Self {
             tx,
             statements,
             xid: None,
             numbered: 0,
+            behind: None,
+        }
+    }
+
+    /// A group's transaction: rows that need no answer are written behind,
+    /// table by table (see `behind`); [`PgTx::sync`] before the commit.
+    pub(crate) fn grouped(tx: &'t mut Transaction<'c>, statements: &'t mut Statements) -> Self {
+        Self {
+            behind: Some(WriteBehind::default()),
+            ..Self::new(tx, statements)
+        }
+    }
+
+    /// Writes the rows kept behind, so that the next statement sees them.
+    pub(crate) fn sync(&mut self) -> StoreResult<()> {
+        match &mut self.behind {
+            Some(behind) => behind.flush(self.tx, self.statements),
+            None => Ok(()),
+        }
+    }
+
+    /// The transaction for a read, with every row kept behind written.
+    fn db(&mut self) -> StoreResult<reads::Cached<'_, Transaction<'c>>> {
+        self.sync()?;
+        Ok(self.unsynced())
+    }
+
+    /// The transaction for a read that cannot concern a row kept behind.
+    fn unsynced(&mut self) -> reads::Cached<'_, Transaction<'c>> {
+        reads::Cached {
+            client: self.tx,
+            statements: self.statements,
+        }
+    }
+
+    /// The transaction id, for numbering events (read once).
+    fn xid_for_positions(&mut self) -> StoreResult<i64> {
+        match self.xid {
+            Some(xid) => Ok(xid),
+            None => {
+                let xid = current_xid(self.tx)?;
+                self.xid = Some(xid);
+                Ok(xid)
+            }
         }
     }
 
@@ -71,19 +116,33 @@ impl<'t, 'c> PgTx<'t, 'c> {
         Ok(statement)
     }
 
+    /// Runs a statement after writing the rows kept behind.
     fn execute(&mut self, sql: &str, params: Params<'_>) -> StoreResult<u64> {
+        self.sync()?;
+        self.execute_unsynced(sql, params)
+    }
+
+    fn query_opt(&mut self, sql: &str, params: Params<'_>) -> StoreResult<Option<Row>> {
+        self.sync()?;
+        self.query_opt_unsynced(sql, params)
+    }
+
+    fn query(&mut self, sql: &str, params: Params<'_>) -> StoreResult<Vec<Row>> {
+        self.sync()?;
+        let statement = self.statement(sql)?;
+        Ok(self.tx.query(&statement, params)?)
+    }
+
+    /// Runs a statement that cannot concern a row kept behind (a table
+    /// never written behind, or rows known not to be kept).
+    fn execute_unsynced(&mut self, sql: &str, params: Params<'_>) -> StoreResult<u64> {
         let statement = self.statement(sql)?;
         Ok(self.tx.execute(&statement, params)?)
     }
 
-    fn query_opt(&mut self, sql: &str, params: Params<'_>) -> StoreResult<Option<Row>> {
+    fn query_opt_unsynced(&mut self, sql: &str, params: Params<'_>) -> StoreResult<Option<Row>> {
         let statement = self.statement(sql)?;
         Ok(self.tx.query_opt(&statement, params)?)
-    }
-
-    fn query(&mut self, sql: &str, params: Params<'_>) -> StoreResult<Vec<Row>> {
-        let statement = self.statement(sql)?;
-        Ok(self.tx.query(&statement, params)?)
     }
 
     /// Inserts a contact row, `on_conflict` saying what a row already there
@@ -119,7 +178,8 @@ impl<'t, 'c> PgTx<'t, 'c> {
     /// key, until it ends: for checks over rows that may not exist yet.
     fn advisory_lock(&mut self, parts: &[&str]) -> StoreResult<()> {
         let key = parts.join("\u{1f}");
-        self.execute(
+        // A lock concerns no row: nothing kept behind need be written.
+        self.execute_unsynced(
             "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
             &[&key],
         )?;
@@ -138,11 +198,11 @@ const PIXEL: i64 = -1;
 
 impl engine::WriteTx for PgTx<'_, '_> {
     fn tenant(&mut self, id: &TenantId) -> StoreResult<Option<Tenant>> {
-        reads::tenant_by_id(self.tx, id)
+        reads::tenant_by_id(&mut self.unsynced(), id)
     }
 
     fn tenant_by_name(&mut self, name: &str) -> StoreResult<Option<Tenant>> {
-        reads::tenant_by_name(self.tx, name)
+        reads::tenant_by_name(&mut self.unsynced(), name)
     }
 
     fn insert_tenant(&mut self, t: &Tenant) -> StoreResult<()> {
@@ -242,7 +302,7 @@ impl engine::WriteTx for PgTx<'_, '_> {
     }
 
     fn domain_owners(&mut self, candidates: &[String]) -> StoreResult<Vec<DomainOwner>> {
-        domains::owners(self.tx, candidates)
+        domains::owners(&mut self.unsynced(), candidates)
     }
 
     fn idempotency_record(
@@ -254,7 +314,8 @@ impl engine::WriteTx for PgTx<'_, '_> {
         // A key used at once by two nodes: the second waits here for the
         // first's commit, then finds its record.
         self.advisory_lock(&["idempotency", tenant.as_str(), key])?;
-        let row = self.query_opt(
+        // Never written behind.
+        let row = self.query_opt_unsynced(
             "SELECT body_hash, receipt::text FROM idempotency_keys WHERE tenant_id = $1 AND key = $2 AND created_at >= $3",
             &[&tenant.as_str(), &key, &not_before],
         )?;
@@ -280,6 +341,10 @@ impl engine::WriteTx for PgTx<'_, '_> {
     }
 
     fn insert_message(&mut self, m: &NewMessage) -> StoreResult<()> {
+        if let Some(behind) = &mut self.behind {
+            behind.message(m);
+            return Ok(());
+        }
         let size = m.size as i64;
         self.execute(
             "INSERT INTO messages (id, tenant_id, from_header, from_address, reply_to, subject, text_body, html_body, \
@@ -336,10 +401,14 @@ impl engine::WriteTx for PgTx<'_, '_> {
     }
 
     fn message(&mut self, tenant: &TenantId, id: &MessageId) -> StoreResult<Option<MessageRecord>> {
-        reads::message(self.tx, tenant, id)
+        reads::message(&mut self.db()?, tenant, id)
     }
 
     fn insert_delivery(&mut self, d: &DeliveryRecord) -> StoreResult<()> {
+        if let Some(behind) = &mut self.behind {
+            behind.delivery(d);
+            return Ok(());
+        }
         self.execute(
             "INSERT INTO deliveries (id, tenant_id, message_id, recipient, recipient_kind, sender, stream, campaign, test, \
              created_at, window_ends_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
@@ -366,28 +435,37 @@ impl engine::WriteTx for PgTx<'_, '_> {
         tenant: &TenantId,
         id: &DeliveryId,
     ) -> StoreResult<Option<DeliveryRecord>> {
+        // Only rows of this delivery kept behind need writing first.
+        if self.behind.as_ref().is_some_and(|b| b.holds_delivery(id)) {
+            self.sync()?;
+        }
         let sql = format!(
             "SELECT {} FROM deliveries WHERE id = $1 AND tenant_id = $2 FOR UPDATE",
             reads::DELIVERY_COLUMNS
         );
-        self.query_opt(&sql, &[&id.as_str(), &tenant.as_str()])?
+        self.query_opt_unsynced(&sql, &[&id.as_str(), &tenant.as_str()])?
             .map(|r| reads::delivery_row(&r))
             .transpose()
     }
 
     fn save_delivery_status(&mut self, d: &DeliveryRecord) -> StoreResult<()> {
+        if let Some(behind) = &mut self.behind {
+            behind.status(d);
+            return Ok(());
+        }
+        let c = StatusColumns::of(d);
         self.execute(
             "UPDATE deliveries SET delivery_status = $1, bounce_type = $2, delivery_event_id = $3, \
              delivery_occurred_at = $4, engagement_status = $5, engagement_event_id = $6, engagement_occurred_at = $7, \
              updated_at = $8 WHERE id = $9",
             &[
-                &d.delivery_status.map(|s| s.as_str()),
-                &d.delivery_status.and_then(|s| s.bounce_type()).map(|b| b.as_str()),
-                &d.delivery_event_id.as_ref().map(|e| e.as_str()),
-                &d.delivery_occurred_at,
-                &(d.engagement_event_id.is_some()).then(|| d.engagement_status.as_str()),
-                &d.engagement_event_id.as_ref().map(|e| e.as_str()),
-                &d.engagement_occurred_at,
+                &c.delivery_status,
+                &c.bounce_type,
+                &c.delivery_event_id,
+                &c.delivery_occurred_at,
+                &c.engagement_status,
+                &c.engagement_event_id,
+                &c.engagement_occurred_at,
                 &d.updated_at,
                 &d.id.as_str(),
             ],
@@ -417,6 +495,17 @@ impl engine::WriteTx for PgTx<'_, '_> {
         tenant: &TenantId,
         mut event: EventRecord,
     ) -> StoreResult<Option<Arc<EventRecord>>> {
+        // A group takes a new event id for fresh (the flush checks it); an
+        // external id is looked up at once.
+        if self.behind.is_some() && event.external_id.is_none() {
+            event.seq = event_position(self.xid_for_positions()?, self.numbered)?;
+            self.numbered += 1;
+            let event = Arc::new(event);
+            if let Some(behind) = &mut self.behind {
+                behind.event(tenant, event.clone());
+            }
+            return Ok(Some(event));
+        }
         // Uniqueness of ids first (a partitioned table cannot hold it): a
         // key already there, committed or being committed by another
         // transaction, means the event exists.
@@ -440,15 +529,7 @@ impl engine::WriteTx for PgTx<'_, '_> {
         if !fresh {
             return Ok(None);
         }
-        let xid = match self.xid {
-            Some(xid) => xid,
-            None => {
-                let xid = current_xid(self.tx)?;
-                self.xid = Some(xid);
-                xid
-            }
-        };
-        event.seq = event_position(xid, self.numbered)?;
+        event.seq = event_position(self.xid_for_positions()?, self.numbered)?;
         self.numbered += 1;
         self.execute(
             "INSERT INTO events (seq, id, tenant_id, delivery_id, message_id, recipient, sender, kind, occurred_at, \
@@ -476,7 +557,7 @@ impl engine::WriteTx for PgTx<'_, '_> {
     }
 
     fn event_by_id(&mut self, tenant: &TenantId, id: &EventId) -> StoreResult<Option<EventRecord>> {
-        reads::event_by_id(self.tx, tenant, id)
+        reads::event_by_id(&mut self.db()?, tenant, id)
     }
 
     fn event_by_external_id(
@@ -484,17 +565,25 @@ impl engine::WriteTx for PgTx<'_, '_> {
         tenant: &TenantId,
         external_id: &str,
     ) -> StoreResult<Option<EventRecord>> {
-        reads::event_by_external_id(self.tx, tenant, external_id)
+        reads::event_by_external_id(&mut self.db()?, tenant, external_id)
     }
 
     fn contact(&mut self, tenant: &TenantId, address: &str) -> StoreResult<Option<ContactRecord>> {
         // Read and locked in one statement: every admitted recipient and
-        // every contact signal asks for its contact.
+        // every contact signal asks for its contact. Only rows of this
+        // contact kept behind need writing first.
+        if self
+            .behind
+            .as_ref()
+            .is_some_and(|b| b.holds_contact(tenant, address))
+        {
+            self.sync()?;
+        }
         let sql = format!(
             "SELECT {} FROM contacts WHERE tenant_id = $1 AND address = $2 FOR UPDATE",
             reads::CONTACT_COLUMNS
         );
-        self.query_opt(&sql, &[&tenant.as_str(), &address])?
+        self.query_opt_unsynced(&sql, &[&tenant.as_str(), &address])?
             .map(|r| reads::contact_row(&r))
             .transpose()
     }
@@ -518,6 +607,10 @@ impl engine::WriteTx for PgTx<'_, '_> {
         s: &ContactState,
         now: Millis,
     ) -> StoreResult<()> {
+        if let Some(behind) = &mut self.behind {
+            behind.contact(tenant, address, s, now);
+            return Ok(());
+        }
         self.insert_contact_row(
             tenant,
             address,
@@ -579,7 +672,7 @@ impl engine::WriteTx for PgTx<'_, '_> {
         address: &str,
         now: Millis,
     ) -> StoreResult<Vec<SuppressionEntry>> {
-        reads::suppressions_for(self.tx, tenant, address, now)
+        reads::suppressions_for(&mut self.unsynced(), tenant, address, now)
     }
 
     fn insert_suppression(&mut self, tenant: &TenantId, e: &SuppressionEntry) -> StoreResult<()> {
@@ -619,6 +712,10 @@ impl engine::WriteTx for PgTx<'_, '_> {
         due_at: Millis,
         now: Millis,
     ) -> StoreResult<()> {
+        if let Some(behind) = &mut self.behind {
+            behind.enqueue(tenant, delivery, due_at, now);
+            return Ok(());
+        }
         self.execute(
             "INSERT INTO send_queue (delivery_id, tenant_id, due_at, attempts, created_at) VALUES ($1, $2, $3, 0, $4)",
             &[&delivery.as_str(), &tenant.as_str(), &due_at, &now],

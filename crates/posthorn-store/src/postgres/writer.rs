@@ -1,101 +1,351 @@
-//! Writes on PostgreSQL: each one a transaction of its own on a pooled
-//! connection, on the blocking thread pool, several at once (other nodes
-//! write at the same time anyway). A write that loses a race to a
-//! concurrent one (serialization failure, deadlock, a unique violation
-//! where its check did not see the winner) is rolled back and run again
-//! from the start, where it sees the winner; the engine acts only through
-//! its transaction, so that is always safe. PostgreSQL gathers the commits
-//! of concurrent transactions into shared log flushes by itself.
+//! Writes on PostgreSQL, committed in groups: a few writer threads, each
+//! with a connection of its own, take every write that is waiting (up to
+//! `max_batch`) and run them in one transaction, so a commit (its round
+//! trips, its log flush, its `NOTIFY`) is shared by the whole group. A
+//! caller is answered after the commit: an answer means durable. Other
+//! nodes write at the same time anyway; several threads here keep the
+//! database busy while one of them waits for its flush.
 //!
-//! A write that stored events notifies the commit stream's channel once,
-//! with its commit, and notes its transaction as this node's (`tail`
+//! A write that fails must not take its group with it. PostgreSQL aborts
+//! a transaction at its first error, and a savepoint per write would cost
+//! every write two more round trips; writes almost never fail, so a group
+//! first runs as one transaction, and when any write in it fails, it is
+//! rolled back and each of its writes runs again alone, in a transaction of
+//! its own (as every write did before group commit). Writes are therefore
+//! `Fn`: only their last run counts.
+//!
+//! A write alone that loses a race to a concurrent one (serialization
+//! failure, deadlock, a unique violation where its check did not see the
+//! winner) is rolled back and run again from the start, where it sees the
+//! winner; the engine acts only through its transaction, so that is
+//! always safe.
+//!
+//! A transaction that stored events notifies the commit stream's channel
+//! once, with its commit, and notes its transaction as this node's (`tail`
 //! publishes the events once they have settled).
 
 use super::Settings;
 use super::error::is_retryable;
-use super::pool::{Attempt, Pool, Pooled};
 use super::tail::{CHANNEL, LocalTransactions};
 use super::tx::{PgTx, Statements};
 use crate::engine;
 use crate::{StoreError, StoreResult};
 use ::postgres::Client;
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
+use tokio::sync::oneshot;
 
-/// Runs of one write before its last failure is the answer.
+/// Runs of one write alone before its last failure is the answer.
 const ATTEMPTS: u32 = 8;
 
 #[derive(Debug, Default)]
 pub(crate) struct WriteCounters {
+    /// Transactions committed.
+    pub commits: AtomicU64,
+    /// Writes committed in them.
     pub writes: AtomicU64,
     pub events: AtomicU64,
-    /// Writes run again after losing a race.
+    /// Groups rolled back because one of their writes failed, their
+    /// writes then run alone.
+    pub split_groups: AtomicU64,
+    /// Writes run again alone after losing a race.
     pub retries: AtomicU64,
 }
 
+/// A caller's write waiting for its group.
+trait Job: Send {
+    /// Runs the write in `tx`, keeping its value; its error if it failed.
+    /// Called again if its group is split: the last run counts.
+    fn run(&mut self, tx: &mut dyn engine::WriteTx) -> StoreResult<()>;
+    /// Answers the caller once its transaction has `committed` (or not).
+    fn answer(self: Box<Self>, committed: StoreResult<()>);
+}
+
+struct Write<F, T> {
+    f: F,
+    result: Option<StoreResult<T>>,
+    reply: oneshot::Sender<StoreResult<T>>,
+}
+
+impl<F, T> Job for Write<F, T>
+where
+    F: Fn(&mut dyn engine::WriteTx) -> StoreResult<T> + Send,
+    T: Send,
+{
+    fn run(&mut self, tx: &mut dyn engine::WriteTx) -> StoreResult<()> {
+        let result = std::panic::catch_unwind(AssertUnwindSafe(|| (self.f)(tx)))
+            .unwrap_or_else(|_| Err(StoreError::backend("a write panicked")));
+        let outcome = match &result {
+            Ok(_) => Ok(()),
+            Err(e) => Err(e.clone()),
+        };
+        self.result = Some(result);
+        outcome
+    }
+
+    fn answer(self: Box<Self>, committed: StoreResult<()>) {
+        let result = self
+            .result
+            .unwrap_or_else(|| Err(StoreError::backend("a write never ran")));
+        let _ = self.reply.send(committed.and(result));
+    }
+}
+
+/// The writes waiting for a writer thread.
+#[derive(Default)]
+struct Queue {
+    state: Mutex<QueueState>,
+    ready: Condvar,
+}
+
+#[derive(Default)]
+struct QueueState {
+    jobs: VecDeque<Box<dyn Job>>,
+    closed: bool,
+}
+
+impl Queue {
+    fn push(&self, job: Box<dyn Job>) -> StoreResult<()> {
+        let mut state = self.state.lock().map_err(|_| StoreError::closed())?;
+        if state.closed {
+            return Err(StoreError::closed());
+        }
+        state.jobs.push_back(job);
+        drop(state);
+        self.ready.notify_one();
+        Ok(())
+    }
+
+    /// Up to `max` waiting writes, waiting for one; `None` once closed.
+    fn take(&self, max: usize) -> Option<Vec<Box<dyn Job>>> {
+        let mut state = self.state.lock().ok()?;
+        while state.jobs.is_empty() && !state.closed {
+            state = self.ready.wait(state).ok()?;
+        }
+        if state.jobs.is_empty() {
+            return None;
+        }
+        let n = state.jobs.len().min(max);
+        Some(state.jobs.drain(..n).collect())
+    }
+
+    fn close(&self) {
+        if let Ok(mut state) = self.state.lock() {
+            state.closed = true;
+        }
+        self.ready.notify_all();
+    }
+}
+
 pub(crate) struct WritePool {
-    pool: Pool<Connection>,
-    local: Arc<LocalTransactions>,
+    queue: Arc<Queue>,
     pub counters: Arc<WriteCounters>,
 }
 
 impl WritePool {
+    /// Starts `threads` writer threads; each connects when it first has
+    /// work (and again after losing its connection).
     pub(crate) fn new(
         settings: Arc<Settings>,
-        connections: usize,
+        threads: usize,
+        max_batch: usize,
         local: Arc<LocalTransactions>,
     ) -> Self {
-        Self {
-            pool: Pool::new(settings, connections),
-            local,
-            counters: Arc::default(),
+        let queue = Arc::new(Queue::default());
+        let counters = Arc::new(WriteCounters::default());
+        for n in 0..threads.max(1) {
+            let writer = Writer {
+                settings: settings.clone(),
+                connection: None,
+                local: local.clone(),
+                counters: counters.clone(),
+            };
+            let queue = queue.clone();
+            let max_batch = max_batch.max(1);
+            // A thread that cannot start leaves the others to do the work.
+            let _ = std::thread::Builder::new()
+                .name(format!("posthorn-pg-writer-{n}"))
+                .spawn(move || writer.run(&queue, max_batch));
         }
+        Self { queue, counters }
     }
 
-    /// Runs `f` in a transaction, again if it loses a race, and returns
-    /// its result once committed.
+    /// Runs `f` in a transaction (shared with other waiting writes) and
+    /// returns its result once committed.
     pub(crate) async fn write<T, F>(&self, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
         F: Fn(&mut dyn engine::WriteTx) -> StoreResult<T> + Send + 'static,
     {
-        let (local, counters) = (self.local.clone(), self.counters.clone());
-        let (value, events) = self
-            .pool
-            .run(move |conn: &mut Connection| {
-                let mut begun = false;
-                let result = run_with_retries(conn, &f, &local, &counters, &mut begun);
-                // A write whose transaction never began (a connection kept
-                // from before an outage fails at BEGIN) may run again.
-                Attempt {
-                    result,
-                    untouched: !begun,
-                }
-            })
-            .await?;
-        self.counters.writes.fetch_add(1, Ordering::Relaxed);
-        self.counters.events.fetch_add(events, Ordering::Relaxed);
-        Ok(value)
+        let (reply, answer) = oneshot::channel();
+        self.queue.push(Box::new(Write {
+            f,
+            result: None,
+            reply,
+        }))?;
+        answer.await.map_err(|_| StoreError::closed())?
     }
 }
 
-/// Events a committed write stored.
+impl Drop for WritePool {
+    /// The threads finish the writes already waiting, then end.
+    fn drop(&mut self) {
+        self.queue.close();
+    }
+}
+
+/// One writer thread's state.
+struct Writer {
+    settings: Arc<Settings>,
+    connection: Option<Connection>,
+    local: Arc<LocalTransactions>,
+    counters: Arc<WriteCounters>,
+}
+
+/// Events a committed transaction stored.
 type Written = u64;
 
-/// Runs `f` until it commits, fails for good or runs out of attempts;
-/// `begun` is set once a transaction has begun on `client`.
-fn run_with_retries<T>(
+impl Writer {
+    fn run(mut self, queue: &Queue, max_batch: usize) {
+        while let Some(jobs) = queue.take(max_batch) {
+            self.run_group(jobs);
+        }
+    }
+
+    fn run_group(&mut self, mut jobs: Vec<Box<dyn Job>>) {
+        if jobs.len() > 1 {
+            match self.with_connection(|conn, local| commit_group(conn, &mut jobs, local)) {
+                Ok(written) => {
+                    self.counted(jobs.len(), written);
+                    for job in jobs {
+                        job.answer(Ok(()));
+                    }
+                    return;
+                }
+                // A connection that cannot be had fails every write now;
+                // the next group connects again.
+                Err(e) if self.connection.is_none() => {
+                    for job in jobs {
+                        job.answer(Err(e.clone()));
+                    }
+                    return;
+                }
+                Err(e) => {
+                    tracing::debug!(error = ?e, writes = jobs.len(), "a group failed; its writes run alone");
+                    self.counters.split_groups.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        let counters = self.counters.clone();
+        for mut job in jobs {
+            let committed = self
+                .with_connection(|conn, local| commit_alone(conn, job.as_mut(), local, &counters));
+            if let Ok(written) = committed {
+                self.counted(1, written);
+            }
+            job.answer(committed.map(|_| ()));
+        }
+    }
+
+    fn counted(&self, writes: usize, events: Written) {
+        self.counters.commits.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .writes
+            .fetch_add(writes as u64, Ordering::Relaxed);
+        self.counters.events.fetch_add(events, Ordering::Relaxed);
+    }
+
+    /// Runs `work` on this thread's connection, connecting first if it has
+    /// none. A connection that broke is dropped, and work that failed on a
+    /// connection kept from before an outage without taking effect (at
+    /// `BEGIN`) runs once more on a new one: the first write after the
+    /// database returns succeeds.
+    fn with_connection<T>(
+        &mut self,
+        mut work: impl FnMut(&mut Connection, &LocalTransactions) -> Result<T, Failed>,
+    ) -> StoreResult<T> {
+        let mut reused = self.connection.is_some();
+        loop {
+            if self.connection.is_none() {
+                let connection =
+                    Connection::open(&self.settings).map_err(|e| self.settings.name_in(e))?;
+                self.connection = Some(connection);
+            }
+            let Some(conn) = self.connection.as_mut() else {
+                return Err(StoreError::closed());
+            };
+            let result = work(conn, &self.local);
+            if conn.client.is_closed() {
+                self.connection = None;
+                if let Err(Failed::AtBegin(_)) = &result
+                    && reused
+                {
+                    reused = false;
+                    continue;
+                }
+            }
+            return result.map_err(Failed::into_error);
+        }
+    }
+}
+
+/// How a transaction failed: at its `BEGIN` (nothing took effect), or
+/// later.
+enum Failed {
+    AtBegin(StoreError),
+    Later(StoreError),
+}
+
+impl Failed {
+    fn into_error(self) -> StoreError {
+        match self {
+            Failed::AtBegin(e) | Failed::Later(e) => e,
+        }
+    }
+}
+
+impl From<StoreError> for Failed {
+    fn from(e: StoreError) -> Self {
+        Failed::Later(e)
+    }
+}
+
+impl From<::postgres::Error> for Failed {
+    fn from(e: ::postgres::Error) -> Self {
+        Failed::Later(e.into())
+    }
+}
+
+/// Runs every write of a group in one transaction and commits it; the
+/// first failure rolls the whole group back.
+fn commit_group(
     conn: &mut Connection,
-    f: &dyn Fn(&mut dyn engine::WriteTx) -> StoreResult<T>,
+    jobs: &mut [Box<dyn Job>],
+    local: &LocalTransactions,
+) -> Result<Written, Failed> {
+    commit(conn, local, Mode::Grouped, |tx| {
+        for job in jobs.iter_mut() {
+            job.run(tx)?;
+        }
+        Ok(())
+    })
+}
+
+/// Runs one write in a transaction of its own until it commits, fails for
+/// good or runs out of attempts.
+fn commit_alone(
+    conn: &mut Connection,
+    job: &mut dyn Job,
     local: &LocalTransactions,
     counters: &WriteCounters,
-    begun: &mut bool,
-) -> StoreResult<(T, Written)> {
+) -> Result<Written, Failed> {
     let mut attempt = 1;
     loop {
-        match run_once(conn, f, local, begun) {
-            Err(e) if attempt < ATTEMPTS && is_retryable(&e) => {
+        match commit(conn, local, Mode::Alone, |tx| job.run(tx)) {
+            Err(Failed::Later(e)) if attempt < ATTEMPTS && is_retryable(&e) => {
                 counters.retries.fetch_add(1, Ordering::Relaxed);
                 // A little later each time, so that two writers that keep
                 // colliding stop doing it in step.
@@ -107,17 +357,30 @@ fn run_with_retries<T>(
     }
 }
 
-fn run_once<T>(
+/// Whether a transaction runs a group (rows written behind) or one write.
+enum Mode {
+    Grouped,
+    Alone,
+}
+
+/// Begins a transaction, runs `body` in it and commits, notifying the
+/// commit stream when events were stored.
+fn commit(
     conn: &mut Connection,
-    f: &dyn Fn(&mut dyn engine::WriteTx) -> StoreResult<T>,
     local: &LocalTransactions,
-    begun: &mut bool,
-) -> StoreResult<(T, Written)> {
-    let mut tx = conn.client.transaction()?;
-    *begun = true;
-    let mut pg = PgTx::new(&mut tx, &mut conn.statements);
-    let value = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut pg)))
-        .unwrap_or_else(|_| Err(StoreError::backend("a write panicked")))?;
+    mode: Mode,
+    body: impl FnOnce(&mut dyn engine::WriteTx) -> StoreResult<()>,
+) -> Result<Written, Failed> {
+    let mut tx = conn
+        .client
+        .transaction()
+        .map_err(|e| Failed::AtBegin(e.into()))?;
+    let mut pg = match mode {
+        Mode::Grouped => PgTx::grouped(&mut tx, &mut conn.statements),
+        Mode::Alone => PgTx::new(&mut tx, &mut conn.statements),
+    };
+    body(&mut pg)?;
+    pg.sync()?;
     let (written, xid) = (pg.events_stored(), pg.xid());
     if let Some(xid) = xid {
         local.note(xid);
@@ -126,7 +389,7 @@ fn run_once<T>(
     }
     // Dropping an uncommitted transaction (on an error above) rolls it back.
     tx.commit()?;
-    Ok((value, written))
+    Ok(written)
 }
 
 /// A write connection and the statements prepared on it.
@@ -135,15 +398,11 @@ struct Connection {
     statements: Statements,
 }
 
-impl Pooled for Connection {
+impl Connection {
     fn open(settings: &Settings) -> StoreResult<Connection> {
         Ok(Connection {
             client: settings.connect()?,
             statements: Statements::new(),
         })
-    }
-
-    fn client(&self) -> &Client {
-        &self.client
     }
 }
