@@ -20,7 +20,9 @@
 //! `inbound`, `tracking` and `ingest` the reads of their part of the
 //! schema, `position` the event positions (`seq`) and the bound that makes
 //! `events_after` gap-safe, `error` the mapping of PostgreSQL's failures
-//! onto [`StoreError`] kinds.
+//! onto [`StoreError`] kinds, `dkim` the DKIM keys kept for every node
+//! (inherent methods of [`PgStore`], not of the `Store` trait) and the
+//! connection they use.
 
 pub(crate) mod dkim;
 mod domains;
