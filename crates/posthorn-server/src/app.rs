@@ -5,7 +5,7 @@ use crate::api;
 use crate::delivery::DeliveryService;
 use crate::delivery::dns::Resolver;
 use crate::delivery::verp::VerpSigner;
-use crate::dkim::DkimKeys;
+use crate::dkim::{DkimKeys, KeyHome, KeyWatch};
 use crate::inbound::{AcceptRules, InboundHandler};
 use crate::keys;
 use crate::metrics::Metrics;
@@ -54,9 +54,15 @@ pub struct Shared {
     /// Facts and hit histories of recently hit deliveries, so a hit costs
     /// its durable write and no read (see `tracker_cache`).
     pub tracker_cache: Arc<crate::tracker_cache::TrackerCache>,
-    /// The DKIM keys of sending domains (files in the data directory);
-    /// a copy is signed only with a key of a domain its tenant owns.
+    /// The DKIM keys of sending domains, loaded from `dkim_home`; a copy
+    /// is signed only with a key of a domain its tenant owns.
     pub dkim: Arc<DkimKeys>,
+    /// Where the DKIM keys are kept: the data directory's files, or on
+    /// PostgreSQL the database (then `_dkim_watch` reloads `dkim` when
+    /// another node changes them).
+    pub dkim_home: KeyHome,
+    /// Held only to keep the watch running while the state lives.
+    _dkim_watch: Option<KeyWatch>,
     /// This node's name: what holds its leases on queued deliveries.
     pub node: NodeId,
     /// The operator's reply rules (`[bounce] rules_file`), tried before
@@ -132,7 +138,13 @@ impl App {
     /// Opens the store: the PostgreSQL database of `[store] url` when set,
     /// else SQLite in the configured data directory; either way after
     /// making the data directory private (`data_dir::secure`), since it
-    /// holds the server secret, the node name and the DKIM keys on both.
+    /// holds the server secret, the node name and (on SQLite) the DKIM
+    /// keys.
+    ///
+    /// On PostgreSQL the DKIM keys are the database's: key files in the
+    /// data directory are imported into it first (`dkim::import_key_files`),
+    /// and the keys are loaded again whenever they change there
+    /// (`dkim::KeyWatch`, every `dkim::KEY_POLL`).
     ///
     /// A URL that is not PostgreSQL's, or a database that cannot be
     /// reached, is an error naming HOST:PORT/DB (never the password):
@@ -158,12 +170,17 @@ impl App {
                 // commit stream brings them, a moment later. So every hit
                 // reads them from the database.
                 let tracker_cache = TrackerCache::new(0);
+                let store = Arc::new(store);
+                // A node moving up keeps signing with its keys, and now
+                // every node does.
+                crate::dkim::import_key_files(&store, &config.server.data_dir)?;
                 Self::assemble(
                     config,
-                    Arc::new(store),
+                    store.clone(),
                     Arc::new(SystemClock),
                     secret,
                     tracker_cache,
+                    KeyHome::Database(store),
                 )
             }
             None => {
@@ -174,14 +191,15 @@ impl App {
     }
 
     /// An application on a given store; the server secret is read from (or
-    /// created in) the configured data directory.
+    /// created in) the configured data directory, and so are the DKIM keys.
     pub fn with_store(
         config: Config,
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, StartError> {
         let secret = load_or_create_secret(&config.server.data_dir)?;
-        Self::assemble(config, store, clock, secret, TrackerCache::default())
+        let keys = KeyHome::Files(config.server.data_dir.clone());
+        Self::assemble(config, store, clock, secret, TrackerCache::default(), keys)
     }
 
     fn assemble(
@@ -190,11 +208,19 @@ impl App {
         clock: Arc<dyn Clock>,
         secret: Vec<u8>,
         tracker_cache: TrackerCache,
+        dkim_home: KeyHome,
     ) -> Result<Self, StartError> {
         let tracking = Arc::new(crate::tracking::Tracking::new(&secret, &config));
         let verp = VerpSigner::new(&secret)
             .also_accepting(config.delivery.previous_secrets.iter().map(|s| &s.0));
-        let dkim = Arc::new(DkimKeys::load(&config.server.data_dir)?);
+        let dkim = Arc::new(DkimKeys::load(&dkim_home)?);
+        let dkim_watch = match &dkim_home {
+            KeyHome::Files(_) => None,
+            KeyHome::Database(_) => Some(
+                KeyWatch::start(dkim_home.clone(), dkim.clone(), crate::dkim::KEY_POLL)
+                    .map_err(StartError::KeyWatch)?,
+            ),
+        };
         // `config::load` checked the file already; read again here, it is
         // still an error to start with one that no longer parses.
         let reply_rules = crate::reply_rules::load(config.bounce.rules_file.as_deref())
@@ -217,6 +243,8 @@ impl App {
             tracking,
             tracker_cache: Arc::new(tracker_cache),
             dkim,
+            dkim_home,
+            _dkim_watch: dkim_watch,
             node,
             reply_rules: Arc::new(reply_rules),
             machine_networks: Arc::new(machine_networks),
@@ -298,7 +326,10 @@ impl App {
     /// --tenant NAME` adopts the existing key.
     async fn adopt_unowned_keys(&self) -> Result<(), StartError> {
         let store = &self.state.store;
-        let keys = crate::dkim::list(&self.state.config.server.data_dir)?;
+        let home = self.state.dkim_home.clone();
+        let keys = tokio::task::spawn_blocking(move || crate::dkim::list(&home))
+            .await
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?;
         let owned = store.sending_domains(None).await?;
         let mut unowned: Vec<String> = keys
             .into_iter()

@@ -2,12 +2,13 @@
 //! them with the DNS records to publish, giving one up, and the check that
 //! a sender's domain may be used by a tenant. The HTTP API (`/v1/domains`)
 //! and the CLI (`posthorn domains`) both go through here; the rule itself
-//! is [`posthorn_core::domain`].
+//! is [`posthorn_core::domain`]. The keys are in their [`KeyHome`] (files
+//! in the data directory, or the PostgreSQL database), reached on the
+//! blocking pool.
 
-use crate::dkim::{self, DkimError, DnsRecord};
+use crate::dkim::{self, DkimError, DnsRecord, DomainKey, KeyHome};
 use posthorn_core::{Millis, TenantId};
 use posthorn_store::{DomainClaim, Store, StoreError};
-use std::path::Path;
 
 /// A tenant's sending domain as shown to its admins.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,7 +37,7 @@ pub enum DomainError {
     /// Another tenant owns the domain, a parent or a child of it.
     #[error("`{owned}` belongs to another tenant")]
     Taken { owned: String },
-    /// A key file exists for a domain no tenant owns (made before domains
+    /// A key exists for a domain no tenant owns (made before domains
     /// belonged to tenants): only the operator may give it to a tenant.
     #[error(
         "a DKIM key for {domain} exists but belongs to no tenant; the operator assigns it with `posthorn domains add {domain} --tenant NAME`"
@@ -79,7 +80,7 @@ pub fn names(
 /// in; the newest key signs). Says whether the domain is new to the tenant.
 pub async fn add(
     store: &dyn Store,
-    data_dir: &Path,
+    home: &KeyHome,
     tenant: &TenantId,
     domain: &str,
     selector: Option<&str>,
@@ -88,7 +89,7 @@ pub async fn add(
 ) -> Result<(DomainView, bool), DomainError> {
     let (domain, selector) = names(domain, selector)?;
     let selector = selector.as_deref();
-    let keys: Vec<KeyView> = keys_of(data_dir, &domain)?.collect();
+    let keys: Vec<KeyView> = keys_of(&all_keys(home).await?, &domain);
     let has_key = !keys.is_empty();
     let new_selector = match selector {
         Some(s) if !keys.iter().any(|k| k.selector == s) => Some(s),
@@ -114,14 +115,16 @@ pub async fn add(
         undo().await?;
         return Err(DomainError::KeyWithoutOwner { domain });
     }
-    if let Some(selector) = new_selector
-        && let Err(e) = dkim::generate(data_dir, &domain, selector)
-    {
-        undo().await?;
-        return Err(DomainError::Key(e));
+    if let Some(selector) = new_selector {
+        let (domain, selector) = (domain.clone(), selector.to_owned());
+        let made = on_keys(home, move |home| dkim::generate(home, &domain, &selector)).await;
+        if let Err(e) = made {
+            undo().await?;
+            return Err(e);
+        }
     }
     let view = DomainView {
-        keys: keys_of(data_dir, &domain)?.collect(),
+        keys: keys_of(&all_keys(home).await?, &domain),
         domain,
         created_at,
     };
@@ -131,15 +134,21 @@ pub async fn add(
 /// A tenant's domains (every tenant's with `None`), each with its keys.
 pub async fn list(
     store: &dyn Store,
-    data_dir: &Path,
+    home: &KeyHome,
     tenant: Option<&TenantId>,
 ) -> Result<Vec<(TenantId, DomainView)>, DomainError> {
+    let owned = store.sending_domains(tenant).await?;
+    let keys = if owned.is_empty() {
+        Vec::new()
+    } else {
+        all_keys(home).await?
+    };
     let mut views = Vec::new();
-    for owned in store.sending_domains(tenant).await? {
+    for owned in owned {
         views.push((
             owned.tenant_id,
             DomainView {
-                keys: keys_of(data_dir, &owned.domain)?.collect(),
+                keys: keys_of(&keys, &owned.domain),
                 domain: owned.domain,
                 created_at: owned.created_at,
             },
@@ -152,7 +161,7 @@ pub async fn list(
 /// published must never sign for whoever claims the domain next.
 pub async fn remove(
     store: &dyn Store,
-    data_dir: &Path,
+    home: &KeyHome,
     tenant: &TenantId,
     domain: &str,
 ) -> Result<(), DomainError> {
@@ -160,22 +169,39 @@ pub async fn remove(
     if !store.release_sending_domain(tenant, &domain).await? {
         return Err(DomainError::NotFound(domain));
     }
-    dkim::remove(data_dir, &domain, None).map_err(DomainError::Key)?;
+    on_keys(home, move |home| dkim::remove(home, &domain, None)).await?;
     Ok(())
 }
 
-fn keys_of(
-    data_dir: &Path,
-    domain: &str,
-) -> Result<impl Iterator<Item = KeyView> + use<>, DomainError> {
-    let domain = domain.to_owned();
-    Ok(dkim::list(data_dir)
-        .map_err(DomainError::Key)?
-        .into_iter()
-        .filter(move |k| k.domain == domain)
+/// Every key in `home`.
+pub async fn all_keys(home: &KeyHome) -> Result<Vec<DomainKey>, DomainError> {
+    on_keys(home, dkim::list).await
+}
+
+/// Runs `work` on the keys on the blocking pool (file I/O, RSA, or the
+/// database's blocking client). A failure of the database is the store's
+/// (a 503 when it is unreachable), any other a key failure.
+pub async fn on_keys<T: Send + 'static>(
+    home: &KeyHome,
+    work: impl FnOnce(&KeyHome) -> Result<T, DkimError> + Send + 'static,
+) -> Result<T, DomainError> {
+    let home = home.clone();
+    let done = tokio::task::spawn_blocking(move || work(&home))
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+    done.map_err(|e| match e {
+        DkimError::Store(e) => DomainError::Store(e),
+        e => DomainError::Key(e),
+    })
+}
+
+fn keys_of(keys: &[DomainKey], domain: &str) -> Vec<KeyView> {
+    keys.iter()
+        .filter(|k| k.domain == domain)
         .map(|k| KeyView {
-            selector: k.selector,
+            selector: k.selector.clone(),
             active: k.active,
-            record: k.record,
-        }))
+            record: k.record.clone(),
+        })
+        .collect()
 }

@@ -26,8 +26,8 @@ pub enum StartError {
     BadFile { path: PathBuf, reason: String },
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// A DKIM key file cannot be used: mail for its domain would otherwise
-    /// leave unsigned without anyone noticing.
+    /// A DKIM key (file, or row on PostgreSQL) cannot be used: mail for
+    /// its domain would otherwise leave unsigned without anyone noticing.
     #[error(transparent)]
     Dkim(#[from] DkimError),
     /// `[bounce] rules_file` does not parse (every error, one a line).
@@ -45,6 +45,9 @@ pub enum StartError {
     Tls(#[from] TlsSetupError),
     #[error("starting the mailbox simulator: {0}")]
     Simulator(std::io::Error),
+    /// The thread that reloads DKIM keys changed in the database.
+    #[error("starting the DKIM key watch: {0}")]
+    KeyWatch(std::io::Error),
     #[error(transparent)]
     Routes(#[from] RouteError),
     /// `[ingest] sns_certificate_file` cannot be read or used.

@@ -9,14 +9,22 @@
 //! The database is "lost" by a `TcpForwarder` between the server and
 //! PostgreSQL, stopped and started again: PostgreSQL itself is shared by
 //! every test and stays up.
+//!
+//! Nodes on one database share the server secret and the DKIM keys: a key
+//! one node adds signs on the other (checked with dkimpy, an independent
+//! verifier), a key file in a node's data directory is imported when it
+//! starts, and a removed key stops signing everywhere.
 
-use posthorn_server::App;
+use posthorn_server::dkim::{self, KeyHome};
 use posthorn_server::startup::StartError;
+use posthorn_server::{App, AppState};
 use posthorn_store::{StoreError, Unavailable};
 use posthorn_testkit::TcpForwarder;
 use posthorn_testkit::postgres::TestDatabase;
 use serde_json::{Value, json};
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::Path;
+use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 mod common;
@@ -29,6 +37,7 @@ struct Server {
     http: reqwest::Client,
     admin: String,
     dir: tempfile::TempDir,
+    state: AppState,
 }
 
 /// An answer, read whole.
@@ -50,6 +59,7 @@ impl Server {
         let submission = submission_listener.local_addr().unwrap();
         app.start_submission(submission_listener)
             .expect("submission starts");
+        let state = app.state.clone();
         common::serve(app, prepared.listener);
         Server {
             addr: prepared.addr,
@@ -57,6 +67,7 @@ impl Server {
             http: common::http_client(),
             admin,
             dir: prepared.dir,
+            state,
         }
     }
 
@@ -412,4 +423,187 @@ async fn nodes_on_one_database_share_the_server_secret() {
         second.verp.return_path(&delivery, "bounces.example"),
         "both nodes sign with the first node's secret"
     );
+}
+
+/// dkimpy's verifier, shared with the binary's DKIM test.
+const VERIFIER: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../posthorn/tests/peers/dkim_verify.py"
+);
+
+const MESSAGE: &[u8] = b"From: Shop <shop@sender.example>\r\n\
+    To: ann@example.com\r\n\
+    Subject: Your receipt\r\n\
+    Date: Thu, 01 Jan 2026 00:00:00 +0000\r\n\
+    Message-ID: <1@sender.example>\r\n\
+    \r\n\
+    Thanks!\r\n";
+
+/// `MESSAGE` signed on `node` for `domain` (any tenant may sign here), or
+/// `None` when the node has no key for it.
+fn sign(node: &AppState, domain: &str) -> Option<String> {
+    let signed = node.dkim.sign(domain, |_| true, MESSAGE)?;
+    Some(String::from_utf8(signed).unwrap())
+}
+
+/// Waits, with a deadline well past the nodes' poll, until `ready` gives
+/// an answer (a node sees another's change within `dkim::KEY_POLL`).
+async fn until<T>(what: &str, mut ready: impl FnMut() -> Option<T>) -> T {
+    let deadline = tokio::time::Instant::now() + dkim::KEY_POLL * 4 + Duration::from_secs(10);
+    loop {
+        if let Some(answer) = ready() {
+            return answer;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Whether dkimpy accepts the signature of `message` with the key
+/// published as `record` (name, value), and what it said.
+fn verifies(python: &Path, record: &(String, String), message: &str) -> (bool, String) {
+    let mut child = std::process::Command::new(python)
+        .arg(VERIFIER)
+        .args([&record.0, &record.1])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), message.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), said)
+}
+
+/// The keys in `home`, as (domain, selector, record value).
+async fn keys_in(home: &KeyHome) -> Vec<(String, String, String)> {
+    let home = home.clone();
+    tokio::task::spawn_blocking(move || dkim::list(&home))
+        .await
+        .unwrap()
+        .expect("list the keys")
+        .into_iter()
+        .map(|k| (k.domain, k.selector, k.record.value))
+        .collect()
+}
+
+/// Nodes on one database sign with the keys kept there: a key that node A
+/// adds through `POST /v1/domains` signs on node B after B's next look
+/// at the database, and dkimpy accepts B's signature with the record A
+/// gave (and not with another key's); a key file in a node's data
+/// directory is imported when it starts (renamed, and never imported
+/// again, so a key removed later does not come back); and a domain A
+/// removes stops signing on B.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_on_one_database_sign_with_the_same_dkim_keys() {
+    let Some(python) = posthorn_testkit::python_module("dkim") else {
+        return;
+    };
+    let Some(db) = TestDatabase::create() else {
+        return;
+    };
+    let a = Server::start(db.url()).await;
+
+    // Node B starts with a key file of its own, made while it ran on
+    // SQLite: imported into the database, renamed, signing at once.
+    let b_prepared = common::prepare(|config, _| {
+        config.store.url = Some(db.url().to_owned());
+    })
+    .await;
+    let b_data = b_prepared.dir.path().to_owned();
+    let b_config = b_prepared.config.clone();
+    let old = tokio::task::spawn_blocking({
+        let home = KeyHome::Files(b_data.clone());
+        move || dkim::generate(&home, "imported.example", "old")
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let file = b_data.join("dkim/imported.example.old.pem");
+    let b = App::open(b_prepared.config).expect("node B starts on PostgreSQL");
+    assert!(!file.exists(), "the imported file is renamed");
+    assert!(
+        b_data
+            .join("dkim/imported.example.old.pem.imported")
+            .exists()
+    );
+    let imported = (
+        "imported.example".to_owned(),
+        "old".to_owned(),
+        old.record.value.clone(),
+    );
+    assert_eq!(
+        keys_in(&b.state.dkim_home).await,
+        std::slice::from_ref(&imported)
+    );
+    assert!(sign(&b.state, "imported.example").is_some());
+    until("node A signs with the key node B imported", || {
+        sign(&a.state, "imported.example")
+    })
+    .await;
+
+    // A adds a domain through the API; B signs with its key.
+    let added = a
+        .request(
+            reqwest::Method::POST,
+            "/v1/domains",
+            Some(&json!({"domain": "sender.example"})),
+        )
+        .await;
+    assert_eq!(added.status, 201, "{}", added.json);
+    let dns = &added.json["dns_records"][0];
+    let record = (
+        dns["name"].as_str().unwrap().to_owned(),
+        dns["value"].as_str().unwrap().to_owned(),
+    );
+    assert_eq!(record.0, "posthorn._domainkey.sender.example");
+    assert!(
+        a.dir.path().join("dkim").read_dir().is_err(),
+        "on PostgreSQL the key is no file in A's data directory"
+    );
+    let signed = until("node B signs with the key node A added", || {
+        sign(&b.state, "sender.example")
+    })
+    .await;
+    assert!(
+        signed.starts_with("DKIM-Signature: ") && signed.contains("s=posthorn; d=sender.example;"),
+        "{signed}"
+    );
+    let (ok, said) = verifies(&python, &record, &signed);
+    assert!(ok, "dkimpy rejects B's signature with A's record: {said}");
+    let other_key = (record.0.clone(), imported.2.clone());
+    let (ok, said) = verifies(&python, &other_key, &signed);
+    assert!(!ok, "another key under the name must fail: {said}");
+
+    // A removes the domain: B stops signing for it.
+    let removed = a
+        .request(reqwest::Method::DELETE, "/v1/domains/sender.example", None)
+        .await;
+    assert_eq!(removed.status, 204, "{}", removed.json);
+    until("node B stops signing for the removed domain", || {
+        sign(&b.state, "sender.example").is_none().then_some(())
+    })
+    .await;
+
+    // The imported key removed from the database does not come back when
+    // node B starts again on its data directory.
+    tokio::task::spawn_blocking({
+        let home = a.state.dkim_home.clone();
+        move || dkim::remove(&home, "imported.example", None)
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    drop(b);
+    let b = App::open(b_config).expect("node B starts again");
+    assert_eq!(keys_in(&b.state.dkim_home).await, []);
+    assert!(sign(&b.state, "imported.example").is_none());
 }

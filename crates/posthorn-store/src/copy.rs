@@ -37,10 +37,13 @@
 //!   start too; attempts keep their count.
 //! * There is no `event_sequence` (positions come from transaction ids)
 //!   and `schema_migrations` is each database's own.
+//! * DKIM keys, files in the data directory on SQLite, become rows of
+//!   `dkim_keys`; the caller reads and checks the files (the server's
+//!   `dkim` module knows what a key is) and passes them in.
 
 use crate::postgres::{EVENTS_PER_TRANSACTION, current_xid, event_position};
 use crate::sqlite::DATABASE_FILE;
-use crate::{PgStore, StoreError, StoreResult, StoreRules};
+use crate::{DkimKeyRecord, PgStore, StoreError, StoreResult, StoreRules};
 use ::postgres::Transaction;
 use ::postgres::types::ToSql;
 use posthorn_core::config::StoreConfig;
@@ -388,6 +391,10 @@ const TABLES: &[Table] = &[
 const EVENT_KEYS: &str = "event_keys";
 const EVENT_KEY_COLUMNS: &[(&str, Kind)] = &[("tenant_id", Text), ("kind", Text), ("key", Text)];
 
+/// The PostgreSQL-only table of DKIM keys (files in the data directory on
+/// SQLite), written after the store's tables.
+const DKIM_KEYS: &str = "dkim_keys";
+
 /// PostgreSQL takes at most 65,535 parameters in one statement.
 const MAX_PARAMETERS: usize = 65_535;
 /// Rows in one INSERT, at most: large enough that round trips do not
@@ -402,15 +409,19 @@ const LOCK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Copies the embedded store in `data_dir` into the PostgreSQL database at
 /// `url`, which must hold no Posthorn rows (its schema is made or brought
-/// up to date by [`PgStore::connect`]). Calls `progress` as rows go, and
-/// returns what was copied once the counts of every table matched and the
-/// copy committed. On any failure nothing is left in the target.
+/// up to date by [`PgStore::connect`]), with `dkim_keys`, the data
+/// directory's DKIM keys as the caller read them (on SQLite they are files,
+/// which the server's `dkim` module reads and checks), in the same
+/// transaction. Calls `progress` as rows go, and returns what was copied
+/// once the counts of every table matched and the copy committed. On any
+/// failure nothing is left in the target.
 ///
 /// Blocking, with the synchronous `postgres` client: call it from a plain
 /// thread (or `spawn_blocking`), never on an async worker.
 pub fn copy_sqlite_to_postgres(
     data_dir: &Path,
     url: &str,
+    dkim_keys: &[DkimKeyRecord],
     progress: &mut dyn FnMut(CopyProgress),
 ) -> StoreResult<CopyReport> {
     let mut source = open_source(data_dir)?;
@@ -466,6 +477,9 @@ pub fn copy_sqlite_to_postgres(
         }
     }
 
+    let keys = copy_dkim_keys(&mut tx, dkim_keys, progress).map_err(in_target)?;
+    tables.push((DKIM_KEYS, keys));
+
     // Every table holds in the target what it holds in the source (and
     // event_keys one key per event and per external id), checked inside
     // the copy's transaction: a mismatch commits nothing.
@@ -475,6 +489,7 @@ pub fn copy_sqlite_to_postgres(
         .zip(totals.iter().copied())
         .collect();
     expected.push((EVENT_KEYS, events + external as u64));
+    expected.push((DKIM_KEYS, dkim_keys.len() as u64));
     let mut mismatches = Vec::new();
     for (table, want) in &expected {
         let found: i64 = tx
@@ -575,6 +590,7 @@ fn count_source(source: &Connection, table: &str) -> StoreResult<u64> {
 fn lock_empty_target(tx: &mut Transaction<'_>, target: &str) -> StoreResult<()> {
     let mut names: Vec<&str> = TABLES.iter().map(|t| t.name).collect();
     names.push(EVENT_KEYS);
+    names.push(DKIM_KEYS);
     tx.batch_execute(&format!(
         "SET LOCAL lock_timeout = '{}ms'",
         LOCK_TIMEOUT.as_millis()
@@ -606,6 +622,32 @@ fn lock_empty_target(tx: &mut Transaction<'_>, target: &str) -> StoreResult<()> 
         )));
     }
     Ok(())
+}
+
+/// Copies the data directory's DKIM keys (a handful: one statement each);
+/// returns how many. Two keys for one domain and selector (two files whose
+/// names differ only in case) stop the copy: which one signs would be a
+/// guess.
+fn copy_dkim_keys(
+    tx: &mut Transaction<'_>,
+    keys: &[DkimKeyRecord],
+    progress: &mut dyn FnMut(CopyProgress),
+) -> StoreResult<u64> {
+    let total = keys.len() as u64;
+    for key in keys {
+        if !crate::postgres::dkim::insert(tx, key)? {
+            return Err(StoreError::backend(format!(
+                "two DKIM keys for {} with selector `{}` in the data directory: keep one",
+                key.domain, key.selector
+            )));
+        }
+    }
+    progress(CopyProgress {
+        table: DKIM_KEYS,
+        copied: total,
+        total,
+    });
+    Ok(total)
 }
 
 /// Makes the monthly partitions of `events` for every month the copied

@@ -45,6 +45,32 @@ pub enum DomainClaim {
     Conflict { owned: String },
 }
 
+/// A DKIM private key as PostgreSQL keeps it for every node (`dkim_keys`;
+/// on SQLite keys are files in the data directory). The store takes the
+/// names as given: the server normalises and checks them, and the key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DkimKeyRecord {
+    /// The signing domain (`d=`): ASCII, lower case.
+    pub domain: String,
+    /// The selector (`s=`): one DNS label, lower case.
+    pub selector: String,
+    /// The RSA private key, PKCS#8 (or PKCS#1) PEM.
+    pub private_key_pem: String,
+    /// When the key was made: the newest key of a domain signs.
+    pub created_at: Millis,
+}
+
+// Never the key itself.
+impl std::fmt::Debug for DkimKeyRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DkimKeyRecord")
+            .field("domain", &self.domain)
+            .field("selector", &self.selector)
+            .field("created_at", &self.created_at)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Changes to a tenant's settings: `None` leaves a setting as it is,
 /// `Some(None)` returns it to the server default.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -1,8 +1,9 @@
 //! The PostgreSQL backend against a real server (`POSTHORN_TEST_POSTGRES`;
 //! each test in a database of its own, dropped at its end): connecting and
 //! migrating (once, however many nodes start together), refusals, the
-//! event positions' bound, the schema's unique guards and partitions, and
-//! reads, including values they cannot read.
+//! event positions' bound, the schema's unique guards and partitions,
+//! reads, including values they cannot read, and the DKIM keys kept for
+//! every node.
 //!
 //! Tests are plain `#[test]`s with a runtime of their own for the store's
 //! async reads: the raw SQL they run beside it uses blocking
@@ -12,7 +13,7 @@ use posthorn_core::config::StoreConfig;
 use posthorn_core::{DeliveryId, EventId, MessageId, TenantId};
 use posthorn_store::postgres::{current_xid, event_position};
 use posthorn_store::{
-    EventFilter, InboundFilter, PgStore, Store, StoreError, StoreRules, Unavailable,
+    DkimKeyRecord, EventFilter, InboundFilter, PgStore, Store, StoreError, StoreRules, Unavailable,
 };
 use posthorn_testkit::postgres::TestDatabase;
 use std::time::Duration;
@@ -83,7 +84,7 @@ fn migrations_apply_on_an_empty_database_and_a_second_connect_applies_nothing() 
         return;
     };
     let store = connect(&db);
-    assert_eq!(store.applied_migrations(), &[1]);
+    assert_eq!(store.applied_migrations(), &[1, 2]);
     let mut c = db.client();
     for table in [
         "tenants",
@@ -108,6 +109,8 @@ fn migrations_apply_on_an_empty_database_and_a_second_connect_applies_nothing() 
         "provider_deliveries",
         "provider_event_keys",
         "provider_payloads",
+        "dkim_keys",
+        "dkim_keys_version",
     ] {
         let found: Option<String> = c
             .query_one("SELECT to_regclass($1)::text", &[&table])
@@ -127,7 +130,7 @@ fn migrations_apply_on_an_empty_database_and_a_second_connect_applies_nothing() 
 
     let again = connect(&db);
     assert_eq!(again.applied_migrations(), &[] as &[i64]);
-    assert_eq!(count(&mut c, "SELECT COUNT(*) FROM schema_migrations"), 1);
+    assert_eq!(count(&mut c, "SELECT COUNT(*) FROM schema_migrations"), 2);
     assert_eq!(
         count(
             &mut c,
@@ -156,13 +159,13 @@ fn three_nodes_connecting_at_once_to_an_empty_database_apply_the_schema_once() {
         nodes.into_iter().map(|n| n.join().unwrap()).collect()
     });
     assert_eq!(
-        applied.iter().filter(|a| a.as_slice() == [1]).count(),
+        applied.iter().filter(|a| a.as_slice() == [1, 2]).count(),
         1,
         "{applied:?}"
     );
     assert_eq!(applied.iter().filter(|a| a.is_empty()).count(), 2);
     let mut c = db.client();
-    assert_eq!(count(&mut c, "SELECT COUNT(*) FROM schema_migrations"), 1);
+    assert_eq!(count(&mut c, "SELECT COUNT(*) FROM schema_migrations"), 2);
 }
 
 #[test]
@@ -715,4 +718,136 @@ async fn a_blocking_client_works_inside_spawn_blocking() {
     .await;
     let answers: Vec<i32> = answers.into_iter().map(Result::unwrap).collect();
     assert_eq!(answers, vec![1, 2, 3, 4]);
+}
+
+fn dkim_key(domain: &str, selector: &str, pem: &str, created_at: i64) -> DkimKeyRecord {
+    DkimKeyRecord {
+        domain: domain.into(),
+        selector: selector.into(),
+        private_key_pem: pem.into(),
+        created_at,
+    }
+}
+
+/// What `(domain, selector, pem)` the store lists.
+fn listed(store: &PgStore) -> Vec<(String, String, String)> {
+    store
+        .dkim_keys()
+        .unwrap()
+        .into_iter()
+        .map(|k| (k.domain, k.selector, k.private_key_pem))
+        .collect()
+}
+
+/// DKIM keys kept for every node: what one node inserts the other lists;
+/// a key is never replaced; removal by domain or by selector; and every
+/// committed change (a row changed by hand too), and nothing else, moves
+/// the version that nodes poll.
+#[test]
+fn dkim_keys_are_shared_never_replaced_and_every_change_moves_the_version() {
+    let Some(db) = TestDatabase::create() else {
+        return;
+    };
+    let (a, b) = (connect(&db), connect(&db));
+    assert!(a.dkim_keys().unwrap().is_empty());
+    let v0 = a.dkim_keys_version().unwrap();
+    assert_eq!(b.dkim_keys_version().unwrap(), v0);
+
+    a.insert_dkim_key(&dkim_key("sender.example", "s1", "PEM-1", 10))
+        .unwrap();
+    let v1 = b.dkim_keys_version().unwrap();
+    assert_ne!(
+        v1, v0,
+        "an insert moves the version, for the other node too"
+    );
+    let found = b.dkim_keys().unwrap();
+    assert_eq!(found, vec![dkim_key("sender.example", "s1", "PEM-1", 10)]);
+    let debug = format!("{found:?}");
+    assert!(!debug.contains("PEM-1"), "never the key in Debug: {debug}");
+
+    // The same domain and selector again, from the other node: refused,
+    // the first key kept, the version unmoved.
+    let e = b
+        .insert_dkim_key(&dkim_key("sender.example", "s1", "PEM-other", 20))
+        .unwrap_err();
+    assert!(matches!(e, StoreError::Conflict(_)), "{e:?}");
+    assert!(e.to_string().contains("selector `s1`"), "{e}");
+    assert_eq!(
+        listed(&a),
+        [("sender.example".into(), "s1".into(), "PEM-1".into())]
+    );
+    assert_eq!(a.dkim_keys_version().unwrap(), v1);
+
+    b.insert_dkim_key(&dkim_key("sender.example", "s2", "PEM-2", 30))
+        .unwrap();
+    b.insert_dkim_key(&dkim_key("other.example", "posthorn", "PEM-3", 40))
+        .unwrap();
+    let v2 = a.dkim_keys_version().unwrap();
+    assert!(v2 > v1);
+    let names: Vec<(String, String)> = listed(&a).into_iter().map(|(d, s, _)| (d, s)).collect();
+    assert_eq!(
+        names,
+        [
+            ("other.example".into(), "posthorn".into()),
+            ("sender.example".into(), "s1".into()),
+            ("sender.example".into(), "s2".into()),
+        ],
+        "by domain and selector"
+    );
+
+    // One selector; then nothing to remove changes nothing.
+    assert_eq!(a.remove_dkim_keys("sender.example", Some("s1")).unwrap(), 1);
+    let v3 = b.dkim_keys_version().unwrap();
+    assert!(v3 > v2);
+    assert_eq!(a.remove_dkim_keys("sender.example", Some("s1")).unwrap(), 0);
+    assert_eq!(a.remove_dkim_keys("nobody.example", None).unwrap(), 0);
+    assert_eq!(b.dkim_keys_version().unwrap(), v3, "nothing removed");
+    // A whole domain.
+    assert_eq!(b.remove_dkim_keys("sender.example", None).unwrap(), 1);
+    let v4 = a.dkim_keys_version().unwrap();
+    assert!(v4 > v3);
+    assert_eq!(
+        listed(&a),
+        [("other.example".into(), "posthorn".into(), "PEM-3".into())]
+    );
+
+    // A change made by hand is seen too, once committed.
+    let mut c = db.client();
+    let mut tx = c.transaction().unwrap();
+    tx.execute(
+        "UPDATE dkim_keys SET private_key_pem = 'PEM-4' WHERE domain = 'other.example'",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(a.dkim_keys_version().unwrap(), v4, "not before the commit");
+    tx.commit().unwrap();
+    assert!(a.dkim_keys_version().unwrap() > v4);
+    assert_eq!(listed(&b)[0].2, "PEM-4");
+}
+
+/// The connection the DKIM calls keep between calls: after the server
+/// ended it (a restart, an administrator), the next read and the next
+/// write still succeed, on a new connection.
+#[test]
+fn dkim_key_calls_recover_by_themselves_after_their_connection_is_ended() {
+    let Some(db) = TestDatabase::create() else {
+        return;
+    };
+    let store = connect(&db);
+    let before = store.dkim_keys_version().unwrap();
+    let mut c = db.client();
+    let end_all = |c: &mut postgres::Client| {
+        count(
+            c,
+            "SELECT COUNT(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid()) ended",
+        )
+    };
+    assert!(end_all(&mut c) >= 1, "the kept connection was open");
+    assert_eq!(store.dkim_keys_version().unwrap(), before, "a read");
+    assert!(end_all(&mut c) >= 1);
+    store
+        .insert_dkim_key(&dkim_key("sender.example", "s1", "PEM", 1))
+        .expect("a write");
+    assert_eq!(listed(&store).len(), 1);
 }

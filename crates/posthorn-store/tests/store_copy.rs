@@ -605,10 +605,17 @@ fn a_store_with_every_status_copies_and_reads_back_the_same() {
     };
     // The source is closed, as an operator stops the server first.
 
+    // The data directory's DKIM keys, as the caller read them from their
+    // files (the server's `dkim::key_files`), go in the same transaction.
+    let keys = [
+        dkim_key("sender.example", "posthorn"),
+        dkim_key("sender.example", "s2027"),
+    ];
     let mut seen: Vec<CopyProgress> = Vec::new();
     let report =
-        copy_sqlite_to_postgres(dir.path(), db.url(), &mut |p| seen.push(p)).expect("copy");
+        copy_sqlite_to_postgres(dir.path(), db.url(), &keys, &mut |p| seen.push(p)).expect("copy");
     assert_eq!(report.rows("deliveries"), Some(17));
+    assert_eq!(report.rows("dkim_keys"), Some(2));
     assert_eq!(report.rows("tenants"), Some(2));
     let events = report.rows("events").unwrap();
     assert!(events > 20, "{report:?}");
@@ -627,6 +634,7 @@ fn a_store_with_every_status_copies_and_reads_back_the_same() {
     let target = PgStore::connect(db.url(), &StoreConfig::default(), StoreRules::default())
         .expect("connect");
     rt.block_on(assert_same_answers(&source, &target, &fixture));
+    assert_eq!(target.dkim_keys().unwrap(), keys, "the keys, as they were");
     // One key per event id, one per external id (the DSN's, the
     // provider events').
     let mut external = 0;
@@ -702,12 +710,12 @@ fn a_second_copy_into_a_target_that_is_not_empty_is_refused_and_changes_nothing(
         let store = open_sqlite(dir.path());
         rt.block_on(fill(&store));
     }
-    copy_sqlite_to_postgres(dir.path(), db.url(), &mut |_| {}).expect("first copy");
+    copy_sqlite_to_postgres(dir.path(), db.url(), &[], &mut |_| {}).expect("first copy");
     let mut c = db.client();
     let before = row_counts(&mut c);
 
     let mut seen = Vec::new();
-    let e = copy_sqlite_to_postgres(dir.path(), db.url(), &mut |p| seen.push(p)).unwrap_err();
+    let e = copy_sqlite_to_postgres(dir.path(), db.url(), &[], &mut |p| seen.push(p)).unwrap_err();
     assert!(matches!(e, StoreError::Conflict(_)), "{e:?}");
     let message = e.to_string();
     assert!(message.contains("not empty"), "{message}");
@@ -724,8 +732,23 @@ fn a_second_copy_into_a_target_that_is_not_empty_is_refused_and_changes_nothing(
         "INSERT INTO ingest_tokens (source_id, token, expires_at) VALUES ('s', 't', 1)",
     )
     .unwrap();
-    let e = copy_sqlite_to_postgres(dir.path(), other.url(), &mut |_| {}).unwrap_err();
+    let e = copy_sqlite_to_postgres(dir.path(), other.url(), &[], &mut |_| {}).unwrap_err();
     assert!(e.to_string().contains("ingest_tokens"), "{e}");
+    let tenants: i64 = c
+        .query_one("SELECT COUNT(*) FROM tenants", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(tenants, 0);
+
+    // A DKIM key (a node started on it imported its key files) is a row.
+    c.batch_execute("DELETE FROM ingest_tokens").unwrap();
+    let target =
+        PgStore::connect(other.url(), &StoreConfig::default(), StoreRules::default()).unwrap();
+    target
+        .insert_dkim_key(&dkim_key("sender.example", "posthorn"))
+        .unwrap();
+    let e = copy_sqlite_to_postgres(dir.path(), other.url(), &[], &mut |_| {}).unwrap_err();
+    assert!(e.to_string().contains("dkim_keys"), "{e}");
     let tenants: i64 = c
         .query_one("SELECT COUNT(*) FROM tenants", &[])
         .unwrap()
@@ -733,11 +756,54 @@ fn a_second_copy_into_a_target_that_is_not_empty_is_refused_and_changes_nothing(
     assert_eq!(tenants, 0);
 }
 
+/// Two keys for one domain and selector (two files whose names differ in
+/// case only) stop the copy, and nothing is copied.
+#[test]
+fn two_dkim_keys_for_one_domain_and_selector_stop_the_copy() {
+    let Some(db) = TestDatabase::create() else {
+        return;
+    };
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open_sqlite(dir.path());
+        rt.block_on(fill(&store));
+    }
+    let keys = [
+        dkim_key("sender.example", "posthorn"),
+        dkim_key("sender.example", "posthorn"),
+    ];
+    let e = copy_sqlite_to_postgres(dir.path(), db.url(), &keys, &mut |_| {}).unwrap_err();
+    assert!(
+        e.to_string().contains("two DKIM keys for sender.example"),
+        "{e}"
+    );
+    let mut c = db.client();
+    for table in ["tenants", "dkim_keys"] {
+        let rows: i64 = c
+            .query_one(&format!("SELECT COUNT(*) FROM {table}"), &[])
+            .unwrap()
+            .get(0);
+        assert_eq!(rows, 0, "{table}: the copy was rolled back");
+    }
+}
+
+fn dkim_key(domain: &str, selector: &str) -> DkimKeyRecord {
+    DkimKeyRecord {
+        domain: domain.into(),
+        selector: selector.into(),
+        private_key_pem: format!(
+            "-----BEGIN PRIVATE KEY-----\n{selector}\n-----END PRIVATE KEY-----\n"
+        ),
+        created_at: T0,
+    }
+}
+
 #[test]
 fn a_target_that_is_not_postgres_and_a_directory_without_a_store_are_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let e =
-        copy_sqlite_to_postgres(dir.path(), "postgres://127.0.0.1:1/x", &mut |_| {}).unwrap_err();
+    let e = copy_sqlite_to_postgres(dir.path(), "postgres://127.0.0.1:1/x", &[], &mut |_| {})
+        .unwrap_err();
     assert!(e.to_string().contains("no Posthorn store"), "{e}");
     assert!(
         !dir.path()
@@ -753,7 +819,7 @@ fn a_target_that_is_not_postgres_and_a_directory_without_a_store_are_refused() {
         "/var/lib/posthorn",
         "sqlite://x.db",
     ] {
-        let e = copy_sqlite_to_postgres(dir.path(), url, &mut |_| {}).unwrap_err();
+        let e = copy_sqlite_to_postgres(dir.path(), url, &[], &mut |_| {}).unwrap_err();
         assert!(e.to_string().contains("postgres://"), "{url}: {e}");
     }
 }

@@ -1,16 +1,20 @@
 //! `posthorn domains ...`: sending domains of tenants and their DKIM keys,
 //! managed directly (the service may be running). A domain belongs to one
-//! tenant, recorded in the store (SQLite in the data directory, or the
-//! PostgreSQL database of `--store`); its keys are files in the data
-//! directory (`dkim/<domain>.<selector>.pem`), on PostgreSQL too for now. Ownership takes effect at once; a
-//! running `serve` signs with a key added here after its next restart
-//! (keys added through `POST /v1/domains` sign at once).
+//! tenant, recorded in the store; its keys are where `serve` keeps them.
+//! Without `--store`, the SQLite database and key files in the data
+//! directory (`dkim/<domain>.<selector>.pem`): ownership takes effect at
+//! once, and a running `serve` signs with a key added here after its next
+//! restart (keys added through `POST /v1/domains` sign at once). With
+//! `--store URL`, the PostgreSQL database, rows of `dkim_keys` included:
+//! every node on it signs with a key added here, and stops signing with
+//! one removed here, within `dkim::KEY_POLL` (5 s), without a restart; the
+//! data directory is not used.
 
 use crate::store_args::StoreArgs;
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 use posthorn_core::{Clock, SystemClock, TenantId};
-use posthorn_server::dkim;
+use posthorn_server::dkim::{self, KeyHome};
 use posthorn_server::sending_domains::{self, DomainView, ExistingKey};
 use posthorn_store::Store;
 
@@ -74,6 +78,17 @@ async fn tenant_id(store: &dyn Store, name: Option<&str>) -> Result<TenantId> {
     }
 }
 
+/// When a running `serve` signs with a key added or changed in `home`.
+fn takes_effect(home: &KeyHome) -> String {
+    match home {
+        KeyHome::Files(_) => "after a restart of `posthorn serve`".to_owned(),
+        KeyHome::Database(_) => format!(
+            "within {} s on every `posthorn serve` on this database",
+            dkim::KEY_POLL.as_secs()
+        ),
+    }
+}
+
 fn print_records(view: &DomainView) {
     println!("Publish in the DNS of {}:", view.domain);
     for key in &view.keys {
@@ -98,20 +113,18 @@ pub async fn run(command: DomainsCommand) -> Result<()> {
             selector,
             at,
         } => {
-            let data_dir = &at.data_dir;
-            let store = at.open()?;
+            let (store, home) = at.open_with_keys()?;
             let tenant = tenant_id(&*store, tenant.as_deref()).await?;
             let (view, new) = sending_domains::add(
                 &*store,
-                data_dir,
+                &home,
                 &tenant,
                 &domain,
                 selector.as_deref(),
                 ExistingKey::Adopt,
                 SystemClock.now_ms(),
             )
-            .await
-            .map_err(|e| anyhow!(e))?;
+            .await?;
             eprintln!(
                 "{} {} (and its subdomains) for the tenant",
                 if new { "added" } else { "kept" },
@@ -120,20 +133,18 @@ pub async fn run(command: DomainsCommand) -> Result<()> {
             print_records(&view);
             println!();
             println!(
-                "A running `posthorn serve` signs with a new key after a restart; its tenant may send as {} at once.",
+                "A new key signs {}; its tenant may send as {} at once.",
+                takes_effect(&home),
                 view.domain
             );
         }
         DomainsCommand::List { tenant, at } => {
-            let data_dir = &at.data_dir;
-            let store = at.open()?;
+            let (store, home) = at.open_with_keys()?;
             let only = match &tenant {
                 Some(name) => Some(tenant_id(&*store, Some(name)).await?),
                 None => None,
             };
-            let domains = sending_domains::list(&*store, data_dir, only.as_ref())
-                .await
-                .map_err(|e| anyhow!(e))?;
+            let domains = sending_domains::list(&*store, &home, only.as_ref()).await?;
             println!(
                 "{:<28}  {:<16}  {:<12}  {:<7}  {:<44}  TXT VALUE",
                 "DOMAIN", "TENANT", "SELECTOR", "STATUS", "TXT NAME"
@@ -161,7 +172,7 @@ pub async fn run(command: DomainsCommand) -> Result<()> {
                 }
             }
             if only.is_none() {
-                for key in dkim::list(data_dir)? {
+                for key in sending_domains::all_keys(&home).await? {
                     if !domains.iter().any(|(_, v)| v.domain == key.domain) {
                         println!(
                             "{:<28}  {:<16}  {:<12}  unowned: signs nothing until `posthorn domains add {} --tenant NAME`",
@@ -179,14 +190,18 @@ pub async fn run(command: DomainsCommand) -> Result<()> {
             selector: Some(selector),
             at,
         } => {
-            let data_dir = &at.data_dir;
-            let removed = dkim::remove(data_dir, &domain, Some(&selector))?;
+            let home = at.key_home()?;
+            let (d, s) = (domain.clone(), selector.clone());
+            let removed =
+                sending_domains::on_keys(&home, move |home| dkim::remove(home, &d, Some(&s)))
+                    .await?;
             if removed == 0 {
                 bail!("{domain} has no DKIM key with selector `{selector}`");
             }
             println!("removed the DKIM key {selector} of {domain}");
             eprintln!(
-                "Restart `posthorn serve` to stop signing with it; keep the TXT record a few days, for mail already sent."
+                "It stops signing {}; keep the TXT record a few days, for mail already sent.",
+                takes_effect(&home)
             );
         }
         DomainsCommand::Remove {
@@ -194,8 +209,7 @@ pub async fn run(command: DomainsCommand) -> Result<()> {
             selector: None,
             at,
         } => {
-            let data_dir = &at.data_dir;
-            let store = at.open()?;
+            let (store, home) = at.open_with_keys()?;
             let normalized = dkim::normalize_domain(&domain)?;
             let owner = store
                 .domain_owners(&[&normalized])
@@ -204,13 +218,15 @@ pub async fn run(command: DomainsCommand) -> Result<()> {
                 .find(|o| o.domain == normalized);
             match owner {
                 Some(owner) => {
-                    sending_domains::remove(&*store, data_dir, &owner.tenant, &normalized)
-                        .await
-                        .map_err(|e| anyhow!(e))?
+                    sending_domains::remove(&*store, &home, &owner.tenant, &normalized).await?
                 }
                 // A key made before domains had owners.
                 None => {
-                    if dkim::remove(data_dir, &normalized, None)? == 0 {
+                    let d = normalized.clone();
+                    let removed =
+                        sending_domains::on_keys(&home, move |home| dkim::remove(home, &d, None))
+                            .await?;
+                    if removed == 0 {
                         bail!("{normalized} is not a sending domain");
                     }
                 }

@@ -1,12 +1,13 @@
 //! `posthorn store ...`: work on a whole store. `store copy` moves the
-//! embedded SQLite store of a data directory into an empty PostgreSQL
-//! database (issue #14, point 7), showing its progress on stderr and a
-//! summary on stdout.
+//! embedded SQLite store of a data directory, with its DKIM key files,
+//! into an empty PostgreSQL database (issue #14, point 7), showing its
+//! progress on stderr and a summary on stdout.
 
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 use posthorn_core::config::StoreConfig;
 use posthorn_server::app::{SECRET_FILE, SERVER_SECRET};
+use posthorn_server::dkim;
 use posthorn_store::copy::{CopyProgress, copy_sqlite_to_postgres};
 use posthorn_store::{PgStore, StoreRules};
 use std::io::Write;
@@ -15,9 +16,10 @@ use std::time::{Duration, Instant};
 
 #[derive(Subcommand)]
 pub enum StoreCommand {
-    /// Copy the embedded store of a data directory into an empty PostgreSQL
-    /// database, in one transaction (all or nothing), and check the counts.
-    /// Stop `posthorn serve` on the data directory first.
+    /// Copy the embedded store of a data directory and its DKIM keys into
+    /// an empty PostgreSQL database, in one transaction (all or nothing),
+    /// and check the counts. Stop `posthorn serve` on the data directory
+    /// first.
     Copy {
         /// The data directory whose store is copied (read only).
         #[arg(long, value_name = "DATA_DIR")]
@@ -42,8 +44,15 @@ pub async fn run(command: StoreCommand) -> Result<()> {
 
 fn copy(from: PathBuf, to: String) -> Result<()> {
     let started = Instant::now();
+    // Read (and checked, as `serve` checks a key it loads) before anything
+    // is copied: a key file that cannot be used stops the copy.
+    let keys: Vec<_> = dkim::key_files(&from)
+        .with_context(|| format!("reading the DKIM keys of {}", from.display()))?
+        .into_iter()
+        .map(|file| file.record)
+        .collect();
     let mut display = Display::new();
-    let result = copy_sqlite_to_postgres(&from, &to, &mut |p| display.show(p));
+    let result = copy_sqlite_to_postgres(&from, &to, &keys, &mut |p| display.show(p));
     display.end_line();
     let report = result.with_context(|| format!("copying the store in {}", from.display()))?;
     let rows: u64 = report.tables.iter().map(|(_, rows)| rows).sum();

@@ -2,11 +2,14 @@
 //! record to publish; `serve` signs mail from that domain; an independent
 //! verifier (dkimpy, Debian's python3-dkim) checks the copy Postfix's
 //! `smtp-sink` received against the printed record, and fails it once one
-//! byte of the body or a signed header changes.
+//! byte of the body or a signed header changes. On PostgreSQL, nodes
+//! sharing the database sign with the keys kept there, wherever they were
+//! added, and a node moving up brings its key files with it.
 
 mod common;
 
 use common::*;
+use posthorn_testkit::postgres::TestDatabase;
 use posthorn_testkit::{eventually, peer, python_module};
 use serde_json::json;
 use std::path::Path;
@@ -420,4 +423,138 @@ fn curl_json(
         .output()
         .unwrap();
     serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
+}
+
+/// Submits a message from `from` to `to` on `server` until the copy the
+/// sink receives is signed (a node on PostgreSQL loads keys added
+/// elsewhere within its poll of the database, `dkim::KEY_POLL`), and
+/// returns that copy as sent.
+fn signed_copy(server: &Server, sink: &Sink, from: &str, to: &str) -> String {
+    let domain = from.rsplit_once('@').unwrap().1;
+    let mut attempt = 0;
+    eventually(WAIT, || {
+        attempt += 1;
+        let id = ids(&server.submit(json!({
+            "from": from, "to": to, "subject": format!("Attempt {attempt}"),
+            "text": "Signed by whichever node sends it."
+        })))
+        .remove(0);
+        wait_status(server, &id, "delivered");
+        let dump = eventually(WAIT, || {
+            sink.messages()
+                .into_iter()
+                .find(|m| m.contains(&format!("<{id}@{domain}>")))
+        });
+        let message = strip_sink_trace(&dump);
+        if message.starts_with("DKIM-Signature:") {
+            Some(message)
+        } else {
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            None
+        }
+    })
+}
+
+#[test]
+fn nodes_on_one_database_sign_with_keys_added_anywhere_and_dkimpy_accepts_them() {
+    let Some(python) = python_module("dkim") else {
+        return;
+    };
+    if peer("curl").is_none() {
+        return;
+    }
+    let Some(db) = TestDatabase::create() else {
+        return;
+    };
+    let Some(sink) = Sink::start(&[]) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (data_a, data_b) = (dir.path().join("a"), dir.path().join("b"));
+    let zone = zone_file(dir.path(), "");
+    let mut serve_args = route_args(&[("example.com", sink.addr)], &zone);
+    serve_args.extend(["--store".to_owned(), db.url().to_owned()]);
+
+    // Node B's data directory ran on SQLite, with a key whose record is
+    // published: the record it printed then.
+    stdout(&posthorn(&["keys", "create", "--tenant", "shop"], &data_b));
+    let moved = printed_record(&stdout(&posthorn(
+        &["domains", "add", "moved.example"],
+        &data_b,
+    )));
+    let key_file = data_b.join("dkim/moved.example.posthorn.pem");
+    assert!(key_file.exists());
+
+    // Node A makes the tenant on PostgreSQL; node B starts beside it and
+    // brings its key into the database (the file is renamed; the only
+    // tenant gets the domain, as on an upgrade).
+    let a = Server::start(&data_a, &serve_args, &[]);
+    std::fs::write(data_b.join("initial-admin-key"), format!("{}\n", a.key)).unwrap();
+    let b = Server::start(&data_b, &serve_args, &[]);
+    assert!(!key_file.exists(), "imported, so renamed");
+    assert!(
+        data_b
+            .join("dkim/moved.example.posthorn.pem.imported")
+            .exists()
+    );
+
+    // A key added with the CLI on the database, while both nodes run.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let added = posthorn(
+        &["domains", "add", "sender.example", "--store", db.url()],
+        elsewhere.path(),
+    );
+    let added = stdout(&added);
+    assert!(added.contains("within 5 s on every"), "{added}");
+    let sender = printed_record(&added);
+    assert!(
+        !elsewhere.path().join("dkim").exists(),
+        "no key file: the key is the database's"
+    );
+    let listed = stdout(&posthorn(
+        &["domains", "list", "--store", db.url()],
+        elsewhere.path(),
+    ));
+    for (domain, record) in [("moved.example", &moved), ("sender.example", &sender)] {
+        let row = listed
+            .lines()
+            .find(|l| l.starts_with(&format!("{domain} ")))
+            .unwrap_or_else(|| panic!("{domain}: {listed}"));
+        assert!(row.contains(" signs ") && row.ends_with(&record.1), "{row}");
+    }
+
+    // Each node signs with the key the other side added, without a
+    // restart, and dkimpy accepts the copies with the records printed.
+    for (node, from, record) in [
+        (&a, "news@moved.example", &moved),
+        (&b, "shop@sender.example", &sender),
+        (&b, "news@moved.example", &moved),
+    ] {
+        let message = signed_copy(node, &sink, from, "ann@example.com");
+        let (ok, said) = verify(&python, record, &message);
+        assert!(
+            ok,
+            "{from}: dkimpy rejects the signature: {said}\n{message}"
+        );
+        let (ok, said) = verify(&python, record, &tamper_body(&message));
+        assert!(!ok, "{from}: a changed body byte must fail: {said}");
+    }
+
+    // Removed with the CLI: no node signs with it any more.
+    stdout(&posthorn(
+        &["domains", "remove", "sender.example", "--store", db.url()],
+        elsewhere.path(),
+    ));
+    eventually(WAIT, || {
+        let id = ids(&a.submit(json!({
+            "from": "shop@sender.example", "to": "carl@example.com",
+            "subject": "After the removal", "text": "Unsigned now."
+        })))
+        .remove(0);
+        wait_status(&a, &id, "delivered");
+        let dump = eventually(WAIT, || {
+            sink.messages()
+                .into_iter()
+                .find(|m| m.contains(&format!("<{id}@sender.example>")))
+        });
+        (!strip_sink_trace(&dump).starts_with("DKIM-Signature:")).then_some(())
+    });
 }

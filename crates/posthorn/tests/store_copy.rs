@@ -1,7 +1,8 @@
 //! `posthorn store copy` as users run it: a data directory made by the
-//! binary itself copied into an empty PostgreSQL database
-//! (`POSTHORN_TEST_POSTGRES`), then refused into the same database again
-//! and into a URL that is not PostgreSQL, with a non-zero exit each time.
+//! binary itself (tenants, a DKIM key file) copied into an empty
+//! PostgreSQL database (`POSTHORN_TEST_POSTGRES`), then refused into the
+//! same database again and into a URL that is not PostgreSQL, with a
+//! non-zero exit each time.
 
 mod common;
 
@@ -35,6 +36,21 @@ fn store_copy_moves_a_data_directory_into_postgres_once() {
         assert!(ok, "{err}");
     }
 
+    // A DKIM key whose record is published: every node on the database
+    // must sign with it after the move.
+    let (ok, _, err) = posthorn(&[
+        "domains",
+        "add",
+        "sender.example",
+        "--tenant",
+        "acme",
+        "--data-dir",
+        data,
+    ]);
+    assert!(ok, "{err}");
+    let key_file = dir.path().join("data/dkim/sender.example.posthorn.pem");
+    let pem = std::fs::read_to_string(&key_file).unwrap();
+
     // The node's secret: links and return paths it signed must keep
     // verifying on the nodes that share the database after the move.
     let secret = "ab".repeat(32);
@@ -64,6 +80,29 @@ fn store_copy_moves_a_data_directory_into_postgres_once() {
         .unwrap()
         .get(0);
     assert_eq!(hex::encode(kept), secret);
+    let dkim = out
+        .lines()
+        .find(|l| l.trim_start().starts_with("dkim_keys "))
+        .unwrap_or_else(|| panic!("a line for dkim_keys:\n{out}"));
+    assert_eq!(dkim.split_whitespace().last(), Some("1"), "{out}");
+    let copied: Vec<(String, String, String)> = c
+        .query(
+            "SELECT domain, selector, private_key_pem FROM dkim_keys",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(
+        copied,
+        [("sender.example".into(), "posthorn".into(), pem.clone())]
+    );
+    assert_eq!(
+        std::fs::read_to_string(&key_file).unwrap(),
+        pem,
+        "the source data directory is left as it was"
+    );
 
     let (ok, out, err) = posthorn(&["store", "copy", "--from", data, "--to", db.url()]);
     assert!(!ok, "a second copy is refused:\n{out}");

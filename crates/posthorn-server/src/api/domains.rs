@@ -74,7 +74,7 @@ impl From<DomainError> for ApiError {
             }
             DomainError::NotFound(_) => ApiError::not_found("sending domain"),
             DomainError::Key(detail) => {
-                tracing::error!(%detail, "DKIM key files");
+                tracing::error!(%detail, "DKIM keys");
                 ApiError::internal()
             }
             DomainError::Store(e) => e.into(),
@@ -84,12 +84,8 @@ impl From<DomainError> for ApiError {
 
 pub async fn list(State(state): State<AppState>, auth: Auth) -> ApiResult<Json<Value>> {
     auth.require(Scope::Admin)?;
-    let domains = sending_domains::list(
-        &*state.store,
-        &state.config.server.data_dir,
-        Some(&auth.tenant.id),
-    )
-    .await?;
+    let domains =
+        sending_domains::list(&*state.store, &state.dkim_home, Some(&auth.tenant.id)).await?;
     Ok(Json(json!({
         "domains": domains.iter().map(|(_, d)| domain_json(d)).collect::<Vec<_>>(),
     })))
@@ -104,10 +100,9 @@ pub async fn add(
     auth.require(Scope::Admin)?;
     let bytes = read_body(&headers, body, MAX_BODY).await?;
     let new = read_new_domain(&bytes)?;
-    let data_dir = &state.config.server.data_dir;
     let (view, created) = sending_domains::add(
         &*state.store,
-        data_dir,
+        &state.dkim_home,
         &auth.tenant.id,
         &new.domain,
         new.selector.as_deref(),
@@ -115,7 +110,7 @@ pub async fn add(
         state.now(),
     )
     .await?;
-    reload_keys(&state);
+    reload_keys(&state).await;
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -130,21 +125,18 @@ pub async fn remove(
     Segment(domain): Segment,
 ) -> ApiResult<StatusCode> {
     auth.require(Scope::Admin)?;
-    sending_domains::remove(
-        &*state.store,
-        &state.config.server.data_dir,
-        &auth.tenant.id,
-        &domain,
-    )
-    .await?;
-    reload_keys(&state);
+    sending_domains::remove(&*state.store, &state.dkim_home, &auth.tenant.id, &domain).await?;
+    reload_keys(&state).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// The running delivery signs with the keys on disk now. A failure leaves
+/// The running delivery signs with the keys as they are now (other nodes
+/// on the same database follow within `dkim::KEY_POLL`). A failure leaves
 /// the keys in use as they were (ownership, read per copy, still decides).
-fn reload_keys(state: &AppState) {
-    if let Err(detail) = state.dkim.reload(&state.config.server.data_dir) {
+async fn reload_keys(state: &AppState) {
+    let keys = state.dkim.clone();
+    let reloaded = sending_domains::on_keys(&state.dkim_home, move |home| keys.reload(home)).await;
+    if let Err(detail) = reloaded {
         tracing::error!(%detail, "reloading DKIM keys");
     }
 }

@@ -1,10 +1,12 @@
-//! What can go wrong with DKIM keys. The messages are for the operator (the
-//! CLI prints them) or, for a refused name, for the API client; none holds
-//! key material.
+//! What can go wrong with DKIM keys, in files or in the database. The
+//! messages are for the operator (the CLI prints them) or, for a refused
+//! name, for the API client; none holds key material.
 
+use super::KeyPlace;
+use posthorn_store::StoreError;
 use std::path::PathBuf;
 
-/// Why a DKIM key could not be made, read, listed or removed.
+/// Why a DKIM key could not be made, read, listed, removed or imported.
 ///
 /// Each message includes its cause (the I/O error, the parser's words), so
 /// a log line with `%error` tells the whole story; the cause is therefore
@@ -25,20 +27,22 @@ pub enum DkimError {
     NameTooLong(String),
     /// A key is never replaced: its record may be published and in use.
     #[error(
-        "{domain} already has a key with selector `{selector}` ({}); remove it first, or choose another --selector",
-        path.display()
+        "{domain} already has a key with selector `{selector}` ({place}); remove it first, or choose another --selector"
     )]
     KeyExists {
         domain: String,
         selector: String,
-        path: PathBuf,
+        place: KeyPlace,
     },
     /// A file in the key directory whose name is not `<domain>.<selector>.pem`.
     #[error("{}: a DKIM key file is named <domain>.<selector>.pem", .0.display())]
     MisnamedFile(PathBuf),
-    /// A key file that is not a usable RSA private key.
-    #[error("{}: {reason}", path.display())]
-    UnusableKey { path: PathBuf, reason: String },
+    /// A key (file or database row) that is not a usable RSA private key.
+    #[error("{place}: {reason}")]
+    UnusableKey { place: KeyPlace, reason: String },
+    /// The database that keeps the keys on PostgreSQL failed (or refused).
+    #[error("DKIM keys in the database: {0}")]
+    Store(#[from] StoreError),
     /// Reading or writing the key directory failed (`doing`: "reading",
     /// "creating", "writing", "removing").
     #[error("{doing} {}: {error}", path.display())]

@@ -1,20 +1,22 @@
-//! The key files in the data directory: `DATA_DIR/dkim/<domain>.<selector>.pem`,
-//! one RSA 2048 private key each (PKCS#8 PEM, readable only by its owner).
-//! Generating, listing and removing them, and which key of a domain is its
-//! active one. The file name is the only index, so domains and selectors
-//! are normalised before they become part of a path.
+//! DKIM keys, wherever they live ([`KeyHome`]: files in the data
+//! directory, or the PostgreSQL database that nodes share): generating,
+//! listing and removing them, and which key of a domain is its active one.
+//! What is the same in both homes is here, once: the names (normalised
+//! before they become part of a path or a row), the records, the active-key
+//! rule, and the checks a key must pass before it is listed or signs.
 
 use super::DkimError;
+use super::home::KeyHome;
 use super::records::{DnsRecord, record_name, record_value};
 use rsa::pkcs1::DecodeRsaPrivateKey;
 use rsa::pkcs8::{DecodePrivateKey, EncodePrivateKey, LineEnding};
 use rustls_pki_types::PrivateKeyDer;
 use rustls_pki_types::pem::PemObject;
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::SystemTime;
 
-/// The directory under the data directory that holds the keys.
+/// The directory under the data directory that holds the key files.
 pub const KEY_DIR: &str = "dkim";
 /// The selector `domains add` uses unless told otherwise.
 pub const DEFAULT_SELECTOR: &str = "posthorn";
@@ -22,38 +24,61 @@ pub const DEFAULT_SELECTOR: &str = "posthorn";
 /// verifier accepts (Ed25519 is not yet verified everywhere).
 pub const KEY_BITS: usize = 2048;
 
-/// One key file in the data directory.
+/// One DKIM key, with what to publish for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DomainKey {
     /// The signing domain (`d=`), ASCII, lower-case.
     pub domain: String,
     /// The selector (`s=`).
     pub selector: String,
-    pub path: PathBuf,
+    /// Where the key is kept.
+    pub place: KeyPlace,
     /// What to publish in DNS for this key.
     pub record: DnsRecord,
     /// Whether `serve` signs with this key: when a domain has several (while
-    /// a new key is rotated in), the newest file signs.
+    /// a new key is rotated in), the newest signs.
     pub active: bool,
 }
 
-/// Generates a key for `domain` with `selector` and writes it to the data
-/// directory. An existing key is never replaced: its record may be
-/// published and in use.
-pub fn generate(data_dir: &Path, domain: &str, selector: &str) -> Result<DomainKey, DkimError> {
+/// Where a key is kept, as messages name it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyPlace {
+    /// `DATA_DIR/dkim/<domain>.<selector>.pem`.
+    File(PathBuf),
+    /// A row of the PostgreSQL database's `dkim_keys`.
+    Database { domain: String, selector: String },
+}
+
+impl std::fmt::Display for KeyPlace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeyPlace::File(path) => write!(f, "{}", path.display()),
+            KeyPlace::Database { domain, selector } => {
+                write!(f, "the database's DKIM key {selector} of {domain}")
+            }
+        }
+    }
+}
+
+/// A key as its home keeps it, before it is checked (see [`examine`]).
+pub(super) struct StoredKey {
+    /// Normalised (a file's name or a row that is not is refused first).
+    pub domain: String,
+    pub selector: String,
+    /// The private key, PEM.
+    pub pem: Vec<u8>,
+    /// When it was made: a file's modification time, a row's `created_at`.
+    pub made: SystemTime,
+    pub place: KeyPlace,
+}
+
+/// Generates a key for `domain` with `selector` and keeps it in `home`. An
+/// existing key is never replaced: its record may be published and in use.
+pub fn generate(home: &KeyHome, domain: &str, selector: &str) -> Result<DomainKey, DkimError> {
     let domain = normalize_domain(domain)?;
     let selector = normalize_selector(selector)?;
     let name = record_name(&domain, &selector)?;
-    let dir = data_dir.join(KEY_DIR);
-    create_private_dir(&dir).map_err(DkimError::io("creating", &dir))?;
-    let path = dir.join(format!("{domain}.{selector}.pem"));
-    if path.exists() {
-        return Err(DkimError::KeyExists {
-            domain,
-            selector,
-            path,
-        });
-    }
+    home.check_free(&domain, &selector)?;
     let key = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, KEY_BITS).map_err(|e| {
         DkimError::Crypto {
             doing: "generating an RSA key",
@@ -67,34 +92,30 @@ pub fn generate(data_dir: &Path, domain: &str, selector: &str) -> Result<DomainK
             reason: e.to_string(),
         })?;
     let value = record_value(&key.to_public_key())?;
-    write_new_private_file(&path, pem.as_bytes()).map_err(DkimError::io("writing", &path))?;
+    let place = home.store_new(&domain, &selector, &pem)?;
     Ok(DomainKey {
         domain,
         selector,
-        path,
+        place,
         record: DnsRecord { name, value },
         active: true,
     })
 }
 
-/// Every key in the data directory, by domain and selector.
-pub fn list(data_dir: &Path) -> Result<Vec<DomainKey>, DkimError> {
-    scan(data_dir)
+/// Every key in `home`, by domain and selector.
+pub fn list(home: &KeyHome) -> Result<Vec<DomainKey>, DkimError> {
+    Ok(examine(home.read_all()?)?
+        .into_iter()
+        .map(|(key, _)| key)
+        .collect())
 }
 
-/// Removes `domain`'s keys (only the one with `selector`, if given) and
-/// returns how many were removed.
-pub fn remove(data_dir: &Path, domain: &str, selector: Option<&str>) -> Result<usize, DkimError> {
+/// Removes `domain`'s keys (only the one with `selector`, if given) from
+/// `home` and returns how many were removed.
+pub fn remove(home: &KeyHome, domain: &str, selector: Option<&str>) -> Result<usize, DkimError> {
     let domain = normalize_domain(domain)?;
     let selector = selector.map(normalize_selector).transpose()?;
-    let mut removed = 0;
-    for file in scan(data_dir)? {
-        if file.domain == domain && selector.as_ref().is_none_or(|s| *s == file.selector) {
-            std::fs::remove_file(&file.path).map_err(DkimError::io("removing", &file.path))?;
-            removed += 1;
-        }
-    }
-    Ok(removed)
+    home.delete(&domain, selector.as_deref())
 }
 
 /// A domain as DKIM keys are filed under: ASCII (punycode), lower-case, a
@@ -131,82 +152,72 @@ pub fn normalize_selector(selector: &str) -> Result<String, DkimError> {
     }
 }
 
-/// The key files in `DATA_DIR/dkim`, sorted, each with its record and
-/// whether it is its domain's active (newest) key.
-pub(super) fn scan(data_dir: &Path) -> Result<Vec<DomainKey>, DkimError> {
-    let dir = data_dir.join(KEY_DIR);
-    let entries = match std::fs::read_dir(&dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(DkimError::io("reading", &dir)(e)),
-    };
-    let mut files = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(DkimError::io("reading", &dir))?;
-        let file_name = entry.file_name().to_string_lossy().into_owned();
-        let Some(stem) = file_name.strip_suffix(".pem") else {
-            continue;
-        };
-        if file_name.starts_with('.') {
-            continue;
-        }
-        let path = entry.path();
-        let misnamed = || DkimError::MisnamedFile(path.clone());
-        let (domain, selector) = stem.rsplit_once('.').ok_or_else(misnamed)?;
-        let domain = normalize_domain(domain).map_err(|_| misnamed())?;
-        let selector = normalize_selector(selector).map_err(|_| misnamed())?;
-        let name = record_name(&domain, &selector)?;
-        let value = record_value(&public_key(&path)?)?;
-        let modified = entry
-            .metadata()
-            .and_then(|m| m.modified())
-            .unwrap_or(SystemTime::UNIX_EPOCH);
-        files.push((
-            modified,
+/// The stored keys checked (each an RSA private key whose record can be
+/// published), sorted by domain and selector, each with its record,
+/// whether it is its domain's active key, and its private key.
+///
+/// The active key of a domain is its newest; a tie goes to the selector
+/// that sorts last, so the choice never depends on the order a directory
+/// or a query gives.
+pub(super) fn examine(
+    stored: Vec<StoredKey>,
+) -> Result<Vec<(DomainKey, PrivateKeyDer<'static>)>, DkimError> {
+    let mut keys = Vec::with_capacity(stored.len());
+    for key in stored {
+        let (der, record) = check(&key)?;
+        keys.push((
+            key.made,
             DomainKey {
-                domain,
-                selector,
-                path,
-                record: DnsRecord { name, value },
+                domain: key.domain,
+                selector: key.selector,
+                place: key.place,
+                record,
                 active: false,
             },
+            der,
         ));
     }
-    // The newest key of each domain signs (a tie goes to the selector that
-    // sorts last, so the choice never depends on directory order).
     let mut newest: HashMap<String, (SystemTime, String)> = HashMap::new();
-    for (modified, file) in &files {
-        let candidate = (*modified, file.selector.clone());
+    for (made, key, _) in &keys {
+        let candidate = (*made, key.selector.clone());
         let entry = newest
-            .entry(file.domain.clone())
+            .entry(key.domain.clone())
             .or_insert_with(|| candidate.clone());
         if candidate > *entry {
             *entry = candidate;
         }
     }
-    let mut keys: Vec<DomainKey> = files
+    let mut keys: Vec<(DomainKey, PrivateKeyDer<'static>)> = keys
         .into_iter()
-        .map(|(_, mut file)| {
-            file.active = newest[&file.domain].1 == file.selector;
-            file
+        .map(|(_, mut key, der)| {
+            key.active = newest[&key.domain].1 == key.selector;
+            (key, der)
         })
         .collect();
-    keys.sort_by(|a, b| (&a.domain, &a.selector).cmp(&(&b.domain, &b.selector)));
+    keys.sort_by(|(a, _), (b, _)| (&a.domain, &a.selector).cmp(&(&b.domain, &b.selector)));
     Ok(keys)
 }
 
-/// The private key in a PEM file (PKCS#8, or PKCS#1 `RSA PRIVATE KEY`).
-pub(super) fn read_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, DkimError> {
-    let pem = std::fs::read(path).map_err(DkimError::io("reading", path))?;
-    PrivateKeyDer::from_pem_slice(&pem).map_err(|e| DkimError::UnusableKey {
-        path: path.to_owned(),
+/// Checks one stored key: its record can be published and it is an RSA
+/// private key. Its private key and record.
+pub(super) fn check(key: &StoredKey) -> Result<(PrivateKeyDer<'static>, DnsRecord), DkimError> {
+    let name = record_name(&key.domain, &key.selector)?;
+    let der = private_key(&key.pem, &key.place)?;
+    let value = record_value(&public_key(&der, &key.place)?)?;
+    Ok((der, DnsRecord { name, value }))
+}
+
+/// The private key in PEM text (PKCS#8, or PKCS#1 `RSA PRIVATE KEY`).
+fn private_key(pem: &[u8], place: &KeyPlace) -> Result<PrivateKeyDer<'static>, DkimError> {
+    PrivateKeyDer::from_pem_slice(pem).map_err(|e| DkimError::UnusableKey {
+        place: place.clone(),
         reason: format!("not a PEM private key: {e}"),
     })
 }
 
-fn public_key(path: &Path) -> Result<rsa::RsaPublicKey, DkimError> {
+fn public_key(der: &PrivateKeyDer<'_>, place: &KeyPlace) -> Result<rsa::RsaPublicKey, DkimError> {
     let key =
-        match read_private_key(path)? {
+        match der {
             PrivateKeyDer::Pkcs8(der) => rsa::RsaPrivateKey::from_pkcs8_der(der.secret_pkcs8_der())
                 .map_err(|e| e.to_string()),
             PrivateKeyDer::Pkcs1(der) => rsa::RsaPrivateKey::from_pkcs1_der(der.secret_pkcs1_der())
@@ -214,52 +225,34 @@ fn public_key(path: &Path) -> Result<rsa::RsaPublicKey, DkimError> {
             _ => Err("not an RSA key".to_owned()),
         }
         .map_err(|reason| DkimError::UnusableKey {
-            path: path.to_owned(),
+            place: place.clone(),
             reason,
         })?;
     Ok(key.to_public_key())
 }
 
-/// Creates the key directory, readable only by its owner.
-fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        builder.mode(0o700);
-    }
-    builder.create(dir)
-}
-
-/// Writes a new file only its owner can read; fails if it exists (like
-/// `app::write_private_file`, but never replaces a key).
-fn write_new_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options.open(path)?;
-    let written = file.write_all(contents).and_then(|()| file.sync_all());
-    if written.is_err() {
-        let _ = std::fs::remove_file(path);
-    }
-    written
-}
-
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::dkim::DkimKeys;
+
+    /// The key files of a test's data directory.
+    pub(in crate::dkim) fn files(dir: &tempfile::TempDir) -> KeyHome {
+        KeyHome::Files(dir.path().to_owned())
+    }
+
+    /// A key file's path.
+    pub(in crate::dkim) fn path_of(key: &DomainKey) -> &std::path::Path {
+        match &key.place {
+            KeyPlace::File(path) => path,
+            other => panic!("not a file: {other}"),
+        }
+    }
 
     #[test]
     fn a_generated_key_is_private_listed_and_has_its_record() {
         let dir = tempfile::tempdir().unwrap();
-        let key = generate(dir.path(), "Sender.Example", DEFAULT_SELECTOR).unwrap();
+        let key = generate(&files(&dir), "Sender.Example", DEFAULT_SELECTOR).unwrap();
         assert_eq!(key.domain, "sender.example");
         assert_eq!(key.record.name, "posthorn._domainkey.sender.example");
         assert!(
@@ -270,26 +263,33 @@ mod tests {
             key.record.value
         );
         assert_eq!(
-            key.path,
-            dir.path().join("dkim/sender.example.posthorn.pem")
+            key.place,
+            KeyPlace::File(dir.path().join("dkim/sender.example.posthorn.pem"))
         );
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(&key.path).unwrap().permissions().mode();
+            let mode = std::fs::metadata(path_of(&key))
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
-        assert_eq!(list(dir.path()).unwrap(), vec![key]);
+        assert_eq!(list(&files(&dir)).unwrap(), vec![key]);
     }
 
     #[test]
     fn remove_deletes_a_domains_keys_and_an_existing_key_is_never_replaced() {
         let dir = tempfile::tempdir().unwrap();
-        let first = generate(dir.path(), "sender.example", "old").unwrap();
-        let again = generate(dir.path(), "sender.example", "old").unwrap_err();
+        let first = generate(&files(&dir), "sender.example", "old").unwrap();
+        let again = generate(&files(&dir), "sender.example", "old").unwrap_err();
         assert!(matches!(again, DkimError::KeyExists { .. }), "{again:?}");
         assert!(again.to_string().contains("already has a key"), "{again}");
-        assert_eq!(list(dir.path()).unwrap(), vec![first.clone()], "unchanged");
+        assert_eq!(
+            list(&files(&dir)).unwrap(),
+            vec![first.clone()],
+            "unchanged"
+        );
 
         // Rotation: a newer key under a second selector becomes the active
         // one (made an hour older here, so no clock resolution matters);
@@ -297,12 +297,12 @@ mod tests {
         let hour_ago = SystemTime::now() - std::time::Duration::from_secs(3600);
         std::fs::File::options()
             .write(true)
-            .open(&first.path)
+            .open(path_of(&first))
             .and_then(|f| f.set_modified(hour_ago))
             .unwrap();
-        generate(dir.path(), "sender.example", "new").unwrap();
-        generate(dir.path(), "other.example", DEFAULT_SELECTOR).unwrap();
-        let keys = list(dir.path()).unwrap();
+        generate(&files(&dir), "sender.example", "new").unwrap();
+        generate(&files(&dir), "other.example", DEFAULT_SELECTOR).unwrap();
+        let keys = list(&files(&dir)).unwrap();
         let summary: Vec<(&str, &str, bool)> = keys
             .iter()
             .map(|k| (k.domain.as_str(), k.selector.as_str(), k.active))
@@ -317,22 +317,22 @@ mod tests {
         );
 
         assert_eq!(
-            remove(dir.path(), "sender.example", Some("old")).unwrap(),
+            remove(&files(&dir), "sender.example", Some("old")).unwrap(),
             1
         );
         assert_eq!(
-            remove(dir.path(), "sender.example", Some("old")).unwrap(),
+            remove(&files(&dir), "sender.example", Some("old")).unwrap(),
             0
         );
-        assert_eq!(remove(dir.path(), "SENDER.example", None).unwrap(), 1);
-        assert_eq!(remove(dir.path(), "nobody.example", None).unwrap(), 0);
-        let left: Vec<String> = list(dir.path())
+        assert_eq!(remove(&files(&dir), "SENDER.example", None).unwrap(), 1);
+        assert_eq!(remove(&files(&dir), "nobody.example", None).unwrap(), 0);
+        let left: Vec<String> = list(&files(&dir))
             .unwrap()
             .into_iter()
             .map(|k| k.domain)
             .collect();
         assert_eq!(left, ["other.example"]);
-        assert!(!first.path.exists());
+        assert!(!path_of(&first).exists());
     }
 
     #[test]
@@ -349,7 +349,7 @@ mod tests {
             "sender.example/../../etc",
             "x_y.example",
         ] {
-            let error = generate(dir.path(), domain, DEFAULT_SELECTOR).unwrap_err();
+            let error = generate(&files(&dir), domain, DEFAULT_SELECTOR).unwrap_err();
             assert!(
                 matches!(&error, DkimError::InvalidDomain(given) if given == domain),
                 "{domain}: {error:?}"
@@ -360,7 +360,7 @@ mod tests {
             );
         }
         for selector in ["", "a.b", "-a", "a b", "../x", &"a".repeat(64)] {
-            let error = generate(dir.path(), "sender.example", selector).unwrap_err();
+            let error = generate(&files(&dir), "sender.example", selector).unwrap_err();
             assert!(
                 matches!(&error, DkimError::InvalidSelector(given) if given == selector),
                 "{selector}: {error:?}"
@@ -370,7 +370,7 @@ mod tests {
                 "{selector}: {error}"
             );
         }
-        assert!(list(dir.path()).unwrap().is_empty());
+        assert!(list(&files(&dir)).unwrap().is_empty());
         // Unicode domains are filed under their ASCII form.
         assert_eq!(
             normalize_domain("Bücher.example.").unwrap(),
@@ -385,9 +385,9 @@ mod tests {
         std::fs::create_dir_all(&keys).unwrap();
         std::fs::write(keys.join("README"), "not a key, ignored").unwrap();
         std::fs::write(keys.join("sender.example.posthorn.pem"), "garbage").unwrap();
-        let error = DkimKeys::load(dir.path()).unwrap_err();
+        let error = DkimKeys::load(&files(&dir)).unwrap_err();
         assert!(
-            matches!(&error, DkimError::UnusableKey { path, .. } if path.ends_with("sender.example.posthorn.pem")),
+            matches!(&error, DkimError::UnusableKey { place: KeyPlace::File(path), .. } if path.ends_with("sender.example.posthorn.pem")),
             "{error:?}"
         );
         assert!(
@@ -396,7 +396,7 @@ mod tests {
         );
         std::fs::remove_file(keys.join("sender.example.posthorn.pem")).unwrap();
         std::fs::write(keys.join("nodomain.pem"), "garbage").unwrap();
-        let error = DkimKeys::load(dir.path()).unwrap_err();
+        let error = DkimKeys::load(&files(&dir)).unwrap_err();
         assert!(matches!(error, DkimError::MisnamedFile(_)), "{error:?}");
         assert!(
             error.to_string().contains("<domain>.<selector>.pem"),

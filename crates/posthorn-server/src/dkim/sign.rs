@@ -3,13 +3,13 @@
 //! signature itself (ring's RSA through mail-auth).
 
 use super::DkimError;
-use super::keys::{read_private_key, scan};
+use super::home::KeyHome;
+use super::keys::examine;
 use mail_auth::common::crypto::{Algorithm, RsaKey, Sha256, SigningKey};
 use mail_auth::common::headers::{HeaderWriter, Writable};
 use mail_auth::dkim::{Canonicalization, DkimSigner};
 use std::collections::HashMap;
-use std::path::Path;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 /// The header fields signed when a copy has them. Headers a copy lacks are
 /// not listed (OpenDKIM's default), so `h=` names exactly what was there.
@@ -28,10 +28,14 @@ pub const SIGNED_HEADERS: [&str; 11] = [
 ];
 
 /// The keys `serve` signs with, one per domain: loaded at start, and again
-/// when a tenant adds or removes a domain through the API.
+/// when a tenant adds or removes a domain through the API, and on
+/// PostgreSQL when the database's keys change (`KeyWatch`).
 #[derive(Default)]
 pub struct DkimKeys {
     by_domain: RwLock<HashMap<String, DomainSigner>>,
+    /// The version of the home's keys these are (the database's; `None`
+    /// for files).
+    version: Mutex<Option<i64>>,
 }
 
 #[derive(Clone)]
@@ -68,21 +72,30 @@ impl std::fmt::Debug for DkimKeys {
 }
 
 impl DkimKeys {
-    /// Loads every key in `DATA_DIR/dkim` (none, when it does not exist).
-    /// A key file that cannot be read or used is an error: mail for its
-    /// domain would otherwise leave unsigned without anyone noticing.
-    pub fn load(data_dir: &Path) -> Result<Self, DkimError> {
-        Ok(Self {
-            by_domain: RwLock::new(read_signers(data_dir)?),
-        })
+    /// Loads every key in `home` (none, when there is none). A key that
+    /// cannot be read or used is an error: mail for its domain would
+    /// otherwise leave unsigned without anyone noticing. Blocking.
+    pub fn load(home: &KeyHome) -> Result<Self, DkimError> {
+        let keys = Self::default();
+        keys.reload(home)?;
+        Ok(keys)
     }
 
-    /// Reads the key directory again (after a key was added or removed
-    /// while serving); on an error the keys in use stay.
-    pub fn reload(&self, data_dir: &Path) -> Result<(), DkimError> {
-        let fresh = read_signers(data_dir)?;
+    /// Reads the keys again (after a key was added or removed while
+    /// serving); on an error the keys in use stay. Blocking.
+    pub fn reload(&self, home: &KeyHome) -> Result<(), DkimError> {
+        // The version first: a change that commits between the two reads
+        // moves it past what is noted here, so it is loaded again later.
+        let version = home.version()?;
+        let fresh = read_signers(home)?;
         *self.by_domain.write().unwrap_or_else(|e| e.into_inner()) = fresh;
+        *self.version.lock().unwrap_or_else(|e| e.into_inner()) = version;
         Ok(())
+    }
+
+    /// The version of the keys loaded (see `KeyHome::version`).
+    pub fn version(&self) -> Option<i64> {
+        *self.version.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn is_empty(&self) -> bool {
@@ -150,20 +163,22 @@ impl DkimKeys {
     }
 }
 
-/// The active key of every domain in `DATA_DIR/dkim`.
-fn read_signers(data_dir: &Path) -> Result<HashMap<String, DomainSigner>, DkimError> {
+/// The active key of every domain in `home`.
+fn read_signers(home: &KeyHome) -> Result<HashMap<String, DomainSigner>, DkimError> {
     let mut by_domain = HashMap::new();
-    for file in scan(data_dir)?.into_iter().filter(|f| f.active) {
-        let der = read_private_key(&file.path)?;
+    for (found, der) in examine(home.read_all()?)?
+        .into_iter()
+        .filter(|(k, _)| k.active)
+    {
         let key = RsaKey::<Sha256>::from_key_der(der).map_err(|e| DkimError::UnusableKey {
-            path: file.path.clone(),
+            place: found.place.clone(),
             reason: format!("not a usable RSA key: {e}"),
         })?;
-        tracing::info!(domain = %file.domain, selector = %file.selector, "DKIM key loaded");
+        tracing::info!(domain = %found.domain, selector = %found.selector, "DKIM key loaded");
         by_domain.insert(
-            file.domain,
+            found.domain,
             DomainSigner {
-                selector: file.selector,
+                selector: found.selector,
                 key: SharedKey(Arc::new(key)),
             },
         );
@@ -215,6 +230,7 @@ fn has_header(message: &[u8], name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dkim::keys::tests::{files, path_of};
     use crate::dkim::{DEFAULT_SELECTOR, generate, remove};
 
     const MESSAGE: &[u8] = b"From: Shop <shop@sender.example>\r\n\
@@ -230,8 +246,8 @@ mod tests {
     #[test]
     fn a_loaded_key_signs_for_its_domain_and_subdomains() {
         let dir = tempfile::tempdir().unwrap();
-        generate(dir.path(), "Sender.Example", DEFAULT_SELECTOR).unwrap();
-        let keys = DkimKeys::load(dir.path()).unwrap();
+        generate(&files(&dir), "Sender.Example", DEFAULT_SELECTOR).unwrap();
+        let keys = DkimKeys::load(&files(&dir)).unwrap();
         let signed = keys
             .sign("sender.example", |_| true, MESSAGE)
             .expect("signed");
@@ -277,16 +293,16 @@ mod tests {
     #[test]
     fn the_newest_key_of_a_rotated_domain_signs() {
         let dir = tempfile::tempdir().unwrap();
-        let old = generate(dir.path(), "sender.example", "old").unwrap();
+        let old = generate(&files(&dir), "sender.example", "old").unwrap();
         // Made an hour older, so no clock resolution matters.
         let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
         std::fs::File::options()
             .write(true)
-            .open(&old.path)
+            .open(path_of(&old))
             .and_then(|f| f.set_modified(hour_ago))
             .unwrap();
-        generate(dir.path(), "sender.example", "new").unwrap();
-        let loaded = DkimKeys::load(dir.path()).unwrap();
+        generate(&files(&dir), "sender.example", "new").unwrap();
+        let loaded = DkimKeys::load(&files(&dir)).unwrap();
         let signed = loaded.sign("sender.example", |_| true, MESSAGE).unwrap();
         assert!(signature_of(&signed).contains("s=new; d=sender.example;"));
     }
@@ -301,8 +317,8 @@ mod tests {
     #[test]
     fn bare_line_feeds_are_signed_as_the_crlf_the_client_sends() {
         let dir = tempfile::tempdir().unwrap();
-        generate(dir.path(), "sender.example", DEFAULT_SELECTOR).unwrap();
-        let keys = DkimKeys::load(dir.path()).unwrap();
+        generate(&files(&dir), "sender.example", DEFAULT_SELECTOR).unwrap();
+        let keys = DkimKeys::load(&files(&dir)).unwrap();
         let lf = String::from_utf8(MESSAGE.to_vec())
             .unwrap()
             .replace("\r\n", "\n");
@@ -331,11 +347,11 @@ mod tests {
     fn unknown_domains_go_unsigned() {
         let dir = tempfile::tempdir().unwrap();
         assert!(
-            DkimKeys::load(dir.path()).unwrap().is_empty(),
+            DkimKeys::load(&files(&dir)).unwrap().is_empty(),
             "no directory, no keys"
         );
-        generate(dir.path(), "sender.example", "s1").unwrap();
-        let keys = DkimKeys::load(dir.path()).unwrap();
+        generate(&files(&dir), "sender.example", "s1").unwrap();
+        let keys = DkimKeys::load(&files(&dir)).unwrap();
         assert!(keys.sign("other.example", |_| true, MESSAGE).is_none());
         assert!(keys.sign("example", |_| true, MESSAGE).is_none());
         assert!(keys.sign("", |_| true, MESSAGE).is_none());
@@ -346,8 +362,8 @@ mod tests {
     #[test]
     fn only_domains_the_sender_may_sign_for_are_used() {
         let dir = tempfile::tempdir().unwrap();
-        generate(dir.path(), "sender.example", "s1").unwrap();
-        let keys = DkimKeys::load(dir.path()).unwrap();
+        generate(&files(&dir), "sender.example", "s1").unwrap();
+        let keys = DkimKeys::load(&files(&dir)).unwrap();
         // Another tenant's domain: its key is never used.
         assert!(keys.sign("sender.example", |_| false, MESSAGE).is_none());
         assert!(
@@ -368,13 +384,13 @@ mod tests {
     #[test]
     fn reload_picks_up_added_and_removed_keys() {
         let dir = tempfile::tempdir().unwrap();
-        let keys = DkimKeys::load(dir.path()).unwrap();
-        generate(dir.path(), "sender.example", "s1").unwrap();
+        let keys = DkimKeys::load(&files(&dir)).unwrap();
+        generate(&files(&dir), "sender.example", "s1").unwrap();
         assert!(keys.sign("sender.example", |_| true, MESSAGE).is_none());
-        keys.reload(dir.path()).unwrap();
+        keys.reload(&files(&dir)).unwrap();
         assert!(keys.sign("sender.example", |_| true, MESSAGE).is_some());
-        remove(dir.path(), "sender.example", None).unwrap();
-        keys.reload(dir.path()).unwrap();
+        remove(&files(&dir), "sender.example", None).unwrap();
+        keys.reload(&files(&dir)).unwrap();
         assert!(keys.is_empty());
     }
 

@@ -20,9 +20,12 @@
 //! `inbound`, `tracking` and `ingest` the reads of their part of the
 //! schema, `position` the event positions (`seq`) and the bound that makes
 //! `events_after` gap-safe, `error` the mapping of PostgreSQL's failures
-//! onto [`StoreError`] kinds.
+//! onto [`StoreError`] kinds, `dkim` the DKIM keys kept for every node
+//! (inherent methods of [`PgStore`], not of the `Store` trait) and the
+//! connection they use.
 
 mod behind;
+pub(crate) mod dkim;
 mod domains;
 mod error;
 mod inbound;
@@ -56,7 +59,10 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 /// Migrations in order; the version is the position (1-based).
-const MIGRATIONS: &[&str] = &[include_str!("../../migrations/postgres/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/postgres/0001_init.sql"),
+    include_str!("../../migrations/postgres/0002_dkim_keys.sql"),
+];
 
 /// The advisory lock key that one node at a time holds while it migrates:
 /// "posthorn" in ASCII. (The partition maker in the schema uses this + 1.)
@@ -71,10 +77,12 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const PARTITION_MONTHS_AHEAD: i32 = 1;
 
 /// A PostgreSQL store: a read pool, a write pool, the rules the writes
-/// apply, and the commit feed (every node's commits, see `tail`).
+/// apply, the commit feed (every node's commits, see `tail`), and a
+/// connection for the DKIM keys (`dkim`).
 pub struct PgStore {
     reads: ReadPool,
     writes: writer::WritePool,
+    side: dkim::SideConnection,
     rules: StoreRules,
     feed: Arc<CommitFeed>,
     _tail: tail::Tail,
@@ -124,6 +132,7 @@ impl PgStore {
                 settings: settings.clone(),
                 pool: pool::Pool::new(settings.clone(), config.read_connections),
             },
+            side: dkim::SideConnection::new(settings.clone()),
             writes: writer::WritePool::new(
                 settings,
                 config.write_connections,
@@ -169,6 +178,38 @@ impl PgStore {
             Ok(row.try_get(0)?)
         })
         .map_err(|e| settings.name_in(e))
+    }
+
+    /// Every DKIM private key kept for the nodes sharing this database,
+    /// by domain and selector. Blocking (the work runs on a thread of its
+    /// own, so this may be called from async code too, briefly).
+    pub fn dkim_keys(&self) -> StoreResult<Vec<DkimKeyRecord>> {
+        self.side.read(dkim::list)
+    }
+
+    /// The DKIM keys' version: it moves with every committed change of the
+    /// keys (made here, by another node or by hand), so a node that reads
+    /// it every few seconds knows when to load them again. One row; cheap.
+    /// Blocking.
+    pub fn dkim_keys_version(&self) -> StoreResult<i64> {
+        self.side.read(dkim::version)
+    }
+
+    /// Keeps a new DKIM key. A key with the same domain and selector is
+    /// never replaced (its record may be published):
+    /// [`StoreError::Conflict`], and nothing changes. Blocking.
+    pub fn insert_dkim_key(&self, key: &DkimKeyRecord) -> StoreResult<()> {
+        if self.side.write(|tx| dkim::insert(tx, key))? {
+            Ok(())
+        } else {
+            Err(dkim::exists(key))
+        }
+    }
+
+    /// Deletes `domain`'s DKIM keys (only the one with `selector`, if
+    /// given); returns how many were deleted. Blocking.
+    pub fn remove_dkim_keys(&self, domain: &str, selector: Option<&str>) -> StoreResult<u64> {
+        self.side.write(|tx| dkim::remove(tx, domain, selector))
     }
 
     /// Where the store is: HOST:PORT/DB (no user, no password).

@@ -111,7 +111,7 @@ impl<C: Pooled> Drop for Pool<C> {
 /// Whether `client` broke while it ran (`result` is what it answered):
 /// the database went away, restarted or cut the connection. A broken
 /// connection is dropped instead of going back to its pool.
-fn lost_connection<T>(client: &Client, result: &StoreResult<T>) -> bool {
+pub(super) fn lost_connection<T>(client: &Client, result: &StoreResult<T>) -> bool {
     client.is_closed()
         || matches!(
             result,
