@@ -122,6 +122,11 @@ pub struct DeliveryArgs {
     /// Deliveries queued for the memory measurement.
     #[arg(long, default_value_t = 100_000)]
     queued: u64,
+    /// With --store: messages of a run on PostgreSQL with a transaction
+    /// holding back vacuum throughout, and of the same run without it
+    /// (0: no such runs). Choose enough for about five minutes.
+    #[arg(long, default_value_t = 0)]
+    vacuum_hold_messages: u64,
     /// Scratch directory (created, then removed).
     #[arg(long, default_value = "posthorn-bench")]
     dir: PathBuf,
@@ -707,6 +712,10 @@ async fn delivery(args: &DeliveryArgs) -> Result<()> {
     }
     println!();
 
+    if let (Some(server), true) = (&args.store.store, args.vacuum_hold_messages > 0) {
+        vacuum_hold(&args.dir, server, &route, args.vacuum_hold_messages, &text).await?;
+    }
+
     // (d) Memory with a large queue: the sink answers DATA after an hour.
     let (_slow, slow_addr) = start_sink(&args.dir.join("queued"), &["-w", "3600"])?;
     let dir = args.dir.join("queued");
@@ -727,6 +736,56 @@ async fn delivery(args: &DeliveryArgs) -> Result<()> {
         rss as f64 / 1024.0
     );
     child.stop().await;
+    Ok(())
+}
+
+/// The same end-to-end run on PostgreSQL twice: plainly, then with a
+/// transaction holding back vacuum from before the first submission to
+/// the last delivery.
+async fn vacuum_hold(
+    dir: &Path,
+    server: &str,
+    route: &[String],
+    messages: u64,
+    text: &str,
+) -> Result<()> {
+    println!("## Delivery on PostgreSQL while a transaction holds back vacuum\n");
+    println!("| run | messages | seconds | deliveries/s | dead rows at the end |");
+    println!("|---|---:|---:|---:|---:|");
+    let mut rates = Vec::new();
+    for held in [false, true] {
+        let database = postgres::ScratchDatabase::create(server)?;
+        let serve_args = [
+            route.to_vec(),
+            vec!["--store".to_owned(), database.url().to_owned()],
+        ]
+        .concat();
+        let dir = dir.join(if held { "vacuum-held" } else { "vacuum-free" });
+        // The schema first, so the snapshot can read it.
+        tokio::task::spawn_blocking({
+            let url = database.url().to_owned();
+            move || PgStore::connect(&url, &StoreConfig::default(), StoreRules::default()).map(drop)
+        })
+        .await??;
+        let hold = if held {
+            Some(postgres::VacuumHold::start(database.url())?)
+        } else {
+            None
+        };
+        let (secs, _) = end_to_end(&dir, &serve_args, messages, 1, text).await?;
+        let dead = postgres::dead_rows(database.url()).await?;
+        drop(hold);
+        let rate = messages as f64 / secs;
+        rates.push(rate);
+        println!(
+            "| {} | {messages} | {secs:.1} | {rate:.0} | {dead} |",
+            if held { "vacuum held back" } else { "vacuum free" }
+        );
+    }
+    println!(
+        "\nThroughput with vacuum held back: {:.0} % of the free run.\n",
+        100.0 * rates[1] / rates[0]
+    );
     Ok(())
 }
 

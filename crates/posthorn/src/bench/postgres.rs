@@ -175,3 +175,76 @@ impl EventColumns {
         self.at.push(at);
     }
 }
+
+/// A transaction that holds back vacuum while it lives: a repeatable-read
+/// snapshot kept open on a connection of its own, as a long report or a
+/// forgotten `psql` session does. It has no transaction id, so it does not
+/// hold the event feed back (positions wait only for writing
+/// transactions): what it costs is the dead rows nobody may remove.
+pub struct VacuumHold {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<Result<()>>>,
+}
+
+impl VacuumHold {
+    /// Opens the snapshot on `url` and checks that it holds an xmin.
+    pub fn start(url: &str) -> Result<VacuumHold> {
+        let url = url.to_owned();
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let (ready, started) = std::sync::mpsc::channel::<Result<()>>();
+        let thread = std::thread::spawn(move || {
+            let mut client = ::postgres::Client::connect(&url, ::postgres::NoTls)?;
+            let mut tx = client
+                .build_transaction()
+                .isolation_level(::postgres::IsolationLevel::RepeatableRead)
+                .read_only(true)
+                .start()?;
+            tx.query_one("SELECT count(*) FROM deliveries", &[])?;
+            let held: Option<String> = tx
+                .query_one(
+                    "SELECT backend_xmin::text FROM pg_stat_activity WHERE pid = pg_backend_pid()",
+                    &[],
+                )?
+                .get(0);
+            let _ = ready.send(match held {
+                Some(_) => Ok(()),
+                None => Err(anyhow::anyhow!("the snapshot holds no xmin")),
+            });
+            let _ = stopped.recv();
+            tx.rollback()?;
+            anyhow::Ok(())
+        });
+        started
+            .recv()
+            .map_err(|_| anyhow::anyhow!("the vacuum-holding connection failed"))??;
+        Ok(VacuumHold {
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for VacuumHold {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Dead rows of the tables delivery churns (`deliveries`, `send_queue`),
+/// as the statistics collector last counted them.
+pub async fn dead_rows(url: &str) -> Result<i64> {
+    let url = url.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let mut client = ::postgres::Client::connect(&url, ::postgres::NoTls)?;
+        let row = client.query_one(
+            "SELECT COALESCE(sum(n_dead_tup), 0)::bigint FROM pg_stat_user_tables \
+             WHERE relname IN ('deliveries', 'send_queue')",
+            &[],
+        )?;
+        Ok(row.get(0))
+    })
+    .await?
+}

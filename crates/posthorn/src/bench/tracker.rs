@@ -20,7 +20,7 @@ use anyhow::{Context, Result, bail};
 use posthorn_core::config::Config;
 use posthorn_core::event::{Delivered, EventDetails};
 use posthorn_core::{Clock, EventId, EventSource, SystemClock};
-use posthorn_store::{AcceptOutcome, NewEvent, SqliteStore, Store, StoreRules};
+use posthorn_store::{AcceptOutcome, NewEvent};
 use posthorn_track::{Target, sign};
 use std::path::Path;
 
@@ -35,6 +35,8 @@ pub struct TrackerArgs {
     /// Concurrent connections.
     #[arg(long, default_value_t = 64)]
     connections: u32,
+    #[command(flatten)]
+    store: super::StoreArg,
 }
 
 /// One wrk run's figures.
@@ -52,8 +54,6 @@ struct WrkResult {
 pub async fn tracker(dir: &Path, args: &TrackerArgs) -> Result<()> {
     let wrk = super::find_program("wrk")
         .context("the tracker benchmark uses wrk (apt-get install wrk)")?;
-    let data = dir.join("data");
-    let (opens, clicks) = seed(&data, args.deliveries).await?;
     let script = dir.join("paths.lua");
 
     // (a) the ceiling.
@@ -74,38 +74,65 @@ pub async fn tracker(dir: &Path, args: &TrackerArgs) -> Result<()> {
     let _ = ceiling.start_kill();
     let _ = ceiling.wait().await;
 
-    // (b) and (c): the tracker of a real server on the seeded store.
-    let port = super::free_port()?;
-    let mut server = tokio::process::Command::new(std::env::current_exe()?)
-        .args(["serve", "--submission", "off", "--mx", "off", "--http"])
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("--data-dir")
-        .arg(&data)
-        .env("POSTHORN_DELIVERY__ENABLED", "false")
-        .env("POSTHORN_LOG", "warn")
-        .stdout(std::process::Stdio::null())
-        .stderr(super::log_file(dir, "serve")?)
-        .kill_on_drop(true)
-        .spawn()?;
-    let pid = server.id().context("server pid")?;
-    super::wait_ready(&format!("http://127.0.0.1:{port}")).await?;
-    write_script(&script, &opens)?;
-    let open = run_wrk_measuring(&wrk, port, &script, args, pid).await?;
-    write_script(&script, &clicks)?;
-    let click = run_wrk_measuring(&wrk, port, &script, args, pid).await?;
-    let recorded = events_recorded(port).await?;
-    let rss = super::peak_rss_kib(pid).unwrap_or(0);
-    let _ = server.start_kill();
-    let _ = server.wait().await;
+    // (b) and (c): the tracker of a real server on a seeded store, on
+    // each store asked for.
+    let mut runs = vec![("(a) bare axum GIF".to_owned(), bare)];
+    let mut notes = Vec::new();
+    for backend in args.store.backends() {
+        let name = backend.name();
+        let data = dir.join(name.to_lowercase());
+        let seeded = seed(&data, backend, args.deliveries).await?;
+        let port = super::free_port()?;
+        let mut server = tokio::process::Command::new(std::env::current_exe()?)
+            .args(["serve", "--submission", "off", "--mx", "off", "--http"])
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--data-dir")
+            .arg(&data)
+            .args(seeded.serve_args())
+            .env("POSTHORN_DELIVERY__ENABLED", "false")
+            .env("POSTHORN_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(super::log_file(&data, "serve")?)
+            .kill_on_drop(true)
+            .spawn()?;
+        let pid = server.id().context("server pid")?;
+        super::wait_ready(&format!("http://127.0.0.1:{port}")).await?;
+        write_script(&script, &seeded.opens)?;
+        let open = run_wrk_measuring(&wrk, port, &script, args, pid).await?;
+        write_script(&script, &seeded.clicks)?;
+        let click = run_wrk_measuring(&wrk, port, &script, args, pid).await?;
+        let recorded = events_recorded(port).await?;
+        let rss = super::peak_rss_kib(pid).unwrap_or(0);
+        let _ = server.start_kill();
+        let _ = server.wait().await;
+        notes.push(format!(
+            "{name}: events recorded by the server: {recorded} (hits answered by (b)+(c): {}); server peak RSS {:.1} MiB",
+            open.requests + click.requests - open.errors - click.errors,
+            rss as f64 / 1024.0
+        ));
+        if let Some(database) = &seeded.database {
+            // PostgreSQL's own ceiling for the rows an open writes.
+            let (_, rate) = super::postgres::events_ceiling(
+                database.url(),
+                &seeded.tenant,
+                seeded.some_deliveries.clone(),
+                40_000,
+                1024,
+            )
+            .await?;
+            notes.push(format!(
+                "{name}: its own ceiling for these rows (opened events, 1,024 per commit, multi-row statements): {rate:.0} rows/s"
+            ));
+        }
+        runs.push((format!("(b) GET /o/TOKEN, durable, {name}"), open));
+        runs.push((format!("(c) GET /c/TOKEN, durable, {name}"), click));
+    }
 
     println!(
         "| run | requests | errors | requests/s | p50 ms | p99 ms | of ceiling | server CPU µs/request |\n|---|---:|---:|---:|---:|---:|---:|---:|"
     );
-    for (name, r) in [
-        ("(a) bare axum GIF", &bare),
-        ("(b) GET /o/TOKEN, durable", &open),
-        ("(c) GET /c/TOKEN, durable", &click),
-    ] {
+    let bare_rate = runs[0].1.requests_per_second;
+    for (name, r) in &runs {
         println!(
             "| {name} | {} | {} | {:.0} | {:.2} | {:.2} | {:.0} % | {} |",
             r.requests,
@@ -113,23 +140,41 @@ pub async fn tracker(dir: &Path, args: &TrackerArgs) -> Result<()> {
             r.requests_per_second,
             r.p50_ms,
             r.p99_ms,
-            100.0 * r.requests_per_second / bare.requests_per_second,
+            100.0 * r.requests_per_second / bare_rate,
             r.server_cpu_us
                 .map_or("-".to_owned(), |us| format!("{us:.1}")),
         );
     }
-    println!(
-        "\nevents recorded by the server: {recorded} (hits answered by (b)+(c): {}); server peak RSS {:.1} MiB",
-        open.requests + click.requests - open.errors - click.errors,
-        rss as f64 / 1024.0
-    );
+    println!();
+    for note in notes {
+        println!("{note}");
+    }
     Ok(())
 }
 
+/// A seeded store: the paths to hit, and what the ceiling needs.
+struct Seeded {
+    opens: Vec<String>,
+    clicks: Vec<String>,
+    tenant: posthorn_core::TenantId,
+    /// The first 256 deliveries, as stored.
+    some_deliveries: Vec<posthorn_store::DeliveryRecord>,
+    /// The scratch database (PostgreSQL), kept until the run ends.
+    database: Option<super::postgres::ScratchDatabase>,
+}
+
+impl Seeded {
+    fn serve_args(&self) -> Vec<String> {
+        self.database
+            .as_ref()
+            .map(|db| vec!["--store".to_owned(), db.url().to_owned()])
+            .unwrap_or_default()
+    }
+}
+
 /// A store with `n` one-recipient messages, each with one tracked link and
-/// delivered an hour ago;
-/// returns the open and click paths of their deliveries.
-async fn seed(data: &Path, n: usize) -> Result<(Vec<String>, Vec<String>)> {
+/// delivered an hour ago, on `backend`.
+async fn seed(data: &Path, backend: super::Backend<'_>, n: usize) -> Result<Seeded> {
     std::fs::create_dir_all(data)?;
     let secret: [u8; 32] = rand_bytes();
     std::fs::write(
@@ -137,11 +182,7 @@ async fn seed(data: &Path, n: usize) -> Result<(Vec<String>, Vec<String>)> {
         hex::encode(secret),
     )?;
     let tracking = posthorn_server::tracking::Tracking::new(&secret, &Config::default());
-    let store = std::sync::Arc::new(SqliteStore::open(
-        data,
-        &Default::default(),
-        StoreRules::default(),
-    )?);
+    let super::BenchStore { store, database } = backend.open(data).await?;
     let tenant = store
         .create_tenant("default", SystemClock.now_ms())
         .await?
@@ -191,9 +232,13 @@ async fn seed(data: &Path, n: usize) -> Result<(Vec<String>, Vec<String>)> {
             Ok::<_, anyhow::Error>(ids)
         });
     }
-    let (mut opens, mut clicks) = (Vec::new(), Vec::new());
+    let (mut opens, mut clicks, mut some_deliveries) = (Vec::new(), Vec::new(), Vec::new());
     while let Some(ids) = tasks.join_next().await {
         for id in ids?? {
+            if some_deliveries.len() < 256 {
+                let delivery = store.delivery(&tenant, &id).await?;
+                some_deliveries.extend(delivery);
+            }
             opens.push(format!(
                 "/o/{}",
                 sign(&tracking.keys, &Target::Open(id.clone()))
@@ -204,7 +249,13 @@ async fn seed(data: &Path, n: usize) -> Result<(Vec<String>, Vec<String>)> {
             ));
         }
     }
-    Ok((opens, clicks))
+    Ok(Seeded {
+        opens,
+        clicks,
+        tenant,
+        some_deliveries,
+        database,
+    })
 }
 
 fn rand_bytes() -> [u8; 32] {
