@@ -779,7 +779,11 @@ async fn vacuum_hold(
         rates.push(rate);
         println!(
             "| {} | {messages} | {secs:.1} | {rate:.0} | {dead} |",
-            if held { "vacuum held back" } else { "vacuum free" }
+            if held {
+                "vacuum held back"
+            } else {
+                "vacuum free"
+            }
         );
     }
     println!(

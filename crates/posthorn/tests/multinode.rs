@@ -33,13 +33,12 @@
 //! a moment later, and judged one repeated open too many as stored in a
 //! third of the runs; on a shared database the cache is off.)
 //!
-//! **Why 2,400 messages, not the issue's 10,000.** The test runs in debug
-//! builds on two cores that also run PostgreSQL, the sink and the three
-//! nodes; 2,400 messages keep a run at 25-45 s there (10,000 take
-//! about three minutes), which is what lets it run in CI and a few times in a row,
-//! while still putting hundreds of submissions and deliveries on every
-//! node before and after the kill. `POSTHORN_MULTINODE_MESSAGES` sets
-//! another number (e.g. the issue's 10,000 on a faster machine).
+//! **10,000 messages, as the issue asks.** The test runs in debug builds
+//! on two cores that also run PostgreSQL, the sink and the three nodes;
+//! since writes commit in groups a run takes about 70 s there (it was
+//! 2,400 messages while every write was a transaction of its own, when
+//! 10,000 took three minutes). `POSTHORN_MULTINODE_MESSAGES` sets another
+//! number.
 //!
 //! No wall-clock assertions: the waits have generous deadlines.
 
@@ -59,7 +58,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Messages answered across the nodes (see the module's documentation).
-const MESSAGES: usize = 2_400;
+const MESSAGES: usize = 10_000;
 /// Links in mail point here; tests hit the tracker on a node's own address.
 const PUBLIC_URL: &str = "http://track.test";
 const HTML: &str =
@@ -224,9 +223,17 @@ fn three_nodes_on_one_database_survive_a_kill_9_and_judge_opens_as_one() {
         }
     }
 
-    // The kill, half-way through the submissions.
+    // The kill, half-way through the submissions, while the node holds
+    // leases (deliveries in flight), so that the kill cuts work short.
     eventually(Duration::from_secs(300), || {
         (load.count.load(Ordering::SeqCst) >= goal / 2).then_some(())
+    });
+    let leases_held = format!(
+        "SELECT count(*) FROM send_queue WHERE lease_owner = '{}'",
+        NODES[KILLED]
+    );
+    eventually(Duration::from_secs(60), || {
+        (count(&mut pg, &leases_held) > 0).then_some(())
     });
     nodes[KILLED].kill9();
     let killed_at = load.count.load(Ordering::SeqCst);
