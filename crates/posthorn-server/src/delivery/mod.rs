@@ -168,6 +168,21 @@ impl DeliveryService {
                     }
                 }
             };
+            if room == 0 {
+                // Every permit is in use: claim again as soon as a delivery
+                // under way is recorded and frees one. (Waiting for a wake
+                // instead would wait for the next poll whenever nothing new
+                // is queued meanwhile, as on PostgreSQL, where wakes come
+                // from the commit stream.)
+                tokio::select! {
+                    _ = stop.notified() => {
+                        self.finish_in_flight().await;
+                        return;
+                    }
+                    _ = self.in_flight.acquire() => {}
+                }
+                continue;
+            }
             if claimed.is_empty() {
                 tokio::select! {
                     _ = stop.notified() => {

@@ -824,7 +824,8 @@ impl Store for PgStore {
         lease_until: Millis,
     ) -> StoreResult<Vec<ClaimedDelivery>> {
         let node = node.clone();
-        self.write(move |tx| engine::claim_due(tx, &node, now, limit, lease_until))
+        self.writes
+            .write_alone(move |tx| engine::claim_due(tx, &node, now, limit, lease_until))
             .await
     }
 
@@ -833,7 +834,8 @@ impl Store for PgStore {
         attempts: Vec<AttemptRecord>,
     ) -> StoreResult<Vec<std::sync::Arc<EventRecord>>> {
         let rules = self.rules;
-        self.write(move |tx| engine::record_attempts(tx, &rules, &attempts))
+        self.writes
+            .write_alone(move |tx| engine::record_attempts(tx, &rules, &attempts))
             .await
     }
 

@@ -62,10 +62,13 @@ trait Job: Send {
     fn run(&mut self, tx: &mut dyn engine::WriteTx) -> StoreResult<()>;
     /// Answers the caller once its transaction has `committed` (or not).
     fn answer(self: Box<Self>, committed: StoreResult<()>);
+    /// Whether it must run in a transaction of its own.
+    fn alone(&self) -> bool;
 }
 
 struct Write<F, T> {
     f: F,
+    alone: bool,
     result: Option<StoreResult<T>>,
     reply: oneshot::Sender<StoreResult<T>>,
 }
@@ -91,6 +94,10 @@ where
             .result
             .unwrap_or_else(|| Err(StoreError::backend("a write never ran")));
         let _ = self.reply.send(committed.and(result));
+    }
+
+    fn alone(&self) -> bool {
+        self.alone
     }
 }
 
@@ -180,9 +187,31 @@ impl WritePool {
         T: Send + 'static,
         F: Fn(&mut dyn engine::WriteTx) -> StoreResult<T> + Send + 'static,
     {
+        self.push(f, false).await
+    }
+
+    /// Runs `f` in a transaction of its own: for the writes that lock
+    /// many rows at once (a claim, a batch of attempts), which in a group
+    /// would hold their locks for the whole group, and meet the locks of
+    /// the other thread's group in any order (a deadlock, found only after
+    /// `deadlock_timeout`).
+    pub(crate) async fn write_alone<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: Fn(&mut dyn engine::WriteTx) -> StoreResult<T> + Send + 'static,
+    {
+        self.push(f, true).await
+    }
+
+    async fn push<T, F>(&self, f: F, alone: bool) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: Fn(&mut dyn engine::WriteTx) -> StoreResult<T> + Send + 'static,
+    {
         let (reply, answer) = oneshot::channel();
         self.queue.push(Box::new(Write {
             f,
+            alone,
             result: None,
             reply,
         }))?;
@@ -215,7 +244,13 @@ impl Writer {
         }
     }
 
-    fn run_group(&mut self, mut jobs: Vec<Box<dyn Job>>) {
+    fn run_group(&mut self, jobs: Vec<Box<dyn Job>>) {
+        let (alone, grouped): (Vec<_>, Vec<_>) = jobs.into_iter().partition(|j| j.alone());
+        self.run_together(grouped);
+        self.run_each_alone(alone);
+    }
+
+    fn run_together(&mut self, mut jobs: Vec<Box<dyn Job>>) {
         if jobs.len() > 1 {
             match self.with_connection(|conn, local| commit_group(conn, &mut jobs, local)) {
                 Ok(written) => {
@@ -239,6 +274,10 @@ impl Writer {
                 }
             }
         }
+        self.run_each_alone(jobs);
+    }
+
+    fn run_each_alone(&mut self, jobs: Vec<Box<dyn Job>>) {
         let counters = self.counters.clone();
         for mut job in jobs {
             let committed = self
