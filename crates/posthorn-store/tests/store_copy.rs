@@ -564,6 +564,22 @@ async fn events_after_settled(
 }
 
 /// Rows of every copied table, by raw SQL.
+/// A SQLite store in a new temporary directory, filled by [`fill`] and
+/// closed (as an operator stops the server before copying).
+fn filled_sqlite(rt: &tokio::runtime::Runtime) -> (tempfile::TempDir, Fixture) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_sqlite(dir.path());
+    let fixture = rt.block_on(fill(&store));
+    drop(store);
+    (dir, fixture)
+}
+
+fn tenant_rows(c: &mut ::postgres::Client) -> i64 {
+    c.query_one("SELECT COUNT(*) FROM tenants", &[])
+        .unwrap()
+        .get(0)
+}
+
 fn row_counts(c: &mut ::postgres::Client) -> Vec<(String, i64)> {
     let tables = [
         "tenants",
@@ -598,11 +614,7 @@ fn a_store_with_every_status_copies_and_reads_back_the_same() {
         return;
     };
     let rt = runtime();
-    let dir = tempfile::tempdir().unwrap();
-    let fixture = {
-        let store = open_sqlite(dir.path());
-        rt.block_on(fill(&store))
-    };
+    let (dir, fixture) = filled_sqlite(&rt);
     // The source is closed, as an operator stops the server first.
 
     // The data directory's DKIM keys, as the caller read them from their
@@ -705,11 +717,7 @@ fn a_second_copy_into_a_target_that_is_not_empty_is_refused_and_changes_nothing(
         return;
     };
     let rt = runtime();
-    let dir = tempfile::tempdir().unwrap();
-    {
-        let store = open_sqlite(dir.path());
-        rt.block_on(fill(&store));
-    }
+    let (dir, _) = filled_sqlite(&rt);
     copy_sqlite_to_postgres(dir.path(), db.url(), &[], &mut |_| {}).expect("first copy");
     let mut c = db.client();
     let before = row_counts(&mut c);
@@ -734,11 +742,7 @@ fn a_second_copy_into_a_target_that_is_not_empty_is_refused_and_changes_nothing(
     .unwrap();
     let e = copy_sqlite_to_postgres(dir.path(), other.url(), &[], &mut |_| {}).unwrap_err();
     assert!(e.to_string().contains("ingest_tokens"), "{e}");
-    let tenants: i64 = c
-        .query_one("SELECT COUNT(*) FROM tenants", &[])
-        .unwrap()
-        .get(0);
-    assert_eq!(tenants, 0);
+    assert_eq!(tenant_rows(&mut c), 0);
 
     // A DKIM key (a node started on it imported its key files) is a row.
     c.batch_execute("DELETE FROM ingest_tokens").unwrap();
@@ -749,11 +753,7 @@ fn a_second_copy_into_a_target_that_is_not_empty_is_refused_and_changes_nothing(
         .unwrap();
     let e = copy_sqlite_to_postgres(dir.path(), other.url(), &[], &mut |_| {}).unwrap_err();
     assert!(e.to_string().contains("dkim_keys"), "{e}");
-    let tenants: i64 = c
-        .query_one("SELECT COUNT(*) FROM tenants", &[])
-        .unwrap()
-        .get(0);
-    assert_eq!(tenants, 0);
+    assert_eq!(tenant_rows(&mut c), 0);
 }
 
 /// Two keys for one domain and selector (two files whose names differ in
@@ -764,11 +764,7 @@ fn two_dkim_keys_for_one_domain_and_selector_stop_the_copy() {
         return;
     };
     let rt = runtime();
-    let dir = tempfile::tempdir().unwrap();
-    {
-        let store = open_sqlite(dir.path());
-        rt.block_on(fill(&store));
-    }
+    let (dir, _) = filled_sqlite(&rt);
     let keys = [
         dkim_key("sender.example", "posthorn"),
         dkim_key("sender.example", "posthorn"),

@@ -16,13 +16,13 @@
 use crate::records::{DeliveryRecord, EventRecord, NewMessage};
 use crate::{StoreError, StoreResult};
 use ::postgres::Transaction;
-use ::postgres::types::Json;
+use ::postgres::types::{Json, ToSql};
 use posthorn_core::contact::ContactState;
 use posthorn_core::{DeliveryId, Millis, TenantId};
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use super::tx::Statements;
+use super::reads::Cached;
 
 /// Rows kept until the next flush.
 #[derive(Default)]
@@ -132,50 +132,24 @@ impl WriteBehind {
     /// Writes every kept row, parents before children (messages,
     /// deliveries, statuses, event keys, events, queue entries, contacts),
     /// and forgets them.
-    pub fn flush(
-        &mut self,
-        tx: &mut Transaction<'_>,
-        statements: &mut Statements,
-    ) -> StoreResult<()> {
+    pub fn flush(&mut self, db: &mut Db<'_, '_>) -> StoreResult<()> {
         if self.is_empty() {
             return Ok(());
         }
-        let mut db = Db { tx, statements };
-        insert_messages(&mut db, &std::mem::take(&mut self.messages))?;
-        insert_deliveries(&mut db, &std::mem::take(&mut self.deliveries))?;
-        update_statuses(&mut db, &std::mem::take(&mut self.statuses))?;
-        insert_events(&mut db, &std::mem::take(&mut self.events))?;
-        insert_queue(&mut db, &std::mem::take(&mut self.queue))?;
-        insert_contacts(&mut db, &std::mem::take(&mut self.contacts))?;
+        insert_messages(db, &std::mem::take(&mut self.messages))?;
+        insert_deliveries(db, &std::mem::take(&mut self.deliveries))?;
+        update_statuses(db, &std::mem::take(&mut self.statuses))?;
+        insert_events(db, &std::mem::take(&mut self.events))?;
+        insert_queue(db, &std::mem::take(&mut self.queue))?;
+        insert_contacts(db, &std::mem::take(&mut self.contacts))?;
         self.touched_deliveries.clear();
         self.touched_contacts.clear();
         Ok(())
     }
 }
 
-/// The transaction and its connection's prepared statements.
-struct Db<'a, 'c> {
-    tx: &'a mut Transaction<'c>,
-    statements: &'a mut Statements,
-}
-
-impl Db<'_, '_> {
-    fn execute(
-        &mut self,
-        sql: &str,
-        params: &[&(dyn ::postgres::types::ToSql + Sync)],
-    ) -> StoreResult<u64> {
-        let statement = match self.statements.get(sql) {
-            Some(statement) => statement.clone(),
-            None => {
-                let statement = self.tx.prepare(sql)?;
-                self.statements.insert(sql.to_owned(), statement.clone());
-                statement
-            }
-        };
-        Ok(self.tx.execute(&statement, params)?)
-    }
-}
+/// The group's transaction, with its connection's prepared statements.
+type Db<'a, 'c> = Cached<'a, Transaction<'c>>;
 
 /// The status columns of a delivery, as stored: `delivery_status`,
 /// `bounce_type`, `delivery_event_id`, `delivery_occurred_at`,
@@ -295,6 +269,19 @@ struct StatusArrays<'a> {
 }
 
 impl<'a> StatusArrays<'a> {
+    /// The seven arrays as parameters, in the columns' order.
+    fn params(&self) -> [&(dyn ToSql + Sync); 7] {
+        [
+            &self.delivery_status,
+            &self.bounce_type,
+            &self.delivery_event_id,
+            &self.delivery_occurred_at,
+            &self.engagement_status,
+            &self.engagement_event_id,
+            &self.engagement_occurred_at,
+        ]
+    }
+
     fn of(rows: &'a [DeliveryRecord]) -> Self {
         let columns: Vec<StatusColumns<'a>> = rows.iter().map(StatusColumns::of).collect();
         Self {
@@ -320,6 +307,28 @@ fn insert_deliveries(db: &mut Db<'_, '_>, rows: &[DeliveryRecord]) -> StoreResul
     let created: Vec<Millis> = rows.iter().map(|d| d.created_at).collect();
     let window: Vec<Millis> = rows.iter().map(|d| d.window_ends_at).collect();
     let updated: Vec<Millis> = rows.iter().map(|d| d.updated_at).collect();
+    let (ids, tenants, messages) = (
+        col(|d| d.id.as_str()),
+        col(|d| d.tenant_id.as_str()),
+        col(|d| d.message_id.as_str()),
+    );
+    let (recipients, kinds) = (col(|d| &d.recipient), col(|d| d.recipient_kind.as_str()));
+    let (senders, streams) = (col(|d| &d.sender), col(|d| &d.stream));
+    let mut params: Vec<&(dyn ToSql + Sync)> = vec![
+        &ids,
+        &tenants,
+        &messages,
+        &recipients,
+        &kinds,
+        &senders,
+        &streams,
+        &campaigns,
+        &tests,
+        &created,
+        &window,
+    ];
+    params.extend(s.params());
+    params.push(&updated);
     db.execute(
         "INSERT INTO deliveries (id, tenant_id, message_id, recipient, recipient_kind, sender, stream, campaign, \
          test, created_at, window_ends_at, delivery_status, bounce_type, delivery_event_id, delivery_occurred_at, \
@@ -327,27 +336,7 @@ fn insert_deliveries(db: &mut Db<'_, '_>, rows: &[DeliveryRecord]) -> StoreResul
          SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], \
          $8::text[], $9::boolean[], $10::bigint[], $11::bigint[], $12::text[], $13::text[], $14::text[], \
          $15::bigint[], $16::text[], $17::text[], $18::bigint[], $19::bigint[])",
-        &[
-            &col(|d| d.id.as_str()),
-            &col(|d| d.tenant_id.as_str()),
-            &col(|d| d.message_id.as_str()),
-            &col(|d| &d.recipient),
-            &col(|d| d.recipient_kind.as_str()),
-            &col(|d| &d.sender),
-            &col(|d| &d.stream),
-            &campaigns,
-            &tests,
-            &created,
-            &window,
-            &s.delivery_status,
-            &s.bounce_type,
-            &s.delivery_event_id,
-            &s.delivery_occurred_at,
-            &s.engagement_status,
-            &s.engagement_event_id,
-            &s.engagement_occurred_at,
-            &updated,
-        ],
+        &params,
     )?;
     Ok(())
 }
@@ -359,6 +348,9 @@ fn update_statuses(db: &mut Db<'_, '_>, rows: &[DeliveryRecord]) -> StoreResult<
     let s = StatusArrays::of(rows);
     let ids: Vec<&str> = rows.iter().map(|d| d.id.as_str()).collect();
     let updated: Vec<Millis> = rows.iter().map(|d| d.updated_at).collect();
+    let mut params: Vec<&(dyn ToSql + Sync)> = vec![&ids];
+    params.extend(s.params());
+    params.push(&updated);
     db.execute(
         "UPDATE deliveries SET delivery_status = u.ds, bounce_type = u.bt, delivery_event_id = u.de, \
          delivery_occurred_at = u.dt, engagement_status = u.es, engagement_event_id = u.ee, \
@@ -366,17 +358,7 @@ fn update_statuses(db: &mut Db<'_, '_>, rows: &[DeliveryRecord]) -> StoreResult<
          FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[], $7::text[], \
          $8::bigint[], $9::bigint[]) AS u(id, ds, bt, de, dt, es, ee, et, up) \
          WHERE deliveries.id = u.id",
-        &[
-            &ids,
-            &s.delivery_status,
-            &s.bounce_type,
-            &s.delivery_event_id,
-            &s.delivery_occurred_at,
-            &s.engagement_status,
-            &s.engagement_event_id,
-            &s.engagement_occurred_at,
-            &updated,
-        ],
+        &params,
     )?;
     Ok(())
 }

@@ -12,7 +12,7 @@
 //! ([`SideConnection`]), kept between calls rather than taken from the
 //! pools, whose work is async and bounded by permits.
 
-use super::pool::{Attempt, lost_connection};
+use super::pool::lost_connection;
 use super::reads::get;
 use super::{Settings, on_own_thread};
 use crate::records::DkimKeyRecord;
@@ -82,6 +82,14 @@ pub(crate) fn exists(key: &DkimKeyRecord) -> StoreError {
         "{} already has a DKIM key with selector `{}`",
         key.domain, key.selector
     ))
+}
+
+/// What one run of the work on the side connection gave.
+pub(super) struct Attempt<T> {
+    pub result: StoreResult<T>,
+    /// Nothing of the work took effect (a read; a write whose transaction
+    /// never began): it may run again on a new connection.
+    pub untouched: bool,
 }
 
 /// One connection for the occasional blocking work that is not the

@@ -448,12 +448,11 @@ impl ReadPool {
     {
         // A read changes nothing: it may always run again.
         self.pool
-            .run(move |c: &mut ReadConnection| pool::Attempt {
-                result: f(&mut reads::Cached {
+            .run(move |c: &mut ReadConnection| {
+                f(&mut reads::Cached {
                     client: &mut c.client,
                     statements: &mut c.statements,
-                }),
-                untouched: true,
+                })
             })
             .await
     }

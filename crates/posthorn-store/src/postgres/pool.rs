@@ -1,13 +1,13 @@
-//! Connections, reused, for the reads and for the writes: work runs on the
-//! blocking thread pool (a `postgres::Client` must not block an async
+//! Connections, reused, for the reads (the writes have threads of their
+//! own, see `writer`): work runs on the blocking thread pool (a `postgres::Client` must not block an async
 //! worker), at most as many at once as the pool has permits, each on a
 //! connection of its own; the others wait for a permit.
 //!
 //! A connection that broke is dropped instead of reused, and with it every
 //! idle one (a restarted server ended them all), so the pool recovers by
-//! itself once the database is back. Work that failed on a connection kept
-//! from before the outage runs once more on a new one, when nothing of it
-//! took effect: the first request after the database returns succeeds.
+//! itself once the database is back. A read that failed on a connection
+//! kept from before the outage runs once more on a new one (a read changes
+//! nothing): the first request after the database returns succeeds.
 
 use super::Settings;
 use crate::{StoreError, StoreResult, Unavailable};
@@ -20,14 +20,6 @@ pub(crate) trait Pooled: Send + 'static {
     where
         Self: Sized;
     fn client(&self) -> &Client;
-}
-
-/// What one run of the work on a connection gave.
-pub(crate) struct Attempt<T> {
-    pub result: StoreResult<T>,
-    /// Nothing of the work took effect (a read; a write whose transaction
-    /// never began): it may run again on a new connection.
-    pub untouched: bool,
 }
 
 pub(crate) struct Pool<C: Pooled> {
@@ -49,7 +41,7 @@ impl<C: Pooled> Pool<C> {
     pub(crate) async fn run<T, F>(&self, work: F) -> StoreResult<T>
     where
         T: Send + 'static,
-        F: Fn(&mut C) -> Attempt<T> + Send + 'static,
+        F: Fn(&mut C) -> StoreResult<T> + Send + 'static,
     {
         // A permit per connection: holding one means a connection is idle
         // or may be opened.
@@ -71,18 +63,15 @@ impl<C: Pooled> Pool<C> {
                     Err(e) => return (None, Err(settings.name_in(e))),
                 },
             };
-            let Attempt {
-                mut result,
-                untouched,
-            } = work(&mut conn);
+            let mut result = work(&mut conn);
             if lost_connection(conn.client(), &result) {
                 drop_idle(&pool);
-                if reused && untouched {
+                if reused {
                     conn = match C::open(&settings) {
                         Ok(c) => c,
                         Err(e) => return (None, Err(settings.name_in(e))),
                     };
-                    result = work(&mut conn).result;
+                    result = work(&mut conn);
                 }
                 if lost_connection(conn.client(), &result) {
                     return (None, result);

@@ -71,6 +71,12 @@ impl<C: GenericClient> Cached<'_, C> {
         }
         Ok(statement)
     }
+
+    /// Runs a statement that returns no rows; how many rows it changed.
+    pub(crate) fn execute(&mut self, sql: &str, params: &Params<'_>) -> StoreResult<u64> {
+        let statement = self.prepared(sql)?;
+        Ok(self.client.execute(&statement, params)?)
+    }
 }
 
 impl<C: GenericClient> Query for Cached<'_, C> {

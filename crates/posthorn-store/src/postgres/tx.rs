@@ -9,13 +9,14 @@
 
 use super::behind::{StatusColumns, WriteBehind};
 use super::position::{current_xid, event_position};
+use super::reads::Query;
 use super::{domains, reads};
 use crate::StoreResult;
 use crate::engine::{self, DueEntry, ExternalMessage, ProviderMessageRef};
 use crate::ingest::IngestSource;
 use crate::records::*;
 use ::postgres::types::{Json, ToSql};
-use ::postgres::{Row, Statement, Transaction};
+use ::postgres::{Row, Transaction};
 use posthorn_core::contact::ContactState;
 use posthorn_core::domain::DomainOwner;
 use posthorn_core::id::{ApiKeyId, IngestSourceId};
@@ -66,7 +67,10 @@ impl<'t, 'c> PgTx<'t, 'c> {
     /// Writes the rows kept behind, so that the next statement sees them.
     pub(crate) fn sync(&mut self) -> StoreResult<()> {
         match &mut self.behind {
-            Some(behind) => behind.flush(self.tx, self.statements),
+            Some(behind) => behind.flush(&mut reads::Cached {
+                client: self.tx,
+                statements: self.statements,
+            }),
             None => Ok(()),
         }
     }
@@ -107,15 +111,6 @@ impl<'t, 'c> PgTx<'t, 'c> {
         u64::from(self.numbered)
     }
 
-    fn statement(&mut self, sql: &str) -> StoreResult<Statement> {
-        if let Some(statement) = self.statements.get(sql) {
-            return Ok(statement.clone());
-        }
-        let statement = self.tx.prepare(sql)?;
-        self.statements.insert(sql.to_owned(), statement.clone());
-        Ok(statement)
-    }
-
     /// Runs a statement after writing the rows kept behind.
     fn execute(&mut self, sql: &str, params: Params<'_>) -> StoreResult<u64> {
         self.sync()?;
@@ -128,21 +123,17 @@ impl<'t, 'c> PgTx<'t, 'c> {
     }
 
     fn query(&mut self, sql: &str, params: Params<'_>) -> StoreResult<Vec<Row>> {
-        self.sync()?;
-        let statement = self.statement(sql)?;
-        Ok(self.tx.query(&statement, params)?)
+        self.db()?.query(sql, params)
     }
 
     /// Runs a statement that cannot concern a row kept behind (a table
     /// never written behind, or rows known not to be kept).
     fn execute_unsynced(&mut self, sql: &str, params: Params<'_>) -> StoreResult<u64> {
-        let statement = self.statement(sql)?;
-        Ok(self.tx.execute(&statement, params)?)
+        self.unsynced().execute(sql, params)
     }
 
     fn query_opt_unsynced(&mut self, sql: &str, params: Params<'_>) -> StoreResult<Option<Row>> {
-        let statement = self.statement(sql)?;
-        Ok(self.tx.query_opt(&statement, params)?)
+        self.unsynced().query_opt(sql, params)
     }
 
     /// Inserts a contact row, `on_conflict` saying what a row already there
