@@ -80,12 +80,7 @@ impl Backend<'_> {
             }),
             Backend::Postgres(server) => {
                 let database = postgres::ScratchDatabase::create(server)?;
-                let url = database.url().to_owned();
-                // The driver blocks on a runtime of its own.
-                let store = tokio::task::spawn_blocking(move || {
-                    PgStore::connect(&url, &StoreConfig::default(), rules)
-                })
-                .await??;
+                let store = PgStore::connect(database.url(), &StoreConfig::default(), rules)?;
                 Ok(BenchStore {
                     store: Arc::new(store),
                     database: Some(database),
@@ -446,10 +441,7 @@ fn serve_store(backend: Backend<'_>) -> Result<(Vec<String>, Option<postgres::Sc
         Backend::Sqlite => (Vec::new(), None),
         Backend::Postgres(server) => {
             let database = postgres::ScratchDatabase::create(server)?;
-            (
-                vec!["--store".to_owned(), database.url().to_owned()],
-                Some(database),
-            )
+            (database.serve_args(), Some(database))
         }
     })
 }
@@ -755,18 +747,16 @@ async fn vacuum_hold(
     let mut rates = Vec::new();
     for held in [false, true] {
         let database = postgres::ScratchDatabase::create(server)?;
-        let serve_args = [
-            route.to_vec(),
-            vec!["--store".to_owned(), database.url().to_owned()],
-        ]
-        .concat();
+        let serve_args = [route.to_vec(), database.serve_args()].concat();
         let dir = dir.join(if held { "vacuum-held" } else { "vacuum-free" });
         // The schema first, so the snapshot can read it.
-        tokio::task::spawn_blocking({
-            let url = database.url().to_owned();
-            move || PgStore::connect(&url, &StoreConfig::default(), StoreRules::default()).map(drop)
-        })
-        .await??;
+        // (`connect` works on a thread of its own; the store closes its
+        // connections off the runtime when dropped.)
+        drop(PgStore::connect(
+            database.url(),
+            &StoreConfig::default(),
+            StoreRules::default(),
+        )?);
         let hold = if held {
             Some(postgres::VacuumHold::start(database.url())?)
         } else {

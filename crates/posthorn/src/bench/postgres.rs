@@ -47,6 +47,11 @@ impl ScratchDatabase {
     pub fn url(&self) -> &str {
         &self.url
     }
+
+    /// The `serve` arguments that run on this database.
+    pub fn serve_args(&self) -> Vec<String> {
+        vec!["--store".to_owned(), self.url.clone()]
+    }
 }
 
 impl Drop for ScratchDatabase {

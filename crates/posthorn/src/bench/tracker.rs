@@ -167,7 +167,7 @@ impl Seeded {
     fn serve_args(&self) -> Vec<String> {
         self.database
             .as_ref()
-            .map(|db| vec!["--store".to_owned(), db.url().to_owned()])
+            .map(super::postgres::ScratchDatabase::serve_args)
             .unwrap_or_default()
     }
 }
