@@ -53,7 +53,8 @@ macro_rules! conformance_tests {
             concurrent_admissions_of_one_campaign_recipient_send_once,
             a_failing_write_among_concurrent_ones_fails_alone,
             one_event_id_recorded_at_once_is_stored_once,
-            concurrent_messages_to_one_recipient_make_one_contact);
+            concurrent_messages_to_one_recipient_make_one_contact,
+            a_batch_of_attempts_of_two_tenants_is_recorded_in_order);
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
         $(
@@ -1170,6 +1171,134 @@ pub async fn queue_claims_leases_and_finishes(store: &dyn Store) {
     let mut recipients: Vec<&str> = due.iter().map(|c| c.delivery.recipient.as_str()).collect();
     recipients.sort();
     assert_eq!(recipients, vec!["b@example.com", "d@example.com"]);
+}
+
+/// One call records many attempts (as the delivery recorder does): of two
+/// tenants, each delivery's `sent` before its outcome, a contact moved by
+/// its own delivery's outcome only, and the queue left as each outcome
+/// says. The same batch recorded again stores nothing twice.
+pub async fn a_batch_of_attempts_of_two_tenants_is_recorded_in_order(store: &dyn Store) {
+    let n = node("node-a");
+    let (t1, t2) = (tenant(store, "acme").await, tenant(store, "globex").await);
+    let r1 = accept(
+        store,
+        message(
+            &t1,
+            &["ok@example.com", "later@example.com", "busy@example.com"],
+        ),
+    )
+    .await;
+    let r2 = accept(store, message(&t2, &["gone@example.com"])).await;
+    assert_eq!(
+        store
+            .claim_due(&n, T0, 10, T0 + 600_000)
+            .await
+            .unwrap()
+            .len(),
+        4
+    );
+    let (ok, later, busy) = (
+        &r1.deliveries[0].id,
+        &r1.deliveries[1].id,
+        &r1.deliveries[2].id,
+    );
+    let gone = &r2.deliveries[0].id;
+    let event = |delivery: &DeliveryId, at: Millis, details: EventDetails| NewEvent {
+        id: EventId::generate(),
+        delivery_id: delivery.clone(),
+        occurred_at: at,
+        recorded_at: at,
+        source: EventSource::Delivery,
+        details,
+        external_id: None,
+    };
+    let sent = || EventDetails::Sent(Default::default());
+    let deferred = EventDetails::Deferred(Deferred {
+        attempt: 1,
+        next_retry_at: Some(T0 + 60_000),
+        ..Default::default()
+    });
+    let attempt = |tenant: &TenantId, delivery: &DeliveryId, events, next| AttemptRecord {
+        tenant: tenant.clone(),
+        delivery: delivery.clone(),
+        events,
+        next,
+    };
+    let batch = vec![
+        attempt(&t1, ok, vec![event(ok, T0 + 1, sent())], None),
+        attempt(&t2, gone, vec![event(gone, T0 + 1, sent())], None),
+        attempt(&t1, later, vec![event(later, T0 + 1, sent())], None),
+        attempt(
+            &t1,
+            ok,
+            vec![event(ok, T0 + 2, delivered())],
+            Some(QueueNext::Remove),
+        ),
+        attempt(
+            &t2,
+            gone,
+            vec![event(gone, T0 + 2, bounce(BounceType::Hard))],
+            Some(QueueNext::Remove),
+        ),
+        attempt(
+            &t1,
+            later,
+            vec![event(later, T0 + 2, deferred)],
+            Some(QueueNext::RetryAt(T0 + 60_000)),
+        ),
+        // Still under way: only its `sent`, its lease kept.
+        attempt(&t1, busy, vec![event(busy, T0 + 1, sent())], None),
+    ];
+    let stored = store.record_attempts(batch.clone()).await.unwrap();
+    assert_eq!(stored.len(), 7, "every event of the batch is stored");
+    let status = |t: TenantId, d: DeliveryId| async move {
+        store.delivery(&t, &d).await.unwrap().unwrap().status()
+    };
+    assert_eq!(status(t1.clone(), ok.clone()).await, "delivered");
+    assert_eq!(status(t1.clone(), later.clone()).await, "deferred");
+    assert_eq!(status(t1.clone(), busy.clone()).await, "sent");
+    assert_eq!(status(t2.clone(), gone.clone()).await, "bounced");
+    let contact = |t: TenantId, a: &'static str| async move {
+        store.contact(&t, a).await.unwrap().unwrap().state
+    };
+    assert_eq!(
+        contact(t2.clone(), "gone@example.com").await.status,
+        ContactStatus::Bounced
+    );
+    assert_eq!(
+        contact(t1.clone(), "later@example.com")
+            .await
+            .consecutive_failed_attempts,
+        1
+    );
+    assert_eq!(
+        contact(t1.clone(), "ok@example.com").await.status,
+        ContactStatus::Active
+    );
+    assert_eq!(store.suppressions(&t2, T0 + 3).await.unwrap().len(), 1);
+    assert!(store.suppressions(&t1, T0 + 3).await.unwrap().is_empty());
+    // ok and gone left the queue; later waits for its retry, busy is leased.
+    assert_eq!(store.queue_len(&t1).await.unwrap(), 2);
+    assert_eq!(store.queue_len(&t2).await.unwrap(), 0);
+    assert!(
+        store
+            .claim_due(&n, T0 + 3, 10, T0 + 600_000)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let retry = store
+        .claim_due(&n, T0 + 60_000, 10, T0 + 900_000)
+        .await
+        .unwrap();
+    assert_eq!(retry.len(), 1);
+    assert_eq!(&retry[0].delivery.id, later);
+    assert_eq!(retry[0].attempt, 2);
+
+    // A batch written twice (its first answer lost): nothing new.
+    assert!(store.record_attempts(batch).await.unwrap().is_empty());
+    assert_eq!(store.delivery_events(&t1, ok).await.unwrap().len(), 3);
+    assert_eq!(store.suppressions(&t2, T0 + 3).await.unwrap().len(), 1);
 }
 
 /// Several nodes share one queue: a node's restart frees only the leases it

@@ -110,6 +110,49 @@ pub(crate) trait WriteTx {
         tenant: &TenantId,
         id: &DeliveryId,
     ) -> StoreResult<Option<DeliveryRecord>>;
+    /// Several deliveries of `tenant` (those that exist), locked, in one
+    /// go: a batch of attempts is about to fold its outcomes. Locked in the
+    /// order of their ids, so two batches never wait for each other in a
+    /// circle.
+    fn lock_deliveries(
+        &mut self,
+        tenant: &TenantId,
+        ids: &[DeliveryId],
+    ) -> StoreResult<Vec<DeliveryRecord>> {
+        let mut sorted: Vec<&DeliveryId> = ids.iter().collect();
+        sorted.sort();
+        sorted.dedup();
+        let mut found = Vec::with_capacity(sorted.len());
+        for id in sorted {
+            found.extend(self.delivery(tenant, id)?);
+        }
+        Ok(found)
+    }
+    /// Several deliveries of `tenant` (those that exist), not locked: a
+    /// claim's, which its lease keeps every other sender away from.
+    fn deliveries_to_send(
+        &mut self,
+        tenant: &TenantId,
+        ids: &[DeliveryId],
+    ) -> StoreResult<Vec<DeliveryRecord>> {
+        let mut found = Vec::with_capacity(ids.len());
+        for id in ids {
+            found.extend(self.delivery(tenant, id)?);
+        }
+        Ok(found)
+    }
+    /// Several messages of `tenant` (those that exist).
+    fn messages(
+        &mut self,
+        tenant: &TenantId,
+        ids: &[MessageId],
+    ) -> StoreResult<Vec<MessageRecord>> {
+        let mut found = Vec::with_capacity(ids.len());
+        for id in ids {
+            found.extend(self.message(tenant, id)?);
+        }
+        Ok(found)
+    }
     /// Writes the delivery's status columns and `updated_at`.
     fn save_delivery_status(&mut self, delivery: &DeliveryRecord) -> StoreResult<()>;
     /// Whether `recipient` already has a delivery of `campaign` that was not
@@ -140,6 +183,13 @@ pub(crate) trait WriteTx {
     ) -> StoreResult<Option<EventRecord>>;
 
     // --- contacts and suppressions ---
+    /// Locks the contacts of `tenant` among `addresses` that exist, in the
+    /// order of their addresses, ahead of the [`WriteTx::contact`] reads
+    /// that follow (which a backend may then answer without a round trip).
+    /// Changes nothing a transaction can see.
+    fn lock_contacts(&mut self, _tenant: &TenantId, _addresses: &[&str]) -> StoreResult<()> {
+        Ok(())
+    }
     /// The contact, locked: its state is about to change.
     fn contact(&mut self, tenant: &TenantId, address: &str) -> StoreResult<Option<ContactRecord>>;
     /// Inserts a contact that [`WriteTx::contact`] did not find. One
@@ -197,12 +247,17 @@ pub(crate) trait WriteTx {
         due_at: Millis,
         now: Millis,
     ) -> StoreResult<()>;
-    /// Up to `limit` entries due at `now` whose lease is free or has run
-    /// out, oldest due first, locked; entries another transaction holds
-    /// are skipped, not waited for.
-    fn due_entries(&mut self, now: Millis, limit: u32) -> StoreResult<Vec<DueEntry>>;
-    /// Leases an entry to `node` until `until` and counts the attempt.
-    fn lease(&mut self, delivery: &DeliveryId, node: &NodeId, until: Millis) -> StoreResult<()>;
+    /// Leases to `node` until `until` up to `limit` entries due at `now`
+    /// whose lease is free or has run out, oldest due first, and counts
+    /// their attempt; entries another transaction holds are skipped, not
+    /// waited for.
+    fn claim_entries(
+        &mut self,
+        node: &NodeId,
+        now: Millis,
+        limit: u32,
+        until: Millis,
+    ) -> StoreResult<Vec<DueEntry>>;
     /// Forgets every lease `node` holds; how many there were.
     fn release_leases(&mut self, node: &NodeId) -> StoreResult<u64>;
     fn dequeue(&mut self, delivery: &DeliveryId) -> StoreResult<()>;
@@ -286,7 +341,7 @@ pub(crate) trait WriteTx {
 pub(crate) struct DueEntry {
     pub delivery: DeliveryId,
     pub tenant: TenantId,
-    /// Attempts counted so far.
+    /// Attempts counted before this claim.
     pub attempts: u32,
 }
 

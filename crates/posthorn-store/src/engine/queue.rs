@@ -1,16 +1,17 @@
 //! The send queue: claims with node-owned leases, and attempts' outcomes.
 
+use super::DueEntry;
 use super::WriteTx;
 use super::events::apply_event;
 use crate::records::*;
 use crate::{StoreError, StoreResult, StoreRules};
-use posthorn_core::{Millis, NodeId};
-use std::collections::HashMap;
+use posthorn_core::{DeliveryId, MessageId, Millis, NodeId, TenantId};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 /// Takes due queue entries whose lease is free or has run out, leases them
 /// to `node` and counts the attempt; each with its delivery, message and
-/// tenant (read once per batch).
+/// tenant, read a batch at a time (a statement per batch, not per entry).
 pub(crate) fn claim_due(
     tx: &mut dyn WriteTx,
     node: &NodeId,
@@ -18,65 +19,74 @@ pub(crate) fn claim_due(
     limit: u32,
     lease_until: Millis,
 ) -> StoreResult<Vec<ClaimedDelivery>> {
-    let due = tx.due_entries(now, limit)?;
-    let mut messages: HashMap<String, Arc<MessageRecord>> = HashMap::new();
-    let mut tenants: HashMap<String, Arc<Tenant>> = HashMap::new();
+    let due = tx.claim_entries(node, now, limit, lease_until)?;
     let mut claimed = Vec::with_capacity(due.len());
+    // Read per tenant, so every read stays scoped by its tenant.
+    let mut by_tenant: BTreeMap<TenantId, Vec<DueEntry>> = BTreeMap::new();
     for entry in due {
-        tx.lease(&entry.delivery, node, lease_until)?;
-        let Some(delivery) = tx.delivery(&entry.tenant, &entry.delivery)? else {
+        by_tenant
+            .entry(entry.tenant.clone())
+            .or_default()
+            .push(entry);
+    }
+    for (tenant_id, entries) in by_tenant {
+        let Some(tenant) = tx.tenant(&tenant_id)? else {
             continue;
         };
-        let message = match messages.get(delivery.message_id.as_str()) {
-            Some(m) => m.clone(),
-            None => {
-                let Some(m) = tx.message(&entry.tenant, &delivery.message_id)? else {
-                    continue;
-                };
-                let m = Arc::new(m);
-                messages.insert(delivery.message_id.to_string(), m.clone());
-                m
-            }
-        };
-        let tenant = match tenants.get(entry.tenant.as_str()) {
-            Some(t) => t.clone(),
-            None => {
-                let Some(t) = tx.tenant(&entry.tenant)? else {
-                    continue;
-                };
-                let t = Arc::new(t);
-                tenants.insert(entry.tenant.to_string(), t.clone());
-                t
-            }
-        };
-        claimed.push(ClaimedDelivery {
-            delivery,
-            message,
-            tenant,
-            attempt: entry.attempts + 1,
-        });
+        let tenant = Arc::new(tenant);
+        let ids: Vec<DeliveryId> = entries.iter().map(|e| e.delivery.clone()).collect();
+        let mut deliveries: HashMap<DeliveryId, DeliveryRecord> = tx
+            .deliveries_to_send(&tenant_id, &ids)?
+            .into_iter()
+            .map(|d| (d.id.clone(), d))
+            .collect();
+        let mut message_ids: Vec<MessageId> =
+            deliveries.values().map(|d| d.message_id.clone()).collect();
+        message_ids.sort();
+        message_ids.dedup();
+        let messages: HashMap<MessageId, Arc<MessageRecord>> = tx
+            .messages(&tenant_id, &message_ids)?
+            .into_iter()
+            .map(|m| (m.id.clone(), Arc::new(m)))
+            .collect();
+        for entry in entries {
+            let Some(delivery) = deliveries.remove(&entry.delivery) else {
+                continue;
+            };
+            let Some(message) = messages.get(&delivery.message_id) else {
+                continue;
+            };
+            claimed.push(ClaimedDelivery {
+                message: message.clone(),
+                tenant: tenant.clone(),
+                delivery,
+                attempt: entry.attempts + 1,
+            });
+        }
     }
     Ok(claimed)
 }
 
 /// Records attempts in order (a delivery's `sent` before its outcome): each
 /// one's events, then its queue entry moved (when it has an outcome).
-/// Returns the events stored, not those recorded before.
+/// Returns the events stored, not those recorded before. The batch's
+/// deliveries and contacts are locked first, each kind in one go.
 pub(crate) fn record_attempts(
     tx: &mut dyn WriteTx,
     rules: &StoreRules,
     attempts: &[AttemptRecord],
 ) -> StoreResult<Vec<Arc<EventRecord>>> {
+    let mut deliveries = lock_batch(tx, attempts)?;
     let mut stored = Vec::new();
     for attempt in attempts {
         let delivery_id = &attempt.delivery;
-        let Some(mut delivery) = tx.delivery(&attempt.tenant, delivery_id)? else {
+        let Some(delivery) = deliveries.get_mut(delivery_id) else {
             return Err(StoreError::backend(format!(
                 "no delivery {delivery_id} to record an attempt of"
             )));
         };
         for event in &attempt.events {
-            stored.extend(apply_event(tx, rules, &mut delivery, event)?);
+            stored.extend(apply_event(tx, rules, delivery, event)?);
         }
         match attempt.next {
             None => {}
@@ -85,4 +95,39 @@ pub(crate) fn record_attempts(
         }
     }
     Ok(stored)
+}
+
+/// Locks the deliveries of `attempts` and, for those with an outcome (whose
+/// events move contacts), their recipients' contacts: deliveries first, as
+/// every write does, tenant by tenant.
+fn lock_batch(
+    tx: &mut dyn WriteTx,
+    attempts: &[AttemptRecord],
+) -> StoreResult<HashMap<DeliveryId, DeliveryRecord>> {
+    let mut by_tenant: BTreeMap<&TenantId, Vec<DeliveryId>> = BTreeMap::new();
+    for attempt in attempts {
+        by_tenant
+            .entry(&attempt.tenant)
+            .or_default()
+            .push(attempt.delivery.clone());
+    }
+    let with_outcome: HashSet<&DeliveryId> = attempts
+        .iter()
+        .filter(|a| a.next.is_some())
+        .map(|a| &a.delivery)
+        .collect();
+    let mut deliveries = HashMap::new();
+    for (tenant, ids) in by_tenant {
+        let locked = tx.lock_deliveries(tenant, &ids)?;
+        let mut addresses: Vec<&str> = locked
+            .iter()
+            .filter(|d| with_outcome.contains(&d.id))
+            .map(|d| d.recipient.as_str())
+            .collect();
+        addresses.sort_unstable();
+        addresses.dedup();
+        tx.lock_contacts(tenant, &addresses)?;
+        deliveries.extend(locked.into_iter().map(|d| (d.id.clone(), d)));
+    }
+    Ok(deliveries)
 }

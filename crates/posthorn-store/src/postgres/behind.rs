@@ -1,4 +1,4 @@
-//! Write-behind for a group's transaction: the rows a write inserts (or a
+//! Write-behind for a writer's transaction: the rows a write inserts (or a
 //! status it sets) without needing an answer are kept here, and written
 //! with one multi-row statement per table (arrays bound as parameters,
 //! `unnest`ed) when a later statement of the transaction needs them in the
@@ -7,11 +7,11 @@
 //! PostgreSQL each statement is a round trip and most of a small write's
 //! cost.
 //!
-//! Only a group's transaction writes behind. Anything unexpected at the
-//! flush (a key that exists, a constraint) fails the group, whose writes
-//! then run again one by one without write-behind (see `writer`), where
-//! each statement answers at once: the engine's exact semantics are
-//! always those of the plain path.
+//! Every write runs behind first (a group's, or one alone). Anything
+//! unexpected at the flush (a key that exists, a constraint) fails the
+//! transaction, whose writes then run again one by one without
+//! write-behind (see `writer`), where each statement answers at once: the
+//! engine's exact semantics are always those of the plain path.
 
 use crate::records::{DeliveryRecord, EventRecord, NewMessage};
 use crate::{StoreError, StoreResult};
@@ -19,7 +19,7 @@ use ::postgres::Transaction;
 use ::postgres::types::{Json, ToSql};
 use posthorn_core::contact::ContactState;
 use posthorn_core::{DeliveryId, Millis, TenantId};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use super::reads::Cached;
@@ -34,6 +34,9 @@ pub(crate) struct WriteBehind {
     statuses: Vec<DeliveryRecord>,
     events: Vec<(TenantId, Arc<EventRecord>)>,
     queue: Vec<QueueRow>,
+    /// Queue entries to move after an attempt: `None` removes one, `Some`
+    /// makes it due again then (one move per delivery).
+    queue_moves: HashMap<DeliveryId, Option<Millis>>,
     contacts: Vec<ContactRow>,
     /// Deliveries with a row or a status kept here.
     touched_deliveries: HashSet<DeliveryId>,
@@ -62,6 +65,7 @@ impl WriteBehind {
             && self.statuses.is_empty()
             && self.events.is_empty()
             && self.queue.is_empty()
+            && self.queue_moves.is_empty()
             && self.contacts.is_empty()
     }
 
@@ -117,6 +121,24 @@ impl WriteBehind {
         });
     }
 
+    /// The entry of `delivery` removed from the queue. Final: a later
+    /// requeue in the same transaction would have found no entry.
+    pub fn dequeue(&mut self, delivery: &DeliveryId) {
+        self.queue_moves.insert(delivery.clone(), None);
+    }
+
+    /// The entry of `delivery` due again at `at`, with no lease (unless
+    /// it was removed before in this transaction).
+    pub fn requeue(&mut self, delivery: &DeliveryId, at: Millis) {
+        match self.queue_moves.get_mut(delivery) {
+            Some(None) => {}
+            Some(due) => *due = Some(at),
+            None => {
+                self.queue_moves.insert(delivery.clone(), Some(at));
+            }
+        }
+    }
+
     /// A contact inserted unless one exists.
     pub fn contact(&mut self, tenant: &TenantId, address: &str, state: &ContactState, now: Millis) {
         self.touched_contacts
@@ -130,8 +152,8 @@ impl WriteBehind {
     }
 
     /// Writes every kept row, parents before children (messages,
-    /// deliveries, statuses, event keys, events, queue entries, contacts),
-    /// and forgets them.
+    /// deliveries, statuses, event keys, events, queue entries and their
+    /// moves, contacts), and forgets them.
     pub fn flush(&mut self, db: &mut Db<'_, '_>) -> StoreResult<()> {
         if self.is_empty() {
             return Ok(());
@@ -141,6 +163,7 @@ impl WriteBehind {
         update_statuses(db, &std::mem::take(&mut self.statuses))?;
         insert_events(db, &std::mem::take(&mut self.events))?;
         insert_queue(db, &std::mem::take(&mut self.queue))?;
+        move_queue_entries(db, &std::mem::take(&mut self.queue_moves))?;
         insert_contacts(db, &std::mem::take(&mut self.contacts))?;
         self.touched_deliveries.clear();
         self.touched_contacts.clear();
@@ -430,6 +453,30 @@ fn insert_queue(db: &mut Db<'_, '_>, rows: &[QueueRow]) -> StoreResult<()> {
          SELECT d, t, due, 0, c FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[]) AS u(d, t, due, c)",
         &[&deliveries, &tenants, &due, &created],
     )?;
+    Ok(())
+}
+
+fn move_queue_entries(
+    db: &mut Db<'_, '_>,
+    moves: &HashMap<DeliveryId, Option<Millis>>,
+) -> StoreResult<()> {
+    let (removed, due_again): (Vec<_>, Vec<_>) = moves.iter().partition(|(_, at)| at.is_none());
+    if !removed.is_empty() {
+        let ids: Vec<&str> = removed.iter().map(|(d, _)| d.as_str()).collect();
+        db.execute(
+            "DELETE FROM send_queue WHERE delivery_id = ANY($1)",
+            &[&ids],
+        )?;
+    }
+    if !due_again.is_empty() {
+        let ids: Vec<&str> = due_again.iter().map(|(d, _)| d.as_str()).collect();
+        let at: Vec<Millis> = due_again.iter().filter_map(|(_, at)| **at).collect();
+        db.execute(
+            "UPDATE send_queue q SET due_at = u.at, lease_owner = NULL, lease_until = NULL \
+             FROM unnest($1::text[], $2::bigint[]) AS u(id, at) WHERE q.delivery_id = u.id",
+            &[&ids, &at],
+        )?;
+    }
     Ok(())
 }
 

@@ -404,6 +404,34 @@ pub(crate) fn message(
     row(c, &sql, &[&id.as_str(), &tenant.as_str()], message_row)
 }
 
+/// Several messages of `tenant`, those that exist.
+pub(crate) fn messages(
+    c: &mut impl Query,
+    tenant: &TenantId,
+    ids: &[MessageId],
+) -> StoreResult<Vec<MessageRecord>> {
+    let ids: Vec<&str> = ids.iter().map(MessageId::as_str).collect();
+    let sql =
+        format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ANY($1) AND tenant_id = $2");
+    rows(c, &sql, &[&ids, &tenant.as_str()], message_row)
+}
+
+/// Several deliveries of `tenant`, those that exist, in the order of their
+/// ids; `lock` adds `FOR UPDATE` (taken in that order).
+pub(crate) fn deliveries(
+    c: &mut impl Query,
+    tenant: &TenantId,
+    ids: &[DeliveryId],
+    lock: bool,
+) -> StoreResult<Vec<DeliveryRecord>> {
+    let ids: Vec<&str> = ids.iter().map(DeliveryId::as_str).collect();
+    let sql = format!(
+        "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id = ANY($1) AND tenant_id = $2 ORDER BY id{}",
+        if lock { " FOR UPDATE" } else { "" }
+    );
+    rows(c, &sql, &[&ids, &tenant.as_str()], delivery_row)
+}
+
 // --- events ---
 
 pub(crate) const EVENT_COLUMNS: &str = "id, delivery_id, message_id, recipient, sender, kind, occurred_at, recorded_at, \

@@ -23,6 +23,7 @@ use posthorn_core::id::{ApiKeyId, IngestSourceId};
 use posthorn_core::inbound::{AttributedBy, OrphanReason};
 use posthorn_core::suppression::SuppressionEntry;
 use posthorn_core::{DeliveryId, EventId, EventSource, MessageId, Millis, NodeId, TenantId};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
@@ -38,9 +39,13 @@ pub(crate) struct PgTx<'t, 'c> {
     xid: Option<i64>,
     /// Events stored (and numbered) so far in this transaction.
     numbered: u32,
-    /// A group's rows kept to be written together (see `behind`); `None`
-    /// for a write alone, where every statement runs at once.
+    /// Rows kept to be written together (see `behind`); `None` on the
+    /// plain path, where every statement runs at once.
     behind: Option<WriteBehind>,
+    /// Contacts read and locked ahead by [`engine::WriteTx::lock_contacts`]
+    /// (`None`: none exists), each given to its first
+    /// [`engine::WriteTx::contact`] read; later reads go to the database.
+    locked_contacts: HashMap<(TenantId, String), Option<ContactRecord>>,
 }
 
 impl<'t, 'c> PgTx<'t, 'c> {
@@ -52,12 +57,16 @@ impl<'t, 'c> PgTx<'t, 'c> {
             xid: None,
             numbered: 0,
             behind: None,
+            locked_contacts: HashMap::new(),
         }
     }
 
-    /// A group's transaction: rows that need no answer are written behind,
+    /// A transaction whose rows that need no answer are written behind,
     /// table by table (see `behind`); [`PgTx::sync`] before the commit.
-    pub(crate) fn grouped(tx: &'t mut Transaction<'c>, statements: &'t mut Statements) -> Self {
+    pub(crate) fn writing_behind(
+        tx: &'t mut Transaction<'c>,
+        statements: &'t mut Statements,
+    ) -> Self {
         Self {
             behind: Some(WriteBehind::default()),
             ..Self::new(tx, statements)
@@ -163,6 +172,15 @@ impl<'t, 'c> PgTx<'t, 'c> {
             ],
         )?;
         Ok(())
+    }
+
+    /// A contact about to change is read from the database from now on,
+    /// not from what `lock_contacts` read ahead.
+    fn forget_locked_contact(&mut self, tenant: &TenantId, address: &str) {
+        if !self.locked_contacts.is_empty() {
+            self.locked_contacts
+                .remove(&(tenant.clone(), address.to_owned()));
+        }
     }
 
     /// Serialises this transaction with every other that takes the same
@@ -439,6 +457,30 @@ impl engine::WriteTx for PgTx<'_, '_> {
             .transpose()
     }
 
+    fn lock_deliveries(
+        &mut self,
+        tenant: &TenantId,
+        ids: &[DeliveryId],
+    ) -> StoreResult<Vec<DeliveryRecord>> {
+        reads::deliveries(&mut self.db()?, tenant, ids, true)
+    }
+
+    fn deliveries_to_send(
+        &mut self,
+        tenant: &TenantId,
+        ids: &[DeliveryId],
+    ) -> StoreResult<Vec<DeliveryRecord>> {
+        reads::deliveries(&mut self.db()?, tenant, ids, false)
+    }
+
+    fn messages(
+        &mut self,
+        tenant: &TenantId,
+        ids: &[MessageId],
+    ) -> StoreResult<Vec<MessageRecord>> {
+        reads::messages(&mut self.db()?, tenant, ids)
+    }
+
     fn save_delivery_status(&mut self, d: &DeliveryRecord) -> StoreResult<()> {
         if let Some(behind) = &mut self.behind {
             behind.status(d);
@@ -559,7 +601,34 @@ impl engine::WriteTx for PgTx<'_, '_> {
         reads::event_by_external_id(&mut self.db()?, tenant, external_id)
     }
 
+    fn lock_contacts(&mut self, tenant: &TenantId, addresses: &[&str]) -> StoreResult<()> {
+        let mut sorted = addresses.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        let sql = format!(
+            "SELECT {} FROM contacts WHERE tenant_id = $1 AND address = ANY($2) ORDER BY address FOR UPDATE",
+            reads::CONTACT_COLUMNS
+        );
+        let found = self.query(&sql, &[&tenant.as_str(), &sorted])?;
+        for address in &sorted {
+            self.locked_contacts
+                .insert((tenant.clone(), (*address).to_owned()), None);
+        }
+        for row in &found {
+            let contact = reads::contact_row(row)?;
+            self.locked_contacts
+                .insert((tenant.clone(), contact.address.clone()), Some(contact));
+        }
+        Ok(())
+    }
+
     fn contact(&mut self, tenant: &TenantId, address: &str) -> StoreResult<Option<ContactRecord>> {
+        if let Some(locked) = self
+            .locked_contacts
+            .remove(&(tenant.clone(), address.to_owned()))
+        {
+            return Ok(locked);
+        }
         // Read and locked in one statement: every admitted recipient and
         // every contact signal asks for its contact. Only rows of this
         // contact kept behind need writing first.
@@ -588,6 +657,7 @@ impl engine::WriteTx for PgTx<'_, '_> {
     ) -> StoreResult<()> {
         // No ON CONFLICT: a contact inserted meanwhile is a unique
         // violation, and the write runs again and finds it.
+        self.forget_locked_contact(tenant, address);
         self.insert_contact_row(tenant, address, s, now, "")
     }
 
@@ -598,6 +668,7 @@ impl engine::WriteTx for PgTx<'_, '_> {
         s: &ContactState,
         now: Millis,
     ) -> StoreResult<()> {
+        self.forget_locked_contact(tenant, address);
         if let Some(behind) = &mut self.behind {
             behind.contact(tenant, address, s, now);
             return Ok(());
@@ -618,6 +689,7 @@ impl engine::WriteTx for PgTx<'_, '_> {
         s: &ContactState,
         now: Millis,
     ) -> StoreResult<()> {
+        self.forget_locked_contact(tenant, address);
         self.execute(
             "UPDATE contacts SET status = $1, unsubscribed_streams = $2, consecutive_failed_deliveries = $3, \
              consecutive_failed_attempts = $4, updated_at = $5 WHERE tenant_id = $6 AND address = $7",
@@ -714,12 +786,23 @@ impl engine::WriteTx for PgTx<'_, '_> {
         Ok(())
     }
 
-    fn due_entries(&mut self, now: Millis, limit: u32) -> StoreResult<Vec<DueEntry>> {
+    fn claim_entries(
+        &mut self,
+        node: &NodeId,
+        now: Millis,
+        limit: u32,
+        until: Millis,
+    ) -> StoreResult<Vec<DueEntry>> {
+        // Found, locked and leased in one statement. Entries leased
+        // meanwhile by another node are skipped, not waited for.
         self.query(
-            "SELECT delivery_id, tenant_id, attempts FROM send_queue \
-             WHERE due_at <= $1 AND (lease_until IS NULL OR lease_until < $1) ORDER BY due_at LIMIT $2 \
-             FOR UPDATE SKIP LOCKED",
-            &[&now, &i64::from(limit)],
+            "UPDATE send_queue q SET lease_owner = $3, lease_until = $4, attempts = q.attempts + 1 \
+             FROM (SELECT delivery_id FROM send_queue \
+                   WHERE due_at <= $1 AND (lease_until IS NULL OR lease_until < $1) \
+                   ORDER BY due_at LIMIT $2 FOR UPDATE SKIP LOCKED) due \
+             WHERE q.delivery_id = due.delivery_id \
+             RETURNING q.delivery_id, q.tenant_id, q.attempts - 1",
+            &[&now, &i64::from(limit), &node.as_str(), &until],
         )?
         .iter()
         .map(|r| {
@@ -732,14 +815,6 @@ impl engine::WriteTx for PgTx<'_, '_> {
         .collect()
     }
 
-    fn lease(&mut self, delivery: &DeliveryId, node: &NodeId, until: Millis) -> StoreResult<()> {
-        self.execute(
-            "UPDATE send_queue SET lease_owner = $1, lease_until = $2, attempts = attempts + 1 WHERE delivery_id = $3",
-            &[&node.as_str(), &until, &delivery.as_str()],
-        )?;
-        Ok(())
-    }
-
     fn release_leases(&mut self, node: &NodeId) -> StoreResult<u64> {
         self.execute(
             "UPDATE send_queue SET lease_until = NULL, lease_owner = NULL WHERE lease_owner = $1",
@@ -748,6 +823,10 @@ impl engine::WriteTx for PgTx<'_, '_> {
     }
 
     fn dequeue(&mut self, delivery: &DeliveryId) -> StoreResult<()> {
+        if let Some(behind) = &mut self.behind {
+            behind.dequeue(delivery);
+            return Ok(());
+        }
         self.execute(
             "DELETE FROM send_queue WHERE delivery_id = $1",
             &[&delivery.as_str()],
@@ -756,6 +835,10 @@ impl engine::WriteTx for PgTx<'_, '_> {
     }
 
     fn requeue(&mut self, delivery: &DeliveryId, at: Millis) -> StoreResult<()> {
+        if let Some(behind) = &mut self.behind {
+            behind.requeue(delivery, at);
+            return Ok(());
+        }
         self.execute(
             "UPDATE send_queue SET due_at = $1, lease_owner = NULL, lease_until = NULL WHERE delivery_id = $2",
             &[&at, &delivery.as_str()],

@@ -277,11 +277,23 @@ impl Writer {
         self.run_each_alone(jobs);
     }
 
+    /// Each write in a transaction of its own: first with its rows written
+    /// behind (a claim or a batch of attempts then costs a few statements,
+    /// not a few per delivery); if that fails, rolled back and run plainly,
+    /// with retries, as a group's writes are when it is split.
     fn run_each_alone(&mut self, jobs: Vec<Box<dyn Job>>) {
         let counters = self.counters.clone();
         for mut job in jobs {
-            let committed = self
-                .with_connection(|conn, local| commit_alone(conn, job.as_mut(), local, &counters));
+            let committed = self.with_connection(|conn, local| {
+                match commit(conn, local, Mode::Behind, |tx| job.run(tx)) {
+                    Err(Failed::Later(e)) => {
+                        tracing::debug!(error = ?e, "a write failed written behind; it runs plainly");
+                        counters.split_groups.fetch_add(1, Ordering::Relaxed);
+                        commit_alone(conn, job.as_mut(), local, &counters)
+                    }
+                    other => other,
+                }
+            });
             if let Ok(written) = committed {
                 self.counted(1, written);
             }
@@ -365,7 +377,7 @@ fn commit_group(
     jobs: &mut [Box<dyn Job>],
     local: &LocalTransactions,
 ) -> Result<Written, Failed> {
-    commit(conn, local, Mode::Grouped, |tx| {
+    commit(conn, local, Mode::Behind, |tx| {
         for job in jobs.iter_mut() {
             job.run(tx)?;
         }
@@ -383,7 +395,7 @@ fn commit_alone(
 ) -> Result<Written, Failed> {
     let mut attempt = 1;
     loop {
-        match commit(conn, local, Mode::Alone, |tx| job.run(tx)) {
+        match commit(conn, local, Mode::Plain, |tx| job.run(tx)) {
             Err(Failed::Later(e)) if attempt < ATTEMPTS && is_retryable(&e) => {
                 counters.retries.fetch_add(1, Ordering::Relaxed);
                 // A little later each time, so that two writers that keep
@@ -396,10 +408,11 @@ fn commit_alone(
     }
 }
 
-/// Whether a transaction runs a group (rows written behind) or one write.
+/// Whether a transaction writes rows behind (see `behind`) or runs every
+/// statement at once (the exact path a failed write is run again on).
 enum Mode {
-    Grouped,
-    Alone,
+    Behind,
+    Plain,
 }
 
 /// Begins a transaction, runs `body` in it and commits, notifying the
@@ -415,8 +428,8 @@ fn commit(
         .transaction()
         .map_err(|e| Failed::AtBegin(e.into()))?;
     let mut pg = match mode {
-        Mode::Grouped => PgTx::grouped(&mut tx, &mut conn.statements),
-        Mode::Alone => PgTx::new(&mut tx, &mut conn.statements),
+        Mode::Behind => PgTx::writing_behind(&mut tx, &mut conn.statements),
+        Mode::Plain => PgTx::new(&mut tx, &mut conn.statements),
     };
     body(&mut pg)?;
     pg.sync()?;

@@ -505,30 +505,38 @@ impl engine::WriteTx for SqliteTx<'_, '_> {
         Ok(())
     }
 
-    fn due_entries(&mut self, now: Millis, limit: u32) -> StoreResult<Vec<DueEntry>> {
-        let mut stmt = prepare(
-            self.conn(),
-            "SELECT delivery_id, tenant_id, attempts FROM send_queue \
-             WHERE due_at <= $1 AND (lease_until IS NULL OR lease_until < $1) ORDER BY due_at LIMIT $2",
-        )?;
-        let rows = stmt.query_map(params![now, limit], |r| {
-            Ok(DueEntry {
-                delivery: DeliveryId::from_stored(r.get(0)?),
-                tenant: TenantId::from_stored(r.get(1)?),
-                attempts: r.get(2)?,
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
-    }
-
-    fn lease(&mut self, delivery: &DeliveryId, node: &NodeId, until: Millis) -> StoreResult<()> {
-        prepare(
+    fn claim_entries(
+        &mut self,
+        node: &NodeId,
+        now: Millis,
+        limit: u32,
+        until: Millis,
+    ) -> StoreResult<Vec<DueEntry>> {
+        // One writer: what is read here is still due when leased below.
+        let due = {
+            let mut stmt = prepare(
+                self.conn(),
+                "SELECT delivery_id, tenant_id, attempts FROM send_queue \
+                 WHERE due_at <= $1 AND (lease_until IS NULL OR lease_until < $1) ORDER BY due_at LIMIT $2",
+            )?;
+            let rows = stmt.query_map(params![now, limit], |r| {
+                Ok(DueEntry {
+                    delivery: DeliveryId::from_stored(r.get(0)?),
+                    tenant: TenantId::from_stored(r.get(1)?),
+                    attempts: r.get(2)?,
+                })
+            })?;
+            rows.collect::<Result<Vec<_>, _>>()?
+        };
+        let mut lease = prepare(
             self.conn(),
             "UPDATE send_queue SET lease_owner = $1, lease_until = $2, attempts = attempts + 1 \
              WHERE delivery_id = $3",
-        )?
-        .execute(params![node.as_str(), until, delivery.as_str()])?;
-        Ok(())
+        )?;
+        for entry in &due {
+            lease.execute(params![node.as_str(), until, entry.delivery.as_str()])?;
+        }
+        Ok(due)
     }
 
     fn release_leases(&mut self, node: &NodeId) -> StoreResult<u64> {
