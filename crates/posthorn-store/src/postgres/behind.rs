@@ -464,7 +464,7 @@ fn move_queue_entries(
     if !removed.is_empty() {
         let ids: Vec<&str> = removed.iter().map(|(d, _)| d.as_str()).collect();
         db.execute(
-            "DELETE FROM send_queue WHERE delivery_id = ANY($1)",
+            "DELETE FROM send_queue q USING unnest($1::text[]) AS gone(id) WHERE q.delivery_id = gone.id",
             &[&ids],
         )?;
     }

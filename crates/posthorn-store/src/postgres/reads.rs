@@ -404,6 +404,21 @@ pub(crate) fn message(
     row(c, &sql, &[&id.as_str(), &tenant.as_str()], message_row)
 }
 
+/// `columns` (a comma-separated list) each prefixed with `table.`.
+///
+/// The batch reads below join the wanted keys, `unnest`ed from one array
+/// parameter, to their table: a lookup by primary key per key. (`key =
+/// ANY($1)` reads the same, but a prepared statement's generic plan may scan
+/// the whole table comparing every row with the whole array, which took
+/// tens of milliseconds per batch on a table of 20,000 deliveries.)
+pub(crate) fn qualified(table: &str, columns: &str) -> String {
+    columns
+        .split(',')
+        .map(|c| format!("{table}.{}", c.trim()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Several messages of `tenant`, those that exist.
 pub(crate) fn messages(
     c: &mut impl Query,
@@ -411,8 +426,11 @@ pub(crate) fn messages(
     ids: &[MessageId],
 ) -> StoreResult<Vec<MessageRecord>> {
     let ids: Vec<&str> = ids.iter().map(MessageId::as_str).collect();
-    let sql =
-        format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ANY($1) AND tenant_id = $2");
+    let sql = format!(
+        "SELECT {} FROM unnest($1::text[]) AS wanted(id) JOIN messages m ON m.id = wanted.id \
+         WHERE m.tenant_id = $2",
+        qualified("m", MESSAGE_COLUMNS)
+    );
     rows(c, &sql, &[&ids, &tenant.as_str()], message_row)
 }
 
@@ -426,8 +444,10 @@ pub(crate) fn deliveries(
 ) -> StoreResult<Vec<DeliveryRecord>> {
     let ids: Vec<&str> = ids.iter().map(DeliveryId::as_str).collect();
     let sql = format!(
-        "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id = ANY($1) AND tenant_id = $2 ORDER BY id{}",
-        if lock { " FOR UPDATE" } else { "" }
+        "SELECT {} FROM unnest($1::text[]) AS wanted(id) JOIN deliveries d ON d.id = wanted.id \
+         WHERE d.tenant_id = $2 ORDER BY d.id{}",
+        qualified("d", DELIVERY_COLUMNS),
+        if lock { " FOR UPDATE OF d" } else { "" }
     );
     rows(c, &sql, &[&ids, &tenant.as_str()], delivery_row)
 }

@@ -606,8 +606,10 @@ impl engine::WriteTx for PgTx<'_, '_> {
         sorted.sort_unstable();
         sorted.dedup();
         let sql = format!(
-            "SELECT {} FROM contacts WHERE tenant_id = $1 AND address = ANY($2) ORDER BY address FOR UPDATE",
-            reads::CONTACT_COLUMNS
+            "SELECT {} FROM unnest($2::text[]) AS wanted(address) \
+             JOIN contacts c ON c.tenant_id = $1 AND c.address = wanted.address \
+             ORDER BY c.address FOR UPDATE OF c",
+            reads::qualified("c", reads::CONTACT_COLUMNS)
         );
         let found = self.query(&sql, &[&tenant.as_str(), &sorted])?;
         for address in &sorted {
