@@ -602,22 +602,12 @@ impl engine::WriteTx for PgTx<'_, '_> {
     }
 
     fn lock_contacts(&mut self, tenant: &TenantId, addresses: &[&str]) -> StoreResult<()> {
-        let mut sorted = addresses.to_vec();
-        sorted.sort_unstable();
-        sorted.dedup();
-        let sql = format!(
-            "SELECT {} FROM unnest($2::text[]) AS wanted(address) \
-             JOIN contacts c ON c.tenant_id = $1 AND c.address = wanted.address \
-             ORDER BY c.address FOR UPDATE OF c",
-            reads::qualified("c", reads::CONTACT_COLUMNS)
-        );
-        let found = self.query(&sql, &[&tenant.as_str(), &sorted])?;
-        for address in &sorted {
+        let found = reads::lock_contacts(&mut self.db()?, tenant, addresses)?;
+        for address in addresses {
             self.locked_contacts
                 .insert((tenant.clone(), (*address).to_owned()), None);
         }
-        for row in &found {
-            let contact = reads::contact_row(row)?;
+        for contact in found {
             self.locked_contacts
                 .insert((tenant.clone(), contact.address.clone()), Some(contact));
         }

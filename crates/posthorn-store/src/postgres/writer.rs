@@ -452,8 +452,18 @@ struct Connection {
 
 impl Connection {
     fn open(settings: &Settings) -> StoreResult<Connection> {
+        let mut client = settings.connect()?;
+        // A writer's statements are mostly a batch's (arrays of keys joined
+        // to their tables), whose best plan depends on the batch's size and
+        // on the tables' sizes, which grow. A prepared statement's generic
+        // plan is fixed at about its sixth run, often on tables still
+        // nearly empty (after a start on a new database: a sequential
+        // scan), and kept as long as the connection; a plan made for each
+        // run (from the table's size on disk then) costs a fraction of a
+        // millisecond and stays right.
+        client.batch_execute("SET plan_cache_mode = force_custom_plan")?;
         Ok(Connection {
-            client: settings.connect()?,
+            client,
             statements: Statements::new(),
         })
     }
