@@ -21,6 +21,7 @@ use posthorn_core::status::{BounceType, DeliveryStatus, EngagementStatus};
 use posthorn_core::suppression::{SuppressionEntry, SuppressionReason, SuppressionScope};
 use posthorn_core::{DeliveryId, EventId, MessageId, Millis, TenantId};
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 /// A parameter list as the driver takes it.
 pub(crate) type Params<'a> = [&'a (dyn ToSql + Sync)];
@@ -28,11 +29,35 @@ pub(crate) type Params<'a> = [&'a (dyn ToSql + Sync)];
 /// A connection's prepared statements, by their SQL. Preparing takes a
 /// round trip of its own (as much as a small query): a statement prepared
 /// once serves every later use on the connection.
-pub(crate) type Statements = HashMap<String, Statement>;
+/// The statements prepared on one connection, by their SQL, prepared
+/// afresh once a minute.
+///
+/// A prepared statement soon runs a generic plan, made once and kept as
+/// long as the statement: made while a new database's tables are nearly
+/// empty, a batch statement's plan (`UPDATE ... FROM unnest($1)`) is a
+/// sequential scan, which it would stay for a node's whole life while the
+/// table grows to millions of rows. Preparing again every `PLAN_LIFE`
+/// bounds how old a plan gets, for a prepare per statement per minute.
+pub(crate) struct Statements {
+    prepared: HashMap<String, Statement>,
+    since: Instant,
+}
+
+impl Statements {
+    pub(crate) fn new() -> Self {
+        Self {
+            prepared: HashMap::new(),
+            since: Instant::now(),
+        }
+    }
+}
 
 /// Statements a connection keeps prepared at most; SQL beyond that (a
 /// filter combination never seen) is prepared for its one use.
 const KEPT_STATEMENTS: usize = 512;
+
+/// How long a prepared statement (and its plan) is kept.
+const PLAN_LIFE: Duration = Duration::from_secs(60);
 
 /// What reads run on.
 pub(crate) trait Query {
@@ -62,12 +87,19 @@ pub(crate) struct Cached<'a, C> {
 
 impl<C: GenericClient> Cached<'_, C> {
     fn prepared(&mut self, sql: &str) -> StoreResult<Statement> {
-        if let Some(statement) = self.statements.get(sql) {
+        let kept = &mut *self.statements;
+        if kept.since.elapsed() > PLAN_LIFE {
+            // Dropped statements are closed on the server with the next
+            // message sent.
+            kept.prepared.clear();
+            kept.since = Instant::now();
+        }
+        if let Some(statement) = kept.prepared.get(sql) {
             return Ok(statement.clone());
         }
         let statement = self.client.prepare(sql)?;
-        if self.statements.len() < KEPT_STATEMENTS {
-            self.statements.insert(sql.to_owned(), statement.clone());
+        if kept.prepared.len() < KEPT_STATEMENTS {
+            kept.prepared.insert(sql.to_owned(), statement.clone());
         }
         Ok(statement)
     }

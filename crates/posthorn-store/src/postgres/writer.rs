@@ -285,7 +285,7 @@ impl Writer {
         let counters = self.counters.clone();
         for mut job in jobs {
             let committed = self.with_connection(|conn, local| {
-                match commit(conn, local, Mode::Behind, |tx| job.run(tx)) {
+                match commit(conn, local, Mode::Behind, Plans::PerRun, |tx| job.run(tx)) {
                     Err(Failed::Later(e)) => {
                         tracing::debug!(error = ?e, "a write failed written behind; it runs plainly");
                         counters.split_groups.fetch_add(1, Ordering::Relaxed);
@@ -377,7 +377,7 @@ fn commit_group(
     jobs: &mut [Box<dyn Job>],
     local: &LocalTransactions,
 ) -> Result<Written, Failed> {
-    commit(conn, local, Mode::Behind, |tx| {
+    commit(conn, local, Mode::Behind, Plans::Kept, |tx| {
         for job in jobs.iter_mut() {
             job.run(tx)?;
         }
@@ -395,7 +395,7 @@ fn commit_alone(
 ) -> Result<Written, Failed> {
     let mut attempt = 1;
     loop {
-        match commit(conn, local, Mode::Plain, |tx| job.run(tx)) {
+        match commit(conn, local, Mode::Plain, Plans::PerRun, |tx| job.run(tx)) {
             Err(Failed::Later(e)) if attempt < ATTEMPTS && is_retryable(&e) => {
                 counters.retries.fetch_add(1, Ordering::Relaxed);
                 // A little later each time, so that two writers that keep
@@ -417,16 +417,38 @@ enum Mode {
 
 /// Begins a transaction, runs `body` in it and commits, notifying the
 /// commit stream when events were stored.
+/// Whether a transaction's statements run the plans kept with them, or are
+/// planned for each run.
+///
+/// A write alone is a claim or a batch of attempts: a few statements over
+/// arrays of hundreds of keys (`UPDATE ... FROM unnest`, `DELETE ... USING
+/// unnest`), whose best plan depends on the batch's size and the tables'.
+/// A prepared statement's generic plan is made at about its sixth run and
+/// kept (see `reads::Statements`); on a new database that was a sequential
+/// scan of a then tiny table, and delivery fell to a third while the table
+/// grew. A plan per run (from the tables' sizes on disk then) costs a
+/// fraction of a millisecond per statement and one round trip per
+/// transaction. A group's writes are mostly lookups by key, whose plan
+/// never changes, so they keep theirs.
+enum Plans {
+    Kept,
+    PerRun,
+}
+
 fn commit(
     conn: &mut Connection,
     local: &LocalTransactions,
     mode: Mode,
+    plans: Plans,
     body: impl FnOnce(&mut dyn engine::WriteTx) -> StoreResult<()>,
 ) -> Result<Written, Failed> {
     let mut tx = conn
         .client
         .transaction()
         .map_err(|e| Failed::AtBegin(e.into()))?;
+    if let Plans::PerRun = plans {
+        tx.batch_execute("SET LOCAL plan_cache_mode = force_custom_plan")?;
+    }
     let mut pg = match mode {
         Mode::Behind => PgTx::writing_behind(&mut tx, &mut conn.statements),
         Mode::Plain => PgTx::new(&mut tx, &mut conn.statements),
@@ -452,16 +474,7 @@ struct Connection {
 
 impl Connection {
     fn open(settings: &Settings) -> StoreResult<Connection> {
-        let mut client = settings.connect()?;
-        // A writer's statements are mostly a batch's (arrays of keys joined
-        // to their tables), whose best plan depends on the batch's size and
-        // on the tables' sizes, which grow. A prepared statement's generic
-        // plan is fixed at about its sixth run, often on tables still
-        // nearly empty (after a start on a new database: a sequential
-        // scan), and kept as long as the connection; a plan made for each
-        // run (from the table's size on disk then) costs a fraction of a
-        // millisecond and stays right.
-        client.batch_execute("SET plan_cache_mode = force_custom_plan")?;
+        let client = settings.connect()?;
         Ok(Connection {
             client,
             statements: Statements::new(),
