@@ -54,7 +54,8 @@ macro_rules! conformance_tests {
             a_failing_write_among_concurrent_ones_fails_alone,
             one_event_id_recorded_at_once_is_stored_once,
             concurrent_messages_to_one_recipient_make_one_contact,
-            a_batch_of_attempts_of_two_tenants_is_recorded_in_order);
+            a_batch_of_attempts_of_two_tenants_is_recorded_in_order,
+            a_hard_bounce_amid_a_burst_of_messages_stops_those_after_it);
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
         $(
@@ -2591,5 +2592,76 @@ pub async fn concurrent_messages_to_one_recipient_make_one_contact(store: &dyn S
         let events = store.delivery_events(&t, d).await.unwrap();
         let kinds: Vec<EventKind> = events.iter().map(|e| e.kind()).collect();
         assert_eq!(kinds, [EventKind::Queued], "{d}");
+    }
+}
+
+/// Messages accepted together (a group, on PostgreSQL, whose recipients'
+/// suppressions and contacts are read ahead in one go) answer as if alone:
+/// a hard bounce recorded amid a burst of messages to its address stops
+/// every message accepted after its answer, whichever group it joins, and
+/// the other recipients of those messages go on.
+pub async fn a_hard_bounce_amid_a_burst_of_messages_stops_those_after_it(store: &dyn Store) {
+    let t = tenant(store, "acme").await;
+    let (gone, fine) = ("gone@example.com", "fine@example.com");
+    let first = accept(store, message(&t, &[gone])).await;
+    let burst = || {
+        futures_util::future::join_all((0..20).map(|i| {
+            store.accept_message(message(
+                &t,
+                &[
+                    gone,
+                    if i % 2 == 0 {
+                        fine
+                    } else {
+                        "other@example.org"
+                    },
+                ],
+            ))
+        }))
+    };
+    let bounced = record(
+        store,
+        &t,
+        &first.deliveries[0].id,
+        T0 + 1,
+        bounce(BounceType::Hard),
+    );
+    let (during, _) = tokio::join!(burst(), bounced);
+    for outcome in during {
+        match outcome {
+            Ok(AcceptOutcome::Accepted(r)) => {
+                assert!(matches!(statuses(&r)[0], "queued" | "dropped"), "{r:?}");
+                assert_eq!(statuses(&r)[1], "queued");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    for outcome in burst().await {
+        match outcome {
+            Ok(AcceptOutcome::Accepted(r)) => {
+                assert_eq!(
+                    statuses(&r),
+                    ["dropped", "queued"],
+                    "accepted after the bounce"
+                );
+                let events = store
+                    .delivery_events(&t, &r.deliveries[0].id)
+                    .await
+                    .unwrap();
+                assert_eq!(events[0].details.to_json()["reason"], "suppressed");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    let contact = store.contact(&t, gone).await.unwrap().unwrap();
+    assert_eq!(contact.state.status, ContactStatus::Bounced);
+    assert_eq!(store.suppressions(&t, T0 + 2).await.unwrap().len(), 1);
+    for address in [fine, "other@example.org"] {
+        let contact = store.contact(&t, address).await.unwrap();
+        assert_eq!(
+            contact.map(|c| c.state.status),
+            Some(ContactStatus::Active),
+            "{address}"
+        );
     }
 }

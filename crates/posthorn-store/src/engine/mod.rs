@@ -190,6 +190,14 @@ pub(crate) trait WriteTx {
     fn lock_contacts(&mut self, _tenant: &TenantId, _addresses: &[&str]) -> StoreResult<()> {
         Ok(())
     }
+    /// A hint, before a group of messages is accepted: these recipients of
+    /// `tenant` are about to be admitted. A backend may read their
+    /// suppressions and lock their contacts now, in one go, and answer the
+    /// reads that follow from what it read. Changes nothing a transaction
+    /// can see.
+    fn prefetch_recipients(&mut self, _tenant: &TenantId, _addresses: &[&str]) -> StoreResult<()> {
+        Ok(())
+    }
     /// The contact, locked: its state is about to change.
     fn contact(&mut self, tenant: &TenantId, address: &str) -> StoreResult<Option<ContactRecord>>;
     /// Inserts a contact that [`WriteTx::contact`] did not find. One

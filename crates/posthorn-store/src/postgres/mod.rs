@@ -787,7 +787,18 @@ impl Store for PgStore {
 
     async fn accept_message(&self, message: NewMessage) -> StoreResult<AcceptOutcome> {
         let rules = self.rules;
-        self.write(move |tx| engine::accept_message(tx, &rules, &message))
+        let recipients = (
+            message.tenant_id.clone(),
+            message
+                .recipients
+                .iter()
+                .map(|r| r.address.clone())
+                .collect(),
+        );
+        self.writes
+            .accept(recipients, move |tx| {
+                engine::accept_message(tx, &rules, &message)
+            })
             .await
     }
 

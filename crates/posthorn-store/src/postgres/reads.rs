@@ -824,6 +824,20 @@ pub(crate) fn suppressions_for(
     )
 }
 
+/// The entries not removed for any of `targets` (addresses and
+/// `@domain`s), whatever their expiry.
+pub(crate) fn suppressions_of_targets(
+    c: &mut impl Query,
+    tenant: &TenantId,
+    targets: &[String],
+) -> StoreResult<Vec<SuppressionEntry>> {
+    let sql = format!(
+        "SELECT {SUPPRESSION_COLUMNS} FROM suppressions WHERE tenant_id = $1 AND target = ANY($2) \
+         AND removed_at IS NULL"
+    );
+    rows(c, &sql, &[&tenant.as_str(), &targets], suppression_row)
+}
+
 /// Active (unexpired, not removed) entries, newest first.
 pub(crate) fn suppressions(
     c: &mut impl Query,

@@ -23,7 +23,7 @@ use posthorn_core::id::{ApiKeyId, IngestSourceId};
 use posthorn_core::inbound::{AttributedBy, OrphanReason};
 use posthorn_core::suppression::SuppressionEntry;
 use posthorn_core::{DeliveryId, EventId, EventSource, MessageId, Millis, NodeId, TenantId};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
@@ -46,6 +46,23 @@ pub(crate) struct PgTx<'t, 'c> {
     /// (`None`: none exists), each given to its first
     /// [`engine::WriteTx::contact`] read; later reads go to the database.
     locked_contacts: HashMap<(TenantId, String), Option<ContactRecord>>,
+    /// Owners of sender domains read in this transaction, by the domains
+    /// asked for: a group of messages from one sender asks once. (Read
+    /// committed would let a later read see a claim committed meanwhile;
+    /// answering the same is as if those messages had come a moment
+    /// earlier.) Forgotten when this transaction changes sending domains.
+    domain_owners_read: HashMap<Vec<String>, Vec<DomainOwner>>,
+    /// Suppressions read ahead by `prefetch_recipients`, per tenant;
+    /// forgotten when this transaction adds one.
+    suppressions_read: HashMap<TenantId, SuppressionsRead>,
+}
+
+/// A tenant's suppression entries not removed for some targets (addresses
+/// and `@domain`s), whatever their expiry: each read filters by its time.
+#[derive(Default)]
+struct SuppressionsRead {
+    targets: HashSet<String>,
+    entries: Vec<SuppressionEntry>,
 }
 
 impl<'t, 'c> PgTx<'t, 'c> {
@@ -58,6 +75,8 @@ impl<'t, 'c> PgTx<'t, 'c> {
             numbered: 0,
             behind: None,
             locked_contacts: HashMap::new(),
+            domain_owners_read: HashMap::new(),
+            suppressions_read: HashMap::new(),
         }
     }
 
@@ -295,6 +314,7 @@ impl engine::WriteTx for PgTx<'_, '_> {
     }
 
     fn insert_sending_domain(&mut self, d: &SendingDomain) -> StoreResult<()> {
+        self.domain_owners_read.clear();
         self.execute(
             "INSERT INTO sending_domains (domain, tenant_id, created_at) VALUES ($1, $2, $3)",
             &[&d.domain, &d.tenant_id.as_str(), &d.created_at],
@@ -303,6 +323,7 @@ impl engine::WriteTx for PgTx<'_, '_> {
     }
 
     fn delete_sending_domain(&mut self, tenant: &TenantId, domain: &str) -> StoreResult<bool> {
+        self.domain_owners_read.clear();
         let n = self.execute(
             "DELETE FROM sending_domains WHERE domain = $1 AND tenant_id = $2",
             &[&domain, &tenant.as_str()],
@@ -311,7 +332,13 @@ impl engine::WriteTx for PgTx<'_, '_> {
     }
 
     fn domain_owners(&mut self, candidates: &[String]) -> StoreResult<Vec<DomainOwner>> {
-        domains::owners(&mut self.unsynced(), candidates)
+        if let Some(owners) = self.domain_owners_read.get(candidates) {
+            return Ok(owners.clone());
+        }
+        let owners = domains::owners(&mut self.unsynced(), candidates)?;
+        self.domain_owners_read
+            .insert(candidates.to_vec(), owners.clone());
+        Ok(owners)
     }
 
     fn idempotency_record(
@@ -727,10 +754,40 @@ impl engine::WriteTx for PgTx<'_, '_> {
         address: &str,
         now: Millis,
     ) -> StoreResult<Vec<SuppressionEntry>> {
+        let targets = posthorn_core::suppression::lookup_targets(address);
+        if let Some(read) = self.suppressions_read.get(tenant)
+            && targets.iter().all(|t| read.targets.contains(t))
+        {
+            // What `reads::suppressions_for` asks the database for.
+            let mut found: Vec<SuppressionEntry> = read
+                .entries
+                .iter()
+                .filter(|e| targets.contains(&e.target) && e.is_active(now))
+                .cloned()
+                .collect();
+            found.sort_by(|a, b| a.id.cmp(&b.id));
+            return Ok(found);
+        }
         reads::suppressions_for(&mut self.unsynced(), tenant, address, now)
     }
 
+    fn prefetch_recipients(&mut self, tenant: &TenantId, addresses: &[&str]) -> StoreResult<()> {
+        self.lock_contacts(tenant, addresses)?;
+        let mut targets: Vec<String> = addresses
+            .iter()
+            .flat_map(|a| posthorn_core::suppression::lookup_targets(a))
+            .collect();
+        targets.sort_unstable();
+        targets.dedup();
+        let entries = reads::suppressions_of_targets(&mut self.unsynced(), tenant, &targets)?;
+        let read = self.suppressions_read.entry(tenant.clone()).or_default();
+        read.targets.extend(targets);
+        read.entries.extend(entries);
+        Ok(())
+    }
+
     fn insert_suppression(&mut self, tenant: &TenantId, e: &SuppressionEntry) -> StoreResult<()> {
+        self.suppressions_read.remove(tenant);
         let stream = e.scope.stream();
         // An entry past its expiry no longer counts: marked removed, so
         // the unique index over entries not removed lets the new one in.

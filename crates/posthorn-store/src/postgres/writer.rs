@@ -31,7 +31,8 @@ use super::tx::{PgTx, Statements};
 use crate::engine;
 use crate::{StoreError, StoreResult};
 use ::postgres::Client;
-use std::collections::VecDeque;
+use posthorn_core::TenantId;
+use std::collections::{BTreeMap, VecDeque};
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -64,11 +65,17 @@ trait Job: Send {
     fn answer(self: Box<Self>, committed: StoreResult<()>);
     /// Whether it must run in a transaction of its own.
     fn alone(&self) -> bool;
+    /// The recipients it is about to admit (see `WritePool::accept`).
+    fn recipients(&self) -> &Recipients;
 }
+
+/// Recipients a write is about to admit: a tenant and its addresses.
+pub(crate) type Recipients = Option<(TenantId, Vec<String>)>;
 
 struct Write<F, T> {
     f: F,
     alone: bool,
+    recipients: Recipients,
     result: Option<StoreResult<T>>,
     reply: oneshot::Sender<StoreResult<T>>,
 }
@@ -98,6 +105,10 @@ where
 
     fn alone(&self) -> bool {
         self.alone
+    }
+
+    fn recipients(&self) -> &Recipients {
+        &self.recipients
     }
 }
 
@@ -187,7 +198,23 @@ impl WritePool {
         T: Send + 'static,
         F: Fn(&mut dyn engine::WriteTx) -> StoreResult<T> + Send + 'static,
     {
-        self.push(f, false).await
+        self.push(f, false, None).await
+    }
+
+    /// As [`WritePool::write`], for a write that admits `recipients` (an
+    /// accepted message): a group reads the suppressions and locks the
+    /// contacts of all its messages' recipients in one go before running
+    /// them, instead of two round trips per recipient.
+    pub(crate) async fn accept<T, F>(
+        &self,
+        recipients: (TenantId, Vec<String>),
+        f: F,
+    ) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: Fn(&mut dyn engine::WriteTx) -> StoreResult<T> + Send + 'static,
+    {
+        self.push(f, false, Some(recipients)).await
     }
 
     /// Runs `f` in a transaction of its own: for the writes that lock
@@ -200,10 +227,10 @@ impl WritePool {
         T: Send + 'static,
         F: Fn(&mut dyn engine::WriteTx) -> StoreResult<T> + Send + 'static,
     {
-        self.push(f, true).await
+        self.push(f, true, None).await
     }
 
-    async fn push<T, F>(&self, f: F, alone: bool) -> StoreResult<T>
+    async fn push<T, F>(&self, f: F, alone: bool, recipients: Recipients) -> StoreResult<T>
     where
         T: Send + 'static,
         F: Fn(&mut dyn engine::WriteTx) -> StoreResult<T> + Send + 'static,
@@ -212,6 +239,7 @@ impl WritePool {
         self.queue.push(Box::new(Write {
             f,
             alone,
+            recipients,
             result: None,
             reply,
         }))?;
@@ -378,11 +406,30 @@ fn commit_group(
     local: &LocalTransactions,
 ) -> Result<Written, Failed> {
     commit(conn, local, Mode::Behind, Plans::Kept, |tx| {
+        prefetch_recipients(tx, jobs)?;
         for job in jobs.iter_mut() {
             job.run(tx)?;
         }
         Ok(())
     })
+}
+
+/// Reads ahead what the group's accepts will ask about their recipients,
+/// tenant by tenant (see `WriteTx::prefetch_recipients`).
+fn prefetch_recipients(tx: &mut dyn engine::WriteTx, jobs: &[Box<dyn Job>]) -> StoreResult<()> {
+    let mut by_tenant: BTreeMap<&TenantId, Vec<&str>> = BTreeMap::new();
+    for (tenant, addresses) in jobs.iter().filter_map(|j| j.recipients().as_ref()) {
+        by_tenant
+            .entry(tenant)
+            .or_default()
+            .extend(addresses.iter().map(String::as_str));
+    }
+    for (tenant, mut addresses) in by_tenant {
+        addresses.sort_unstable();
+        addresses.dedup();
+        tx.prefetch_recipients(tenant, &addresses)?;
+    }
+    Ok(())
 }
 
 /// Runs one write in a transaction of its own until it commits, fails for
