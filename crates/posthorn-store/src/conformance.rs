@@ -55,7 +55,8 @@ macro_rules! conformance_tests {
             one_event_id_recorded_at_once_is_stored_once,
             concurrent_messages_to_one_recipient_make_one_contact,
             a_batch_of_attempts_of_two_tenants_is_recorded_in_order,
-            a_hard_bounce_amid_a_burst_of_messages_stops_those_after_it);
+            a_hard_bounce_amid_a_burst_of_messages_stops_those_after_it,
+            tracking_facts_read_together_are_each_deliverys_own);
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
         $(
@@ -2663,5 +2664,62 @@ pub async fn a_hard_bounce_amid_a_burst_of_messages_stops_those_after_it(store: 
             Some(ContactStatus::Active),
             "{address}"
         );
+    }
+}
+
+/// Hits arriving together have their facts read together (on PostgreSQL,
+/// in one batch): each gets its own delivery's facts, the same as read
+/// alone, and an unknown delivery none.
+pub async fn tracking_facts_read_together_are_each_deliverys_own(store: &dyn Store) {
+    let (t1, t2) = (tenant(store, "acme").await, tenant(store, "globex").await);
+    let mut deliveries = Vec::new();
+    for i in 0..12 {
+        let t = if i % 3 == 0 { &t2 } else { &t1 };
+        let address = format!("r{i}@example.com");
+        let r = accept(store, message(t, &[address.as_str()])).await;
+        let d = r.deliveries[0].id.clone();
+        store
+            .put_message_links(
+                &r.id,
+                (0..i % 3)
+                    .map(|l| format!("https://example.com/{i}/{l}"))
+                    .collect(),
+            )
+            .await
+            .unwrap();
+        if i % 2 == 0 {
+            record(store, t, &d, T0 + 10 + i, delivered()).await;
+        }
+        for n in 0..i % 4 {
+            record(store, t, &d, T0 + 100 + n, opened()).await;
+        }
+        deliveries.push(d);
+    }
+    deliveries.push(DeliveryId::generate());
+    let together =
+        futures_util::future::join_all(deliveries.iter().map(|d| store.tracking_facts(d))).await;
+    for (d, facts) in deliveries.iter().zip(together) {
+        let facts = facts.unwrap();
+        assert_eq!(facts, store.tracking_facts(d).await.unwrap(), "{d}");
+        let Some(facts) = facts else {
+            assert_eq!(
+                d,
+                deliveries.last().unwrap(),
+                "only the unknown one has none"
+            );
+            continue;
+        };
+        assert_eq!(&facts.delivery_id, d);
+        let i: u64 = facts.recipient[1..facts.recipient.find('@').unwrap()]
+            .parse()
+            .unwrap();
+        assert_eq!(
+            facts.tenant_id,
+            if i % 3 == 0 { t2.clone() } else { t1.clone() }
+        );
+        assert_eq!(facts.links.len() as u64, i % 3);
+        assert_eq!(facts.engagement.len() as u64, i % 4);
+        assert!(facts.engagement.iter().all(|e| &e.delivery_id == d));
+        assert_eq!(facts.delivered_known, i % 2 == 0);
     }
 }

@@ -153,6 +153,13 @@ pub(crate) trait WriteTx {
         }
         Ok(found)
     }
+    /// A hint, before a group of writes runs: events of these deliveries of
+    /// `tenant` are about to be recorded. A backend may lock them now, in
+    /// one go, and answer the [`WriteTx::delivery`] reads that follow from
+    /// what it read. Changes nothing a transaction can see.
+    fn prefetch_deliveries(&mut self, _tenant: &TenantId, _ids: &[DeliveryId]) -> StoreResult<()> {
+        Ok(())
+    }
     /// Writes the delivery's status columns and `updated_at`.
     fn save_delivery_status(&mut self, delivery: &DeliveryRecord) -> StoreResult<()>;
     /// Whether `recipient` already has a delivery of `campaign` that was not

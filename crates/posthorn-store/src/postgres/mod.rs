@@ -28,6 +28,7 @@ mod behind;
 pub(crate) mod dkim;
 mod domains;
 mod error;
+mod hit_facts;
 mod inbound;
 mod ingest;
 mod pool;
@@ -37,6 +38,8 @@ mod tail;
 mod tracking;
 mod tx;
 mod writer;
+
+use writer::{ReadAhead, WritePool};
 
 pub use position::{
     EVENTS_PER_TRANSACTION, MAX_XID, POSITION_BITS, current_xid, event_position, position_xid,
@@ -80,8 +83,10 @@ const PARTITION_MONTHS_AHEAD: i32 = 1;
 /// apply, the commit feed (every node's commits, see `tail`), and a
 /// connection for the DKIM keys (`dkim`).
 pub struct PgStore {
-    reads: ReadPool,
-    writes: writer::WritePool,
+    reads: Arc<ReadPool>,
+    /// The tracker's reads, in batches (see `hit_facts`).
+    hit_facts: hit_facts::HitFacts,
+    writes: WritePool,
     side: dkim::SideConnection,
     rules: StoreRules,
     feed: Arc<CommitFeed>,
@@ -126,19 +131,16 @@ impl PgStore {
         let tail =
             on_own_thread(|| tail::Tail::start(settings.clone(), feed.clone(), local.clone()))
                 .map_err(|e| settings.name_in(e))?;
+        let reads = Arc::new(ReadPool {
+            target: settings.target.clone(),
+            settings: settings.clone(),
+            pool: pool::Pool::new(settings.clone(), config.read_connections),
+        });
         Ok(PgStore {
-            reads: ReadPool {
-                target: settings.target.clone(),
-                settings: settings.clone(),
-                pool: pool::Pool::new(settings.clone(), config.read_connections),
-            },
+            hit_facts: hit_facts::HitFacts::new(reads.clone()),
+            reads,
             side: dkim::SideConnection::new(settings.clone()),
-            writes: writer::WritePool::new(
-                settings,
-                config.write_connections,
-                config.max_batch,
-                local,
-            ),
+            writes: WritePool::new(settings, config.write_connections, config.max_batch, local),
             rules,
             feed,
             _tail: tail,
@@ -434,14 +436,14 @@ fn make_partitions(c: &mut Client, at: Millis, months_ahead: i32) -> StoreResult
 
 /// Read connections (see `pool`): at most `read_connections` reads run at
 /// once.
-struct ReadPool {
+pub(crate) struct ReadPool {
     settings: Arc<Settings>,
     target: String,
     pool: pool::Pool<ReadConnection>,
 }
 
 impl ReadPool {
-    async fn run<T, F>(&self, f: F) -> StoreResult<T>
+    pub(crate) async fn run<T, F>(&self, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
         F: Fn(&mut Reader<'_>) -> StoreResult<T> + Send + 'static,
@@ -459,7 +461,7 @@ impl ReadPool {
 }
 
 /// What a read runs on: a pooled connection and its prepared statements.
-type Reader<'a> = reads::Cached<'a, Client>;
+pub(crate) type Reader<'a> = reads::Cached<'a, Client>;
 
 /// A read connection: its transactions are read-only, so a read can never
 /// write by mistake.
@@ -694,9 +696,7 @@ impl Store for PgStore {
     }
 
     async fn tracking_facts(&self, delivery: &DeliveryId) -> StoreResult<Option<TrackingFacts>> {
-        let delivery = delivery.clone();
-        self.read(move |c| tracking::tracking_facts(c, &delivery))
-            .await
+        self.hit_facts.get(delivery).await
     }
 
     async fn delivery_repeated_hits(
@@ -787,16 +787,17 @@ impl Store for PgStore {
 
     async fn accept_message(&self, message: NewMessage) -> StoreResult<AcceptOutcome> {
         let rules = self.rules;
-        let recipients = (
-            message.tenant_id.clone(),
-            message
+        let ahead = ReadAhead {
+            tenant: message.tenant_id.clone(),
+            deliveries: Vec::new(),
+            recipients: message
                 .recipients
                 .iter()
                 .map(|r| r.address.clone())
                 .collect(),
-        );
+        };
         self.writes
-            .accept(recipients, move |tx| {
+            .write_reading_ahead(ahead, move |tx| {
                 engine::accept_message(tx, &rules, &message)
             })
             .await
@@ -804,8 +805,16 @@ impl Store for PgStore {
 
     async fn record_event(&self, tenant: &TenantId, event: NewEvent) -> StoreResult<RecordOutcome> {
         let rules = self.rules;
+        let ahead = ReadAhead {
+            tenant: tenant.clone(),
+            deliveries: vec![event.delivery_id.clone()],
+            recipients: Vec::new(),
+        };
         let tenant = tenant.clone();
-        self.write(move |tx| engine::record_event(tx, &rules, &tenant, &event))
+        self.writes
+            .write_reading_ahead(ahead, move |tx| {
+                engine::record_event(tx, &rules, &tenant, &event)
+            })
             .await
     }
 

@@ -46,6 +46,10 @@ pub(crate) struct PgTx<'t, 'c> {
     /// (`None`: none exists), each given to its first
     /// [`engine::WriteTx::contact`] read; later reads go to the database.
     locked_contacts: HashMap<(TenantId, String), Option<ContactRecord>>,
+    /// Deliveries read and locked ahead by
+    /// [`engine::WriteTx::prefetch_deliveries`], each given to its first
+    /// [`engine::WriteTx::delivery`] read; later reads go to the database.
+    locked_deliveries: HashMap<DeliveryId, DeliveryRecord>,
     /// Owners of sender domains read in this transaction, by the domains
     /// asked for: a group of messages from one sender asks once. (Read
     /// committed would let a later read see a claim committed meanwhile;
@@ -75,6 +79,7 @@ impl<'t, 'c> PgTx<'t, 'c> {
             numbered: 0,
             behind: None,
             locked_contacts: HashMap::new(),
+            locked_deliveries: HashMap::new(),
             domain_owners_read: HashMap::new(),
             suppressions_read: HashMap::new(),
         }
@@ -471,6 +476,10 @@ impl engine::WriteTx for PgTx<'_, '_> {
         tenant: &TenantId,
         id: &DeliveryId,
     ) -> StoreResult<Option<DeliveryRecord>> {
+        if let Some(locked) = self.locked_deliveries.remove(id) {
+            // Read as the statement below would: of this tenant only.
+            return Ok((locked.tenant_id == *tenant).then_some(locked));
+        }
         // Only rows of this delivery kept behind need writing first.
         if self.behind.as_ref().is_some_and(|b| b.holds_delivery(id)) {
             self.sync()?;
@@ -490,6 +499,13 @@ impl engine::WriteTx for PgTx<'_, '_> {
         ids: &[DeliveryId],
     ) -> StoreResult<Vec<DeliveryRecord>> {
         reads::deliveries(&mut self.db()?, tenant, ids, true)
+    }
+
+    fn prefetch_deliveries(&mut self, tenant: &TenantId, ids: &[DeliveryId]) -> StoreResult<()> {
+        for delivery in reads::deliveries(&mut self.db()?, tenant, ids, true)? {
+            self.locked_deliveries.insert(delivery.id.clone(), delivery);
+        }
+        Ok(())
     }
 
     fn deliveries_to_send(

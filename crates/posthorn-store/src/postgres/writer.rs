@@ -31,7 +31,7 @@ use super::tx::{PgTx, Statements};
 use crate::engine;
 use crate::{StoreError, StoreResult};
 use ::postgres::Client;
-use posthorn_core::TenantId;
+use posthorn_core::{DeliveryId, TenantId};
 use std::collections::{BTreeMap, VecDeque};
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -65,17 +65,26 @@ trait Job: Send {
     fn answer(self: Box<Self>, committed: StoreResult<()>);
     /// Whether it must run in a transaction of its own.
     fn alone(&self) -> bool;
-    /// The recipients it is about to admit (see `WritePool::accept`).
-    fn recipients(&self) -> &Recipients;
+    /// What it is about to read, for its group to read ahead.
+    fn read_ahead(&self) -> Option<&ReadAhead>;
 }
 
-/// Recipients a write is about to admit: a tenant and its addresses.
-pub(crate) type Recipients = Option<(TenantId, Vec<String>)>;
+/// What a write of one tenant is about to read and lock: a group reads it
+/// for all its writes at once, a statement per kind and tenant, instead of
+/// a round trip or two per write (see `WriteTx::prefetch_deliveries` and
+/// `WriteTx::prefetch_recipients`).
+pub(crate) struct ReadAhead {
+    pub tenant: TenantId,
+    /// Deliveries whose events it records.
+    pub deliveries: Vec<DeliveryId>,
+    /// Recipients it admits (an accepted message's).
+    pub recipients: Vec<String>,
+}
 
 struct Write<F, T> {
     f: F,
     alone: bool,
-    recipients: Recipients,
+    read_ahead: Option<ReadAhead>,
     result: Option<StoreResult<T>>,
     reply: oneshot::Sender<StoreResult<T>>,
 }
@@ -107,8 +116,8 @@ where
         self.alone
     }
 
-    fn recipients(&self) -> &Recipients {
-        &self.recipients
+    fn read_ahead(&self) -> Option<&ReadAhead> {
+        self.read_ahead.as_ref()
     }
 }
 
@@ -201,20 +210,14 @@ impl WritePool {
         self.push(f, false, None).await
     }
 
-    /// As [`WritePool::write`], for a write that admits `recipients` (an
-    /// accepted message): a group reads the suppressions and locks the
-    /// contacts of all its messages' recipients in one go before running
-    /// them, instead of two round trips per recipient.
-    pub(crate) async fn accept<T, F>(
-        &self,
-        recipients: (TenantId, Vec<String>),
-        f: F,
-    ) -> StoreResult<T>
+    /// As [`WritePool::write`], for a write that says what it will read:
+    /// its group reads that ahead for all its writes at once.
+    pub(crate) async fn write_reading_ahead<T, F>(&self, ahead: ReadAhead, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
         F: Fn(&mut dyn engine::WriteTx) -> StoreResult<T> + Send + 'static,
     {
-        self.push(f, false, Some(recipients)).await
+        self.push(f, false, Some(ahead)).await
     }
 
     /// Runs `f` in a transaction of its own: for the writes that lock
@@ -230,7 +233,7 @@ impl WritePool {
         self.push(f, true, None).await
     }
 
-    async fn push<T, F>(&self, f: F, alone: bool, recipients: Recipients) -> StoreResult<T>
+    async fn push<T, F>(&self, f: F, alone: bool, read_ahead: Option<ReadAhead>) -> StoreResult<T>
     where
         T: Send + 'static,
         F: Fn(&mut dyn engine::WriteTx) -> StoreResult<T> + Send + 'static,
@@ -239,7 +242,7 @@ impl WritePool {
         self.queue.push(Box::new(Write {
             f,
             alone,
-            recipients,
+            read_ahead,
             result: None,
             reply,
         }))?;
@@ -406,7 +409,7 @@ fn commit_group(
     local: &LocalTransactions,
 ) -> Result<Written, Failed> {
     commit(conn, local, Mode::Behind, Plans::Kept, |tx| {
-        prefetch_recipients(tx, jobs)?;
+        read_ahead(tx, jobs)?;
         for job in jobs.iter_mut() {
             job.run(tx)?;
         }
@@ -414,20 +417,26 @@ fn commit_group(
     })
 }
 
-/// Reads ahead what the group's accepts will ask about their recipients,
-/// tenant by tenant (see `WriteTx::prefetch_recipients`).
-fn prefetch_recipients(tx: &mut dyn engine::WriteTx, jobs: &[Box<dyn Job>]) -> StoreResult<()> {
-    let mut by_tenant: BTreeMap<&TenantId, Vec<&str>> = BTreeMap::new();
-    for (tenant, addresses) in jobs.iter().filter_map(|j| j.recipients().as_ref()) {
-        by_tenant
-            .entry(tenant)
-            .or_default()
-            .extend(addresses.iter().map(String::as_str));
+/// Reads ahead what the group's writes said they will read, tenant by
+/// tenant: deliveries first, then contacts, the order every write locks
+/// them in.
+fn read_ahead(tx: &mut dyn engine::WriteTx, jobs: &[Box<dyn Job>]) -> StoreResult<()> {
+    let mut by_tenant: BTreeMap<&TenantId, (Vec<&DeliveryId>, Vec<&str>)> = BTreeMap::new();
+    for ahead in jobs.iter().filter_map(|j| j.read_ahead()) {
+        let (deliveries, recipients) = by_tenant.entry(&ahead.tenant).or_default();
+        deliveries.extend(&ahead.deliveries);
+        recipients.extend(ahead.recipients.iter().map(String::as_str));
     }
-    for (tenant, mut addresses) in by_tenant {
-        addresses.sort_unstable();
-        addresses.dedup();
-        tx.prefetch_recipients(tenant, &addresses)?;
+    for (tenant, (deliveries, mut recipients)) in by_tenant {
+        if !deliveries.is_empty() {
+            let deliveries: Vec<DeliveryId> = deliveries.into_iter().cloned().collect();
+            tx.prefetch_deliveries(tenant, &deliveries)?;
+        }
+        if !recipients.is_empty() {
+            recipients.sort_unstable();
+            recipients.dedup();
+            tx.prefetch_recipients(tenant, &recipients)?;
+        }
     }
     Ok(())
 }
