@@ -85,7 +85,7 @@ impl<'t, 'c> PgTx<'t, 'c> {
         }
     }
 
-    /// A transaction whose rows that need no answer are written behind,
+    /// A transaction that writes the rows needing no answer behind,
     /// table by table (see `behind`); [`PgTx::sync`] before the commit.
     pub(crate) fn writing_behind(
         tx: &'t mut Transaction<'c>,

@@ -471,8 +471,6 @@ enum Mode {
     Plain,
 }
 
-/// Begins a transaction, runs `body` in it and commits, notifying the
-/// commit stream when events were stored.
 /// Whether a transaction's statements run the plans kept with them, or are
 /// planned for each run.
 ///
@@ -491,6 +489,8 @@ enum Plans {
     PerRun,
 }
 
+/// Begins a transaction, runs `body` in it and commits, notifying the
+/// commit stream when events were stored.
 fn commit(
     conn: &mut Connection,
     local: &LocalTransactions,
@@ -530,9 +530,8 @@ struct Connection {
 
 impl Connection {
     fn open(settings: &Settings) -> StoreResult<Connection> {
-        let client = settings.connect()?;
         Ok(Connection {
-            client,
+            client: settings.connect()?,
             statements: Statements::new(),
         })
     }
