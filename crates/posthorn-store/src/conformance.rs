@@ -2606,12 +2606,12 @@ pub async fn a_hard_bounce_amid_a_burst_of_messages_stops_those_after_it(store: 
     let (gone, fine) = ("gone@example.com", "fine@example.com");
     let first = accept(store, message(&t, &[gone])).await;
     let burst = || {
-        futures_util::future::join_all((0..20).map(|i| {
+        futures_util::future::join_all((0..20u32).map(|i| {
             store.accept_message(message(
                 &t,
                 &[
                     gone,
-                    if i % 2 == 0 {
+                    if i.is_multiple_of(2) {
                         fine
                     } else {
                         "other@example.org"
@@ -2673,8 +2673,8 @@ pub async fn a_hard_bounce_amid_a_burst_of_messages_stops_those_after_it(store: 
 pub async fn tracking_facts_read_together_are_each_deliverys_own(store: &dyn Store) {
     let (t1, t2) = (tenant(store, "acme").await, tenant(store, "globex").await);
     let mut deliveries = Vec::new();
-    for i in 0..12 {
-        let t = if i % 3 == 0 { &t2 } else { &t1 };
+    for i in 0..12u64 {
+        let t = if i.is_multiple_of(3) { &t2 } else { &t1 };
         let address = format!("r{i}@example.com");
         let r = accept(store, message(t, &[address.as_str()])).await;
         let d = r.deliveries[0].id.clone();
@@ -2687,11 +2687,11 @@ pub async fn tracking_facts_read_together_are_each_deliverys_own(store: &dyn Sto
             )
             .await
             .unwrap();
-        if i % 2 == 0 {
-            record(store, t, &d, T0 + 10 + i, delivered()).await;
+        if i.is_multiple_of(2) {
+            record(store, t, &d, T0 + 10 + i as Millis, delivered()).await;
         }
         for n in 0..i % 4 {
-            record(store, t, &d, T0 + 100 + n, opened()).await;
+            record(store, t, &d, T0 + 100 + n as Millis, opened()).await;
         }
         deliveries.push(d);
     }
@@ -2715,11 +2715,15 @@ pub async fn tracking_facts_read_together_are_each_deliverys_own(store: &dyn Sto
             .unwrap();
         assert_eq!(
             facts.tenant_id,
-            if i % 3 == 0 { t2.clone() } else { t1.clone() }
+            if i.is_multiple_of(3) {
+                t2.clone()
+            } else {
+                t1.clone()
+            }
         );
         assert_eq!(facts.links.len() as u64, i % 3);
         assert_eq!(facts.engagement.len() as u64, i % 4);
         assert!(facts.engagement.iter().all(|e| &e.delivery_id == d));
-        assert_eq!(facts.delivered_known, i % 2 == 0);
+        assert_eq!(facts.delivered_known, i.is_multiple_of(2));
     }
 }

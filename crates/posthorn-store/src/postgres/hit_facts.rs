@@ -15,7 +15,7 @@ use super::tracking;
 use crate::records::TrackingFacts;
 use crate::{StoreError, StoreResult};
 use posthorn_core::DeliveryId;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 /// Hits read in one batch at most.
@@ -26,33 +26,45 @@ const BATCHES_AT_ONCE: usize = 2;
 
 type Answer = oneshot::Sender<StoreResult<Option<TrackingFacts>>>;
 
+type Requests = mpsc::UnboundedSender<(DeliveryId, Answer)>;
+
 pub(crate) struct HitFacts {
     reads: Arc<ReadPool>,
-    /// Started on first use, on the runtime of the caller (the store is
-    /// made before there is one).
-    requests: OnceLock<mpsc::UnboundedSender<(DeliveryId, Answer)>>,
+    /// The gathering task, started on first use on the caller's runtime
+    /// (the store is made before there is one), and again if that runtime
+    /// has ended since.
+    requests: Mutex<Option<Requests>>,
 }
 
 impl HitFacts {
     pub(crate) fn new(reads: Arc<ReadPool>) -> Self {
         Self {
             reads,
-            requests: OnceLock::new(),
+            requests: Mutex::new(None),
         }
     }
 
     /// The facts of a hit on `delivery`, read with the hits waiting beside it.
     pub(crate) async fn get(&self, delivery: &DeliveryId) -> StoreResult<Option<TrackingFacts>> {
-        let requests = self.requests.get_or_init(|| {
-            let (tx, rx) = mpsc::unbounded_channel();
-            tokio::spawn(gather(self.reads.clone(), rx));
-            tx
-        });
         let (answer, answered) = oneshot::channel();
-        requests
+        self.requests()?
             .send((delivery.clone(), answer))
             .map_err(|_| StoreError::closed())?;
         answered.await.map_err(|_| StoreError::closed())?
+    }
+
+    /// The running gatherer's queue, starting one if there is none.
+    fn requests(&self) -> StoreResult<Requests> {
+        let mut requests = self.requests.lock().map_err(|_| StoreError::closed())?;
+        match requests.as_ref() {
+            Some(running) if !running.is_closed() => Ok(running.clone()),
+            _ => {
+                let (tx, rx) = mpsc::unbounded_channel();
+                tokio::spawn(gather(self.reads.clone(), rx));
+                *requests = Some(tx.clone());
+                Ok(tx)
+            }
+        }
     }
 }
 
