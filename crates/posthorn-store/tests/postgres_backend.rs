@@ -851,3 +851,46 @@ fn dkim_key_calls_recover_by_themselves_after_their_connection_is_ended() {
         .expect("a write");
     assert_eq!(listed(&store).len(), 1);
 }
+
+/// Claims start where the last one found due entries (`ClaimFloor`, so that
+/// they need not walk past every entry delivered since the oldest open
+/// snapshot): an entry that becomes due again below that point, here by
+/// its lease running out, is still claimed again, at the latest at the
+/// next walk of the whole queue.
+#[test]
+fn a_lease_that_runs_out_below_where_claims_start_is_claimed_again() {
+    use posthorn_store::conformance::{T0, message};
+    let Some(db) = TestDatabase::create() else {
+        return;
+    };
+    let store = connect(&db);
+    let node = posthorn_core::NodeId::parse("node-a").expect("a node name");
+    runtime().block_on(async {
+        let tenant = store.create_tenant("acme", T0).await.expect("tenant").id;
+        let first = message(&tenant, &["a@example.com"]);
+        let mut second = message(&tenant, &["b@example.com"]);
+        second.send_at = Some(T0 + 10);
+        for m in [first, second] {
+            store.accept_message(m).await.expect("accepted");
+        }
+        let claim = |now: i64, lease_until: i64| store.claim_due(&node, now, 1, lease_until);
+        let a = claim(T0 + 20, T0 + 100).await.expect("claim");
+        assert_eq!(a[0].delivery.recipient, "a@example.com");
+        let b = claim(T0 + 30, T0 + 1_000_000).await.expect("claim");
+        assert_eq!(b[0].delivery.recipient, "b@example.com");
+        // a's lease runs out at T0 + 100; claims now start at b's due time.
+        let mut again = Vec::new();
+        for round in 0..40 {
+            again = claim(T0 + 200 + round, T0 + 1_000_000)
+                .await
+                .expect("claim");
+            if !again.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        assert_eq!(again.len(), 1, "claimed again within a full walk");
+        assert_eq!(again[0].delivery.recipient, "a@example.com");
+        assert_eq!(again[0].attempt, 2);
+    });
+}

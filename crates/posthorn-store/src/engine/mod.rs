@@ -262,14 +262,14 @@ pub(crate) trait WriteTx {
         due_at: Millis,
         now: Millis,
     ) -> StoreResult<()>;
-    /// Leases to `node` until `until` up to `limit` entries due at `now`
-    /// whose lease is free or has run out, oldest due first, and counts
-    /// their attempt; entries another transaction holds are skipped, not
-    /// waited for.
+    /// Leases to `node` until `until` up to `limit` entries due at `now`,
+    /// and not before `from`, whose lease is free or has run out, oldest
+    /// due first, and counts their attempt; entries another transaction
+    /// holds are skipped, not waited for.
     fn claim_entries(
         &mut self,
         node: &NodeId,
-        now: Millis,
+        window: ClaimWindow,
         limit: u32,
         until: Millis,
     ) -> StoreResult<Vec<DueEntry>>;
@@ -351,11 +351,19 @@ pub(crate) trait WriteTx {
     ) -> StoreResult<()>;
 }
 
-/// A queue entry that is due (see [`WriteTx::due_entries`]).
+/// Which due times a claim looks at: from `from` (0: all) to `now`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ClaimWindow {
+    pub from: Millis,
+    pub now: Millis,
+}
+
+/// A queue entry claimed (see [`WriteTx::claim_entries`]).
 #[derive(Debug, Clone)]
 pub(crate) struct DueEntry {
     pub delivery: DeliveryId,
     pub tenant: TenantId,
+    pub due_at: Millis,
     /// Attempts counted before this claim.
     pub attempts: u32,
 }

@@ -1,25 +1,33 @@
 //! The send queue: claims with node-owned leases, and attempts' outcomes.
 
-use super::DueEntry;
 use super::WriteTx;
 use super::events::apply_event;
+use super::{ClaimWindow, DueEntry};
 use crate::records::*;
 use crate::{StoreError, StoreResult, StoreRules};
 use posthorn_core::{DeliveryId, MessageId, Millis, NodeId, TenantId};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
-/// Takes due queue entries whose lease is free or has run out, leases them
-/// to `node` and counts the attempt; each with its delivery, message and
-/// tenant, read a batch at a time (a statement per batch, not per entry).
+/// What a claim took: its deliveries, and the oldest due time among them.
+pub(crate) struct Claimed {
+    pub deliveries: Vec<ClaimedDelivery>,
+    pub oldest_due: Option<Millis>,
+}
+
+/// Takes due queue entries (in `window`) whose lease is free or has run
+/// out, leases them to `node` and counts the attempt; each with its
+/// delivery, message and tenant, read a batch at a time (a statement per
+/// batch, not per entry).
 pub(crate) fn claim_due(
     tx: &mut dyn WriteTx,
     node: &NodeId,
-    now: Millis,
+    window: ClaimWindow,
     limit: u32,
     lease_until: Millis,
-) -> StoreResult<Vec<ClaimedDelivery>> {
-    let due = tx.claim_entries(node, now, limit, lease_until)?;
+) -> StoreResult<Claimed> {
+    let due = tx.claim_entries(node, window, limit, lease_until)?;
+    let oldest_due = due.iter().map(|e| e.due_at).min();
     let mut claimed = Vec::with_capacity(due.len());
     // Read per tenant, so every read stays scoped by its tenant.
     let mut by_tenant: BTreeMap<TenantId, Vec<DueEntry>> = BTreeMap::new();
@@ -64,7 +72,10 @@ pub(crate) fn claim_due(
             });
         }
     }
-    Ok(claimed)
+    Ok(Claimed {
+        deliveries: claimed,
+        oldest_due,
+    })
 }
 
 /// Records attempts in order (a delivery's `sent` before its outcome): each

@@ -12,7 +12,7 @@ use super::position::{current_xid, event_position};
 use super::reads::Query;
 use super::{domains, reads};
 use crate::StoreResult;
-use crate::engine::{self, DueEntry, ExternalMessage, ProviderMessageRef};
+use crate::engine::{self, ClaimWindow, DueEntry, ExternalMessage, ProviderMessageRef};
 use crate::ingest::IngestSource;
 use crate::records::*;
 use ::postgres::types::{Json, ToSql};
@@ -854,7 +854,7 @@ impl engine::WriteTx for PgTx<'_, '_> {
     fn claim_entries(
         &mut self,
         node: &NodeId,
-        now: Millis,
+        window: ClaimWindow,
         limit: u32,
         until: Millis,
     ) -> StoreResult<Vec<DueEntry>> {
@@ -863,11 +863,11 @@ impl engine::WriteTx for PgTx<'_, '_> {
         self.query(
             "UPDATE send_queue q SET lease_owner = $3, lease_until = $4, attempts = q.attempts + 1 \
              FROM (SELECT delivery_id FROM send_queue \
-                   WHERE due_at <= $1 AND (lease_until IS NULL OR lease_until < $1) \
+                   WHERE due_at <= $1 AND due_at >= $5 AND (lease_until IS NULL OR lease_until < $1) \
                    ORDER BY due_at LIMIT $2 FOR UPDATE SKIP LOCKED) due \
              WHERE q.delivery_id = due.delivery_id \
-             RETURNING q.delivery_id, q.tenant_id, q.attempts - 1",
-            &[&now, &i64::from(limit), &node.as_str(), &until],
+             RETURNING q.delivery_id, q.tenant_id, q.attempts - 1, q.due_at",
+            &[&window.now, &i64::from(limit), &node.as_str(), &until, &window.from],
         )?
         .iter()
         .map(|r| {
@@ -875,6 +875,7 @@ impl engine::WriteTx for PgTx<'_, '_> {
                 delivery: DeliveryId::from_stored(reads::get::<String>(r, 0)?),
                 tenant: TenantId::from_stored(reads::get::<String>(r, 1)?),
                 attempts: u32::try_from(reads::get::<i64>(r, 2)?).unwrap_or(u32::MAX),
+                due_at: reads::get(r, 3)?,
             })
         })
         .collect()

@@ -546,8 +546,13 @@ impl Store for SqliteStore {
         lease_until: Millis,
     ) -> StoreResult<Vec<ClaimedDelivery>> {
         let node = node.clone();
-        self.write(move |tx| engine::claim_due(tx, &node, now, limit, lease_until))
-            .await
+        // One writer: no claim ever walks past rows deleted but still
+        // visible to an older transaction, so every claim looks at all.
+        let window = engine::ClaimWindow { from: 0, now };
+        let claimed = self
+            .write(move |tx| engine::claim_due(tx, &node, window, limit, lease_until))
+            .await?;
+        Ok(claimed.deliveries)
     }
 
     async fn record_attempts(

@@ -6,7 +6,7 @@
 use super::writer::BatchTx;
 use super::{domains, prepare, reads};
 use crate::StoreResult;
-use crate::engine::{self, DueEntry, ExternalMessage, ProviderMessageRef};
+use crate::engine::{self, ClaimWindow, DueEntry, ExternalMessage, ProviderMessageRef};
 use crate::ingest::IngestSource;
 use crate::records::*;
 use posthorn_core::contact::ContactState;
@@ -508,7 +508,7 @@ impl engine::WriteTx for SqliteTx<'_, '_> {
     fn claim_entries(
         &mut self,
         node: &NodeId,
-        now: Millis,
+        window: ClaimWindow,
         limit: u32,
         until: Millis,
     ) -> StoreResult<Vec<DueEntry>> {
@@ -516,14 +516,16 @@ impl engine::WriteTx for SqliteTx<'_, '_> {
         let due = {
             let mut stmt = prepare(
                 self.conn(),
-                "SELECT delivery_id, tenant_id, attempts FROM send_queue \
-                 WHERE due_at <= $1 AND (lease_until IS NULL OR lease_until < $1) ORDER BY due_at LIMIT $2",
+                "SELECT delivery_id, tenant_id, attempts, due_at FROM send_queue \
+                 WHERE due_at <= $1 AND due_at >= $2 AND (lease_until IS NULL OR lease_until < $1) \
+                 ORDER BY due_at LIMIT $3",
             )?;
-            let rows = stmt.query_map(params![now, limit], |r| {
+            let rows = stmt.query_map(params![window.now, window.from, limit], |r| {
                 Ok(DueEntry {
                     delivery: DeliveryId::from_stored(r.get(0)?),
                     tenant: TenantId::from_stored(r.get(1)?),
                     attempts: r.get(2)?,
+                    due_at: r.get(3)?,
                 })
             })?;
             rows.collect::<Result<Vec<_>, _>>()?
