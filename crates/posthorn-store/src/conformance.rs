@@ -155,6 +155,20 @@ async fn record(
     }
 }
 
+/// A new event of `delivery` reported by delivery, occurred and recorded
+/// at `at`.
+pub fn delivery_event(delivery: &DeliveryId, at: Millis, details: EventDetails) -> NewEvent {
+    NewEvent {
+        id: EventId::generate(),
+        delivery_id: delivery.clone(),
+        occurred_at: at,
+        recorded_at: at,
+        source: EventSource::Delivery,
+        details,
+        external_id: None,
+    }
+}
+
 fn bounce(bounce_type: BounceType) -> EventDetails {
     EventDetails::Bounced(Bounced {
         bounce_type,
@@ -1205,15 +1219,7 @@ pub async fn a_batch_of_attempts_of_two_tenants_is_recorded_in_order(store: &dyn
         &r1.deliveries[2].id,
     );
     let gone = &r2.deliveries[0].id;
-    let event = |delivery: &DeliveryId, at: Millis, details: EventDetails| NewEvent {
-        id: EventId::generate(),
-        delivery_id: delivery.clone(),
-        occurred_at: at,
-        recorded_at: at,
-        source: EventSource::Delivery,
-        details,
-        external_id: None,
-    };
+    let event = delivery_event;
     let sent = || EventDetails::Sent(Default::default());
     let deferred = EventDetails::Deferred(Deferred {
         attempt: 1,

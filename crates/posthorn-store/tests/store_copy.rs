@@ -20,7 +20,7 @@ use posthorn_core::suppression::SuppressionExpiry;
 use posthorn_core::{
     DeliveryId, EventId, EventKind, EventSource, MessageId, Millis, NodeId, TenantId,
 };
-use posthorn_store::conformance::{T0, message};
+use posthorn_store::conformance::{T0, delivery_event as event, message};
 use posthorn_store::copy::{CopyProgress, copy_sqlite_to_postgres};
 use posthorn_store::*;
 use posthorn_testkit::postgres::TestDatabase;
@@ -54,18 +54,6 @@ async fn accepted(store: &dyn Store, m: NewMessage) -> Receipt {
     match store.accept_message(m).await.expect("accept") {
         AcceptOutcome::Accepted(r) => r,
         other => panic!("expected Accepted, got {other:?}"),
-    }
-}
-
-fn event(delivery: &DeliveryId, at: Millis, details: EventDetails) -> NewEvent {
-    NewEvent {
-        id: EventId::generate(),
-        delivery_id: delivery.clone(),
-        occurred_at: at,
-        recorded_at: at,
-        source: EventSource::Delivery,
-        details,
-        external_id: None,
     }
 }
 

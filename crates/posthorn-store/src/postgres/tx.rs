@@ -502,7 +502,7 @@ impl engine::WriteTx for PgTx<'_, '_> {
     }
 
     fn prefetch_deliveries(&mut self, tenant: &TenantId, ids: &[DeliveryId]) -> StoreResult<()> {
-        for delivery in reads::deliveries(&mut self.db()?, tenant, ids, true)? {
+        for delivery in self.lock_deliveries(tenant, ids)? {
             self.locked_deliveries.insert(delivery.id.clone(), delivery);
         }
         Ok(())
