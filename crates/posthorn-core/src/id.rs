@@ -29,6 +29,12 @@ macro_rules! id_type {
             pub fn as_str(&self) -> &str {
                 &self.0
             }
+            /// When the id was made: a UUIDv7 begins with its time in
+            /// milliseconds (48 bits). `None` for text that does not.
+            pub fn millis(&self) -> Option<crate::clock::Millis> {
+                let hex: String = self.0.chars().filter(|c| *c != '-').take(12).collect();
+                i64::from_str_radix(&hex, 16).ok().filter(|_| hex.len() == 12)
+            }
         }
 
         impl fmt::Display for $name {

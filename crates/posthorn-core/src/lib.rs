@@ -22,6 +22,7 @@ pub mod policy;
 pub mod provider;
 pub mod retry;
 pub mod rfc5322;
+pub mod search;
 pub mod status;
 pub mod submission;
 pub mod suppression;

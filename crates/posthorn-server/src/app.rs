@@ -51,6 +51,8 @@ pub struct Shared {
     pub delivery_wake: Arc<tokio::sync::Notify>,
     /// Signs and checks tracking links.
     pub tracking: Arc<crate::tracking::Tracking>,
+    /// Signs and checks the cursors of listed pages.
+    pub cursors: Arc<crate::cursor::Cursors>,
     /// Facts and hit histories of recently hit deliveries, so a hit costs
     /// its durable write and no read (see `tracker_cache`).
     pub tracker_cache: Arc<crate::tracker_cache::TrackerCache>,
@@ -241,6 +243,7 @@ impl App {
             metrics: Arc::new(Metrics::default()),
             delivery_wake: Arc::new(tokio::sync::Notify::new()),
             tracking,
+            cursors: Arc::new(crate::cursor::Cursors::new(&secret)),
             tracker_cache: Arc::new(tracker_cache),
             dkim,
             dkim_home,

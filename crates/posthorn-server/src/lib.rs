@@ -10,6 +10,7 @@
 pub mod api;
 pub mod app;
 pub mod config;
+pub mod cursor;
 pub mod data_dir;
 pub mod data_file;
 pub mod delivery;

@@ -16,6 +16,8 @@ pub struct Metrics {
     /// Deliveries accepted, by their first status (queued, scheduled, dropped).
     accepted: Mutex<BTreeMap<String, u64>>,
     pub messages_accepted: AtomicU64,
+    /// Live feeds (`GET /v1/events/stream`) open now.
+    pub feeds_open: AtomicU64,
     /// Delivery attempts finished, by the event recorded (delivered,
     /// deferred, bounced, expired, failed), counted once durable.
     outcomes: Mutex<BTreeMap<String, u64>>,
@@ -111,6 +113,13 @@ impl Metrics {
             out,
             "posthorn_messages_accepted_total {}",
             self.messages_accepted.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(out, "# HELP posthorn_feeds_open Live event feeds open now.");
+        let _ = writeln!(out, "# TYPE posthorn_feeds_open gauge");
+        let _ = writeln!(
+            out,
+            "posthorn_feeds_open {}",
+            self.feeds_open.load(Ordering::Relaxed)
         );
         let _ = writeln!(
             out,

@@ -17,6 +17,10 @@
 //! | `complaint` | 250, then an ARF spam complaint to the complaint address |
 //! | `ooto` | 250, then an out-of-office auto-reply to the return path |
 //!
+//! A label after `+` is not part of the answer: `bounce+anything@` answers
+//! as `bounce@` does (as Amazon SES's simulator does), so a demo or a test
+//! can give many distinct recipients one outcome.
+//!
 //! The reports of the last five are real messages sent over SMTP to the
 //! inbound MX, as a remote server would send them, so they take the same
 //! path as returned mail from the internet.
@@ -81,8 +85,12 @@ impl Simulator {
     }
 }
 
+/// The local part that decides the answer: lower-case, without a
+/// `+label`.
 fn local_part(address: &str) -> String {
-    address.split('@').next().unwrap_or("").to_ascii_lowercase()
+    let local = address.rsplit_once('@').map_or(address, |(local, _)| local);
+    let local = local.split_once('+').map_or(local, |(base, _)| base);
+    local.to_ascii_lowercase()
 }
 
 #[async_trait::async_trait]
@@ -320,5 +328,24 @@ async fn send_report(inbound: SocketAddr, to: String, message: Vec<u8>) {
         Ok(r) if r.recipients.iter().all(|r| r.delivered()) => {}
         Ok(r) => tracing::warn!(?r, %to, "simulator: the inbound MX refused a report"),
         Err(e) => tracing::warn!(error = %e, %to, "simulator: could not send a report"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::local_part;
+
+    #[test]
+    fn a_label_after_plus_answers_as_the_plain_local_part() {
+        assert_eq!(local_part("bounce+x7@simulator.posthorn.test"), "bounce");
+        assert_eq!(
+            local_part("Mailbox-Full+a+b@simulator.posthorn.test"),
+            "mailbox-full"
+        );
+        assert_eq!(local_part("delivered@simulator.posthorn.test"), "delivered");
+        assert_eq!(
+            local_part("soft-async+1@simulator.posthorn.test"),
+            "soft-async"
+        );
     }
 }

@@ -11,7 +11,7 @@ use posthorn_core::config::{ByteSize, Config, StreamConfig};
 use posthorn_core::id::ApiKeyId;
 use posthorn_core::{Clock, SystemClock};
 use posthorn_server::keys;
-use posthorn_store::{EventFilter, NewApiKey, Scope, SqliteStore, Store, Tenant};
+use posthorn_store::{NewApiKey, Scope, SqliteStore, Store, Tenant};
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::collections::HashSet;
@@ -235,12 +235,11 @@ impl Server {
     async fn snapshot(&self, tenant: &Tenant) -> Snapshot {
         let events = self
             .store
-            .events(
+            .search_events(
                 &tenant.id,
-                &EventFilter {
-                    limit: 100_000,
-                    ..Default::default()
-                },
+                &posthorn_store::conformance::search("", posthorn_core::search::Surface::Events),
+                None,
+                100_000,
             )
             .await
             .unwrap()
@@ -1459,11 +1458,17 @@ async fn other_tenants_ids_and_malformed_ids_are_404() {
         Some("delivery_id"),
         "a message id as delivery_id",
     );
+    // A malformed id is an error naming the filter, not an empty page.
     let r = server
         .get(&server.admin, "/v1/events?delivery_id=not-an-id")
         .await;
-    assert_eq!(r.status, 200);
-    assert_eq!(r.json, json!({"events": [], "next_cursor": null}));
+    assert_error(
+        &r,
+        400,
+        "invalid_query",
+        Some("delivery_id"),
+        "malformed delivery_id",
+    );
     // An unknown endpoint is a JSON 404 too.
     not_found(
         &server.get(&server.admin, "/v1/nope").await,
@@ -1756,10 +1761,11 @@ async fn event_query_errors_are_400() {
     for (query, field) in [
         ("limit=0", Some("limit")),
         ("limit=501", Some("limit")),
-        ("limit=abc", None),
-        ("limit=-1", None),
+        ("limit=abc", Some("limit")),
+        ("limit=-1", Some("limit")),
+        ("limit=5&limit=6", Some("limit")),
         ("kind=bogus", Some("kind")),
-        ("bogus=1", None),
+        ("bogus=1", Some("bogus")),
         ("cursor=not-a-cursor", Some("cursor")),
     ] {
         let r = server
@@ -2949,7 +2955,11 @@ async fn the_event_feed_pages_newest_first_without_repeats() {
         match page.json["next_cursor"].as_str() {
             Some(next) => {
                 assert_eq!(events.len(), 2, "only full pages have a cursor");
-                assert_eq!(next, events[1]["id"].as_str().unwrap());
+                // Opaque, but it goes on after the page's last event.
+                assert!(
+                    next.starts_with(events[1]["id"].as_str().unwrap()),
+                    "{next}"
+                );
                 cursor = Some(next.to_owned());
             }
             None => break,
@@ -3928,13 +3938,14 @@ async fn the_same_drafts_are_refused_and_accepted_alike_through_both_doors() {
     assert_eq!(replies[0].0, 250, "{}: {:?}", good.name, replies[0]);
     let events = server
         .store
-        .events(
+        .search_events(
             &server.tenant.id,
-            &EventFilter {
-                recipient: Some("rcpt@example.com".into()),
-                limit: 10,
-                ..Default::default()
-            },
+            &posthorn_store::conformance::search(
+                "recipient=rcpt@example.com",
+                posthorn_core::search::Surface::Events,
+            ),
+            None,
+            10,
         )
         .await
         .unwrap();
@@ -4048,12 +4059,11 @@ async fn smtp_submission_keeps_bytes_and_removes_blind_copies() {
     assert_eq!(replies[0].0, 250, "{:?}", replies[0]);
     let events = server
         .store
-        .events(
+        .search_events(
             &server.tenant.id,
-            &EventFilter {
-                limit: 10,
-                ..Default::default()
-            },
+            &posthorn_store::conformance::search("", posthorn_core::search::Surface::Events),
+            None,
+            10,
         )
         .await
         .unwrap();
@@ -4092,4 +4102,519 @@ async fn smtp_submission_keeps_bytes_and_removes_blind_copies() {
         String::from_utf8_lossy(&expected)
     );
     assert_eq!(stored.content.raw_mime.as_deref(), Some(&expected[..]));
+}
+
+// ---------------------------------------------------------------------------
+// Search: the filter grammar over HTTP, cursors, the delivery summary
+// ---------------------------------------------------------------------------
+
+/// Follows `next` from `first` to the end; every page's items under `field`.
+async fn every_page(server: &Server, key: &str, first: &str, field: &str) -> Vec<Vec<Value>> {
+    let mut pages = Vec::new();
+    let mut path = first.to_owned();
+    loop {
+        let r = server.get(key, &path).await;
+        assert_eq!(r.status, 200, "{path}: {}", r.text);
+        pages.push(r.json[field].as_array().unwrap().clone());
+        match r.json["next"].as_str() {
+            Some(next) => {
+                assert!(r.json["next_cursor"].is_string());
+                path = next.to_owned();
+            }
+            None => {
+                assert!(r.json["next_cursor"].is_null());
+                return pages;
+            }
+        }
+    }
+}
+
+fn ids_of(items: &[Value]) -> Vec<String> {
+    items
+        .iter()
+        .map(|i| i["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_and_delivery_lists_filter_page_and_summarise() {
+    let server = &start().await;
+    let news = server
+        .accept(&msg(json!({
+            "to": ["a@example.com", "b@example.org", "c@example.com"],
+            "tags": ["promo"],
+            "metadata": {"plan": "pro"},
+            "campaign": "dec",
+        })))
+        .await;
+    let ids = delivery_ids(&news);
+    server.record(&ids[0], "delivered", json!({})).await;
+    server
+        .record(&ids[0], "opened", json!({"machine": false}))
+        .await;
+    server
+        .record(
+            &ids[1],
+            "bounced",
+            json!({"bounce_type": "hard", "reason": "userunknown", "smtp_code": 550,
+                   "reply_text": "550 5.1.1 No such user (listed in our Blocklist)", "origin": "sync"}),
+        )
+        .await;
+    server.accept(&to(&["d@example.net"])).await;
+
+    // Events: 4 queued, 3 recorded; by filter, and a page at a time.
+    let count = |query: &'static str| async move {
+        let r = server
+            .get(&server.admin, &format!("/v1/events?{query}"))
+            .await;
+        assert_eq!(r.status, 200, "{query}: {}", r.text);
+        r.json["events"].as_array().unwrap().len()
+    };
+    assert_eq!(count("").await, 7);
+    assert_eq!(count("recipient=@example.com").await, 4);
+    assert_eq!(count("kind=bounced,opened").await, 2);
+    assert_eq!(count("q=blocklist").await, 1);
+    assert_eq!(count("campaign=dec&tag=promo&metadata.plan=pro").await, 6);
+    assert_eq!(count("machine=false").await, 1);
+    assert_eq!(count("smtp_code=550&bounce_type=hard").await, 1);
+    let all = server.get(&server.admin, "/v1/events?limit=500").await;
+    let pages = every_page(server, &server.admin, "/v1/events?limit=3", "events").await;
+    assert_eq!(
+        pages.iter().map(Vec::len).collect::<Vec<_>>(),
+        vec![3, 3, 1]
+    );
+    assert_eq!(
+        pages
+            .concat()
+            .iter()
+            .map(|e| e["id"].clone())
+            .collect::<Vec<_>>(),
+        all.json["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["id"].clone())
+            .collect::<Vec<_>>(),
+        "the pages are the whole list, in order, each event once"
+    );
+    // Oldest first on asking; the cursor stays with its order.
+    let asc = every_page(
+        server,
+        &server.admin,
+        "/v1/events?order=asc&limit=2",
+        "events",
+    )
+    .await;
+    let mut desc = ids_of(&pages.concat());
+    desc.reverse();
+    assert_eq!(ids_of(&asc.concat()), desc);
+
+    // Deliveries by status, the summary and the lists behind its counts.
+    let listed = |query: &'static str| async move {
+        let r = server
+            .get(&server.admin, &format!("/v1/deliveries?{query}"))
+            .await;
+        assert_eq!(r.status, 200, "{query}: {}", r.text);
+        let mut found: Vec<String> = r.json["deliveries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["recipient"].as_str().unwrap().to_owned())
+            .collect();
+        found.sort();
+        found
+    };
+    assert_eq!(listed("status=opened").await, ["a@example.com"]);
+    assert_eq!(
+        listed("status=bounced&campaign=dec").await,
+        ["b@example.org"]
+    );
+    assert_eq!(
+        listed("status=queued").await,
+        ["c@example.com", "d@example.net"]
+    );
+    assert_eq!(listed("kind=bounced&q=blocklist").await, ["b@example.org"]);
+    let pages = every_page(
+        server,
+        &server.admin,
+        "/v1/deliveries?limit=1",
+        "deliveries",
+    )
+    .await;
+    assert_eq!(pages.len(), 4);
+    let summary = server
+        .get(&server.admin, "/v1/deliveries/summary?campaign=dec")
+        .await;
+    assert_eq!(summary.status, 200, "{}", summary.text);
+    let s = &summary.json;
+    assert_eq!(s["total"], 3);
+    assert_eq!(s["status"]["opened"]["deliveries"], 1);
+    assert_eq!(s["status"]["bounced"]["deliveries"], 1);
+    assert_eq!(s["status"]["queued"]["deliveries"], 1);
+    assert_eq!(s["status"]["clicked"]["deliveries"], 0);
+    assert_eq!(s["delivery_status"]["delivered"]["deliveries"], 1);
+    assert_eq!(s["engagement_status"]["none"]["deliveries"], 2);
+    for (axis, name) in [
+        ("status", "bounced"),
+        ("delivery_status", "delivered"),
+        ("engagement_status", "none"),
+    ] {
+        let figure = &s[axis][name];
+        let r = server
+            .get(&server.admin, figure["list"].as_str().unwrap())
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        assert_eq!(
+            r.json["deliveries"].as_array().unwrap().len() as u64,
+            figure["deliveries"].as_u64().unwrap(),
+            "{axis}={name}: the list behind the count"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cursors_and_filters_never_cross_queries_or_tenants() {
+    let server = start().await;
+    let (_b, b_admin) = server.new_tenant("b").await;
+    for _ in 0..3 {
+        server.accept(&to(&["shared@example.com"])).await;
+        server
+            .accept_as(&b_admin, &to(&["shared@example.com"]))
+            .await;
+    }
+    let first = server
+        .get(
+            &server.admin,
+            "/v1/events?recipient=shared@example.com&limit=1",
+        )
+        .await;
+    let cursor = first.json["next_cursor"].as_str().unwrap().to_owned();
+    // The cursor goes on with its own query, for its own tenant only.
+    let own = server
+        .get(
+            &server.admin,
+            &format!("/v1/events?recipient=shared@example.com&limit=1&cursor={cursor}"),
+        )
+        .await;
+    assert_eq!(own.status, 200, "{}", own.text);
+    for (key, query, context) in [
+        (
+            &b_admin,
+            "recipient=shared@example.com&limit=1",
+            "another tenant",
+        ),
+        (
+            &server.admin,
+            "recipient=@example.com&limit=1",
+            "another query",
+        ),
+        (
+            &server.admin,
+            "recipient=shared@example.com&limit=1&order=asc",
+            "another order",
+        ),
+    ] {
+        let r = server
+            .get(key, &format!("/v1/events?{query}&cursor={cursor}"))
+            .await;
+        assert_error(&r, 400, "invalid_query", Some("cursor"), context);
+    }
+    let r = server
+        .get(
+            &server.admin,
+            &format!("/v1/deliveries?recipient=shared@example.com&limit=1&cursor={cursor}"),
+        )
+        .await;
+    assert_error(
+        &r,
+        400,
+        "invalid_query",
+        Some("cursor"),
+        "an event cursor on deliveries",
+    );
+    let tampered = format!("{}0{}", &cursor[..35], &cursor[36..]);
+    let r = server
+        .get(
+            &server.admin,
+            &format!("/v1/events?recipient=shared@example.com&limit=1&cursor={tampered}"),
+        )
+        .await;
+    assert_error(
+        &r,
+        400,
+        "invalid_query",
+        Some("cursor"),
+        "an altered cursor",
+    );
+
+    // Every filter, asked by b, shows b's own and nothing of a's.
+    let mine: HashSet<String> = ids_of(
+        server.get(&server.admin, "/v1/events?limit=500").await.json["events"]
+            .as_array()
+            .unwrap(),
+    )
+    .into_iter()
+    .collect();
+    for query in [
+        "",
+        "recipient=shared@example.com",
+        "recipient=@example.com",
+        "sender=sender@example.com",
+        "kind=queued",
+        "order=asc",
+        "from=2000-01-01",
+    ] {
+        for path in ["/v1/events", "/v1/deliveries"] {
+            let r = server.get(&b_admin, &format!("{path}?{query}")).await;
+            assert_eq!(r.status, 200, "{path}?{query}: {}", r.text);
+            let field = &path[4..];
+            let theirs = r.json[field].as_array().unwrap();
+            assert_eq!(theirs.len(), 3, "{path}?{query}");
+            assert!(
+                ids_of(theirs).iter().all(|id| !mine.contains(id)),
+                "{path}?{query}"
+            );
+        }
+        let r = server
+            .get(&b_admin, &format!("/v1/deliveries/summary?{query}"))
+            .await;
+        assert_eq!(r.json["total"], 3, "summary?{query}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_filters_are_refused_naming_the_parameter() {
+    let server = start().await;
+    server.accept(&to(&["a@example.com"])).await;
+    let before = server.snapshot(&server.tenant).await;
+    for (path, query, field) in [
+        ("/v1/events", "colour=red", "colour"),
+        ("/v1/events", "from=yesterday", "from"),
+        ("/v1/events", "from=2026-12-02&to=2026-12-01", "to"),
+        ("/v1/events", "metadata.=x", "metadata."),
+        ("/v1/events", "limit=100000", "limit"),
+        ("/v1/events", "kind=opened,", "kind"),
+        ("/v1/events", "recipient=not-an-address", "recipient"),
+        ("/v1/events", "status=bounced", "status"),
+        ("/v1/events", "smtp_code=5500", "smtp_code"),
+        ("/v1/deliveries", "status=lost", "status"),
+        (
+            "/v1/deliveries",
+            "engagement_status=read",
+            "engagement_status",
+        ),
+        ("/v1/deliveries", "cursor=abc", "cursor"),
+        ("/v1/deliveries/summary", "limit=5", "limit"),
+        ("/v1/deliveries/summary", "to=tomorrow", "to"),
+    ] {
+        let r = server.get(&server.admin, &format!("{path}?{query}")).await;
+        assert_error(
+            &r,
+            400,
+            "invalid_query",
+            Some(field),
+            &format!("{path}?{query}"),
+        );
+    }
+    assert_eq!(server.snapshot(&server.tenant).await, before);
+    // A key without the read scope reads no list.
+    let (send_only, _) = server.new_key(&server.tenant, &[Scope::Send]).await;
+    for path in ["/v1/events", "/v1/deliveries", "/v1/deliveries/summary"] {
+        assert_eq!(server.get(&send_only, path).await.status, 403, "{path}");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The live feed: GET /v1/events/stream
+// ---------------------------------------------------------------------------
+
+/// One server-sent event: its id, type and data.
+#[derive(Debug, Clone, PartialEq)]
+struct Sse {
+    id: Option<String>,
+    event: Option<String>,
+    data: Value,
+}
+
+/// A live feed being read.
+struct Feed {
+    response: reqwest::Response,
+    buffer: String,
+}
+
+impl Feed {
+    async fn open(server: &Server, key: &str, query: &str, last_event_id: Option<&str>) -> Feed {
+        let mut req = server
+            .http
+            .get(server.url(&format!("/v1/events/stream?{query}")))
+            .header("authorization", format!("Bearer {key}"))
+            .timeout(Duration::from_secs(600));
+        if let Some(id) = last_event_id {
+            req = req.header("last-event-id", id);
+        }
+        let response = req.send().await.expect("feed opens");
+        assert_eq!(response.status(), 200);
+        assert_eq!(
+            response.headers()["content-type"],
+            "text/event-stream",
+            "an event stream"
+        );
+        Feed {
+            response,
+            buffer: String::new(),
+        }
+    }
+
+    /// The next event (heartbeat comments skipped).
+    async fn next(&mut self) -> Sse {
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let mut sse = Sse {
+                    id: None,
+                    event: None,
+                    data: Value::Null,
+                };
+                let mut comment_only = true;
+                for line in block.lines() {
+                    if let Some(v) = line.strip_prefix("id: ") {
+                        sse.id = Some(v.to_owned());
+                    } else if let Some(v) = line.strip_prefix("event: ") {
+                        sse.event = Some(v.to_owned());
+                    } else if let Some(v) = line.strip_prefix("data: ") {
+                        sse.data = serde_json::from_str(v).expect("data is JSON");
+                    } else {
+                        continue;
+                    }
+                    comment_only = false;
+                }
+                if !comment_only {
+                    return sse;
+                }
+                continue;
+            }
+            let chunk = tokio::time::timeout(Duration::from_secs(30), self.response.chunk())
+                .await
+                .expect("the feed sends within 30 s")
+                .expect("the feed reads")
+                .expect("the feed stays open");
+            self.buffer.push_str(std::str::from_utf8(&chunk).unwrap());
+        }
+    }
+
+    async fn take(&mut self, n: usize) -> Vec<Sse> {
+        let mut out = Vec::new();
+        for _ in 0..n {
+            out.push(self.next().await);
+        }
+        out
+    }
+}
+
+async fn feeds_open(server: &Server) -> u64 {
+    let text = server
+        .http
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("posthorn_feeds_open "))
+        .expect("the gauge is shown")
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_live_feed_sends_new_events_and_resumes_without_gap_or_repeat() {
+    let server = start().await;
+    let (_b, b_admin) = server.new_tenant("b").await;
+    // Events before the feed opens are not sent without Last-Event-ID.
+    let early = server.accept(&to(&["early@example.com"])).await;
+    let mut feed = Feed::open(&server, &server.admin, "", None).await;
+    let mut opens_only = Feed::open(&server, &server.admin, "kind=opened", None).await;
+    let mut theirs = Feed::open(&server, &b_admin, "", None).await;
+
+    let receipt = server
+        .accept(&to(&["a@example.com", "b@example.com"]))
+        .await;
+    let ids = delivery_ids(&receipt);
+    server.record(&ids[0], "delivered", json!({})).await;
+    server.record(&ids[0], "opened", json!({})).await;
+    server.record(&ids[1], "opened", json!({})).await;
+    let got = feed.take(5).await;
+    let kinds: Vec<&str> = got
+        .iter()
+        .map(|e| e.data["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["queued", "queued", "delivered", "opened", "opened"]);
+    assert!(got.iter().all(|e| e.event.is_none()), "plain messages");
+    let positions: Vec<i64> = got
+        .iter()
+        .map(|e| e.id.as_ref().unwrap().parse().unwrap())
+        .collect();
+    assert!(positions.windows(2).all(|w| w[0] < w[1]), "{positions:?}");
+    assert!(
+        got.iter()
+            .all(|e| e.data["delivery_id"] != delivery_ids(&early)[0].as_str())
+    );
+    assert_eq!(got[2].data["recipient"], "a@example.com");
+    // Filters apply.
+    let opens = opens_only.take(2).await;
+    assert!(opens.iter().all(|e| e.data["kind"] == "opened"));
+    assert_eq!(opens[0].id, got[3].id);
+    // The other tenant's feed: its own event first, none of these.
+    server.accept_as(&b_admin, &to(&["z@example.com"])).await;
+    let first = theirs.next().await;
+    assert_eq!(first.data["recipient"], "z@example.com");
+
+    // Resuming after the second event gives the other three, once each.
+    drop(feed);
+    let mut resumed = Feed::open(&server, &server.admin, "", got[1].id.as_deref()).await;
+    let again = resumed.take(3).await;
+    assert_eq!(
+        again.iter().map(|e| e.id.clone()).collect::<Vec<_>>(),
+        got[2..].iter().map(|e| e.id.clone()).collect::<Vec<_>>()
+    );
+    server
+        .record(&ids[1], "clicked", json!({"url": "https://example.com/"}))
+        .await;
+    assert_eq!(resumed.next().await.data["kind"], "clicked");
+
+    // A bad position is refused, naming where it came from.
+    let r = server
+        .request(
+            Method::GET,
+            "/v1/events/stream",
+            Some(&server.admin),
+            None,
+            &[("last-event-id", "x")],
+        )
+        .await;
+    assert_error(
+        &r,
+        400,
+        "invalid_query",
+        Some("Last-Event-ID"),
+        "bad Last-Event-ID",
+    );
+    let r = server
+        .get(&server.admin, "/v1/events/stream?kind=nope")
+        .await;
+    assert_error(&r, 400, "invalid_query", Some("kind"), "bad filter");
+
+    // Feeds whose clients left are closed.
+    drop((resumed, opens_only, theirs));
+    let mut open = feeds_open(&server).await;
+    for _ in 0..100 {
+        if open == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        open = feeds_open(&server).await;
+    }
+    assert_eq!(open, 0, "every feed whose client left is closed");
 }

@@ -9,7 +9,7 @@
 use base64::Engine;
 use posthorn_core::config::Config;
 use posthorn_core::{Clock, SystemClock};
-use posthorn_store::{EventFilter, SqliteStore, Store, Tenant};
+use posthorn_store::{SqliteStore, Store, Tenant};
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::net::SocketAddr;
@@ -152,12 +152,11 @@ impl Server {
     async fn snapshot(&self, addresses: &[&str]) -> Snapshot {
         let events = self
             .store
-            .events(
+            .search_events(
                 &self.tenant.id,
-                &EventFilter {
-                    limit: 10_000,
-                    ..Default::default()
-                },
+                &posthorn_store::conformance::search("", posthorn_core::search::Surface::Events),
+                None,
+                10_000,
             )
             .await
             .unwrap()

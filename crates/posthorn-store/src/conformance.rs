@@ -16,6 +16,7 @@ use posthorn_core::event::{
 };
 use posthorn_core::id::{ApiKeyId, InboundId};
 use posthorn_core::inbound::{AttributedBy, InboundKind, OrphanReason, RecordKind};
+use posthorn_core::search::{Filters, Surface};
 use posthorn_core::status::{BounceType, DeliveryStatus, EngagementStatus};
 use posthorn_core::suppression::SuppressionReason;
 use posthorn_core::{
@@ -37,7 +38,9 @@ macro_rules! conformance_tests {
             idempotency, status_fold_through_record_event, hard_bounce_suppresses_next_message,
             complaint_marks_contact_and_records_cause, soft_bounces_turn_hard,
             unsubscribe_from_one_stream, external_id_deduplicates, tenant_isolation,
-            event_listing_filters_and_pages, confirmation_required_streams, event_after_dropped_is_anomaly,
+            event_listing_filters_and_pages, search_finds_events_by_every_filter,
+            search_lists_deliveries_by_status_and_counts_them,
+            search_pages_do_not_shift_while_events_are_recorded, confirmation_required_streams, event_after_dropped_is_anomaly,
             events_outside_window_do_not_change_status, concurrent_writes_all_commit,
             queue_claims_leases_and_finishes, inbound_reports_record_events_with_their_source,
             inbound_orphans_are_kept_apart, message_engagement_lists_opens_and_clicks_of_every_delivery,
@@ -924,13 +927,22 @@ pub async fn tenant_isolation(store: &dyn Store) {
             .is_empty()
     );
     assert!(store.delivery_events(&b, id).await.unwrap().is_empty());
-    let filter = EventFilter {
-        delivery_id: Some(id.clone()),
-        limit: 10,
-        ..Default::default()
-    };
-    assert!(store.events(&b, &filter).await.unwrap().is_empty());
-    assert_eq!(store.events(&a, &filter).await.unwrap().len(), 1);
+    let filter = search(&format!("delivery_id={id}"), Surface::Events);
+    assert!(
+        store
+            .search_events(&b, &filter, None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store
+            .search_events(&a, &filter, None, 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
     let foreign = NewEvent {
         id: EventId::generate(),
         delivery_id: id.clone(),
@@ -951,66 +963,402 @@ pub async fn tenant_isolation(store: &dyn Store) {
     assert!(store.contact(&b, "x@example.com").await.unwrap().is_none());
 }
 
+/// Filters in the grammar's own words (`posthorn_core::search`).
+pub fn search(query: &str, surface: Surface) -> Filters {
+    let pairs: Vec<(String, String)> = query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').expect("key=value");
+            (k.to_owned(), v.replace("%20", " "))
+        })
+        .collect();
+    posthorn_core::search::parse(&pairs, surface, &[])
+        .expect("a valid query")
+        .0
+}
+
+/// The tenant's events matching `query` (in the grammar's words).
+async fn found(store: &dyn Store, t: &TenantId, query: &str) -> Vec<EventRecord> {
+    store
+        .search_events(t, &search(query, Surface::Events), None, 500)
+        .await
+        .unwrap()
+}
+
+/// The recipients of the tenant's deliveries matching `query`, sorted.
+async fn listed(store: &dyn Store, t: &TenantId, query: &str) -> Vec<String> {
+    let mut found: Vec<String> = store
+        .search_deliveries(t, &search(query, Surface::Deliveries), None, 500)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.recipient)
+        .collect();
+    found.sort();
+    found
+}
+
 pub async fn event_listing_filters_and_pages(store: &dyn Store) {
     let t = tenant(store, "acme").await;
     let r = accept(store, message(&t, &["a@example.com", "b@example.com"])).await;
     for i in 0..5 {
         record(store, &t, &r.deliveries[0].id, T0 + i, opened()).await;
     }
-    let all = store
-        .events(
-            &t,
-            &EventFilter {
-                limit: 100,
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    let every = search("", Surface::Events);
+    let all = store.search_events(&t, &every, None, 100).await.unwrap();
     assert_eq!(all.len(), 7);
     assert!(all.windows(2).all(|w| w[0].id > w[1].id), "newest first");
+    assert_eq!(found(store, &t, "recipient=b@example.com").await.len(), 1);
+    assert_eq!(found(store, &t, "kind=opened").await.len(), 5);
+    assert_eq!(
+        found(store, &t, "sender=news@sender.example").await.len(),
+        7
+    );
 
-    let by_recipient = EventFilter {
-        recipient: Some("b@example.com".into()),
-        limit: 100,
-        ..Default::default()
-    };
-    assert_eq!(store.events(&t, &by_recipient).await.unwrap().len(), 1);
-    let by_kind = EventFilter {
-        kind: Some(EventKind::Opened),
-        limit: 100,
-        ..Default::default()
-    };
-    assert_eq!(store.events(&t, &by_kind).await.unwrap().len(), 5);
-    let by_sender = EventFilter {
-        sender: Some("news@sender.example".into()),
-        limit: 100,
-        ..Default::default()
-    };
-    assert_eq!(store.events(&t, &by_sender).await.unwrap().len(), 7);
-
+    let opened = search("kind=opened", Surface::Events);
     let mut pages = Vec::new();
-    let mut before = None;
+    let mut after: Option<EventId> = None;
     loop {
         let page = store
-            .events(
-                &t,
-                &EventFilter {
-                    kind: Some(EventKind::Opened),
-                    before: before.clone(),
-                    limit: 2,
-                    ..Default::default()
-                },
-            )
+            .search_events(&t, &opened, after.as_ref(), 2)
             .await
             .unwrap();
         if page.is_empty() {
             break;
         }
-        before = page.last().map(|e| e.id.clone());
+        after = page.last().map(|e| e.id.clone());
         pages.push(page.len());
     }
     assert_eq!(pages, vec![2, 2, 1]);
+}
+
+/// Two messages of one tenant with every outcome a filter can select,
+/// and a message of another tenant to the same address: what
+/// `search_*` cases run on.
+struct SearchScene {
+    t: TenantId,
+    other: TenantId,
+    first: Receipt,
+    second: Receipt,
+}
+
+impl SearchScene {
+    /// The delivery to `address` (of this tenant's two messages).
+    fn delivery(&self, address: &str) -> DeliveryId {
+        self.first
+            .deliveries
+            .iter()
+            .chain(&self.second.deliveries)
+            .find(|d| d.recipient == address)
+            .map(|d| d.id.clone())
+            .expect("a recipient of the scene")
+    }
+}
+
+fn engagement(machine: bool) -> Engagement {
+    Engagement {
+        machine: Some(machine),
+        machine_reason: Some("test".into()),
+        ..Default::default()
+    }
+}
+
+fn bounce_with(bounce_type: BounceType, reason: &str, code: u16, reply: &str) -> EventDetails {
+    EventDetails::Bounced(Bounced {
+        bounce_type,
+        reason: Some(reason.into()),
+        smtp_code: Some(code),
+        enhanced_code: None,
+        reply_text: Some(reply.into()),
+        origin: BounceOrigin::Sync,
+        rule: None,
+        mx_host: None,
+    })
+}
+
+async fn search_scene(store: &dyn Store) -> SearchScene {
+    let t = tenant(store, "acme").await;
+    let other = tenant(store, "globex").await;
+    // First: transactional, tag `welcome`, metadata {"user": 42}.
+    let first = accept(store, message(&t, &["a@example.com", "b@example.org"])).await;
+    // Second: a campaign on the `news` stream from another sender.
+    let mut m = message(&t, &["c@example.com", "d@example.com", "e@example.net"]);
+    m.from_address = "promo@sender.example".into();
+    m.stream = "news".into();
+    m.campaign = Some("c1".into());
+    m.content.tags = vec!["promo".into(), "dec".into()];
+    m.content.metadata = serde_json::json!({"plan": "pro", "user": "7"});
+    let second = accept(store, m).await;
+    let scene = SearchScene {
+        t: t.clone(),
+        other: other.clone(),
+        first,
+        second,
+    };
+    let d = |a: &str| scene.delivery(a);
+    record(store, &t, &d("a@example.com"), T0 + 1, delivered()).await;
+    record(
+        store,
+        &t,
+        &d("a@example.com"),
+        T0 + 2,
+        EventDetails::Opened(engagement(false)),
+    )
+    .await;
+    record(
+        store,
+        &t,
+        &d("a@example.com"),
+        T0 + 3,
+        EventDetails::Opened(engagement(true)),
+    )
+    .await;
+    let unknown = bounce_with(
+        BounceType::Hard,
+        "userunknown",
+        550,
+        "550 5.1.1 <b@example.org>: user unknown",
+    );
+    record(store, &t, &d("b@example.org"), T0 + 4, unknown).await;
+    let deferred = EventDetails::Deferred(Deferred {
+        smtp_code: Some(421),
+        reply_text: Some("421 4.7.0 Try again later, listed on a Blocklist".into()),
+        ..Default::default()
+    });
+    record(store, &t, &d("c@example.com"), T0 + 5, deferred).await;
+    let blocked = bounce_with(
+        BounceType::Soft,
+        "blocked",
+        554,
+        "554 5.7.1 Service unavailable; client host blocked using Spamhaus blocklist",
+    );
+    record(store, &t, &d("c@example.com"), T0 + 6, blocked).await;
+    record(store, &t, &d("d@example.com"), T0 + 7, delivered()).await;
+    let click = EventDetails::Clicked(posthorn_core::event::Clicked {
+        url: "https://example.com/offer".into(),
+        link_index: Some(0),
+        ip: None,
+        user_agent: None,
+        machine: Some(false),
+        machine_reason: Some("test".into()),
+        implied_open: Some(true),
+    });
+    record(store, &t, &d("d@example.com"), T0 + 8, click).await;
+    // The other tenant: the same address, a hard bounce with the same words.
+    let theirs = accept(store, message(&other, &["a@example.com"])).await;
+    let same = bounce_with(
+        BounceType::Hard,
+        "userunknown",
+        550,
+        "550 5.1.1 user unknown on a blocklist",
+    );
+    record(store, &other, &theirs.deliveries[0].id, T0 + 9, same).await;
+    scene
+}
+
+pub async fn search_finds_events_by_every_filter(store: &dyn Store) {
+    let s = search_scene(store).await;
+    let t = &s.t;
+    let d = |a: &str| s.delivery(a);
+    // Every event of the tenant: 5 queued, 8 recorded; none of the other's.
+    assert_eq!(found(store, t, "").await.len(), 13);
+    for (query, expected) in [
+        ("recipient=a@example.com", 4),
+        ("recipient=@example.com", 4 + 3 + 3),
+        ("recipient=@example.org,e@example.net", 2 + 1),
+        ("sender=promo@sender.example", 3 + 3 + 1),
+        ("kind=bounced", 2),
+        ("kind=bounced,deferred", 3),
+        ("reason=userunknown", 1),
+        ("reason=userunknown,blocked", 2),
+        ("bounce_type=hard", 1),
+        ("bounce_type=soft&kind=bounced", 1),
+        ("smtp_code=421", 1),
+        ("smtp_code=550", 1),
+        ("tag=promo", 7),
+        ("tag=welcome,dec", 13),
+        ("stream=news", 7),
+        ("campaign=c1", 7),
+        ("campaign=c1&recipient=@example.net", 1),
+        ("metadata.plan=pro", 7),
+        ("metadata.user=42", 6),
+        ("metadata.user=7", 7),
+        ("metadata.user=42&metadata.user=7", 13),
+        ("metadata.user=42&metadata.plan=pro", 0),
+        ("machine=true", 1),
+        ("machine=false", 2),
+        ("machine=false&kind=clicked", 1),
+        ("q=blocklist", 2),
+        ("q=SPAMHAUS%20blocklist", 1),
+        ("q=user%20unknown", 1),
+        ("q=nowhere", 0),
+    ] {
+        assert_eq!(found(store, t, query).await.len(), expected, "{query}");
+    }
+    let second = format!("message_id={}", s.second.id);
+    assert_eq!(found(store, t, &second).await.len(), 7);
+    let of_c = format!("delivery_id={}", d("c@example.com"));
+    assert_eq!(found(store, t, &of_c).await.len(), 3);
+    // The other tenant's own filters find only its own.
+    let theirs = store
+        .search_events(
+            &s.other,
+            &search("recipient=a@example.com&q=blocklist", Surface::Events),
+            None,
+            500,
+        )
+        .await
+        .unwrap();
+    assert_eq!(theirs.len(), 1);
+    // Time: from is inclusive, to exclusive, on the time events were
+    // recorded (their ids' time).
+    let all = found(store, t, "").await;
+    let times: Vec<Millis> = all.iter().map(|e| e.id.millis().unwrap()).collect();
+    let middle = times[times.len() / 2];
+    let (from, to) = (
+        found(store, t, &format!("from={middle}")).await.len(),
+        found(store, t, &format!("to={middle}")).await.len(),
+    );
+    assert_eq!(from + to, 13, "from and to split the events in two");
+    assert_eq!(from, times.iter().filter(|t| **t >= middle).count());
+    // Oldest first on asking.
+    let asc = found(store, t, "order=asc").await;
+    assert!(asc.windows(2).all(|w| w[0].id < w[1].id));
+    assert_eq!(asc.len(), 13);
+}
+
+pub async fn search_lists_deliveries_by_status_and_counts_them(store: &dyn Store) {
+    let s = search_scene(store).await;
+    for (query, expected) in [
+        (
+            "",
+            vec![
+                "a@example.com",
+                "b@example.org",
+                "c@example.com",
+                "d@example.com",
+                "e@example.net",
+            ],
+        ),
+        ("status=bounced", vec!["b@example.org", "c@example.com"]),
+        ("status=opened", vec!["a@example.com"]),
+        (
+            "status=clicked,queued",
+            vec!["d@example.com", "e@example.net"],
+        ),
+        (
+            "delivery_status=delivered",
+            vec!["a@example.com", "d@example.com"],
+        ),
+        (
+            "engagement_status=none",
+            vec!["b@example.org", "c@example.com", "e@example.net"],
+        ),
+        ("campaign=c1&status=bounced", vec!["c@example.com"]),
+        ("bounce_type=hard", vec!["b@example.org"]),
+        ("kind=deferred", vec!["c@example.com"]),
+        ("q=blocklist", vec!["c@example.com"]),
+        ("machine=true", vec!["a@example.com"]),
+        ("smtp_code=550&status=bounced", vec!["b@example.org"]),
+        (
+            "recipient=@example.com&tag=promo",
+            vec!["c@example.com", "d@example.com"],
+        ),
+        ("metadata.user=42", vec!["a@example.com", "b@example.org"]),
+        ("stream=transactional&status=bounced", vec!["b@example.org"]),
+    ] {
+        assert_eq!(listed(store, &s.t, query).await, expected, "{query}");
+    }
+    // Counts per stored pair of axes, the other tenant's apart.
+    let counts = store
+        .delivery_status_counts(&s.t, &search("", Surface::Deliveries))
+        .await
+        .unwrap();
+    let shown = |name: &str| -> u64 {
+        counts
+            .iter()
+            .filter(|c| {
+                posthorn_core::status::shown_status(c.delivery_status, c.engagement_status) == name
+            })
+            .map(|c| c.deliveries)
+            .sum()
+    };
+    assert_eq!(counts.iter().map(|c| c.deliveries).sum::<u64>(), 5);
+    assert_eq!(
+        (
+            shown("bounced"),
+            shown("opened"),
+            shown("clicked"),
+            shown("queued")
+        ),
+        (2, 1, 1, 1)
+    );
+    let campaign = store
+        .delivery_status_counts(
+            &s.t,
+            &search("campaign=c1&status=bounced,queued", Surface::Deliveries),
+        )
+        .await
+        .unwrap();
+    assert_eq!(campaign.iter().map(|c| c.deliveries).sum::<u64>(), 2);
+    let theirs = store
+        .delivery_status_counts(&s.other, &search("", Surface::Deliveries))
+        .await
+        .unwrap();
+    assert_eq!(theirs.iter().map(|c| c.deliveries).sum::<u64>(), 1);
+    assert_eq!(
+        theirs[0].delivery_status,
+        Some(DeliveryStatus::Bounced(BounceType::Hard))
+    );
+    // Pages of deliveries follow each other by the last id.
+    let every = search("", Surface::Deliveries);
+    let mut seen = Vec::new();
+    let mut after: Option<DeliveryId> = None;
+    loop {
+        let page = store
+            .search_deliveries(&s.t, &every, after.as_ref(), 2)
+            .await
+            .unwrap();
+        let Some(last) = page.last() else { break };
+        after = Some(last.id.clone());
+        seen.extend(page.into_iter().map(|d| d.id));
+    }
+    assert_eq!(seen.len(), 5);
+    assert!(
+        seen.windows(2).all(|w| w[0] > w[1]),
+        "newest first, each once"
+    );
+}
+
+pub async fn search_pages_do_not_shift_while_events_are_recorded(store: &dyn Store) {
+    let t = tenant(store, "acme").await;
+    let r = accept(store, message(&t, &["a@example.com"])).await;
+    let id = &r.deliveries[0].id;
+    for i in 0..9 {
+        record(store, &t, id, T0 + i, opened()).await;
+    }
+    let before = store
+        .search_events(&t, &search("kind=opened", Surface::Events), None, 100)
+        .await
+        .unwrap();
+    // Paging newest first while every page is followed by more opens:
+    // the pages hold exactly the events there were at the start, each once.
+    let filters = search("kind=opened", Surface::Events);
+    let mut seen = Vec::new();
+    let mut after: Option<EventId> = None;
+    for i in 0.. {
+        let page = store
+            .search_events(&t, &filters, after.as_ref(), 2)
+            .await
+            .unwrap();
+        let Some(last) = page.last() else { break };
+        after = Some(last.id.clone());
+        seen.extend(page.into_iter().map(|e| e.id));
+        record(store, &t, id, T0 + 100 + i, opened()).await;
+    }
+    let expected: Vec<EventId> = before.into_iter().map(|e| e.id).collect();
+    assert_eq!(seen, expected);
 }
 
 pub async fn confirmation_required_streams(store: &dyn Store) {
@@ -1411,11 +1759,8 @@ pub async fn events_are_numbered_and_published_in_commit_order(store: &dyn Store
 
     // The tenant's events in commit order: its two `queued`, the open, the
     // delivery; the other tenant's are not among them.
-    let filter = EventFilter {
-        limit: 100,
-        ..Default::default()
-    };
-    let all = events_after_settled(store, &t, 0, &filter, 4).await;
+    let filter = search("", Surface::Events);
+    let all = events_after_settled(store, &t, 0, &filter, 100, 4).await;
     let kinds: Vec<EventKind> = all.iter().map(|e| e.kind()).collect();
     assert_eq!(
         kinds,
@@ -1428,17 +1773,13 @@ pub async fn events_are_numbered_and_published_in_commit_order(store: &dyn Store
     );
     assert!(all.windows(2).all(|w| w[0].seq < w[1].seq));
     // Reading on from any of them gives exactly the rest.
-    let rest = events_after_settled(store, &t, all[1].seq, &filter, 2).await;
+    let rest = events_after_settled(store, &t, all[1].seq, &filter, 100, 2).await;
     assert_eq!(rest.len(), 2);
     assert_eq!(rest[0].id, recorded.id);
     assert_eq!(rest[1].id, finished[0].id);
     // Filters and the limit apply.
-    let only_a = EventFilter {
-        delivery_id: Some(a.clone()),
-        limit: 1,
-        ..Default::default()
-    };
-    let first_of_a = events_after_settled(store, &t, 0, &only_a, 1).await;
+    let only_a = search(&format!("delivery_id={a}"), Surface::Events);
+    let first_of_a = events_after_settled(store, &t, 0, &only_a, 1, 1).await;
     assert_eq!(first_of_a.len(), 1);
     assert_eq!(first_of_a[0].kind(), EventKind::Queued);
     assert_eq!(first_of_a[0].delivery_id, *a);
@@ -1477,12 +1818,16 @@ async fn events_after_settled(
     store: &dyn Store,
     tenant: &TenantId,
     after: i64,
-    filter: &EventFilter,
+    filter: &Filters,
+    limit: u32,
     count: usize,
 ) -> Vec<EventRecord> {
     let mut events = Vec::new();
     for _ in 0..500 {
-        events = store.events_after(tenant, after, filter).await.unwrap();
+        events = store
+            .events_after(tenant, after, filter, limit)
+            .await
+            .unwrap();
         if events.len() >= count {
             break;
         }

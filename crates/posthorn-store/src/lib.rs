@@ -19,6 +19,7 @@ pub mod feed;
 mod ingest;
 pub mod postgres;
 mod records;
+mod search;
 pub mod sqlite;
 
 pub use self::postgres::PgStore;
@@ -30,6 +31,7 @@ pub use sqlite::SqliteStore;
 use async_trait::async_trait;
 use posthorn_core::domain::DomainOwner;
 use posthorn_core::id::{ApiKeyId, InboundId, IngestSourceId};
+use posthorn_core::search::Filters;
 use posthorn_core::suppression::SuppressionEntry;
 use posthorn_core::{DeliveryId, EventId, MessageId, Millis, NodeId, TenantId};
 
@@ -184,26 +186,53 @@ pub trait Store: Send + Sync + 'static {
     /// delivery's status and applies its effects on the contact and the
     /// suppression list, all in one transaction.
     async fn record_event(&self, tenant: &TenantId, event: NewEvent) -> StoreResult<RecordOutcome>;
-    async fn events(
-        &self,
-        tenant: &TenantId,
-        filter: &EventFilter,
-    ) -> StoreResult<Vec<EventRecord>>;
     /// Events of `tenant` committed after the event numbered `after` (its
-    /// `seq`; 0 for the first), in commit order, at most `filter.limit`,
-    /// matching the filter (whose `before` is not used). A reader that
-    /// goes on from the last `seq` it got misses none: an event it has not
-    /// seen yet never has a lower number. With concurrent writers
-    /// (PostgreSQL) a committed event is returned once every transaction
-    /// that may hold a lower number has ended, a moment after its commit.
+    /// `seq`; 0 for the first), in commit order, at most `limit`, matching
+    /// `filters` (whose `order` is not used). A reader that goes on from
+    /// the last `seq` it got misses none: an event it has not seen yet
+    /// never has a lower number. With concurrent writers (PostgreSQL) a
+    /// committed event is returned once every transaction that may hold a
+    /// lower number has ended, a moment after its commit.
     async fn events_after(
         &self,
         tenant: &TenantId,
         after: i64,
-        filter: &EventFilter,
+        filters: &Filters,
+        limit: u32,
     ) -> StoreResult<Vec<EventRecord>>;
+    /// The position of the last event a reader can see now (0 when there
+    /// is none): `events_after` from it gives everything committed later.
+    async fn commit_position(&self) -> StoreResult<i64>;
     /// Every event, published once right after its commit.
     fn commits(&self) -> &CommitFeed;
+
+    // --- search (the filter grammar, `posthorn_core::search`) ---
+    /// A page of the tenant's events matching `filters`, in their order
+    /// (`order`), after the event `after` (the previous page's last).
+    async fn search_events(
+        &self,
+        tenant: &TenantId,
+        filters: &Filters,
+        after: Option<&EventId>,
+        limit: u32,
+    ) -> StoreResult<Vec<EventRecord>>;
+    /// A page of the tenant's deliveries matching `filters` (statuses as
+    /// they are now; event filters: having such an event), after the
+    /// delivery `after`.
+    async fn search_deliveries(
+        &self,
+        tenant: &TenantId,
+        filters: &Filters,
+        after: Option<&DeliveryId>,
+        limit: u32,
+    ) -> StoreResult<Vec<DeliveryRecord>>;
+    /// How many of the tenant's deliveries matching `filters` have each
+    /// pair of status axes.
+    async fn delivery_status_counts(
+        &self,
+        tenant: &TenantId,
+        filters: &Filters,
+    ) -> StoreResult<Vec<StatusCount>>;
 
     // --- reads ---
     async fn event(&self, tenant: &TenantId, id: &EventId) -> StoreResult<Option<EventRecord>>;

@@ -355,16 +355,13 @@ impl EventRecord {
     }
 }
 
-/// Filters of `GET /v1/events`. Results are newest first.
-#[derive(Debug, Clone, Default)]
-pub struct EventFilter {
-    pub delivery_id: Option<DeliveryId>,
-    pub recipient: Option<String>,
-    pub sender: Option<String>,
-    pub kind: Option<EventKind>,
-    /// Only events with an id lower than this (the previous page's last id).
-    pub before: Option<EventId>,
-    pub limit: u32,
+/// How many deliveries have one stored pair of status axes (see
+/// `Store::delivery_status_counts`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatusCount {
+    pub delivery_status: Option<DeliveryStatus>,
+    pub engagement_status: EngagementStatus,
+    pub deliveries: u64,
 }
 
 /// A stored delivery with its folded status.

@@ -13,7 +13,7 @@ use posthorn_core::config::StoreConfig;
 use posthorn_core::{DeliveryId, EventId, MessageId, TenantId};
 use posthorn_store::postgres::{current_xid, event_position};
 use posthorn_store::{
-    DkimKeyRecord, EventFilter, InboundFilter, PgStore, Store, StoreError, StoreRules, Unavailable,
+    DkimKeyRecord, InboundFilter, PgStore, Store, StoreError, StoreRules, Unavailable,
 };
 use posthorn_testkit::postgres::TestDatabase;
 use std::time::Duration;
@@ -67,11 +67,8 @@ fn t1() -> TenantId {
     TenantId::from_stored("t1".into())
 }
 
-fn all() -> EventFilter {
-    EventFilter {
-        limit: 100,
-        ..Default::default()
-    }
+fn all() -> posthorn_core::search::Filters {
+    posthorn_core::search::Filters::default()
 }
 
 fn count(c: &mut postgres::Client, sql: &str) -> i64 {
@@ -235,7 +232,7 @@ fn events_after_stops_below_an_open_transaction_until_it_commits() {
     assert!(e1 < b1 && b1 < b2 && b2 < c1, "{e1} {b1} {b2} {c1}");
 
     let read = |after: i64| -> Vec<(String, i64)> {
-        rt.block_on(store.events_after(&t1(), after, &all()))
+        rt.block_on(store.events_after(&t1(), after, &all(), 100))
             .unwrap()
             .into_iter()
             .map(|e| (e.id.to_string(), e.seq))
@@ -270,7 +267,9 @@ fn events_after_stops_below_an_open_transaction_until_it_commits() {
     );
     assert_eq!(read(c1), vec![]);
     // The other reads see committed rows at once, whatever the bound.
-    let newest = rt.block_on(store.events(&t1(), &all())).unwrap();
+    let newest = rt
+        .block_on(store.search_events(&t1(), &all(), None, 100))
+        .unwrap();
     assert_eq!(newest.len(), 4);
 }
 
@@ -292,7 +291,9 @@ fn a_rolled_back_transaction_does_not_hold_the_feed() {
     a.batch_execute("COMMIT").unwrap();
     b.batch_execute("ROLLBACK").unwrap();
     let got = posthorn_testkit::eventually(Duration::from_secs(10), || {
-        let got = rt.block_on(store.events_after(&t1(), 0, &all())).unwrap();
+        let got = rt
+            .block_on(store.events_after(&t1(), 0, &all(), 100))
+            .unwrap();
         (!got.is_empty()).then_some(got)
     });
     assert_eq!(got.len(), 1);
@@ -333,8 +334,20 @@ fn reads_on_an_empty_database_answer_nothing() {
                 .unwrap()
                 .is_empty()
         );
-        assert!(store.events(&t, &all()).await.unwrap().is_empty());
-        assert!(store.events_after(&t, 0, &all()).await.unwrap().is_empty());
+        assert!(
+            store
+                .search_events(&t, &all(), None, 100)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert!(
+            store
+                .events_after(&t, 0, &all(), 100)
+                .await
+                .unwrap()
+                .is_empty()
+        );
         assert!(store.event(&t, &e).await.unwrap().is_none());
         assert!(store.message(&t, &m).await.unwrap().is_none());
         assert!(
@@ -487,13 +500,25 @@ fn stored_rows_read_back_and_only_for_their_tenant() {
         let facts = store.tracking_facts(&d1).await.unwrap().unwrap();
         assert_eq!(facts.tenant_id, t1());
         assert_eq!(facts.delivered_at, None);
-        let filter = EventFilter {
-            recipient: Some("a@example.com".into()),
-            limit: 10,
-            ..Default::default()
-        };
-        assert_eq!(store.events(&t1(), &filter).await.unwrap().len(), 1);
-        assert!(store.events(&t2, &filter).await.unwrap().is_empty());
+        let filter = posthorn_store::conformance::search(
+            "recipient=a@example.com",
+            posthorn_core::search::Surface::Events,
+        );
+        assert_eq!(
+            store
+                .search_events(&t1(), &filter, None, 10)
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+        assert!(
+            store
+                .search_events(&t2, &filter, None, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
     });
 }
 

@@ -5,7 +5,7 @@ use posthorn_core::config::StoreConfig;
 use posthorn_core::event::{Engagement, EventDetails};
 use posthorn_core::{EventId, EventSource, TenantId};
 use posthorn_store::{
-    AcceptOutcome, DeliveryRecord, EventFilter, NewEvent, PgStore, RecordOutcome, Store, StoreRules,
+    AcceptOutcome, DeliveryRecord, NewEvent, PgStore, RecordOutcome, Store, StoreRules,
 };
 use posthorn_testkit::postgres::TestDatabase;
 use std::collections::HashSet;
@@ -64,14 +64,14 @@ async fn a_reader_tailing_events_after_sees_every_commit_of_two_nodes_once() {
     let reader = {
         let (store, tenant, writing) = (b.clone(), tenant.clone(), writing.clone());
         tokio::spawn(async move {
-            let filter = EventFilter {
-                limit: 50,
-                ..Default::default()
-            };
+            let filter = posthorn_core::search::Filters::default();
             let (mut last, mut seen) = (0i64, Vec::new());
             let mut idle_after_writers = 0;
             loop {
-                let page = store.events_after(&tenant, last, &filter).await.unwrap();
+                let page = store
+                    .events_after(&tenant, last, &filter, 50)
+                    .await
+                    .unwrap();
                 for e in &page {
                     assert!(e.seq > last, "position {} after {last}", e.seq);
                     last = e.seq;

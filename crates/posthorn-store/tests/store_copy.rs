@@ -393,16 +393,12 @@ fn unnumbered(events: Vec<EventRecord>) -> Vec<EventRecord> {
         .collect()
 }
 
-fn every_event() -> EventFilter {
-    EventFilter {
-        delivery_id: None,
-        recipient: None,
-        sender: None,
-        kind: None,
-        before: None,
-        limit: 10_000,
-    }
+fn every_event() -> posthorn_core::search::Filters {
+    posthorn_core::search::Filters::default()
 }
+
+/// Every event a store lists newest first, in one page.
+const EVERY: u32 = 10_000;
 
 /// Everything `fixture` names, asked of `a` and `b` through the trait,
 /// must be answered the same.
@@ -434,8 +430,16 @@ async fn assert_same_answers(a: &dyn Store, b: &dyn Store, fixture: &Fixture) {
         );
         assert_eq!(a.queue_len(t).await.unwrap(), b.queue_len(t).await.unwrap());
         assert_eq!(
-            unnumbered(a.events(t, &every_event()).await.unwrap()),
-            unnumbered(b.events(t, &every_event()).await.unwrap())
+            unnumbered(
+                a.search_events(t, &every_event(), None, EVERY)
+                    .await
+                    .unwrap()
+            ),
+            unnumbered(
+                b.search_events(t, &every_event(), None, EVERY)
+                    .await
+                    .unwrap()
+            )
         );
         assert_eq!(
             a.ingest_sources(t).await.unwrap(),
@@ -540,7 +544,7 @@ async fn events_after_settled(
     let mut events = Vec::new();
     for _ in 0..500 {
         events = store
-            .events_after(tenant, after, &every_event())
+            .events_after(tenant, after, &every_event(), EVERY)
             .await
             .unwrap();
         if events.len() >= count {
@@ -639,7 +643,9 @@ fn a_store_with_every_status_copies_and_reads_back_the_same() {
     // provider events').
     let mut external = 0;
     for t in &fixture.tenants {
-        let all = rt.block_on(source.events(t, &every_event())).unwrap();
+        let all = rt
+            .block_on(source.search_events(t, &every_event(), None, EVERY))
+            .unwrap();
         external += all.iter().filter(|e| e.external_id.is_some()).count() as u64;
     }
     assert!(external >= 2);
@@ -666,7 +672,10 @@ fn a_store_with_every_status_copies_and_reads_back_the_same() {
     // rising.
     for t in &fixture.tenants {
         let (a, b) = rt.block_on(async {
-            let a = source.events_after(t, 0, &every_event()).await.unwrap();
+            let a = source
+                .events_after(t, 0, &every_event(), EVERY)
+                .await
+                .unwrap();
             let b = events_after_settled(&target, t, 0, a.len()).await;
             (a, b)
         });
@@ -685,7 +694,7 @@ fn a_store_with_every_status_copies_and_reads_back_the_same() {
     // Serving on, events recorded now come after every copied one.
     let t = &fixture.tenants[0];
     let copied = rt
-        .block_on(source.events_after(t, 0, &every_event()))
+        .block_on(source.events_after(t, 0, &every_event(), EVERY))
         .unwrap()
         .len();
     let last = rt

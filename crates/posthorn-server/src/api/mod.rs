@@ -4,6 +4,7 @@
 mod contacts;
 pub mod domains;
 mod events;
+mod feed;
 mod inbound;
 mod ingest;
 mod messages;
@@ -12,6 +13,7 @@ mod tracker;
 pub use tracker::PIXEL;
 
 mod read;
+mod search;
 
 use crate::app::AppState;
 use crate::error::{ApiError, ApiResult};
@@ -33,9 +35,12 @@ pub fn routes() -> Router<AppState> {
         .route("/metrics", get(metrics))
         .route("/v1/messages", post(messages::submit))
         .route("/v1/messages/{id}", get(read::message))
+        .route("/v1/deliveries", get(search::deliveries))
+        .route("/v1/deliveries/summary", get(search::summary))
         .route("/v1/deliveries/{id}", get(read::delivery))
         .route("/v1/deliveries/{id}/events", get(read::delivery_events))
-        .route("/v1/events", get(read::events).post(events::record))
+        .route("/v1/events", get(search::events).post(events::record))
+        .route("/v1/events/stream", get(feed::stream))
         .route(
             "/v1/contacts/{address}",
             get(contacts::get).put(contacts::put),

@@ -3,7 +3,7 @@
 //! event list. Every lookup is scoped to the caller's
 //! tenant; an id of another tenant (or a malformed id) is a plain 404.
 
-use super::{Auth, Segment, invalid_query, page_cursor, page_limit, time};
+use super::{Auth, Segment, page_cursor, page_limit, time};
 use crate::app::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::event_view::EventView;
@@ -11,7 +11,7 @@ use axum::Json;
 use axum::extract::{Query, State, rejection::QueryRejection};
 use posthorn_core::status::shown_delivery_status;
 use posthorn_core::{DeliveryId, EventId, EventKind, MessageId};
-use posthorn_store::{DeliveryRecord, EventFilter, EventRecord, RepeatedHits, Scope};
+use posthorn_store::{DeliveryRecord, EventRecord, RepeatedHits, Scope};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -292,61 +292,4 @@ impl MessageEngagement {
     fn json(&self) -> Value {
         json!({ "all": self.all.json(), "human": self.human.json() })
     }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EventQuery {
-    delivery_id: Option<String>,
-    recipient: Option<String>,
-    sender: Option<String>,
-    kind: Option<String>,
-    limit: Option<u32>,
-    cursor: Option<String>,
-}
-
-pub async fn events(
-    State(state): State<AppState>,
-    auth: Auth,
-    query: Result<Query<EventQuery>, QueryRejection>,
-) -> ApiResult<Json<Value>> {
-    auth.require(Scope::Read)?;
-    let Query(q) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
-    let limit = page_limit(q.limit)?;
-    let mut filter = EventFilter {
-        limit,
-        recipient: q.recipient.as_deref().map(normalized_address),
-        sender: q.sender.as_deref().map(normalized_address),
-        ..Default::default()
-    };
-    if let Some(kind) = q.kind {
-        filter.kind = Some(
-            kind.parse::<EventKind>()
-                .map_err(|_| invalid_query("kind", "unknown event kind"))?,
-        );
-    }
-    if let Some(id) = q.delivery_id {
-        // A malformed id cannot match anything: an empty page, not an error.
-        match DeliveryId::parse(&id) {
-            Some(id) => filter.delivery_id = Some(id),
-            None => return Ok(Json(json!({ "events": [], "next_cursor": null }))),
-        }
-    }
-    filter.before = page_cursor(q.cursor, EventId::parse)?;
-    let events = state.store.events(&auth.tenant.id, &filter).await?;
-    let next_cursor = (events.len() as u32 == limit)
-        .then(|| events.last().map(|e| e.id.to_string()))
-        .flatten();
-    Ok(Json(json!({
-        "events": events.iter().map(EventView::in_feed).collect::<Vec<_>>(),
-        "next_cursor": next_cursor,
-    })))
-}
-
-/// An address as stored (lower-case, IDN domain in punycode); text that is
-/// not an address is only lower-cased and simply matches nothing.
-fn normalized_address(text: &str) -> String {
-    posthorn_core::address::EmailAddress::parse(text.trim())
-        .map(|a| a.normalized())
-        .unwrap_or_else(|_| text.trim().to_lowercase())
 }

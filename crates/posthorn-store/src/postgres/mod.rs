@@ -584,15 +584,6 @@ impl Store for PgStore {
         self.read(move |c| domains::owners(c, &candidates)).await
     }
 
-    async fn events(
-        &self,
-        tenant: &TenantId,
-        filter: &EventFilter,
-    ) -> StoreResult<Vec<EventRecord>> {
-        let (tenant, filter) = (tenant.clone(), filter.clone());
-        self.read(move |c| reads::events(c, &tenant, &filter)).await
-    }
-
     /// Events after position `after`, up to the settled bound (see
     /// [`event_position`]): a reader that goes on from the
     /// last `seq` it got misses none, however many nodes write.
@@ -600,10 +591,23 @@ impl Store for PgStore {
         &self,
         tenant: &TenantId,
         after: i64,
-        filter: &EventFilter,
+        filters: &posthorn_core::search::Filters,
+        limit: u32,
     ) -> StoreResult<Vec<EventRecord>> {
-        let (tenant, filter) = (tenant.clone(), filter.clone());
-        self.read(move |c| reads::events_after(c, &tenant, after, &filter))
+        let settled = position::settled_bound_sql();
+        let page = crate::search::EventPage::Committed {
+            after,
+            settled_below: Some(&settled),
+        };
+        let sql = crate::search::events_page(
+            crate::search::Dialect::Postgres,
+            reads::EVENT_COLUMNS,
+            tenant,
+            filters,
+            page,
+            limit,
+        );
+        self.read(move |c| reads::search(c, &sql, reads::event_row))
             .await
     }
 
@@ -629,6 +633,58 @@ impl Store for PgStore {
     ) -> StoreResult<Vec<DeliveryRecord>> {
         let (tenant, id) = (tenant.clone(), id.clone());
         self.read(move |c| reads::deliveries_of_message(c, &tenant, &id))
+            .await
+    }
+
+    async fn commit_position(&self) -> StoreResult<i64> {
+        self.read(|c| reads::settled_end(c)).await
+    }
+
+    async fn search_events(
+        &self,
+        tenant: &TenantId,
+        filters: &posthorn_core::search::Filters,
+        after: Option<&EventId>,
+        limit: u32,
+    ) -> StoreResult<Vec<EventRecord>> {
+        let sql = crate::search::events_page(
+            crate::search::Dialect::Postgres,
+            reads::EVENT_COLUMNS,
+            tenant,
+            filters,
+            crate::search::EventPage::ById(after),
+            limit,
+        );
+        self.read(move |c| reads::search(c, &sql, reads::event_row))
+            .await
+    }
+
+    async fn search_deliveries(
+        &self,
+        tenant: &TenantId,
+        filters: &posthorn_core::search::Filters,
+        after: Option<&DeliveryId>,
+        limit: u32,
+    ) -> StoreResult<Vec<DeliveryRecord>> {
+        let sql = crate::search::deliveries_page(
+            crate::search::Dialect::Postgres,
+            reads::DELIVERY_COLUMNS,
+            tenant,
+            filters,
+            after.map(DeliveryId::as_str),
+            limit,
+        );
+        self.read(move |c| reads::search(c, &sql, reads::delivery_row))
+            .await
+    }
+
+    async fn delivery_status_counts(
+        &self,
+        tenant: &TenantId,
+        filters: &posthorn_core::search::Filters,
+    ) -> StoreResult<Vec<StatusCount>> {
+        let sql = crate::search::delivery_counts(crate::search::Dialect::Postgres, tenant, filters);
+        self.read(move |c| reads::search(c, &sql, reads::status_count_row))
             .await
     }
 

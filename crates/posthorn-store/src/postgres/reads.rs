@@ -558,30 +558,6 @@ pub(crate) fn event_by_external_id(
     row(c, &sql, &[&tenant.as_str(), &external_id], event_row)
 }
 
-/// Events newest first, filtered.
-pub(crate) fn events(
-    c: &mut impl Query,
-    tenant: &TenantId,
-    filter: &EventFilter,
-) -> StoreResult<Vec<EventRecord>> {
-    let (sql, values) = events_query(tenant, filter, Page::NewestBefore(filter.before.as_ref()));
-    query_events(c, &sql, &values)
-}
-
-/// Events at positions after `after` and below the settled bound (see
-/// `position`), in position order, filtered (`filter.before` is not used).
-/// What the bound holds back is returned by a later call: a reader that
-/// goes on from the last `seq` it got misses none.
-pub(crate) fn events_after(
-    c: &mut impl Query,
-    tenant: &TenantId,
-    after: i64,
-    filter: &EventFilter,
-) -> StoreResult<Vec<EventRecord>> {
-    let (sql, values) = events_query(tenant, filter, Page::CommittedAfter(after));
-    query_events(c, &sql, &values)
-}
-
 /// Every tenant's events after position `after`, below the settled bound,
 /// in position order: what the commit stream publishes (`tail`).
 pub(crate) fn settled_events_after(
@@ -603,75 +579,6 @@ pub(crate) fn settled_end(c: &mut impl Query) -> StoreResult<i64> {
         settled_bound_sql()
     );
     Ok(c.query_one(&sql, &[])?.try_get(0)?)
-}
-
-fn query_events(
-    c: &mut impl Query,
-    sql: &str,
-    values: &[Box<dyn ToSql + Sync>],
-) -> StoreResult<Vec<EventRecord>> {
-    let params: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| v.as_ref()).collect();
-    rows(c, sql, &params, event_row)
-}
-
-/// Which page of the matching events a query reads.
-enum Page<'a> {
-    /// Newest first, with ids below the given one (the previous page's last).
-    NewestBefore(Option<&'a EventId>),
-    /// In position order, after the given position.
-    CommittedAfter(i64),
-}
-
-/// The query of [`events`] and [`events_after`] and its parameters, each
-/// condition added with its value so the two cannot fall out of step.
-fn events_query(
-    tenant: &TenantId,
-    filter: &EventFilter,
-    page: Page<'_>,
-) -> (String, Vec<Box<dyn ToSql + Sync>>) {
-    let mut conditions = vec!["tenant_id = $1".to_owned()];
-    let mut values: Vec<Box<dyn ToSql + Sync>> = vec![Box::new(tenant.as_str().to_owned())];
-    let mut add = |condition: &str, value: Box<dyn ToSql + Sync>| {
-        values.push(value);
-        conditions.push(condition.replace('?', &format!("${}", values.len())));
-    };
-    if let Some(d) = &filter.delivery_id {
-        add("delivery_id = ?", Box::new(d.as_str().to_owned()));
-    }
-    if let Some(r) = &filter.recipient {
-        // A recipient's events are found through its deliveries (their
-        // index), as on SQLite.
-        add(
-            "delivery_id IN (SELECT id FROM deliveries WHERE tenant_id = $1 AND recipient = ?)",
-            Box::new(r.clone()),
-        );
-    }
-    if let Some(s) = &filter.sender {
-        add("sender = ?", Box::new(s.clone()));
-    }
-    if let Some(k) = filter.kind {
-        add("kind = ?", Box::new(k.as_str().to_owned()));
-    }
-    let order = match page {
-        Page::NewestBefore(before) => {
-            if let Some(before) = before {
-                add("id < ?", Box::new(before.as_str().to_owned()));
-            }
-            "id DESC"
-        }
-        Page::CommittedAfter(after) => {
-            add("seq > ?", Box::new(after));
-            conditions.push(format!("seq < {}", settled_bound_sql()));
-            "seq"
-        }
-    };
-    values.push(Box::new(i64::from(filter.limit)));
-    let sql = format!(
-        "SELECT {EVENT_COLUMNS} FROM events WHERE {} ORDER BY {order} LIMIT ${}",
-        conditions.join(" AND "),
-        values.len()
-    );
-    (sql, values)
 }
 
 /// Opens and clicks of a message's deliveries, in no particular order.
@@ -860,51 +767,44 @@ pub(crate) fn queue_len(c: &mut impl Query, tenant: &TenantId) -> StoreResult<u6
     )
 }
 
+/// Runs a statement of `crate::search` and maps its rows.
+pub(crate) fn search<T>(
+    c: &mut impl Query,
+    sql: &crate::search::Sql,
+    map: impl Fn(&Row) -> StoreResult<T>,
+) -> StoreResult<Vec<T>> {
+    use crate::search::SqlValue;
+    let params: Vec<&(dyn ToSql + Sync)> = sql
+        .values
+        .iter()
+        .map(|v| match v {
+            SqlValue::Text(t) => t as &(dyn ToSql + Sync),
+            SqlValue::Int(i) => i as &(dyn ToSql + Sync),
+        })
+        .collect();
+    rows(c, &sql.text, &params, map)
+}
+
+/// A row of `crate::search::delivery_counts`.
+pub(crate) fn status_count_row(r: &Row) -> StoreResult<StatusCount> {
+    const TABLE: &str = "deliveries";
+    let bounce_type = decode_optional(r, 1, TABLE, "bounce_type", BounceType::parse)?;
+    let delivery_status = decode_optional(r, 0, TABLE, "delivery_status", |s| {
+        DeliveryStatus::from_parts(s, bounce_type.map(BounceType::as_str))
+    })?;
+    let engagement_status =
+        decode_optional(r, 2, TABLE, "engagement_status", EngagementStatus::parse)?
+            .unwrap_or(EngagementStatus::None);
+    Ok(StatusCount {
+        delivery_status,
+        engagement_status,
+        deliveries: get::<i64>(r, 3)?.max(0) as u64,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn sql_of(filter: &EventFilter, page: Page<'_>) -> (String, usize) {
-        let (sql, values) = events_query(&TenantId::from_stored("t".into()), filter, page);
-        (sql, values.len())
-    }
-
-    /// Every placeholder has its value, in order, whatever the filters.
-    #[test]
-    fn the_events_query_numbers_its_parameters_in_order() {
-        let filter = EventFilter {
-            delivery_id: Some(DeliveryId::from_stored("d".into())),
-            recipient: Some("r@example.com".into()),
-            sender: Some("s@example.com".into()),
-            kind: Some(posthorn_core::EventKind::Opened),
-            before: Some(EventId::from_stored("e".into())),
-            limit: 10,
-        };
-        let (sql, n) = sql_of(&filter, Page::NewestBefore(filter.before.as_ref()));
-        assert_eq!(n, 7);
-        for i in 1..=n {
-            assert!(sql.contains(&format!("${i}")), "{sql}");
-        }
-        assert!(!sql.contains(&format!("${}", n + 1)), "{sql}");
-        assert!(sql.ends_with("ORDER BY id DESC LIMIT $7"), "{sql}");
-    }
-
-    /// Reading on from a position stops at the settled bound, in the same
-    /// statement (one snapshot for both).
-    #[test]
-    fn events_after_a_position_stop_at_the_settled_bound() {
-        let filter = EventFilter {
-            limit: 5,
-            ..Default::default()
-        };
-        let (sql, n) = sql_of(&filter, Page::CommittedAfter(42));
-        assert_eq!(n, 3);
-        assert!(
-            sql.contains("seq > $2 AND seq < (pg_snapshot_xmin(pg_current_snapshot())"),
-            "{sql}"
-        );
-        assert!(sql.ends_with("ORDER BY seq LIMIT $3"), "{sql}");
-    }
 
     #[test]
     fn long_unreadable_values_are_named_by_their_start() {

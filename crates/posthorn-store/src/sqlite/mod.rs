@@ -381,25 +381,26 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn events(
-        &self,
-        tenant: &TenantId,
-        filter: &EventFilter,
-    ) -> StoreResult<Vec<EventRecord>> {
-        let tenant = tenant.clone();
-        let filter = filter.clone();
-        self.read(move |c| reads::events(c, &tenant, &filter)).await
-    }
-
     async fn events_after(
         &self,
         tenant: &TenantId,
         after: i64,
-        filter: &EventFilter,
+        filters: &posthorn_core::search::Filters,
+        limit: u32,
     ) -> StoreResult<Vec<EventRecord>> {
-        let tenant = tenant.clone();
-        let filter = filter.clone();
-        self.read(move |c| reads::events_after(c, &tenant, after, &filter))
+        let page = crate::search::EventPage::Committed {
+            after,
+            settled_below: None,
+        };
+        let sql = crate::search::events_page(
+            crate::search::Dialect::Sqlite,
+            reads::EVENT_COLUMNS,
+            tenant,
+            filters,
+            page,
+            limit,
+        );
+        self.read(move |c| reads::search(c, &sql, reads::event_row))
             .await
     }
 
@@ -425,6 +426,62 @@ impl Store for SqliteStore {
     ) -> StoreResult<Vec<DeliveryRecord>> {
         let (tenant, id) = (tenant.clone(), id.clone());
         self.read(move |c| reads::deliveries_of_message(c, &tenant, &id))
+            .await
+    }
+
+    async fn commit_position(&self) -> StoreResult<i64> {
+        self.read(|c| {
+            Ok(prepare(c, "SELECT COALESCE(MAX(seq), 0) FROM events")?
+                .query_row([], |r| r.get(0))?)
+        })
+        .await
+    }
+
+    async fn search_events(
+        &self,
+        tenant: &TenantId,
+        filters: &posthorn_core::search::Filters,
+        after: Option<&EventId>,
+        limit: u32,
+    ) -> StoreResult<Vec<EventRecord>> {
+        let sql = crate::search::events_page(
+            crate::search::Dialect::Sqlite,
+            reads::EVENT_COLUMNS,
+            tenant,
+            filters,
+            crate::search::EventPage::ById(after),
+            limit,
+        );
+        self.read(move |c| reads::search(c, &sql, reads::event_row))
+            .await
+    }
+
+    async fn search_deliveries(
+        &self,
+        tenant: &TenantId,
+        filters: &posthorn_core::search::Filters,
+        after: Option<&DeliveryId>,
+        limit: u32,
+    ) -> StoreResult<Vec<DeliveryRecord>> {
+        let sql = crate::search::deliveries_page(
+            crate::search::Dialect::Sqlite,
+            reads::DELIVERY_COLUMNS,
+            tenant,
+            filters,
+            after.map(DeliveryId::as_str),
+            limit,
+        );
+        self.read(move |c| reads::search(c, &sql, reads::delivery_row))
+            .await
+    }
+
+    async fn delivery_status_counts(
+        &self,
+        tenant: &TenantId,
+        filters: &posthorn_core::search::Filters,
+    ) -> StoreResult<Vec<StatusCount>> {
+        let sql = crate::search::delivery_counts(crate::search::Dialect::Sqlite, tenant, filters);
+        self.read(move |c| reads::search(c, &sql, reads::status_count_row))
             .await
     }
 

@@ -331,115 +331,6 @@ pub(crate) fn event_by_external_id(
         .optional()?)
 }
 
-/// Events newest first, filtered; every condition uses an index that starts
-/// with tenant_id (or delivery_id).
-pub(crate) fn events(
-    c: &Connection,
-    tenant: &TenantId,
-    filter: &EventFilter,
-) -> StoreResult<Vec<EventRecord>> {
-    let (sql, values) = events_query(tenant, filter, Page::NewestBefore(filter.before.as_ref()));
-    query_events(c, &sql, &values)
-}
-
-/// Events committed after `after` (a `seq`), oldest first, filtered
-/// (`filter.before` is not used); without a delivery or recipient the
-/// (tenant_id, seq) index serves both the condition and the order.
-pub(crate) fn events_after(
-    c: &Connection,
-    tenant: &TenantId,
-    after: i64,
-    filter: &EventFilter,
-) -> StoreResult<Vec<EventRecord>> {
-    let (sql, values) = events_query(tenant, filter, Page::CommittedAfter(after));
-    query_events(c, &sql, &values)
-}
-
-fn query_events(
-    c: &Connection,
-    sql: &str,
-    values: &[Box<dyn ToSql>],
-) -> StoreResult<Vec<EventRecord>> {
-    let mut stmt = prepare(c, sql)?;
-    let params: Vec<&dyn ToSql> = values.iter().map(|v| v.as_ref()).collect();
-    let rows = stmt.query_map(params.as_slice(), event_row)?;
-    Ok(rows.collect::<Result<_, _>>()?)
-}
-
-/// Which page of the matching events a query reads.
-enum Page<'a> {
-    /// Newest first, with ids below the given one (the previous page's last).
-    NewestBefore(Option<&'a EventId>),
-    /// In commit order, after the given sequence number.
-    CommittedAfter(i64),
-}
-
-/// The query of [`events`] and [`events_after`] and its parameters, each
-/// condition added with its value so the two cannot fall out of step.
-fn events_query(
-    tenant: &TenantId,
-    filter: &EventFilter,
-    page: Page<'_>,
-) -> (String, Vec<Box<dyn ToSql>>) {
-    // With a delivery or a recipient, the deliveries' own index
-    // (delivery_id, id) is the one to use: `+tenant_id` keeps the planner
-    // off (tenant_id, id), which would walk every event of the tenant (see
-    // `delivery_events`). A recipient's events are found through its
-    // deliveries (migration 0006). Reading on from a sequence number walks
-    // the table itself, which is keyed by `seq` (migration 0009), from that
-    // number on: `+tenant_id` keeps the planner off (tenant_id, id), whose
-    // order is not `seq`'s.
-    let narrow = filter.delivery_id.is_some() || filter.recipient.is_some();
-    let by_seq = matches!(page, Page::CommittedAfter(_));
-    let mut conditions = vec![
-        if narrow || by_seq {
-            "+tenant_id = $1"
-        } else {
-            "tenant_id = $1"
-        }
-        .to_owned(),
-    ];
-    let mut values: Vec<Box<dyn ToSql>> = vec![Box::new(tenant.as_str().to_owned())];
-    let mut add = |condition: &str, value: Box<dyn ToSql>| {
-        values.push(value);
-        conditions.push(condition.replace('?', &format!("${}", values.len())));
-    };
-    if let Some(d) = &filter.delivery_id {
-        add("delivery_id = ?", Box::new(d.as_str().to_owned()));
-    }
-    if let Some(r) = &filter.recipient {
-        add(
-            "delivery_id IN (SELECT id FROM deliveries WHERE tenant_id = $1 AND recipient = ?)",
-            Box::new(r.clone()),
-        );
-    }
-    if let Some(s) = &filter.sender {
-        add("sender = ?", Box::new(s.clone()));
-    }
-    if let Some(k) = filter.kind {
-        add("kind = ?", Box::new(k.as_str()));
-    }
-    let order = match page {
-        Page::NewestBefore(before) => {
-            if let Some(before) = before {
-                add("id < ?", Box::new(before.as_str().to_owned()));
-            }
-            "id DESC"
-        }
-        Page::CommittedAfter(after) => {
-            add("seq > ?", Box::new(after));
-            "seq"
-        }
-    };
-    values.push(Box::new(i64::from(filter.limit)));
-    let sql = format!(
-        "SELECT {EVENT_COLUMNS} FROM events WHERE {} ORDER BY {order} LIMIT ${}",
-        conditions.join(" AND "),
-        values.len()
-    );
-    (sql, values)
-}
-
 /// `+tenant_id`: the tenant check must not use an index. Left to itself
 /// (no statistics) SQLite picks (tenant_id, id) for the ORDER BY and walks
 /// every event of the tenant; (delivery_id, id) finds the few of this
@@ -613,10 +504,50 @@ pub(crate) fn suppressions(
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-/// A new suppression id (UUIDv7 text).
+impl ToSql for crate::search::SqlValue {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        match self {
+            crate::search::SqlValue::Text(t) => t.to_sql(),
+            crate::search::SqlValue::Int(i) => i.to_sql(),
+        }
+    }
+}
+
+/// Runs a statement of `crate::search` and maps its rows.
+pub(crate) fn search<T>(
+    c: &Connection,
+    sql: &crate::search::Sql,
+    map: impl FnMut(&Row<'_>) -> rusqlite::Result<T>,
+) -> StoreResult<Vec<T>> {
+    let mut stmt = prepare(c, &sql.text)?;
+    let rows = stmt.query_map(rusqlite::params_from_iter(sql.values.iter()), map)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// A row of `crate::search::delivery_counts`.
+pub(crate) fn status_count_row(r: &Row<'_>) -> rusqlite::Result<StatusCount> {
+    let status: Option<String> = r.get(0)?;
+    let bounce_type: Option<String> = r.get(1)?;
+    let engagement = decode_optional(
+        r,
+        2,
+        "deliveries",
+        "engagement_status",
+        EngagementStatus::parse,
+    )?;
+    Ok(StatusCount {
+        delivery_status: status
+            .and_then(|s| DeliveryStatus::from_parts(&s, bounce_type.as_deref())),
+        engagement_status: engagement.unwrap_or(EngagementStatus::None),
+        deliveries: r.get::<_, i64>(3)?.max(0) as u64,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::search::{Dialect, EventPage};
+    use posthorn_core::search::Filters;
 
     /// The query plan of the hottest read (every tracker hit and delivery
     /// read): the delivery's own index, never a walk over the tenant.
@@ -643,34 +574,61 @@ mod tests {
     fn a_recipient_s_events_are_found_through_its_deliveries() {
         let c = Connection::open_in_memory().unwrap();
         super::super::migrate(&c).unwrap();
-        let filter = EventFilter {
-            recipient: Some("r@example.com".into()),
-            limit: 10,
-            ..Default::default()
-        };
-        let plan = query_plan(&c, &filter, Page::NewestBefore(None));
+        let filter = filters("recipient=r@example.com");
+        let plan = query_plan(&c, &filter, EventPage::ById(None));
         assert!(
-            plan.iter().any(|step| step
-                .starts_with("SEARCH events USING INDEX events_delivery (delivery_id=?)")),
+            plan.iter().any(
+                |step| step.starts_with("SEARCH e USING INDEX events_delivery (delivery_id=?)")
+            ),
             "{plan:?}"
         );
         assert!(
             plan.iter()
-                .any(|step| step.starts_with("SEARCH deliveries USING INDEX deliveries_recipient")),
+                .any(|step| step.starts_with("SEARCH d USING INDEX deliveries_recipient")),
             "{plan:?}"
         );
         assert!(
-            !plan.iter().any(|step| step.starts_with("SCAN events")),
+            !plan.iter().any(|step| step.starts_with("SCAN e")),
             "{plan:?}"
         );
     }
 
-    fn query_plan(c: &Connection, filter: &EventFilter, page: Page<'_>) -> Vec<String> {
-        let (sql, values) = events_query(&TenantId::from_stored("t".into()), filter, page);
-        let params: Vec<&dyn ToSql> = values.iter().map(|v| v.as_ref()).collect();
-        c.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+    /// A delivery's listed events: by its index, not a walk over the
+    /// tenant's.
+    #[test]
+    fn a_delivery_s_listed_events_are_found_by_its_index() {
+        let c = Connection::open_in_memory().unwrap();
+        super::super::migrate(&c).unwrap();
+        let id = DeliveryId::generate();
+        let plan = query_plan(
+            &c,
+            &filters(&format!("delivery_id={id}")),
+            EventPage::ById(None),
+        );
+        assert_eq!(
+            plan,
+            vec!["SEARCH e USING INDEX events_delivery (delivery_id=?)"],
+        );
+    }
+
+    fn filters(query: &str) -> Filters {
+        crate::conformance::search(query, posthorn_core::search::Surface::Events)
+    }
+
+    fn query_plan(c: &Connection, filter: &Filters, page: EventPage<'_>) -> Vec<String> {
+        let sql = crate::search::events_page(
+            Dialect::Sqlite,
+            EVENT_COLUMNS,
+            &TenantId::from_stored("t".into()),
+            filter,
+            page,
+            10,
+        );
+        c.prepare(&format!("EXPLAIN QUERY PLAN {}", sql.text))
             .unwrap()
-            .query_map(params.as_slice(), |r| r.get::<_, String>(3))
+            .query_map(rusqlite::params_from_iter(sql.values.iter()), |r| {
+                r.get::<_, String>(3)
+            })
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap()
@@ -683,14 +641,11 @@ mod tests {
     fn events_after_a_sequence_number_seek_the_table_s_key() {
         let c = Connection::open_in_memory().unwrap();
         super::super::migrate(&c).unwrap();
-        let filter = EventFilter {
-            limit: 10,
-            ..Default::default()
+        let committed = EventPage::Committed {
+            after: 42,
+            settled_below: None,
         };
-        let plan = query_plan(&c, &filter, Page::CommittedAfter(42));
-        assert_eq!(
-            plan,
-            vec!["SEARCH events USING INTEGER PRIMARY KEY (rowid>?)"]
-        );
+        let plan = query_plan(&c, &filters(""), committed);
+        assert_eq!(plan, vec!["SEARCH e USING INTEGER PRIMARY KEY (rowid>?)"]);
     }
 }
