@@ -4618,3 +4618,149 @@ async fn the_live_feed_sends_new_events_and_resumes_without_gap_or_repeat() {
     }
     assert_eq!(open, 0, "every feed whose client left is closed");
 }
+
+// ---------------------------------------------------------------------------
+// Exports: GET /v1/events/export and /v1/deliveries/export
+// ---------------------------------------------------------------------------
+
+/// Rows of a CSV text as Python's `csv` module (an independent RFC 4180
+/// reader) reads them.
+fn csv_rows(text: &str) -> Vec<Vec<String>> {
+    use std::io::Write;
+    let mut child = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import csv, io, json, sys; \
+             print(json.dumps(list(csv.reader(io.StringIO(sys.stdin.read(), newline='')))))",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exports_stream_every_row_as_csv_or_ndjson() {
+    let server = &start().await;
+    let (_b, b_admin) = server.new_tenant("b").await;
+    let receipt = server
+        .accept(&to(&["a@example.com", "=evil@example.com"]))
+        .await;
+    let ids = delivery_ids(&receipt);
+    let reply =
+        "550 5.1.1 <a@example.com>: no such user, \"really\"\r\nsee https://example.com/help";
+    server
+        .record(
+            &ids[0],
+            "bounced",
+            json!({"bounce_type": "hard", "reason": "userunknown", "smtp_code": 550,
+                   "reply_text": reply, "origin": "sync"}),
+        )
+        .await;
+    // More rows than a page holds (1,000): opens written to the store.
+    let tenant = server.tenant.id.clone();
+    let delivery = posthorn_core::DeliveryId::parse(&ids[1]).unwrap();
+    let writes = (0..1_100).map(|i| {
+        let store = server.store.clone();
+        let (tenant, delivery) = (tenant.clone(), delivery.clone());
+        async move {
+            let event = posthorn_store::NewEvent {
+                id: posthorn_core::EventId::generate(),
+                delivery_id: delivery,
+                occurred_at: now() + i,
+                recorded_at: now(),
+                source: posthorn_core::EventSource::Tracker,
+                details: posthorn_core::event::EventDetails::Opened(Default::default()),
+                external_id: None,
+            };
+            store.record_event(&tenant, event).await.unwrap();
+        }
+    });
+    futures_util::future::join_all(writes).await;
+    server
+        .accept_as(&b_admin, &to(&["theirs@example.com"]))
+        .await;
+
+    let export = |path: &'static str| async move {
+        let r = server.get(&server.admin, path).await;
+        assert_eq!(r.status, 200, "{path}: {}", r.text);
+        r
+    };
+    let r = export("/v1/events/export?format=csv").await;
+    assert_eq!(
+        r.header("content-type"),
+        Some("text/csv; charset=utf-8; header=present")
+    );
+    assert!(
+        r.header("content-disposition")
+            .unwrap()
+            .contains("events.csv")
+    );
+    let rows = csv_rows(&r.text);
+    assert_eq!(rows[0][0], "id");
+    let reply_column = rows[0].iter().position(|c| c == "reply").unwrap();
+    assert_eq!(
+        rows.len(),
+        1 + 2 + 1 + 1_100,
+        "header, 2 queued, the bounce, the opens"
+    );
+    let ids_in_export: HashSet<&String> = rows[1..].iter().map(|r| &r[0]).collect();
+    assert_eq!(ids_in_export.len(), rows.len() - 1, "every event once");
+    let bounce = rows.iter().find(|r| r[3] == "bounced").unwrap();
+    assert_eq!(
+        bounce[reply_column], reply,
+        "the reply whole, as the server wrote it"
+    );
+    let evil = rows.iter().find(|r| r[6].contains("evil")).unwrap();
+    assert_eq!(
+        evil[6], "'=evil@example.com",
+        "no formula for a spreadsheet to run"
+    );
+    // Filtered, and as NDJSON.
+    let r = export("/v1/events/export?format=ndjson&kind=opened&order=asc").await;
+    assert_eq!(r.header("content-type"), Some("application/x-ndjson"));
+    let lines: Vec<Value> = r
+        .text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1_100);
+    assert!(lines.iter().all(|e| e["kind"] == "opened"));
+    assert!(
+        lines
+            .windows(2)
+            .all(|w| w[0]["id"].as_str() < w[1]["id"].as_str()),
+        "oldest first"
+    );
+    // Deliveries with their status.
+    let r = export("/v1/deliveries/export").await;
+    let rows = csv_rows(&r.text);
+    assert_eq!(rows.len(), 3);
+    let status = rows[0].iter().position(|c| c == "status").unwrap();
+    let a = rows.iter().find(|r| r[2] == "a@example.com").unwrap();
+    assert_eq!(a[status], "bounced");
+    // Another tenant's export holds its own row only.
+    let r = server
+        .get(&b_admin, "/v1/events/export?format=ndjson")
+        .await;
+    assert_eq!(r.text.lines().count(), 1);
+    assert!(r.text.contains("theirs@example.com"));
+    // Bad input.
+    let r = server
+        .get(&server.admin, "/v1/events/export?format=xlsx")
+        .await;
+    assert_error(&r, 400, "invalid_query", Some("format"), "unknown format");
+    let r = server
+        .get(&server.admin, "/v1/deliveries/export?status=nope")
+        .await;
+    assert_error(&r, 400, "invalid_query", Some("status"), "bad filter");
+}

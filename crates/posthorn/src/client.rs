@@ -28,38 +28,54 @@ impl ApiArgs {
             .with_context(|| format!("no --key given and {} is not readable", file.display()))
     }
 
+    /// A request to the API, authorised with the key.
+    pub(crate) fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+    ) -> Result<reqwest::RequestBuilder> {
+        let url = format!("{}{path}", self.api.trim_end_matches('/'));
+        Ok(reqwest::Client::new()
+            .request(method, &url)
+            .bearer_auth(self.key()?))
+    }
+
+    /// Sends `request`; an error answer becomes an error that says what
+    /// the API said (its code, message and field).
+    pub(crate) async fn send(&self, request: reqwest::RequestBuilder) -> Result<reqwest::Response> {
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("calling {}", self.api))?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        let error = &body["error"];
+        let field = error["field"]
+            .as_str()
+            .map(|f| format!(" (field {f})"))
+            .unwrap_or_default();
+        bail!(
+            "{status}: {}: {}{field}",
+            error["code"].as_str().unwrap_or("error"),
+            error["message"].as_str().unwrap_or("")
+        );
+    }
+
     async fn call(
         &self,
         method: reqwest::Method,
         path: &str,
         body: Option<Value>,
     ) -> Result<Value> {
-        let url = format!("{}{path}", self.api.trim_end_matches('/'));
-        let mut request = reqwest::Client::new()
-            .request(method, &url)
-            .bearer_auth(self.key()?);
+        let mut request = self.request(method, path)?;
         if let Some(body) = body {
             request = request.json(&body);
         }
-        let response = request
-            .send()
-            .await
-            .with_context(|| format!("calling {url}"))?;
-        let status = response.status();
-        let body: Value = response.json().await.unwrap_or(Value::Null);
-        if !status.is_success() {
-            let error = &body["error"];
-            let field = error["field"]
-                .as_str()
-                .map(|f| format!(" (field {f})"))
-                .unwrap_or_default();
-            bail!(
-                "{status}: {}: {}{field}",
-                error["code"].as_str().unwrap_or("error"),
-                error["message"].as_str().unwrap_or("")
-            );
-        }
-        Ok(body)
+        let response = self.send(request).await?;
+        Ok(response.json().await.unwrap_or(Value::Null))
     }
 }
 
@@ -189,7 +205,8 @@ pub fn timeline(d: &Value) -> String {
     out
 }
 
-fn summary(details: &Value) -> String {
+/// An event's details that matter, as `key=value` words.
+pub(crate) fn summary(details: &Value) -> String {
     let mut parts = Vec::new();
     for key in [
         "reason",

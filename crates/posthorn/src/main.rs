@@ -10,6 +10,7 @@ mod bench;
 mod classify;
 mod client;
 mod domains;
+mod export;
 mod keys;
 mod store;
 mod store_args;
@@ -35,6 +36,11 @@ enum Command {
     Send(client::SendArgs),
     /// Show the timeline of one delivery, readable by a person.
     Status(client::StatusArgs),
+    /// Export events or deliveries (filtered as the API's lists) to a CSV
+    /// or NDJSON file, with a progress line.
+    Export(export::ExportArgs),
+    /// Follow the live feed of events (`--follow`), one line per event.
+    Events(export::EventsArgs),
     /// Create, list and revoke API keys (works on the data directory).
     #[command(subcommand)]
     Keys(keys::KeysCommand),
@@ -134,6 +140,8 @@ fn main() -> Result<()> {
             Command::Serve(args) => serve(args).await,
             Command::Send(args) => client::send(args).await,
             Command::Status(args) => client::status(args).await,
+            Command::Export(args) => export::export(args).await,
+            Command::Events(args) => export::events(args).await,
             Command::Keys(command) => keys::run(command).await,
             Command::Domains(command) => domains::run(command).await,
             Command::Bench(command) => bench::run(command).await,

@@ -232,6 +232,95 @@ async fn send_then_status_through_the_cli() {
     assert!(!ok && err.contains("not_found"), "{err}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_writes_a_file_and_events_follow_the_live_feed() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(dir.path());
+    let key = admin_key(dir.path());
+    let client = reqwest::Client::new();
+    // Following from before the first event, in a child process.
+    let mut follow = std::process::Command::new(BIN)
+        .args([
+            "events",
+            "--follow",
+            "--after",
+            "0",
+            "kind=queued",
+            "--api",
+            &server.base,
+        ])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .env("POSTHORN_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    for to in ["a@example.com", "b@example.com", "c@example.org"] {
+        assert_eq!(submit(&client, &server.base, &key, to).await.status(), 202);
+    }
+    let out = dir.path().join("queued.csv");
+    let (ok, _, err) = posthorn(
+        &[
+            "export",
+            "events",
+            "--format",
+            "csv",
+            "--out",
+            out.to_str().unwrap(),
+            "recipient=@example.com",
+            "--api",
+            &server.base,
+        ],
+        dir.path(),
+    );
+    assert!(ok, "{err}");
+    let csv = std::fs::read_to_string(&out).unwrap();
+    let lines: Vec<&str> = csv.split("\r\n").filter(|l| !l.is_empty()).collect();
+    assert_eq!(lines.len(), 3, "a header and two events: {csv}");
+    assert!(lines[0].starts_with("id,recorded_at,occurred_at,kind,"));
+    assert!(
+        err.contains("2 rows"),
+        "the progress line counts rows: {err}"
+    );
+    assert!(!dir.path().join("queued.partial").exists());
+    // A bad filter is the server's 400, named.
+    let (ok, _, err) = posthorn(
+        &[
+            "export",
+            "deliveries",
+            "--out",
+            out.to_str().unwrap(),
+            "status=lost",
+            "--api",
+            &server.base,
+        ],
+        dir.path(),
+    );
+    assert!(
+        !ok && err.contains("invalid_query") && err.contains("field status"),
+        "{err}"
+    );
+    // The follower printed one line per queued event.
+    let stdout = follow.stdout.take().unwrap();
+    let lines = tokio::task::spawn_blocking(move || {
+        use std::io::BufRead;
+        std::io::BufReader::new(stdout)
+            .lines()
+            .take(3)
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    follow.kill().unwrap();
+    let _ = follow.wait();
+    assert!(lines.iter().all(|l| l.contains("queued")), "{lines:?}");
+    assert!(
+        lines.iter().any(|l| l.contains("c@example.org")),
+        "{lines:?}"
+    );
+}
+
 #[test]
 fn serve_reports_every_config_error_at_once() {
     let dir = tempfile::tempdir().unwrap();

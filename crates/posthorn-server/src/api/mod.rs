@@ -4,6 +4,7 @@
 mod contacts;
 pub mod domains;
 mod events;
+mod export;
 mod feed;
 mod inbound;
 mod ingest;
@@ -41,6 +42,8 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/deliveries/{id}/events", get(read::delivery_events))
         .route("/v1/events", get(search::events).post(events::record))
         .route("/v1/events/stream", get(feed::stream))
+        .route("/v1/events/export", get(export::events))
+        .route("/v1/deliveries/export", get(export::deliveries))
         .route(
             "/v1/contacts/{address}",
             get(contacts::get).put(contacts::put),
