@@ -23,6 +23,7 @@ pub mod provider;
 pub mod retry;
 pub mod rfc5322;
 pub mod search;
+pub mod stats;
 pub mod status;
 pub mod submission;
 pub mod suppression;

@@ -355,6 +355,30 @@ impl EventRecord {
     }
 }
 
+/// A change of one count of the statistics (`posthorn_core::stats`): the
+/// deliveries submitted in `hour` with these dimensions ('' for none) that
+/// count in `metric`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct StatsChange {
+    pub hour: Millis,
+    pub stream: String,
+    pub campaign: String,
+    /// A tag of the message, or '' for the count of all deliveries.
+    pub tag: String,
+    pub reason: String,
+    pub metric: posthorn_core::stats::Metric,
+    pub change: i64,
+}
+
+/// A change of one count by receiving domain and day.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct DomainStatsChange {
+    pub day: Millis,
+    pub domain: String,
+    pub metric: posthorn_core::stats::Metric,
+    pub change: i64,
+}
+
 /// How many deliveries have one stored pair of status axes (see
 /// `Store::delivery_status_counts`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -385,6 +409,8 @@ pub struct DeliveryRecord {
     pub engagement_event_id: Option<EventId>,
     pub engagement_occurred_at: Option<Millis>,
     pub updated_at: Millis,
+    /// What it has been seen to do (for the statistics).
+    pub seen: posthorn_core::stats::Seen,
 }
 
 impl DeliveryRecord {

@@ -187,6 +187,7 @@ mod tests {
             engagement_event_id: None,
             engagement_occurred_at: None,
             updated_at: 0,
+            seen: Default::default(),
         };
         let copy = TrackedCopy {
             html: None,

@@ -163,8 +163,10 @@ fn admit_recipient(
         engagement_event_id: None,
         engagement_occurred_at: None,
         updated_at: now,
+        seen: Default::default(),
     };
     tx.insert_delivery(&delivery)?;
+    super::stats::count_new(tx, &delivery)?;
 
     let details = match &admission {
         Admission::Dropped {

@@ -83,10 +83,20 @@ pub(crate) fn apply_event(
         return Ok(None);
     };
 
-    if state != state_of(delivery) {
+    // What the delivery was seen to do, as the status: only by events
+    // inside its window, and none after it was dropped.
+    let seen = if fold.outside_window || record.anomaly.is_some() {
+        delivery.seen
+    } else {
+        delivery.seen.with(&e.details)
+    };
+    if state != state_of(delivery) || seen != delivery.seen {
+        let before = super::stats::before(delivery);
         set_state(delivery, &state);
+        delivery.seen = seen;
         delivery.updated_at = e.recorded_at;
         tx.save_delivery_status(delivery)?;
+        super::stats::count_change(tx, before, delivery, &record.id, &e.details)?;
     }
 
     let signals = contact::signals_for(&e.details, &fold, &delivery.stream);

@@ -151,8 +151,10 @@ fn find_or_create_delivery(
         engagement_event_id: None,
         engagement_occurred_at: None,
         updated_at: b.now,
+        seen: Default::default(),
     };
     tx.insert_delivery(&delivery)?;
+    super::stats::count_new(tx, &delivery)?;
     tx.insert_provider_delivery(&provider_message, &delivery)?;
     // Mail sent to an address makes it a contact, as a submission does
     // (see `accept::admit_recipient`); an existing contact keeps its status.

@@ -25,6 +25,7 @@ mod events;
 mod inbound;
 mod ingest;
 mod queue;
+mod stats;
 
 pub(crate) use accept::{accept_message, create_tenant, insert_api_key};
 pub(crate) use domains::{candidates as domain_candidates, claim_sending_domain};
@@ -160,8 +161,18 @@ pub(crate) trait WriteTx {
     fn prefetch_deliveries(&mut self, _tenant: &TenantId, _ids: &[DeliveryId]) -> StoreResult<()> {
         Ok(())
     }
-    /// Writes the delivery's status columns and `updated_at`.
+    /// Writes the delivery's status columns, what it was seen to do
+    /// (`seen`) and `updated_at`.
     fn save_delivery_status(&mut self, delivery: &DeliveryRecord) -> StoreResult<()>;
+    /// The tags of a message of `tenant` (none when there is no such).
+    fn message_tags(&mut self, tenant: &TenantId, message: &MessageId) -> StoreResult<Vec<String>>;
+    /// Adds changes to the statistics' counts.
+    fn add_stats(
+        &mut self,
+        tenant: &TenantId,
+        changes: &[StatsChange],
+        domains: &[DomainStatsChange],
+    ) -> StoreResult<()>;
     /// Whether `recipient` already has a delivery of `campaign` that was not
     /// dropped.
     fn campaign_has_recipient(

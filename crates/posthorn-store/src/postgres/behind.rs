@@ -185,6 +185,7 @@ pub(crate) struct StatusColumns<'a> {
     pub engagement_status: Option<&'static str>,
     pub engagement_event_id: Option<&'a str>,
     pub engagement_occurred_at: Option<Millis>,
+    pub seen: i64,
 }
 
 impl<'a> StatusColumns<'a> {
@@ -204,6 +205,7 @@ impl<'a> StatusColumns<'a> {
                 .then(|| d.engagement_status.as_str()),
             engagement_event_id: d.engagement_event_id.as_ref().map(|e| e.as_str()),
             engagement_occurred_at: d.engagement_occurred_at,
+            seen: d.seen.bits(),
         }
     }
 }
@@ -289,11 +291,12 @@ struct StatusArrays<'a> {
     engagement_status: Vec<Option<&'static str>>,
     engagement_event_id: Vec<Option<&'a str>>,
     engagement_occurred_at: Vec<Option<Millis>>,
+    seen: Vec<i64>,
 }
 
 impl<'a> StatusArrays<'a> {
-    /// The seven arrays as parameters, in the columns' order.
-    fn params(&self) -> [&(dyn ToSql + Sync); 7] {
+    /// The eight arrays as parameters, in the columns' order.
+    fn params(&self) -> [&(dyn ToSql + Sync); 8] {
         [
             &self.delivery_status,
             &self.bounce_type,
@@ -302,6 +305,7 @@ impl<'a> StatusArrays<'a> {
             &self.engagement_status,
             &self.engagement_event_id,
             &self.engagement_occurred_at,
+            &self.seen,
         ]
     }
 
@@ -315,6 +319,7 @@ impl<'a> StatusArrays<'a> {
             engagement_status: columns.iter().map(|c| c.engagement_status).collect(),
             engagement_event_id: columns.iter().map(|c| c.engagement_event_id).collect(),
             engagement_occurred_at: columns.iter().map(|c| c.engagement_occurred_at).collect(),
+            seen: columns.iter().map(|c| c.seen).collect(),
         }
     }
 }
@@ -355,10 +360,10 @@ fn insert_deliveries(db: &mut Db<'_, '_>, rows: &[DeliveryRecord]) -> StoreResul
     db.execute(
         "INSERT INTO deliveries (id, tenant_id, message_id, recipient, recipient_kind, sender, stream, campaign, \
          test, created_at, window_ends_at, delivery_status, bounce_type, delivery_event_id, delivery_occurred_at, \
-         engagement_status, engagement_event_id, engagement_occurred_at, updated_at) \
+         engagement_status, engagement_event_id, engagement_occurred_at, seen, updated_at) \
          SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], \
          $8::text[], $9::boolean[], $10::bigint[], $11::bigint[], $12::text[], $13::text[], $14::text[], \
-         $15::bigint[], $16::text[], $17::text[], $18::bigint[], $19::bigint[])",
+         $15::bigint[], $16::text[], $17::text[], $18::bigint[], $19::bigint[], $20::bigint[])",
         &params,
     )?;
     Ok(())
@@ -377,9 +382,9 @@ fn update_statuses(db: &mut Db<'_, '_>, rows: &[DeliveryRecord]) -> StoreResult<
     db.execute(
         "UPDATE deliveries SET delivery_status = u.ds, bounce_type = u.bt, delivery_event_id = u.de, \
          delivery_occurred_at = u.dt, engagement_status = u.es, engagement_event_id = u.ee, \
-         engagement_occurred_at = u.et, updated_at = u.up \
+         engagement_occurred_at = u.et, seen = u.sn, updated_at = u.up \
          FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[], $7::text[], \
-         $8::bigint[], $9::bigint[]) AS u(id, ds, bt, de, dt, es, ee, et, up) \
+         $8::bigint[], $9::bigint[], $10::bigint[]) AS u(id, ds, bt, de, dt, es, ee, et, sn, up) \
          WHERE deliveries.id = u.id",
         &params,
     )?;

@@ -65,6 +65,7 @@ use std::time::Duration;
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0001_init.sql"),
     include_str!("../../migrations/postgres/0002_dkim_keys.sql"),
+    include_str!("../../migrations/postgres/0003_delivery_stats.sql"),
 ];
 
 /// The advisory lock key that one node at a time holds while it migrates:

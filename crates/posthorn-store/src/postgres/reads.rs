@@ -324,7 +324,7 @@ pub(crate) fn api_keys(
 
 pub(crate) const DELIVERY_COLUMNS: &str = "id, tenant_id, message_id, recipient, recipient_kind, sender, stream, campaign, test, \
      created_at, window_ends_at, delivery_status, bounce_type, delivery_event_id, delivery_occurred_at, \
-     engagement_status, engagement_event_id, engagement_occurred_at, updated_at";
+     engagement_status, engagement_event_id, engagement_occurred_at, updated_at, seen";
 
 pub(crate) fn delivery_row(r: &Row) -> StoreResult<DeliveryRecord> {
     const TABLE: &str = "deliveries";
@@ -354,6 +354,7 @@ pub(crate) fn delivery_row(r: &Row) -> StoreResult<DeliveryRecord> {
         engagement_event_id: get::<Option<String>>(r, 16)?.map(EventId::from_stored),
         engagement_occurred_at: get(r, 17)?,
         updated_at: get(r, 18)?,
+        seen: posthorn_core::stats::Seen::from_bits(get(r, 19)?),
     })
 }
 

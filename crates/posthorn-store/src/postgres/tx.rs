@@ -59,6 +59,11 @@ pub(crate) struct PgTx<'t, 'c> {
     /// Suppressions read ahead by `prefetch_recipients`, per tenant;
     /// forgotten when this transaction adds one.
     suppressions_read: HashMap<TenantId, SuppressionsRead>,
+    /// Tags of the messages this transaction inserted or read (the
+    /// statistics count a delivery under each): a message inserted here
+    /// is answered from this, so reading the others needs no write kept
+    /// behind to be made first.
+    message_tags: HashMap<MessageId, Vec<String>>,
 }
 
 /// A tenant's suppression entries not removed for some targets (addresses
@@ -82,6 +87,7 @@ impl<'t, 'c> PgTx<'t, 'c> {
             locked_deliveries: HashMap::new(),
             domain_owners_read: HashMap::new(),
             suppressions_read: HashMap::new(),
+            message_tags: HashMap::new(),
         }
     }
 
@@ -382,6 +388,7 @@ impl engine::WriteTx for PgTx<'_, '_> {
     }
 
     fn insert_message(&mut self, m: &NewMessage) -> StoreResult<()> {
+        self.message_tags.insert(m.id.clone(), m.content.tags.clone());
         if let Some(behind) = &mut self.behind {
             behind.message(m);
             return Ok(());
@@ -423,6 +430,7 @@ impl engine::WriteTx for PgTx<'_, '_> {
     }
 
     fn insert_external_message(&mut self, m: &ExternalMessage) -> StoreResult<()> {
+        self.message_tags.insert(m.id.clone(), Vec::new());
         self.execute(
             "INSERT INTO messages (id, tenant_id, from_header, from_address, subject, headers, tags, metadata, \
              stream, test, size, source, created_at) \
@@ -533,7 +541,7 @@ impl engine::WriteTx for PgTx<'_, '_> {
         self.execute(
             "UPDATE deliveries SET delivery_status = $1, bounce_type = $2, delivery_event_id = $3, \
              delivery_occurred_at = $4, engagement_status = $5, engagement_event_id = $6, engagement_occurred_at = $7, \
-             updated_at = $8 WHERE id = $9",
+             updated_at = $8, seen = $9 WHERE id = $10",
             &[
                 &c.delivery_status,
                 &c.bounce_type,
@@ -543,9 +551,70 @@ impl engine::WriteTx for PgTx<'_, '_> {
                 &c.engagement_event_id,
                 &c.engagement_occurred_at,
                 &d.updated_at,
+                &c.seen,
                 &d.id.as_str(),
             ],
         )?;
+        Ok(())
+    }
+
+    fn message_tags(&mut self, tenant: &TenantId, message: &MessageId) -> StoreResult<Vec<String>> {
+        if let Some(tags) = self.message_tags.get(message) {
+            return Ok(tags.clone());
+        }
+        // Not inserted by this transaction: committed before it, so no
+        // write kept behind concerns it.
+        let row = self.query_opt_unsynced(
+            "SELECT tags FROM messages WHERE id = $1 AND tenant_id = $2",
+            &[&message.as_str(), &tenant.as_str()],
+        )?;
+        let tags: Vec<String> = match row {
+            None => Vec::new(),
+            Some(row) => reads::json(&row, 0, "messages", "tags")?,
+        };
+        self.message_tags.insert(message.clone(), tags.clone());
+        Ok(tags)
+    }
+
+    /// Rows of changes, added: adding to one counter row would lock it
+    /// until commit, and every writer changes the same few (migration 3).
+    fn add_stats(
+        &mut self,
+        tenant: &TenantId,
+        changes: &[StatsChange],
+        domains: &[DomainStatsChange],
+    ) -> StoreResult<()> {
+        if !changes.is_empty() {
+            let col = |f: fn(&StatsChange) -> &str| changes.iter().map(f).collect::<Vec<&str>>();
+            let hours: Vec<i64> = changes.iter().map(|c| c.hour).collect();
+            let counts: Vec<i64> = changes.iter().map(|c| c.change).collect();
+            self.execute_unsynced(
+                "INSERT INTO delivery_stats (tenant_id, hour, stream, campaign, tag, reason, metric, deliveries) \
+                 SELECT $1, h, s, c, t, r, m, n FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[], \
+                 $6::text[], $7::text[], $8::bigint[]) AS u(h, s, c, t, r, m, n)",
+                &[
+                    &tenant.as_str(),
+                    &hours,
+                    &col(|c| &c.stream),
+                    &col(|c| &c.campaign),
+                    &col(|c| &c.tag),
+                    &col(|c| &c.reason),
+                    &col(|c| c.metric.as_str()),
+                    &counts,
+                ],
+            )?;
+        }
+        if !domains.is_empty() {
+            let days: Vec<i64> = domains.iter().map(|c| c.day).collect();
+            let names: Vec<&str> = domains.iter().map(|c| c.domain.as_str()).collect();
+            let metrics: Vec<&str> = domains.iter().map(|c| c.metric.as_str()).collect();
+            let counts: Vec<i64> = domains.iter().map(|c| c.change).collect();
+            self.execute_unsynced(
+                "INSERT INTO delivery_stats_domains (tenant_id, day, domain, metric, deliveries) \
+                 SELECT $1, d, n, m, c FROM unnest($2::bigint[], $3::text[], $4::text[], $5::bigint[]) AS u(d, n, m, c)",
+                &[&tenant.as_str(), &days, &names, &metrics, &counts],
+            )?;
+        }
         Ok(())
     }
 

@@ -73,6 +73,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0009_event_sequence.sql"),
     include_str!("../../migrations/sqlite/0010_rfc3463_enhanced_codes.sql"),
     include_str!("../../migrations/sqlite/0011_provider_ingest.sql"),
+    include_str!("../../migrations/sqlite/0012_delivery_stats.sql"),
 ];
 
 /// The file name of the database inside the data directory.

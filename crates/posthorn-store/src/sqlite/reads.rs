@@ -158,7 +158,7 @@ pub(crate) fn api_keys(
 
 pub(crate) const DELIVERY_COLUMNS: &str = "id, tenant_id, message_id, recipient, recipient_kind, sender, stream, campaign, test, \
      created_at, window_ends_at, delivery_status, bounce_type, delivery_event_id, delivery_occurred_at, \
-     engagement_status, engagement_event_id, engagement_occurred_at, updated_at";
+     engagement_status, engagement_event_id, engagement_occurred_at, updated_at, seen";
 
 pub(crate) fn delivery_row(r: &Row<'_>) -> rusqlite::Result<DeliveryRecord> {
     let status: Option<String> = r.get(11)?;
@@ -193,6 +193,7 @@ pub(crate) fn delivery_row(r: &Row<'_>) -> rusqlite::Result<DeliveryRecord> {
         engagement_event_id: r.get::<_, Option<String>>(16)?.map(EventId::from_stored),
         engagement_occurred_at: r.get(17)?,
         updated_at: r.get(18)?,
+        seen: posthorn_core::stats::Seen::from_bits(r.get(19)?),
     })
 }
 

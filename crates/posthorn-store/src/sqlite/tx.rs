@@ -5,7 +5,7 @@
 
 use super::writer::BatchTx;
 use super::{domains, prepare, reads};
-use crate::StoreResult;
+use crate::{StoreError, StoreResult};
 use crate::engine::{self, ClaimWindow, DueEntry, ExternalMessage, ProviderMessageRef};
 use crate::ingest::IngestSource;
 use crate::records::*;
@@ -278,7 +278,7 @@ impl engine::WriteTx for SqliteTx<'_, '_> {
             self.conn(),
             "UPDATE deliveries SET delivery_status = $1, bounce_type = $2, delivery_event_id = $3, \
              delivery_occurred_at = $4, engagement_status = $5, engagement_event_id = $6, engagement_occurred_at = $7, \
-             updated_at = $8 WHERE id = $9",
+             updated_at = $8, seen = $9 WHERE id = $10",
         )?
         .execute(params![
             d.delivery_status.map(|s| s.as_str()),
@@ -289,8 +289,64 @@ impl engine::WriteTx for SqliteTx<'_, '_> {
             d.engagement_event_id.as_ref().map(|e| e.as_str()),
             d.engagement_occurred_at,
             d.updated_at,
+            d.seen.bits(),
             d.id.as_str()
         ])?;
+        Ok(())
+    }
+
+    fn message_tags(&mut self, tenant: &TenantId, message: &MessageId) -> StoreResult<Vec<String>> {
+        let tags: Option<String> = prepare(
+            self.conn(),
+            "SELECT tags FROM messages WHERE id = $1 AND tenant_id = $2",
+        )?
+        .query_row(params![message.as_str(), tenant.as_str()], |r| r.get(0))
+        .optional()?;
+        Ok(match tags {
+            None => Vec::new(),
+            Some(json) => serde_json::from_str(&json).map_err(|_| StoreError::Corrupt {
+                table: "messages",
+                column: "tags",
+                value: json.chars().take(120).collect(),
+            })?,
+        })
+    }
+
+    /// One writer: each count is one row, changed in place.
+    fn add_stats(
+        &mut self,
+        tenant: &TenantId,
+        changes: &[StatsChange],
+        domains: &[DomainStatsChange],
+    ) -> StoreResult<()> {
+        let mut stmt = prepare(
+            self.conn(),
+            "INSERT INTO delivery_stats (tenant_id, hour, stream, campaign, tag, reason, metric, deliveries) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+             ON CONFLICT (tenant_id, tag, hour, stream, campaign, reason, metric) \
+             DO UPDATE SET deliveries = deliveries + excluded.deliveries",
+        )?;
+        for c in changes {
+            stmt.execute(params![
+                tenant.as_str(),
+                c.hour,
+                c.stream,
+                c.campaign,
+                c.tag,
+                c.reason,
+                c.metric.as_str(),
+                c.change
+            ])?;
+        }
+        let mut stmt = prepare(
+            self.conn(),
+            "INSERT INTO delivery_stats_domains (tenant_id, day, domain, metric, deliveries) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant_id, day, domain, metric) \
+             DO UPDATE SET deliveries = deliveries + excluded.deliveries",
+        )?;
+        for c in domains {
+            stmt.execute(params![tenant.as_str(), c.day, c.domain, c.metric.as_str(), c.change])?;
+        }
         Ok(())
     }
 
