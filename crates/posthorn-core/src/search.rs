@@ -70,7 +70,7 @@ pub struct Filters {
     /// An event's reason: a drop's (`suppressed`, ...) or a bounce's class
     /// (`userunknown`, ...).
     pub reasons: Vec<String>,
-    pub bounce_type: Option<BounceType>,
+    pub bounce_types: Vec<BounceType>,
     pub smtp_code: Option<u16>,
     pub tags: Vec<String>,
     pub stream: Option<String>,
@@ -78,7 +78,8 @@ pub struct Filters {
     /// `metadata.KEY=VALUE`: the message's metadata has KEY with VALUE
     /// (as text); different keys narrow, one key given twice widens.
     pub metadata: Vec<(String, String)>,
-    /// Opens and clicks judged a machine's (`true`) or a person's.
+    /// Opens and clicks judged a machine's (`true`), or not (`false`: a
+    /// person's, or given with no verdict, as the statistics count them).
     pub machine: Option<bool>,
     /// Inclusive start and exclusive end: for events the time they were
     /// recorded (the order of the list), for deliveries the time they
@@ -254,7 +255,7 @@ impl Filters {
         for r in &self.reasons {
             put("reason", r.clone());
         }
-        if let Some(b) = self.bounce_type {
+        for b in &self.bounce_types {
             put("bounce_type", b.as_str().to_owned());
         }
         if let Some(c) = self.smtp_code {
@@ -404,10 +405,11 @@ pub fn parse(
                 }
             }
             "bounce_type" => {
-                single(&mut seen_single, "bounce_type")?;
-                f.bounce_type = Some(BounceType::parse(value.trim()).ok_or_else(|| {
-                    FilterError::new(key, "bounce_type is hard, soft or undetermined")
-                })?);
+                for v in values(key, value)? {
+                    f.bounce_types.push(BounceType::parse(v).ok_or_else(|| {
+                        FilterError::new(key, "bounce_type is hard, soft or undetermined")
+                    })?);
+                }
             }
             "smtp_code" => {
                 single(&mut seen_single, "smtp_code")?;
@@ -510,6 +512,7 @@ pub fn parse(
     normalize(&mut f.recipients);
     normalize(&mut f.kinds);
     normalize(&mut f.reasons);
+    normalize(&mut f.bounce_types);
     normalize(&mut f.tags);
     normalize(&mut f.metadata);
     normalize(&mut f.statuses);

@@ -144,7 +144,10 @@ impl Metric {
     /// Whether the figure is broken down by the reason of the status (a
     /// drop's, a bounce's class).
     pub fn has_reason(self) -> bool {
-        matches!(self, Metric::Dropped | Metric::BouncedHard | Metric::BouncedSoft)
+        matches!(
+            self,
+            Metric::Dropped | Metric::BouncedHard | Metric::BouncedSoft
+        )
     }
 }
 
@@ -168,7 +171,10 @@ pub fn metrics_of(
     });
     for (set, metric) in [
         (seen.opened || seen.clicked, Metric::Opened),
-        (seen.opened_by_person || seen.clicked_by_person, Metric::OpenedByPerson),
+        (
+            seen.opened_by_person || seen.clicked_by_person,
+            Metric::OpenedByPerson,
+        ),
         (seen.clicked, Metric::Clicked),
         (seen.clicked_by_person, Metric::ClickedByPerson),
         (seen.unsubscribed, Metric::Unsubscribed),
@@ -252,7 +258,11 @@ mod tests {
             machine_reason: None,
             implied_open: Some(true),
         });
-        let m = metrics_of(Some(DeliveryStatus::Delivered), EngagementStatus::Clicked, s.with(&click));
+        let m = metrics_of(
+            Some(DeliveryStatus::Delivered),
+            EngagementStatus::Clicked,
+            s.with(&click),
+        );
         assert!(m.contains(&Metric::OpenedByPerson) && m.contains(&Metric::ClickedByPerson));
     }
 
@@ -262,16 +272,28 @@ mod tests {
         let now = |d| metrics_of(Some(d), EngagementStatus::None, seen);
         assert_eq!(now(DeliveryStatus::Queued), vec![Metric::Submitted]);
         assert!(now(DeliveryStatus::Deferred).contains(&Metric::Deferred));
-        assert!(now(DeliveryStatus::Bounced(BounceType::Undetermined)).contains(&Metric::BouncedSoft));
+        assert!(
+            now(DeliveryStatus::Bounced(BounceType::Undetermined)).contains(&Metric::BouncedSoft)
+        );
         // Engagement on a delivery still deferred means it was delivered.
-        let m = metrics_of(Some(DeliveryStatus::Deferred), EngagementStatus::Opened, seen);
+        let m = metrics_of(
+            Some(DeliveryStatus::Deferred),
+            EngagementStatus::Opened,
+            seen,
+        );
         assert!(m.contains(&Metric::Delivered) && !m.contains(&Metric::Deferred));
     }
 
     #[test]
     fn changes_leave_and_join_only_what_differs() {
-        let before = vec![(Metric::Submitted, None), (Metric::BouncedSoft, Some("mailboxfull".into()))];
-        let after = vec![(Metric::Submitted, None), (Metric::BouncedHard, Some("userunknown".into()))];
+        let before = vec![
+            (Metric::Submitted, None),
+            (Metric::BouncedSoft, Some("mailboxfull".into())),
+        ];
+        let after = vec![
+            (Metric::Submitted, None),
+            (Metric::BouncedHard, Some("userunknown".into())),
+        ];
         assert_eq!(
             changes(&before, &after),
             vec![

@@ -4764,3 +4764,105 @@ async fn exports_stream_every_row_as_csv_or_ndjson() {
         .await;
     assert_error(&r, 400, "invalid_query", Some("status"), "bad filter");
 }
+
+// ---------------------------------------------------------------------------
+// Statistics: GET /v1/stats
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_count_deliveries_and_lead_to_the_deliveries_behind_them() {
+    let server = &start().await;
+    let receipt = server
+        .accept(&msg(json!({
+            "to": ["a@example.com", "b@example.com", "c@example.org"],
+            "tags": ["winter"],
+            "campaign": "sale",
+        })))
+        .await;
+    let ids = delivery_ids(&receipt);
+    server.record(&ids[0], "delivered", json!({})).await;
+    server
+        .record(&ids[0], "opened", json!({"machine": false}))
+        .await;
+    server
+        .record(&ids[0], "opened", json!({"machine": false}))
+        .await;
+    server
+        .record(
+            &ids[1],
+            "bounced",
+            json!({"bounce_type": "hard", "reason": "userunknown", "smtp_code": 550, "origin": "sync"}),
+        )
+        .await;
+    let r = server.get(&server.admin, "/v1/stats").await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let total = &r.json["total"];
+    assert_eq!(total["submitted"]["deliveries"], 3);
+    assert_eq!(total["delivered"]["deliveries"], 1);
+    assert_eq!(total["bounced"]["hard"]["deliveries"], 1);
+    assert_eq!(
+        total["bounced"]["hard"]["by_reason"]["userunknown"]["deliveries"],
+        1
+    );
+    assert_eq!(
+        total["opened"]["human"]["deliveries"], 1,
+        "per delivery, not per hit"
+    );
+    assert_eq!(total["opened"]["all"]["deliveries"], 1);
+    assert_eq!(total["rates"]["open"]["human"], 1.0, "over delivered");
+    assert!(total["rates"]["complaint"] == 0.0);
+    // Every figure leads to its deliveries.
+    for figure in [
+        &total["submitted"],
+        &total["delivered"],
+        &total["bounced"]["hard"],
+        &total["bounced"]["hard"]["by_reason"]["userunknown"],
+        &total["opened"]["human"],
+        &total["clicked"]["all"],
+    ] {
+        let list = figure["list"].as_str().unwrap();
+        let r = server.get(&server.admin, list).await;
+        assert_eq!(r.status, 200, "{list}: {}", r.text);
+        assert_eq!(
+            r.json["deliveries"].as_array().unwrap().len() as u64,
+            figure["deliveries"].as_u64().unwrap(),
+            "{list}"
+        );
+    }
+    // Grouped.
+    let r = server.get(&server.admin, "/v1/stats?group_by=day").await;
+    let groups = r.json["groups"].as_array().unwrap();
+    assert_eq!(groups.len(), 1);
+    assert!(
+        groups[0]["key"]
+            .as_str()
+            .unwrap()
+            .ends_with("T00:00:00.000Z"),
+        "{}",
+        r.text
+    );
+    let r = server.get(&server.admin, "/v1/stats?group_by=domain").await;
+    let groups = r.json["groups"].as_array().unwrap();
+    assert_eq!(groups.len(), 2, "{}", r.text);
+    let r = server
+        .get(&server.admin, "/v1/stats?tag=winter&campaign=sale")
+        .await;
+    assert_eq!(r.json["total"]["submitted"]["deliveries"], 3);
+    let r = server.get(&server.admin, "/v1/stats?tag=summer").await;
+    assert_eq!(r.json["total"]["submitted"]["deliveries"], 0);
+    // Bad questions.
+    for (query, field) in [
+        ("group_by=week", "group_by"),
+        ("sender=sender@example.com", "sender"),
+        ("recipient=a@example.com", "recipient"),
+        ("recipient=@example.com&stream=transactional", "stream"),
+        ("group_by=hour&recipient=@example.com", "group_by"),
+        ("tag=a&tag=b", "tag"),
+        ("from=2026-02-01&to=2026-01-01", "to"),
+    ] {
+        let r = server
+            .get(&server.admin, &format!("/v1/stats?{query}"))
+            .await;
+        assert_error(&r, 400, "invalid_query", Some(field), query);
+    }
+}

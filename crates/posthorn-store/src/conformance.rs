@@ -40,7 +40,8 @@ macro_rules! conformance_tests {
             unsubscribe_from_one_stream, external_id_deduplicates, tenant_isolation,
             event_listing_filters_and_pages, search_finds_events_by_every_filter,
             search_lists_deliveries_by_status_and_counts_them,
-            search_pages_do_not_shift_while_events_are_recorded, confirmation_required_streams, event_after_dropped_is_anomaly,
+            search_pages_do_not_shift_while_events_are_recorded,
+            stats_count_each_delivery_once_as_its_status_is_now, confirmation_required_streams, event_after_dropped_is_anomaly,
             events_outside_window_do_not_change_status, concurrent_writes_all_commit,
             queue_claims_leases_and_finishes, inbound_reports_record_events_with_their_source,
             inbound_orphans_are_kept_apart, message_engagement_lists_opens_and_clicks_of_every_delivery,
@@ -1359,6 +1360,171 @@ pub async fn search_pages_do_not_shift_while_events_are_recorded(store: &dyn Sto
     }
     let expected: Vec<EventId> = before.into_iter().map(|e| e.id).collect();
     assert_eq!(seen, expected);
+}
+
+/// The statistics asked of `store` for one tenant: figure -> count.
+async fn figures(
+    store: &dyn Store,
+    t: &TenantId,
+    group_by: StatsGroup,
+    tag: Option<&str>,
+) -> std::collections::BTreeMap<(String, &'static str, String), i64> {
+    let q = StatsQuery {
+        from: T0 - DAY,
+        to: T0 + 2 * DAY,
+        group_by,
+        stream: None,
+        campaign: None,
+        tag: tag.map(str::to_owned),
+        domain: None,
+    };
+    store
+        .delivery_stats(t, &q)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| ((c.group, c.metric.as_str(), c.reason), c.deliveries))
+        .collect()
+}
+
+/// The same figures counted afresh from the deliveries as they are now.
+async fn recount(store: &dyn Store, t: &TenantId) -> std::collections::BTreeMap<&'static str, i64> {
+    let mut counts = std::collections::BTreeMap::new();
+    let all = store
+        .search_deliveries(t, &search("", Surface::Deliveries), None, 500)
+        .await
+        .unwrap();
+    for d in all {
+        for m in posthorn_core::stats::metrics_of(d.delivery_status, d.engagement_status, d.seen) {
+            *counts.entry(m.as_str()).or_insert(0) += 1;
+        }
+    }
+    counts
+}
+
+fn totals(
+    f: &std::collections::BTreeMap<(String, &'static str, String), i64>,
+) -> std::collections::BTreeMap<&'static str, i64> {
+    let mut out = std::collections::BTreeMap::new();
+    for ((_, metric, _), n) in f {
+        *out.entry(*metric).or_insert(0) += n;
+    }
+    out
+}
+
+pub async fn stats_count_each_delivery_once_as_its_status_is_now(store: &dyn Store) {
+    let s = search_scene(store).await;
+    let t = &s.t;
+    let all = figures(store, t, StatsGroup::All, None).await;
+    let get = |metric: &str, reason: &str| {
+        all.get(&(String::new(), metric_name(metric), reason.to_owned()))
+            .copied()
+            .unwrap_or(0)
+    };
+    assert_eq!(get("submitted", ""), 5);
+    assert_eq!(get("delivered", ""), 2);
+    assert_eq!(get("bounced_hard", "userunknown"), 1);
+    assert_eq!(get("bounced_soft", "blocked"), 1);
+    assert_eq!(
+        get("deferred", ""),
+        0,
+        "deferred, then bounced: bounced now"
+    );
+    assert_eq!(
+        (get("opened", ""), get("opened_by_person", "")),
+        (2, 2),
+        "a click implies an open"
+    );
+    assert_eq!((get("clicked", ""), get("clicked_by_person", "")), (1, 1));
+    assert_eq!(totals(&all), recount(store, t).await);
+
+    // Out of order, twice, and after the window: the counts follow the
+    // status, and only it.
+    let a = s.delivery("a@example.com");
+    let late = delivery_event(&a, T0 + 2, delivered());
+    let twice = late.clone();
+    store.record_event(t, late).await.unwrap();
+    store.record_event(t, twice).await.unwrap();
+    let b = s.delivery("b@example.org");
+    record(store, t, &b, T0 + 1, delivered()).await; // below the hard bounce
+    let outside = delivery_event(&b, T0 + 400 * DAY, EventDetails::Opened(engagement(false)));
+    store.record_event(t, outside).await.unwrap();
+    let e = s.delivery("e@example.net");
+    record(
+        store,
+        t,
+        &e,
+        T0 + 20,
+        EventDetails::Complained(Default::default()),
+    )
+    .await;
+    record(
+        store,
+        t,
+        &e,
+        T0 + 10,
+        EventDetails::Opened(engagement(true)),
+    )
+    .await;
+    let all = figures(store, t, StatsGroup::All, None).await;
+    assert_eq!(totals(&all), recount(store, t).await);
+    let totals = totals(&all);
+    assert_eq!(
+        totals["delivered"], 2,
+        "e is still queued: only a sent or deferred delivery shows as delivered by its engagement"
+    );
+    assert_eq!(totals["opened"], 3);
+    assert_eq!(totals["opened_by_person"], 2, "e's open was a machine's");
+    assert_eq!(totals["complained"], 1);
+    assert_eq!(
+        totals["bounced_hard"], 1,
+        "b stays bounced; its late open is outside the window"
+    );
+
+    // By tag, campaign, domain and reason.
+    let by_tag = figures(store, t, StatsGroup::Tag, None).await;
+    let submitted = |f: &std::collections::BTreeMap<(String, &'static str, String), i64>,
+                     group: &str| {
+        f.get(&(group.to_owned(), "submitted", String::new()))
+            .copied()
+            .unwrap_or(0)
+    };
+    assert_eq!(
+        (
+            submitted(&by_tag, "promo"),
+            submitted(&by_tag, "dec"),
+            submitted(&by_tag, "welcome")
+        ),
+        (3, 3, 2)
+    );
+    let promo = figures(store, t, StatsGroup::All, Some("promo")).await;
+    assert_eq!(submitted(&promo, ""), 3);
+    let by_campaign = figures(store, t, StatsGroup::Campaign, None).await;
+    assert_eq!(
+        (submitted(&by_campaign, "c1"), submitted(&by_campaign, "")),
+        (3, 2)
+    );
+    let by_domain = figures(store, t, StatsGroup::Domain, None).await;
+    assert_eq!(
+        (
+            submitted(&by_domain, "example.com"),
+            submitted(&by_domain, "example.org")
+        ),
+        (3, 1)
+    );
+    let by_day = figures(store, t, StatsGroup::Day, None).await;
+    let day = (T0.div_euclid(DAY) * DAY).to_string();
+    assert_eq!(submitted(&by_day, &day), 5);
+    // The other tenant's are its own.
+    let theirs = figures(store, &s.other, StatsGroup::All, None).await;
+    assert_eq!(submitted(&theirs, ""), 1);
+}
+
+/// A figure's stored name, as a `&'static str` (the map's key).
+fn metric_name(name: &str) -> &'static str {
+    posthorn_core::stats::Metric::parse(name)
+        .expect("a figure")
+        .as_str()
 }
 
 pub async fn confirmation_required_streams(store: &dyn Store) {

@@ -226,6 +226,13 @@ pub trait Store: Send + Sync + 'static {
         after: Option<&DeliveryId>,
         limit: u32,
     ) -> StoreResult<Vec<DeliveryRecord>>;
+    /// The statistics' counts (kept as deliveries change: no event is
+    /// read), by group, figure and reason; counts of zero left out.
+    async fn delivery_stats(
+        &self,
+        tenant: &TenantId,
+        query: &StatsQuery,
+    ) -> StoreResult<Vec<StatsCount>>;
     /// How many of the tenant's deliveries matching `filters` have each
     /// pair of status axes.
     async fn delivery_status_counts(

@@ -370,6 +370,49 @@ pub struct StatsChange {
     pub change: i64,
 }
 
+/// What the statistics are grouped by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatsGroup {
+    /// One group: the whole range.
+    All,
+    Hour,
+    Day,
+    Stream,
+    Campaign,
+    Tag,
+    /// The receiving domain (counted by day).
+    Domain,
+    /// The reason of drops and bounces (other figures are not counted by
+    /// reason).
+    Reason,
+}
+
+/// A question to the statistics: deliveries submitted in `[from, to)`
+/// (whole hours; days when by domain), of one stream, campaign, tag or
+/// receiving domain when given. By domain (grouped or filtered), the
+/// counts are by day and domain only: no stream, campaign or tag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatsQuery {
+    pub from: Millis,
+    pub to: Millis,
+    pub group_by: StatsGroup,
+    pub stream: Option<String>,
+    pub campaign: Option<String>,
+    pub tag: Option<String>,
+    pub domain: Option<String>,
+}
+
+/// One count of the statistics: of a group (its key: the hour or day as
+/// epoch milliseconds, or the name; '' for `All`), a figure and, for
+/// drops and bounces, a reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatsCount {
+    pub group: String,
+    pub metric: posthorn_core::stats::Metric,
+    pub reason: String,
+    pub deliveries: i64,
+}
+
 /// A change of one count by receiving domain and day.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct DomainStatsChange {

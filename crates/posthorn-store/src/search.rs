@@ -31,14 +31,17 @@ impl Dialect {
         }
     }
 
-    /// Whether a JSON boolean field of `column` is `value`.
+    /// Whether a JSON boolean field of `column` is `value`, a missing
+    /// field counting as false.
     fn json_bool_is(self, column: &str, field: &str, value: bool) -> String {
         match self {
             Dialect::Sqlite => format!(
-                "json_extract({column}, '$.{field}') = {}",
+                "coalesce(json_extract({column}, '$.{field}'), 0) = {}",
                 if value { 1 } else { 0 }
             ),
-            Dialect::Postgres => format!("({column} ->> '{field}') = '{value}'"),
+            Dialect::Postgres => {
+                format!("coalesce({column} ->> '{field}', 'false') = '{value}'")
+            }
         }
     }
 
@@ -157,11 +160,16 @@ fn event_conditions(
             list.join(", ")
         ));
     }
-    if with_bounce_type && let Some(b) = f.bounce_type {
-        let p = sql.text(b.as_str());
+    if with_bounce_type && !f.bounce_types.is_empty() {
+        let list: Vec<String> = f
+            .bounce_types
+            .iter()
+            .map(|b| sql.text(b.as_str()))
+            .collect();
         c.push(format!(
-            "e.kind = 'bounced' AND {} = {p}",
-            dialect.json_text("e.details", "bounce_type")
+            "e.kind = 'bounced' AND {} IN ({})",
+            dialect.json_text("e.details", "bounce_type"),
+            list.join(", ")
         ));
     }
     if let Some(code) = f.smtp_code {
@@ -424,10 +432,15 @@ fn delivery_conditions(
     if let Some(campaign) = &f.campaign {
         c.push(format!("d.campaign = {}", sql.text(campaign)));
     }
-    if let Some(b) = f.bounce_type {
+    if !f.bounce_types.is_empty() {
+        let list: Vec<String> = f
+            .bounce_types
+            .iter()
+            .map(|b| sql.text(b.as_str()))
+            .collect();
         c.push(format!(
-            "d.delivery_status = 'bounced' AND d.bounce_type = {}",
-            sql.text(b.as_str())
+            "d.delivery_status = 'bounced' AND d.bounce_type IN ({})",
+            list.join(", ")
         ));
     }
     if f.filters_status() {
@@ -497,6 +510,65 @@ pub(crate) fn delivery_counts(dialect: Dialect, tenant: &TenantId, f: &Filters) 
     sql.text = format!(
         "SELECT d.delivery_status, d.bounce_type, d.engagement_status, count(*) FROM deliveries d \
          WHERE {} GROUP BY d.delivery_status, d.bounce_type, d.engagement_status",
+        c.join(" AND ")
+    );
+    sql
+}
+
+/// The statistics' counts asked by `q` (see `StatsQuery`): summed rows
+/// of the counts tables (on PostgreSQL rows of changes; on SQLite one row
+/// per count), as (group, metric, reason, deliveries).
+pub(crate) fn stats_counts(tenant: &TenantId, q: &crate::StatsQuery) -> Sql {
+    use crate::StatsGroup as G;
+    use posthorn_core::clock::{DAY, HOUR};
+    let mut sql = Sql::default();
+    let tenant = sql.text(tenant.as_str());
+    let by_domain = q.group_by == G::Domain || q.domain.is_some();
+    let (table, time, unit) = if by_domain {
+        ("delivery_stats_domains", "day", DAY)
+    } else {
+        ("delivery_stats", "hour", HOUR)
+    };
+    let mut c = vec![format!("tenant_id = {tenant}")];
+    if !by_domain {
+        // Every delivery counts once under the tag '' (all), and again
+        // under each of its message's tags.
+        c.push(match (&q.tag, q.group_by) {
+            (Some(tag), _) => format!("tag = {}", sql.text(tag)),
+            (None, G::Tag) => "tag <> ''".to_owned(),
+            (None, _) => "tag = ''".to_owned(),
+        });
+    }
+    let from = sql.param(SqlValue::Int(q.from.div_euclid(unit) * unit));
+    let to = sql.param(SqlValue::Int(q.to));
+    c.push(format!("{time} >= {from} AND {time} < {to}"));
+    for (column, value) in [
+        ("stream", &q.stream),
+        ("campaign", &q.campaign),
+        ("domain", &q.domain),
+    ] {
+        if let Some(v) = value {
+            c.push(format!("{column} = {}", sql.text(v)));
+        }
+    }
+    let key = match q.group_by {
+        G::All => "CAST('' AS TEXT)".to_owned(),
+        G::Hour => "CAST(hour AS TEXT)".to_owned(),
+        G::Day => format!("CAST(({time} / {DAY}) * {DAY} AS TEXT)"),
+        G::Stream => "stream".to_owned(),
+        G::Campaign => "campaign".to_owned(),
+        G::Tag => "tag".to_owned(),
+        G::Domain => "domain".to_owned(),
+        G::Reason => "reason".to_owned(),
+    };
+    let reason = if by_domain {
+        "CAST('' AS TEXT)"
+    } else {
+        "reason"
+    };
+    sql.text = format!(
+        "SELECT {key} AS grp, metric, {reason} AS why, CAST(SUM(deliveries) AS BIGINT) FROM {table} \
+         WHERE {} GROUP BY 1, 2, 3 HAVING SUM(deliveries) <> 0",
         c.join(" AND ")
     );
     sql

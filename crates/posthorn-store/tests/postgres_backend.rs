@@ -81,7 +81,7 @@ fn migrations_apply_on_an_empty_database_and_a_second_connect_applies_nothing() 
         return;
     };
     let store = connect(&db);
-    assert_eq!(store.applied_migrations(), &[1, 2]);
+    assert_eq!(store.applied_migrations(), &[1, 2, 3]);
     let mut c = db.client();
     for table in [
         "tenants",
@@ -108,6 +108,8 @@ fn migrations_apply_on_an_empty_database_and_a_second_connect_applies_nothing() 
         "provider_payloads",
         "dkim_keys",
         "dkim_keys_version",
+        "delivery_stats",
+        "delivery_stats_domains",
     ] {
         let found: Option<String> = c
             .query_one("SELECT to_regclass($1)::text", &[&table])
@@ -127,7 +129,7 @@ fn migrations_apply_on_an_empty_database_and_a_second_connect_applies_nothing() 
 
     let again = connect(&db);
     assert_eq!(again.applied_migrations(), &[] as &[i64]);
-    assert_eq!(count(&mut c, "SELECT COUNT(*) FROM schema_migrations"), 2);
+    assert_eq!(count(&mut c, "SELECT COUNT(*) FROM schema_migrations"), 3);
     assert_eq!(
         count(
             &mut c,
@@ -156,13 +158,13 @@ fn three_nodes_connecting_at_once_to_an_empty_database_apply_the_schema_once() {
         nodes.into_iter().map(|n| n.join().unwrap()).collect()
     });
     assert_eq!(
-        applied.iter().filter(|a| a.as_slice() == [1, 2]).count(),
+        applied.iter().filter(|a| a.as_slice() == [1, 2, 3]).count(),
         1,
         "{applied:?}"
     );
     assert_eq!(applied.iter().filter(|a| a.is_empty()).count(), 2);
     let mut c = db.client();
-    assert_eq!(count(&mut c, "SELECT COUNT(*) FROM schema_migrations"), 2);
+    assert_eq!(count(&mut c, "SELECT COUNT(*) FROM schema_migrations"), 3);
 }
 
 #[test]

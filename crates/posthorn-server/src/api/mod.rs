@@ -15,6 +15,7 @@ pub use tracker::PIXEL;
 
 mod read;
 mod search;
+mod stats;
 
 use crate::app::AppState;
 use crate::error::{ApiError, ApiResult};
@@ -44,6 +45,7 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/events/stream", get(feed::stream))
         .route("/v1/events/export", get(export::events))
         .route("/v1/deliveries/export", get(export::deliveries))
+        .route("/v1/stats", get(stats::stats))
         .route(
             "/v1/contacts/{address}",
             get(contacts::get).put(contacts::put),

@@ -16,7 +16,13 @@ type Counted = Vec<(Metric, Option<String>)>;
 fn counted(d: &DeliveryRecord, reason: Option<&str>) -> Counted {
     metrics_of(d.delivery_status, d.engagement_status, d.seen)
         .into_iter()
-        .map(|m| (m, m.has_reason().then(|| reason.unwrap_or_default().to_owned())))
+        .map(|m| {
+            (
+                m,
+                m.has_reason()
+                    .then(|| reason.unwrap_or_default().to_owned()),
+            )
+        })
         .collect()
 }
 
@@ -107,7 +113,10 @@ fn write(
             });
         }
     }
-    let domain = d.recipient.rsplit_once('@').map_or("", |(_, domain)| domain);
+    let domain = d
+        .recipient
+        .rsplit_once('@')
+        .map_or("", |(_, domain)| domain);
     let domains: Vec<DomainStatsChange> = diff
         .iter()
         .map(|((metric, _), change)| DomainStatsChange {

@@ -679,6 +679,16 @@ impl Store for PgStore {
             .await
     }
 
+    async fn delivery_stats(
+        &self,
+        tenant: &TenantId,
+        query: &StatsQuery,
+    ) -> StoreResult<Vec<StatsCount>> {
+        let sql = crate::search::stats_counts(tenant, query);
+        self.read(move |c| reads::search(c, &sql, reads::stats_count_row))
+            .await
+    }
+
     async fn delivery_status_counts(
         &self,
         tenant: &TenantId,

@@ -786,6 +786,22 @@ pub(crate) fn search<T>(
     rows(c, &sql.text, &params, map)
 }
 
+/// A row of `crate::search::stats_counts`.
+pub(crate) fn stats_count_row(r: &Row) -> StoreResult<StatsCount> {
+    Ok(StatsCount {
+        group: get(r, 0)?,
+        metric: decode(
+            r,
+            1,
+            "delivery_stats",
+            "metric",
+            posthorn_core::stats::Metric::parse,
+        )?,
+        reason: get(r, 2)?,
+        deliveries: get(r, 3)?,
+    })
+}
+
 /// A row of `crate::search::delivery_counts`.
 pub(crate) fn status_count_row(r: &Row) -> StoreResult<StatusCount> {
     const TABLE: &str = "deliveries";

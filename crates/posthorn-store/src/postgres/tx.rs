@@ -388,7 +388,8 @@ impl engine::WriteTx for PgTx<'_, '_> {
     }
 
     fn insert_message(&mut self, m: &NewMessage) -> StoreResult<()> {
-        self.message_tags.insert(m.id.clone(), m.content.tags.clone());
+        self.message_tags
+            .insert(m.id.clone(), m.content.tags.clone());
         if let Some(behind) = &mut self.behind {
             behind.message(m);
             return Ok(());

@@ -525,6 +525,22 @@ pub(crate) fn search<T>(
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// A row of `crate::search::stats_counts`.
+pub(crate) fn stats_count_row(r: &Row<'_>) -> rusqlite::Result<StatsCount> {
+    Ok(StatsCount {
+        group: r.get(0)?,
+        metric: decode(
+            r,
+            1,
+            "delivery_stats",
+            "metric",
+            posthorn_core::stats::Metric::parse,
+        )?,
+        reason: r.get(2)?,
+        deliveries: r.get(3)?,
+    })
+}
+
 /// A row of `crate::search::delivery_counts`.
 pub(crate) fn status_count_row(r: &Row<'_>) -> rusqlite::Result<StatusCount> {
     let status: Option<String> = r.get(0)?;

@@ -5,10 +5,10 @@
 
 use super::writer::BatchTx;
 use super::{domains, prepare, reads};
-use crate::{StoreError, StoreResult};
 use crate::engine::{self, ClaimWindow, DueEntry, ExternalMessage, ProviderMessageRef};
 use crate::ingest::IngestSource;
 use crate::records::*;
+use crate::{StoreError, StoreResult};
 use posthorn_core::contact::ContactState;
 use posthorn_core::domain::DomainOwner;
 use posthorn_core::id::{ApiKeyId, IngestSourceId};
@@ -345,7 +345,13 @@ impl engine::WriteTx for SqliteTx<'_, '_> {
              DO UPDATE SET deliveries = deliveries + excluded.deliveries",
         )?;
         for c in domains {
-            stmt.execute(params![tenant.as_str(), c.day, c.domain, c.metric.as_str(), c.change])?;
+            stmt.execute(params![
+                tenant.as_str(),
+                c.day,
+                c.domain,
+                c.metric.as_str(),
+                c.change
+            ])?;
         }
         Ok(())
     }
