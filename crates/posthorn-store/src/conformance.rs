@@ -1520,6 +1520,48 @@ pub async fn stats_count_each_delivery_once_as_its_status_is_now(store: &dyn Sto
     assert_eq!(submitted(&theirs, ""), 1);
 }
 
+/// The search scene (see `search_scene`), for tests of a store's own:
+/// its tenant.
+pub async fn stats_scene(store: &dyn Store) -> TenantId {
+    search_scene(store).await.t
+}
+
+/// Every count of a tenant's statistics around `T0`, grouped each way,
+/// sorted: two stores that counted alike answer alike.
+pub async fn all_stats(store: &dyn Store, t: &TenantId) -> Vec<(String, StatsCount)> {
+    let mut out = Vec::new();
+    for group_by in [
+        StatsGroup::All,
+        StatsGroup::Day,
+        StatsGroup::Tag,
+        StatsGroup::Campaign,
+        StatsGroup::Domain,
+        StatsGroup::Reason,
+    ] {
+        let q = StatsQuery {
+            from: T0 - DAY,
+            to: T0 + 2 * DAY,
+            group_by,
+            stream: None,
+            campaign: None,
+            tag: None,
+            domain: None,
+        };
+        for c in store.delivery_stats(t, &q).await.unwrap() {
+            out.push((format!("{group_by:?}"), c));
+        }
+    }
+    out.sort_by(|a, b| {
+        (&a.0, &a.1.group, a.1.metric, &a.1.reason).cmp(&(
+            &b.0,
+            &b.1.group,
+            b.1.metric,
+            &b.1.reason,
+        ))
+    });
+    out
+}
+
 /// A figure's stored name, as a `&'static str` (the map's key).
 fn metric_name(name: &str) -> &'static str {
     posthorn_core::stats::Metric::parse(name)

@@ -358,7 +358,7 @@ impl EventRecord {
 /// A change of one count of the statistics (`posthorn_core::stats`): the
 /// deliveries submitted in `hour` with these dimensions ('' for none) that
 /// count in `metric`.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct StatsChange {
     pub hour: Millis,
     pub stream: String,
@@ -414,7 +414,7 @@ pub struct StatsCount {
 }
 
 /// A change of one count by receiving domain and day.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct DomainStatsChange {
     pub day: Millis,
     pub domain: String,

@@ -921,3 +921,32 @@ fn a_lease_that_runs_out_below_where_claims_start_is_claimed_again() {
         assert_eq!(again[0].attempt, 2);
     });
 }
+
+/// Deliveries stored before the statistics were (an older version's) are
+/// counted by the migration that adds them: the same counts as kept live.
+#[test]
+fn the_statistics_migration_counts_what_was_stored_before_it() {
+    let Some(db) = TestDatabase::create() else {
+        return;
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let store = connect(&db);
+    let (tenant, live) = rt.block_on(async {
+        let tenant = posthorn_store::conformance::stats_scene(&store).await;
+        let live = posthorn_store::conformance::all_stats(&store, &tenant).await;
+        (tenant, live)
+    });
+    assert!(live.len() > 20, "{live:?}");
+    drop(store);
+    db.client()
+        .batch_execute(
+            "DELETE FROM schema_migrations WHERE version >= 3; \
+             ALTER TABLE deliveries DROP COLUMN seen; \
+             DROP TABLE delivery_stats; DROP TABLE delivery_stats_domains",
+        )
+        .unwrap();
+    let store = connect(&db);
+    assert_eq!(store.applied_migrations(), &[3]);
+    let rebuilt = rt.block_on(posthorn_store::conformance::all_stats(&store, &tenant));
+    assert_eq!(rebuilt, live);
+}

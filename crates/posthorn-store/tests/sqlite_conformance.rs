@@ -471,3 +471,29 @@ async fn stored_to_and_cc_read_back_or_fail_the_read() {
         );
     }
 }
+
+/// Deliveries stored before the statistics were (an older version's) are
+/// counted by the migration that adds them: the same counts as kept live.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_statistics_migration_counts_what_was_stored_before_it() {
+    let (store, dir) = fresh();
+    let tenant = posthorn_store::conformance::stats_scene(&store).await;
+    let live = posthorn_store::conformance::all_stats(&store, &tenant).await;
+    assert!(live.len() > 20, "{live:?}");
+    drop(store);
+    let raw =
+        rusqlite::Connection::open(dir.path().join(posthorn_store::sqlite::DATABASE_FILE)).unwrap();
+    raw.execute_batch(
+        "DELETE FROM schema_migrations WHERE version >= 12; \
+         ALTER TABLE deliveries DROP COLUMN seen; \
+         DROP TABLE delivery_stats; DROP TABLE delivery_stats_domains",
+    )
+    .unwrap();
+    drop(raw);
+    let store =
+        SqliteStore::open(dir.path(), &StoreConfig::default(), StoreRules::default()).unwrap();
+    assert_eq!(
+        posthorn_store::conformance::all_stats(&store, &tenant).await,
+        live
+    );
+}

@@ -430,6 +430,11 @@ async fn assert_same_answers(a: &dyn Store, b: &dyn Store, fixture: &Fixture) {
         );
         assert_eq!(a.queue_len(t).await.unwrap(), b.queue_len(t).await.unwrap());
         assert_eq!(
+            posthorn_store::conformance::all_stats(a, t).await,
+            posthorn_store::conformance::all_stats(b, t).await,
+            "the statistics' counts"
+        );
+        assert_eq!(
             unnumbered(
                 a.search_events(t, &every_event(), None, EVERY)
                     .await

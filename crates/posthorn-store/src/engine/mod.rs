@@ -25,7 +25,7 @@ mod events;
 mod inbound;
 mod ingest;
 mod queue;
-mod stats;
+pub(crate) mod stats;
 
 pub(crate) use accept::{accept_message, create_tenant, insert_api_key};
 pub(crate) use domains::{candidates as domain_candidates, claim_sending_domain};

@@ -7,7 +7,7 @@ use crate::StoreResult;
 use crate::records::*;
 use posthorn_core::clock::{DAY, HOUR};
 use posthorn_core::stats::{Metric, changes, metrics_of, status_reason};
-use posthorn_core::{EventId, Millis};
+use posthorn_core::{EventId, Millis, TenantId};
 
 /// What a delivery counts in: each figure with its reason (a drop's or a
 /// bounce's, on those figures only).
@@ -83,9 +83,7 @@ fn floor(at: Millis, unit: Millis) -> Millis {
     at.div_euclid(unit) * unit
 }
 
-/// Writes changes for `d` under each of its dimensions: every count of
-/// all deliveries ('' tag) and of each tag of its message, and by its
-/// receiving domain.
+/// Writes changes for `d` (see [`rows_for`]).
 fn write(
     tx: &mut dyn WriteTx,
     d: &DeliveryRecord,
@@ -94,14 +92,30 @@ fn write(
     if diff.is_empty() {
         return Ok(());
     }
-    let mut tags = tx.message_tags(&d.tenant_id, &d.message_id)?;
-    tags.sort();
+    let tags = tx.message_tags(&d.tenant_id, &d.message_id)?;
+    let (rows, domains) = rows_for(d, &tags, diff);
+    tx.add_stats(&d.tenant_id, &rows, &domains)
+}
+
+/// The changes of counts for `d` under each of its dimensions: the count
+/// of all deliveries ('' tag) and of each tag of its message, and by its
+/// receiving domain.
+pub(crate) fn rows_for(
+    d: &DeliveryRecord,
+    tags: &[String],
+    diff: &[((Metric, Option<String>), i64)],
+) -> (Vec<StatsChange>, Vec<DomainStatsChange>) {
+    let mut tags: Vec<&str> = tags
+        .iter()
+        .map(String::as_str)
+        .filter(|t| !t.is_empty())
+        .collect();
+    tags.sort_unstable();
     tags.dedup();
-    tags.retain(|t| !t.is_empty());
     let hour = floor(d.created_at, HOUR);
     let mut rows = Vec::new();
     for ((metric, reason), change) in diff {
-        for tag in std::iter::once("").chain(tags.iter().map(String::as_str)) {
+        for tag in std::iter::once("").chain(tags.iter().copied()) {
             rows.push(StatsChange {
                 hour,
                 stream: d.stream.clone(),
@@ -117,7 +131,7 @@ fn write(
         .recipient
         .rsplit_once('@')
         .map_or("", |(_, domain)| domain);
-    let domains: Vec<DomainStatsChange> = diff
+    let domains = diff
         .iter()
         .map(|((metric, _), change)| DomainStatsChange {
             day: floor(d.created_at, DAY),
@@ -126,5 +140,77 @@ fn write(
             change: *change,
         })
         .collect();
-    tx.add_stats(&d.tenant_id, &rows, &domains)
+    (rows, domains)
+}
+
+/// Counts made afresh for deliveries stored before the statistics were
+/// (the migration that adds them): what each was seen to do, from its
+/// events, and the counts it is in, added up per tenant and dimension.
+#[derive(Default)]
+pub(crate) struct Rebuild {
+    rows: std::collections::HashMap<(TenantId, StatsChange), i64>,
+    domains: std::collections::HashMap<(TenantId, DomainStatsChange), i64>,
+}
+
+impl Rebuild {
+    /// Counts one delivery, given its message's tags and its events (at
+    /// least its engagement events and the event that set its status).
+    /// Returns what it was seen to do, to store with it.
+    pub(crate) fn add(
+        &mut self,
+        d: &DeliveryRecord,
+        tags: &[String],
+        events: &[EventRecord],
+    ) -> posthorn_core::stats::Seen {
+        let seen = events
+            .iter()
+            .filter(|e| !e.outside_window && e.anomaly.is_none())
+            .fold(posthorn_core::stats::Seen::default(), |s, e| {
+                s.with(&e.details)
+            });
+        let reason = events
+            .iter()
+            .find(|e| Some(&e.id) == d.delivery_event_id.as_ref())
+            .and_then(|e| status_reason(&e.details));
+        let d = DeliveryRecord { seen, ..d.clone() };
+        let (rows, domains) = rows_for(&d, tags, &changes(&[], &counted(&d, reason.as_deref())));
+        for r in rows {
+            let change = r.change;
+            *self
+                .rows
+                .entry((d.tenant_id.clone(), StatsChange { change: 0, ..r }))
+                .or_default() += change;
+        }
+        for r in domains {
+            let change = r.change;
+            *self
+                .domains
+                .entry((d.tenant_id.clone(), DomainStatsChange { change: 0, ..r }))
+                .or_default() += change;
+        }
+        seen
+    }
+
+    /// The counts, by tenant, as changes from nothing.
+    pub(crate) fn into_changes(
+        self,
+    ) -> std::collections::BTreeMap<TenantId, (Vec<StatsChange>, Vec<DomainStatsChange>)> {
+        let mut out: std::collections::BTreeMap<
+            TenantId,
+            (Vec<StatsChange>, Vec<DomainStatsChange>),
+        > = Default::default();
+        for ((tenant, row), change) in self.rows {
+            out.entry(tenant)
+                .or_default()
+                .0
+                .push(StatsChange { change, ..row });
+        }
+        for ((tenant, row), change) in self.domains {
+            out.entry(tenant)
+                .or_default()
+                .1
+                .push(DomainStatsChange { change, ..row });
+        }
+        out
+    }
 }

@@ -411,6 +411,9 @@ fn apply_pending(c: &mut Client) -> StoreResult<Vec<i64>> {
         }
         let mut tx = c.transaction()?;
         tx.batch_execute(sql)?;
+        if version == STATS_MIGRATION {
+            rebuild_stats(&mut tx)?;
+        }
         tx.execute(
             "INSERT INTO schema_migrations (version, applied_at) \
              VALUES ($1, (extract(epoch FROM clock_timestamp()) * 1000)::bigint)",
@@ -421,6 +424,58 @@ fn apply_pending(c: &mut Client) -> StoreResult<Vec<i64>> {
         applied.push(version);
     }
     Ok(applied)
+}
+
+/// The migration that adds the statistics (3): deliveries stored before it
+/// (by `store copy` of an older store, or an older version) are counted
+/// as it runs, in its transaction.
+const STATS_MIGRATION: i64 = 3;
+
+/// Counts every delivery stored so far (see `engine::stats::Rebuild`) and
+/// stores what each was seen to do.
+fn rebuild_stats(tx: &mut ::postgres::Transaction<'_>) -> StoreResult<()> {
+    let mut rebuild = crate::engine::stats::Rebuild::default();
+    let deliveries = tx.query(
+        &format!(
+            "SELECT {}, (SELECT m.tags FROM messages m WHERE m.id = deliveries.message_id) FROM deliveries",
+            reads::DELIVERY_COLUMNS
+        ),
+        &[],
+    )?;
+    let events_sql = format!(
+        "SELECT {} FROM events WHERE delivery_id = $1 \
+         AND (kind IN ('opened', 'clicked', 'unsubscribed', 'complained') OR id = $2)",
+        reads::EVENT_COLUMNS
+    );
+    for row in &deliveries {
+        let d = reads::delivery_row(row)?;
+        let tags: Vec<String> = row
+            .try_get::<_, Option<serde_json::Value>>(20)?
+            .and_then(|t| serde_json::from_value(t).ok())
+            .unwrap_or_default();
+        let status_event = d.delivery_event_id.as_ref().map(|e| e.as_str());
+        let events: Vec<EventRecord> = tx
+            .query(&events_sql, &[&d.id.as_str(), &status_event])?
+            .iter()
+            .map(reads::event_row)
+            .collect::<StoreResult<_>>()?;
+        let seen = rebuild.add(&d, &tags, &events);
+        if seen != Default::default() {
+            tx.execute(
+                "UPDATE deliveries SET seen = $1 WHERE id = $2",
+                &[&seen.bits(), &d.id.as_str()],
+            )?;
+        }
+    }
+    for (tenant, (changes, domains)) in rebuild.into_changes() {
+        tx::add_stats(
+            &mut |sql, params| Ok(tx.execute(sql, params)?),
+            &tenant,
+            &changes,
+            &domains,
+        )?;
+    }
+    Ok(())
 }
 
 /// Runs the schema's partition maker (see `posthorn_event_partitions` in

@@ -577,46 +577,19 @@ impl engine::WriteTx for PgTx<'_, '_> {
         Ok(tags)
     }
 
-    /// Rows of changes, added: adding to one counter row would lock it
-    /// until commit, and every writer changes the same few (migration 3).
     fn add_stats(
         &mut self,
         tenant: &TenantId,
         changes: &[StatsChange],
         domains: &[DomainStatsChange],
     ) -> StoreResult<()> {
-        if !changes.is_empty() {
-            let col = |f: fn(&StatsChange) -> &str| changes.iter().map(f).collect::<Vec<&str>>();
-            let hours: Vec<i64> = changes.iter().map(|c| c.hour).collect();
-            let counts: Vec<i64> = changes.iter().map(|c| c.change).collect();
-            self.execute_unsynced(
-                "INSERT INTO delivery_stats (tenant_id, hour, stream, campaign, tag, reason, metric, deliveries) \
-                 SELECT $1, h, s, c, t, r, m, n FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[], \
-                 $6::text[], $7::text[], $8::bigint[]) AS u(h, s, c, t, r, m, n)",
-                &[
-                    &tenant.as_str(),
-                    &hours,
-                    &col(|c| &c.stream),
-                    &col(|c| &c.campaign),
-                    &col(|c| &c.tag),
-                    &col(|c| &c.reason),
-                    &col(|c| c.metric.as_str()),
-                    &counts,
-                ],
-            )?;
-        }
-        if !domains.is_empty() {
-            let days: Vec<i64> = domains.iter().map(|c| c.day).collect();
-            let names: Vec<&str> = domains.iter().map(|c| c.domain.as_str()).collect();
-            let metrics: Vec<&str> = domains.iter().map(|c| c.metric.as_str()).collect();
-            let counts: Vec<i64> = domains.iter().map(|c| c.change).collect();
-            self.execute_unsynced(
-                "INSERT INTO delivery_stats_domains (tenant_id, day, domain, metric, deliveries) \
-                 SELECT $1, d, n, m, c FROM unnest($2::bigint[], $3::text[], $4::text[], $5::bigint[]) AS u(d, n, m, c)",
-                &[&tenant.as_str(), &days, &names, &metrics, &counts],
-            )?;
-        }
-        Ok(())
+        // No row kept behind concerns the counts.
+        add_stats(
+            &mut |sql, params| self.execute_unsynced(sql, params),
+            tenant,
+            changes,
+            domains,
+        )
     }
 
     fn campaign_has_recipient(
@@ -1215,4 +1188,47 @@ impl engine::WriteTx for PgTx<'_, '_> {
         )?;
         Ok(())
     }
+}
+
+/// Adds changes to the counts as rows of changes: adding to one counter
+/// row would lock it until commit, and every writer changes the same few
+/// (migration 3). `execute` runs a statement.
+pub(crate) fn add_stats(
+    execute: &mut dyn FnMut(&str, Params<'_>) -> StoreResult<u64>,
+    tenant: &TenantId,
+    changes: &[StatsChange],
+    domains: &[DomainStatsChange],
+) -> StoreResult<()> {
+    if !changes.is_empty() {
+        let col = |f: fn(&StatsChange) -> &str| changes.iter().map(f).collect::<Vec<&str>>();
+        let hours: Vec<i64> = changes.iter().map(|c| c.hour).collect();
+        let counts: Vec<i64> = changes.iter().map(|c| c.change).collect();
+        execute(
+            "INSERT INTO delivery_stats (tenant_id, hour, stream, campaign, tag, reason, metric, deliveries) \
+                 SELECT $1, h, s, c, t, r, m, n FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[], \
+                 $6::text[], $7::text[], $8::bigint[]) AS u(h, s, c, t, r, m, n)",
+            &[
+                &tenant.as_str(),
+                &hours,
+                &col(|c| &c.stream),
+                &col(|c| &c.campaign),
+                &col(|c| &c.tag),
+                &col(|c| &c.reason),
+                &col(|c| c.metric.as_str()),
+                &counts,
+            ],
+        )?;
+    }
+    if !domains.is_empty() {
+        let days: Vec<i64> = domains.iter().map(|c| c.day).collect();
+        let names: Vec<&str> = domains.iter().map(|c| c.domain.as_str()).collect();
+        let metrics: Vec<&str> = domains.iter().map(|c| c.metric.as_str()).collect();
+        let counts: Vec<i64> = domains.iter().map(|c| c.change).collect();
+        execute(
+            "INSERT INTO delivery_stats_domains (tenant_id, day, domain, metric, deliveries) \
+                 SELECT $1, d, n, m, c FROM unnest($2::bigint[], $3::text[], $4::text[], $5::bigint[]) AS u(d, n, m, c)",
+            &[&tenant.as_str(), &days, &names, &metrics, &counts],
+        )?;
+    }
+    Ok(())
 }

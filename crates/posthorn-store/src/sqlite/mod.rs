@@ -229,12 +229,65 @@ fn migrate(conn: &Connection) -> StoreResult<()> {
         }
         let tx = conn.unchecked_transaction()?;
         tx.execute_batch(sql)?;
+        if version == STATS_MIGRATION {
+            rebuild_stats(&tx)?;
+        }
         tx.execute(
             "INSERT INTO schema_migrations (version, applied_at) VALUES ($1, strftime('%s','now') * 1000)",
             [version],
         )?;
         tx.commit()?;
         tracing::info!(version, "applied database migration");
+    }
+    Ok(())
+}
+
+/// The migration that adds the statistics (0012): deliveries stored before
+/// it are counted as it runs, in its transaction.
+const STATS_MIGRATION: i64 = 12;
+
+/// Counts every delivery stored so far (see `engine::stats::Rebuild`) and
+/// stores what each was seen to do.
+fn rebuild_stats(c: &Connection) -> StoreResult<()> {
+    let mut rebuild = engine::stats::Rebuild::default();
+    let mut seen = Vec::new();
+    let mut deliveries = c.prepare(&format!(
+        "SELECT {}, (SELECT m.tags FROM messages m WHERE m.id = deliveries.message_id) FROM deliveries",
+        reads::DELIVERY_COLUMNS
+    ))?;
+    let mut events = c.prepare(&format!(
+        "SELECT {} FROM events WHERE delivery_id = $1 \
+         AND (kind IN ('opened', 'clicked', 'unsubscribed', 'complained') OR id = $2)",
+        reads::EVENT_COLUMNS
+    ))?;
+    let mut rows = deliveries.query([])?;
+    while let Some(row) = rows.next()? {
+        let d = reads::delivery_row(row)?;
+        let tags: Vec<String> = row
+            .get::<_, Option<String>>(20)?
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default();
+        let of_delivery: Vec<EventRecord> = events
+            .query_map(
+                rusqlite::params![
+                    d.id.as_str(),
+                    d.delivery_event_id.as_ref().map(|e| e.as_str())
+                ],
+                reads::event_row,
+            )?
+            .collect::<Result<_, _>>()?;
+        let s = rebuild.add(&d, &tags, &of_delivery);
+        if s != Default::default() {
+            seen.push((d.id.clone(), s));
+        }
+    }
+    drop(rows);
+    let mut set_seen = c.prepare("UPDATE deliveries SET seen = $1 WHERE id = $2")?;
+    for (id, s) in &seen {
+        set_seen.execute(rusqlite::params![s.bits(), id.as_str()])?;
+    }
+    for (tenant, (changes, domains)) in rebuild.into_changes() {
+        tx::add_stats(c, &tenant, &changes, &domains)?;
     }
     Ok(())
 }

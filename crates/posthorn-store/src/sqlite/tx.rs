@@ -312,48 +312,13 @@ impl engine::WriteTx for SqliteTx<'_, '_> {
         })
     }
 
-    /// One writer: each count is one row, changed in place.
     fn add_stats(
         &mut self,
         tenant: &TenantId,
         changes: &[StatsChange],
         domains: &[DomainStatsChange],
     ) -> StoreResult<()> {
-        let mut stmt = prepare(
-            self.conn(),
-            "INSERT INTO delivery_stats (tenant_id, hour, stream, campaign, tag, reason, metric, deliveries) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-             ON CONFLICT (tenant_id, tag, hour, stream, campaign, reason, metric) \
-             DO UPDATE SET deliveries = deliveries + excluded.deliveries",
-        )?;
-        for c in changes {
-            stmt.execute(params![
-                tenant.as_str(),
-                c.hour,
-                c.stream,
-                c.campaign,
-                c.tag,
-                c.reason,
-                c.metric.as_str(),
-                c.change
-            ])?;
-        }
-        let mut stmt = prepare(
-            self.conn(),
-            "INSERT INTO delivery_stats_domains (tenant_id, day, domain, metric, deliveries) \
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant_id, day, domain, metric) \
-             DO UPDATE SET deliveries = deliveries + excluded.deliveries",
-        )?;
-        for c in domains {
-            stmt.execute(params![
-                tenant.as_str(),
-                c.day,
-                c.domain,
-                c.metric.as_str(),
-                c.change
-            ])?;
-        }
-        Ok(())
+        add_stats(self.conn(), tenant, changes, domains)
     }
 
     fn campaign_has_recipient(
@@ -876,4 +841,49 @@ impl engine::WriteTx for SqliteTx<'_, '_> {
         .execute(params![tenant.as_str(), event.as_str(), source.as_str(), payload])?;
         Ok(())
     }
+}
+
+/// Adds changes to the counts: one writer, so each count is one row,
+/// changed in place.
+pub(crate) fn add_stats(
+    conn: &Connection,
+    tenant: &TenantId,
+    changes: &[StatsChange],
+    domains: &[DomainStatsChange],
+) -> StoreResult<()> {
+    let mut stmt = prepare(
+        conn,
+        "INSERT INTO delivery_stats (tenant_id, hour, stream, campaign, tag, reason, metric, deliveries) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+             ON CONFLICT (tenant_id, tag, hour, stream, campaign, reason, metric) \
+             DO UPDATE SET deliveries = deliveries + excluded.deliveries",
+    )?;
+    for c in changes {
+        stmt.execute(params![
+            tenant.as_str(),
+            c.hour,
+            c.stream,
+            c.campaign,
+            c.tag,
+            c.reason,
+            c.metric.as_str(),
+            c.change
+        ])?;
+    }
+    let mut stmt = prepare(
+        conn,
+        "INSERT INTO delivery_stats_domains (tenant_id, day, domain, metric, deliveries) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant_id, day, domain, metric) \
+             DO UPDATE SET deliveries = deliveries + excluded.deliveries",
+    )?;
+    for c in domains {
+        stmt.execute(params![
+            tenant.as_str(),
+            c.day,
+            c.domain,
+            c.metric.as_str(),
+            c.change
+        ])?;
+    }
+    Ok(())
 }
