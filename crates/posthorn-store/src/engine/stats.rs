@@ -143,13 +143,67 @@ pub(crate) fn rows_for(
     (rows, domains)
 }
 
+/// Changes to counts added up per count (per tenant): what a transaction
+/// writes once, however many of its deliveries changed the same count.
+#[derive(Default)]
+pub(crate) struct Tally {
+    rows: std::collections::HashMap<(TenantId, StatsChange), i64>,
+    domains: std::collections::HashMap<(TenantId, DomainStatsChange), i64>,
+}
+
+impl Tally {
+    pub(crate) fn add(
+        &mut self,
+        tenant: &TenantId,
+        changes: &[StatsChange],
+        domains: &[DomainStatsChange],
+    ) {
+        for c in changes {
+            let key = StatsChange {
+                change: 0,
+                ..c.clone()
+            };
+            *self.rows.entry((tenant.clone(), key)).or_default() += c.change;
+        }
+        for c in domains {
+            let key = DomainStatsChange {
+                change: 0,
+                ..c.clone()
+            };
+            *self.domains.entry((tenant.clone(), key)).or_default() += c.change;
+        }
+    }
+
+    /// The sums that are not zero, by tenant.
+    pub(crate) fn into_changes(
+        self,
+    ) -> std::collections::BTreeMap<TenantId, (Vec<StatsChange>, Vec<DomainStatsChange>)> {
+        let mut out: std::collections::BTreeMap<
+            TenantId,
+            (Vec<StatsChange>, Vec<DomainStatsChange>),
+        > = Default::default();
+        for ((tenant, row), change) in self.rows.into_iter().filter(|(_, n)| *n != 0) {
+            out.entry(tenant)
+                .or_default()
+                .0
+                .push(StatsChange { change, ..row });
+        }
+        for ((tenant, row), change) in self.domains.into_iter().filter(|(_, n)| *n != 0) {
+            out.entry(tenant)
+                .or_default()
+                .1
+                .push(DomainStatsChange { change, ..row });
+        }
+        out
+    }
+}
+
 /// Counts made afresh for deliveries stored before the statistics were
 /// (the migration that adds them): what each was seen to do, from its
 /// events, and the counts it is in, added up per tenant and dimension.
 #[derive(Default)]
 pub(crate) struct Rebuild {
-    rows: std::collections::HashMap<(TenantId, StatsChange), i64>,
-    domains: std::collections::HashMap<(TenantId, DomainStatsChange), i64>,
+    tally: Tally,
 }
 
 impl Rebuild {
@@ -174,20 +228,7 @@ impl Rebuild {
             .and_then(|e| status_reason(&e.details));
         let d = DeliveryRecord { seen, ..d.clone() };
         let (rows, domains) = rows_for(&d, tags, &changes(&[], &counted(&d, reason.as_deref())));
-        for r in rows {
-            let change = r.change;
-            *self
-                .rows
-                .entry((d.tenant_id.clone(), StatsChange { change: 0, ..r }))
-                .or_default() += change;
-        }
-        for r in domains {
-            let change = r.change;
-            *self
-                .domains
-                .entry((d.tenant_id.clone(), DomainStatsChange { change: 0, ..r }))
-                .or_default() += change;
-        }
+        self.tally.add(&d.tenant_id, &rows, &domains);
         seen
     }
 
@@ -195,22 +236,6 @@ impl Rebuild {
     pub(crate) fn into_changes(
         self,
     ) -> std::collections::BTreeMap<TenantId, (Vec<StatsChange>, Vec<DomainStatsChange>)> {
-        let mut out: std::collections::BTreeMap<
-            TenantId,
-            (Vec<StatsChange>, Vec<DomainStatsChange>),
-        > = Default::default();
-        for ((tenant, row), change) in self.rows {
-            out.entry(tenant)
-                .or_default()
-                .0
-                .push(StatsChange { change, ..row });
-        }
-        for ((tenant, row), change) in self.domains {
-            out.entry(tenant)
-                .or_default()
-                .1
-                .push(DomainStatsChange { change, ..row });
-        }
-        out
+        self.tally.into_changes()
     }
 }

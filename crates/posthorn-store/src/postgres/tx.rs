@@ -64,6 +64,9 @@ pub(crate) struct PgTx<'t, 'c> {
     /// is answered from this, so reading the others needs no write kept
     /// behind to be made first.
     message_tags: HashMap<MessageId, Vec<String>>,
+    /// Changes to the statistics' counts, added up and written once at the
+    /// end ([`PgTx::finish`]).
+    stats: crate::engine::stats::Tally,
 }
 
 /// A tenant's suppression entries not removed for some targets (addresses
@@ -88,6 +91,7 @@ impl<'t, 'c> PgTx<'t, 'c> {
             domain_owners_read: HashMap::new(),
             suppressions_read: HashMap::new(),
             message_tags: HashMap::new(),
+            stats: Default::default(),
         }
     }
 
@@ -112,6 +116,20 @@ impl<'t, 'c> PgTx<'t, 'c> {
             }),
             None => Ok(()),
         }
+    }
+
+    /// Writes what is kept for the end: the statistics' count changes,
+    /// added up, and the rows kept behind. Before the commit.
+    pub(crate) fn finish(&mut self) -> StoreResult<()> {
+        for (tenant, (changes, domains)) in std::mem::take(&mut self.stats).into_changes() {
+            add_stats(
+                &mut |sql, params| self.execute_unsynced(sql, params),
+                &tenant,
+                &changes,
+                &domains,
+            )?;
+        }
+        self.sync()
     }
 
     /// The transaction for a read, with every row kept behind written.
@@ -583,13 +601,9 @@ impl engine::WriteTx for PgTx<'_, '_> {
         changes: &[StatsChange],
         domains: &[DomainStatsChange],
     ) -> StoreResult<()> {
-        // No row kept behind concerns the counts.
-        add_stats(
-            &mut |sql, params| self.execute_unsynced(sql, params),
-            tenant,
-            changes,
-            domains,
-        )
+        // Added up and written once, before the commit (`finish`).
+        self.stats.add(tenant, changes, domains);
+        Ok(())
     }
 
     fn campaign_has_recipient(

@@ -510,7 +510,7 @@ fn commit(
         Mode::Plain => PgTx::new(&mut tx, &mut conn.statements),
     };
     body(&mut pg)?;
-    pg.sync()?;
+    pg.finish()?;
     let (written, xid) = (pg.events_stored(), pg.xid());
     if let Some(xid) = xid {
         local.note(xid);

@@ -318,7 +318,9 @@ impl engine::WriteTx for SqliteTx<'_, '_> {
         changes: &[StatsChange],
         domains: &[DomainStatsChange],
     ) -> StoreResult<()> {
-        add_stats(self.conn(), tenant, changes, domains)
+        // Added up and written once, before the batch commits.
+        self.batch.note_stats(tenant, changes, domains);
+        Ok(())
     }
 
     fn campaign_has_recipient(

@@ -26,7 +26,8 @@
 
 use super::checkpoint::{RestartRequest, finish_log};
 use crate::feed::CommitFeed;
-use crate::{EventRecord, StoreError, StoreResult};
+use crate::{DomainStatsChange, EventRecord, StatsChange, StoreError, StoreResult};
+use posthorn_core::TenantId;
 use rusqlite::Connection;
 use std::cell::{Cell, RefCell};
 use std::panic::AssertUnwindSafe;
@@ -41,6 +42,25 @@ pub(crate) struct BatchTx<'c> {
     /// The last sequence number given to an event (committed or not).
     last_seq: Cell<i64>,
     written: RefCell<Vec<Arc<EventRecord>>>,
+    /// Changes to the statistics' counts made by the batch's writes, added
+    /// up and written once before the commit: a batch of deliveries changes
+    /// a few counts many times.
+    stats: RefCell<PendingStats>,
+}
+
+#[derive(Default)]
+struct PendingStats {
+    changes: Vec<(TenantId, StatsChange)>,
+    domains: Vec<(TenantId, DomainStatsChange)>,
+}
+
+/// How much a batch had noted before a write: what to forget when the
+/// write is rolled back.
+#[derive(Debug, Clone, Copy, Default)]
+struct Noted {
+    events: usize,
+    changes: usize,
+    domains: usize,
 }
 
 impl std::ops::Deref for BatchTx<'_> {
@@ -56,6 +76,7 @@ impl<'c> BatchTx<'c> {
             conn,
             last_seq: Cell::new(last_seq),
             written: RefCell::default(),
+            stats: RefCell::default(),
         }
     }
 
@@ -73,14 +94,54 @@ impl<'c> BatchTx<'c> {
         self.written.borrow_mut().push(event);
     }
 
-    fn written_len(&self) -> usize {
-        self.written.borrow().len()
+    fn noted(&self) -> Noted {
+        let stats = self.stats.borrow();
+        Noted {
+            events: self.written.borrow().len(),
+            changes: stats.changes.len(),
+            domains: stats.domains.len(),
+        }
     }
 
-    /// Forgets the events noted after the first `len` (their writes were
-    /// rolled back).
-    fn forget_written_after(&self, len: usize) {
-        self.written.borrow_mut().truncate(len);
+    /// Forgets the events and count changes noted after `noted` (their
+    /// writes were rolled back).
+    fn forget_after(&self, noted: Noted) {
+        self.written.borrow_mut().truncate(noted.events);
+        let mut stats = self.stats.borrow_mut();
+        stats.changes.truncate(noted.changes);
+        stats.domains.truncate(noted.domains);
+    }
+
+    /// Notes changes to the statistics' counts, written before the commit.
+    pub(crate) fn note_stats(
+        &self,
+        tenant: &TenantId,
+        changes: &[StatsChange],
+        domains: &[DomainStatsChange],
+    ) {
+        let mut stats = self.stats.borrow_mut();
+        stats
+            .changes
+            .extend(changes.iter().map(|c| (tenant.clone(), c.clone())));
+        stats
+            .domains
+            .extend(domains.iter().map(|c| (tenant.clone(), c.clone())));
+    }
+
+    /// Writes the noted count changes, added up per count.
+    fn write_stats(&self) -> StoreResult<()> {
+        let pending = std::mem::take(&mut *self.stats.borrow_mut());
+        let mut tally = crate::engine::stats::Tally::default();
+        for (tenant, c) in &pending.changes {
+            tally.add(tenant, std::slice::from_ref(c), &[]);
+        }
+        for (tenant, c) in &pending.domains {
+            tally.add(tenant, &[], std::slice::from_ref(c));
+        }
+        for (tenant, (changes, domains)) in tally.into_changes() {
+            super::tx::add_stats(self.conn, &tenant, &changes, &domains)?;
+        }
+        Ok(())
     }
 
     /// Keeps the last sequence number given, in the same transaction, so
@@ -310,7 +371,7 @@ fn commit_batch(
     if !all_ran {
         // Undo the batch and run it again, each job in its own savepoint.
         counters.replays.fetch_add(1, Ordering::Relaxed);
-        tx.forget_written_after(0);
+        tx.forget_after(Noted::default());
         tx.last_seq.set(saved_seq);
         let restarted = rollback(conn).and_then(|()| begin(conn));
         if let Err(e) = restarted {
@@ -321,7 +382,8 @@ fn commit_batch(
         }
     }
     let commit = tx
-        .save_sequence(saved_seq)
+        .write_stats()
+        .and_then(|()| tx.save_sequence(saved_seq))
         .and_then(|()| conn.execute_batch("COMMIT").map_err(StoreError::from));
     if commit.is_err() {
         let _ = rollback(conn);
@@ -363,7 +425,7 @@ fn replay_in_savepoints(tx: &BatchTx<'_>, jobs: &mut [Box<dyn Job>]) -> StoreRes
     };
     for job in jobs {
         let savepoint = run("SAVEPOINT job");
-        let written_before = tx.written_len();
+        let noted_before = tx.noted();
         let ran = job.run(tx);
         if conn.is_autocommit() {
             tracing::error!(error = ?ran.as_ref().err(), "SQLite rolled back a whole batch");
@@ -375,7 +437,7 @@ fn replay_in_savepoints(tx: &BatchTx<'_>, jobs: &mut [Box<dyn Job>]) -> StoreRes
         let end = if ok && savepoint.is_ok() {
             run("RELEASE job")
         } else {
-            tx.forget_written_after(written_before);
+            tx.forget_after(noted_before);
             run("ROLLBACK TO job").and_then(|()| run("RELEASE job"))
         };
         if let Err(e) = end {
