@@ -18,6 +18,8 @@ pub struct Metrics {
     pub messages_accepted: AtomicU64,
     /// Live feeds (`GET /v1/events/stream`) open now.
     pub feeds_open: AtomicU64,
+    /// Exports (`GET /v1/*/export`) being sent now.
+    pub exports_open: Arc<AtomicU64>,
     /// Delivery attempts finished, by the event recorded (delivered,
     /// deferred, bounced, expired, failed), counted once durable.
     outcomes: Mutex<BTreeMap<String, u64>>,
@@ -120,6 +122,13 @@ impl Metrics {
             out,
             "posthorn_feeds_open {}",
             self.feeds_open.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(out, "# HELP posthorn_exports_open Exports being sent now.");
+        let _ = writeln!(out, "# TYPE posthorn_exports_open gauge");
+        let _ = writeln!(
+            out,
+            "posthorn_exports_open {}",
+            self.exports_open.load(Ordering::Relaxed)
         );
         let _ = writeln!(
             out,

@@ -4332,7 +4332,11 @@ async fn cursors_and_filters_never_cross_queries_or_tenants() {
         Some("cursor"),
         "an event cursor on deliveries",
     );
-    let tampered = format!("{}0{}", &cursor[..35], &cursor[36..]);
+    // The id's last digit changed (to another digit, whatever it was).
+    let digit = &cursor[35..36];
+    let other = if digit == "0" { "1" } else { "0" };
+    let tampered = format!("{}{other}{}", &cursor[..35], &cursor[36..]);
+    assert_ne!(tampered, cursor);
     let r = server
         .get(
             &server.admin,
@@ -4511,23 +4515,6 @@ impl Feed {
     }
 }
 
-async fn feeds_open(server: &Server) -> u64 {
-    let text = server
-        .http
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix("posthorn_feeds_open "))
-        .expect("the gauge is shown")
-        .parse()
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_live_feed_sends_new_events_and_resumes_without_gap_or_repeat() {
     let server = start().await;
@@ -4608,13 +4595,13 @@ async fn the_live_feed_sends_new_events_and_resumes_without_gap_or_repeat() {
 
     // Feeds whose clients left are closed.
     drop((resumed, opens_only, theirs));
-    let mut open = feeds_open(&server).await;
+    let mut open = gauge(&server, "posthorn_feeds_open").await;
     for _ in 0..100 {
         if open == 0 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
-        open = feeds_open(&server).await;
+        open = gauge(&server, "posthorn_feeds_open").await;
     }
     assert_eq!(open, 0, "every feed whose client left is closed");
 }
@@ -4865,4 +4852,82 @@ async fn stats_count_deliveries_and_lead_to_the_deliveries_behind_them() {
             .await;
         assert_error(&r, 400, "invalid_query", Some(field), query);
     }
+}
+
+async fn gauge(server: &Server, name: &str) -> u64 {
+    let text = server
+        .http
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .expect("the gauge is shown")
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_the_client_leaves_is_closed_at_once() {
+    let server = &start().await;
+    let receipt = server.accept(&to(&["a@example.com"])).await;
+    let delivery = posthorn_core::DeliveryId::parse(&delivery_ids(&receipt)[0]).unwrap();
+    // Far more than the socket buffers hold: about 20 MB of NDJSON.
+    let reply = "451 4.7.1 ".to_owned() + &"try again later ".repeat(60);
+    let writes = (0..20_000).map(|i| {
+        let (store, tenant, delivery) = (
+            server.store.clone(),
+            server.tenant.id.clone(),
+            delivery.clone(),
+        );
+        let reply = reply.clone();
+        async move {
+            let event = posthorn_store::NewEvent {
+                id: posthorn_core::EventId::generate(),
+                delivery_id: delivery,
+                occurred_at: now() + i,
+                recorded_at: now(),
+                source: posthorn_core::EventSource::Delivery,
+                details: posthorn_core::event::EventDetails::Deferred(
+                    posthorn_core::event::Deferred {
+                        attempt: 1,
+                        reply_text: Some(reply),
+                        ..Default::default()
+                    },
+                ),
+                external_id: None,
+            };
+            store.record_event(&tenant, event).await.unwrap();
+        }
+    });
+    futures_util::future::join_all(writes).await;
+    let mut response = server
+        .http
+        .get(server.url("/v1/events/export?format=ndjson"))
+        .header("authorization", format!("Bearer {}", server.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let first = response.chunk().await.unwrap().expect("a first chunk");
+    assert!(!first.is_empty());
+    assert_eq!(
+        gauge(server, "posthorn_exports_open").await,
+        1,
+        "the export is being sent"
+    );
+    drop(response);
+    let mut open = 1;
+    for _ in 0..100 {
+        open = gauge(server, "posthorn_exports_open").await;
+        if open == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(open, 0, "the export whose client left is closed");
 }

@@ -66,7 +66,7 @@ pub async fn events(
         tenant: auth.tenant.id.clone(),
         filters,
     };
-    Ok(streamed(source, format, "events"))
+    Ok(streamed(source, format, "events", &state))
 }
 
 pub async fn deliveries(
@@ -81,7 +81,7 @@ pub async fn deliveries(
         tenant: auth.tenant.id.clone(),
         filters,
     };
-    Ok(streamed(source, format, "deliveries"))
+    Ok(streamed(source, format, "deliveries", &state))
 }
 
 /// What an export reads and how it writes a row.
@@ -242,20 +242,39 @@ impl Rows for DeliveryRows {
     }
 }
 
+/// Counts an export as open while it lives (`posthorn_exports_open`): it
+/// lives in the response body, which is dropped when the client goes.
+struct OpenExport(Arc<std::sync::atomic::AtomicU64>);
+
+impl OpenExport {
+    fn new(gauge: &Arc<std::sync::atomic::AtomicU64>) -> Self {
+        gauge.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Self(gauge.clone())
+    }
+}
+
+impl Drop for OpenExport {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// The export as a streamed response: each step reads one page and
 /// writes its rows; the next is read when the client has taken it.
-fn streamed<R: Rows + Sync>(source: R, format: Format, name: &str) -> Response {
+fn streamed<R: Rows + Sync>(source: R, format: Format, name: &str, state: &AppState) -> Response {
     struct Cursor<R> {
         source: R,
         after: Option<String>,
         header_sent: bool,
         done: bool,
+        _open: OpenExport,
     }
     let start = Cursor {
         source,
         after: None,
         header_sent: false,
         done: false,
+        _open: OpenExport::new(&state.metrics.exports_open),
     };
     let body = futures_util::stream::unfold(start, move |mut c| async move {
         if c.done {
