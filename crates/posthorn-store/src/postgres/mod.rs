@@ -66,6 +66,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0001_init.sql"),
     include_str!("../../migrations/postgres/0002_dkim_keys.sql"),
     include_str!("../../migrations/postgres/0003_delivery_stats.sql"),
+    include_str!("../../migrations/postgres/0004_delivery_stats_compaction.sql"),
 ];
 
 /// The advisory lock key that one node at a time holds while it migrates:
@@ -233,6 +234,14 @@ impl PgStore {
         let settings = &self.reads.settings;
         on_own_thread(|| make_partitions(&mut settings.connect()?, at, months))
             .map_err(|e| settings.name_in(e))
+    }
+
+    /// Folds the statistics' rows of changes now (every node's tail does
+    /// it each minute); returns how many count rows it wrote (0 when
+    /// another node was folding). Blocking.
+    pub fn compact_stats(&self) -> StoreResult<u64> {
+        let settings = &self.reads.settings;
+        on_own_thread(|| compact_stats(&mut settings.connect()?)).map_err(|e| settings.name_in(e))
     }
 
     /// A plain connection with this store's settings, for work that is
@@ -476,6 +485,48 @@ fn rebuild_stats(tx: &mut ::postgres::Transaction<'_>) -> StoreResult<()> {
         )?;
     }
     Ok(())
+}
+
+/// Folds the statistics' rows of changes into one row per count, for the
+/// counts that changed since the last time (migration 4); one node at a
+/// time (the others skip the round). Rows added by transactions still open
+/// are left for the next round. Sums are the same before and after.
+/// Returns how many count rows it wrote.
+pub(crate) fn compact_stats(c: &mut Client) -> StoreResult<u64> {
+    let mut tx = c.transaction()?;
+    let mine: bool = tx
+        .query_one(
+            "SELECT pg_try_advisory_xact_lock($1)",
+            &[&(MIGRATION_LOCK + 2)],
+        )?
+        .try_get(0)?;
+    if !mine {
+        return Ok(0);
+    }
+    let mut folded = 0;
+    for (table, key) in [
+        (
+            "delivery_stats",
+            "tenant_id, tag, hour, stream, campaign, reason, metric",
+        ),
+        ("delivery_stats_domains", "tenant_id, day, domain, metric"),
+    ] {
+        let on: Vec<String> = key.split(", ").map(|k| format!("s.{k} = f.{k}")).collect();
+        let returning: Vec<String> = key.split(", ").map(|k| format!("s.{k}")).collect();
+        folded += tx.execute(
+            &format!(
+                "WITH fresh AS (SELECT DISTINCT {key} FROM {table} WHERE NOT compacted), \
+                 moved AS (DELETE FROM {table} s USING fresh f WHERE {} RETURNING {}, s.deliveries) \
+                 INSERT INTO {table} ({key}, deliveries, compacted) \
+                 SELECT {key}, SUM(deliveries), true FROM moved GROUP BY {key} HAVING SUM(deliveries) <> 0",
+                on.join(" AND "),
+                returning.join(", ")
+            ),
+            &[],
+        )?;
+    }
+    tx.commit()?;
+    Ok(folded)
 }
 
 /// Runs the schema's partition maker (see `posthorn_event_partitions` in

@@ -19,7 +19,7 @@
 //! for long (making them is safe from every node at once).
 
 use super::position::position_xid;
-use super::{PARTITION_MONTHS_AHEAD, Settings, make_partitions, reads};
+use super::{PARTITION_MONTHS_AHEAD, Settings, compact_stats, make_partitions, reads};
 use crate::StoreResult;
 use crate::feed::{CommitFeed, Origin};
 use crate::records::EventRecord;
@@ -46,6 +46,10 @@ const PAGE: i64 = 1000;
 
 /// How often the coming months' event partitions are made.
 const PARTITIONS_EVERY: Duration = Duration::from_secs(24 * 3600);
+
+/// How often the statistics' rows of changes are folded (see
+/// `compact_stats`): one node folds, the others skip the round.
+const COMPACT_STATS_EVERY: Duration = Duration::from_secs(60);
 
 /// The transaction ids of this node's writes that stored events, until the
 /// tail has published past them.
@@ -110,6 +114,7 @@ impl Tail {
             last: start,
             // `connect` made them just now.
             partitions_due: Instant::now() + PARTITIONS_EVERY,
+            stats_due: Instant::now() + COMPACT_STATS_EVERY,
         };
         std::thread::Builder::new()
             .name("posthorn-pg-tail".into())
@@ -134,6 +139,7 @@ struct Follower {
     last: i64,
     /// When to make the coming months' partitions next.
     partitions_due: Instant,
+    stats_due: Instant,
 }
 
 impl Follower {
@@ -162,6 +168,12 @@ impl Follower {
                 .map_or(0, |d| d.as_millis() as posthorn_core::Millis);
             make_partitions(client, now, PARTITION_MONTHS_AHEAD)?;
             self.partitions_due = Instant::now() + PARTITIONS_EVERY;
+        }
+        if Instant::now() >= self.stats_due {
+            // On this thread's connection, between two reads of the log:
+            // the feed waits for a round, which folds a minute's rows.
+            compact_stats(client)?;
+            self.stats_due = Instant::now() + COMPACT_STATS_EVERY;
         }
         if self.publish_settled(client)? {
             return Ok(());
