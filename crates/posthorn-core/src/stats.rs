@@ -202,9 +202,9 @@ pub fn status_reason(details: &EventDetails) -> Option<String> {
 /// The changes of counts when a delivery goes from `before` to `after`
 /// (each as `(metric, reason)`): -1 for each it leaves, +1 for each it
 /// joins, nothing for what stays.
-pub fn changes<'a>(
-    before: &'a [(Metric, Option<String>)],
-    after: &'a [(Metric, Option<String>)],
+pub fn changes(
+    before: &[(Metric, Option<String>)],
+    after: &[(Metric, Option<String>)],
 ) -> Vec<((Metric, Option<String>), i64)> {
     let mut out = Vec::new();
     for b in before {

@@ -263,6 +263,46 @@ impl Server {
         assert_eq!(r.status, 200);
         r.text
     }
+
+    /// A gauge of `/metrics`.
+    async fn gauge(&self, name: &str) -> u64 {
+        self.metrics()
+            .await
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")).map(str::to_owned))
+            .expect("the gauge is shown")
+            .parse()
+            .unwrap()
+    }
+
+    /// Records `n` events of one delivery of the default tenant straight
+    /// into the store, all at once (many rows, quickly), each with the
+    /// details `details` makes.
+    async fn record_many(
+        &self,
+        delivery: &str,
+        n: i64,
+        source: posthorn_core::EventSource,
+        details: impl Fn() -> posthorn_core::event::EventDetails,
+    ) {
+        let delivery = posthorn_core::DeliveryId::parse(delivery).unwrap();
+        let writes = (0..n).map(|i| {
+            let event = posthorn_store::NewEvent {
+                id: posthorn_core::EventId::generate(),
+                delivery_id: delivery.clone(),
+                occurred_at: now() + i,
+                recorded_at: now(),
+                source,
+                details: details(),
+                external_id: None,
+            };
+            let (store, tenant) = (self.store.clone(), self.tenant.id.clone());
+            async move {
+                store.record_event(&tenant, event).await.unwrap();
+            }
+        });
+        futures_util::future::join_all(writes).await;
+    }
 }
 
 /// A valid submission to one recipient, with `patch` applied on top (a
@@ -4595,13 +4635,13 @@ async fn the_live_feed_sends_new_events_and_resumes_without_gap_or_repeat() {
 
     // Feeds whose clients left are closed.
     drop((resumed, opens_only, theirs));
-    let mut open = gauge(&server, "posthorn_feeds_open").await;
+    let mut open = server.gauge("posthorn_feeds_open").await;
     for _ in 0..100 {
         if open == 0 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
-        open = gauge(&server, "posthorn_feeds_open").await;
+        open = server.gauge("posthorn_feeds_open").await;
     }
     assert_eq!(open, 0, "every feed whose client left is closed");
 }
@@ -4654,25 +4694,11 @@ async fn exports_stream_every_row_as_csv_or_ndjson() {
         )
         .await;
     // More rows than a page holds (1,000): opens written to the store.
-    let tenant = server.tenant.id.clone();
-    let delivery = posthorn_core::DeliveryId::parse(&ids[1]).unwrap();
-    let writes = (0..1_100).map(|i| {
-        let store = server.store.clone();
-        let (tenant, delivery) = (tenant.clone(), delivery.clone());
-        async move {
-            let event = posthorn_store::NewEvent {
-                id: posthorn_core::EventId::generate(),
-                delivery_id: delivery,
-                occurred_at: now() + i,
-                recorded_at: now(),
-                source: posthorn_core::EventSource::Tracker,
-                details: posthorn_core::event::EventDetails::Opened(Default::default()),
-                external_id: None,
-            };
-            store.record_event(&tenant, event).await.unwrap();
-        }
-    });
-    futures_util::future::join_all(writes).await;
+    server
+        .record_many(&ids[1], 1_100, posthorn_core::EventSource::Tracker, || {
+            posthorn_core::event::EventDetails::Opened(Default::default())
+        })
+        .await;
     server
         .accept_as(&b_admin, &to(&["theirs@example.com"]))
         .await;
@@ -4854,57 +4880,26 @@ async fn stats_count_deliveries_and_lead_to_the_deliveries_behind_them() {
     }
 }
 
-async fn gauge(server: &Server, name: &str) -> u64 {
-    let text = server
-        .http
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .expect("the gauge is shown")
-        .parse()
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_export_the_client_leaves_is_closed_at_once() {
     let server = &start().await;
     let receipt = server.accept(&to(&["a@example.com"])).await;
-    let delivery = posthorn_core::DeliveryId::parse(&delivery_ids(&receipt)[0]).unwrap();
     // Far more than the socket buffers hold: about 20 MB of NDJSON.
     let reply = "451 4.7.1 ".to_owned() + &"try again later ".repeat(60);
-    let writes = (0..20_000).map(|i| {
-        let (store, tenant, delivery) = (
-            server.store.clone(),
-            server.tenant.id.clone(),
-            delivery.clone(),
-        );
-        let reply = reply.clone();
-        async move {
-            let event = posthorn_store::NewEvent {
-                id: posthorn_core::EventId::generate(),
-                delivery_id: delivery,
-                occurred_at: now() + i,
-                recorded_at: now(),
-                source: posthorn_core::EventSource::Delivery,
-                details: posthorn_core::event::EventDetails::Deferred(
-                    posthorn_core::event::Deferred {
-                        attempt: 1,
-                        reply_text: Some(reply),
-                        ..Default::default()
-                    },
-                ),
-                external_id: None,
-            };
-            store.record_event(&tenant, event).await.unwrap();
-        }
-    });
-    futures_util::future::join_all(writes).await;
+    server
+        .record_many(
+            &delivery_ids(&receipt)[0],
+            20_000,
+            posthorn_core::EventSource::Delivery,
+            || {
+                posthorn_core::event::EventDetails::Deferred(posthorn_core::event::Deferred {
+                    attempt: 1,
+                    reply_text: Some(reply.clone()),
+                    ..Default::default()
+                })
+            },
+        )
+        .await;
     let mut response = server
         .http
         .get(server.url("/v1/events/export?format=ndjson"))
@@ -4916,14 +4911,14 @@ async fn an_export_the_client_leaves_is_closed_at_once() {
     let first = response.chunk().await.unwrap().expect("a first chunk");
     assert!(!first.is_empty());
     assert_eq!(
-        gauge(server, "posthorn_exports_open").await,
+        server.gauge("posthorn_exports_open").await,
         1,
         "the export is being sent"
     );
     drop(response);
     let mut open = 1;
     for _ in 0..100 {
-        open = gauge(server, "posthorn_exports_open").await;
+        open = server.gauge("posthorn_exports_open").await;
         if open == 0 {
             break;
         }

@@ -77,18 +77,15 @@ impl Dialect {
     }
 
     /// Whether the message `m`'s metadata has `key` with one of `values`
-    /// (as text; parameters).
-    fn metadata_is(self, key: &str, values: &[String]) -> String {
+    /// (as text; a list of parameters).
+    fn metadata_is(self, key: &str, values: &str) -> String {
         match self {
             Dialect::Sqlite => format!(
                 "EXISTS (SELECT 1 FROM json_each(m.metadata) j WHERE j.key = {key} AND \
                  (CASE j.type WHEN 'true' THEN 'true' WHEN 'false' THEN 'false' \
-                  ELSE CAST(j.value AS TEXT) END) IN ({}))",
-                values.join(", ")
+                  ELSE CAST(j.value AS TEXT) END) IN ({values}))"
             ),
-            Dialect::Postgres => {
-                format!("(m.metadata ->> {key}::text) IN ({})", values.join(", "))
-            }
+            Dialect::Postgres => format!("(m.metadata ->> {key}::text) IN ({values})"),
         }
     }
 }
@@ -116,6 +113,13 @@ impl Sql {
 
     fn text(&mut self, value: &str) -> String {
         self.param(SqlValue::Text(value.to_owned()))
+    }
+
+    /// Adds text parameters and returns their placeholders as a list for
+    /// `IN (...)`.
+    fn texts<'v>(&mut self, values: impl IntoIterator<Item = &'v str>) -> String {
+        let placeholders: Vec<String> = values.into_iter().map(|v| self.text(v)).collect();
+        placeholders.join(", ")
     }
 }
 
@@ -149,27 +153,21 @@ fn event_conditions(
 ) -> Vec<String> {
     let mut c = Vec::new();
     if !f.kinds.is_empty() {
-        let list: Vec<String> = f.kinds.iter().map(|k| sql.text(k.as_str())).collect();
-        c.push(format!("e.kind IN ({})", list.join(", ")));
+        let list = sql.texts(f.kinds.iter().map(|k| k.as_str()));
+        c.push(format!("e.kind IN ({list})"));
     }
     if !f.reasons.is_empty() {
-        let list: Vec<String> = f.reasons.iter().map(|r| sql.text(r)).collect();
+        let list = sql.texts(f.reasons.iter().map(String::as_str));
         c.push(format!(
-            "{} IN ({})",
-            dialect.json_text("e.details", "reason"),
-            list.join(", ")
+            "{} IN ({list})",
+            dialect.json_text("e.details", "reason")
         ));
     }
     if with_bounce_type && !f.bounce_types.is_empty() {
-        let list: Vec<String> = f
-            .bounce_types
-            .iter()
-            .map(|b| sql.text(b.as_str()))
-            .collect();
+        let list = sql.texts(f.bounce_types.iter().map(|b| b.as_str()));
         c.push(format!(
-            "e.kind = 'bounced' AND {} IN ({})",
-            dialect.json_text("e.details", "bounce_type"),
-            list.join(", ")
+            "e.kind = 'bounced' AND {} IN ({list})",
+            dialect.json_text("e.details", "bounce_type")
         ));
     }
     if let Some(code) = f.smtp_code {
@@ -213,7 +211,7 @@ fn message_condition(
     // sorted, so a key's values are together).
     for group in f.metadata.chunk_by(|a, b| a.0 == b.0) {
         let key = sql.text(&group[0].0);
-        let values: Vec<String> = group.iter().map(|(_, v)| sql.text(v)).collect();
+        let values = sql.texts(group.iter().map(|(_, v)| v.as_str()));
         c.push(dialect.metadata_is(&key, &values));
     }
     Some(format!(
@@ -326,19 +324,14 @@ pub(crate) fn events_page(
         // index), domains on the events' own recipient.
         let mut alternatives = Vec::new();
         if !addresses.is_empty() {
-            let list: Vec<String> = addresses.iter().map(|a| sql.text(a)).collect();
+            let list = sql.texts(addresses.iter().map(|a| a.as_str()));
             alternatives.push(format!(
-                "e.delivery_id IN (SELECT d.id FROM deliveries d WHERE d.tenant_id = {tenant} AND d.recipient IN ({}))",
-                list.join(", ")
+                "e.delivery_id IN (SELECT d.id FROM deliveries d WHERE d.tenant_id = {tenant} AND d.recipient IN ({list}))"
             ));
         }
         if !domains.is_empty() {
-            let list: Vec<String> = domains.iter().map(|d| sql.text(d)).collect();
-            alternatives.push(format!(
-                "{} IN ({})",
-                dialect.domain_of("e.recipient"),
-                list.join(", ")
-            ));
+            let list = sql.texts(domains.iter().map(|d| d.as_str()));
+            alternatives.push(format!("{} IN ({list})", dialect.domain_of("e.recipient")));
         }
         c.push(format!("({})", alternatives.join(" OR ")));
     }
@@ -433,14 +426,9 @@ fn delivery_conditions(
         c.push(format!("d.campaign = {}", sql.text(campaign)));
     }
     if !f.bounce_types.is_empty() {
-        let list: Vec<String> = f
-            .bounce_types
-            .iter()
-            .map(|b| sql.text(b.as_str()))
-            .collect();
+        let list = sql.texts(f.bounce_types.iter().map(|b| b.as_str()));
         c.push(format!(
-            "d.delivery_status = 'bounced' AND d.bounce_type IN ({})",
-            list.join(", ")
+            "d.delivery_status = 'bounced' AND d.bounce_type IN ({list})"
         ));
     }
     if f.filters_status() {
@@ -456,10 +444,9 @@ fn delivery_conditions(
         if pairs.is_empty() {
             c.push("1 = 0".to_owned());
         } else {
-            let list: Vec<String> = pairs.iter().map(|p| sql.text(p)).collect();
+            let list = sql.texts(pairs.iter().map(String::as_str));
             c.push(format!(
-                "(coalesce(d.delivery_status, '-') || '/' || coalesce(d.engagement_status, 'none')) IN ({})",
-                list.join(", ")
+                "(coalesce(d.delivery_status, '-') || '/' || coalesce(d.engagement_status, 'none')) IN ({list})"
             ));
         }
     }
@@ -574,21 +561,29 @@ pub(crate) fn stats_counts(tenant: &TenantId, q: &crate::StatsQuery) -> Sql {
     sql
 }
 
+/// The reads of the statistics' first count (`engine::stats::Rebuild`,
+/// run by the migration that adds them): every delivery with its
+/// message's tags (the column after `delivery_columns`), and for one
+/// delivery (`$1`) its engagement events and the event that set its
+/// status (`$2`).
+pub(crate) fn rebuild_reads(delivery_columns: &str, event_columns: &str) -> (String, String) {
+    (
+        format!(
+            "SELECT {delivery_columns}, (SELECT m.tags FROM messages m WHERE m.id = deliveries.message_id) \
+             FROM deliveries"
+        ),
+        format!(
+            "SELECT {event_columns} FROM events WHERE delivery_id = $1 \
+             AND (kind IN ('opened', 'clicked', 'unsubscribed', 'complained') OR id = $2)"
+        ),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use posthorn_core::search::{Surface, parse};
-
-    fn filters(q: &str, surface: Surface) -> Filters {
-        let pairs: Vec<(String, String)> = q
-            .split('&')
-            .map(|p| {
-                let (k, v) = p.split_once('=').unwrap();
-                (k.to_owned(), v.to_owned())
-            })
-            .collect();
-        parse(&pairs, surface, &[]).unwrap().0
-    }
+    use crate::conformance::search as filters;
+    use posthorn_core::search::Surface;
 
     /// rusqlite binds `$N` by first appearance: the numbers must appear
     /// in order, each new one the next.

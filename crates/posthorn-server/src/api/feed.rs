@@ -31,13 +31,14 @@ use axum::body::{Body, Bytes};
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
 use posthorn_core::TenantId;
 use posthorn_core::search::{self, Filters, Surface};
 use posthorn_store::{EventRecord, Scope, Store};
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, oneshot};
 
 /// How long a client may leave the feed's buffer full before it is told
 /// it lags and the feed ends.
@@ -85,7 +86,6 @@ pub async fn stream(
         None => state.store.commit_position().await?,
     };
     let (tx, rx) = mpsc::channel::<Bytes>(BUFFERED);
-    let lagged = Arc::new(Mutex::new(None));
     let feed = Feed {
         store: state.store.clone(),
         tenant: auth.tenant.id.clone(),
@@ -96,26 +96,28 @@ pub async fn stream(
     };
     let metrics = state.metrics.clone();
     metrics.feeds_open.fetch_add(1, Ordering::Relaxed);
-    let ended = lagged.clone();
+    // How the feed ended: `Some(position)` when the client lagged.
+    let (ended_tx, ended_rx) = oneshot::channel();
     tokio::spawn(async move {
-        if let Some(resume_after) = feed.run(commits, tx).await {
-            *ended.lock().unwrap_or_else(|e| e.into_inner()) = Some(resume_after);
-        }
+        let _ = ended_tx.send(feed.run(commits, tx).await);
         metrics.feeds_open.fetch_sub(1, Ordering::Relaxed);
     });
     // What the client reads: the buffered messages, then (when the feed
     // ended because the client lagged) the `lagged` message.
-    let body = futures_util::stream::unfold((rx, lagged), |(mut rx, lagged)| async move {
-        match rx.recv().await {
-            Some(bytes) => Some((Ok::<_, std::convert::Infallible>(bytes), (rx, lagged))),
-            None => {
-                let resume_after = lagged.lock().unwrap_or_else(|e| e.into_inner()).take()?;
-                let message =
-                    format!("event: lagged\ndata: {{\"resume_after\":{resume_after}}}\n\n");
-                Some((Ok(Bytes::from(message)), (rx, Arc::new(Mutex::new(None)))))
-            }
-        }
+    let messages = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|bytes| (bytes, rx))
     });
+    let lagged = futures_util::stream::once(async move {
+        ended_rx.await.ok().flatten().map(|resume_after| {
+            Bytes::from(format!(
+                "event: lagged\ndata: {{\"resume_after\":{resume_after}}}\n\n"
+            ))
+        })
+    })
+    .filter_map(std::future::ready);
+    let body = messages
+        .chain(lagged)
+        .map(Ok::<_, std::convert::Infallible>);
     let mut response = Body::from_stream(body).into_response();
     let h = response.headers_mut();
     h.insert(

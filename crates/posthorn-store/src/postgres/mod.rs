@@ -444,18 +444,9 @@ const STATS_MIGRATION: i64 = 3;
 /// stores what each was seen to do.
 fn rebuild_stats(tx: &mut ::postgres::Transaction<'_>) -> StoreResult<()> {
     let mut rebuild = crate::engine::stats::Rebuild::default();
-    let deliveries = tx.query(
-        &format!(
-            "SELECT {}, (SELECT m.tags FROM messages m WHERE m.id = deliveries.message_id) FROM deliveries",
-            reads::DELIVERY_COLUMNS
-        ),
-        &[],
-    )?;
-    let events_sql = format!(
-        "SELECT {} FROM events WHERE delivery_id = $1 \
-         AND (kind IN ('opened', 'clicked', 'unsubscribed', 'complained') OR id = $2)",
-        reads::EVENT_COLUMNS
-    );
+    let (deliveries_sql, events_sql) =
+        crate::search::rebuild_reads(reads::DELIVERY_COLUMNS, reads::EVENT_COLUMNS);
+    let deliveries = tx.query(&deliveries_sql, &[])?;
     for row in &deliveries {
         let d = reads::delivery_row(row)?;
         let tags: Vec<String> = row

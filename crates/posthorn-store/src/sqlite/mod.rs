@@ -251,15 +251,10 @@ const STATS_MIGRATION: i64 = 12;
 fn rebuild_stats(c: &Connection) -> StoreResult<()> {
     let mut rebuild = engine::stats::Rebuild::default();
     let mut seen = Vec::new();
-    let mut deliveries = c.prepare(&format!(
-        "SELECT {}, (SELECT m.tags FROM messages m WHERE m.id = deliveries.message_id) FROM deliveries",
-        reads::DELIVERY_COLUMNS
-    ))?;
-    let mut events = c.prepare(&format!(
-        "SELECT {} FROM events WHERE delivery_id = $1 \
-         AND (kind IN ('opened', 'clicked', 'unsubscribed', 'complained') OR id = $2)",
-        reads::EVENT_COLUMNS
-    ))?;
+    let (deliveries_sql, events_sql) =
+        crate::search::rebuild_reads(reads::DELIVERY_COLUMNS, reads::EVENT_COLUMNS);
+    let mut deliveries = c.prepare(&deliveries_sql)?;
+    let mut events = c.prepare(&events_sql)?;
     let mut rows = deliveries.query([])?;
     while let Some(row) = rows.next()? {
         let d = reads::delivery_row(row)?;
